@@ -1,0 +1,354 @@
+"""``App``: handlers, sinks, middleware and lifecycle around one pipeline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, Literal
+
+import anyio
+
+from mpsflow.clock import Clock, SystemClock
+from mpsflow.delivery import Delivery, Outcome
+from mpsflow.errors import ConfigurationError
+from mpsflow.idempotency import Idempotency
+from mpsflow.metrics import InMemoryMetrics, Metrics
+from mpsflow.middleware.base import Middleware
+from mpsflow.middleware.dedup import DedupMiddleware
+from mpsflow.middleware.signature import SignatureMiddleware
+from mpsflow.pipeline import Pipeline, UnmatchedPolicy
+from mpsflow.retry import RetryPolicy
+from mpsflow.router import Router
+from mpsflow.signature import SignatureVerifier, UnsignedPolicy
+from mpsflow.sinks.base import Sink
+from mpsflow.sinks.channel import SinkChannel
+from mpsflow.sinks.jsonl import JsonlSink
+from mpsflow.sources.base import Source
+from mpsflow.stores.base import IdempotencyStore
+
+__all__ = ["DEFAULT_DEAD_LETTER_PATH", "DEFAULT_MAX_BODY_SIZE", "App"]
+
+DEFAULT_DEAD_LETTER_PATH = "mpsflow-dead-letters.jsonl"
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+
+_log = logging.getLogger("mpsflow.app")
+
+Hook = Callable[[], Awaitable[None]]
+Lifespan = Callable[["App"], AbstractAsyncContextManager[None]]
+
+
+class App(Router):
+    """An mpsflow application: register handlers with ``@app.on(key)``, then run sources.
+
+    ``async with app:`` starts sinks and lifespan hooks; ``await app.process(delivery)`` runs
+    one delivery through the pipeline; ``await app.run(*sources)`` feeds sources until they
+    end or SIGTERM/SIGINT arrives, then drains in-flight work for up to
+    ``shutdown_timeout`` seconds and leaves the rest for redelivery.
+
+    ``notify_keys`` turns signature checks on (several keys = rotation); ``idempotency`` (a
+    store or an ``Idempotency``) turns per-handler dedup on.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        unmatched: UnmatchedPolicy = "ack",
+        dead_letters: Sink | str | os.PathLike[str] | None = DEFAULT_DEAD_LETTER_PATH,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        middleware: Sequence[Middleware] = (),
+        lifespan: Lifespan | None = None,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        shutdown_timeout: float = 30.0,
+        notify_keys: Sequence[str] = (),
+        signature_skew: float = 30.0,
+        allow_unsigned: UnsignedPolicy | bool = False,
+        idempotency: Idempotency | IdempotencyStore | None = None,
+    ) -> None:
+        super().__init__(retry=retry or RetryPolicy(), timeout=timeout)
+        if unmatched not in ("ack", "dead_letter"):
+            raise ConfigurationError("unmatched must be 'ack' or 'dead_letter'")
+        if dead_letters is None:
+            raise ConfigurationError(
+                "a dead-letter sink is required: nothing may be dropped silently"
+            )
+        self.clock: Clock = clock or SystemClock()
+        self.metrics: Metrics = metrics or InMemoryMetrics()
+        self.max_body_size = max_body_size
+        self.shutdown_timeout = shutdown_timeout
+        self.unmatched: UnmatchedPolicy = unmatched
+        self._dead_letter_sink: Sink = (
+            JsonlSink(os.fspath(dead_letters))
+            if isinstance(dead_letters, str | os.PathLike)
+            else dead_letters
+        )
+        self._delivery_middleware: list[Middleware] = list(middleware)
+        self._app_handler_middleware: list[Middleware] = []
+        self._sinks: dict[str, tuple[Sink, dict[str, Any]]] = {}
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._lifespan = lifespan
+        self._pipeline: Pipeline | None = None
+        self._stack: AsyncExitStack | None = None
+        self._stop: anyio.Event | None = None
+        self.notify_keys = tuple(notify_keys)
+        if isinstance(notify_keys, str):
+            raise ConfigurationError("notify_keys is a list of keys, not one string")
+        self.signature_skew = signature_skew
+        self.allow_unsigned = allow_unsigned
+        self.idempotency = idempotency
+        self.channels: dict[str, SinkChannel] = {}
+        self.readiness_checks: list[Callable[[], Awaitable[bool]]] = []
+        """Async checks ``/readyz`` runs (e.g. the dedup store answers)."""
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def sink(
+        self,
+        name: str,
+        sink: Sink,
+        *,
+        batch_size: int = 100,
+        max_delay: float = 0.05,
+        buffer_size: int = 10_000,
+        max_attempts: int = 5,
+    ) -> Sink:
+        """Register ``sink`` under ``name`` for ``ctx.emit(name, record)``."""
+        if self._pipeline is not None:
+            raise ConfigurationError("register sinks before the app starts")
+        if name in self._sinks:
+            raise ConfigurationError(f"a sink named {name!r} is already registered")
+        self._sinks[name] = (
+            sink,
+            {
+                "batch_size": batch_size,
+                "max_delay": max_delay,
+                "buffer_size": buffer_size,
+                "max_attempts": max_attempts,
+            },
+        )
+        return sink
+
+    def replace_sink(self, name: str, sink: Sink) -> None:
+        """Swap the sink registered as ``name`` (keeps its channel options); used by tests."""
+        if name not in self._sinks:
+            raise ConfigurationError(f"no sink named {name!r}")
+        self._sinks[name] = (sink, self._sinks[name][1])
+
+    @property
+    def sink_names(self) -> tuple[str, ...]:
+        return tuple(self._sinks)
+
+    @property
+    def dead_letter_sink(self) -> Sink:
+        return self._dead_letter_sink
+
+    @dead_letter_sink.setter
+    def dead_letter_sink(self, sink: Sink) -> None:
+        if self._pipeline is not None:
+            raise ConfigurationError("set the dead-letter sink before the app starts")
+        self._dead_letter_sink = sink
+
+    def use_default_idempotency(self, path: str | os.PathLike[str]) -> None:
+        """Dedup with the embedded SQLite store at ``path`` unless a store is set already."""
+        if self.idempotency is None:
+            from mpsflow.stores.sqlite import SQLiteStore
+
+            self.idempotency = SQLiteStore(os.fspath(path))
+
+    def _idempotency(self) -> Idempotency | None:
+        configured = self.idempotency
+        if configured is None or isinstance(configured, Idempotency):
+            return configured
+        return Idempotency(configured, clock=self.clock)
+
+    def add_middleware(
+        self, middleware: Middleware, *, scope: Literal["handler", "delivery"] = "handler"
+    ) -> None:
+        """Add app-wide middleware.
+
+        ``scope="delivery"`` wraps each whole delivery before decoding (sees raw bytes);
+        ``scope="handler"`` wraps every handler run (outermost of the handler-scope chain).
+        """
+        if self._pipeline is not None:
+            raise ConfigurationError("add middleware before the app starts")
+        if scope == "delivery":
+            self._delivery_middleware.append(middleware)
+        elif scope == "handler":
+            self._app_handler_middleware.append(middleware)
+        else:
+            raise ConfigurationError("scope must be 'handler' or 'delivery'")
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Run ``hook`` when the app starts (after sinks are open)."""
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``hook`` when the app stops (before sinks close)."""
+        self._shutdown.append(hook)
+        return hook
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._pipeline is not None
+
+    async def __aenter__(self) -> App:
+        if self._stack is not None:
+            raise RuntimeError("the app is already running")
+        specs = self.handlers
+        for spec in specs:
+            missing = spec.emits - self._sinks.keys()
+            if missing:
+                raise ConfigurationError(
+                    f"handler {spec.name} emits to unknown sink(s) {sorted(missing)}; "
+                    "register them with app.sink(name, sink)"
+                )
+        async with AsyncExitStack() as stack:
+            dead = SinkChannel(
+                self._dead_letter_sink, batch_size=50, max_delay=0.01, clock=self.clock
+            )
+            await stack.enter_async_context(dead)
+            channels: dict[str, SinkChannel] = {}
+            for name, (sink, options) in self._sinks.items():
+                channel = SinkChannel(sink, clock=self.clock, **options)
+                await stack.enter_async_context(channel)
+                channels[name] = channel
+            if self._lifespan is not None:
+                await stack.enter_async_context(self._lifespan(self))
+            for hook in self._startup:
+                await hook()
+            stack.push_async_callback(self._run_shutdown_hooks)
+            delivery_mw: list[Middleware] = []
+            if self.notify_keys:
+                verifier = SignatureVerifier(
+                    self.notify_keys,
+                    skew_seconds=self.signature_skew,
+                    clock=self.clock,
+                    allow_unsigned=self.allow_unsigned,
+                )
+                delivery_mw.append(SignatureMiddleware(verifier, metrics=self.metrics))
+            handler_mw: list[Middleware] = list(self._app_handler_middleware)
+            idempotency = self._idempotency()
+            checks = list(self.readiness_checks)
+            if idempotency is not None:
+                handler_mw.append(DedupMiddleware(idempotency))
+                stack.push_async_callback(idempotency.store.close)
+                self.readiness_checks.append(idempotency.store.ping)
+                stack.callback(self._restore_checks, checks)
+            self.channels = channels
+            self._pipeline = Pipeline(
+                specs=specs,
+                delivery_middleware=[*delivery_mw, *self._delivery_middleware],
+                handler_middleware=handler_mw,
+                sinks=channels,
+                dead_letters=dead,
+                retry=self._retry or RetryPolicy(),
+                unmatched=self.unmatched,
+                metrics=self.metrics,
+                clock=self.clock,
+                max_body_size=self.max_body_size,
+            )
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stack, self._stack = self._stack, None
+        self._pipeline = None
+        if stack is not None:
+            await stack.aclose()
+
+    def _restore_checks(self, checks: list[Callable[[], Awaitable[bool]]]) -> None:
+        self.readiness_checks[:] = checks
+
+    async def _run_shutdown_hooks(self) -> None:
+        for hook in reversed(self._shutdown):
+            try:
+                await hook()
+            except Exception:
+                _log.exception("shutdown hook %r failed", hook)
+
+    async def process(self, delivery: Delivery) -> Outcome:
+        """Run one delivery through the pipeline (the app must be started)."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise RuntimeError("start the app first: `async with app:` or `await app.run(...)`")
+        return await pipeline(delivery)
+
+    def stop(self) -> None:
+        """Ask ``run`` to stop pulling, drain in-flight work and return."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self, *sources: Source, handle_signals: bool = True) -> None:
+        """Feed ``sources`` into the pipeline until they end or the app is stopped."""
+        if not sources:
+            raise ConfigurationError("run() needs at least one source")
+        async with self:
+            stop = self._stop = anyio.Event()
+            try:
+                async with anyio.create_task_group() as outer:
+                    if handle_signals and threading.current_thread() is threading.main_thread():
+                        outer.start_soon(_stop_on_signals, stop)
+                    with anyio.CancelScope() as drain_scope:
+                        outer.start_soon(self._enforce_shutdown_timeout, stop, drain_scope)
+                        async with anyio.create_task_group() as tg:
+                            for source in sources:
+                                tg.start_soon(self._supervise, source, stop)
+                    outer.cancel_scope.cancel()
+            finally:
+                self._stop = None
+
+    async def _enforce_shutdown_timeout(
+        self, stop: anyio.Event, drain_scope: anyio.CancelScope
+    ) -> None:
+        await stop.wait()
+        with anyio.move_on_after(self.shutdown_timeout) as waited:
+            await anyio.sleep_forever()
+        if waited.cancelled_caught:
+            _log.warning(
+                "shutdown timeout (%.1fs) reached; unfinished deliveries are left for redelivery",
+                self.shutdown_timeout,
+            )
+            drain_scope.cancel()
+
+    async def _supervise(self, source: Source, stop: anyio.Event) -> None:
+        name = getattr(source, "name", type(source).__name__)
+        delay = 0.5
+        while True:
+            try:
+                await source.run(self.process, stop)
+                return
+            except Exception:
+                _log.exception("source %s crashed; restarting in %.1fs", name, delay)
+            if stop.is_set():
+                return
+            await self.clock.sleep(delay)
+            if stop.is_set():
+                return
+            delay = min(delay * 2, 30.0)
+
+    def scf_handler(self) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
+        """A synchronous ``main_handler(event, context)`` for the SCF Python runtime."""
+        from mpsflow.sources.scf import make_scf_handler
+
+        return make_scf_handler(self)
+
+    def serve(self, *sources: Source) -> None:
+        """Blocking ``run``: for scripts and the command line."""
+        anyio.run(lambda: self.run(*sources))
+
+
+async def _stop_on_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            _log.info("received %s; draining", signal.Signals(signum).name)
+            stop.set()

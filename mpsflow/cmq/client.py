@@ -1,0 +1,361 @@
+"""An asyncio client for the CMQ / TDMQ-CMQ data-plane HTTP API (queue message actions).
+
+It speaks the form API of ``protocol/cmq-and-scf.md`` §A: POST (or GET) to ``/v2/index.php``
+with ``Action``, the common parameters and a signature (§A.3), JSON answers with ``code``. It
+sends, receives and deletes messages, one at a time or in batches of up to 16; ``7000`` (queue
+empty after the long poll) comes back as ``None`` / ``[]``, and a partly failed batch delete as
+the list of handles that failed. Network errors, throttling (4420) and internal errors (6000)
+are retried with backoff on an injectable clock; authentication failures (4100) never are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Final, TypeVar
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+import msgspec
+import yarl
+
+from mpsflow.clock import Clock, SystemClock
+from mpsflow.cmq.credentials import Credential, CredentialProvider, StaticCredentials
+from mpsflow.cmq.errors import (
+    CODE_BATCH_DELETE_ALL_FAILED,
+    CODE_BATCH_DELETE_PARTIAL,
+    CODE_NO_MESSAGE,
+    CmqError,
+    CmqNetworkError,
+    server_error,
+)
+from mpsflow.cmq.models import (
+    BatchDeleteMessageResponse,
+    BatchReceiveMessageResponse,
+    BatchSendMessageResponse,
+    CmqResponse,
+    DeleteFailure,
+    Message,
+    ReceiveMessageResponse,
+    SendMessageResponse,
+)
+from mpsflow.cmq.signing import DEFAULT_PATH, SignatureMethod, sign, string_to_sign
+from mpsflow.retry import RetryPolicy
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_POLLING_WAIT",
+    "CmqClient",
+    "legacy_endpoint",
+    "tdmq_endpoint",
+]
+
+MAX_BATCH: Final = 16
+"""Most messages or handles one batch action takes (§A.4)."""
+
+MAX_POLLING_WAIT: Final = 30
+"""Longest long poll, in seconds (§A.4)."""
+
+_FORM: Final = {"Content-Type": "application/x-www-form-urlencoded"}
+_NO_CODES: Final[frozenset[int]] = frozenset()
+_DEFAULT_RETRY: Final = RetryPolicy(max_attempts=4, base_delay=0.2, max_delay=5.0)
+_log = logging.getLogger("mpsflow.cmq")
+
+_R = TypeVar("_R", bound=CmqResponse)
+_C = TypeVar("_C", bound="CmqClient")
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def tdmq_endpoint(region: str, *, private: bool = False) -> str:
+    """The TDMQ-CMQ data-flow endpoint of a region such as ``gz`` (§A.1).
+
+    The console may show an account-specific public address; prefer that one when it does.
+    """
+    if private:
+        return f"http://{region}.mqadapter.cmq.tencentyun.com"
+    return f"https://cmq-{region}.public.tencenttdmq.com"
+
+
+def legacy_endpoint(region: str, *, private: bool = False) -> str:
+    """The legacy CMQ queue-model endpoint of a region such as ``gz`` (deprecated, §A.1)."""
+    if private:
+        return f"http://cmq-queue-{region}.api.tencentyun.com"
+    return f"https://cmq-queue-{region}.api.qcloud.com"
+
+
+def _decoder(response_type: type[_R]) -> msgspec.json.Decoder[_R]:
+    decoder = _DECODERS.get(response_type)
+    if decoder is None:
+        decoder = _DECODERS[response_type] = msgspec.json.Decoder(response_type)
+    return decoder
+
+
+def _text(body: str | bytes) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("a CMQ message body must be UTF-8 text") from None
+
+
+def _check_wait(wait: int | None) -> None:
+    if wait is not None and not 0 <= wait <= MAX_POLLING_WAIT:
+        raise ValueError(f"wait must be between 0 and {MAX_POLLING_WAIT} seconds")
+
+
+def _check_batch(count: int, what: str) -> None:
+    if not 1 <= count <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} {what}, not {count}")
+
+
+class CmqClient:
+    """Send, receive and delete CMQ queue messages over HTTP.
+
+    ``endpoint`` is ``https://host[:port]`` (see :func:`tdmq_endpoint` and
+    :func:`legacy_endpoint`); the host, with the port if one is given, is part of the signed
+    text, as in the SDKs. ``credentials`` is a :class:`Credential` or a provider asked before
+    every attempt. Pass ``session`` to share an ``aiohttp.ClientSession``; otherwise the client
+    opens one and closes it in :meth:`aclose` (or ``async with``).
+
+    A long poll's HTTP timeout is its wait plus ``poll_timeout_margin``, so the server always
+    answers first; other actions time out after ``request_timeout``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: Credential | CredentialProvider,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        signature_method: SignatureMethod = "HmacSHA256",
+        http_method: str = "POST",
+        path: str = DEFAULT_PATH,
+        request_timeout: float = 10.0,
+        poll_timeout_margin: float = 10.0,
+        retry: RetryPolicy | None = None,
+        clock: Clock | None = None,
+        request_client: str | None = "SDK_Python_1.3",
+    ) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+            raise ValueError(f"endpoint must be http(s)://host[:port], not {endpoint!r}")
+        method = http_method.upper()
+        if method not in ("GET", "POST"):
+            raise ValueError("http_method must be GET or POST")
+        self._host = parts.netloc
+        self._path = parts.path if parts.path not in ("", "/") else path
+        self._url = f"{parts.scheme}://{self._host}{self._path}"
+        self._credentials: CredentialProvider = (
+            StaticCredentials(credentials) if isinstance(credentials, Credential) else credentials
+        )
+        self._session = session
+        self._owns_session = session is None
+        self._signature_method = signature_method
+        self._http_method = method
+        self._request_timeout = request_timeout
+        self._poll_margin = poll_timeout_margin
+        self._retry = retry or _DEFAULT_RETRY
+        self._clock = clock or SystemClock()
+        self._request_client = request_client
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        return f"CmqClient({self._url!r})"
+
+    @property
+    def url(self) -> str:
+        """The full request URL (scheme, host, port and path)."""
+        return self._url
+
+    async def __aenter__(self: _C) -> _C:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session if this client opened it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- actions -----------------------------------------------------------------------------
+
+    async def send(self, queue: str, body: str | bytes, *, delay_seconds: int = 0) -> str:
+        """SendMessage; returns the new ``msgId``."""
+        params = {"queueName": queue, "msgBody": _text(body), "delaySeconds": str(delay_seconds)}
+        response = await self._call("SendMessage", params, SendMessageResponse)
+        return response.msg_id
+
+    async def batch_send(
+        self, queue: str, bodies: Sequence[str | bytes], *, delay_seconds: int = 0
+    ) -> list[str]:
+        """BatchSendMessage of 1 to 16 bodies (64 KB in total); returns their ids in order."""
+        _check_batch(len(bodies), "messages")
+        params = {"queueName": queue, "delaySeconds": str(delay_seconds)}
+        for index, body in enumerate(bodies, start=1):
+            params[f"msgBody.{index}"] = _text(body)
+        response = await self._call("BatchSendMessage", params, BatchSendMessageResponse)
+        return [item.msg_id for item in response.msg_list]
+
+    async def receive(self, queue: str, wait: int | None = None) -> Message | None:
+        """ReceiveMessage, long-polling up to ``wait`` seconds (None: the queue's default).
+
+        Returns None when no message arrived in time (code 7000).
+        """
+        _check_wait(wait)
+        params = {"queueName": queue}
+        if wait is not None:
+            params["pollingWaitSeconds"] = str(wait)
+        response = await self._call(
+            "ReceiveMessage",
+            params,
+            ReceiveMessageResponse,
+            timeout=self._poll_timeout(wait),
+            outcomes=frozenset({CODE_NO_MESSAGE}),
+        )
+        if response.code == CODE_NO_MESSAGE:
+            return None
+        return response.to_message()
+
+    async def batch_receive(self, queue: str, n: int, wait: int | None = None) -> list[Message]:
+        """BatchReceiveMessage of up to ``n`` (1-16) messages; ``[]`` when none arrived."""
+        _check_batch(n, "messages")
+        _check_wait(wait)
+        params = {"queueName": queue, "numOfMsg": str(n)}
+        if wait is not None:
+            params["pollingWaitSeconds"] = str(wait)
+        response = await self._call(
+            "BatchReceiveMessage",
+            params,
+            BatchReceiveMessageResponse,
+            timeout=self._poll_timeout(wait),
+            outcomes=frozenset({CODE_NO_MESSAGE}),
+        )
+        return response.msg_info_list
+
+    async def delete(self, queue: str, receipt_handle: str) -> None:
+        """DeleteMessage; raises ``CmqReceiptHandleError`` (4430) if the handle expired."""
+        params = {"queueName": queue, "receiptHandle": receipt_handle}
+        await self._call("DeleteMessage", params, CmqResponse)
+
+    async def batch_delete(self, queue: str, receipt_handles: Sequence[str]) -> list[DeleteFailure]:
+        """BatchDeleteMessage of up to 16 handles; returns the handles that failed, and why.
+
+        An empty list means every message was deleted. Codes 6010 (some failed) and 6020 (all
+        failed) are returned this way, not raised, so a caller sees which handles expired.
+        """
+        if not receipt_handles:
+            return []
+        _check_batch(len(receipt_handles), "receipt handles")
+        params = {"queueName": queue}
+        for index, handle in enumerate(receipt_handles, start=1):
+            params[f"receiptHandle.{index}"] = handle
+        response = await self._call(
+            "BatchDeleteMessage",
+            params,
+            BatchDeleteMessageResponse,
+            outcomes=frozenset({CODE_BATCH_DELETE_PARTIAL, CODE_BATCH_DELETE_ALL_FAILED}),
+        )
+        return response.error_list
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _poll_timeout(self, wait: int | None) -> float:
+        return (MAX_POLLING_WAIT if wait is None else wait) + self._poll_margin
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _call(
+        self,
+        action: str,
+        params: dict[str, str],
+        response_type: type[_R],
+        *,
+        timeout: float | None = None,
+        outcomes: frozenset[int] = _NO_CODES,
+    ) -> _R:
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(
+                    action, params, response_type, timeout or self._request_timeout, outcomes
+                )
+            except CmqError as exc:
+                if not exc.retryable or self._retry.exhausted(attempt):
+                    raise
+                delay = self._retry.delay(attempt, self._rng)
+                _log.info("CMQ %s attempt %d failed (%s); retrying", action, attempt, exc)
+                attempt += 1
+                await self._clock.sleep(delay)
+
+    async def _signed_form(self, action: str, params: dict[str, str]) -> str:
+        credential = await self._credentials.get_credential()
+        signed = dict(params)
+        signed["Action"] = action
+        signed["SecretId"] = credential.secret_id
+        signed["Nonce"] = str(self._rng.randint(1, 2**62))
+        signed["Timestamp"] = str(int(self._clock.time()))
+        signed["SignatureMethod"] = self._signature_method
+        if self._request_client:
+            signed["RequestClient"] = self._request_client
+        if credential.token:
+            signed["Token"] = credential.token
+        text = string_to_sign(self._http_method, self._host, self._path, signed)
+        signed["Signature"] = sign(credential.secret_key, text, self._signature_method)
+        return urlencode(signed)
+
+    async def _attempt(
+        self,
+        action: str,
+        params: dict[str, str],
+        response_type: type[_R],
+        timeout: float,
+        outcomes: frozenset[int],
+    ) -> _R:
+        form = await self._signed_form(action, params)
+        session = self._ensure_session()
+        client_timeout = aiohttp.ClientTimeout(total=timeout)
+        try:
+            if self._http_method == "POST":
+                request = session.post(
+                    self._url, data=form.encode("ascii"), headers=_FORM, timeout=client_timeout
+                )
+            else:
+                url = yarl.URL(f"{self._url}?{form}", encoded=True)
+                request = session.get(url, timeout=client_timeout)
+            async with request as http_response:
+                status = http_response.status
+                payload = await http_response.read()
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            # Neither carries the query string, so no Signature or Token can leak from here.
+            detail = str(exc) or type(exc).__name__
+            raise CmqNetworkError(f"{action}: {detail}") from exc
+        except aiohttp.ClientError as exc:
+            raise CmqNetworkError(f"{action}: {type(exc).__name__}") from None
+        if status != 200:
+            raise CmqNetworkError(
+                f"{action}: HTTP {status}", status=status, retryable=status >= 500 or status == 429
+            )
+        try:
+            response = _decoder(response_type).decode(payload)
+        except msgspec.DecodeError:
+            raise CmqNetworkError(
+                f"{action}: the answer is not a CMQ JSON response", status=status, retryable=False
+            ) from None
+        if response.code != 0 and response.code not in outcomes:
+            raise server_error(action, response.code, response.message, response.request_id)
+        return response

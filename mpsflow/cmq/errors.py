@@ -1,0 +1,112 @@
+"""CMQ failures as exceptions that carry the CMQ ``code`` and ``requestId``.
+
+Codes follow ``protocol/cmq-and-scf.md`` §A.4. ``7000`` (no message) and the batch-delete
+partial codes ``6010``/``6020`` are outcomes, not errors: the client turns them into ``None``,
+``[]`` and a per-handle error list. ``retryable`` says whether the same request may succeed if
+sent again later (network trouble, throttling, an internal error); the client retries exactly
+those, never an authentication failure.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from mpsflow.errors import MpsflowError
+
+__all__ = [
+    "CODE_AUTH_FAILED",
+    "CODE_BATCH_DELETE_ALL_FAILED",
+    "CODE_BATCH_DELETE_PARTIAL",
+    "CODE_INTERNAL",
+    "CODE_INVALID_PARAMETER",
+    "CODE_MESSAGE_TOO_LARGE",
+    "CODE_NO_MESSAGE",
+    "CODE_QUEUE_NOT_FOUND",
+    "CODE_RECEIPT_HANDLE_INVALID",
+    "CODE_THROTTLED",
+    "CmqAuthError",
+    "CmqError",
+    "CmqMessageTooLargeError",
+    "CmqNetworkError",
+    "CmqQueueNotFoundError",
+    "CmqReceiptHandleError",
+    "CmqServerError",
+    "CmqThrottledError",
+    "server_error",
+]
+
+CODE_INVALID_PARAMETER: Final = 4000
+CODE_AUTH_FAILED: Final = 4100
+CODE_MESSAGE_TOO_LARGE: Final = 4400
+CODE_THROTTLED: Final = 4420
+CODE_RECEIPT_HANDLE_INVALID: Final = 4430
+CODE_QUEUE_NOT_FOUND: Final = 4440
+CODE_INTERNAL: Final = 6000
+CODE_BATCH_DELETE_PARTIAL: Final = 6010
+CODE_BATCH_DELETE_ALL_FAILED: Final = 6020
+CODE_NO_MESSAGE: Final = 7000
+
+
+class CmqError(MpsflowError):
+    """Base of every CMQ failure; ``retryable`` tells whether trying again may help."""
+
+    retryable: bool = False
+
+
+class CmqNetworkError(CmqError):
+    """The request did not get a usable answer: connection, timeout, or a non-200 status.
+
+    ``status`` is the HTTP status when one was received. Connection trouble, timeouts and 5xx
+    are retryable; other statuses (a wrong path, a proxy refusing) are not.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class CmqServerError(CmqError):
+    """The server answered with a non-zero ``code``."""
+
+    def __init__(self, action: str, code: int, message: str, request_id: str) -> None:
+        super().__init__(f"{action} failed: code {code}, requestId {request_id or '-'}: {message}")
+        self.action = action
+        self.code = code
+        self.cmq_message = message
+        self.request_id = request_id
+        self.retryable = code in (CODE_THROTTLED, CODE_INTERNAL)
+
+
+class CmqAuthError(CmqServerError):
+    """4100: the key is unknown, expired, or the signature does not match. Never retried."""
+
+
+class CmqMessageTooLargeError(CmqServerError):
+    """4400: a message (or a batch) is larger than the queue accepts."""
+
+
+class CmqThrottledError(CmqServerError):
+    """4420: too many requests per second; retried with backoff."""
+
+
+class CmqReceiptHandleError(CmqServerError):
+    """4430: the receipt handle expired or the message was received again or deleted."""
+
+
+class CmqQueueNotFoundError(CmqServerError):
+    """4440: the queue does not exist."""
+
+
+_BY_CODE: dict[int, type[CmqServerError]] = {
+    CODE_AUTH_FAILED: CmqAuthError,
+    CODE_MESSAGE_TOO_LARGE: CmqMessageTooLargeError,
+    CODE_THROTTLED: CmqThrottledError,
+    CODE_RECEIPT_HANDLE_INVALID: CmqReceiptHandleError,
+    CODE_QUEUE_NOT_FOUND: CmqQueueNotFoundError,
+}
+
+
+def server_error(action: str, code: int, message: str, request_id: str) -> CmqServerError:
+    """The most specific exception for a CMQ error ``code``."""
+    return _BY_CODE.get(code, CmqServerError)(action, code, message, request_id)

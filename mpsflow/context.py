@@ -1,0 +1,122 @@
+"""The ``Context`` a handler receives, and the context variable that holds the current one."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+from mpsflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mpsflow.delivery import Delivery
+    from mpsflow.events import LiveStreamNotification, Notification
+    from mpsflow.sinks.channel import Receipt, SinkChannel
+
+__all__ = ["Context", "current_context"]
+
+_current: contextvars.ContextVar[Context] = contextvars.ContextVar("mpsflow_context")
+
+_base_log = logging.getLogger("mpsflow.handler")
+
+AnyNotification = Union["Notification", "LiveStreamNotification"]
+
+
+def current_context() -> Context:
+    """The ``Context`` of the handler running in this task (raises LookupError outside one)."""
+    return _current.get()
+
+
+class Context:
+    """Everything a handler may want besides its typed payload.
+
+    One ``Context`` is made per handler run. ``emit`` hands records to named sinks; the
+    handler only counts as succeeded once every record it emitted was delivered, so a
+    sink failure makes the delivery retry (and finally dead-letter) instead of vanishing.
+    """
+
+    __slots__ = (
+        "_log",
+        "_receipts",
+        "_sinks",
+        "delivery",
+        "handler",
+        "key",
+        "notification",
+    )
+
+    def __init__(
+        self,
+        notification: AnyNotification,
+        delivery: Delivery,
+        *,
+        handler: str = "",
+        key: str = "",
+        sinks: Mapping[str, SinkChannel] | None = None,
+    ) -> None:
+        self.notification = notification
+        self.delivery = delivery
+        self.handler = handler
+        self.key = key
+        self._sinks: Mapping[str, SinkChannel] = sinks or {}
+        self._receipts: list[Receipt] = []
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def event_type(self) -> str:
+        """``EventType`` of a task notification, ``NotificationType`` of a live one."""
+        n = self.notification
+        return (getattr(n, "event_type", None) or getattr(n, "notification_type", None)) or ""
+
+    @property
+    def task_id(self) -> str:
+        """The MPS task id ("" when the notification carries none)."""
+        return self.notification.task_id or ""
+
+    @property
+    def session_id(self) -> str:
+        """``SessionId`` given when the task was started (MPS's own dedup id), or ""."""
+        return self.notification.session_id or ""
+
+    @property
+    def session_context(self) -> str:
+        """``SessionContext`` given when the task was started (pass-through data), or ""."""
+        return self.notification.session_context or ""
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first delivery of this notification, 2 for the first retry, …"""
+        return self.delivery.attempt
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the task id, event type and handler name."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                _base_log,
+                {"task_id": self.task_id, "event_type": self.event_type, "handler": self.handler},
+            )
+        return self._log
+
+    async def emit(self, sink: str, record: Any) -> None:
+        """Queue ``record`` for the sink named ``sink`` (batched; awaited before success)."""
+        try:
+            channel = self._sinks[sink]
+        except KeyError:
+            raise ConfigurationError(
+                f"no sink named {sink!r}; register it with app.sink({sink!r}, ...)"
+            ) from None
+        self._receipts.append(await channel.submit(record))
+
+    async def _flush(self) -> None:
+        """Wait until every emitted record is delivered; raises SinkError if one was not."""
+        receipts, self._receipts = self._receipts, []
+        for receipt in receipts:
+            await receipt.wait()
+
+    def __repr__(self) -> str:
+        return (
+            f"Context(event_type={self.event_type!r}, task_id={self.task_id!r}, "
+            f"handler={self.handler!r}, attempt={self.attempt})"
+        )

@@ -1,0 +1,88 @@
+"""What the pipeline counts, behind a small protocol, with an in-process default.
+
+``InMemoryMetrics`` keeps plain counters (cheap enough for the hot path) that tests and the
+``/metrics`` endpoint read; ``mpsflow.prometheus.PrometheusMetrics`` exports the same names
+in Prometheus format when ``mpsflow[metrics]`` is installed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol
+
+__all__ = ["InMemoryMetrics", "Metrics"]
+
+
+class Metrics(Protocol):
+    """Hooks the engine calls; every implementation must be cheap and never raise."""
+
+    def delivery(self, source: str, outcome: str, seconds: float) -> None:
+        """One delivery settled (outcome: ack, retry, dead_lettered, rejected)."""
+
+    def handler_run(self, key: str, outcome: str, seconds: float) -> None:
+        """One handler run finished (outcome: ok, skipped, retry, reject, error, timeout)."""
+
+    def dead_letter(self, kind: str) -> None:
+        """One dead-letter record written (exhausted, rejected, poison, unmatched, signature)."""
+
+    def signature_rejected(self, reason: str) -> None:
+        """A notification failed signature verification."""
+
+    def duplicate_skipped(self, key: str) -> None:
+        """A handler was skipped because it already completed for this notification."""
+
+    def unmatched(self, event_type: str) -> None:
+        """A notification reached no handler."""
+
+    def in_flight(self, source: str, delta: int) -> None:
+        """Deliveries being processed changed by ``delta``."""
+
+
+class InMemoryMetrics:
+    """Counters in dicts; ``snapshot()`` gives a plain view for tests and health pages."""
+
+    def __init__(self) -> None:
+        self.deliveries: Counter[tuple[str, str]] = Counter()
+        self.handler_runs: Counter[tuple[str, str]] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+        self.signature_rejections: Counter[str] = Counter()
+        self.duplicates: Counter[str] = Counter()
+        self.unmatched_events: Counter[str] = Counter()
+        self.in_flight_now: Counter[str] = Counter()
+        self.delivery_seconds = 0.0
+        self.handler_seconds = 0.0
+
+    def delivery(self, source: str, outcome: str, seconds: float) -> None:
+        self.deliveries[source, outcome] += 1
+        self.delivery_seconds += seconds
+
+    def handler_run(self, key: str, outcome: str, seconds: float) -> None:
+        self.handler_runs[key, outcome] += 1
+        self.handler_seconds += seconds
+
+    def dead_letter(self, kind: str) -> None:
+        self.dead_letters[kind] += 1
+
+    def signature_rejected(self, reason: str) -> None:
+        self.signature_rejections[reason] += 1
+
+    def duplicate_skipped(self, key: str) -> None:
+        self.duplicates[key] += 1
+
+    def unmatched(self, event_type: str) -> None:
+        self.unmatched_events[event_type] += 1
+
+    def in_flight(self, source: str, delta: int) -> None:
+        self.in_flight_now[source] += delta
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """All counters as nested plain dicts (keys joined with ``/``)."""
+        return {
+            "deliveries": {"/".join(k): v for k, v in self.deliveries.items()},
+            "handler_runs": {"/".join(k): v for k, v in self.handler_runs.items()},
+            "dead_letters": dict(self.dead_letters),
+            "signature_rejections": dict(self.signature_rejections),
+            "duplicates_skipped": dict(self.duplicates),
+            "unmatched": dict(self.unmatched_events),
+            "in_flight": dict(self.in_flight_now),
+        }

@@ -1,0 +1,83 @@
+"""Dedup (idempotency) middleware: each handler runs to success at most once per notification.
+
+Runs at handler scope, so records are per (notification key, handler): a redelivery skips the
+handlers that already completed and reruns only the ones that failed. A concurrent duplicate
+held by another worker makes this delivery retry later (503) instead of running twice; a store
+that is down makes it retry later too, never run unclaimed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from mpsflow.delivery import Outcome, Settlement
+from mpsflow.errors import StoreUnavailable
+from mpsflow.idempotency import Action, Idempotency
+from mpsflow.middleware.base import Call, CallNext
+
+__all__ = ["DedupMiddleware"]
+
+_log = logging.getLogger("mpsflow.idempotency")
+
+_SKIPPED = Outcome(Settlement.ACK, duplicates_skipped=1, reason="already completed")
+_STATE_KEY = "mpsflow.dedup"
+
+
+class DedupMiddleware:
+    """Claims before a handler runs, completes on success, releases on failure."""
+
+    def __init__(self, idempotency: Idempotency, *, store_retry_after: float = 5.0) -> None:
+        self.idempotency = idempotency
+        self.store_retry_after = store_retry_after
+
+    def __repr__(self) -> str:
+        return f"DedupMiddleware({self.idempotency!r})"
+
+    def _keys(self, call: Call) -> tuple[str, str]:
+        state = call.delivery.state
+        keys: tuple[str, str] | None = state.get(_STATE_KEY)
+        if keys is None:
+            body = call.delivery.body
+            keys = (self.idempotency.notification_key(body), self.idempotency.payload_hash(body))
+            state[_STATE_KEY] = keys
+        return keys
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Outcome:
+        if call.scope != "handler" or call.handler is None:
+            return await call_next(call)
+        key, payload_hash = self._keys(call)
+        try:
+            decision = await self.idempotency.begin(
+                key, call.handler.name, payload_hash, deadline=call.delivery.deadline
+            )
+        except StoreUnavailable:
+            _log.warning("idempotency store unavailable; %s will be retried", call.handler.name)
+            return Outcome(
+                Settlement.RETRY,
+                status=503,
+                retry_after=self.store_retry_after,
+                reason="idempotency store unavailable",
+            )
+        if decision.action is Action.SKIP:
+            return _SKIPPED
+        if decision.action is Action.BUSY:
+            return Outcome(
+                Settlement.RETRY,
+                status=503,
+                retry_after=max(decision.retry_after, 1.0),
+                reason="a duplicate is in progress elsewhere",
+            )
+        try:
+            outcome = await call_next(call)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.idempotency.failed(decision)
+            raise
+        with anyio.CancelScope(shield=True):
+            if outcome.settlement is Settlement.ACK:
+                await self.idempotency.succeeded(decision)
+            else:
+                await self.idempotency.failed(decision)
+        return outcome

@@ -1,0 +1,289 @@
+"""Prometheus export of what the engine counts.
+
+``PrometheusMetrics`` implements :class:`mpsflow.metrics.Metrics` on ``prometheus-client``
+(``pip install 'mpsflow[metrics]'``; imported only when the class is used, so the base install
+works without it). ``render_metrics`` turns either it or the default ``InMemoryMetrics`` into
+the Prometheus text format, so ``GET /metrics`` works with or without the extra. Both use the
+same metric names, so dashboards do not care which one an app runs with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from mpsflow.errors import ConfigurationError
+from mpsflow.metrics import InMemoryMetrics
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = [
+    "CONTENT_TYPE",
+    "DEFAULT_BUCKETS",
+    "PrometheusMetrics",
+    "format_family",
+    "render_in_memory",
+    "render_metrics",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""Content type of the Prometheus text exposition format."""
+
+DEFAULT_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Latency buckets in seconds: handling takes from under a millisecond to tens of seconds."""
+
+_HELP = {
+    "deliveries": "Deliveries, by source and outcome (ack, retry, dead_lettered, rejected).",
+    "delivery_duration_seconds": "Time from receiving a delivery to its outcome.",
+    "handler_runs": "Handler runs, by routing key and outcome.",
+    "handler_duration_seconds": "Time one handler run took, middleware included.",
+    "in_flight": "Deliveries being processed now.",
+    "dead_letters": "Dead-letter records written, by kind.",
+    "signature_rejections": "Notifications refused by signature verification, by reason.",
+    "duplicates_skipped": "Handler runs skipped because they had already completed.",
+    "unmatched": "Notifications that reached no handler, by event type.",
+}
+
+
+class PrometheusMetrics:
+    """``Metrics`` backed by prometheus-client counters, gauges and histograms.
+
+    ``registry`` defaults to a fresh ``CollectorRegistry`` (not the process-global one), so
+    several apps, or tests, never collide; pass ``prometheus_client.REGISTRY`` to join the
+    global one. Label children are cached, so each hook costs a dict lookup and an increment.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        namespace: str = "mpsflow",
+        buckets: Iterable[float] = DEFAULT_BUCKETS,
+    ) -> None:
+        try:
+            import prometheus_client as prom
+        except ImportError:
+            raise ConfigurationError(
+                "PrometheusMetrics needs prometheus-client: pip install 'mpsflow[metrics]'"
+            ) from None
+        self.registry: CollectorRegistry = (
+            registry if registry is not None else prom.CollectorRegistry(auto_describe=True)
+        )
+        self._generate = prom.generate_latest
+        bounds = tuple(buckets)
+        common: dict[str, Any] = {"namespace": namespace, "registry": self.registry}
+        self._deliveries = prom.Counter(
+            "deliveries", _HELP["deliveries"], ("source", "outcome"), **common
+        )
+        self._delivery_seconds = prom.Histogram(
+            "delivery_duration_seconds",
+            _HELP["delivery_duration_seconds"],
+            ("source",),
+            buckets=bounds,
+            **common,
+        )
+        self._handler_runs = prom.Counter(
+            "handler_runs", _HELP["handler_runs"], ("key", "outcome"), **common
+        )
+        self._handler_seconds = prom.Histogram(
+            "handler_duration_seconds",
+            _HELP["handler_duration_seconds"],
+            ("key",),
+            buckets=bounds,
+            **common,
+        )
+        self._in_flight = prom.Gauge("in_flight", _HELP["in_flight"], ("source",), **common)
+        self._dead_letters = prom.Counter(
+            "dead_letters", _HELP["dead_letters"], ("kind",), **common
+        )
+        self._signature = prom.Counter(
+            "signature_rejections", _HELP["signature_rejections"], ("reason",), **common
+        )
+        self._duplicates = prom.Counter(
+            "duplicates_skipped", _HELP["duplicates_skipped"], ("key",), **common
+        )
+        self._unmatched = prom.Counter("unmatched", _HELP["unmatched"], ("event_type",), **common)
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        key = (id(family), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
+    def delivery(self, source: str, outcome: str, seconds: float) -> None:
+        self._child(self._deliveries, source, outcome).inc()
+        self._child(self._delivery_seconds, source).observe(seconds)
+
+    def handler_run(self, key: str, outcome: str, seconds: float) -> None:
+        self._child(self._handler_runs, key, outcome).inc()
+        self._child(self._handler_seconds, key).observe(seconds)
+
+    def dead_letter(self, kind: str) -> None:
+        self._child(self._dead_letters, kind).inc()
+
+    def signature_rejected(self, reason: str) -> None:
+        self._child(self._signature, reason).inc()
+
+    def duplicate_skipped(self, key: str) -> None:
+        self._child(self._duplicates, key).inc()
+
+    def unmatched(self, event_type: str) -> None:
+        self._child(self._unmatched, event_type).inc()
+
+    def in_flight(self, source: str, delta: int) -> None:
+        self._child(self._in_flight, source).inc(delta)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        data: bytes = self._generate(self.registry)
+        return data
+
+
+# -- text format without prometheus-client ---------------------------------------------------
+
+Samples = Mapping[tuple[tuple[str, str], ...], float]
+"""One family's samples: label pairs → value (``()`` for an unlabelled sample)."""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def format_family(name: str, kind: str, help_text: str, samples: Samples) -> str:
+    """Prometheus text for one metric family (``kind``: counter, gauge, summary, untyped).
+
+    Counters get the conventional ``_total`` suffix on their samples; label values are
+    escaped as the format requires.
+    """
+    sample_name = f"{name}_total" if kind == "counter" else name
+    lines = [f"# HELP {sample_name} {_escape_help(help_text)}", f"# TYPE {sample_name} {kind}"]
+    for labels, value in samples.items():
+        if labels:
+            pairs = ",".join(f'{key}="{_escape(val)}"' for key, val in labels)
+            lines.append(f"{sample_name}{{{pairs}}} {_number(value)}")
+        else:
+            lines.append(f"{sample_name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _labelled(names: tuple[str, ...], counts: Mapping[Any, int]) -> Samples:
+    samples: dict[tuple[tuple[str, str], ...], float] = {}
+    for key, value in sorted(counts.items()):
+        values = key if isinstance(key, tuple) else (key,)
+        samples[tuple(zip(names, values, strict=True))] = value
+    return samples
+
+
+def render_in_memory(metrics: InMemoryMetrics, namespace: str = "mpsflow") -> bytes:
+    """``InMemoryMetrics`` in the Prometheus text format (same names as ``PrometheusMetrics``).
+
+    Latencies are only kept as totals there, so they are exported as summaries without
+    quantiles (``_sum`` and ``_count``).
+    """
+    ns = f"{namespace}_"
+    parts = [
+        format_family(
+            ns + "deliveries",
+            "counter",
+            _HELP["deliveries"],
+            _labelled(("source", "outcome"), metrics.deliveries),
+        ),
+        _summary(
+            ns + "delivery_duration_seconds",
+            _HELP["delivery_duration_seconds"],
+            metrics.delivery_seconds,
+            sum(metrics.deliveries.values()),
+        ),
+        format_family(
+            ns + "handler_runs",
+            "counter",
+            _HELP["handler_runs"],
+            _labelled(("key", "outcome"), metrics.handler_runs),
+        ),
+        _summary(
+            ns + "handler_duration_seconds",
+            _HELP["handler_duration_seconds"],
+            metrics.handler_seconds,
+            sum(metrics.handler_runs.values()),
+        ),
+        format_family(
+            ns + "in_flight",
+            "gauge",
+            _HELP["in_flight"],
+            _labelled(("source",), metrics.in_flight_now),
+        ),
+        format_family(
+            ns + "dead_letters",
+            "counter",
+            _HELP["dead_letters"],
+            _labelled(("kind",), metrics.dead_letters),
+        ),
+        format_family(
+            ns + "signature_rejections",
+            "counter",
+            _HELP["signature_rejections"],
+            _labelled(("reason",), metrics.signature_rejections),
+        ),
+        format_family(
+            ns + "duplicates_skipped",
+            "counter",
+            _HELP["duplicates_skipped"],
+            _labelled(("key",), metrics.duplicates),
+        ),
+        format_family(
+            ns + "unmatched",
+            "counter",
+            _HELP["unmatched"],
+            _labelled(("event_type",), metrics.unmatched_events),
+        ),
+    ]
+    return "".join(parts).encode()
+
+
+def _summary(name: str, help_text: str, total: float, count: int) -> str:
+    return (
+        f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} summary\n"
+        f"{name}_sum {_number(total)}\n{name}_count {count}\n"
+    )
+
+
+def render_metrics(metrics: object) -> bytes | None:
+    """Prometheus text for an app's metrics, or ``None`` when they have no such form.
+
+    Works for ``PrometheusMetrics`` (and anything with a ``render() -> bytes``) and for
+    ``InMemoryMetrics``.
+    """
+    if isinstance(metrics, InMemoryMetrics):
+        return render_in_memory(metrics)
+    render = getattr(metrics, "render", None)
+    if callable(render):
+        data = render()
+        if isinstance(data, bytes):
+            return data
+    return None

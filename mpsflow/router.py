@@ -1,0 +1,149 @@
+"""Routers: groups of handlers with shared middleware and policies, for large apps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from mpsflow._typed_on import TypedOn
+from mpsflow.errors import ConfigurationError
+from mpsflow.middleware.base import Middleware
+from mpsflow.retry import RetryPolicy
+from mpsflow.routing import HandlerFunc, HandlerSpec, key_kind, normalise_status
+
+__all__ = ["Router"]
+
+
+class Router(TypedOn):
+    """Collects ``@router.on(...)`` handlers; ``app.include_router(router)`` adds them.
+
+    ``middleware`` wraps every handler of this router (handler scope, outside each handler's
+    own middleware); ``retry``/``timeout`` are defaults for handlers that set none.
+    """
+
+    def __init__(
+        self,
+        *,
+        middleware: Sequence[Middleware] = (),
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        name_prefix: str = "",
+    ) -> None:
+        self._specs: list[HandlerSpec] = []
+        self._children: list[Router] = []
+        self._middleware: list[Middleware] = list(middleware)
+        self._retry = retry
+        self._timeout = timeout
+        self._name_prefix = name_prefix
+
+    @property
+    def handlers(self) -> tuple[HandlerSpec, ...]:
+        """Every handler here and in included routers, in registration order.
+
+        Each spec's ``middleware`` is resolved: the routers' middleware (outermost first)
+        followed by the handler's own; ``retry``/``timeout`` fall back to the nearest
+        router default.
+        """
+        specs = list(self._resolve((), None, None))
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.name in seen:
+                raise ConfigurationError(
+                    f"two handlers are named {spec.name!r}; pass name= to tell them apart "
+                    "(names key the dedup records)"
+                )
+            seen.add(spec.name)
+        return tuple(specs)
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Wrap every handler of this router in ``middleware`` (handler scope).
+
+        Middleware added first is outermost.
+        """
+        self._middleware.append(middleware)
+
+    def include_router(self, router: Router) -> None:
+        """Add ``router``'s handlers; this router's middleware and defaults wrap them."""
+        if router is self or self in router._descendants():
+            raise ConfigurationError("including this router would make a cycle")
+        self._children.append(router)
+
+    def _descendants(self) -> Iterable[Router]:
+        for child in self._children:
+            yield child
+            yield from child._descendants()
+
+    def _resolve(
+        self,
+        outer: tuple[Middleware, ...],
+        retry: RetryPolicy | None,
+        timeout: float | None,
+    ) -> Iterable[HandlerSpec]:
+        mw = (*outer, *self._middleware)
+        retry = self._retry if self._retry is not None else retry
+        timeout = self._timeout if self._timeout is not None else timeout
+        for spec in self._specs:
+            yield replace(
+                spec,
+                middleware=(*mw, *spec.middleware),
+                retry=spec.retry if spec.retry is not None else retry,
+                timeout=spec.timeout if spec.timeout is not None else timeout,
+            )
+        for child in self._children:
+            yield from child._resolve(mw, retry, timeout)
+
+    def _register(
+        self,
+        key: str,
+        *,
+        status: str | Collection[str] | None = None,
+        failed: bool | None = None,
+        ok: bool | None = None,
+        when: Callable[[Any], bool] | None = None,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        middleware: Iterable[Middleware] = (),
+        emits: Iterable[str] = (),
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        kind = key_kind(key)
+        if failed is not None and ok is not None and failed == ok:
+            raise ConfigurationError(f"on({key!r}): failed={failed} and ok={ok} never match")
+        statuses = normalise_status(status)
+        handler_mw = tuple(middleware)
+
+        def decorator(func: HandlerFunc) -> HandlerFunc:
+            if not callable(func):
+                raise ConfigurationError(f"on({key!r}) decorates a callable")
+            spec = HandlerSpec(
+                func=func,
+                key=key,
+                kind=kind,
+                name=self._name_prefix + (name or _qualified_name(func)),
+                status=statuses,
+                failed=failed,
+                ok=ok,
+                when=when,
+                retry=retry,
+                timeout=timeout,
+                max_concurrency=max_concurrency,
+                middleware=handler_mw,
+                emits=frozenset(emits),
+            )
+            if any(existing.name == spec.name for existing in self._specs):
+                raise ConfigurationError(
+                    f"two handlers are named {spec.name!r}; pass name= to tell them apart "
+                    "(names key the dedup records)"
+                )
+            self._specs.append(spec)
+            return func
+
+        return decorator
+
+
+def _qualified_name(func: Callable[..., object]) -> str:
+    module = getattr(func, "__module__", None) or ""
+    qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return f"{module}.{qual}" if module else qual

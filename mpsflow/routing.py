@@ -1,0 +1,166 @@
+"""Routing keys, handler specs and filters, and the dispatch plan for one notification.
+
+A key names an ``EventType`` (``WorkflowTask``…), a subtask type (``Transcode``,
+``AiContentReview.Porn``…) or a live-stream ``NotificationType`` (``ProcessEof``…). Every key is
+checked when a handler registers, so a typo fails at import time instead of leaving a handler
+that never runs.
+
+Order: for one notification, handlers start in this order: event-type handlers first, then
+subtask handlers in the document order of the subtasks; handlers of the same key in
+registration order. They then run concurrently.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from mpsflow.errors import ConfigurationError
+from mpsflow.events import EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS, LiveStreamNotification
+from mpsflow.middleware.base import CallNext, HandlerInfo, Middleware
+from mpsflow.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from mpsflow.context import AnyNotification, Context
+    from mpsflow.events import Notification
+
+__all__ = ["ALL_KEYS", "HandlerFunc", "HandlerSpec", "KeyKind", "key_kind", "plan"]
+
+HandlerFunc = Callable[[Any, "Context"], Awaitable[object]]
+KeyKind = Literal["event", "subtask", "live"]
+
+ALL_KEYS: frozenset[str] = frozenset(EVENT_KEYS) | frozenset(SUBTASK_KEYS) | frozenset(LIVE_KEYS)
+
+
+def key_kind(key: str) -> KeyKind:
+    """Which part of a notification ``key`` names; ConfigurationError for unknown keys."""
+    if key in EVENT_KEYS:
+        return "event"
+    if key in LIVE_KEYS:
+        return "live"
+    if key in SUBTASK_KEYS:
+        return "subtask"
+    near = difflib.get_close_matches(key, sorted(ALL_KEYS), n=3)
+    hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+    raise ConfigurationError(f"unknown routing key {key!r}{hint}")
+
+
+@dataclass(slots=True, eq=False)
+class HandlerSpec:
+    """A registered handler with its key, filters and per-handler policies."""
+
+    func: HandlerFunc
+    key: str
+    kind: KeyKind
+    name: str
+    status: frozenset[str] | None = None
+    failed: bool | None = None
+    ok: bool | None = None
+    when: Callable[[Any], bool] | None = None
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    max_concurrency: int | None = None
+    middleware: tuple[Middleware, ...] = ()
+    emits: frozenset[str] = frozenset()
+    info: HandlerInfo = field(init=False)
+    chain: CallNext | None = field(default=None, init=False)
+    """The handler's middleware chain, composed once when the app starts."""
+    _limiter: anyio.CapacityLimiter | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.info = HandlerInfo(self.name, self.key)
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigurationError(f"handler {self.name}: timeout must be positive")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ConfigurationError(f"handler {self.name}: max_concurrency must be at least 1")
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter | None:
+        """Per-handler concurrency limit, created inside the running event loop."""
+        if self.max_concurrency is None:
+            return None
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        return self._limiter
+
+    @property
+    def has_filters(self) -> bool:
+        return not (
+            self.status is None and self.failed is None and self.ok is None and self.when is None
+        )
+
+
+def normalise_status(status: str | Collection[str] | None) -> frozenset[str] | None:
+    """``status="SUCCESS"`` or ``status={"SUCCESS", "FAIL"}`` → a frozenset (or None)."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        return frozenset({status})
+    return frozenset(status)
+
+
+def _matches(spec: HandlerSpec, status: str | None, ok: bool, failed: bool, payload: Any) -> bool:
+    if spec.status is not None and status not in spec.status:
+        return False
+    if spec.failed is not None and spec.failed is not failed:
+        return False
+    if spec.ok is not None and spec.ok is not ok:
+        return False
+    return spec.when is None or bool(spec.when(payload))
+
+
+def _task_failed(notification: Notification) -> bool:
+    event = notification.event
+    code = getattr(event, "err_code", None)
+    if code not in (None, 0):
+        return True
+    return any(sub.failed for sub in notification.subtasks())
+
+
+def _event_verdict(notification: Notification) -> tuple[str | None, bool, bool]:
+    status = notification.status
+    failed = _task_failed(notification)
+    return status, status == "FINISH" and not failed, failed
+
+
+def plan(
+    notification: AnyNotification,
+    by_key: dict[str, Sequence[HandlerSpec]],
+    has_subtask_handlers: bool,
+) -> list[tuple[HandlerSpec, Any]]:
+    """Every (handler, payload) pair that ``notification`` reaches, in start order."""
+    out: list[tuple[HandlerSpec, Any]] = []
+    if isinstance(notification, LiveStreamNotification):
+        for sub in notification.subtasks():
+            for spec in by_key.get(sub.key, ()):
+                if not spec.has_filters or _matches(
+                    spec, sub.status, sub.ok, sub.failed, sub.result
+                ):
+                    out.append((spec, sub.result))
+        return out
+    event_specs = by_key.get(notification.event_type or "", ())
+    if event_specs:
+        event = notification.event
+        verdict: tuple[str | None, bool, bool] | None = None
+        for spec in event_specs:
+            if spec.has_filters:
+                if verdict is None:
+                    verdict = _event_verdict(notification)
+                if not _matches(spec, *verdict, event):
+                    continue
+            out.append((spec, event))
+    if has_subtask_handlers:
+        for sub in notification.subtasks():
+            specs = by_key.get(sub.key)
+            if not specs:
+                continue
+            for spec in specs:
+                if not spec.has_filters or _matches(
+                    spec, sub.status, sub.ok, sub.failed, sub.result
+                ):
+                    out.append((spec, sub.result))
+    return out

@@ -1,0 +1,295 @@
+"""MPS notification signatures: ``Sign = MD5(str(Timestamp) + NotifyKey)``.
+
+``Timestamp`` is the signature's *expiry* (send time + 10 minutes by default), not the send
+time, so a notification is rejected once ``now > Timestamp + skew``. Both fields sit at the top
+level of the JSON body (or inside a ``{"Response": {...}}`` wrapper) and are read from the raw
+payload without decoding the rest. The signature covers neither the body nor the task, so it
+authenticates the sender and limits replay; deduplication still runs beside it.
+
+Keys are secrets: they never appear in reprs, logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import msgspec
+
+from mpsflow.clock import Clock, SystemClock
+from mpsflow.errors import ConfigurationError, DecodeError
+
+__all__ = [
+    "NotificationRef",
+    "SignatureVerifier",
+    "UnsignedPolicy",
+    "VerifyReason",
+    "VerifyResult",
+    "extract_timestamp_sign",
+    "notification_ref",
+    "sign",
+]
+
+_SIGN_LENGTH = 32
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_MAX_TIMESTAMP_DIGITS = 15
+
+
+class VerifyReason(enum.Enum):
+    """Why a notification passed or failed verification (log- and metric-safe)."""
+
+    OK = "ok"
+    MISSING = "missing"
+    """No ``Sign`` (an unsigned notification), or a ``Sign`` without a ``Timestamp``."""
+    MALFORMED = "malformed"
+    """``Sign`` is not 32 hex digits, or ``Timestamp`` is not a non-negative integer."""
+    EXPIRED = "expired"
+    """Correctly signed, but ``now > Timestamp + skew``: too old, possibly a replay."""
+    MISMATCH = "mismatch"
+    """``Sign`` matches none of the configured keys."""
+    UNSIGNED_ALLOWED = "unsigned_allowed"
+    """Unsigned, and the unsigned policy accepted it."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """The verdict: ``ok`` tells whether to process, ``reason`` tells why."""
+
+    reason: VerifyReason
+    key_index: int = -1
+    """Position of the matching key in the verifier's key list (rotation tracking), else -1."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the notification may be processed."""
+        return self.reason in (VerifyReason.OK, VerifyReason.UNSIGNED_ALLOWED)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRef:
+    """The few fields an unsigned-notification policy decides on.
+
+    ``event_type`` is ``EventType`` for task events and ``NotificationType`` for live-stream
+    events (then ``live`` is true); missing values are empty strings.
+    """
+
+    event_type: str = ""
+    task_id: str = ""
+    session_id: str = ""
+    live: bool = False
+
+
+UnsignedPolicy = Callable[[NotificationRef], bool]
+"""Decides whether an unsigned notification (task started without a NotifyKey) is accepted."""
+
+
+class SignatureVerifier:
+    """Checks ``Timestamp``/``Sign`` against one or more NotifyKeys.
+
+    Several keys support rotation: a notification signed with any of them passes.
+    ``skew_seconds`` tolerates clock skew past the expiry. ``allow_unsigned`` is the policy for
+    notifications without a ``Sign``: ``False`` (reject, the default), ``True`` (accept all), or
+    a callable receiving a :class:`NotificationRef` (e.g. accept only some event types).
+    """
+
+    __slots__ = ("_allow_unsigned", "_clock", "_keys", "_skew")
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        *,
+        skew_seconds: float = 30.0,
+        clock: Clock | None = None,
+        allow_unsigned: UnsignedPolicy | bool = False,
+    ) -> None:
+        if isinstance(keys, str):
+            raise ConfigurationError("keys must be a sequence of NotifyKeys, not one string")
+        if not keys:
+            raise ConfigurationError("SignatureVerifier needs at least one NotifyKey")
+        if not all(isinstance(key, str) and key for key in keys):
+            raise ConfigurationError("every NotifyKey must be a non-empty string")
+        if skew_seconds < 0:
+            raise ConfigurationError("skew_seconds must not be negative")
+        self._keys = tuple(keys)
+        self._skew = skew_seconds
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._allow_unsigned = allow_unsigned
+
+    def __repr__(self) -> str:
+        return f"SignatureVerifier(keys=<{len(self._keys)} keys>, skew_seconds={self._skew})"
+
+    def verify(
+        self,
+        timestamp: object,
+        sign: object,
+        *,
+        payload: bytes | Mapping[str, Any] | None = None,
+    ) -> VerifyResult:
+        """Verify one notification's ``Timestamp`` and ``Sign`` as read from its payload.
+
+        ``payload`` is only looked at for an unsigned notification when ``allow_unsigned`` is a
+        callable (to build the :class:`NotificationRef` it decides on).
+        """
+        if _absent(sign):
+            return self._unsigned(payload)
+        if _absent(timestamp):
+            return VerifyResult(VerifyReason.MISSING)
+        stamp = _timestamp_text(timestamp)
+        if stamp is None or not _is_sign(sign):
+            return VerifyResult(VerifyReason.MALFORMED)
+        given = sign.lower().encode("ascii")
+        matched = -1
+        for index, key in enumerate(self._keys):
+            expected = _md5_hex(stamp + key).encode("ascii")
+            if hmac.compare_digest(expected, given) and matched < 0:
+                matched = index
+        if matched < 0:
+            return VerifyResult(VerifyReason.MISMATCH)
+        if self._clock.time() > int(stamp) + self._skew:
+            return VerifyResult(VerifyReason.EXPIRED, matched)
+        return VerifyResult(VerifyReason.OK, matched)
+
+    def verify_payload(self, payload: bytes | Mapping[str, Any]) -> VerifyResult:
+        """Read ``Timestamp``/``Sign`` from ``payload`` and :meth:`verify` them."""
+        timestamp, signature = extract_timestamp_sign(payload)
+        return self.verify(timestamp, signature, payload=payload)
+
+    def _unsigned(self, payload: bytes | Mapping[str, Any] | None) -> VerifyResult:
+        policy = self._allow_unsigned
+        if isinstance(policy, bool):
+            allowed = policy
+        else:
+            ref = notification_ref(payload) if payload is not None else NotificationRef()
+            allowed = bool(policy(ref))
+        return VerifyResult(VerifyReason.UNSIGNED_ALLOWED if allowed else VerifyReason.MISSING)
+
+
+def sign(timestamp: int | str, key: str) -> str:
+    """The ``Sign`` MPS sends for ``timestamp`` and NotifyKey ``key`` (lower-case hex)."""
+    return _md5_hex(f"{timestamp}{key}")
+
+
+class _SignFields(msgspec.Struct):
+    Timestamp: Any = None
+    Sign: Any = None
+
+
+class _WrappedSignFields(_SignFields):
+    Response: _SignFields | None = None
+
+
+_SIGN_DECODER = msgspec.json.Decoder(_WrappedSignFields)
+
+
+def extract_timestamp_sign(raw: bytes | Mapping[str, Any]) -> tuple[object, object]:
+    """``(Timestamp, Sign)`` of a payload, as sent (``None`` when absent).
+
+    Bytes are decoded into a two-field struct, so msgspec skips everything else without
+    building it. A ``{"Response": {...}}`` wrapper is looked into when the top level has
+    neither field. Raises :class:`~mpsflow.errors.DecodeError` for non-JSON or a non-object.
+    """
+    if isinstance(raw, Mapping):
+        timestamp, signature = raw.get("Timestamp"), raw.get("Sign")
+        inner = raw.get("Response")
+        if timestamp is None and signature is None and isinstance(inner, Mapping):
+            return inner.get("Timestamp"), inner.get("Sign")
+        return timestamp, signature
+    try:
+        fields = _SIGN_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"notification is not a JSON object: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"notification is not valid JSON: {exc}") from None
+    if fields.Timestamp is None and fields.Sign is None and fields.Response is not None:
+        return fields.Response.Timestamp, fields.Response.Sign
+    return fields.Timestamp, fields.Sign
+
+
+class _TaskIdView(msgspec.Struct):
+    TaskId: Any = None
+
+
+class _RefFields(msgspec.Struct):
+    EventType: Any = None
+    NotificationType: Any = None
+    SessionId: Any = None
+    TaskId: Any = None
+    WorkflowTaskEvent: _TaskIdView | None = None
+    EditMediaTaskEvent: _TaskIdView | None = None
+    ScheduleTaskEvent: _TaskIdView | None = None
+    ExtractBlindWatermarkTask: _TaskIdView | None = None
+
+
+class _WrappedRefFields(_RefFields):
+    Response: _RefFields | None = None
+
+
+def notification_ref(raw: bytes | Mapping[str, Any]) -> NotificationRef:
+    """The :class:`NotificationRef` of a payload, decoding only the fields it needs.
+
+    Never raises: a payload it cannot read gives an empty reference (which a policy should
+    refuse).
+    """
+    try:
+        if isinstance(raw, Mapping):
+            fields = msgspec.convert(_plain(raw), _WrappedRefFields)
+        else:
+            fields = msgspec.json.decode(raw, type=_WrappedRefFields)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return NotificationRef()
+    view: _RefFields = fields
+    if fields.EventType is None and fields.NotificationType is None and fields.Response is not None:
+        view = fields.Response
+    if view.NotificationType is not None and view.EventType is None:
+        return NotificationRef(
+            _text(view.NotificationType), _text(view.TaskId), _text(view.SessionId), live=True
+        )
+    events = (
+        view.WorkflowTaskEvent,
+        view.EditMediaTaskEvent,
+        view.ScheduleTaskEvent,
+        view.ExtractBlindWatermarkTask,
+    )
+    task_id = next((_text(e.TaskId) for e in events if e is not None and e.TaskId), "")
+    return NotificationRef(_text(view.EventType), task_id, _text(view.SessionId))
+
+
+def _plain(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return raw if isinstance(raw, dict) else dict(raw)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _absent(value: object) -> bool:
+    return value is None or value == ""
+
+
+def _timestamp_text(value: object) -> str | None:
+    """The canonical decimal text of a valid Timestamp (int or digit string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_TIMESTAMP_DIGITS:
+        return None
+    if len(text) > 1 and text[0] == "0":
+        return None
+    return text
+
+
+def _is_sign(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and len(value) == _SIGN_LENGTH and _HEX_DIGITS.issuperset(value)
+
+
+def _md5_hex(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8")).hexdigest()

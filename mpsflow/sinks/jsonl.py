@@ -1,0 +1,301 @@
+"""JsonlSink: append records as JSON lines, with fsync policies and size-based rotation.
+
+It is the default dead-letter sink, so it is careful: file work runs in a worker thread
+(the event loop never blocks on disk), a failed write is rolled back to the last complete
+line, and a torn last line left by a crash is repaired when the file is opened again.
+``read_jsonl`` reads such files back, tolerating a torn last line.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from mpsflow._json import dumps_line
+from mpsflow.errors import DecodeError, SinkError
+
+__all__ = ["FsyncPolicy", "JsonlSink", "read_jsonl"]
+
+FsyncPolicy = Literal["batch", "always", "never"]
+"""``always``: fsync every record; ``batch``: once per batch; ``never``: leave it to the OS."""
+
+_log = logging.getLogger("mpsflow.sinks")
+
+_PERMANENT_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG}
+)
+_TAIL_BLOCK = 64 * 1024
+
+
+class JsonlSink:
+    """Appends one JSON object per line to ``path``.
+
+    Records may be dicts, msgspec Structs, dataclasses or raw JSON bytes (re-formatted onto
+    one line). With ``rotate_bytes``, a write that would take the file past that size first
+    renames ``path`` to ``path.1`` (``path.1`` to ``path.2``, … keeping ``keep`` old files).
+    A batch is written, flushed and (per ``fsync``) synced before ``send`` returns.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: FsyncPolicy = "batch",
+        rotate_bytes: int | None = None,
+        keep: int = 5,
+    ) -> None:
+        if fsync not in ("batch", "always", "never"):
+            raise ValueError(f"fsync must be 'batch', 'always' or 'never', not {fsync!r}")
+        if rotate_bytes is not None and rotate_bytes < 1:
+            raise ValueError("rotate_bytes must be positive")
+        if keep < 0:
+            raise ValueError("keep must not be negative")
+        self.path = Path(path)
+        self.fsync: FsyncPolicy = fsync
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
+        self._file: io.FileIO | None = None
+        self._size = 0
+        self._lock = anyio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._in_thread(self._open)
+
+    async def send(self, batch: Sequence[object]) -> None:
+        lines: list[bytes] = []
+        for index, record in enumerate(batch):
+            try:
+                lines.append(dumps_line(record) + b"\n")
+            except (TypeError, ValueError, msgspec.MsgspecError) as exc:
+                raise SinkError(
+                    f"record {index} of the batch has no JSON form ({type(exc).__name__})",
+                    transient=False,
+                ) from None
+        async with self._lock:
+            await self._in_thread(self._write, lines)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._in_thread(self._close)
+
+    async def _in_thread(self, func: Any, *args: Any) -> None:
+        try:
+            await anyio.to_thread.run_sync(func, *args)
+        except OSError as exc:
+            transient = exc.errno not in _PERMANENT_ERRNOS
+            reason = exc.strerror or type(exc).__name__
+            raise SinkError(f"cannot write {self.path}: {reason}", transient=transient) from exc
+
+    # -- blocking file work (worker thread) --------------------------------------------------
+
+    def _open(self) -> None:
+        if self._file is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _repair_tail(self.path)
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open until close
+        self._size = self._file.seek(0, os.SEEK_END)
+
+    @property
+    def _fh(self) -> io.FileIO:
+        assert self._file is not None, "file not open"
+        return self._file
+
+    def _write(self, lines: list[bytes]) -> None:
+        self._open()
+        mark = self._size
+        try:
+            chunk: list[bytes] = []
+            chunk_size = 0
+            for line in lines:
+                if self._must_rotate(chunk_size, len(line)):
+                    self._write_all(b"".join(chunk))
+                    chunk, chunk_size = [], 0
+                    self._rotate()
+                    mark = 0
+                chunk.append(line)
+                chunk_size += len(line)
+                if self.fsync == "always":
+                    self._write_all(b"".join(chunk))
+                    os.fsync(self._fh.fileno())
+                    chunk, chunk_size = [], 0
+            self._write_all(b"".join(chunk))
+            if self.fsync == "batch":
+                os.fsync(self._fh.fileno())
+        except OSError:
+            self._roll_back(mark)
+            raise
+
+    def _must_rotate(self, unwritten: int, line: int) -> bool:
+        """True when appending a ``line``-byte record would pass ``rotate_bytes``.
+
+        A record larger than ``rotate_bytes`` still gets a file of its own.
+        """
+        if self.rotate_bytes is None:
+            return False
+        used = self._size + unwritten
+        return used > 0 and used + line > self.rotate_bytes
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._fh.write(view) or 0
+            view = view[written:]
+            self._size += written
+
+    def _roll_back(self, mark: int) -> None:
+        """Cut a failed batch off the file so no half line stays behind."""
+        if self._file is None:  # failed between files while rotating: nothing half written
+            return
+        try:
+            self._fh.truncate(mark)
+            self._size = mark
+        except OSError:
+            # Cannot repair in place: reopen (and repair the tail) on the next write.
+            self._close_quietly()
+
+    def _rotate(self) -> None:
+        if self.fsync != "never":
+            os.fsync(self._fh.fileno())
+        file, self._file = self._fh, None
+        file.close()
+        if self.keep == 0:
+            self.path.unlink()
+        else:
+            for index in range(self.keep - 1, 0, -1):
+                older = _rotated(self.path, index)
+                if older.exists():
+                    os.replace(older, _rotated(self.path, index + 1))
+            os.replace(self.path, _rotated(self.path, 1))
+        if self.fsync != "never":
+            _fsync_dir(self.path.parent)
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open until close
+        self._size = 0
+        _log.info("rotated %s", self.path)
+
+    def _close(self) -> None:
+        if self._file is None:
+            return
+        try:
+            if self.fsync != "never":
+                os.fsync(self._fh.fileno())
+        finally:
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                _log.warning("closing %s failed", self.path)
+
+    def __repr__(self) -> str:
+        return (
+            f"JsonlSink({str(self.path)!r}, fsync={self.fsync!r}, rotate_bytes={self.rotate_bytes})"
+        )
+
+
+def _rotated(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.name}.{index}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _repair_tail(path: Path) -> None:
+    """Make ``path`` end with a newline: finish a complete last record, cut a torn one."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with open(path, "r+b") as file:
+        file.seek(size - 1)
+        if file.read(1) == b"\n":
+            return
+        start = _last_line_start(file, size)
+        file.seek(start)
+        tail = file.read()
+        try:
+            msgspec.json.decode(tail)
+        except msgspec.DecodeError:
+            file.truncate(start)
+            _log.warning("%s: removed a torn last line of %d bytes", path, size - start)
+        else:
+            file.seek(0, os.SEEK_END)
+            file.write(b"\n")
+
+
+def _last_line_start(file: BinaryIO, size: int) -> int:
+    """Offset just after the last newline in the file (0 when there is none)."""
+    end = size
+    while end > 0:
+        begin = max(0, end - _TAIL_BLOCK)
+        file.seek(begin)
+        block = file.read(end - begin)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        end = begin
+    return 0
+
+
+def read_jsonl(path: str | os.PathLike[str], *, rotated: bool = False) -> Iterator[Any]:
+    """Yield the JSON value of every line of ``path``, oldest first.
+
+    A last line without its newline that does not parse (a write cut short by a crash) is
+    skipped; any other unparsable line raises ``DecodeError`` naming the file and line.
+    With ``rotated=True`` the rotated files (``path.N`` … ``path.1``) are read first.
+    """
+    base = Path(path)
+    files: list[Path] = []
+    if rotated:
+        index = 1
+        while _rotated(base, index).exists():
+            files.append(_rotated(base, index))
+            index += 1
+        files.reverse()
+    if base.exists() or not files:
+        files.append(base)
+    for file in files:
+        yield from _read_one(file)
+
+
+def _read_one(path: Path) -> Iterator[Any]:
+    decoder = msgspec.json.Decoder()
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = decoder.decode(line)
+            except msgspec.DecodeError:
+                if not line.endswith(b"\n"):
+                    _log.warning("%s: ignoring a torn last line (%d bytes)", path, len(line))
+                    return
+                raise DecodeError(
+                    f"{path}:{number} is not valid JSON", path=f"$[{number - 1}]"
+                ) from None
+            yield value

@@ -1,0 +1,439 @@
+"""The HTTP callback source: the server MPS POSTs notifications to (``NotifyType=URL``).
+
+One aiohttp low-level server (no router, no middleware stack: the hot path is a couple of
+string compares) that turns each POST on ``path`` into a ``Delivery`` of the raw body and
+answers with the status the pipeline's outcome calls for:
+
+=================================  =========================================================
+outcome                            response
+=================================  =========================================================
+acked                              200 ``{"code":0}``
+dead-lettered (Reject, exhausted)  200 ``{"code":0}``: recorded, MPS need not resend it
+malformed (poison, dead-lettered)  400 ``{"code":400,"error":…,"path":"$.X"}``
+over the size limit                413 (``Content-Length`` checked before reading)
+bad signature / expired            401, never retried by the pipeline
+retryable failure                  500 / 503 with ``Retry-After``
+=================================  =========================================================
+
+MPS resends a notification that failed; the source counts those resends per notification
+(``redeliveries``), so each is the next ``attempt`` and the app's ``RetryPolicy`` runs out
+into the dead-letter sink instead of failing forever. It also bounds the requests in flight
+(503 + ``Retry-After`` when full), the body size and the time the body may take to arrive
+(408, connection closed), keeps connections alive, serves ``GET /healthz``, ``/readyz`` and
+``/metrics``, and shuts down gracefully: on ``stop`` it reports not-ready, stops accepting,
+and lets in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+from aiohttp import web
+
+from mpsflow.clock import Clock, SystemClock
+from mpsflow.delivery import Delivery, Outcome, Settlement
+from mpsflow.errors import ConfigurationError
+from mpsflow.prometheus import CONTENT_TYPE, format_family, render_metrics
+from mpsflow.sources.base import Consumer
+from mpsflow.sources.scf import RedeliveryCounter
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "HttpSource"]
+
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+"""Body limit when the source is not run by an ``App`` (which has its own ``max_body_size``)."""
+
+_log = logging.getLogger("mpsflow.sources.http")
+
+_JSON = "application/json"
+_OK_BODY = b'{"code":0}'
+_READINESS_TIMEOUT = 5.0
+_MAX_REQUEST_ID = 128
+_PIPELINE_PATH = re.compile(r" at (\$\S*)$")  # the pipeline appends " at $.X" to a reason
+_CODEC_PATH = re.compile(r" - at `(\$[^`]*)`$")  # DecodeError messages end in " - at `$.X`"
+
+
+class HttpSource:
+    """Receives MPS callbacks over HTTP(S) and feeds them to the pipeline.
+
+    ``max_body_size`` defaults to the app's; ``read_timeout`` bounds how long the body may
+    take to arrive once the headers are in; ``handler_budget`` sets each delivery's
+    deadline (what a dedup lease may rely on). Listen on ``host``/``port`` (``port=0``
+    picks a free one, see ``address``), or on a ready ``sock`` (bound; it is closed when the
+    source stops), e.g. one socket shared by forked workers; ``reuse_port`` sets
+    ``SO_REUSEPORT`` instead. TLS: ``ssl_context``, or ``certfile``/``keyfile``.
+    ``drain_delay`` keeps accepting (answering ``/readyz`` with 503) for that long after
+    ``stop`` so a load balancer notices before the listener closes.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        path: str = "/mps/callback",
+        *,
+        max_in_flight: int = 256,
+        max_body_size: int | None = None,
+        read_timeout: float = 30.0,
+        handler_budget: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
+        sock: socket.socket | None = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+        keepalive_timeout: float = 75.0,
+        drain_delay: float = 0.0,
+        shutdown_timeout: float | None = None,
+        access_log: bool = False,
+        remember_failures: int = 4096,
+        name: str = "http",
+    ) -> None:
+        if not path.startswith("/"):
+            raise ConfigurationError(f"the callback path must start with '/', got {path!r}")
+        if max_in_flight < 1:
+            raise ConfigurationError("max_in_flight must be at least 1")
+        if max_body_size is not None and max_body_size < 1:
+            raise ConfigurationError("max_body_size must be positive")
+        if read_timeout <= 0 or handler_budget <= 0:
+            raise ConfigurationError("read_timeout and handler_budget must be positive")
+        if ssl_context is not None and certfile is not None:
+            raise ConfigurationError("pass either ssl_context or certfile/keyfile, not both")
+        if keyfile is not None and certfile is None:
+            raise ConfigurationError("keyfile needs certfile")
+        if certfile is not None:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(certfile, keyfile)
+        self.name = name
+        self.host = host
+        self.port = port
+        self.path = path
+        self.max_in_flight = max_in_flight
+        self.max_body_size = max_body_size
+        self.read_timeout = read_timeout
+        self.handler_budget = handler_budget
+        self.ssl_context = ssl_context
+        self.reuse_port = reuse_port
+        self.backlog = backlog
+        self.keepalive_timeout = keepalive_timeout
+        self.drain_delay = drain_delay
+        self.shutdown_timeout = shutdown_timeout
+        self.access_log = access_log
+        self._sock = sock
+        self.address: tuple[str, int] | None = None
+        """``(host, port)`` actually listened on, once serving."""
+        self.redeliveries = RedeliveryCounter(remember_failures)
+        """Failed deliveries per notification: MPS resends a failed one, so the next POST of
+        the same content is the next attempt and the app's ``RetryPolicy`` can run out."""
+        self.responses: Counter[int] = Counter()
+        """Status codes answered on the callback path (exported on ``/metrics``)."""
+        self._serving: anyio.Event | None = None
+        self._draining = False
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._consumer: Consumer | None = None
+        self._app: object = None
+        self._clock: Clock = SystemClock()
+        self._limit = max_body_size or DEFAULT_MAX_BODY_SIZE
+
+    # -- public state ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The callback URL (with the real port once serving)."""
+        host, port = self.address or (self.host, self.port)
+        scheme = "https" if self.ssl_context is not None else "http"
+        shown = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{shown}:{port}{self.path}"
+
+    @property
+    def in_flight(self) -> int:
+        """Callback requests being read or processed now."""
+        return self._in_flight
+
+    @property
+    def draining(self) -> bool:
+        """True once ``stop`` was set: not ready, new callbacks get 503."""
+        return self._draining
+
+    async def wait_serving(self) -> tuple[str, int]:
+        """Wait until the server listens; return its ``(host, port)``."""
+        if self._serving is None:
+            self._serving = anyio.Event()
+        await self._serving.wait()
+        assert self.address is not None
+        return self.address
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
+        """Serve until ``stop`` is set, then drain in-flight requests and return."""
+        self._bind_app(consumer)
+        self._draining = False
+        sock = self._sock if self._sock is not None else self._listen()
+        self._sock = None  # the server owns it now and closes it; a restart binds afresh
+        host, port = sock.getsockname()[:2]
+        self.address = (str(host), int(port))
+        server = web.Server(
+            self._handle,
+            keepalive_timeout=self.keepalive_timeout,
+            access_log=_log if self.access_log else None,
+        )
+        runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout())
+        await runner.setup()
+        try:
+            site = web.SockSite(runner, sock, ssl_context=self.ssl_context, backlog=self.backlog)
+            await site.start()
+            _log.info("serving MPS callbacks on %s", self.url)
+            if self._serving is None:
+                self._serving = anyio.Event()
+            self._serving.set()
+            await stop.wait()
+            self._draining = True
+            if self.drain_delay > 0:
+                await anyio.sleep(self.drain_delay)
+            _log.info("draining %d in-flight callback(s)", self._in_flight)
+            await runner.cleanup()
+        finally:
+            self._draining = True
+            self._serving = None
+            if runner.server is not None:  # not cleaned up gracefully: cancelled or failed
+                for task in list(self._tasks):
+                    task.cancel()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+                    await runner.cleanup()
+            sock.close()
+
+    def _bind_app(self, consumer: Consumer) -> None:
+        """Find the ``App`` behind ``consumer`` (``app.process``) for limits, clock, metrics."""
+        self._consumer = consumer
+        app = getattr(consumer, "__self__", None)
+        self._app = app
+        self._clock = getattr(app, "clock", None) or SystemClock()
+        app_limit = getattr(app, "max_body_size", None)
+        self._limit = self.max_body_size or (
+            app_limit if isinstance(app_limit, int) else DEFAULT_MAX_BODY_SIZE
+        )
+
+    def _shutdown_timeout(self) -> float:
+        if self.shutdown_timeout is not None:
+            return self.shutdown_timeout
+        app_timeout = getattr(self._app, "shutdown_timeout", None)
+        return float(app_timeout) if isinstance(app_timeout, int | float) else 30.0
+
+    def _listen(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        return socket.create_server(
+            (self.host, self.port),
+            family=family,
+            backlog=self.backlog,
+            reuse_port=self.reuse_port,
+        )
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        try:
+            if path == self.path:
+                if request.method == "POST":
+                    response = await self._callback(request)
+                else:
+                    response = _error(405, "use POST", headers={"Allow": "POST"})
+                self.responses[response.status] += 1
+                return response
+            if request.method in ("GET", "HEAD"):
+                if path == "/healthz":
+                    return _json(200, b'{"status":"ok"}')
+                if path == "/readyz":
+                    return await self._readyz()
+                if path == "/metrics":
+                    return self._metrics()
+            return _error(404, "not found")
+        except Exception:
+            _log.exception("internal error answering %s %s", request.method, path)
+            self.responses[500] += 1
+            return _error(500, "internal error")
+
+    async def _callback(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self._draining:
+            response = _error(503, "shutting down", headers={"Retry-After": "1"})
+            response.force_close()
+            return response
+        if self._in_flight >= self.max_in_flight:
+            return _error(503, "too many requests in flight", headers={"Retry-After": "1"})
+        consumer = self._consumer
+        assert consumer is not None
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight += 1
+        self._tasks.add(task)
+        try:
+            body = await self._read_body(request)
+            if isinstance(body, web.StreamResponse):
+                return body
+            attempt, key = self.redeliveries.attempt(body)
+            delivery = Delivery(
+                body,
+                source=self.name,
+                attempt=attempt,
+                id=_request_id(request),
+                meta={"remote": request.remote or ""},
+                deadline=self._clock.monotonic() + self.handler_budget,
+            )
+            outcome = await consumer(delivery)
+            self.redeliveries.record(body, key, failed=outcome.settlement is Settlement.RETRY)
+            return _respond(outcome, delivery.id)
+        finally:
+            self._in_flight -= 1
+            self._tasks.discard(task)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes | web.StreamResponse:
+        """The whole body, or the error response (413, 408, 400) that replaces it."""
+        limit = self._limit
+        length = request.content_length
+        if length is not None and length > limit:
+            return _error(413, f"body larger than {limit} bytes")
+        content = request.content
+        try:
+            if content.is_eof():  # everything arrived with the headers: no timer needed
+                body = await content.read()
+            else:
+                with anyio.fail_after(self.read_timeout):
+                    body = await _read_limited(content, limit)
+        except _TooLarge:
+            return _error(413, f"body larger than {limit} bytes")
+        except TimeoutError:
+            return await _close_with(request, _error(408, "request body not received in time"))
+        except (web.RequestPayloadError, ConnectionError, asyncio.IncompleteReadError):
+            return await _close_with(request, _error(400, "incomplete request body"))
+        if len(body) > limit:
+            return _error(413, f"body larger than {limit} bytes")
+        return body
+
+    async def _readyz(self) -> web.StreamResponse:
+        if self._draining:
+            return _json(503, b'{"ready":false,"reason":"draining"}')
+        app = self._app
+        if app is not None and not getattr(app, "started", True):
+            return _json(503, b'{"ready":false,"reason":"app not started"}')
+        checks: Sequence[Callable[[], Awaitable[bool]]] = getattr(app, "readiness_checks", ())
+        for check in checks:
+            if not await _passes(check):
+                name = getattr(check, "__qualname__", type(check).__name__)
+                return web.json_response(
+                    {"ready": False, "reason": f"readiness check failed: {name}"}, status=503
+                )
+        return _json(200, b'{"ready":true}')
+
+    def _metrics(self) -> web.StreamResponse:
+        text = render_metrics(getattr(self._app, "metrics", None))
+        if text is None:
+            return _error(404, "this app's metrics have no Prometheus form")
+        samples: dict[tuple[tuple[str, str], ...], float] = {
+            (("code", str(code)),): float(n) for code, n in sorted(self.responses.items())
+        }
+        own = format_family(
+            "mpsflow_http_callback_responses",
+            "counter",
+            "Responses on the callback path, by status code.",
+            samples,
+        )
+        response = web.Response(body=text + own.encode())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(content: Any, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _close_with(request: web.BaseRequest, response: web.Response) -> web.StreamResponse:
+    """Send ``response`` now and close the connection (no lingering for a stalled client)."""
+    response.force_close()
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    finally:
+        request.protocol.force_close()
+    return response
+
+
+async def _passes(check: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        with anyio.fail_after(_READINESS_TIMEOUT):
+            return bool(await check())
+    except Exception:
+        _log.warning("readiness check %r failed", check, exc_info=True)
+        return False
+
+
+def _request_id(request: web.BaseRequest) -> str:
+    given = request.headers.get("X-Request-Id")
+    if given:
+        return given[:_MAX_REQUEST_ID]
+    return os.urandom(12).hex()
+
+
+def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+
+
+def _error(
+    status: int, message: str, *, path: str = "", headers: dict[str, str] | None = None
+) -> web.Response:
+    payload: dict[str, object] = {"code": status, "error": message}
+    if path:
+        payload["path"] = path
+    return web.json_response(payload, status=status, headers=headers)
+
+
+def _respond(outcome: Outcome, request_id: str) -> web.Response:
+    """Express the pipeline's outcome as the delivery contract's HTTP answer."""
+    settlement = outcome.settlement
+    status = outcome.status
+    headers = {"X-Request-Id": request_id}
+    if settlement is Settlement.ACK or (
+        settlement is Settlement.DEAD_LETTERED and not 400 <= status < 500
+    ):
+        return _json(200, _OK_BODY, headers)
+    if settlement is Settlement.RETRY:
+        status = status if status >= 500 else 503
+        headers["Retry-After"] = str(max(1, math.ceil(outcome.retry_after)))
+        return _error(status, outcome.reason or "retry later", headers=headers)
+    # poison (dead-lettered) or rejected by middleware (signature, …): a 4xx, never retried
+    if not 400 <= status < 500:
+        status = 400
+    reason, path = _split_path(outcome.reason)
+    return _error(status, reason or "rejected", path=path, headers=headers)
+
+
+def _split_path(reason: str) -> tuple[str, str]:
+    """Split the JSON path a decode failure names off its reason: ``("…", "$.X")``."""
+    path = ""
+    for pattern in (_PIPELINE_PATH, _CODEC_PATH):
+        match = pattern.search(reason)
+        if match is not None:
+            path = path or match.group(1)
+            reason = reason[: match.start()]
+    return reason, path

@@ -1,0 +1,33 @@
+"""Idempotency stores: one protocol, three backends (memory, SQLite, Redis).
+
+``RedisStore`` is imported on first use, so this package works without the optional
+``redis`` dependency (``pip install mpsflow[redis]``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mpsflow.stores.base import Claim, ClaimState, IdempotencyStore
+from mpsflow.stores.memory import MemoryStore
+from mpsflow.stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from mpsflow.stores.redis import RedisStore
+
+__all__ = [
+    "Claim",
+    "ClaimState",
+    "IdempotencyStore",
+    "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisStore":
+        from mpsflow.stores.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,177 @@
+"""The shared idempotency store: Redis, for many workers on many hosts (``mpsflow[redis]``).
+
+A record is one Redis hash (state, owner token, payload hash, expiry) whose key TTL is the
+lease or the completed TTL, so Redis itself drops abandoned leases. Every operation is one
+Lua script, hence atomic: ``claim`` writes only when no live record exists, and ``complete`` /
+``release`` are compare-and-set / compare-and-delete on the owner token.
+
+Liveness is decided by the stored expiry compared with ``now`` from the store's clock (passed
+to the script), not by Redis' own clock alone: the key TTL is the backstop that frees memory.
+This keeps the semantics identical to the other stores and lets tests drive time with a fake
+clock. Hosts sharing one Redis should keep their clocks in sync (NTP); skew shifts when a
+lease is seen as expired by that amount.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from mpsflow.clock import Clock, SystemClock
+from mpsflow.errors import StoreUnavailable
+from mpsflow.stores.base import Claim, ClaimState
+
+__all__ = ["RedisStore"]
+
+# Lua strings below spell the ClaimState values: "in_progress", "completed", "claimed".
+_CLAIMED = "claimed"
+
+# KEYS[1] record; ARGV: now, lease ms, token, payload hash, expires_at.
+# Returns {state, payload hash, expires_at} of a live record, or {"claimed", "", expires_at}.
+_CLAIM = """
+local r = redis.call('HMGET', KEYS[1], 's', 'h', 'e')
+local e = tonumber(r[3])
+if r[1] and e and e > tonumber(ARGV[1]) then
+  return {r[1], r[2] or '', r[3]}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 's', 'in_progress', 't', ARGV[3], 'h', ARGV[4], 'e', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {'claimed', '', ARGV[5]}
+"""
+
+# Only the owner of a live lease gets past this prologue of complete and release.
+_OWNED = """
+local r = redis.call('HMGET', KEYS[1], 's', 't', 'e')
+local e = tonumber(r[3])
+if r[1] ~= 'in_progress' or r[2] ~= ARGV[1] or not e or e <= tonumber(ARGV[2]) then
+  return 0
+end
+"""
+
+# ARGV: token, now, ttl ms, expires_at.
+_COMPLETE = (
+    _OWNED
+    + """
+redis.call('HSET', KEYS[1], 's', 'completed', 'e', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# ARGV: token, now.
+_RELEASE = (
+    _OWNED
+    + """
+redis.call('DEL', KEYS[1])
+return 1
+"""
+)
+
+
+class RedisStore:
+    """Idempotency records in Redis, shared by every worker pointing at the same server.
+
+    Pass a URL (``redis://host:6379/0``; the store then owns and closes its client, with short
+    socket timeouts and one immediate reconnect) or a ready ``redis.asyncio.Redis`` client (left
+    open on :meth:`close`; its own timeouts apply). Any Redis error or timeout raises
+    :class:`~mpsflow.errors.StoreUnavailable`. Keys are ``prefix + key``.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | Redis,
+        *,
+        prefix: str = "mpsflow:idem:",
+        clock: Clock | None = None,
+        socket_timeout: float = 1.0,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        if isinstance(url_or_client, str):
+            self._client = Redis.from_url(
+                url_or_client,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+            self._owns_client = True
+        else:
+            self._client = url_or_client
+            self._owns_client = False
+        self._prefix = prefix
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._claim = self._client.register_script(_CLAIM)
+        self._complete = self._client.register_script(_COMPLETE)
+        self._release = self._client.register_script(_RELEASE)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        # Never the URL: it may carry a password.
+        return f"RedisStore(prefix={self._prefix!r})"
+
+    async def claim(self, key: str, *, lease_seconds: float, payload_hash: str) -> Claim:
+        """Take ``key`` as IN_PROGRESS unless a live record exists."""
+        lease_ms = _milliseconds("lease_seconds", lease_seconds)
+        now = self._clock.time()
+        token = secrets.token_hex(16)
+        expires_at = now + lease_seconds
+        args = (repr(now), lease_ms, token, payload_hash, repr(expires_at))
+        state, stored_hash, stored_expiry = map(_text, await self._call(self._claim, key, args))
+        if state == _CLAIMED:
+            return Claim(ClaimState.CLAIMED, token=token, expires_at=expires_at)
+        return Claim(ClaimState(state), payload_hash=stored_hash, expires_at=float(stored_expiry))
+
+    async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
+        """Turn the caller's live lease into a COMPLETED record kept for ``ttl_seconds``."""
+        ttl_ms = _milliseconds("ttl_seconds", ttl_seconds)
+        now = self._clock.time()
+        args = (token, repr(now), ttl_ms, repr(now + ttl_seconds))
+        return bool(await self._call(self._complete, key, args))
+
+    async def release(self, key: str, token: str) -> bool:
+        """Delete the caller's live lease so a redelivery can run the handler again."""
+        args = (token, repr(self._clock.time()))
+        return bool(await self._call(self._release, key, args))
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING."""
+        if self._closed:
+            return False
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        """Close the client if this store created it; later calls raise StoreUnavailable."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def _call(self, script: AsyncScript, key: str, args: tuple[str | int, ...]) -> Any:
+        if self._closed:
+            raise StoreUnavailable("redis store is closed")
+        try:
+            return await script(keys=[self._prefix + key], args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store unavailable: {type(exc).__name__}") from exc
+
+
+def _text(value: bytes | str) -> str:
+    """Script replies are bytes, or str on a client made with ``decode_responses=True``."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _milliseconds(name: str, seconds: float) -> int:
+    if not seconds > 0:
+        raise ValueError(f"{name} must be positive")
+    return max(1, math.ceil(seconds * 1000))

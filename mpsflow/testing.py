@@ -1,0 +1,344 @@
+"""Test helpers: build (and sign) notifications, and run an app in-process with ``TestClient``."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from mpsflow.app import App
+from mpsflow.clock import Clock, FakeClock
+from mpsflow.deadletter import DeadLetter
+from mpsflow.delivery import Delivery, Outcome, Settlement
+from mpsflow.middleware.base import Call, CallNext, Middleware
+from mpsflow.outcomes import Reject, Retry
+from mpsflow.sinks.base import Sink
+from mpsflow.sinks.memory import MemorySink
+from mpsflow.sources.memory import MemorySource
+
+__all__ = [
+    "HandlerCall",
+    "SendResult",
+    "TestClient",
+    "build_live_notification",
+    "build_notification",
+    "media_result",
+    "sign_payload",
+]
+
+_task_numbers = itertools.count(1)
+
+
+# -- building notifications -------------------------------------------------------------------
+
+_MEDIA_TASK_FIELDS = {
+    "Transcode": "TranscodeTask",
+    "AnimatedGraphics": "AnimatedGraphicTask",
+    "SnapshotByTimeOffset": "SnapshotByTimeOffsetTask",
+    "SampleSnapshot": "SampleSnapshotTask",
+    "ImageSprites": "ImageSpriteTask",
+    "AdaptiveDynamicStreaming": "AdaptiveDynamicStreamingTask",
+}
+
+_EVENT_FIELDS = {
+    "WorkflowTask": "WorkflowTaskEvent",
+    "EditMediaTask": "EditMediaTaskEvent",
+    "ScheduleTask": "ScheduleTaskEvent",
+    "BatchTask": "BatchTaskEvent",
+    "ExtractBlindWatermark": "ExtractBlindWatermarkTask",
+}
+
+
+def sign_payload(payload: dict[str, Any], key: str, *, expires_at: int) -> dict[str, Any]:
+    """Set ``Timestamp``/``Sign`` the way MPS does: ``Sign = MD5(str(Timestamp) + NotifyKey)``."""
+    payload["Timestamp"] = int(expires_at)
+    payload["Sign"] = hashlib.md5(f"{int(expires_at)}{key}".encode()).hexdigest()
+    return payload
+
+
+def media_result(
+    type_: str,
+    *,
+    status: str = "SUCCESS",
+    err_code_ext: str = "",
+    err_code: int = 0,
+    message: str = "SUCCESS",
+    output: Mapping[str, Any] | None = None,
+    input: Mapping[str, Any] | None = None,
+    progress: int | None = None,
+) -> dict[str, Any]:
+    """One ``MediaProcessResultSet`` item (``Transcode``, ``ImageSprites``, …) in wire form."""
+    if type_ == "CoverBySnapshot":
+        return {"Type": type_}
+    try:
+        field_name = _MEDIA_TASK_FIELDS[type_]
+    except KeyError:
+        raise ValueError(f"not a media-process type: {type_!r}") from None
+    task: dict[str, Any] = {
+        "Status": status,
+        "ErrCodeExt": err_code_ext,
+        "ErrCode": err_code,
+        "Message": message,
+        "Input": dict(input or {"Definition": 100010}),
+        "Output": dict(output) if output is not None and status == "SUCCESS" else None,
+    }
+    if progress is not None:
+        task["Progress"] = progress
+    return {"Type": type_, field_name: task}
+
+
+def build_notification(
+    event_type: str = "WorkflowTask",
+    *,
+    task_id: str | None = None,
+    status: str = "FINISH",
+    err_code: int = 0,
+    message: str = "",
+    media_results: Sequence[Mapping[str, Any]] = (),
+    event: Mapping[str, Any] | None = None,
+    bucket: str = "mps-test-1250000000",
+    region: str = "ap-guangzhou",
+    object_key: str = "/input/video.mp4",
+    session_id: str = "",
+    session_context: str = "",
+    sign_key: str | None = None,
+    expires_at: int | None = None,
+) -> dict[str, Any]:
+    """A notification dict in wire form (PascalCase), signed when ``sign_key`` is given.
+
+    ``media_results`` are ``media_result(...)`` items for a WorkflowTask; ``event`` replaces
+    or extends the generated ``…Event`` object for other shapes.
+    """
+    try:
+        event_field = _EVENT_FIELDS[event_type]
+    except KeyError:
+        raise ValueError(f"unknown EventType {event_type!r}") from None
+    task_id = task_id or f"1250000000-{event_type}-{next(_task_numbers):032x}t0"
+    body: dict[str, Any] = {"TaskId": task_id, "Status": status, "ErrCode": err_code}
+    body["Message"] = message
+    cos_input = {
+        "Type": "COS",
+        "CosInputInfo": {"Bucket": bucket, "Region": region, "Object": object_key},
+    }
+    if event_type in ("WorkflowTask", "ScheduleTask"):
+        body["InputInfo"] = cos_input
+    if event_type == "WorkflowTask":
+        body["MediaProcessResultSet"] = [dict(r) for r in media_results]
+    if event_type == "EditMediaTask":
+        body["Input"] = {"FileInfoSet": [{"InputInfo": cos_input}]}
+    if event:
+        body.update(event)
+    payload: dict[str, Any] = {
+        "EventType": event_type,
+        event_field: body,
+        "SessionId": session_id,
+        "SessionContext": session_context,
+    }
+    if sign_key is not None:
+        sign_payload(payload, sign_key, expires_at=expires_at if expires_at is not None else 0)
+    return payload
+
+
+def build_live_notification(
+    notification_type: str,
+    info: Mapping[str, Any],
+    *,
+    task_id: str | None = None,
+    sign_key: str | None = None,
+    expires_at: int | None = None,
+) -> dict[str, Any]:
+    """A live-stream notification: ``NotificationType`` plus its ``…Info`` object.
+
+    ``info`` goes under ``ProcessEofInfo`` for ``ProcessEof`` and ``<Type>Info`` otherwise.
+    """
+    field_name = (
+        "ProcessEofInfo" if notification_type == "ProcessEof" else f"{notification_type}Info"
+    )
+    payload: dict[str, Any] = {
+        "NotificationType": notification_type,
+        "TaskId": task_id or f"live-{next(_task_numbers):016x}",
+        field_name: dict(info),
+        "SessionId": "",
+        "SessionContext": "",
+    }
+    if sign_key is not None:
+        sign_payload(payload, sign_key, expires_at=expires_at if expires_at is not None else 0)
+    return payload
+
+
+# -- the test client --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerCall:
+    """One handler run seen by the test client: what it got and how it ended."""
+
+    handler: str
+    key: str
+    payload: Any
+    attempt: int
+    result: str
+    """ok, skipped, retry, reject, or ``error:<ExceptionType>``."""
+
+
+@dataclass(slots=True)
+class SendResult:
+    """Everything that happened to one sent notification, retries included."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    calls: list[HandlerCall] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> Outcome:
+        """The final outcome (after in-process retries)."""
+        return self.outcomes[-1]
+
+    @property
+    def acked(self) -> bool:
+        return self.outcome.settlement is Settlement.ACK
+
+    @property
+    def dead_lettered(self) -> bool:
+        return self.outcome.settlement in (Settlement.DEAD_LETTERED, Settlement.REJECTED)
+
+    def handlers(self) -> list[str]:
+        """Names of the handlers that ran, in the order they were called."""
+        return [c.handler for c in self.calls]
+
+
+class _Recorder:
+    """Handler-scope middleware that records every run for the test client."""
+
+    def __init__(self) -> None:
+        self.calls: list[HandlerCall] = []
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Outcome:
+        info = call.handler
+        assert info is not None
+        try:
+            outcome = await call_next(call)
+        except Retry:
+            self._add(call, info.name, info.key, "retry")
+            raise
+        except Reject:
+            self._add(call, info.name, info.key, "reject")
+            raise
+        except Exception as exc:
+            self._add(call, info.name, info.key, f"error:{type(exc).__name__}")
+            raise
+        if outcome.settlement is Settlement.ACK:
+            result = "skipped" if outcome.duplicates_skipped else "ok"
+        else:
+            result = "retry" if outcome.settlement is Settlement.RETRY else "reject"
+        self._add(call, info.name, info.key, result)
+        return outcome
+
+    def _add(self, call: Call, handler: str, key: str, result: str) -> None:
+        self.calls.append(HandlerCall(handler, key, call.payload, call.delivery.attempt, result))
+
+
+class TestClient:
+    """Runs an app's identical pipeline over the in-memory source, and shows what happened.
+
+    ``async with TestClient(app) as client: result = await client.send(payload)``. By
+    default every sink and the dead-letter sink are swapped for ``MemorySink`` (see
+    ``emitted`` and ``dead_letters``) and the app runs on a ``FakeClock``, so retries with
+    backoff finish at once. Everything is restored on exit.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        clock: Clock | None = None,
+        capture_sinks: bool = True,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.app = app
+        self.clock: Clock = clock or FakeClock()
+        self._capture = capture_sinks
+        self._extra_middleware = tuple(middleware)
+        self._recorder = _Recorder()
+        self.sinks: dict[str, MemorySink] = {}
+        self.dead_letter_sink = MemorySink()
+        self._saved: dict[str, Any] = {}
+
+    async def __aenter__(self) -> TestClient:
+        app = self.app
+        self._saved = {
+            "clock": app.clock,
+            "dead": app.dead_letter_sink,
+            "sinks": {name: app._sinks[name][0] for name in app.sink_names},
+            "mw": list(app._app_handler_middleware),
+        }
+        app.clock = self.clock
+        if self._capture:
+            app.dead_letter_sink = self.dead_letter_sink
+            for name in app.sink_names:
+                self.sinks[name] = MemorySink()
+                app.replace_sink(name, self.sinks[name])
+        app._app_handler_middleware[:0] = [self._recorder, *self._extra_middleware]
+        await app.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        app = self.app
+        try:
+            await app.__aexit__(*exc_info)
+        finally:
+            app.clock = self._saved["clock"]
+            app.dead_letter_sink = self._saved["dead"]
+            sinks: dict[str, Sink] = self._saved["sinks"]
+            for name, sink in sinks.items():
+                app.replace_sink(name, sink)
+            app._app_handler_middleware[:] = self._saved["mw"]
+
+    @property
+    def calls(self) -> list[HandlerCall]:
+        """Every handler run so far."""
+        return list(self._recorder.calls)
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every dead-letter record written so far."""
+        return [r for r in self.dead_letter_sink.records if isinstance(r, DeadLetter)]
+
+    def emitted(self, sink: str) -> list[object]:
+        """Records delivered to the sink named ``sink``."""
+        return list(self.sinks[sink].records)
+
+    async def send(
+        self,
+        body: bytes | str | Mapping[str, Any],
+        *,
+        attempt: int = 1,
+        source: str = "test",
+        max_in_flight: int = 64,
+    ) -> SendResult:
+        """Process one notification through the pipeline, retries included, until settled.
+
+        A dict is sent as its JSON bytes, the way MPS posts it (HTTP, CMQ); to test the SCF
+        path with a parsed event dict, use ``app.process(Delivery(event_dict))``.
+        """
+        calls_before = len(self._recorder.calls)
+        dead_before = len(self.dead_letters)
+        src = MemorySource(name=source, clock=self.clock, max_in_flight=max_in_flight)
+        if isinstance(body, str):
+            body = body.encode()
+        elif not isinstance(body, bytes):
+            body = json.dumps(body, ensure_ascii=False).encode()
+        src.add(Delivery(body, source=source, attempt=attempt, id="1"))
+        await src.run(self.app.process, anyio.Event())
+        return SendResult(
+            outcomes=[s.outcome for s in src.report],
+            calls=self._recorder.calls[calls_before:],
+            dead_letters=self.dead_letters[dead_before:],
+        )

@@ -1,0 +1,139 @@
+"""``mpsflow decode`` and the command line's shape (help, exit codes), through ``python -m``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpsflow.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mpsflow ARGS`` as a user would, with this checkout importable."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "mpsflow", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_decode_prints_a_summary_of_the_seed(samples_dir: Path) -> None:
+    result = cli("decode", str(samples_dir / "01_workflow_task_seed_verbatim.json"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "event:   WorkflowTask" in out
+    assert "task:    245****654-WorkflowTask-f46dac7fe2436c47******d71946986t0" in out
+    assert "status:  FINISH" in out
+    assert "input:   COS macgzptest-125****654/dianping2.mp4 (ap-guangzhou)" in out
+    lines = out.splitlines()
+    transcode = next(line for line in lines if line.strip().startswith("Transcode "))
+    assert "SUCCESS" in transcode
+    failed = next(line for line in lines if line.strip().startswith("AnimatedGraphics "))
+    assert "FAIL" in failed
+    assert "error=30010" in failed
+    assert "      -> COS:gztest-125****654 /dasda/dianping2_transcode_10.mp4" in lines
+
+
+def test_decode_a_bad_file_prints_the_error_and_its_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"TaskId": 5}}')
+    result = cli("decode", str(bad))
+    assert result.returncode == 2
+    assert "not a valid MPS notification" in result.stderr
+    assert "path: $.WorkflowTaskEvent.TaskId" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_decode_reads_standard_input_and_prints_json(seed_sample: bytes) -> None:
+    result = cli("decode", "-", "--json", stdin=seed_sample)
+    assert result.returncode == 0, result.stderr
+    decoded = json.loads(result.stdout)
+    assert (
+        decoded["WorkflowTaskEvent"]["TaskId"]
+        == json.loads(seed_sample)["WorkflowTaskEvent"]["TaskId"]
+    )
+
+
+def test_help_and_usage_errors_through_the_module() -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    assert all(name in result.stdout for name in COMMANDS)
+    assert cli().returncode == 2  # no command
+    no_module = cli("run", "no_such_module_here:app", "--no-dedup")
+    assert no_module.returncode == 2
+    assert "cannot import module 'no_such_module_here'" in no_module.stderr
+    assert "Traceback" not in no_module.stderr
+
+
+# In-process: the same entry point, for the cases not worth a process each.
+
+
+def test_decode_live_notification(
+    live_sample_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["decode", str(live_sample_path)]) == 0
+    out = capsys.readouterr().out
+    notification_type = json.loads(live_sample_path.read_bytes())["NotificationType"]
+    assert f"live:    {notification_type}" in out
+    assert f"  {notification_type}" in out
+
+
+def test_decode_every_task_sample(sample_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", str(sample_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"event:   {json.loads(sample_path.read_bytes())['EventType']}" in out
+    assert "subtasks (" in out
+
+
+def test_decode_invalid_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b'{"EventType": ')
+    assert main(["decode", str(broken)]) == 2
+    assert "path: $" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: mpsflow {command}" in capsys.readouterr().out
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["decode"])  # missing FILE
+    assert exited.value.code == 2
+    assert main(["decode", str(tmp_path / "nope.json")]) != 0
+    assert "nope.json" in capsys.readouterr().err
+    assert main(["run", "mpsflow.cli:main", "--no-dedup"]) == 2
+    assert "not an mpsflow App" in capsys.readouterr().err
+    assert main(["run", "mpsflow.cli", "--no-dedup"]) == 2
+    assert "expected MODULE:ATTRIBUTE" in capsys.readouterr().err
+    assert main(["run", "mpsflow.cli:nothing_here", "--no-dedup"]) == 2
+    assert "has no attribute 'nothing_here'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "x:app", "--http", "localhost:http"])
+    assert "expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_run_rejects_workers_with_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", "examples.app:app", "--files", str(tmp_path), "--workers", "2", "--no-dedup"]
+    assert main(args) == 2
+    assert "--workers applies to --http only, not --files" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""``mpsflow send`` against a real HTTP source: fresh signatures, repeats, rate, a summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mpsflow import Context
+from mpsflow.cli import _Item, _signed
+from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
+from tests.test_http_source import make_app, serve
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
+
+
+async def send(*args: str) -> tuple[int, str, str]:
+    """Run ``python -m mpsflow send ARGS`` without blocking the server in this process."""
+    result = await anyio.run_process(
+        [sys.executable, "-m", "mpsflow", "send", *args], env=ENV, check=False
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+def summary(stdout: str) -> dict[str, int]:
+    """The status-code lines of the summary: ``{"200": 20, ...}``."""
+    counts: dict[str, int] = {}
+    for line in stdout.splitlines()[1:]:
+        status, _, count = line.strip().rpartition(": ")
+        counts[status] = int(count)
+    return counts
+
+
+async def test_send_signs_afresh_and_summarises(samples_dir: Path) -> None:
+    app, dead = make_app(notify_keys=[SAMPLE_KEY])
+    seen: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: Any, ctx: Context) -> None:
+        seen.append(ctx.task_id)
+
+    async with serve(app) as source:
+        code, out, err = await send(
+            source.url,
+            str(samples_dir),
+            str(samples_dir / "live"),
+            "--sign-key",
+            SAMPLE_KEY,
+            "--repeat",
+            "2",
+            "--concurrency",
+            "4",
+        )
+    total = 2 * (len(SAMPLE_PATHS) + len(LIVE_SAMPLE_PATHS))
+    assert code == 0, out + err
+    assert out.splitlines()[0].startswith(f"sent {total} notification(s) in ")
+    assert summary(out) == {"200": total}
+    assert f"sent {total}/{total}" in err  # plain progress lines when not on a terminal
+    workflow_samples = [
+        p
+        for p in SAMPLE_PATHS
+        if b'"EventType":"WorkflowTask"' in p.read_bytes().replace(b" ", b"")
+    ]
+    assert len(seen) == 2 * len(workflow_samples)
+    assert SAMPLE_KEY not in out + err
+    assert dead.records == []
+
+
+async def test_send_reports_failures_and_exits_non_zero(samples_dir: Path) -> None:
+    app, _ = make_app(notify_keys=[SAMPLE_KEY])
+    async with serve(app) as source:
+        # The samples' own signatures expired long ago: sent as they are, they are refused.
+        code, out, _ = await send(source.url, str(samples_dir / "07_edit_media_task_failure.json"))
+    assert code == 1
+    assert summary(out) == {"401": 1}
+
+
+async def test_send_paces_requests_at_the_given_rate(samples_dir: Path) -> None:
+    app, _ = make_app()
+    arrivals: list[float] = []
+
+    @app.on("EditMediaTask")
+    async def handler(event: Any, ctx: Context) -> None:
+        arrivals.append(time.monotonic())
+
+    async with serve(app) as source:
+        code, out, _ = await send(
+            source.url,
+            str(samples_dir / "06_edit_media_task_success.json"),
+            "--repeat",
+            "5",
+            "--rate",
+            "20",
+            "--concurrency",
+            "5",
+        )
+    assert code == 0, out
+    assert summary(out) == {"200": 5}
+    assert len(arrivals) == 5
+    assert arrivals[-1] - arrivals[0] >= 4 / 20 * 0.9  # paced, not a burst of five
+
+
+async def test_send_to_nothing_counts_connection_errors(tmp_path: Path, seed_sample: bytes) -> None:
+    body = tmp_path / "seed.json"
+    body.write_bytes(seed_sample)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()  # a port nobody listens on
+    code, out, _ = await send(f"http://127.0.0.1:{port}/mps/callback", str(body))
+    assert code == 1
+    [(status, count)] = summary(out).items()
+    assert status.startswith("error (")
+    assert count == 1
+
+
+def test_signed_body_is_the_way_mps_signs(seed_sample: bytes) -> None:
+    doc = json.loads(seed_sample)
+    item = _Item("seed", seed_sample, doc)
+    before = int(time.time())
+    signed = json.loads(_signed(item, "secret", 600))
+    assert before + 600 <= signed["Timestamp"] <= int(time.time()) + 600
+    expected = hashlib.md5(f"{signed['Timestamp']}secret".encode()).hexdigest()
+    assert signed["Sign"] == expected
+    assert signed["WorkflowTaskEvent"] == doc["WorkflowTaskEvent"]
+    assert _signed(item, None, 600) == seed_sample  # no key: the bytes go as they are
+    assert "Sign" not in doc  # the loaded document is not changed
+
+
+def test_send_with_no_notifications(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mpsflow.cli import main
+
+    assert main(["send", "http://127.0.0.1:9/x", str(tmp_path)]) == 2
+    assert "no notifications found" in capsys.readouterr().err

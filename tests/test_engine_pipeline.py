@@ -1,0 +1,275 @@
+"""The delivery contract: outcomes, retries with backoff, dead letters, poison, unmatched."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+
+from mpsflow import App, Context, Delivery, Reject, Retry, RetryPolicy, Settlement
+from mpsflow.clock import FakeClock
+from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
+from mpsflow.testing import TestClient, build_notification, media_result
+
+NO_JITTER = RetryPolicy(max_attempts=4, base_delay=2.0, factor=3.0, max_delay=100.0, jitter=0.0)
+
+
+def transcode_notification(status: str = "SUCCESS") -> dict[str, Any]:
+    return build_notification(
+        media_results=[
+            media_result(
+                "Transcode",
+                status=status,
+                output={"Path": "/out/a.mp4", "Definition": 100010},
+                err_code_ext="" if status == "SUCCESS" else "InternalError",
+            )
+        ]
+    )
+
+
+async def test_success_acks_and_runs_every_matching_handler() -> None:
+    app = App(retry=NO_JITTER)
+    seen: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def on_event(event: WorkflowTask, ctx: Context) -> None:
+        seen.append(f"event:{event.task_id}")
+
+    @app.on("Transcode")
+    async def on_transcode(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        assert result.output is not None
+        seen.append(f"transcode:{result.output.path}")
+
+    payload = transcode_notification()
+    async with TestClient(app) as client:
+        result = await client.send(payload)
+    assert result.acked
+    assert result.outcome.handlers_run == 2
+    task_id = payload["WorkflowTaskEvent"]["TaskId"]
+    assert sorted(seen) == sorted([f"event:{task_id}", "transcode:/out/a.mp4"])
+
+
+async def test_retries_with_exponential_backoff_then_succeeds() -> None:
+    app = App(retry=NO_JITTER)
+    attempts: list[int] = []
+
+    @app.on("Transcode")
+    async def flaky(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise ConnectionError("catalogue down")
+
+    clock = FakeClock()
+    async with TestClient(app, clock=clock) as client:
+        result = await client.send(transcode_notification())
+    assert attempts == [1, 2, 3]
+    assert [o.settlement for o in result.outcomes] == [
+        Settlement.RETRY,
+        Settlement.RETRY,
+        Settlement.ACK,
+    ]
+    assert [o.status for o in result.outcomes[:2]] == [500, 500]
+    # base 2, factor 3, no jitter: 2 s after attempt 1, 6 s after attempt 2.
+    assert clock.sleeps[:2] == [2.0, 6.0]
+    assert client.dead_letters == []
+
+
+async def test_jitter_stays_within_the_documented_band() -> None:
+    policy = RetryPolicy(base_delay=10.0, factor=2.0, max_delay=1000.0, jitter=0.5)
+    for attempt in range(1, 6):
+        raw = 10.0 * 2.0 ** (attempt - 1)
+        assert raw * 0.5 <= policy.delay(attempt) <= raw
+
+
+async def test_exhausted_retries_go_to_dead_letters_with_everything_needed() -> None:
+    app = App(retry=NO_JITTER)
+
+    @app.on("Transcode", name="always-fails")
+    async def broken(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        raise KeyError("missing asset row")
+
+    payload = transcode_notification()
+    async with TestClient(app) as client:
+        result = await client.send(payload)
+    assert len(result.outcomes) == NO_JITTER.max_attempts
+    assert result.outcome.settlement is Settlement.DEAD_LETTERED
+    assert result.outcome.status == 200  # dead-lettered deliveries are acked
+    [record] = result.dead_letters
+    assert record.kind == "exhausted"
+    assert record.attempt == NO_JITTER.max_attempts
+    assert record.event_type == "WorkflowTask"
+    assert record.task_id == payload["WorkflowTaskEvent"]["TaskId"]
+    assert json.loads(record.raw_body()) == payload
+    [failure] = record.failures
+    assert failure.handler == "always-fails"
+    assert failure.key == "Transcode"
+    assert failure.error_type == "KeyError"
+    assert "missing asset row" in failure.message
+    assert "Traceback" in failure.traceback
+    assert "broken" in failure.traceback
+
+
+async def test_per_handler_retry_policy_overrides_the_app_default() -> None:
+    app = App(retry=NO_JITTER)
+
+    @app.on("Transcode", retry=RetryPolicy(max_attempts=2, base_delay=0, jitter=0))
+    async def impatient(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        raise RuntimeError("nope")
+
+    async with TestClient(app) as client:
+        result = await client.send(transcode_notification())
+    assert len(result.outcomes) == 2
+    assert result.dead_lettered
+
+
+async def test_retry_exception_sets_the_delay() -> None:
+    app = App(retry=NO_JITTER)
+
+    @app.on("Transcode")
+    async def later(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        if ctx.attempt == 1:
+            raise Retry("asset not indexed yet", delay=42.5)
+
+    clock = FakeClock()
+    async with TestClient(app, clock=clock) as client:
+        result = await client.send(transcode_notification())
+    assert result.outcomes[0].settlement is Settlement.RETRY
+    assert result.outcomes[0].retry_after == 42.5
+    assert result.outcomes[0].status == 503
+    assert clock.sleeps[0] == 42.5
+    assert result.acked
+
+
+async def test_reject_dead_letters_at_once_without_retrying() -> None:
+    app = App(retry=NO_JITTER)
+
+    @app.on("Transcode")
+    async def refuse(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        raise Reject("unknown customer bucket")
+
+    async with TestClient(app) as client:
+        result = await client.send(transcode_notification())
+    assert len(result.outcomes) == 1
+    assert result.outcome.settlement is Settlement.DEAD_LETTERED
+    [record] = result.dead_letters
+    assert record.kind == "rejected"
+    assert "unknown customer bucket" in record.reason
+
+
+async def test_one_failing_handler_does_not_stop_the_others() -> None:
+    app = App(retry=RetryPolicy(max_attempts=1))
+    ran: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def good(event: WorkflowTask, ctx: Context) -> None:
+        ran.append("good")
+
+    @app.on("Transcode")
+    async def bad(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        raise ValueError("boom")
+
+    async with TestClient(app) as client:
+        result = await client.send(transcode_notification())
+        second = await client.send(transcode_notification())
+    assert ran == ["good", "good"]
+    assert result.dead_lettered
+    assert second.dead_lettered
+    assert [f.handler for f in result.dead_letters[0].failures] == [
+        "tests.test_engine_pipeline.test_one_failing_handler_does_not_stop_the_others.<locals>.bad"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"not json", 400),
+        (b'{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"Status": 7}}', 400),
+        (b'{"WorkflowTaskEvent": {}}', 400),
+        (b"", 400),
+    ],
+)
+async def test_poison_is_dead_lettered_once_with_its_path(body: bytes, status: int) -> None:
+    app = App(retry=NO_JITTER)
+
+    @app.on("WorkflowTask")
+    async def never(event: WorkflowTask, ctx: Context) -> None:
+        raise AssertionError("must not run")
+
+    async with TestClient(app) as client:
+        result = await client.send(body)
+    assert len(result.outcomes) == 1
+    assert result.outcome.settlement is Settlement.DEAD_LETTERED
+    assert result.outcome.status == status
+    [record] = result.dead_letters
+    assert record.kind == "poison"
+    assert record.raw_body() == body
+    assert result.calls == []
+
+
+async def test_poison_reason_names_the_json_path() -> None:
+    app = App()
+    body = b'{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"Status": 7}}'
+    async with TestClient(app) as client:
+        result = await client.send(body)
+    assert "$.WorkflowTaskEvent.Status" in result.outcome.reason
+
+
+async def test_oversize_body_is_a_413_dead_letter() -> None:
+    app = App(max_body_size=64)
+    async with TestClient(app) as client:
+        result = await client.send(json.dumps(transcode_notification()))
+    assert result.outcome.status == 413
+    assert result.dead_letters[0].kind == "poison"
+
+
+async def test_unmatched_is_acked_and_counted_by_default() -> None:
+    app = App()
+
+    @app.on("EditMediaTask")
+    async def edits(event: object, ctx: Context) -> None:
+        raise AssertionError("not for workflow tasks")
+
+    async with TestClient(app) as client:
+        result = await client.send(transcode_notification())
+    assert result.acked
+    assert result.outcome.reason == "unmatched"
+    assert client.dead_letters == []
+    assert app.metrics.snapshot()["unmatched"] == {"WorkflowTask": 1}  # type: ignore[attr-defined]
+
+
+async def test_unmatched_policy_dead_letter() -> None:
+    app = App(unmatched="dead_letter")
+    async with TestClient(app) as client:
+        result = await client.send(transcode_notification())
+    assert result.outcome.settlement is Settlement.DEAD_LETTERED
+    assert result.dead_letters[0].kind == "unmatched"
+
+
+async def test_handler_timeout_is_a_retryable_failure() -> None:
+    app = App(retry=RetryPolicy(max_attempts=2, base_delay=0, jitter=0))
+
+    @app.on("Transcode", timeout=0.01)
+    async def stuck(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        await anyio.sleep_forever()
+
+    async with TestClient(app) as client:
+        result = await client.send(transcode_notification())
+    assert result.dead_lettered
+    assert [c.result for c in result.calls] == ["error:TimeoutError", "error:TimeoutError"]
+    assert result.dead_letters[0].failures[0].kind == "timeout"
+
+
+async def test_dead_letter_sink_failure_means_retry_not_loss() -> None:
+    app = App(retry=RetryPolicy(max_attempts=1))
+
+    @app.on("Transcode")
+    async def broken(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        raise RuntimeError("x")
+
+    async with TestClient(app) as client:
+        client.dead_letter_sink.fail_next(100, transient=False)
+        outcome = await app.process(Delivery(json.dumps(transcode_notification()).encode()))
+    assert outcome.settlement is Settlement.RETRY
+    assert outcome.status == 503

@@ -1,0 +1,462 @@
+"""Idempotency: the per-handler dedup guard and the default notification key."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import anyio
+import pytest
+
+from mpsflow.clock import FakeClock
+from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
+from mpsflow.idempotency import (
+    Action,
+    Decision,
+    Idempotency,
+    default_notification_key,
+    payload_hash,
+)
+from mpsflow.stores import MemoryStore, SQLiteStore
+from mpsflow.stores.base import ClaimState
+from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_PATHS, SHARED_DIR
+
+SAMPLES = SHARED_DIR / "samples"
+CHANGE_MODE = SAMPLES / "04_workflow_task_processing_change_mode.json"
+DAY = 24 * 3600.0
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_bytes())
+    return data
+
+
+def _bytes(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document).encode()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> MemoryStore:
+    return MemoryStore(clock=clock)
+
+
+@pytest.fixture
+def idem(store: MemoryStore, clock: FakeClock) -> Idempotency:
+    return Idempotency(store, clock=clock, lease_seconds=60)
+
+
+# --- the guard ----------------------------------------------------------------------------
+
+
+async def test_a_duplicate_delivery_in_sequence_is_skipped(idem: Idempotency) -> None:
+    first = await idem.begin("n1", "catalogue", "h")
+    assert first.action is Action.RUN
+    assert first.record_key == "n1:catalogue"
+    assert await idem.succeeded(first)
+
+    duplicate = await idem.begin("n1", "catalogue", "h")
+    assert duplicate == Decision(Action.SKIP, "n1:catalogue")
+
+
+async def test_completed_records_expire_after_the_ttl(store: MemoryStore, clock: FakeClock) -> None:
+    idem = Idempotency(store, clock=clock, completed_ttl=DAY)
+    assert await idem.succeeded(await idem.begin("n1", "h", "x"))
+    clock.advance(DAY - 1)
+    assert (await idem.begin("n1", "h", "x")).action is Action.SKIP
+    clock.advance(1)
+    assert (await idem.begin("n1", "h", "x")).action is Action.RUN
+
+
+async def test_default_completed_ttl_is_seven_days(store: MemoryStore) -> None:
+    assert Idempotency(store).completed_ttl == 7 * DAY
+
+
+async def test_concurrent_duplicates_one_runs_one_is_busy(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    worker_a = Idempotency(store, clock=clock, lease_seconds=60)
+    worker_b = Idempotency(store, clock=clock, lease_seconds=60)
+    started, finish = anyio.Event(), anyio.Event()
+    actions: dict[str, Action] = {}
+    runs: list[str] = []
+
+    async def deliver(name: str, idem: Idempotency) -> None:
+        async with idem.guard("n1", "handler", "h") as decision:
+            actions[name] = decision.action
+            if decision.action is Action.RUN:
+                runs.append(name)
+                started.set()
+                await finish.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(deliver, "a", worker_a)
+        await started.wait()
+        await deliver("b", worker_b)
+        finish.set()
+
+    assert runs == ["a"]
+    assert actions == {"a": Action.RUN, "b": Action.BUSY}
+    assert (await worker_b.begin("n1", "handler", "h")).action is Action.SKIP
+
+
+async def test_busy_reports_when_the_lease_ends(idem: Idempotency, clock: FakeClock) -> None:
+    await idem.begin("n1", "h", "x")
+    clock.advance(20)
+    busy = await idem.begin("n1", "h", "x")
+    assert busy.action is Action.BUSY
+    assert busy.retry_after == pytest.approx(40)
+    assert busy.token == ""
+
+
+async def test_a_crash_midway_is_recovered_after_the_lease(
+    idem: Idempotency, clock: FakeClock
+) -> None:
+    crashed = await idem.begin("n1", "h", "x")
+    assert crashed.action is Action.RUN  # ... and the worker dies without settling
+    assert (await idem.begin("n1", "h", "x")).action is Action.BUSY
+    clock.advance(60)
+    redelivery = await idem.begin("n1", "h", "x")
+    assert redelivery.action is Action.RUN
+    assert await idem.succeeded(redelivery)
+
+
+async def test_only_the_failed_handler_runs_again(idem: Idempotency) -> None:
+    ran: list[str] = []
+
+    async def deliver(fail: set[str]) -> None:
+        for handler in ("catalogue", "notify", "archive"):
+            decision = await idem.begin("n1", handler, "h")
+            if decision.action is not Action.RUN:
+                continue
+            ran.append(handler)
+            if handler in fail:
+                assert await idem.failed(decision)
+            else:
+                assert await idem.succeeded(decision)
+
+    await deliver(fail={"notify"})
+    assert ran == ["catalogue", "notify", "archive"]
+    ran.clear()
+    await deliver(fail=set())
+    assert ran == ["notify"]
+    ran.clear()
+    await deliver(fail=set())
+    assert ran == []
+
+
+async def test_guard_settles_success_and_failure(idem: Idempotency) -> None:
+    async with idem.guard("n1", "ok", "h") as decision:
+        assert decision.action is Action.RUN
+
+    async def failing_handler() -> None:
+        async with idem.guard("n1", "bad", "h") as decision:
+            assert decision.action is Action.RUN
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await failing_handler()
+
+    assert (await idem.begin("n1", "ok", "h")).action is Action.SKIP
+    assert (await idem.begin("n1", "bad", "h")).action is Action.RUN
+
+
+async def test_guard_releases_on_cancellation(idem: Idempotency) -> None:
+    entered = anyio.Event()
+
+    async def handler() -> None:
+        async with idem.guard("n1", "slow", "h"):
+            entered.set()
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(handler)
+        await entered.wait()
+        tg.cancel_scope.cancel()
+
+    assert (await idem.begin("n1", "slow", "h")).action is Action.RUN
+
+
+async def test_guard_yields_skip_without_settling(idem: Idempotency) -> None:
+    assert await idem.succeeded(await idem.begin("n1", "h", "x"))
+    async with idem.guard("n1", "h", "x") as decision:
+        assert decision.action is Action.SKIP
+
+
+async def test_conflicting_payload_is_logged_and_skipped(
+    idem: Idempotency, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert await idem.succeeded(await idem.begin("n1", "h", "hash-1"))
+    with caplog.at_level(logging.WARNING, logger="mpsflow.idempotency"):
+        same = await idem.begin("n1", "h", "hash-1")
+        other = await idem.begin("n1", "h", "hash-2")
+    assert (same.action, same.conflict) == (Action.SKIP, False)
+    assert (other.action, other.conflict) == (Action.SKIP, True)
+    [record] = caplog.records
+    assert record.name == "mpsflow.idempotency"
+    assert record.levelno == logging.WARNING
+    assert "conflict" in record.getMessage()
+    assert "n1" in record.getMessage()
+
+
+async def test_lease_follows_the_deadline(
+    idem: Idempotency, store: MemoryStore, clock: FakeClock
+) -> None:
+    await idem.begin("n1", "h", "x", deadline=clock.monotonic() + 10)
+    held = await store.claim("n1:h", lease_seconds=1, payload_hash="")
+    assert held.state is ClaimState.IN_PROGRESS
+    assert held.expires_at == pytest.approx(clock.time() + 10 + idem.lease_margin)
+
+    await idem.begin("n2", "h", "x", deadline=clock.monotonic() - 5)  # already past
+    late = await store.claim("n2:h", lease_seconds=1, payload_hash="")
+    assert late.expires_at == pytest.approx(clock.time() + idem.lease_margin)
+
+    await idem.begin("n3", "h", "x")
+    default = await store.claim("n3:h", lease_seconds=1, payload_hash="")
+    assert default.expires_at == pytest.approx(clock.time() + 60)
+
+
+async def test_waiting_for_in_progress_sees_it_complete(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    holder = Idempotency(store, clock=clock)
+    waiter = Idempotency(store, clock=clock, wait_for_in_progress=5, poll_interval=0.5)
+    running = await holder.begin("n1", "h", "x")
+
+    async def finish_soon() -> None:
+        while clock.monotonic() < 2:
+            await anyio.lowlevel.checkpoint()
+        assert await holder.succeeded(running)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(finish_soon)
+        decision = await waiter.begin("n1", "h", "x")
+    assert decision.action is Action.SKIP
+    assert 2 <= clock.monotonic() < 5
+    assert set(clock.sleeps) == {0.5}
+
+
+async def test_waiting_for_in_progress_gives_up_with_busy(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    await Idempotency(store, clock=clock).begin("n1", "h", "x")
+    waiter = Idempotency(store, clock=clock, wait_for_in_progress=1.2, poll_interval=0.5)
+    decision = await waiter.begin("n1", "h", "x")
+    assert decision.action is Action.BUSY
+    assert clock.sleeps == pytest.approx([0.5, 0.5, 0.2])
+
+
+async def test_a_lost_lease_is_reported_not_raised(
+    idem: Idempotency, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    decision = await idem.begin("n1", "h", "x")
+    clock.advance(61)
+    with caplog.at_level(logging.WARNING, logger="mpsflow.idempotency"):
+        assert not await idem.succeeded(decision)
+    assert "ended before" in caplog.text
+
+
+async def test_store_down_never_runs_without_a_claim(tmp_path: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(tmp_path / "missing" / "idem.db", clock=clock)
+    idem = Idempotency(store, clock=clock)
+    with pytest.raises(StoreUnavailable):
+        await idem.begin("n1", "h", "x")
+    with pytest.raises(StoreUnavailable):
+        async with idem.guard("n1", "h", "x"):
+            pytest.fail("the handler must not run without a claim")
+
+
+async def test_settling_when_the_store_went_down_is_logged(
+    store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    idem = Idempotency(store, clock=clock)
+    ok, bad = await idem.begin("n1", "a", "x"), await idem.begin("n1", "b", "x")
+    await store.close()
+    with caplog.at_level(logging.WARNING, logger="mpsflow.idempotency"):
+        assert not await idem.succeeded(ok)
+        assert not await idem.failed(bad)
+    assert len(caplog.records) == 2
+
+
+async def test_only_run_decisions_can_be_settled(idem: Idempotency) -> None:
+    assert await idem.succeeded(await idem.begin("n1", "h", "x"))
+    skip = await idem.begin("n1", "h", "x")
+    with pytest.raises(ValueError, match="RUN"):
+        await idem.succeeded(skip)
+    with pytest.raises(ValueError, match="RUN"):
+        await idem.failed(skip)
+
+
+def test_bad_settings_are_configuration_errors(store: MemoryStore) -> None:
+    with pytest.raises(ConfigurationError):
+        Idempotency(store, completed_ttl=0)
+    with pytest.raises(ConfigurationError):
+        Idempotency(store, wait_for_in_progress=-1)
+    assert "MemoryStore" in repr(Idempotency(store))
+
+
+# --- notification keys --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SAMPLE_PATHS + LIVE_SAMPLE_PATHS, ids=lambda p: p.stem)
+def test_bytes_mapping_and_wrapper_give_one_key_and_hash(path: Path) -> None:
+    raw = path.read_bytes()
+    document = _load(path)
+    key = default_notification_key(raw)
+    assert key == default_notification_key(document)
+    assert key == default_notification_key(_bytes({"Response": document}))
+    assert key == default_notification_key(MappingProxyType(document))
+    assert payload_hash(raw) == payload_hash(document)
+    assert payload_hash(raw) == payload_hash({"Response": document})
+    assert len(payload_hash(raw)) == 32
+
+
+def test_task_keys_name_event_task_and_status() -> None:
+    key = default_notification_key((SAMPLES / "08_schedule_task_multi_activity.json").read_bytes())
+    event, task_id, status, digest = key.split(":")
+    assert (event, status) == ("ScheduleTask", "FINISH")
+    assert task_id == "1300123456-ScheduleTask-774f101a2b3c4d5e6f708192a3b4c5d6t0"
+    assert len(digest) == 16
+    blind = _load(SAMPLES / "12_extract_blind_watermark_task.json")
+    assert default_notification_key(blind).startswith(
+        "ExtractBlindWatermark:1300123456-ExtractBlindWatermark-c3d4e5f60718293a4b5c6d7e8f901234t0:"
+        "FINISH:"
+    )
+
+
+def test_all_sample_keys_are_distinct() -> None:
+    keys = {default_notification_key(p.read_bytes()) for p in SAMPLE_PATHS + LIVE_SAMPLE_PATHS}
+    assert len(keys) == len(SAMPLE_PATHS + LIVE_SAMPLE_PATHS)
+
+
+def _finish(processing: dict[str, Any]) -> dict[str, Any]:
+    """Sample 04 as its FINISH notification: every sub-task done."""
+    finished = copy.deepcopy(processing)
+    event = finished["WorkflowTaskEvent"]
+    event["Status"] = "FINISH"
+    for item in event["MediaProcessResultSet"]:
+        for value in item.values():
+            if isinstance(value, dict) and "Status" in value:
+                value["Status"] = "SUCCESS"
+                if "Progress" in value:
+                    value["Progress"] = 100
+    return finished
+
+
+def test_change_mode_notifications_of_one_task_get_different_keys() -> None:
+    processing = _load(CHANGE_MODE)
+    finished = _finish(processing)
+    assert default_notification_key(processing) != default_notification_key(finished)
+
+    # Another PROCESSING notification: same task status, one more sub-task done.
+    later = copy.deepcopy(processing)
+    transcode = later["WorkflowTaskEvent"]["MediaProcessResultSet"][1]["TranscodeTask"]
+    assert transcode["Status"] == "PROCESSING"
+    transcode["Status"] = "SUCCESS"
+    assert default_notification_key(processing) != default_notification_key(later)
+
+    # Progress alone also moves the key; a redelivery of the same notification does not.
+    progressed = copy.deepcopy(processing)
+    progressed["WorkflowTaskEvent"]["MediaProcessResultSet"][1]["TranscodeTask"]["Progress"] = 80
+    assert default_notification_key(processing) != default_notification_key(progressed)
+
+
+def test_a_resigned_redelivery_is_the_same_notification() -> None:
+    original = _load(CHANGE_MODE)
+    resent = dict(original, Timestamp=original["Timestamp"] + 600, Sign="0" * 32, RequestId="r")
+    assert default_notification_key(original) == default_notification_key(resent)
+    assert payload_hash(original) == payload_hash(resent)
+    # Key order and whitespace do not matter either.
+    reordered = json.dumps(dict(reversed(list(original.items()))), indent=2).encode()
+    assert payload_hash(reordered) == payload_hash(original)
+
+
+def test_schedule_activity_statuses_are_in_the_key() -> None:
+    schedule = _load(SAMPLES / "08_schedule_task_multi_activity.json")
+    changed = copy.deepcopy(schedule)
+    item = changed["ScheduleTaskEvent"]["ActivityResultSet"][-1]["ActivityResItem"]
+    item["AdaptiveDynamicStreamingTask"]["Status"] = "SUCCESS"
+    assert default_notification_key(schedule) != default_notification_key(changed)
+
+
+def test_ai_result_statuses_are_in_the_key() -> None:
+    ai = _load(SAMPLES / "05_workflow_task_ai_review_analysis_recognition.json")
+    changed = copy.deepcopy(ai)
+    review = changed["WorkflowTaskEvent"]["AiContentReviewResultSet"][0]
+    task = next(v for v in review.values() if isinstance(v, dict))
+    task["Status"] = "FAIL" if task["Status"] != "FAIL" else "SUCCESS"
+    assert default_notification_key(ai) != default_notification_key(changed)
+
+
+def test_session_id_does_not_change_a_task_key() -> None:
+    document = _load(CHANGE_MODE)
+    assert default_notification_key(document) == default_notification_key(
+        dict(document, SessionId="another-request-id")
+    )
+
+
+def test_batch_task_without_task_id_uses_the_session_id() -> None:
+    batch: dict[str, Any] = {
+        "EventType": "BatchTask",
+        "SessionId": "batch-1",
+        "BatchTaskEvent": {
+            "SmartSubtitlesTaskResult": {"Outputs": [{"Status": "PROCESSING", "Progress": 10}]}
+        },
+    }
+    key = default_notification_key(batch)
+    assert key.startswith("BatchTask:sid=batch-1:-:")
+    batch["BatchTaskEvent"]["SmartSubtitlesTaskResult"]["Outputs"][0]["Status"] = "SUCCESS"
+    assert default_notification_key(batch) != key
+    anonymous = dict(batch, SessionId="")
+    assert default_notification_key(anonymous) == f"BatchTask:payload:{payload_hash(anonymous)}"
+
+
+def test_live_keys_use_type_task_and_payload_digest() -> None:
+    for path in LIVE_SAMPLE_PATHS:
+        document = _load(path)
+        assert default_notification_key(document) == (
+            f"{document['NotificationType']}:{document['TaskId']}:{payload_hash(document)}"
+        )
+
+
+def test_unknown_or_odd_notifications_fall_back_to_the_payload() -> None:
+    unknown = {"EventType": "FutureTask", "FutureTaskEvent": {"TaskId": "t", "Status": "FINISH"}}
+    assert default_notification_key(unknown) == f"FutureTask:payload:{payload_hash(unknown)}"
+    odd = {"EventType": "WorkflowTask", "WorkflowTaskEvent": {"TaskId": 42}}
+    assert default_notification_key(_bytes(odd)) == f"WorkflowTask:payload:{payload_hash(odd)}"
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'"text"'])
+def test_non_objects_are_decode_errors(raw: bytes) -> None:
+    with pytest.raises(DecodeError):
+        default_notification_key(raw)
+    with pytest.raises(DecodeError):
+        payload_hash(raw)
+
+
+def test_a_key_function_overrides_the_default(store: MemoryStore) -> None:
+    seen: list[Mapping[str, Any]] = []
+
+    def by_session(notification: Mapping[str, Any]) -> str:
+        seen.append(notification)
+        return f"session:{notification['SessionId']}"
+
+    idem = Idempotency(store, key_function=by_session)
+    document = _load(SAMPLES / "06_edit_media_task_success.json")
+    assert idem.notification_key(_bytes({"Response": document})) == "session:edit-0001"
+    assert idem.notification_key(document) == "session:edit-0001"
+    assert seen[0] == document
+    assert idem.payload_hash(document) == payload_hash(document)
+
+    with pytest.raises(ConfigurationError):
+        Idempotency(store, key_function=lambda _: "").notification_key(document)
+    assert Idempotency(store).notification_key(document) == default_notification_key(document)

@@ -1,0 +1,129 @@
+"""Prometheus export: ``PrometheusMetrics`` and the text rendering of ``InMemoryMetrics``."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from mpsflow.errors import ConfigurationError
+from mpsflow.metrics import InMemoryMetrics, Metrics
+from mpsflow.prometheus import PrometheusMetrics, format_family, render_in_memory, render_metrics
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: bytes) -> Samples:
+    """Every sample of a Prometheus text page, by name and sorted labels."""
+    found: Samples = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def exercise(metrics: Metrics) -> None:
+    """The same events, in the order the engine would report them."""
+    metrics.in_flight("http", 1)
+    metrics.in_flight("http", 1)
+    metrics.in_flight("http", -1)
+    metrics.delivery("http", "ack", 0.004)
+    metrics.delivery("http", "ack", 0.006)
+    metrics.delivery("cmq", "retry", 0.5)
+    metrics.handler_run("Transcode", "ok", 0.002)
+    metrics.handler_run("Transcode", "error", 0.3)
+    metrics.handler_run("WorkflowTask", "skipped", 0.0001)
+    metrics.dead_letter("exhausted")
+    metrics.dead_letter("poison")
+    metrics.dead_letter("poison")
+    metrics.signature_rejected("expired")
+    metrics.duplicate_skipped("WorkflowTask")
+    metrics.unmatched("ScheduleTask")
+
+
+EXPECTED: Samples = {
+    ("mpsflow_deliveries_total", (("outcome", "ack"), ("source", "http"))): 2,
+    ("mpsflow_deliveries_total", (("outcome", "retry"), ("source", "cmq"))): 1,
+    ("mpsflow_handler_runs_total", (("key", "Transcode"), ("outcome", "ok"))): 1,
+    ("mpsflow_handler_runs_total", (("key", "Transcode"), ("outcome", "error"))): 1,
+    ("mpsflow_handler_runs_total", (("key", "WorkflowTask"), ("outcome", "skipped"))): 1,
+    ("mpsflow_in_flight", (("source", "http"),)): 1,
+    ("mpsflow_dead_letters_total", (("kind", "exhausted"),)): 1,
+    ("mpsflow_dead_letters_total", (("kind", "poison"),)): 2,
+    ("mpsflow_signature_rejections_total", (("reason", "expired"),)): 1,
+    ("mpsflow_duplicates_skipped_total", (("key", "WorkflowTask"),)): 1,
+    ("mpsflow_unmatched_total", (("event_type", "ScheduleTask"),)): 1,
+}
+
+
+def test_prometheus_metrics_counts_every_hook() -> None:
+    metrics = PrometheusMetrics()
+    exercise(metrics)
+    found = samples(metrics.render())
+    for key, value in EXPECTED.items():
+        assert found[key] == value, key
+    assert found["mpsflow_delivery_duration_seconds_count", (("source", "http"),)] == 2
+    assert found["mpsflow_delivery_duration_seconds_sum", (("source", "http"),)] == pytest.approx(
+        0.01
+    )
+    bucket = ("le", "0.005"), ("source", "http")
+    assert found["mpsflow_delivery_duration_seconds_bucket", bucket] == 1
+    assert found["mpsflow_handler_duration_seconds_count", (("key", "Transcode"),)] == 2
+
+
+def test_in_memory_metrics_render_to_the_same_names() -> None:
+    metrics = InMemoryMetrics()
+    exercise(metrics)
+    text = render_in_memory(metrics)
+    found = samples(text)
+    for key, value in EXPECTED.items():
+        assert found[key] == value, key
+    assert found["mpsflow_delivery_duration_seconds_count", ()] == 3
+    assert found["mpsflow_delivery_duration_seconds_sum", ()] == pytest.approx(0.51)
+    assert found["mpsflow_handler_duration_seconds_count", ()] == 3
+
+
+def test_label_values_are_escaped() -> None:
+    metrics = InMemoryMetrics()
+    metrics.unmatched('odd "type"\\with\nnewline')
+    found = samples(render_in_memory(metrics))
+    assert found["mpsflow_unmatched_total", (("event_type", 'odd "type"\\with\nnewline'),)] == 1
+
+
+def test_format_family_of_a_gauge_and_an_unlabelled_counter() -> None:
+    gauge = format_family("x_queue", "gauge", "Queue depth.", {(("q", "a"),): 3.5})
+    assert gauge == '# HELP x_queue Queue depth.\n# TYPE x_queue gauge\nx_queue{q="a"} 3.5\n'
+    counter = format_family("x_done", "counter", "Done.", {(): 7})
+    assert counter.splitlines()[-1] == "x_done_total 7"
+
+
+def test_render_metrics_picks_the_right_form() -> None:
+    in_memory = InMemoryMetrics()
+    prom = PrometheusMetrics()
+    assert render_metrics(in_memory) == render_in_memory(in_memory)
+    assert render_metrics(prom) == prom.render()
+    assert render_metrics(object()) is None
+    assert render_metrics(None) is None
+
+
+def test_registries_are_separate_unless_shared() -> None:
+    first, second = PrometheusMetrics(), PrometheusMetrics()
+    first.dead_letter("poison")
+    assert ("mpsflow_dead_letters_total", (("kind", "poison"),)) not in samples(second.render())
+    registry = CollectorRegistry()
+    shared = PrometheusMetrics(registry, namespace="app")
+    shared.unmatched("X")
+    assert registry.get_sample_value("app_unmatched_total", {"event_type": "X"}) == 1
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        PrometheusMetrics(registry, namespace="app")
+
+
+def test_without_prometheus_client_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    with pytest.raises(ConfigurationError, match=r"mpsflow\[metrics\]"):
+        PrometheusMetrics()
+    assert b"mpsflow_deliveries_total" in render_in_memory(InMemoryMetrics())

@@ -1,0 +1,220 @@
+"""S3Sink against a real moto S3 server on loopback: keys, bytes, credentials, error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+from aiohttp import web
+
+from mpsflow.clock import FakeClock
+from mpsflow.cmq.credentials import Credential
+from mpsflow.errors import ConfigurationError, SinkError
+from mpsflow.sinks.channel import SinkChannel
+from mpsflow.sinks.cos import S3Sink, cos_endpoint
+from tests.plugins.moto_server import MotoServer, S3Bucket
+
+# 2023-11-14T22:13:20Z
+CLOCK_START = 1_700_000_000.0
+
+RAW = (
+    b'{\n  "EventType": "WorkflowTask",\n  "WorkflowTaskEvent": {\n'
+    b'    "TaskId": "1250000000-WorkflowTask-abc123t0",\n    "Status": "FINISH",\n'
+    b'    "MediaProcessResultSet": []\n  },\n  "SessionContext": "\xe8\xa7\x86\xe9\xa2\x91"\n}\n'
+)
+
+
+class _Edit(msgspec.Struct):
+    """Stands in for a typed notification: exposes the identity attributes."""
+
+    event_type: str
+    task_id: str
+    status: str
+
+
+def _sink(bucket: S3Bucket, **options: object) -> S3Sink:
+    server = bucket.server
+    options.setdefault(
+        "credentials", Credential(server.access_key, server.secret_key, "session-token-1")
+    )
+    return S3Sink(
+        bucket.name,
+        endpoint_url=server.endpoint_url,
+        region=server.region,
+        addressing_style="path",
+        clock=FakeClock(start=CLOCK_START),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def _send(sink: S3Sink, batch: list[object]) -> None:
+    await sink.start()
+    try:
+        await sink.send(batch)
+    finally:
+        await sink.close()
+
+
+async def test_raw_notification_bytes_are_stored_as_is(s3_bucket: S3Bucket) -> None:
+    await _send(_sink(s3_bucket), [RAW])
+    key = "mps/2023-11-14/1250000000-WorkflowTask-abc123t0-FINISH.json"
+    assert s3_bucket.object_keys() == [key]
+    assert s3_bucket.read(key) == RAW
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=key)
+    assert head["ContentType"] == "application/json"
+
+
+async def test_objects_are_encoded_and_named_from_their_fields(s3_bucket: S3Bucket) -> None:
+    records: list[object] = [
+        {"EventType": "EditMediaTask", "EditMediaTaskEvent": {"TaskId": "e/1", "Status": "FINISH"}},
+        _Edit("ScheduleTask", "s-1", "PROCESSING"),
+        {"NotificationType": "ProcessEof", "TaskId": "live-1"},
+        {"something": "else"},
+    ]
+    await _send(_sink(s3_bucket, prefix="/archive/"), records)
+    assert s3_bucket.object_keys() == [
+        "archive/2023-11-14/e_1-FINISH.json",
+        "archive/2023-11-14/live-1-unknown.json",
+        "archive/2023-11-14/s-1-PROCESSING.json",
+        "archive/2023-11-14/unknown-unknown.json",
+    ]
+    stored = msgspec.json.decode(s3_bucket.read("archive/2023-11-14/s-1-PROCESSING.json"))
+    assert stored == {"event_type": "ScheduleTask", "task_id": "s-1", "status": "PROCESSING"}
+
+
+async def test_custom_key_template(s3_bucket: S3Bucket) -> None:
+    sink = _sink(s3_bucket, key_template="{event_type}/{date}/{time}-{digest}.json", prefix="")
+    await _send(sink, [RAW])
+    (key,) = s3_bucket.object_keys()
+    assert key.startswith("WorkflowTask/2023-11-14/221320-")
+    assert len(key.rsplit("-", 1)[1]) == len("0123456789abcdef.json")
+
+
+def test_key_template_fields_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="key_template"):
+        S3Sink("b", key_template="{prefix}/{bucket}.json")
+    with pytest.raises(ConfigurationError, match="key_template"):
+        S3Sink("b", key_template="constant.json")
+
+
+async def test_a_redelivery_overwrites_the_same_object(s3_bucket: S3Bucket) -> None:
+    sink = _sink(s3_bucket)
+    await _send(sink, [RAW, RAW])
+    await _send(sink, [RAW])
+    assert len(s3_bucket.object_keys()) == 1
+
+
+async def test_credentials_from_the_scf_environment(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TENCENTCLOUD_SECRETID", "AKIDfromEnvironment")
+    monkeypatch.setenv("TENCENTCLOUD_SECRETKEY", "secret-from-environment")
+    monkeypatch.setenv("TENCENTCLOUD_SESSIONTOKEN", "token-from-environment")
+    await _send(_sink(s3_bucket, credentials=None), [RAW])
+    assert len(s3_bucket.object_keys()) == 1
+
+
+async def test_missing_bucket_is_permanent(moto_server: MotoServer) -> None:
+    sink = S3Sink(
+        "no-such-bucket",
+        endpoint_url=moto_server.endpoint_url,
+        region=moto_server.region,
+        credentials=Credential(moto_server.access_key, moto_server.secret_key),
+        addressing_style="path",
+    )
+    with pytest.raises(SinkError, match="NoSuchBucket") as caught:
+        await _send(sink, [RAW])
+    assert not caught.value.transient
+
+
+async def test_unreachable_endpoint_is_transient() -> None:
+    sink = S3Sink(
+        "bucket",
+        endpoint_url="http://127.0.0.1:1",
+        region="us-east-1",
+        credentials=Credential("id", "key"),
+        timeout=2.0,
+    )
+    with pytest.raises(SinkError) as caught:
+        await _send(sink, [RAW])
+    assert caught.value.transient
+
+
+@pytest.fixture
+async def throttling_s3() -> AsyncIterator[str]:
+    """An S3-compatible endpoint that answers every request with 503 SlowDown."""
+
+    async def slow_down(request: web.Request) -> web.Response:
+        await request.read()
+        body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+        return web.Response(status=503, body=body, content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow_down)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_throttling_is_transient_and_retried_by_the_channel(throttling_s3: str) -> None:
+    clock = FakeClock()
+    sink = S3Sink(
+        "bucket",
+        endpoint_url=throttling_s3,
+        region="us-east-1",
+        credentials=Credential("id", "key"),
+        addressing_style="path",
+    )
+    async with SinkChannel(sink, max_delay=0, max_attempts=3, clock=clock) as channel:
+        receipt = await channel.submit(RAW)
+        with pytest.raises(SinkError, match="SlowDown") as caught:
+            await receipt.wait()
+    assert caught.value.transient
+    assert len(clock.sleeps) == 2
+
+
+async def test_keys_stay_out_of_reprs_errors_and_logs(
+    s3_bucket: S3Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="mpsflow")
+    secret = "very-secret-s3-key"
+    sink = _sink(s3_bucket, credentials=Credential("AKIDvisible", secret, "tok-secret"))
+    await _send(sink, [RAW])
+    missing = S3Sink(
+        "no-such-bucket",
+        endpoint_url=s3_bucket.server.endpoint_url,
+        credentials=Credential("AKIDvisible", secret),
+        region="us-east-1",
+        addressing_style="path",
+    )
+    with pytest.raises(SinkError) as caught:
+        await _send(missing, [RAW])
+    for text in (repr(sink), repr(missing), str(caught.value), caplog.text):
+        assert secret not in text
+        assert "tok-secret" not in text
+
+
+def test_cos_endpoint_and_for_cos() -> None:
+    assert cos_endpoint("ap-guangzhou") == "https://cos.ap-guangzhou.myqcloud.com"
+    sink = S3Sink.for_cos("media-1250000000", region="ap-shanghai", prefix="notes")
+    assert sink.endpoint_url == "https://cos.ap-shanghai.myqcloud.com"
+    assert sink.addressing_style == "virtual"
+    assert sink.region == "ap-shanghai"
+    assert repr(sink) == (
+        "S3Sink('media-1250000000', prefix='notes', "
+        "endpoint_url='https://cos.ap-shanghai.myqcloud.com')"
+    )
+
+
+async def test_send_before_start_is_transient() -> None:
+    with pytest.raises(SinkError, match="not started") as caught:
+        await S3Sink("bucket").send([RAW])
+    assert caught.value.transient

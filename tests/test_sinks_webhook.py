@@ -1,0 +1,223 @@
+"""WebhookSink against a real aiohttp server on loopback: bodies, signatures, error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+
+from mpsflow.clock import FakeClock
+from mpsflow.errors import SinkError
+from mpsflow.sinks.channel import SinkChannel
+from mpsflow.sinks.webhook import WebhookSink, redact_url, sign_body, verify_signature
+
+SECRET = "webhook-shared-secret-42"
+ROBOT_KEY = "robot-key-3f1c9a77"
+
+
+@dataclass
+class Seen:
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Peer:
+    """A loopback HTTP endpoint that records requests and answers from a script."""
+
+    url: str = ""
+    requests: list[Seen] = field(default_factory=list)
+    replies: list[tuple[int, bytes]] = field(default_factory=list)
+    hold: anyio.Event | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(
+            Seen(request.path, dict(request.query), dict(request.headers), await request.read())
+        )
+        if self.hold is not None:
+            await self.hold.wait()
+        status, body = self.replies.pop(0) if self.replies else (200, b'{"ok":true}')
+        return web.Response(status=status, body=body, content_type="application/json")
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    state = Peer()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", state.handle)
+    runner = web.AppRunner(app, access_log=None)  # the receiver logs keys; we test the sender
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    state.url = f"http://{host}:{port}"
+    try:
+        yield state
+    finally:
+        if state.hold is not None:
+            state.hold.set()
+        await runner.cleanup()
+
+
+async def _send(sink: WebhookSink, batch: list[object]) -> None:
+    await sink.start()
+    try:
+        await sink.send(batch)
+    finally:
+        await sink.close()
+
+
+async def test_one_signed_post_per_record(peer: Peer) -> None:
+    clock = FakeClock(start=1_700_000_123.0)
+    sink = WebhookSink(f"{peer.url}/hook", secret=SECRET, clock=clock)
+    await _send(sink, [{"TaskId": "t1"}, b'{"TaskId": "t2"}'])
+    assert [seen.body for seen in peer.requests] == [b'{"TaskId":"t1"}', b'{"TaskId": "t2"}']
+    for seen in peer.requests:
+        assert seen.path == "/hook"
+        assert seen.headers["Content-Type"] == "application/json"
+        assert seen.headers["X-Mpsflow-Timestamp"] == "1700000123"
+        assert seen.headers["X-Mpsflow-Signature"] == sign_body(SECRET, 1_700_000_123, seen.body)
+        assert verify_signature(
+            SECRET,
+            seen.body,
+            signature=seen.headers["X-Mpsflow-Signature"],
+            timestamp=seen.headers["X-Mpsflow-Timestamp"],
+            now=1_700_000_200.0,
+        )
+
+
+def test_verify_signature_refuses_tampering_replays_and_junk() -> None:
+    body = b'{"a":1}'
+    good = sign_body(SECRET, 1000, body)
+    assert good.startswith("sha256=")
+    assert len(good) == len("sha256=") + 64
+    assert verify_signature(SECRET, body, signature=good, timestamp="1000", now=1100)
+    assert not verify_signature(SECRET, b'{"a":2}', signature=good, timestamp="1000", now=1100)
+    assert not verify_signature("other", body, signature=good, timestamp="1000", now=1100)
+    assert not verify_signature(SECRET, body, signature=good, timestamp="1001", now=1100)
+    assert not verify_signature(SECRET, body, signature=good, timestamp="1000", now=2000)
+    assert not verify_signature(SECRET, body, signature=good, timestamp="soon", now=1100)
+
+
+async def test_template_custom_headers_and_batch_body(peer: Peer) -> None:
+    sink = WebhookSink(
+        peer.url,
+        template=lambda record: {"wrapped": record},
+        headers={"X-Env": "test"},
+        batch_body=True,
+    )
+    await _send(sink, [{"n": 1}, {"n": 2}])
+    assert len(peer.requests) == 1
+    assert peer.requests[0].body == b'[{"wrapped":{"n":1}},{"wrapped":{"n":2}}]'
+    assert peer.requests[0].headers["X-Env"] == "test"
+    assert "X-Mpsflow-Signature" not in peer.requests[0].headers
+
+
+@pytest.mark.parametrize(
+    ("status", "transient"), [(500, True), (503, True), (429, True), (408, True), (404, False)]
+)
+async def test_status_codes_map_to_transient_or_permanent(
+    peer: Peer, status: int, transient: bool
+) -> None:
+    peer.replies = [(status, b"{}")]
+    with pytest.raises(SinkError, match=f"answered {status}") as caught:
+        await _send(WebhookSink(peer.url), [{"n": 1}])
+    assert caught.value.transient is transient
+
+
+async def test_redirects_are_not_followed(peer: Peer) -> None:
+    peer.replies = [(302, b"")]
+    with pytest.raises(SinkError, match="answered 302") as caught:
+        await _send(WebhookSink(peer.url), [{"n": 1}])
+    assert not caught.value.transient
+    assert len(peer.requests) == 1
+
+
+async def test_connection_refused_is_transient(peer: Peer) -> None:
+    dead = WebhookSink("http://127.0.0.1:1/hook")
+    with pytest.raises(SinkError, match="cannot connect") as caught:
+        await _send(dead, [{"n": 1}])
+    assert caught.value.transient
+
+
+async def test_timeout_is_transient(peer: Peer) -> None:
+    peer.hold = anyio.Event()
+    with pytest.raises(SinkError, match="timed out") as caught:
+        await _send(WebhookSink(peer.url, timeout=0.2), [{"n": 1}])
+    assert caught.value.transient
+
+
+async def test_a_template_error_is_permanent(peer: Peer) -> None:
+    def broken(record: object) -> object:
+        raise KeyError("TaskId")
+
+    with pytest.raises(SinkError, match="record 0") as caught:
+        await _send(WebhookSink(peer.url, template=broken), [{}])
+    assert not caught.value.transient
+    assert peer.requests == []
+
+
+async def test_shared_session_is_left_open(peer: Peer) -> None:
+    async with aiohttp.ClientSession() as session:
+        await _send(WebhookSink(peer.url, session=session), [{"n": 1}])
+        assert not session.closed
+    assert len(peer.requests) == 1
+
+
+async def test_rate_limit_spaces_requests_on_the_clock(peer: Peer) -> None:
+    clock = FakeClock()
+    await _send(WebhookSink(peer.url, rate_limit=(2, 60.0), clock=clock), [1, 2, 3, 4, 5])
+    assert len(peer.requests) == 5
+    assert clock.sleeps == [60.0, 60.0]
+
+
+async def test_secrets_stay_out_of_logs_errors_and_reprs(
+    peer: Peer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"{peer.url}/cgi-bin/webhook/send?key={ROBOT_KEY}"
+    sink = WebhookSink(url, secret=SECRET, headers={"Authorization": "Bearer " + SECRET})
+    peer.replies = [(500, b"{}"), (400, b"{}")]
+    errors: list[str] = []
+    for _ in range(2):
+        with pytest.raises(SinkError) as caught:
+            await _send(sink, [{"n": 1}])
+        errors.append(str(caught.value))
+    dead = WebhookSink(f"http://127.0.0.1:1/send?key={ROBOT_KEY}", secret=SECRET)
+    with pytest.raises(SinkError) as refused:
+        await _send(dead, [{"n": 1}])
+    errors.append(str(refused.value))
+    assert peer.requests[0].query == {"key": ROBOT_KEY}  # the real key was used on the wire
+    shown = [caplog.text, repr(sink), repr(dead), *errors]
+    for text in shown:
+        assert ROBOT_KEY not in text
+        assert SECRET not in text
+    assert "key=***" in repr(sink)
+    assert "secret=<hidden>" in repr(sink)
+    assert refused.value.__cause__ is None
+    assert refused.value.__suppress_context__
+
+
+def test_redact_url_masks_query_values_and_user_info() -> None:
+    assert (
+        redact_url("https://user:pw@qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc&debug=1")
+        == "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=***&debug=***"
+    )
+    assert redact_url("http://127.0.0.1:8080/hook") == "http://127.0.0.1:8080/hook"
+
+
+async def test_through_a_channel_a_5xx_is_retried_until_accepted(peer: Peer) -> None:
+    peer.replies = [(502, b"{}"), (503, b"{}")]
+    clock = FakeClock()
+    channel = SinkChannel(WebhookSink(peer.url, clock=clock), max_delay=0, clock=clock)
+    async with channel:
+        await (await channel.submit({"TaskId": "t9"})).wait()
+    assert [seen.body for seen in peer.requests] == [b'{"TaskId":"t9"}'] * 3
+    assert len(clock.sleeps) == 2

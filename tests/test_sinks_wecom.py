@@ -1,0 +1,236 @@
+"""wecom_markdown on awkward notifications, and WeComRobotSink against a loopback robot."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import pytest
+from aiohttp import web
+
+from mpsflow.clock import FakeClock
+from mpsflow.codec import decode, decode_live
+from mpsflow.errors import SinkError
+from mpsflow.sinks.wecom import WECOM_MARKDOWN_LIMIT, WeComRobotSink, wecom_markdown
+
+ROBOT_KEY = "693axxx6-7aoc-4bc4-97a0-0ec2sifa5aaa"
+
+COS_OUT = {"Type": "COS", "CosOutputStorage": {"Bucket": "out-1250000000", "Region": "ap-shanghai"}}
+
+WORKFLOW: dict[str, Any] = {
+    "EventType": "WorkflowTask",
+    "WorkflowTaskEvent": {
+        "TaskId": "1250000000-WorkflowTask-aaaat0",
+        "Status": "FINISH",
+        "ErrCode": 0,
+        "Message": "",
+        "InputInfo": {
+            "Type": "COS",
+            "CosInputInfo": {
+                "Bucket": "in-1250000000",
+                "Region": "ap-shanghai",
+                "Object": "/a.mp4",
+            },
+        },
+        "MediaProcessResultSet": [
+            {
+                "Type": "Transcode",
+                "TranscodeTask": {
+                    "Status": "FAIL",
+                    "ErrCodeExt": "InternalError.Transcode",
+                    "ErrCode": 30010,
+                    "Message": "transcode `engine` crashed",
+                    "Input": {"Definition": 100030},
+                    "Output": None,
+                },
+            },
+            {
+                "Type": "SnapshotByTimeOffset",
+                "SnapshotByTimeOffsetTask": {
+                    "Status": "SUCCESS",
+                    "ErrCodeExt": "",
+                    "Message": "SUCCESS",
+                    "Input": {"Definition": 10},
+                    "Output": {
+                        "Storage": COS_OUT,
+                        "Definition": 10,
+                        "PicInfoSet": [{"TimeOffset": 0.0, "Path": "/out/snap_0.jpg"}],
+                    },
+                },
+            },
+        ],
+    },
+    "SessionContext": "order-981",
+}
+
+EDIT_FAILED: dict[str, Any] = {
+    "EventType": "EditMediaTask",
+    "EditMediaTaskEvent": {
+        "TaskId": "1250000000-EditMediaTask-bbbbt0",
+        "Status": "FINISH",
+        "ErrCode": 30009,
+        "Message": "SourceFileError.DownloadNotAccessible",
+        "Input": {
+            "FileInfoSet": [
+                {
+                    "InputInfo": {
+                        "Type": "URL",
+                        "UrlInputInfo": {"Url": "https://cdn.example.com/c.mp4?sign=s3cr3t&t=1"},
+                    }
+                }
+            ]
+        },
+        "Output": None,
+    },
+}
+
+
+def _content(record: object) -> str:
+    message = wecom_markdown(record)
+    assert message["msgtype"] == "markdown"
+    content: str = message["markdown"]["content"]
+    assert len(content.encode()) <= WECOM_MARKDOWN_LIMIT
+    return content
+
+
+def test_failed_workflow_lists_failures_outputs_and_session() -> None:
+    content = _content(decode(msgspec.json.encode(WORKFLOW)))
+    lines = content.splitlines()
+    assert lines[0] == '### MPS WorkflowTask <font color="warning">failed</font>'
+    assert "> Task: `1250000000-WorkflowTask-aaaat0`" in lines
+    assert "> Input: COS `/a.mp4` (in-1250000000 · ap-shanghai)" in lines
+    assert "> Session: `order-981`" in lines
+    assert "**Failed subtasks (1)**" in lines
+    assert "- Transcode `InternalError.Transcode` transcode 'engine' crashed" in lines
+    assert "- SnapshotByTimeOffset: `/out/snap_0.jpg` (out-1250000000 · ap-shanghai)" in lines
+
+
+def test_raw_bytes_dicts_and_typed_notifications_read_the_same() -> None:
+    raw = msgspec.json.encode(WORKFLOW)
+    assert _content(raw) == _content(WORKFLOW) == _content(decode(raw))
+
+
+def test_failed_edit_with_null_output_and_a_signed_url() -> None:
+    content = _content(EDIT_FAILED)
+    assert content.startswith('### MPS EditMediaTask <font color="warning">failed</font>')
+    assert "> Error: `30009` SourceFileError.DownloadNotAccessible" in content
+    assert "s3cr3t" not in content
+    assert "https://cdn.example.com/c.mp4?sign=***&t=***" in content
+    assert "Outputs" not in content
+
+
+def test_successful_and_processing_tasks() -> None:
+    ok = dict(WORKFLOW, WorkflowTaskEvent=dict(WORKFLOW["WorkflowTaskEvent"]))
+    ok["WorkflowTaskEvent"]["MediaProcessResultSet"] = WORKFLOW["WorkflowTaskEvent"][
+        "MediaProcessResultSet"
+    ][1:]
+    assert '<font color="info">succeeded</font>' in _content(ok)
+    assert "> Subtasks: 1 reported, none failed" in _content(ok)
+    ok["WorkflowTaskEvent"]["Status"] = "PROCESSING"
+    assert '<font color="comment">processing</font>' in _content(ok)
+
+
+def test_live_end_of_stream_with_an_error() -> None:
+    eof = {
+        "NotificationType": "ProcessEof",
+        "TaskId": "1250000000-LiveProcessTask-cccc",
+        "ProcessEofInfo": {"ErrCode": 70000, "Message": "stream interrupted"},
+        "SessionContext": "room-7",
+    }
+    content = _content(decode_live(msgspec.json.encode(eof)))
+    assert content.startswith('### MPS live ProcessEof <font color="warning">failed</font>')
+    assert "- ProcessEof `70000` stream interrupted" in content
+    assert "> Session: `room-7`" in content
+
+
+def test_unreadable_records_still_produce_a_message() -> None:
+    content = _content(b'{"EventType": 5')
+    assert content.startswith("### MPS unknown (not a readable notification)")
+    assert "> Task: `unknown`" in _content({"no": "event"})
+
+
+def test_content_is_capped_at_the_robot_limit_on_a_character_boundary() -> None:
+    failing = {
+        "Type": "Transcode",
+        "TranscodeTask": {"Status": "FAIL", "ErrCodeExt": "E", "Message": "视频处理失败" * 40},
+    }
+    big = dict(WORKFLOW, WorkflowTaskEvent=dict(WORKFLOW["WorkflowTaskEvent"]))
+    big["WorkflowTaskEvent"]["MediaProcessResultSet"] = [failing] * 300
+    content = _content(big)
+    assert content.endswith("\n…(truncated)")
+    assert content.startswith("### MPS WorkflowTask")
+    assert "**Failed subtasks (300)**" in content
+    huge_session = dict(WORKFLOW, SessionContext="x" * 10_000)
+    assert len(_content(huge_session).encode()) < 2_000  # long fields are shortened
+
+
+@dataclass
+class Robot:
+    """A loopback WeCom robot: records messages and answers with scripted errcodes."""
+
+    url: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    errcodes: list[int] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        assert request.query["key"] == ROBOT_KEY
+        self.messages.append(msgspec.json.decode(await request.read()))
+        errcode = self.errcodes.pop(0) if self.errcodes else 0
+        errmsg = "ok" if errcode == 0 else f"error {errcode}, hint: [robot]"
+        return web.json_response({"errcode": errcode, "errmsg": errmsg})
+
+
+@pytest.fixture
+async def robot() -> AsyncIterator[Robot]:
+    state = Robot()
+    app = web.Application()
+    app.router.add_post("/cgi-bin/webhook/send", state.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    state.url = f"http://{host}:{port}/cgi-bin/webhook/send?key={ROBOT_KEY}"
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+async def _send(sink: WeComRobotSink, batch: list[object]) -> None:
+    await sink.start()
+    try:
+        await sink.send(batch)
+    finally:
+        await sink.close()
+
+
+async def test_robot_sink_posts_one_markdown_message_per_record(robot: Robot) -> None:
+    await _send(WeComRobotSink(robot.url), [WORKFLOW, EDIT_FAILED])
+    assert [m["msgtype"] for m in robot.messages] == ["markdown", "markdown"]
+    assert robot.messages[0] == wecom_markdown(WORKFLOW)
+    assert "EditMediaTask" in robot.messages[1]["markdown"]["content"]
+
+
+@pytest.mark.parametrize(("errcode", "transient"), [(45009, True), (-1, True), (93000, False)])
+async def test_robot_errcodes_map_to_sink_errors(
+    robot: Robot, errcode: int, transient: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    robot.errcodes = [errcode]
+    sink = WeComRobotSink(robot.url)
+    with pytest.raises(SinkError, match=f"refused the message: {errcode}") as caught:
+        await _send(sink, [WORKFLOW])
+    assert caught.value.transient is transient
+    for text in (str(caught.value), caplog.text, repr(sink)):
+        assert ROBOT_KEY not in text
+
+
+async def test_robot_sink_keeps_to_twenty_messages_a_minute(robot: Robot) -> None:
+    clock = FakeClock()
+    await _send(WeComRobotSink(robot.url, clock=clock), [WORKFLOW] * 21)
+    assert len(robot.messages) == 21
+    assert clock.sleeps == [60.0]

@@ -1,0 +1,260 @@
+"""One contract suite for every idempotency store: memory, SQLite and a real redis-server.
+
+Time is a FakeClock for all three (the Redis store compares stored expiries with the clock's
+``now`` inside its Lua scripts), so lease and TTL expiry are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mpsflow.clock import FakeClock
+from mpsflow.errors import StoreUnavailable
+from mpsflow.stores import IdempotencyStore, MemoryStore, RedisStore, SQLiteStore
+from mpsflow.stores.base import Claim, ClaimState
+
+LEASE = 30.0
+TTL = 100.0
+
+
+@dataclass
+class Backend:
+    """Makes stores on one backend; ``new()`` gives another client of the same data."""
+
+    name: str
+    clock: FakeClock
+    factory: Callable[[], IdempotencyStore]
+    opened: list[IdempotencyStore] = field(default_factory=list)
+
+    def new(self) -> IdempotencyStore:
+        store = self.factory()
+        self.opened.append(store)
+        return store
+
+
+def _factory(
+    name: str, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[], IdempotencyStore]:
+    if name == "memory":
+        shared = MemoryStore(clock=clock)
+        return lambda: shared
+    if name == "sqlite":
+        path = tmp_path / "idem.sqlite3"
+        return lambda: SQLiteStore(path, clock=clock)
+    url: str = request.getfixturevalue("redis_url")
+    return lambda: RedisStore(url, clock=clock)
+
+
+async def _backend(
+    request: pytest.FixtureRequest, tmp_path: Path, name: str
+) -> AsyncIterator[Backend]:
+    clock = FakeClock()
+    backend = Backend(name, clock, _factory(name, clock, tmp_path, request))
+    try:
+        yield backend
+    finally:
+        for store in backend.opened:
+            await store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async for value in _backend(request, tmp_path, request.param):
+        yield value
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async for value in _backend(request, tmp_path, request.param):
+        yield value
+
+
+async def _claim(store: IdempotencyStore, key: str = "k", phash: str = "h1") -> Claim:
+    return await store.claim(key, lease_seconds=LEASE, payload_hash=phash)
+
+
+async def test_store_satisfies_the_protocol(backend: Backend) -> None:
+    assert isinstance(backend.new(), IdempotencyStore)
+
+
+async def test_first_claim_wins_and_later_ones_see_in_progress(backend: Backend) -> None:
+    store, now = backend.new(), backend.clock.time()
+    first = await _claim(store)
+    assert first.state is ClaimState.CLAIMED
+    assert len(first.token) >= 16
+    assert first.expires_at == pytest.approx(now + LEASE)
+
+    second = await _claim(store, phash="h2")
+    assert (second.state, second.token, second.payload_hash) == (ClaimState.IN_PROGRESS, "", "h1")
+    assert second.expires_at == pytest.approx(now + LEASE)
+
+
+async def test_keys_are_independent(backend: Backend) -> None:
+    store = backend.new()
+    claims = [await _claim(store, key) for key in ("a", "b", "a:handler", "b:handler")]
+    assert [c.state for c in claims] == [ClaimState.CLAIMED] * 4
+    assert len({c.token for c in claims}) == 4
+
+
+async def test_complete_keeps_the_record_for_its_ttl(backend: Backend) -> None:
+    store, clock = backend.new(), backend.clock
+    claim = await _claim(store)
+    assert await store.complete("k", claim.token, ttl_seconds=TTL)
+    done_at = clock.time()
+
+    clock.advance(TTL - 0.5)
+    again = await _claim(store, phash="other")
+    assert again.state is ClaimState.COMPLETED
+    assert again.payload_hash == "h1"
+    assert again.expires_at == pytest.approx(done_at + TTL)
+    assert again.token == ""
+
+    clock.advance(0.5)
+    assert (await _claim(store)).state is ClaimState.CLAIMED
+
+
+async def test_release_lets_the_next_claim_run(backend: Backend) -> None:
+    store = backend.new()
+    claim = await _claim(store)
+    assert await store.release("k", claim.token)
+    retry = await _claim(store)
+    assert retry.state is ClaimState.CLAIMED
+    assert retry.token != claim.token
+
+
+async def test_a_stranger_cannot_complete_or_release(backend: Backend) -> None:
+    store = backend.new()
+    claim = await _claim(store)
+    assert not await store.complete("k", "not-the-token", ttl_seconds=TTL)
+    assert not await store.release("k", "not-the-token")
+    assert not await store.complete("k", "", ttl_seconds=TTL)
+    assert (await _claim(store)).state is ClaimState.IN_PROGRESS
+    assert await store.complete("k", claim.token, ttl_seconds=TTL)
+
+
+async def test_unknown_keys_cannot_be_completed_or_released(backend: Backend) -> None:
+    store = backend.new()
+    assert not await store.complete("nothing", "token", ttl_seconds=TTL)
+    assert not await store.release("nothing", "token")
+    assert (await _claim(store, "nothing")).state is ClaimState.CLAIMED
+
+
+async def test_a_completed_record_is_final(backend: Backend) -> None:
+    store = backend.new()
+    claim = await _claim(store)
+    assert await store.complete("k", claim.token, ttl_seconds=TTL)
+    assert not await store.complete("k", claim.token, ttl_seconds=TTL)
+    assert not await store.release("k", claim.token)
+    assert (await _claim(store)).state is ClaimState.COMPLETED
+
+
+async def test_an_expired_lease_lets_a_later_claim_win(backend: Backend) -> None:
+    store, clock = backend.new(), backend.clock
+    crashed = await _claim(store)
+
+    clock.advance(LEASE - 0.01)
+    assert (await _claim(store)).state is ClaimState.IN_PROGRESS
+
+    clock.advance(0.01)
+    later = await _claim(store, phash="h2")
+    assert later.state is ClaimState.CLAIMED
+    assert later.token != crashed.token
+    # The crashed owner has lost the record for good.
+    assert not await store.complete("k", crashed.token, ttl_seconds=TTL)
+    assert not await store.release("k", crashed.token)
+    assert await store.complete("k", later.token, ttl_seconds=TTL)
+    assert (await _claim(store)).payload_hash == "h2"
+
+
+async def test_an_owner_whose_lease_ended_cannot_complete(backend: Backend) -> None:
+    store, clock = backend.new(), backend.clock
+    claim = await _claim(store)
+    clock.advance(LEASE)
+    assert not await store.complete("k", claim.token, ttl_seconds=TTL)
+    assert not await store.release("k", claim.token)
+    assert (await _claim(store)).state is ClaimState.CLAIMED
+
+
+async def test_fifty_concurrent_claimers_one_winner(backend: Backend) -> None:
+    store = backend.new()
+    states: list[ClaimState] = []
+
+    async def claimer() -> None:
+        states.append((await _claim(store, "hot")).state)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(claimer)
+    assert states.count(ClaimState.CLAIMED) == 1
+    assert states.count(ClaimState.IN_PROGRESS) == 49
+
+
+async def test_non_positive_durations_are_rejected(backend: Backend) -> None:
+    store = backend.new()
+    with pytest.raises(ValueError, match="lease_seconds"):
+        await store.claim("k", lease_seconds=0, payload_hash="h")
+    claim = await _claim(store)
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        await store.complete("k", claim.token, ttl_seconds=-1)
+
+
+async def test_a_closed_store_is_unavailable(backend: Backend) -> None:
+    store = backend.new()
+    assert await store.ping()
+    claim = await _claim(store)
+    await store.close()
+    assert not await store.ping()
+    with pytest.raises(StoreUnavailable):
+        await _claim(store)
+    with pytest.raises(StoreUnavailable):
+        await store.complete("k", claim.token, ttl_seconds=TTL)
+    with pytest.raises(StoreUnavailable):
+        await store.release("k", claim.token)
+    await store.close()  # idempotent
+
+
+async def test_two_clients_of_one_backend_see_each_other(shared_backend: Backend) -> None:
+    one, two = shared_backend.new(), shared_backend.new()
+    claim = await _claim(one)
+    assert (await _claim(two)).state is ClaimState.IN_PROGRESS
+    assert not await two.release("k", "stranger")
+    assert await two.complete("k", claim.token, ttl_seconds=TTL)
+    assert (await _claim(one)).state is ClaimState.COMPLETED
+
+
+async def test_concurrent_claimers_on_two_clients_one_winner(shared_backend: Backend) -> None:
+    stores = [shared_backend.new(), shared_backend.new()]
+    states: list[ClaimState] = []
+
+    async def claimer(store: IdempotencyStore) -> None:
+        states.append((await _claim(store, "hot")).state)
+
+    async with anyio.create_task_group() as tg:
+        for index in range(50):
+            tg.start_soon(claimer, stores[index % 2])
+    assert states.count(ClaimState.CLAIMED) == 1
+    assert states.count(ClaimState.IN_PROGRESS) == 49
+
+
+def test_package_exports_everything_and_loads_redis_lazily() -> None:
+    import mpsflow.stores as package
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    with pytest.raises(AttributeError):
+        _ = package.NoSuchStore
+    probe = (
+        "import sys, mpsflow.stores; "
+        "assert 'redis' not in sys.modules, 'redis imported eagerly'; "
+        "mpsflow.stores.RedisStore; assert 'redis' in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", probe], check=True, env=env, timeout=60)
