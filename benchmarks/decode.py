@@ -15,32 +15,36 @@ section of that file.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import gc
-import json
-import os
-import platform
-import re
 import sys
-import time
-import typing
-from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-import msgspec
-import orjson
-import pydantic
-from tencentcloud.mps.v20190612 import models as sdk_models
+# Run as a script, Python puts benchmarks/ first on sys.path, where sibling scripts (http.py...)
+# would shadow the stdlib: put the repository root first and benchmarks/ last instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.append(str(_HERE))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+import typing  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from importlib import metadata  # noqa: E402
+from typing import Any  # noqa: E402
 
-from _data import Payload, payloads
+import msgspec  # noqa: E402
+import orjson  # noqa: E402
+import pydantic  # noqa: E402
+from _data import Payload, payloads  # noqa: E402
+from tencentcloud.mps.v20190612 import models as sdk_models  # noqa: E402
 
-from mpsflow.codec import decode
-from mpsflow.events import Notification
+from mpsflow.codec import decode  # noqa: E402
+from mpsflow.events import Notification  # noqa: E402
 
 __all__ = ["build_pydantic_model", "main"]
 

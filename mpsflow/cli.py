@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mpsflow._loader import load_object
+from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, DecodeError
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ class _Supervisor:
                     self._on_signal(signal.SIGTERM, None)
                     continue
                 if quick_deaths:
-                    self._wake.wait(min(0.5 * 2**quick_deaths, 10.0))
+                    self._wake.wait(min(0.1 * 2**quick_deaths, 5.0))
                 if not self.stopping:
                     self._spawn()
         finally:
@@ -446,6 +447,24 @@ def _signed(item: _Item, key: str | None, expires_in: int) -> bytes:
     return msgspec.json.encode(doc)
 
 
+class _Pacer:
+    """Spaces requests ``1/rate`` seconds apart across every sender (no limit without a rate)."""
+
+    def __init__(self, rate: float | None, clock: Clock | None = None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.clock: Clock = clock or SystemClock()
+        self._next: float | None = None
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = self.clock.monotonic()
+        slot = now if self._next is None else max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await self.clock.sleep(slot - now)
+
+
 class _Progress:
     """A progress bar on a terminal; a few plain counter lines otherwise."""
 
@@ -494,21 +513,11 @@ async def _send_all(args: argparse.Namespace, items: list[_Item]) -> Counter[str
     plan = iter([item for _ in range(args.repeat) for item in items])
     progress = _Progress(len(items) * args.repeat, sys.stderr)
     counts: Counter[str] = Counter()
-    interval = 1.0 / args.rate if args.rate else 0.0
-    next_slot = [time.monotonic()]
-
-    async def pace() -> None:
-        if not interval:
-            return
-        now = time.monotonic()
-        slot = max(now, next_slot[0])
-        next_slot[0] = slot + interval
-        if slot > now:
-            await anyio.sleep(slot - now)
+    pacer = _Pacer(args.rate)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for item in plan:
-            await pace()
+            await pacer.wait()
             body = _signed(item, args.sign_key, args.expires_in)
             try:
                 async with session.post(
@@ -586,10 +595,17 @@ def _describe(notification: Notification | LiveStreamNotification) -> Iterator[s
         yield f"live:    {notification.notification_type}"
         yield f"task:    {notification.task_id or '-'}"
     subtasks = list(notification.subtasks())
-    yield f"subtasks ({len(subtasks)}):"
-    for sub in subtasks:
+    # A category item (an AiAnalysisResult, ...) is followed by the task inside it: show the
+    # task, which carries the same status and error under its precise key.
+    shown = [
+        sub
+        for index, sub in enumerate(subtasks)
+        if index + 1 == len(subtasks) or not subtasks[index + 1].where.startswith(sub.where + ".")
+    ]
+    yield f"subtasks ({len(shown)}):"
+    for sub in shown:
         line = f"  {sub.key:<40} {sub.status or '-'}"
-        if sub.failed or sub.error:
+        if sub.failed:
             message = getattr(sub.result, "message", "") or ""
             line += f"  error={sub.error or '?'}" + (f" {message}" if message else "")
         if sub.raw is not None:
@@ -642,6 +658,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"mpsflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `mpsflow decode … | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except OSError as exc:
         print(f"mpsflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -209,12 +209,15 @@ class Pipeline:
             token = _current.set(ctx)
             try:
                 limiter = spec.limiter
-                if limiter is None:
+                if limiter is None and spec.timeout is None:
+                    await func(call.payload, ctx)
+                elif limiter is None:
                     await _with_timeout(spec.timeout, func, call.payload, ctx)
                 else:
                     async with limiter:
                         await _with_timeout(spec.timeout, func, call.payload, ctx)
-                await ctx._flush()
+                if ctx._receipts:
+                    await ctx._flush()
             finally:
                 _current.reset(token)
             return _HANDLER_OK
@@ -226,6 +229,8 @@ class Pipeline:
     async def _verdict(
         self, delivery: Delivery, notification: AnyNotification, results: list[_HandlerResult]
     ) -> Outcome:
+        if len(results) == 1 and results[0].kind == "ok":
+            return Outcome(Settlement.ACK, handlers_run=1)
         failures = [r for r in results if r.failed]
         ran = sum(1 for r in results if r.kind == "ok")
         skipped = sum(1 for r in results if r.kind == "skipped")

@@ -161,6 +161,7 @@ async def test_graceful_shutdown_finishes_in_flight_work() -> None:
         tg.start_soon(lambda: app.run(source, handle_signals=False))
         await started.wait()
         app.stop()
+        await anyio.wait_all_tasks_blocked()  # the app has seen the stop
         source.add(note(2))  # arrives after the stop: must not be pulled
         release.set()
     assert finished == ["task-1"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from functools import partial
@@ -43,10 +44,13 @@ def blocking_app() -> tuple[Any, anyio.Event, anyio.Event]:
 
 async def test_oversize_with_content_length_is_413_before_reading() -> None:
     app, dead = make_app()
-    async with serve(app, max_body_size=LIMIT) as source, aiohttp.ClientSession() as session:
-        async with session.post(source.url, data=b"x" * (LIMIT * 64)) as response:
-            assert response.status == 413
-            assert (await response.json())["code"] == 413
+    async with (
+        serve(app, max_body_size=LIMIT) as source,
+        aiohttp.ClientSession() as session,
+        session.post(source.url, data=b"x" * (LIMIT * 64)) as response,
+    ):
+        assert response.status == 413
+        assert (await response.json())["code"] == 413
     assert records(dead) == []
     assert app.metrics.snapshot()["deliveries"] == {}  # type: ignore[attr-defined]
 
@@ -58,10 +62,13 @@ async def test_oversize_chunked_is_413_while_reading() -> None:
         for _ in range(64):
             yield b"y" * 1024
 
-    async with serve(app, max_body_size=LIMIT) as source, aiohttp.ClientSession() as session:
-        async with session.post(source.url, data=chunks()) as response:
-            assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
-            assert response.status == 413
+    async with (
+        serve(app, max_body_size=LIMIT) as source,
+        aiohttp.ClientSession() as session,
+        session.post(source.url, data=chunks()) as response,
+    ):
+        assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
+        assert response.status == 413
 
 
 async def test_app_body_limit_is_the_default() -> None:
@@ -188,9 +195,44 @@ async def test_readyz_is_503_until_the_app_has_started() -> None:
 async def test_source_can_serve_again_after_a_stop() -> None:
     for _ in range(2):
         app, _ = make_app()
-        async with serve(app) as source, aiohttp.ClientSession() as session:
-            async with session.post(source.url, data=seed_like()) as response:
-                assert response.status == 200
+        async with (
+            serve(app) as source,
+            aiohttp.ClientSession() as session,
+            session.post(source.url, data=seed_like()) as response,
+        ):
+            assert response.status == 200
+
+
+async def test_a_given_socket_is_served_and_left_open() -> None:
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    try:
+        for task in ("t-1", "t-2"):  # served twice: each run serves a duplicate
+            app, _ = make_app()
+            async with (
+                serve(app, sock=sock) as source,
+                aiohttp.ClientSession() as session,
+                session.post(f"http://127.0.0.1:{port}{source.path}", data=seed_like(task)) as r,
+            ):
+                assert source.address == ("127.0.0.1", port)
+                assert r.status == 200
+        assert sock.fileno() != -1
+    finally:
+        sock.close()
+
+
+async def test_reuse_port_lets_two_sources_share_a_port() -> None:
+    first_app, _ = make_app()
+    second_app, _ = make_app()
+    async with serve(first_app, reuse_port=True) as first:
+        assert first.address is not None
+        async with (
+            serve(second_app, port=first.address[1], reuse_port=True) as second,
+            aiohttp.ClientSession() as session,
+            session.post(second.url, data=seed_like()) as response,
+        ):
+            assert second.address == first.address
+            assert response.status == 200
 
 
 # -- TLS ---------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -81,24 +80,29 @@ def recording_app() -> tuple[App, list[str]]:
 # -- every sample ------------------------------------------------------------------------------
 
 
-async def test_every_task_sample_is_acked(sample_path: Path) -> None:
+async def test_every_task_sample_is_acked(sample_bytes: bytes) -> None:
     app, seen = recording_app()
-    async with serve(app) as source, aiohttp.ClientSession() as session:
-        async with session.post(source.url, data=sample_path.read_bytes()) as response:
-            assert response.status == 200
-            assert await response.json() == {"code": 0}
-            assert response.headers["X-Request-Id"]
-    event_type = json.loads(sample_path.read_bytes())["EventType"]
-    assert seen == [event_type]
+    async with (
+        serve(app) as source,
+        aiohttp.ClientSession() as session,
+        session.post(source.url, data=sample_bytes) as response,
+    ):
+        assert response.status == 200
+        assert await response.json() == {"code": 0}
+        assert response.headers["X-Request-Id"]
+    assert seen == [json.loads(sample_bytes)["EventType"]]
 
 
-async def test_every_live_sample_is_acked(live_sample_path: Path) -> None:
+async def test_every_live_sample_is_acked(live_sample_bytes: bytes) -> None:
     app, seen = recording_app()
-    async with serve(app) as source, aiohttp.ClientSession() as session:
-        async with session.post(source.url, data=live_sample_path.read_bytes()) as response:
-            assert response.status == 200
-            assert await response.json() == {"code": 0}
-    assert seen == [json.loads(live_sample_path.read_bytes())["NotificationType"]]
+    async with (
+        serve(app) as source,
+        aiohttp.ClientSession() as session,
+        session.post(source.url, data=live_sample_bytes) as response,
+    ):
+        assert response.status == 200
+        assert await response.json() == {"code": 0}
+    assert seen == [json.loads(live_sample_bytes)["NotificationType"]]
 
 
 async def test_wrapped_and_url_encoded_bodies_are_accepted(seed_sample: bytes) -> None:
@@ -146,7 +150,10 @@ async def test_request_id_and_remote_address_reach_the_delivery() -> None:
 @pytest.mark.parametrize(
     ("body", "path"),
     [
-        (b'{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"TaskId": 5}}', "$.WorkflowTaskEvent.TaskId"),
+        (
+            b'{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"TaskId": 5}}',
+            "$.WorkflowTaskEvent.TaskId",
+        ),
         (b'{"EventType": "WorkflowTask", ', "$"),
         (b"not json at all", "$"),
     ],
@@ -154,10 +161,13 @@ async def test_request_id_and_remote_address_reach_the_delivery() -> None:
 )
 async def test_malformed_body_is_400_with_path_and_dead_lettered(body: bytes, path: str) -> None:
     app, dead = make_app()
-    async with serve(app) as source, aiohttp.ClientSession() as session:
-        async with session.post(source.url, data=body) as response:
-            assert response.status == 400
-            error = await response.json()
+    async with (
+        serve(app) as source,
+        aiohttp.ClientSession() as session,
+        session.post(source.url, data=body) as response,
+    ):
+        assert response.status == 400
+        error = await response.json()
     assert error["code"] == 400
     assert error["path"] == path
     assert error["error"]
@@ -254,10 +264,13 @@ async def test_handler_reject_is_dead_lettered_and_acked() -> None:
     async def refuse(event: Any, ctx: Context) -> None:
         raise Reject("no such asset")
 
-    async with serve(app) as source, aiohttp.ClientSession() as session:
-        async with session.post(source.url, data=seed_like()) as response:
-            assert response.status == 200
-            assert await response.json() == {"code": 0}
+    async with (
+        serve(app) as source,
+        aiohttp.ClientSession() as session,
+        session.post(source.url, data=seed_like()) as response,
+    ):
+        assert response.status == 200
+        assert await response.json() == {"code": 0}
     [record] = records(dead)
     assert record.kind == "rejected"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mpsflow import Context
+from mpsflow import App, Context
 from mpsflow.sources.scf import InvocationFailed
 
 FUNCTION = Path(__file__).resolve().parents[1] / "examples" / "scf_function" / "index.py"
@@ -75,8 +75,9 @@ def test_failures_raise_then_dead_letter(
     function: ModuleType, seed_sample: bytes, tmp_path: Path
 ) -> None:
     failures: list[int] = []
+    app: App = function.app
 
-    @function.app.on("Transcode", name="flaky_catalogue")
+    @app.on("Transcode", name="flaky_catalogue")
     async def flaky(result: Any, ctx: Context) -> None:
         failures.append(ctx.attempt)
         raise TimeoutError("catalogue did not answer")

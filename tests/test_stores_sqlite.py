@@ -7,8 +7,12 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from mpsflow.clock import FakeClock
@@ -160,3 +164,36 @@ async def test_an_unopenable_path_is_unavailable(tmp_path: Path) -> None:
         await store.claim("k", lease_seconds=LEASE, payload_hash="h")
     await store.close()
     assert "missing-dir" in repr(store)
+
+
+async def test_opening_waits_for_a_writer_holding_a_fresh_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Switching to WAL skips SQLite's busy handler; the store retries instead of failing."""
+    path = tmp_path / "idem.db"
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("CREATE TABLE other (x)")  # a real file, still in rollback-journal mode
+    blocker.execute("BEGIN IMMEDIATE")
+    retrying = threading.Event()
+    real_sleep = time.sleep
+
+    def observed_sleep(seconds: float) -> None:
+        retrying.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", observed_sleep)
+    store = SQLiteStore(path, busy_timeout=10)
+    states: list[ClaimState] = []
+
+    async def claim() -> None:
+        states.append((await store.claim("k", lease_seconds=LEASE, payload_hash="h")).state)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim)
+            assert await anyio.to_thread.run_sync(retrying.wait, 10)
+            blocker.execute("ROLLBACK")
+        assert states == [ClaimState.CLAIMED]
+    finally:
+        blocker.close()
+        await store.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from mpsflow import App, Context, RetryPolicy
+from mpsflow import App, Context, Notification, RetryPolicy
 from mpsflow.events import EditMediaTask, WorkflowTask
 from mpsflow.sinks.jsonl import JsonlSink
 
@@ -35,6 +35,7 @@ app.sink("outputs", JsonlSink(os.environ.get("MPSFLOW_OUTPUTS", "/tmp/mpsflow-ou
 async def workflow_finished(task: WorkflowTask, ctx: Context) -> None:
     """Record every output object of a finished workflow, and log its failed subtasks."""
     notification = ctx.notification
+    assert isinstance(notification, Notification)  # a WorkflowTask key: never a live one
     for sub in notification.subtasks():
         if sub.failed:
             ctx.log.warning("task %s: %s failed (%s)", ctx.task_id, sub.key, sub.error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -66,60 +67,92 @@ class PullSource(abc.ABC):
         """Ack, leave for redelivery, or delete after dead-lettering, per ``outcome``."""
 
     async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
-        slots = anyio.Semaphore(self.max_in_flight)
+        """Poll, process and settle until ``stop`` is set or the source ends.
+
+        ``max_in_flight`` long-lived workers take deliveries from a local queue; pollers ask
+        ``receive`` only for as many deliveries as there are free slots (received but not
+        settled deliveries count against the limit). No task is spawned per delivery.
+        """
+        loop = _Loop(self, consumer, stop)
         await self.open()
         try:
-            async with (
-                anyio.create_task_group() as workers,
-                anyio.create_task_group() as pollers,
-            ):
-                for _ in range(self.pollers):
-                    pollers.start_soon(self._poll, consumer, stop, slots, workers)
-                await stop.wait()
-                pollers.cancel_scope.cancel()
+            await loop.run()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.close()
 
-    async def _poll(
-        self,
-        consumer: Consumer,
-        stop: anyio.Event,
-        slots: anyio.Semaphore,
-        workers: anyio.abc.TaskGroup,
-    ) -> None:
-        while not stop.is_set():
-            await slots.acquire()
-            taken = 1
-            # Take every other free slot too, so one receive can fetch a full batch.
-            while slots.value > 0:
-                await slots.acquire()
-                taken += 1
+
+class _Loop:
+    """The state of one ``PullSource.run``: a queue, free slots, pollers and workers."""
+
+    def __init__(self, source: PullSource, consumer: Consumer, stop: anyio.Event) -> None:
+        self.source = source
+        self.consumer = consumer
+        self.stop = stop
+        self.queue: deque[Delivery] = deque()
+        self.unsettled = 0
+        self.polling_done = False
+        self.work = anyio.Event()
+        self.space = anyio.Event()
+
+    async def run(self) -> None:
+        source = self.source
+        async with anyio.create_task_group() as workers:
+            for _ in range(source.max_in_flight):
+                workers.start_soon(self._work)
+            async with anyio.create_task_group() as pollers:
+                for _ in range(source.pollers):
+                    pollers.start_soon(self._poll)
+                await self.stop.wait()
+                pollers.cancel_scope.cancel()
+            self.polling_done = True
+            self.work.set()
+
+    async def _poll(self) -> None:
+        source = self.source
+        limit = source.max_in_flight
+        while not self.stop.is_set():
+            free = limit - self.unsettled
+            if free <= 0:
+                if self.space.is_set():
+                    self.space = anyio.Event()
+                    continue
+                await self.space.wait()
+                continue
+            self.unsettled += free  # reserve the slots while the receive is under way
             try:
-                batch = await self.receive(taken)
+                batch = await source.receive(free)
             except anyio.EndOfStream:
-                for _ in range(taken):
-                    slots.release()
-                stop.set()
+                self.unsettled -= free
+                self.stop.set()
                 return
             except BaseException:
-                for _ in range(taken):
-                    slots.release()
+                self.unsettled -= free
                 raise
-            for _ in range(taken - len(batch)):
-                slots.release()
-            for delivery in batch:
-                workers.start_soon(self._consume, consumer, delivery, slots)
+            self.unsettled -= free - len(batch)
+            if batch:
+                self.queue.extend(batch)
+                self.work.set()
 
-    async def _consume(
-        self, consumer: Consumer, delivery: Delivery, slots: anyio.Semaphore
-    ) -> None:
-        try:
-            outcome = await consumer(delivery)
-            with anyio.CancelScope(shield=True):
-                await self.settle(delivery, outcome)
-        except Exception:
-            # The pipeline never raises; a failing settle leaves the message for redelivery.
-            _log.exception("source %s could not settle delivery %s", self.name, delivery.id)
-        finally:
-            slots.release()
+    async def _work(self) -> None:
+        queue = self.queue
+        source = self.source
+        consumer = self.consumer
+        while True:
+            if not queue:
+                if self.polling_done:
+                    return
+                if self.work.is_set():
+                    self.work = anyio.Event()
+                await self.work.wait()
+                continue
+            delivery = queue.popleft()
+            try:
+                outcome = await consumer(delivery)
+                await source.settle(delivery, outcome)
+            except Exception:
+                # The pipeline never raises; a failing settle leaves it for redelivery.
+                _log.exception("source %s could not settle delivery %s", source.name, delivery.id)
+            finally:
+                self.unsettled -= 1
+                self.space.set()

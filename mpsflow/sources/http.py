@@ -15,18 +15,21 @@ bad signature / expired            401, never retried by the pipeline
 retryable failure                  500 / 503 with ``Retry-After``
 =================================  =========================================================
 
-MPS resends a notification that failed; the source counts those resends per notification
-(``redeliveries``), so each is the next ``attempt`` and the app's ``RetryPolicy`` runs out
-into the dead-letter sink instead of failing forever. It also bounds the requests in flight
-(503 + ``Retry-After`` when full), the body size and the time the body may take to arrive
-(408, connection closed), keeps connections alive, serves ``GET /healthz``, ``/readyz`` and
-``/metrics``, and shuts down gracefully: on ``stop`` it reports not-ready, stops accepting,
-and lets in-flight requests finish.
+When a notification that failed comes again (MPS's retry policy is undocumented; an operator
+or ``mpsflow send`` may resend it), the source knows it by content (``redeliveries``), so it
+is the next ``attempt`` and the app's ``RetryPolicy`` runs out into the dead-letter sink
+instead of failing forever.
+
+The source also bounds the requests in flight (503 + ``Retry-After`` when full), the body
+size and the time the body may take to arrive (408, connection closed), keeps connections
+alive, serves ``GET /healthz``, ``/readyz`` and ``/metrics``, and shuts down gracefully: on
+``stop`` it reports not-ready, stops accepting, and lets in-flight requests finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -38,19 +41,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.codec import DEFAULT_MAX_SIZE
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError
 from mpsflow.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.sources.base import Consumer
 from mpsflow.sources.scf import RedeliveryCounter
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "HttpSource"]
-
-DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
-"""Body limit when the source is not run by an ``App`` (which has its own ``max_body_size``)."""
+__all__ = ["HttpSource"]
 
 _log = logging.getLogger("mpsflow.sources.http")
 
@@ -67,12 +68,14 @@ class HttpSource:
 
     ``max_body_size`` defaults to the app's; ``read_timeout`` bounds how long the body may
     take to arrive once the headers are in; ``handler_budget`` sets each delivery's
-    deadline (what a dedup lease may rely on). Listen on ``host``/``port`` (``port=0``
-    picks a free one, see ``address``), or on a ready ``sock`` (bound; it is closed when the
-    source stops), e.g. one socket shared by forked workers; ``reuse_port`` sets
-    ``SO_REUSEPORT`` instead. TLS: ``ssl_context``, or ``certfile``/``keyfile``.
-    ``drain_delay`` keeps accepting (answering ``/readyz`` with 503) for that long after
-    ``stop`` so a load balancer notices before the listener closes.
+    deadline (what a dedup lease may rely on).
+
+    Listen on ``host``/``port`` (``port=0`` picks a free one, see ``address``), or on a
+    ready ``sock`` (bound and listening, e.g. one socket shared by forked workers; it stays
+    open, yours to close); ``reuse_port`` sets ``SO_REUSEPORT`` on a socket the source binds
+    itself. TLS: ``ssl_context``, or ``certfile``/``keyfile``. ``drain_delay`` keeps
+    accepting (answering ``/readyz`` with 503) for that long after ``stop`` so a load
+    balancer notices before the listener closes.
     """
 
     def __init__(
@@ -106,6 +109,8 @@ class HttpSource:
             raise ConfigurationError("max_body_size must be positive")
         if read_timeout <= 0 or handler_budget <= 0:
             raise ConfigurationError("read_timeout and handler_budget must be positive")
+        if drain_delay < 0:
+            raise ConfigurationError("drain_delay must not be negative")
         if ssl_context is not None and certfile is not None:
             raise ConfigurationError("pass either ssl_context or certfile/keyfile, not both")
         if keyfile is not None and certfile is None:
@@ -132,8 +137,8 @@ class HttpSource:
         self.address: tuple[str, int] | None = None
         """``(host, port)`` actually listened on, once serving."""
         self.redeliveries = RedeliveryCounter(remember_failures)
-        """Failed deliveries per notification: MPS resends a failed one, so the next POST of
-        the same content is the next attempt and the app's ``RetryPolicy`` can run out."""
+        """Failed deliveries per notification: the next POST of the same content is the next
+        attempt, so the app's ``RetryPolicy`` can run out (counted in this process only)."""
         self.responses: Counter[int] = Counter()
         """Status codes answered on the callback path (exported on ``/metrics``)."""
         self._serving: anyio.Event | None = None
@@ -143,7 +148,7 @@ class HttpSource:
         self._consumer: Consumer | None = None
         self._app: object = None
         self._clock: Clock = SystemClock()
-        self._limit = max_body_size or DEFAULT_MAX_BODY_SIZE
+        self._limit = max_body_size or DEFAULT_MAX_SIZE
 
     # -- public state ----------------------------------------------------------------------
 
@@ -179,8 +184,9 @@ class HttpSource:
         """Serve until ``stop`` is set, then drain in-flight requests and return."""
         self._bind_app(consumer)
         self._draining = False
-        sock = self._sock if self._sock is not None else self._listen()
-        self._sock = None  # the server owns it now and closes it; a restart binds afresh
+        # The server closes the socket it serves on: serve a duplicate of a given one, so
+        # a restart (or the caller) still has it.
+        sock = self._sock.dup() if self._sock is not None else self._listen()
         host, port = sock.getsockname()[:2]
         self.address = (str(host), int(port))
         server = web.Server(
@@ -221,7 +227,7 @@ class HttpSource:
         self._clock = getattr(app, "clock", None) or SystemClock()
         app_limit = getattr(app, "max_body_size", None)
         self._limit = self.max_body_size or (
-            app_limit if isinstance(app_limit, int) else DEFAULT_MAX_BODY_SIZE
+            app_limit if isinstance(app_limit, int) else DEFAULT_MAX_SIZE
         )
 
     def _shutdown_timeout(self) -> float:
@@ -357,7 +363,7 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_limited(content: Any, limit: int) -> bytes:
+async def _read_limited(content: StreamReader, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while chunk := await content.readany():
@@ -388,11 +394,16 @@ async def _passes(check: Callable[[], Awaitable[bool]]) -> bool:
         return False
 
 
+_ID_PREFIX = os.urandom(6).hex()
+_id_numbers = itertools.count(1)
+
+
 def _request_id(request: web.BaseRequest) -> str:
+    """The caller's ``X-Request-Id``, or a new id: unique per process start, cheap to make."""
     given = request.headers.get("X-Request-Id")
     if given:
         return given[:_MAX_REQUEST_ID]
-    return os.urandom(12).hex()
+    return f"{_ID_PREFIX}-{next(_id_numbers):x}"
 
 
 def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:

@@ -75,7 +75,6 @@ class InProcessSource(PullSource):
 
     def _notify(self) -> None:
         self._changed.set()
-        self._changed = anyio.Event()
 
     async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
         self._more_items = self._more()
@@ -99,6 +98,9 @@ class InProcessSource(PullSource):
                 return batch
             if self._close_when_done and self._more_items is None and self.idle:
                 raise anyio.EndOfStream
+            if self._changed.is_set():
+                self._changed = anyio.Event()
+                continue
             await self._changed.wait()
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:

@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -141,7 +142,7 @@ class SQLiteStore:
             )
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._enable_wal(conn)
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA:
@@ -152,6 +153,25 @@ class SQLiteStore:
                 raise
             self._conn = conn
         return self._conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL, retrying within ``busy_timeout``.
+
+        SQLite does not run the busy handler for this switch, so a connection opening while
+        another one writes would otherwise fail at once with "database is locked".
+        """
+        give_up_at = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")  # no-op once the file is in WAL
+            except sqlite3.OperationalError:
+                if time.monotonic() >= give_up_at:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            else:
+                return
 
     def _claim(self, key: str, lease_seconds: float, payload_hash: str, now: float) -> Claim:
         conn = self._connection()

@@ -1,0 +1,171 @@
+"""The CMQ source: long-poll a TDMQ-CMQ queue, process, then delete in batches.
+
+MPS's default notification channel is a TDMQ-CMQ queue whose ``msgBody`` is the notification
+JSON (protocol notes, part A.5). Delivery contract: a settled delivery (acked, dead-lettered or
+rejected) is deleted with ``BatchDeleteMessage`` (batched, bounded delay); a retryable failure
+is left alone and comes back after the queue's visibility timeout with ``dequeueCount`` + 1,
+which is the attempt number the retry policy counts, so attempts survive process restarts.
+A delete whose receipt handle expired (4430) means the message was already handed out again;
+that redelivery is skipped by dedup and deleted with its own fresh handle, so nothing is lost
+and nothing is processed twice in effect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+import anyio.abc
+
+from mpsflow.clock import Clock, SystemClock
+from mpsflow.cmq.client import CmqClient
+from mpsflow.cmq.errors import CmqError
+from mpsflow.delivery import Delivery, Outcome
+from mpsflow.retry import RetryPolicy
+from mpsflow.sources.base import Consumer, PullSource
+
+__all__ = ["CmqSource"]
+
+_log = logging.getLogger("mpsflow.sources.cmq")
+
+_MAX_BATCH = 16
+_RECEIPT = "receipt_handle"
+
+
+class CmqSource(PullSource):
+    """Consumes one CMQ queue with ``pollers`` concurrent long polls.
+
+    ``wait_seconds`` is the long-poll wait (0-30 s); ``batch_size`` caps each
+    ``BatchReceiveMessage`` (1-16) and is further capped by the free in-flight slots.
+    Deletes are sent as soon as 16 are pending or ``delete_delay`` seconds after the first.
+    Receive errors that may pass (network, throttling) back off and poll again; others (bad
+    credentials, missing queue) end the run so the app's supervisor restarts it with backoff
+    and logs it.
+    """
+
+    def __init__(
+        self,
+        client: CmqClient,
+        queue: str,
+        *,
+        name: str = "cmq",
+        max_in_flight: int = 64,
+        pollers: int = 2,
+        batch_size: int = _MAX_BATCH,
+        wait_seconds: int = 30,
+        delete_delay: float = 0.05,
+        clock: Clock | None = None,
+        error_backoff: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(max_in_flight=max_in_flight, pollers=pollers)
+        if not 1 <= batch_size <= _MAX_BATCH:
+            raise ValueError("batch_size must be between 1 and 16")
+        if not 0 <= wait_seconds <= 30:
+            raise ValueError("wait_seconds must be between 0 and 30")
+        self.name = name
+        self.client = client
+        self.queue = queue
+        self.batch_size = batch_size
+        self.wait_seconds = wait_seconds
+        self.delete_delay = delete_delay
+        self._clock = clock or SystemClock()
+        self._backoff = error_backoff or RetryPolicy(
+            max_attempts=1_000_000, base_delay=0.5, max_delay=30.0
+        )
+        self._receive_failures = 0
+        self._pending: list[str] = []
+        self._wake = anyio.Event()
+        self._full = anyio.Event()
+        self.deleted = 0
+        """Messages deleted so far (for tests and metrics)."""
+        self.expired_handles = 0
+        """Deletes refused with 4430: the message was redelivered meanwhile (dedup covers it)."""
+
+    def __repr__(self) -> str:
+        return f"CmqSource({self.client.url!r}, queue={self.queue!r})"
+
+    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            done = anyio.Event()
+            tg.start_soon(self._delete_loop, done)
+            try:
+                await super().run(consumer, stop)
+            finally:
+                done.set()
+                self._wake.set()
+                self._full.set()
+
+    async def receive(self, max_count: int) -> Sequence[Delivery]:
+        count = min(max_count, self.batch_size)
+        try:
+            messages = await self.client.batch_receive(self.queue, count, self.wait_seconds)
+        except CmqError as exc:
+            if not exc.retryable:
+                raise
+            self._receive_failures += 1
+            delay = self._backoff.delay(self._receive_failures)
+            _log.warning(
+                "receive from %s failed (%s); polling again in %.1fs", self.queue, exc, delay
+            )
+            await self._clock.sleep(delay)
+            return []
+        self._receive_failures = 0
+        return [
+            Delivery(
+                message.msg_body.encode(),
+                source=self.name,
+                attempt=max(message.dequeue_count, 1),
+                id=message.msg_id,
+                meta={_RECEIPT: message.receipt_handle},
+            )
+            for message in messages
+        ]
+
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        if not outcome.settled:
+            return  # visible again after the visibility timeout, with dequeueCount + 1
+        self._pending.append(delivery.meta[_RECEIPT])
+        self._wake.set()
+        if len(self._pending) >= _MAX_BATCH:
+            self._full.set()
+
+    async def _delete_loop(self, done: anyio.Event) -> None:
+        """Delete pending handles: at once when 16 are waiting, else ``delete_delay`` later."""
+        while True:
+            if not self._pending:
+                if done.is_set():
+                    return
+                if self._wake.is_set():
+                    self._wake = anyio.Event()
+                    continue
+                await self._wake.wait()
+                continue
+            if len(self._pending) < _MAX_BATCH and not done.is_set():
+                with anyio.move_on_after(self.delete_delay):
+                    await self._full.wait()
+            if self._full.is_set():
+                self._full = anyio.Event()
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            with anyio.CancelScope(shield=True):
+                await self._delete(batch)
+
+    async def _delete(self, handles: list[str]) -> None:
+        try:
+            failures = await self.client.batch_delete(self.queue, handles)
+        except CmqError as exc:
+            _log.warning(
+                "deleting %d message(s) from %s failed (%s); they will be redelivered and "
+                "skipped by dedup",
+                len(handles),
+                self.queue,
+                exc,
+            )
+            return
+        self.deleted += len(handles) - len(failures)
+        for failure in failures:
+            if failure.code == 4430:
+                self.expired_handles += 1
+                _log.info("receipt handle expired before delete; the redelivery will be deduped")
+            else:
+                _log.warning("delete failed with CMQ code %d: %s", failure.code, failure.message)

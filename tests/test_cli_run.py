@@ -1,0 +1,184 @@
+"""``mpsflow run`` as a real process: serve, SIGTERM, exit 0; ``--workers``; ``--files``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.text import TextReceiveStream
+
+from mpsflow.testing import build_notification, media_result
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
+SERVING = re.compile(r"serving MPS callbacks on (http://127\.0\.0\.1:(\d+)/mps/callback)")
+WORKER = re.compile(r"worker (\d+) started")
+
+APP_MODULE = """
+import os
+
+from mpsflow import App, Context
+from mpsflow.sinks.jsonl import JsonlSink
+
+app = App(dead_letters="dead.jsonl")
+app.sink("seen", JsonlSink("seen.jsonl"))
+
+
+@app.on("WorkflowTask", emits=["seen"])
+async def seen(event, ctx: Context) -> None:
+    await ctx.emit("seen", {"task": ctx.task_id, "pid": os.getpid()})
+"""
+
+
+class Output:
+    """Lines a process writes to stderr, collected as they come; wait for one to appear."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = anyio.Event()
+
+    async def collect(self, stream: anyio.abc.ByteReceiveStream) -> None:
+        pending = ""
+        async for text in TextReceiveStream(stream):
+            pending += text
+            *complete, pending = pending.split("\n")
+            self.lines.extend(complete)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def wait_for(self, pattern: re.Pattern[str], count: int = 1) -> list[re.Match[str]]:
+        """The first ``count`` matches of ``pattern``, waiting (up to 30 s) for them."""
+        with anyio.fail_after(30):
+            while True:
+                matches = [m for line in self.lines if (m := pattern.search(line))]
+                if len(matches) >= count:
+                    return matches[:count]
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def mpsflow_run(cwd: Path, *args: str) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
+    """``python -m mpsflow run ARGS`` in ``cwd``; killed at the end if still running."""
+    process = await anyio.open_process(
+        [sys.executable, "-m", "mpsflow", "run", *args],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    output = Output()
+    async with process, anyio.create_task_group() as tg:
+        assert process.stderr is not None
+        tg.start_soon(output.collect, process.stderr)
+        try:
+            yield process, output
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+
+
+def write_app(tmp_path: Path) -> None:
+    (tmp_path / "cliapp.py").write_text(APP_MODULE)
+
+
+def note(task_id: str) -> bytes:
+    return json.dumps(
+        build_notification(
+            task_id=task_id, media_results=[media_result("Transcode", output={"Path": "/o.mp4"})]
+        )
+    ).encode()
+
+
+def seen(tmp_path: Path) -> list[dict[str, object]]:
+    path = tmp_path / "seen.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def post_all(url: str, bodies: list[bytes]) -> list[int]:
+    async with aiohttp.ClientSession() as session:
+        statuses: list[int] = []
+        for body in bodies:
+            async with session.post(url, data=body) as response:
+                statuses.append(response.status)
+        return statuses
+
+
+async def test_run_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    async with mpsflow_run(tmp_path, "cliapp:app", "--http", "127.0.0.1:0") as (process, output):
+        [serving] = await output.wait_for(SERVING)
+        url = serving.group(1)
+        base = url.removesuffix("/mps/callback")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/healthz") as response:
+                assert response.status == 200
+            async with session.get(base + "/readyz") as response:
+                assert response.status == 200
+        # the second POST of t-1 is a duplicate: the default SQLite dedup store skips it
+        statuses = await post_all(url, [note("t-1"), note("t-2"), note("t-1"), b"{oops"])
+        assert statuses == [200, 200, 200, 400]
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    assert sorted(str(r["task"]) for r in seen(tmp_path)) == ["t-1", "t-2"]
+    assert (tmp_path / "mpsflow-dedup.sqlite3").exists()
+    [dead] = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert dead["kind"] == "poison"
+    assert "Traceback" not in "\n".join(output.lines)
+
+
+async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2")
+    async with mpsflow_run(tmp_path, *args) as (process, output):
+        first, second = await output.wait_for(WORKER, 2)
+        await output.wait_for(SERVING, 3)  # the supervisor's line and each worker's
+        url = (await output.wait_for(SERVING))[0].group(1)
+        assert await post_all(url, [note(f"a-{n}") for n in range(10)]) == [200] * 10
+
+        crashed = int(first.group(1))
+        os.kill(crashed, signal.SIGKILL)
+        *_, replacement = await output.wait_for(WORKER, 3)
+        assert int(replacement.group(1)) not in (crashed, int(second.group(1)))
+        assert await post_all(url, [note(f"b-{n}") for n in range(10)]) == [200] * 10
+
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    tasks = sorted(str(r["task"]) for r in seen(tmp_path))
+    assert tasks == sorted([f"a-{n}" for n in range(10)] + [f"b-{n}" for n in range(10)])
+    for pid in (int(second.group(1)), int(replacement.group(1))):
+        with pytest.raises(ProcessLookupError):  # every worker is gone with the supervisor
+            os.kill(pid, 0)
+
+
+async def test_run_files_processes_them_and_exits(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "one.json").write_bytes(note("f-1"))
+    (inbox / "more.jsonl").write_bytes(note("f-2") + b"\n" + note("f-3") + b"\n")
+    result = await anyio.run_process(
+        [sys.executable, "-m", "mpsflow", "run", "cliapp:app", "--files", str(inbox), "--no-dedup"],
+        cwd=tmp_path,
+        env=ENV,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert sorted(str(r["task"]) for r in seen(tmp_path)) == ["f-1", "f-2", "f-3"]
+    assert not (tmp_path / "mpsflow-dedup.sqlite3").exists()

@@ -1,0 +1,233 @@
+"""The CMQ source against the local CMQ-compatible server over real loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+
+from mpsflow import App, Context, RetryPolicy
+from mpsflow.clock import FakeClock
+from mpsflow.cmq.client import CmqClient
+from mpsflow.cmq.credentials import Credential
+from mpsflow.events import WorkflowTask
+from mpsflow.sinks.memory import MemorySink
+from mpsflow.sources.cmq import CmqSource
+from mpsflow.stores.memory import MemoryStore
+from tests.plugins.cmq_server import CmqServerFactory
+
+QUEUE = "mps-notify"
+
+
+def body(n: int) -> str:
+    return json.dumps(
+        {
+            "EventType": "WorkflowTask",
+            "WorkflowTaskEvent": {"TaskId": f"task-{n}", "Status": "FINISH", "ErrCode": 0},
+        }
+    )
+
+
+def make_app(**kwargs: Any) -> tuple[App, MemorySink]:
+    dead = MemorySink()
+    return App(dead_letters=dead, **kwargs), dead
+
+
+async def run_until(app: App, source: CmqSource, done: anyio.Event) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: app.run(source, handle_signals=False))
+        with anyio.fail_after(20):
+            await done.wait()
+        app.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def test_messages_are_processed_then_deleted_in_batches(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+) -> None:
+    server = await cmq_server_factory()
+    server.create_queue(QUEUE)
+    app, _ = make_app()
+    seen: list[str] = []
+    done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        seen.append(ctx.task_id)
+        if len(seen) == 40:
+            done.set()
+
+    async with CmqClient(server.url, cmq_credential) as client:
+        for start in range(0, 40, 16):
+            await client.batch_send(QUEUE, [body(n) for n in range(start, min(start + 16, 40))])
+        source = CmqSource(client, QUEUE, wait_seconds=1, max_in_flight=8, pollers=2)
+        await run_until(app, source, done)
+    assert sorted(seen) == sorted(f"task-{n}" for n in range(40))
+    queue = server.queue(QUEUE)
+    assert len(queue) == 0
+    assert source.deleted == 40
+
+
+async def advance_after(clock: FakeClock, event: anyio.Event, seconds: float) -> None:
+    """Once ``event`` is set, move the server's clock past the visibility timeout."""
+    await event.wait()
+    clock.advance(seconds)
+
+
+async def test_failure_waits_for_the_visibility_timeout_and_counts_attempts(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential, clock: FakeClock
+) -> None:
+    server = await cmq_server_factory(clock=clock, visibility_timeout=30)
+    server.create_queue(QUEUE)
+    app, dead = make_app(retry=RetryPolicy(max_attempts=3))
+    attempts: list[int] = []
+    failed_once = anyio.Event()
+    done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            failed_once.set()
+            raise ConnectionError("downstream busy")
+        done.set()
+
+    async with CmqClient(server.url, cmq_credential) as client:
+        await client.send(QUEUE, body(1))
+        source = CmqSource(client, QUEUE, wait_seconds=0, pollers=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(advance_after, clock, failed_once, 31)
+            await run_until(app, source, done)
+    assert attempts == [1, 2]  # attempt 2 = dequeueCount from the server
+    assert len(server.queue(QUEUE)) == 0
+    assert dead.records == []
+
+
+async def test_exhausted_and_poison_messages_are_dead_lettered_then_deleted(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential, clock: FakeClock
+) -> None:
+    server = await cmq_server_factory(clock=clock, visibility_timeout=30)
+    server.create_queue(QUEUE)
+    app, dead = make_app(retry=RetryPolicy(max_attempts=2))
+    failed_once = anyio.Event()
+    done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        failed_once.set()
+        raise RuntimeError("always broken")
+
+    async with CmqClient(server.url, cmq_credential) as client:
+        await client.send(QUEUE, body(1))
+        await client.send(QUEUE, "this is not an MPS notification")
+        source = CmqSource(client, QUEUE, wait_seconds=0, pollers=1, delete_delay=0)
+
+        async def watch() -> None:
+            await dead.wait_for(2)
+            while len(server.queue(QUEUE)) != 0:
+                await anyio.sleep(0.005)
+            done.set()
+
+        async def advance_once_poison_is_gone() -> None:
+            # Only move time once the poison message's delete went out, as it would in real
+            # life (a 30 s visibility timeout against a delete that takes milliseconds).
+            await failed_once.wait()
+            await dead.wait_for(1)
+            while source.deleted < 1:
+                await anyio.sleep(0.005)
+            clock.advance(31)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(advance_once_poison_is_gone)
+            tg.start_soon(watch)
+            await run_until(app, source, done)
+    kinds = sorted(record.kind for record in dead.records)  # type: ignore[attr-defined]
+    assert kinds == ["exhausted", "poison"]
+    assert len(server.queue(QUEUE)) == 0
+
+
+async def test_in_flight_limit_is_respected_before_receiving_more(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+) -> None:
+    server = await cmq_server_factory()
+    server.create_queue(QUEUE)
+    app, _ = make_app()
+    release = anyio.Event()
+    started = 0
+    three = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        nonlocal started
+        started += 1
+        if started == 3:
+            three.set()
+        await release.wait()
+
+    async with CmqClient(server.url, cmq_credential) as client:
+        await client.batch_send(QUEUE, [body(n) for n in range(10)])
+        source = CmqSource(client, QUEUE, wait_seconds=0, max_in_flight=3, pollers=2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: app.run(source, handle_signals=False))
+            with anyio.fail_after(10):
+                await three.wait()
+            queue = server.queue(QUEUE)
+            assert queue.inflight_count() == 3
+            assert queue.visible_count() == 7
+            release.set()
+            app.stop()
+    assert started >= 3
+
+
+async def test_expired_receipt_handle_is_not_lost_nor_processed_twice(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential, clock: FakeClock
+) -> None:
+    server = await cmq_server_factory(clock=clock, visibility_timeout=10)
+    server.create_queue(QUEUE)
+    store = MemoryStore(clock=clock)
+    app, dead = make_app(idempotency=store, clock=clock)
+    runs: list[int] = []
+    first_started = anyio.Event()
+    release = anyio.Event()
+    done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def slow(event: WorkflowTask, ctx: Context) -> None:
+        runs.append(ctx.attempt)
+        first_started.set()
+        await release.wait()
+
+    async with CmqClient(server.url, cmq_credential) as client:
+        await client.send(QUEUE, body(1))
+        source = CmqSource(client, QUEUE, wait_seconds=0, pollers=1, delete_delay=0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: app.run(source, handle_signals=False))
+            with anyio.fail_after(10):
+                await first_started.wait()
+            clock.advance(11)  # the handler outlives the visibility timeout: redelivered
+            with anyio.fail_after(10):
+                while server.queue(QUEUE).inflight_count() == 0 or source.expired_handles == 0:
+                    if runs and not release.is_set() and _redelivered(server):
+                        release.set()
+                    await anyio.sleep(0.01)
+            clock.advance(11)  # the duplicate (busy → retry) comes back once more: skipped
+            with anyio.fail_after(10):
+                while len(server.queue(QUEUE)) != 0:
+                    clock.advance(11)
+                    await anyio.sleep(0.01)
+            done.set()
+            app.stop()
+    assert runs == [1]  # the handler ran once in effect
+    assert source.expired_handles == 1
+    assert dead.records == []
+
+
+def _redelivered(server: Any) -> bool:
+    queue = server.queue(QUEUE)
+    return any(m.dequeue_count >= 2 for m in queue._messages.values())
