@@ -298,14 +298,21 @@ class App(Router):
                 async with anyio.create_task_group() as outer:
                     if handle_signals and threading.current_thread() is threading.main_thread():
                         outer.start_soon(_stop_on_signals, stop)
-                    with anyio.CancelScope() as drain_scope:
-                        outer.start_soon(self._enforce_shutdown_timeout, stop, drain_scope)
-                        async with anyio.create_task_group() as tg:
-                            for source in sources:
-                                tg.start_soon(self._supervise, source, stop)
-                    outer.cancel_scope.cancel()
+                    outer.start_soon(self._run_sources, sources, stop, outer.cancel_scope)
             finally:
                 self._stop = None
+
+    async def _run_sources(
+        self, sources: Sequence[Source], stop: anyio.Event, done: anyio.CancelScope
+    ) -> None:
+        """Run every source under supervision; past the shutdown timeout, cancel them."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._enforce_shutdown_timeout, stop, tg.cancel_scope)
+            async with anyio.create_task_group() as supervised:
+                for source in sources:
+                    supervised.start_soon(self._supervise, source, stop)
+            tg.cancel_scope.cancel()  # every source ended: the timeout watch is not needed
+        done.cancel()
 
     async def _enforce_shutdown_timeout(
         self, stop: anyio.Event, drain_scope: anyio.CancelScope

@@ -106,6 +106,14 @@ def decode_any(
     data: _Data, *, max_size: int = DEFAULT_MAX_SIZE
 ) -> Notification | LiveStreamNotification:
     """Decode either kind: live when ``NotificationType`` is present and ``EventType`` is not."""
+    if type(data) is bytes and len(data) <= max_size:
+        try:
+            obj = _NOTIFICATION_DECODER.decode(data)
+        except (ValueError, RecursionError):
+            pass  # the slow path below reports it with its JSON path
+        else:
+            if obj.event_type is not None and not has_unknown_parts(obj):
+                return obj
     try:
         return _decode_root(data, Notification, max_size)
     except DecodeError as exc:

@@ -241,3 +241,27 @@ async def test_file_source_reads_jsonl_and_folders(tmp_path: Path) -> None:
 def test_file_source_rejects_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         FileSource(tmp_path / "missing.jsonl")
+
+
+class StubbornSource:
+    """Ignores the stop request for a long time, so the app must be cancelled from outside."""
+
+    name = "stubborn"
+
+    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
+        await stop.wait()
+        await anyio.sleep_forever()
+
+
+async def test_an_app_can_be_cancelled_from_outside_and_closes_its_sinks() -> None:
+    sink = MemorySink()
+    app = quiet_app()
+    app.sink("out", sink)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: app.run(StubbornSource(), handle_signals=False))
+        await anyio.wait_all_tasks_blocked()
+        app.stop()
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    assert sink.closed
+    assert not app.started

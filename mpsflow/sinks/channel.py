@@ -149,8 +149,8 @@ class SinkChannel:
 
     async def close(self) -> None:
         """Deliver (or fail) everything buffered, stop the flusher, then close the sink."""
-        if not self._running:
-            return
+        if self._task_group is None:
+            return  # never started, or already closed
         self._running = False
         self._closing = True
         self._arrived.set()
