@@ -18,11 +18,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, Python puts benchmarks/ first on sys.path, where sibling scripts (http.py...)
-# would shadow the stdlib: put the repository root first and benchmarks/ last instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.append(str(_HERE))
+# Run as a script: make the repository root importable (for ``mpsflow`` and ``benchmarks``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402

@@ -626,6 +626,7 @@ COMMANDS: dict[str, Command | str] = {
     "run": Command("run an app on HTTP callbacks (or other sources)", _configure_run),
     "send": Command("POST sample notifications to a callback URL, freshly signed", _configure_send),
     "decode": Command("decode a notification file and print a summary", _configure_decode),
+    "deadletters": "mpsflow.deadletters_cli:COMMAND",
 }
 """Subcommands: a ``Command``, or ``"module:attribute"`` naming one (imported when needed)."""
 

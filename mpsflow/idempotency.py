@@ -56,6 +56,7 @@ import msgspec
 
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
+from mpsflow.events import LiveStreamNotification, Notification
 from mpsflow.stores.base import ClaimState, IdempotencyStore
 
 __all__ = [
@@ -65,6 +66,8 @@ __all__ = [
     "KeyFunction",
     "default_notification_key",
     "payload_hash",
+    "typed_notification_key",
+    "typed_payload_hash",
 ]
 
 logger = logging.getLogger("mpsflow.idempotency")
@@ -153,6 +156,18 @@ class Idempotency:
     def payload_hash(self, raw: bytes | Mapping[str, Any]) -> str:
         """See :func:`payload_hash`."""
         return payload_hash(raw)
+
+    def keys_for(
+        self, notification: Notification | LiveStreamNotification, raw: bytes | Mapping[str, Any]
+    ) -> tuple[str, str]:
+        """``(notification key, payload hash)`` of an already decoded notification.
+
+        Uses the typed notification instead of parsing ``raw`` again (the hot path of the
+        dedup middleware); a user key function still gets the plain document.
+        """
+        if self._key_function is not None:
+            return self.notification_key(raw), typed_payload_hash(notification)
+        return typed_notification_key(notification), typed_payload_hash(notification)
 
     async def begin(
         self,
@@ -381,6 +396,42 @@ def default_notification_key(raw: bytes | Mapping[str, Any]) -> str:
     else:
         return _payload_key(raw, kind)
     return f"{kind}:{identity}:{task.status or '-'}:{_subtask_digest(task)}"
+
+
+_TYPED_ENCODER = msgspec.json.Encoder()
+
+
+def typed_notification_key(notification: Notification | LiveStreamNotification) -> str:
+    """The default key of a decoded notification: same layout as ``default_notification_key``.
+
+    ``EventType:TaskId:Status:<digest of every subtask's key, status and progress>``; live
+    notifications and events without a TaskId fall back to a payload-hash key.
+    """
+    if isinstance(notification, LiveStreamNotification):
+        kind = notification.notification_type or "unknown"
+        task = notification.task_id or "-"
+        return f"{kind}:{task}:{typed_payload_hash(notification)}"
+    kind = notification.event_type or "unknown"
+    event = notification.event
+    task_id = notification.task_id
+    if event is None or not (task_id or notification.session_id):
+        return f"{kind}:payload:{typed_payload_hash(notification)}"
+    identity = task_id or f"sid={notification.session_id}"
+    digest = hashlib.blake2b(digest_size=8)
+    for sub in notification.subtasks():
+        progress = getattr(sub.result, "progress", None)
+        digest.update(f"{sub.where}|{sub.status}|{progress}\n".encode())
+    return f"{kind}:{identity}:{notification.status or '-'}:{digest.hexdigest()}"
+
+
+def typed_payload_hash(notification: Notification | LiveStreamNotification) -> str:
+    """128-bit digest of a decoded notification without its transport fields.
+
+    ``Timestamp``, ``Sign`` and ``RequestId`` are left out, so a re-signed resend of the same
+    notification hashes the same.
+    """
+    bare = msgspec.structs.replace(notification, timestamp=None, sign=None, request_id=None)
+    return hashlib.blake2b(_TYPED_ENCODER.encode(bare), digest_size=16).hexdigest()
 
 
 def payload_hash(raw: bytes | Mapping[str, Any]) -> str:

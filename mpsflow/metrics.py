@@ -20,7 +20,7 @@ class Metrics(Protocol):
         """One delivery settled (outcome: ack, retry, dead_lettered, rejected)."""
 
     def handler_run(self, key: str, outcome: str, seconds: float) -> None:
-        """One handler run finished (outcome: ok, skipped, retry, reject, error, timeout)."""
+        """A handler run ended: ok, skipped, defer, retry, reject, error or timeout."""
 
     def dead_letter(self, kind: str) -> None:
         """One dead-letter record written (exhausted, rejected, poison, unmatched, signature)."""

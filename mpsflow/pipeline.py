@@ -41,7 +41,9 @@ _log = logging.getLogger("mpsflow.pipeline")
 
 _HANDLER_OK = Outcome(Settlement.ACK, handlers_run=1)
 
-ResultKind = Literal["ok", "skipped", "retry", "reject", "error", "timeout"]
+ResultKind = Literal["ok", "skipped", "defer", "retry", "reject", "error", "timeout"]
+"""``defer``: middleware put the run off (duplicate in progress elsewhere, dedup store down);
+it never uses up attempts, because the handler did not get to run."""
 
 
 @dataclass(slots=True)
@@ -259,7 +261,8 @@ class Pipeline:
             )
         attempt = delivery.attempt
         policies = [r.spec.retry or self._retry for r in failures]
-        if all(p.exhausted(attempt) for p in policies):
+        deferred = any(r.kind == "defer" for r in failures)
+        if not deferred and all(p.exhausted(attempt) for p in policies):
             return await self._to_dead_letters(
                 delivery,
                 kind="exhausted",
@@ -272,7 +275,7 @@ class Pipeline:
             r.delay if r.delay is not None else p.delay(attempt, self._rng)
             for r, p in zip(failures, policies, strict=True)
         )
-        busy = all(r.kind == "retry" for r in failures)
+        busy = all(r.kind in ("retry", "defer") for r in failures)
         return Outcome(
             Settlement.RETRY,
             retry_after=delay,
@@ -374,7 +377,7 @@ def _from_outcome(spec: HandlerSpec, outcome: Outcome) -> _HandlerResult:
     if outcome.settlement is Settlement.ACK:
         return _HandlerResult(spec, "skipped" if outcome.duplicates_skipped else "ok")
     if outcome.settlement is Settlement.RETRY:
-        return _HandlerResult(spec, "retry", outcome.reason or "retry", delay=outcome.retry_after)
+        return _HandlerResult(spec, "defer", outcome.reason or "deferred", delay=outcome.retry_after)
     return _HandlerResult(spec, "reject", outcome.reason or "rejected", error_type="Reject")
 
 

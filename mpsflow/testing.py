@@ -183,7 +183,7 @@ class HandlerCall:
     payload: Any
     attempt: int
     result: str
-    """ok, skipped, retry, reject, or ``error:<ExceptionType>``."""
+    """ok, skipped, defer, retry, reject, or ``error:<ExceptionType>``."""
 
 
 @dataclass(slots=True)
@@ -235,7 +235,7 @@ class _Recorder:
         if outcome.settlement is Settlement.ACK:
             result = "skipped" if outcome.duplicates_skipped else "ok"
         else:
-            result = "retry" if outcome.settlement is Settlement.RETRY else "reject"
+            result = "defer" if outcome.settlement is Settlement.RETRY else "reject"
         self._add(call, info.name, info.key, result)
         return outcome
 

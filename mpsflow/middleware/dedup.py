@@ -40,7 +40,14 @@ class DedupMiddleware:
         keys: tuple[str, str] | None = state.get(_STATE_KEY)
         if keys is None:
             body = call.delivery.body
-            keys = (self.idempotency.notification_key(body), self.idempotency.payload_hash(body))
+            notification = call.notification
+            if notification is None:
+                keys = (
+                    self.idempotency.notification_key(body),
+                    self.idempotency.payload_hash(body),
+                )
+            else:
+                keys = self.idempotency.keys_for(notification, body)
             state[_STATE_KEY] = keys
         return keys
 

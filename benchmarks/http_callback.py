@@ -4,7 +4,7 @@ Both servers run in turn in one invocation, each pinned to the same CPU core (``
 loaded by ``wrk`` pinned to another one, with the seed sample as the body (every request
 carries its own ``TaskId``, so dedup claims a new record each time)::
 
-    python benchmarks/http.py --duration 10 --connections 64
+    python benchmarks/http_callback.py --duration 10 --connections 64
 
 ``wrk`` is a native load generator: ``apt-get install wrk`` (Debian/Ubuntu) or
 ``brew install wrk`` (macOS). Without it the benchmark says so and exits with status 2.
@@ -42,12 +42,6 @@ __all__ = [
     "serve_http_layer",
     "serve_mpsflow",
 ]
-
-if __name__ == "__main__":
-    # Run as a script, this folder is first on sys.path, where this file would shadow the
-    # standard library's ``http`` package that aiohttp imports.
-    _HERE = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MPSFLOW_SHARED") or ROOT.parent / "shared")

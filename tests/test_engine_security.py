@@ -1,0 +1,226 @@
+"""Signature and dedup middleware wired into the app: the delivery contract end to end."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mpsflow import App, Context, Delivery, RetryPolicy, Settlement
+from mpsflow.clock import FakeClock
+from mpsflow.codec import decode
+from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
+from mpsflow.idempotency import (
+    Idempotency,
+    default_notification_key,
+    typed_notification_key,
+    typed_payload_hash,
+)
+from mpsflow.sinks.memory import MemorySink
+from mpsflow.stores.memory import MemoryStore
+from mpsflow.testing import TestClient, build_notification, media_result, sign_payload
+from tests.plugins.samples import SAMPLE_KEY, SHARED_DIR
+
+NOW = 1_735_787_000.0  # the shared samples are signed to expire around 2025-01-02 03:10Z
+
+
+def signed(key: str = "k1", *, expires_at: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    payload = build_notification(
+        media_results=[media_result("Transcode", output={"Path": "/o.mp4"})], **kwargs
+    )
+    return sign_payload(payload, key, expires_at=expires_at or int(NOW) + 600)
+
+
+def app_with(**kwargs: Any) -> App:
+    kwargs.setdefault("dead_letters", MemorySink())
+    kwargs.setdefault("clock", FakeClock(NOW))
+    return App(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (signed("wrong-key"), "signature mismatch"),
+        (signed("k1", expires_at=int(NOW) - 3600), "signature expired"),
+        (build_notification(), "signature missing"),
+    ],
+)
+async def test_bad_signatures_are_rejected_with_401(payload: dict[str, Any], reason: str) -> None:
+    clock = FakeClock(NOW)
+    app = app_with(notify_keys=["k1"], clock=clock)
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        raise AssertionError("must not run")
+
+    async with TestClient(app, clock=clock) as client:
+        result = await client.send(payload)
+    assert result.outcome.settlement is Settlement.REJECTED
+    assert result.outcome.status == 401
+    assert result.outcome.reason == reason
+    assert len(result.outcomes) == 1  # never retried
+    assert result.dead_letters[0].kind == "signature"
+    snapshot = app.metrics.snapshot()  # type: ignore[attr-defined]
+    assert sum(snapshot["signature_rejections"].values()) == 1
+
+
+async def test_rotated_keys_and_url_encoded_bodies_are_checked_too() -> None:
+    clock = FakeClock(NOW)
+    app = app_with(notify_keys=["new-key", "old-key"], clock=clock)
+    ran: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        ran.append(ctx.task_id)
+
+    good = signed("old-key", task_id="t-good")
+    bad = signed("stolen", task_id="t-bad")
+    async with TestClient(app, clock=clock) as client:
+        ok = await client.send(good)
+        form = urllib.parse.quote(json.dumps(bad)).encode()
+        rejected = await client.send(form)
+    assert ok.acked
+    assert rejected.outcome.status == 401
+    assert ran == ["t-good"]
+
+
+async def test_real_samples_pass_with_the_sample_notify_key() -> None:
+    clock = FakeClock(NOW)
+    app = app_with(notify_keys=[SAMPLE_KEY], clock=clock, allow_unsigned=False)
+    seen: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        seen.append(ctx.task_id)
+
+    body = (SHARED_DIR / "samples" / "03_workflow_task_all_media_process_types.json").read_bytes()
+    async with TestClient(app, clock=clock) as client:
+        result = await client.send(body)
+    assert result.acked
+    assert len(seen) == 1
+
+
+async def test_duplicates_run_each_handler_once_and_failures_rerun_alone() -> None:
+    clock = FakeClock(NOW)
+    store = MemoryStore(clock=clock)
+    app = app_with(idempotency=store, clock=clock, retry=RetryPolicy(max_attempts=3))
+    runs: dict[str, int] = {"event": 0, "transcode": 0}
+
+    @app.on("WorkflowTask", name="event")
+    async def on_event(event: WorkflowTask, ctx: Context) -> None:
+        runs["event"] += 1
+
+    @app.on("Transcode", name="transcode")
+    async def on_transcode(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        runs["transcode"] += 1
+        if runs["transcode"] == 1:
+            raise ConnectionError("first try fails")
+
+    payload = signed("k1", task_id="task-dup")
+    async with TestClient(app, clock=clock) as client:
+        first = await client.send(payload)
+        again = await client.send(payload)
+        resigned = await client.send(sign_payload(dict(payload), "k1", expires_at=int(NOW) + 999))
+    assert first.acked  # attempt 1 failed for transcode, attempt 2 reran only transcode
+    assert [c.handler for c in first.calls] == ["event", "transcode", "event", "transcode"]
+    assert [c.result for c in first.calls] == ["ok", "error:ConnectionError", "skipped", "ok"]
+    assert runs == {"event": 1, "transcode": 2}
+    assert again.acked
+    assert again.outcome.duplicates_skipped == 2
+    assert resigned.outcome.duplicates_skipped == 2
+
+
+async def test_a_concurrent_duplicate_is_retried_later_not_run_twice() -> None:
+    clock = FakeClock(NOW)
+    store = MemoryStore(clock=clock)
+    started = anyio.Event()
+    release = anyio.Event()
+    runs = 0
+
+    def build() -> App:
+        app = app_with(idempotency=store, clock=clock)
+
+        @app.on("WorkflowTask", name="slow")
+        async def slow(event: WorkflowTask, ctx: Context) -> None:
+            nonlocal runs
+            runs += 1
+            started.set()
+            await release.wait()
+
+        return app
+
+    worker_a, worker_b = build(), build()
+    body = json.dumps(signed("k1", task_id="task-race")).encode()
+    outcomes: dict[str, Any] = {}
+    async with worker_a, worker_b:
+
+        async def deliver_a() -> None:
+            outcomes["a"] = await worker_a.process(Delivery(body))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(deliver_a)
+            await started.wait()
+            outcomes["b"] = await worker_b.process(Delivery(body))
+            release.set()
+    assert runs == 1
+    assert outcomes["a"].settlement is Settlement.ACK
+    assert outcomes["b"].settlement is Settlement.RETRY
+    assert outcomes["b"].status == 503
+
+
+async def test_store_down_means_retry_later_and_nothing_runs() -> None:
+    store = MemoryStore()
+    app = app_with(idempotency=store, retry=RetryPolicy(max_attempts=1))
+    ran = False
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        nonlocal ran
+        ran = True
+
+    async with app:
+        await store.close()
+        outcome = await app.process(Delivery(json.dumps(signed()).encode()))
+    assert outcome.settlement is Settlement.RETRY
+    assert outcome.status == 503
+    assert not ran
+
+
+def test_typed_keys_follow_the_raw_key_rules() -> None:
+    change = (SHARED_DIR / "samples" / "04_workflow_task_processing_change_mode.json").read_bytes()
+    doc = json.loads(change)
+    finished = json.loads(change)
+    finished["WorkflowTaskEvent"]["Status"] = "FINISH"
+    progressed = json.loads(change)
+    for item in progressed["WorkflowTaskEvent"]["MediaProcessResultSet"]:
+        for value in item.values():
+            if isinstance(value, dict) and value.get("Status") == "PROCESSING":
+                value["Status"] = "SUCCESS"
+    resigned = sign_payload(json.loads(change), "other", expires_at=1)
+    keys = {
+        name: typed_notification_key(decode(json.dumps(d).encode()))
+        for name, d in {
+            "change": doc,
+            "finished": finished,
+            "progressed": progressed,
+            "resigned": resigned,
+        }.items()
+    }
+    assert keys["change"] == keys["resigned"]
+    assert len({keys["change"], keys["finished"], keys["progressed"]}) == 3
+    assert keys["change"].startswith("WorkflowTask:")
+    raw_keys = {default_notification_key(json.dumps(d).encode()) for d in (doc, resigned)}
+    assert len(raw_keys) == 1  # the raw key function agrees on what is "the same"
+    n1, n2 = decode(json.dumps(doc).encode()), decode(json.dumps(resigned).encode())
+    assert typed_payload_hash(n1) == typed_payload_hash(n2)
+
+
+def test_user_key_function_wins(tmp_path: Path) -> None:
+    idem = Idempotency(MemoryStore(), key_function=lambda doc: f"custom:{doc['SessionId']}")
+    payload = signed(session_id="s-1")
+    key, _ = idem.keys_for(decode(json.dumps(payload).encode()), json.dumps(payload).encode())
+    assert key == "custom:s-1"
