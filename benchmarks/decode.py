@@ -21,27 +21,27 @@ from pathlib import Path
 # Run as a script: make the repository root importable (for ``mpsflow`` and ``benchmarks``).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import time  # noqa: E402
-import typing  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from importlib import metadata  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import re
+import time
+import typing
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
 
-import msgspec  # noqa: E402
-import orjson  # noqa: E402
-import pydantic  # noqa: E402
-from _data import Payload, payloads  # noqa: E402
-from tencentcloud.mps.v20190612 import models as sdk_models  # noqa: E402
+import msgspec
+import orjson
+import pydantic
+from benchmarks._data import Payload, payloads
+from tencentcloud.mps.v20190612 import models as sdk_models
 
-from mpsflow.codec import decode  # noqa: E402
-from mpsflow.events import Notification  # noqa: E402
+from mpsflow.codec import decode
+from mpsflow.events import Notification
 
 __all__ = ["build_pydantic_model", "main"]
 

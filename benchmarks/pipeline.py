@@ -31,16 +31,16 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._data import SHARED_DIR  # noqa: E402
-from mpsflow import App, Context, decode  # noqa: E402
-from mpsflow.events import MediaProcessTaskTranscodeResult  # noqa: E402
-from mpsflow.idempotency import Idempotency  # noqa: E402
-from mpsflow.sinks.memory import MemorySink  # noqa: E402
-from mpsflow.sources.memory import MemorySource  # noqa: E402
-from mpsflow.stores.base import IdempotencyStore  # noqa: E402
-from mpsflow.stores.memory import MemoryStore  # noqa: E402
-from mpsflow.stores.sqlite import SQLiteStore  # noqa: E402
-from mpsflow.testing import sign_payload  # noqa: E402
+from benchmarks._data import SHARED_DIR
+from mpsflow import App, Context, decode
+from mpsflow.events import MediaProcessTaskTranscodeResult
+from mpsflow.idempotency import Idempotency
+from mpsflow.sinks.memory import MemorySink
+from mpsflow.sources.memory import MemorySource
+from mpsflow.stores.base import IdempotencyStore
+from mpsflow.stores.memory import MemoryStore
+from mpsflow.stores.sqlite import SQLiteStore
+from mpsflow.testing import sign_payload
 
 KEY = "bench-notify-key"
 

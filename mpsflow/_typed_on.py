@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from mpsflow.context import Context
 from mpsflow.events import (
-    AIDubbingTaskResult,
     AiAnalysisResult,
     AiAnalysisTaskClassificationResult,
     AiAnalysisTaskCoverResult,
@@ -32,6 +31,7 @@ from mpsflow.events import (
     AiAnalysisTaskVideoComprehensionResult,
     AiAnalysisTaskVideoRemakeResult,
     AiContentReviewResult,
+    AIDubbingTaskResult,
     AiRecognitionResult,
     AiRecognitionTaskAsrFullTextResult,
     AiRecognitionTaskAsrWordsResult,
@@ -78,10 +78,10 @@ from mpsflow.events import (
     ScheduleSmartSubtitleTaskResult,
     ScheduleTask,
     SmartEraseTaskResult,
+    SmartSubtitlesResult,
     SmartSubtitleTaskAsrFullTextResult,
     SmartSubtitleTaskFullTextResult,
     SmartSubtitleTaskTransTextResult,
-    SmartSubtitlesResult,
     WorkflowTask,
 )
 from mpsflow.middleware.base import Middleware

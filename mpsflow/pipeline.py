@@ -377,7 +377,9 @@ def _from_outcome(spec: HandlerSpec, outcome: Outcome) -> _HandlerResult:
     if outcome.settlement is Settlement.ACK:
         return _HandlerResult(spec, "skipped" if outcome.duplicates_skipped else "ok")
     if outcome.settlement is Settlement.RETRY:
-        return _HandlerResult(spec, "defer", outcome.reason or "deferred", delay=outcome.retry_after)
+        return _HandlerResult(
+            spec, "defer", outcome.reason or "deferred", delay=outcome.retry_after
+        )
     return _HandlerResult(spec, "reject", outcome.reason or "rejected", error_type="Reject")
 
 

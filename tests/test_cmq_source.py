@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mpsflow import App, Context, RetryPolicy
+from mpsflow import App, Call, CallNext, Context, Outcome, RetryPolicy, Settlement
 from mpsflow.clock import FakeClock
 from mpsflow.cmq.client import CmqClient
 from mpsflow.cmq.credentials import Credential
@@ -130,8 +130,7 @@ async def test_exhausted_and_poison_messages_are_dead_lettered_then_deleted(
 
         async def watch() -> None:
             await dead.wait_for(2)
-            while len(server.queue(QUEUE)) != 0:
-                await anyio.sleep(0.005)
+            await source.wait_deleted(2)
             done.set()
 
         async def advance_once_poison_is_gone() -> None:
@@ -139,8 +138,7 @@ async def test_exhausted_and_poison_messages_are_dead_lettered_then_deleted(
             # life (a 30 s visibility timeout against a delete that takes milliseconds).
             await failed_once.wait()
             await dead.wait_for(1)
-            while source.deleted < 1:
-                await anyio.sleep(0.005)
+            await source.wait_deleted(1)
             clock.advance(31)
 
         async with anyio.create_task_group() as tg:
@@ -190,18 +188,32 @@ async def test_expired_receipt_handle_is_not_lost_nor_processed_twice(
 ) -> None:
     server = await cmq_server_factory(clock=clock, visibility_timeout=10)
     server.create_queue(QUEUE)
-    store = MemoryStore(clock=clock)
-    app, dead = make_app(idempotency=store, clock=clock)
+    app, dead = make_app(idempotency=MemoryStore(clock=clock), clock=clock)
     runs: list[int] = []
     first_started = anyio.Event()
     release = anyio.Event()
-    done = anyio.Event()
+    outcomes: list[tuple[int, Settlement]] = []
+    outcome_seen = anyio.Event()
+
+    async def record(call: Call, call_next: CallNext) -> Outcome:
+        nonlocal outcome_seen
+        outcome = await call_next(call)
+        outcomes.append((call.delivery.attempt, outcome.settlement))
+        outcome_seen.set()
+        outcome_seen = anyio.Event()
+        return outcome
+
+    app.add_middleware(record, scope="delivery")
 
     @app.on("WorkflowTask")
     async def slow(event: WorkflowTask, ctx: Context) -> None:
         runs.append(ctx.attempt)
         first_started.set()
         await release.wait()
+
+    async def wait_for_outcome(attempt: int) -> None:
+        while not any(a == attempt for a, _ in outcomes):
+            await outcome_seen.wait()
 
     async with CmqClient(server.url, cmq_credential) as client:
         await client.send(QUEUE, body(1))
@@ -210,24 +222,18 @@ async def test_expired_receipt_handle_is_not_lost_nor_processed_twice(
             tg.start_soon(lambda: app.run(source, handle_signals=False))
             with anyio.fail_after(10):
                 await first_started.wait()
-            clock.advance(11)  # the handler outlives the visibility timeout: redelivered
-            with anyio.fail_after(10):
-                while server.queue(QUEUE).inflight_count() == 0 or source.expired_handles == 0:
-                    if runs and not release.is_set() and _redelivered(server):
-                        release.set()
-                    await anyio.sleep(0.01)
-            clock.advance(11)  # the duplicate (busy → retry) comes back once more: skipped
-            with anyio.fail_after(10):
-                while len(server.queue(QUEUE)) != 0:
-                    clock.advance(11)
-                    await anyio.sleep(0.01)
-            done.set()
+                clock.advance(11)  # the handler outlives the visibility timeout: redelivered
+                await wait_for_outcome(2)  # the duplicate is deferred: a claim is live
+                release.set()  # the first run ends; its delete uses the expired handle
+                await wait_for_outcome(1)
+                while source.expired_handles == 0:
+                    await source._deleted_changed.wait()
+                clock.advance(11)  # the message comes back once more: dedup skips it
+                await source.wait_deleted(1)
             app.stop()
     assert runs == [1]  # the handler ran once in effect
+    assert (2, Settlement.RETRY) in outcomes
+    assert outcomes[-1] == (3, Settlement.ACK)
     assert source.expired_handles == 1
+    assert len(server.queue(QUEUE)) == 0
     assert dead.records == []
-
-
-def _redelivered(server: Any) -> bool:
-    queue = server.queue(QUEUE)
-    return any(m.dequeue_count >= 2 for m in queue._messages.values())

@@ -79,6 +79,7 @@ class CmqSource(PullSource):
         self._full = anyio.Event()
         self.deleted = 0
         """Messages deleted so far (for tests and metrics)."""
+        self._deleted_changed = anyio.Event()
         self.expired_handles = 0
         """Deletes refused with 4430: the message was redelivered meanwhile (dedup covers it)."""
 
@@ -95,6 +96,11 @@ class CmqSource(PullSource):
                 done.set()
                 self._wake.set()
                 self._full.set()
+
+    async def wait_deleted(self, count: int) -> None:
+        """Wait until at least ``count`` messages were deleted (tests, tools)."""
+        while self.deleted < count:
+            await self._deleted_changed.wait()
 
     async def receive(self, max_count: int) -> Sequence[Delivery]:
         count = min(max_count, self.batch_size)
@@ -163,6 +169,8 @@ class CmqSource(PullSource):
             )
             return
         self.deleted += len(handles) - len(failures)
+        self._deleted_changed.set()
+        self._deleted_changed = anyio.Event()
         for failure in failures:
             if failure.code == 4430:
                 self.expired_handles += 1
