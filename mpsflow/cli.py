@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
 from mpsflow._loader import load_object
 from mpsflow.clock import Clock, SystemClock
@@ -174,9 +176,129 @@ def _files_source(args: argparse.Namespace, app: App) -> Source | None:
     return FileSource(*paths, clock=app.clock)
 
 
+_CMQ_KEYS = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY")
+_CMQ_QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def _cmq_endpoint(text: str) -> str:
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if (
+        not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected http(s)://HOST[:PORT] (the queue's API address), got {text!r}"
+        )
+    return text
+
+
+def _cmq_queue(text: str) -> str:
+    if not _CMQ_QUEUE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a CMQ queue name (a letter, then up to 63 letters, digits, - or _), "
+            f"got {text!r}"
+        )
+    return text
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _cmq_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "TDMQ-CMQ queue",
+        "API keys come from TENCENTCLOUD_SECRETID and TENCENTCLOUD_SECRETKEY (with "
+        "TENCENTCLOUD_SESSIONTOKEN for temporary keys), read again for every request. "
+        "--max-in-flight caps the messages received and not yet settled.",
+    )
+    group.add_argument(
+        "--cmq",
+        metavar="ENDPOINT",
+        type=_cmq_endpoint,
+        help="consume a queue at this API address, e.g. https://cmq-gz.public.tencenttdmq.com",
+    )
+    group.add_argument("--queue", metavar="NAME", type=_cmq_queue, help="the queue (with --cmq)")
+    group.add_argument(
+        "--pollers",
+        metavar="N",
+        type=_positive_int,
+        default=2,
+        help="long polls at once (%(default)s)",
+    )
+    group.add_argument(
+        "--batch",
+        metavar="N",
+        type=_bounded_int(1, 16),
+        default=16,
+        help="messages per BatchReceiveMessage, 1-16 (%(default)s)",
+    )
+    group.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=_bounded_int(0, 30),
+        default=30,
+        help="long-poll seconds, 0-30 (%(default)s)",
+    )
+
+
+def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
+    endpoint: str | None = args.cmq
+    queue: str | None = args.queue
+    if endpoint is None:
+        if queue is not None:
+            raise ConfigurationError("--queue goes with --cmq ENDPOINT")
+        return None
+    if queue is None:
+        raise ConfigurationError("--cmq needs --queue NAME")
+    missing = [name for name in _CMQ_KEYS if not os.environ.get(name)]
+    if missing:
+        raise ConfigurationError(
+            f"--cmq needs API keys in the environment: set {' and '.join(missing)} "
+            "(and TENCENTCLOUD_SESSIONTOKEN for temporary keys)"
+        )
+    from mpsflow.cmq.client import CmqClient
+    from mpsflow.cmq.credentials import EnvironmentCredentials
+    from mpsflow.sources.cmq import CmqSource
+
+    client = CmqClient(endpoint, EnvironmentCredentials())
+    source = CmqSource(
+        client,
+        queue,
+        max_in_flight=args.max_in_flight,
+        pollers=args.pollers,
+        batch_size=args.batch,
+        wait_seconds=args.wait,
+        clock=app.clock,
+    )
+
+    async def announce() -> None:
+        _log.info("consuming CMQ queue %s at %s", queue, client.url)
+
+    app.on_startup(announce)
+    app.on_shutdown(client.aclose)  # its HTTP session lives as long as the app runs
+    return source
+
+
 SOURCE_FLAGS: list[SourceFlag] = [
     SourceFlag("http", _http_arguments, _http_source, workers=True),
     SourceFlag("files", _files_arguments, _files_source),
+    SourceFlag("cmq", _cmq_arguments, _cmq_source),
 ]
 """Sources of ``mpsflow run``, in the order their options are listed."""
 
@@ -627,6 +749,7 @@ COMMANDS: dict[str, Command | str] = {
     "send": Command("POST sample notifications to a callback URL, freshly signed", _configure_send),
     "decode": Command("decode a notification file and print a summary", _configure_decode),
     "deadletters": "mpsflow.deadletters_cli:COMMAND",
+    "cmq-server": "mpsflow.cmq.cli:COMMAND",
 }
 """Subcommands: a ``Command``, or ``"module:attribute"`` naming one (imported when needed)."""
 

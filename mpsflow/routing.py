@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from mpsflow.errors import ConfigurationError
-from mpsflow.events import EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS, LiveStreamNotification
+from mpsflow.events import (
+    EVENT_KEYS,
+    LIVE_KEYS,
+    SUBTASK_KEYS,
+    LiveStreamNotification,
+    collect_subtasks,
+)
 from mpsflow.middleware.base import CallNext, HandlerInfo, Middleware
 from mpsflow.retry import RetryPolicy
 
@@ -118,7 +124,7 @@ def _task_failed(notification: Notification) -> bool:
     code = getattr(event, "err_code", None)
     if code not in (None, 0):
         return True
-    return any(sub.failed for sub in notification.subtasks())
+    return any(sub.failed for sub in collect_subtasks(notification))
 
 
 def _event_verdict(notification: Notification) -> tuple[str | None, bool, bool]:
@@ -154,7 +160,7 @@ def plan(
                     continue
             out.append((spec, event))
     if has_subtask_handlers:
-        for sub in notification.subtasks():
+        for sub in collect_subtasks(notification):
             specs = by_key.get(sub.key)
             if not specs:
                 continue

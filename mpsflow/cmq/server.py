@@ -62,15 +62,19 @@ from mpsflow.cmq.models import (
     SendMessageResponse,
 )
 from mpsflow.cmq.signing import DEFAULT_PATH, string_to_sign, verify
+from mpsflow.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_MAX_MSG_SIZE",
     "DEFAULT_VISIBILITY_TIMEOUT",
+    "DESCRIPTION",
     "MAX_BATCH_BYTES",
     "CmqServer",
     "LocalQueue",
+    "add_arguments",
     "build_parser",
     "main",
+    "run_server",
 ]
 
 DEFAULT_VISIBILITY_TIMEOUT: Final = 30
@@ -786,16 +790,23 @@ def _write_atomically(path: Path, data: bytes) -> None:
 # -- command line ----------------------------------------------------------------------------
 
 
+DESCRIPTION: Final = (
+    "A local CMQ-compatible server for development and tests (not for production): "
+    "the TDMQ-CMQ /v2/index.php message API over in-memory queues, with signature "
+    "checks, long polling, visibility timeouts and optional JSON persistence."
+)
+"""What the server is, as its ``--help`` says (shared with ``mpsflow cmq-server``)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m mpsflow.cmq.server`` / ``mpsflow cmq-server``."""
-    parser = argparse.ArgumentParser(
-        prog="mpsflow cmq-server",
-        description=(
-            "A local CMQ-compatible server for development and tests (not for production): "
-            "the TDMQ-CMQ /v2/index.php message API over in-memory queues, with signature "
-            "checks, long polling, visibility timeouts and optional JSON persistence."
-        ),
-    )
+    parser = argparse.ArgumentParser(prog="mpsflow cmq-server", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the server's options to ``parser`` (its own, or the ``mpsflow cmq-server`` one)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=9800, help="port; 0 picks a free one (9800)")
     parser.add_argument(
@@ -844,7 +855,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="reject requests whose Timestamp is further off than this many seconds",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
-    return parser
 
 
 def _resolve(value: str | None, *names: str) -> str:
@@ -873,10 +883,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGINT or SIGTERM; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return run_server(args)
+    except ConfigurationError as exc:
+        parser.error(str(exc))
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Run the server from parsed :func:`add_arguments` options until SIGINT or SIGTERM.
+
+    Raises ConfigurationError when no key pair is given; returns the exit status otherwise.
+    """
     secret_id = _resolve(args.secret_id, "MPSFLOW_CMQ_SECRET_ID", "TENCENTCLOUD_SECRETID")
     secret_key = _resolve(args.secret_key, "MPSFLOW_CMQ_SECRET_KEY", "TENCENTCLOUD_SECRETKEY")
     if not secret_id or not secret_key:
-        parser.error("a SecretId and a SecretKey are required (--secret-id/--secret-key)")
+        raise ConfigurationError(
+            "a SecretId and a SecretKey are required (--secret-id/--secret-key)"
+        )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     try:
         server = CmqServer(

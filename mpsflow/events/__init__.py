@@ -342,6 +342,7 @@ from .subtasks import (
     SUBTASK_KEYS,
     UNKNOWN,
     Subtask,
+    collect_subtasks,
     iter_live_subtasks,
     iter_subtasks,
 )
@@ -677,6 +678,7 @@ __all__ = [
     "WatermarkInput",
     "WordResult",
     "WorkflowTask",
+    "collect_subtasks",
     "input_location",
     "iter_live_subtasks",
     "iter_output_paths",

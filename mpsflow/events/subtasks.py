@@ -42,6 +42,7 @@ __all__ = [
     "SUBTASK_KEYS",
     "UNKNOWN",
     "Subtask",
+    "collect_subtasks",
     "find_unknown_parts",
     "has_unknown_parts",
     "iter_live_subtasks",
@@ -78,14 +79,14 @@ class Subtask:
     ``Unknown`` part.
     """
 
-    __slots__ = ("_default_ok", "_task", "category", "key", "result", "where")
+    __slots__ = ("_default_ok", "_task", "_where", "category", "key", "result")
 
     def __init__(
         self,
         key: str,
         category: str,
         result: Any,
-        where: str,
+        where: str | tuple[str, int, str],
         task: Any = None,
         *,
         default_ok: bool = False,
@@ -93,9 +94,18 @@ class Subtask:
         self.key = key
         self.category = category
         self.result = result
-        self.where = where
+        self._where = where
         self._task = task
         self._default_ok = default_ok
+
+    @property
+    def where(self) -> str:
+        """JSON path of the result, e.g. ``$.WorkflowTaskEvent.MediaProcessResultSet[0]``."""
+        where = self._where
+        if isinstance(where, tuple):  # built on first use: routing never needs it
+            base, index, suffix = where
+            where = self._where = f"{base}[{index}]{suffix}"
+        return where
 
     @property
     def status(self) -> str | None:
@@ -323,68 +333,88 @@ LIVE_KEYS: Mapping[str, type] = MappingProxyType(
 # --- iteration ------------------------------------------------------------------------------
 
 
-def _categorised(category: str, items: list[Any] | None, where: str) -> Iterator[Subtask]:
+# The walkers append to one list instead of yielding through nested generators: routing
+# walks every delivery, and a yield that crosses three generator frames costs more than the
+# rest of the walk.
+
+
+def _categorised(category: str, items: list[Any] | None, where: str, out: list[Subtask]) -> None:
     if not items:
         return
     table = _CATEGORIES[category][1]
     for i, item in enumerate(items):
-        here = f"{where}[{i}]"
         entry = table.get(item.type)
         if entry is None:
-            yield Subtask(UNKNOWN, UNKNOWN, item, here)
+            out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
             continue
         attr, wire = entry
         task = getattr(item, attr)
-        yield Subtask(category, category, item, here, task)
+        out.append(Subtask(category, category, item, (where, i, ""), task))
         if task is not None:
-            yield Subtask(f"{category}.{item.type}", category, task, f"{here}.{wire}", task)
+            out.append(
+                Subtask(f"{category}.{item.type}", category, task, (where, i, f".{wire}"), task)
+            )
 
 
-def _media(items: list[MediaProcessTaskResult] | None, where: str) -> Iterator[Subtask]:
-    for i, item in enumerate(items or ()):
-        here = f"{where}[{i}]"
+def _media(items: list[MediaProcessTaskResult], where: str, out: list[Subtask]) -> None:
+    for i, item in enumerate(items):
         entry = _MEDIA.get(item.type)  # type: ignore[arg-type]
         if entry is None:
-            yield Subtask(UNKNOWN, UNKNOWN, item, here)
+            out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
             continue
         key, attr, wire = entry
         if attr is None:
-            yield Subtask(key, _MEDIA_CATEGORY, item, here, default_ok=True)
+            out.append(Subtask(key, _MEDIA_CATEGORY, item, (where, i, ""), default_ok=True))
             continue
         task = getattr(item, attr)
         if task is not None:
-            yield Subtask(key, _MEDIA_CATEGORY, task, f"{here}.{wire}", task)
+            out.append(Subtask(key, _MEDIA_CATEGORY, task, (where, i, f".{wire}"), task))
 
 
-def _single(key: str, result: Any, where: str) -> Iterator[Subtask]:
+def _single(key: str, result: Any, where: str, out: list[Subtask]) -> None:
     if result is not None:
-        yield Subtask(key, _KEY_CATEGORY[key], result, where, result)
+        out.append(Subtask(key, _KEY_CATEGORY[key], result, where, result))
 
 
-def _workflow(event: WorkflowTask, where: str) -> Iterator[Subtask]:
-    yield from _media(event.media_process_result_set, f"{where}.MediaProcessResultSet")
-    yield from _categorised(
-        "AiContentReview", event.ai_content_review_result_set, f"{where}.AiContentReviewResultSet"
-    )
-    yield from _categorised(
-        "AiAnalysis", event.ai_analysis_result_set, f"{where}.AiAnalysisResultSet"
-    )
-    yield from _categorised(
-        "AiRecognition", event.ai_recognition_result_set, f"{where}.AiRecognitionResultSet"
-    )
-    yield from _single(
-        "AiQualityControl",
-        event.ai_quality_control_task_result,
-        f"{where}.AiQualityControlTaskResult",
-    )
-    yield from _categorised(
-        "SmartSubtitles", event.smart_subtitles_task_result, f"{where}.SmartSubtitlesTaskResult"
-    )
-    yield from _single("SmartErase", event.smart_erase_task_result, f"{where}.SmartEraseTaskResult")
-    yield from _single("AiDubbing", event.ai_dubbing_task_result, f"{where}.AiDubbingTaskResult")
+def _workflow(e: WorkflowTask, where: str, out: list[Subtask]) -> None:
+    # Each set is checked before its path string is made: most notifications carry one or
+    # two of the eight.
+    if e.media_process_result_set:
+        _media(e.media_process_result_set, f"{where}.MediaProcessResultSet", out)
+    if e.ai_content_review_result_set:
+        _categorised(
+            "AiContentReview",
+            e.ai_content_review_result_set,
+            f"{where}.AiContentReviewResultSet",
+            out,
+        )
+    if e.ai_analysis_result_set:
+        _categorised("AiAnalysis", e.ai_analysis_result_set, f"{where}.AiAnalysisResultSet", out)
+    if e.ai_recognition_result_set:
+        _categorised(
+            "AiRecognition", e.ai_recognition_result_set, f"{where}.AiRecognitionResultSet", out
+        )
+    if e.ai_quality_control_task_result is not None:
+        _single(
+            "AiQualityControl",
+            e.ai_quality_control_task_result,
+            f"{where}.AiQualityControlTaskResult",
+            out,
+        )
+    if e.smart_subtitles_task_result:
+        _categorised(
+            "SmartSubtitles",
+            e.smart_subtitles_task_result,
+            f"{where}.SmartSubtitlesTaskResult",
+            out,
+        )
+    if e.smart_erase_task_result is not None:
+        _single("SmartErase", e.smart_erase_task_result, f"{where}.SmartEraseTaskResult", out)
+    if e.ai_dubbing_task_result is not None:
+        _single("AiDubbing", e.ai_dubbing_task_result, f"{where}.AiDubbingTaskResult", out)
 
 
-def _activity(activity: ActivityResult, here: str) -> Iterator[Subtask]:
+def _activity(activity: ActivityResult, here: str, out: list[Subtask]) -> None:
     item = activity.activity_res_item
     found = False
     if item is not None:
@@ -397,34 +427,37 @@ def _activity(activity: ActivityResult, here: str) -> Iterator[Subtask]:
             task_where = f"{item_where}.{wire}"
             if items_category is None:
                 category = _KEY_CATEGORY.get(key, _MEDIA_CATEGORY)
-                yield Subtask(key, category, task, task_where, task)
+                out.append(Subtask(key, category, task, task_where, task))
             else:
-                yield Subtask(key, items_category, task, task_where, task)
-                yield from _categorised(items_category, task.output, f"{task_where}.Output")
+                out.append(Subtask(key, items_category, task, task_where, task))
+                _categorised(items_category, task.output, f"{task_where}.Output", out)
     if not found and activity.activity_type not in _KNOWN_ACTIVITY_TYPES:
-        yield Subtask(UNKNOWN, UNKNOWN, activity, here)
+        out.append(Subtask(UNKNOWN, UNKNOWN, activity, here))
 
 
-def _schedule(event: ScheduleTask, where: str) -> Iterator[Subtask]:
-    for i, activity in enumerate(event.activity_result_set or ()):
-        yield from _activity(activity, f"{where}.ActivityResultSet[{i}]")
+def collect_subtasks(notification: Notification) -> list[Subtask]:
+    """Every subtask result of ``notification`` with its routing key, in document order.
 
-
-def iter_subtasks(notification: Notification) -> Iterator[Subtask]:
-    """Yield every subtask result of ``notification`` with its routing key, in document order.
-
-    An unknown ``EventType`` yields nothing (route it on the event key instead).
+    An unknown ``EventType`` has none (route it on the event key instead).
     """
     n = notification
+    out: list[Subtask] = []
     if n.workflow_task_event is not None:
-        yield from _workflow(n.workflow_task_event, "$.WorkflowTaskEvent")
+        _workflow(n.workflow_task_event, "$.WorkflowTaskEvent", out)
     if n.schedule_task_event is not None:
-        yield from _schedule(n.schedule_task_event, "$.ScheduleTaskEvent")
+        for i, activity in enumerate(n.schedule_task_event.activity_result_set or ()):
+            _activity(activity, f"$.ScheduleTaskEvent.ActivityResultSet[{i}]", out)
     batch = n.batch_task_event
     if batch is not None and batch.smart_subtitles_task_result is not None:
         result = batch.smart_subtitles_task_result
         where = "$.BatchTaskEvent.SmartSubtitlesTaskResult"
-        yield Subtask("BatchSmartSubtitles", "SmartSubtitles", result, where, result)
+        out.append(Subtask("BatchSmartSubtitles", "SmartSubtitles", result, where, result))
+    return out
+
+
+def iter_subtasks(notification: Notification) -> Iterator[Subtask]:
+    """Iterate :func:`collect_subtasks` (kept for symmetry with ``iter_live_subtasks``)."""
+    return iter(collect_subtasks(notification))
 
 
 def iter_live_subtasks(notification: LiveStreamNotification) -> Iterator[Subtask]:

@@ -83,7 +83,13 @@ class PullSource(abc.ABC):
 
 
 class _Loop:
-    """The state of one ``PullSource.run``: a queue, free slots, pollers and workers."""
+    """The state of one ``PullSource.run``: a queue, free slots, pollers and workers.
+
+    Idle workers wait on their own event. New work wakes one idle worker; a worker that takes
+    a delivery while more are queued wakes one more (at most one wake-up is pending at a
+    time), so concurrency ramps up as handlers suspend, and a burst that handlers finish
+    without suspending costs no wake-ups per delivery.
+    """
 
     def __init__(self, source: PullSource, consumer: Consumer, stop: anyio.Event) -> None:
         self.source = source
@@ -92,8 +98,9 @@ class _Loop:
         self.queue: deque[Delivery] = deque()
         self.unsettled = 0
         self.polling_done = False
-        self.work = anyio.Event()
-        self.space = anyio.Event()
+        self.idle: list[anyio.Event] = []
+        self.wake_pending = False
+        self.space: anyio.Event | None = None
 
     async def run(self) -> None:
         source = self.source
@@ -106,7 +113,14 @@ class _Loop:
                 await self.stop.wait()
                 pollers.cancel_scope.cancel()
             self.polling_done = True
-            self.work.set()
+            for idle in self.idle:
+                idle.set()
+            self.idle.clear()
+
+    def _wake_one(self) -> None:
+        if self.idle and not self.wake_pending:
+            self.wake_pending = True
+            self.idle.pop().set()
 
     async def _poll(self) -> None:
         source = self.source
@@ -114,10 +128,8 @@ class _Loop:
         while not self.stop.is_set():
             free = limit - self.unsettled
             if free <= 0:
-                if self.space.is_set():
-                    self.space = anyio.Event()
-                    continue
-                await self.space.wait()
+                self.space = space = anyio.Event()
+                await space.wait()
                 continue
             self.unsettled += free  # reserve the slots while the receive is under way
             try:
@@ -132,7 +144,7 @@ class _Loop:
             self.unsettled -= free - len(batch)
             if batch:
                 self.queue.extend(batch)
-                self.work.set()
+                self._wake_one()
 
     async def _work(self) -> None:
         queue = self.queue
@@ -142,11 +154,14 @@ class _Loop:
             if not queue:
                 if self.polling_done:
                     return
-                if self.work.is_set():
-                    self.work = anyio.Event()
-                await self.work.wait()
+                idle = anyio.Event()
+                self.idle.append(idle)
+                await idle.wait()
+                self.wake_pending = False
                 continue
             delivery = queue.popleft()
+            if queue:
+                self._wake_one()
             try:
                 outcome = await consumer(delivery)
                 await source.settle(delivery, outcome)
@@ -155,4 +170,7 @@ class _Loop:
                 _log.exception("source %s could not settle delivery %s", source.name, delivery.id)
             finally:
                 self.unsettled -= 1
-                self.space.set()
+                space = self.space
+                if space is not None:
+                    self.space = None
+                    space.set()

@@ -1,0 +1,28 @@
+"""``mpsflow cmq-server``: the local CMQ-compatible server as an ``mpsflow`` subcommand.
+
+The same options and behaviour as ``python -m mpsflow.cmq.server`` (a development and test
+tool, never a production queue); ``mpsflow.cli.COMMANDS`` names :data:`COMMAND` lazily, so the
+server module is only imported when this command is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mpsflow.cli import Command
+from mpsflow.cmq.server import DESCRIPTION, add_arguments, run_server
+
+__all__ = ["COMMAND"]
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    add_arguments(parser)
+    parser.set_defaults(run=run_server)
+
+
+COMMAND = Command(
+    "run a local CMQ-compatible server (a development and test tool, not for production)",
+    _configure,
+)
+"""The ``cmq-server`` entry of :data:`mpsflow.cli.COMMANDS`."""

@@ -1,0 +1,566 @@
+"""``mpsflow deadletters list|show|replay`` on dead letters written by a real running app."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+import pytest
+from aiohttp import web
+
+from mpsflow import App, Context, Reject, RetryPolicy
+from mpsflow.cli import main
+from mpsflow.clock import FakeClock
+from mpsflow.deadletter import DeadLetter
+from mpsflow.deadletters_cli import read_dead_letters, redact
+from mpsflow.delivery import Delivery
+from mpsflow.sinks.jsonl import JsonlSink
+from mpsflow.testing import build_notification, media_result
+from tests.plugins.samples import SAMPLE_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+HOUR = 3600.0
+S3_ID = "AKID-s3-secret-id-value"
+S3_KEY = "s3-secret-key-value"
+OLD_SIGN = hashlib.md5(f"{int(START) + 600}{SAMPLE_KEY}".encode()).hexdigest()
+
+REPLAY_APP = """
+from mpsflow import App
+from mpsflow.sinks.memory import MemorySink
+
+SEEN = []
+app = App(dead_letters=MemorySink())
+
+
+@app.on("WorkflowTask")
+async def fixed(event, ctx):
+    SEEN.append((ctx.task_id, ctx.delivery.source, ctx.delivery.id))
+    if ctx.task_id == "task-b":
+        raise RuntimeError("still broken")
+"""
+
+
+def _body(task_id: str, **kwargs: Any) -> bytes:
+    payload = build_notification(
+        task_id=task_id,
+        media_results=[media_result("Transcode", output={"Path": "/out/a.mp4"})],
+        **kwargs,
+    )
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+def _s3_body() -> bytes:
+    """A signed notification carrying S3 credentials, as MPS sends for AWS-S3 inputs."""
+    s3 = {
+        "Type": "AWS-S3",
+        "S3InputInfo": {
+            "S3Bucket": "bucket",
+            "S3Region": "us-east-1",
+            "S3Object": "/in/a.mp4",
+            "S3SecretId": S3_ID,
+            "S3SecretKey": S3_KEY,
+        },
+    }
+    return _body(
+        "task-a", event={"InputInfo": s3}, sign_key=SAMPLE_KEY, expires_at=int(START) + 600
+    )
+
+
+BODIES: list[tuple[str, bytes]] = [
+    ("a", _s3_body()),
+    ("b", _body("task-b")),
+    ("c", _body("reject-c")),
+    ("poison", b"{not json"),
+    ("binary", b"\xff\xfe\x00garbage"),
+]
+
+
+async def _write_dead_letters(path: Path) -> None:
+    """Run an app whose handler fails on every body, one hour apart on a fake clock."""
+    clock = FakeClock(START)
+    app = App(dead_letters=JsonlSink(path), retry=RetryPolicy(max_attempts=1), clock=clock)
+
+    @app.on("WorkflowTask", name="transcode_done")
+    async def transcode_done(event: Any, ctx: Context) -> None:
+        if ctx.task_id.startswith("reject"):
+            raise Reject("input is unusable")
+        raise RuntimeError(f"bug for {ctx.task_id}")
+
+    async with app:
+        for name, body in BODIES:
+            await app.process(Delivery(body, source="http", id=f"req-{name}"))
+            clock.advance(HOUR)
+
+
+@dataclass
+class Letters:
+    path: Path
+    ids: dict[str, str] = field(default_factory=dict)
+    """``a``, ``b``, ``c``, ``poison``, ``binary`` → record id."""
+
+
+@pytest.fixture
+def letters(tmp_path: Path) -> Letters:
+    path = tmp_path / "dl.jsonl"
+    anyio.run(_write_dead_letters, path)
+    records = read_dead_letters(path)
+    assert len(records) == len(BODIES)
+    return Letters(path, {name: r.id for (name, _), r in zip(BODIES, records, strict=True)})
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["deadletters", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rows(out: str) -> list[str]:
+    """The record lines of ``list`` (no header, no summary)."""
+    return out.splitlines()[1:-1]
+
+
+# -- list -------------------------------------------------------------------------------------
+
+
+def test_records_keep_the_raw_bodies(letters: Letters) -> None:
+    records = read_dead_letters(letters.path)
+    assert [r.raw_body() for r in records] == [body for _, body in BODIES]
+    assert [r.kind for r in records] == ["exhausted", "exhausted", "rejected", "poison", "poison"]
+    assert records[-1].body_encoding == "base64"
+
+
+def test_list_shows_one_line_per_record_and_counts(
+    letters: Letters, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "list", str(letters.path))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "TIME",
+        "ID",
+        "KIND",
+        "EVENT",
+        "TASK",
+        "ATTEMPT",
+        "FAILURE",
+        "REASON",
+    ]
+    first = lines[1].split()
+    assert first[:8] == [
+        "2023-11-14T22:13:20Z",
+        letters.ids["a"][:8],
+        "exhausted",
+        "WorkflowTask",
+        "task-a",
+        "1",
+        "transcode_done:RuntimeError",
+        "1",
+    ]
+    assert "still failing after 1 attempt(s)" in lines[1]
+    assert "transcode_done:Reject" in lines[3]
+    assert lines[4].split()[2:5] == ["poison", "-", "-"]
+    assert lines[-1] == "5 dead letter(s): exhausted 2, rejected 1, poison 2"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--kind", "poison"], ["poison", "binary"]),
+        (["--task", "task-b"], ["b"]),
+        (["--since", "2023-11-14T23:13:20Z"], ["b", "c", "poison", "binary"]),
+        (["--since", "2023-11-15T08:13:20+08:00"], ["c", "poison", "binary"]),
+        (["--since", "2023-11-15T01:13:20"], ["poison", "binary"]),  # no offset: UTC
+        (["--last", "2"], ["poison", "binary"]),
+        (["--kind", "exhausted", "--last", "1"], ["b"]),
+    ],
+)
+def test_list_filters(
+    letters: Letters, capsys: pytest.CaptureFixture[str], flags: list[str], expected: list[str]
+) -> None:
+    code, out, _ = run(capsys, "list", str(letters.path), *flags)
+    assert code == 0
+    assert [line.split()[1] for line in rows(out)] == [letters.ids[n][:8] for n in expected]
+    assert out.splitlines()[-1].startswith(f"{len(expected)} dead letter(s) (of 5): ")
+
+
+def test_list_with_no_match_says_so(letters: Letters, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list", str(letters.path), "--task", "nope")
+    assert code == 0
+    assert out == "0 dead letter(s) (of 5)\n"
+
+
+def test_list_json_prints_the_records(letters: Letters, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list", str(letters.path), "--json", "--kind", "exhausted")
+    assert code == 0
+    printed = [msgspec.json.decode(line, type=DeadLetter) for line in out.splitlines()]
+    assert printed == read_dead_letters(letters.path)[:2]
+
+
+@pytest.mark.parametrize(
+    "flags", [["--since", "yesterday"], ["--last", "0"], ["--since", "2024-01-01", "--last", "1"]]
+)
+def test_list_rejects_bad_options(
+    letters: Letters, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["deadletters", "list", str(letters.path), *flags])
+    assert exited.value.code == 2
+    capsys.readouterr()
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+def test_show_prints_the_whole_record_with_secrets_masked(
+    letters: Letters, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "show", str(letters.path), letters.ids["a"][:6])
+    assert code == 0
+    assert f"id:       {letters.ids['a']}" in out
+    assert "time:     2023-11-14T22:13:20Z (1700000000.0)" in out
+    assert "delivery: req-a" in out
+    assert "  1. handler transcode_done (key WorkflowTask): error RuntimeError" in out
+    assert "     message: RuntimeError: bug for task-a" in out
+    assert "Traceback (most recent call last):" in out
+    assert 'raise RuntimeError(f"bug for {ctx.task_id}")' in out
+    assert "JSON, secrets redacted" in out
+    assert '    "EventType": "WorkflowTask",' in out  # pretty-printed, indented
+    assert '"S3SecretKey": "<redacted>"' in out
+    assert '"Sign": "<redacted>"' in out
+    assert '"Timestamp": 1700000600' in out
+    for secret in (S3_ID, S3_KEY, OLD_SIGN):
+        assert secret not in out
+
+
+def test_show_non_json_bodies(letters: Letters, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "show", str(letters.path), letters.ids["poison"])
+    assert code == 0
+    assert "kind:     poison" in out
+    assert "failures: 1" in out
+    assert "body:     9 bytes, not JSON" in out
+    assert out.endswith("  {not json\n")
+    code, out, _ = run(capsys, "show", str(letters.path), letters.ids["binary"][:10].upper())
+    assert code == 0
+    assert "body:     10 bytes, not UTF-8 (base64)" in out
+    assert "//4AZ2FyYmFnZQ==" in out
+
+
+async def _write_torn(path: Path, body: bytes) -> None:
+    async with App(dead_letters=JsonlSink(path)) as app:
+        await app.process(Delivery(body, source="http"))
+
+
+def test_show_masks_secrets_in_a_torn_body(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "torn.jsonl"
+    torn = f'{{"Sign": "{OLD_SIGN}", "S3SecretKey": "{S3_KEY}'.encode()
+    anyio.run(_write_torn, path, torn)
+    [record] = read_dead_letters(path)
+    code, out, _ = run(capsys, "show", str(path), record.id)
+    assert code == 0
+    assert "not JSON" in out
+    assert '{"Sign": "<redacted>", "S3SecretKey": "<redacted>"' in out
+    assert OLD_SIGN not in out
+    assert S3_KEY not in out
+
+
+def test_show_errors_on_unknown_and_ambiguous_ids(
+    letters: Letters, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "show", str(letters.path), "zzzz")
+    assert code == 2
+    assert "no dead letter with id 'zzzz'" in err
+    # Two records whose ids share a prefix: a short prefix is ambiguous, a longer one is not.
+    records = read_dead_letters(letters.path)
+    twins = tmp_path / "twins.jsonl"
+    twins.write_bytes(
+        b"".join(
+            msgspec.json.encode(msgspec.structs.replace(r, id=new_id)) + b"\n"
+            for r, new_id in zip(records, ["abc1" + "0" * 28, "abc2" + "0" * 28], strict=False)
+        )
+    )
+    code, _, err = run(capsys, "show", str(twins), "abc")
+    assert code == 2
+    assert "matches 2 dead letters" in err
+    code, out, _ = run(capsys, "show", str(twins), "abc2")
+    assert code == 0
+    assert "task:     task-b" in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "{path}"],
+        ["show", "{path}", "abc"],
+        ["replay", "{path}", "--to", "http://127.0.0.1:9/"],
+    ],
+)
+def test_a_missing_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    path = str(tmp_path / "absent.jsonl")
+    code, out, err = run(capsys, *[a.format(path=path) for a in args])
+    assert code == 2
+    assert out == ""
+    assert f"no dead-letter file at {path}" in err
+
+
+def test_a_file_of_something_else_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"hello": "world"}\n')
+    code, _, err = run(capsys, "list", str(other))
+    assert code == 2
+    assert "record 1 is not a dead letter" in err
+
+
+def test_redact_masks_secret_fields_at_any_depth() -> None:
+    document = {"Sign": "x", "A": [{"S3SecretId": "y", "S3SecretKey": None}], "Timestamp": 1}
+    assert redact(document) == {
+        "Sign": "<redacted>",
+        "A": [{"S3SecretId": "<redacted>", "S3SecretKey": None}],
+        "Timestamp": 1,
+    }
+
+
+# -- replay --app -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def replay_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fixed app module on ``sys.path``; yields its ``MODULE:APP``."""
+    name = f"replay_app_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(REPLAY_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield f"{name}:app"
+    sys.modules.pop(name, None)
+
+
+def seen(spec: str) -> list[tuple[str, str, str]]:
+    module = sys.modules[spec.partition(":")[0]]
+    result: list[tuple[str, str, str]] = module.SEEN
+    return result
+
+
+def journal(letters: Letters) -> list[str]:
+    path = letters.path.with_name("dl.jsonl.replayed")
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_replay_into_an_app(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = letters.path.read_bytes()
+    code, out, _ = run(capsys, "replay", str(letters.path), "--app", replay_app)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{letters.ids['a'][:8]}  exhausted  WorkflowTask  task-a  -> ack")
+    assert lines[0].endswith("ok")
+    assert lines[1].startswith(f"{letters.ids['b'][:8]}  exhausted  WorkflowTask  task-b  -> retry")
+    assert lines[1].endswith("FAILED")
+    assert lines[-1] == (
+        "replay: 1 succeeded, 1 failed, "
+        "3 not tried (stopped at the first failure; --keep-going goes on)"
+    )
+    assert seen(replay_app) == [
+        ("task-a", "replay", letters.ids["a"]),
+        ("task-b", "replay", letters.ids["b"]),
+    ]
+    assert journal(letters) == [letters.ids["a"]]
+
+    # Again, going on after failures: task-a is skipped, the rest tried.
+    code, out, _ = run(capsys, "replay", str(letters.path), "--app", replay_app, "--keep-going")
+    assert code == 1
+    assert out.splitlines()[0].startswith(f"{letters.ids['a'][:8]}  exhausted")
+    assert "skipped: replayed at " in out.splitlines()[0]
+    assert out.count("FAILED") == 3  # task-b still broken; the two poison bodies still poison
+    assert "-> ack" in out  # reject-c: the fixed app takes it
+    assert out.splitlines()[-1] == (
+        "replay: 1 succeeded, 3 failed, 1 skipped (replayed before; --force replays them again)"
+    )
+    assert journal(letters) == [letters.ids["a"], letters.ids["c"]]
+
+    # --force sends a recorded one again; ids select records.
+    code, out, _ = run(
+        capsys, "replay", str(letters.path), letters.ids["a"][:8], "--app", replay_app, "--force"
+    )
+    assert code == 0
+    assert out.splitlines()[-1] == "replay: 1 succeeded, 0 failed"
+    tasks = [task for task, _, _ in seen(replay_app)]
+    assert tasks == ["task-a", "task-b", "task-b", "reject-c", "task-a"]
+    assert letters.path.read_bytes() == before  # the dead-letter file is never rewritten
+
+
+def test_replay_selects_by_kind_and_refuses_unknown_ids(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "replay", str(letters.path), "--kind", "rejected", "--app", replay_app
+    )
+    assert code == 0
+    assert out.splitlines()[-1] == "replay: 1 succeeded, 0 failed"
+    code, _, err = run(capsys, "replay", str(letters.path), "nope", "--app", replay_app)
+    assert code == 2
+    assert "no dead letter with id 'nope'" in err
+    code, _, err = run(capsys, "replay", str(letters.path), "--app", "no_such_module:app")
+    assert code == 2
+    assert "cannot import module 'no_such_module'" in err
+
+
+# -- replay --to ------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    url: str
+    requests: list[tuple[bytes, str]] = field(default_factory=list)
+    """Body and ``X-Request-Id`` of every POST."""
+
+
+@asynccontextmanager
+async def receiver() -> AsyncIterator[Receiver]:
+    """A callback endpoint on loopback: ``{"code":0}``, but 500 for task-b."""
+    state = Receiver("")
+
+    async def callback(request: web.Request) -> web.Response:
+        body = await request.read()
+        state.requests.append((body, request.headers.get("X-Request-Id", "")))
+        if b"task-b" in body:
+            return web.json_response({"code": 500, "error": "still broken"}, status=500)
+        return web.json_response({"code": 0})
+
+    server = web.Application()
+    server.router.add_post("/mps/callback", callback)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    state.url = f"http://127.0.0.1:{port}/mps/callback"
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+async def run_in_thread(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``main`` runs its own event loop: run it beside the one serving the receiver."""
+    code = await anyio.to_thread.run_sync(main, ["deadletters", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_replay_posts_the_original_bodies(
+    letters: Letters, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with receiver() as server:
+        code, out, _ = await run_in_thread(
+            capsys, "replay", str(letters.path), "--to", server.url, "--keep-going"
+        )
+    assert code == 1
+    assert server.requests == [(body, letters.ids[name]) for name, body in BODIES]
+    assert out.count('-> 200 {"code": 0}  ok') == 4
+    assert '-> 500 {"code": 500, "error": "still broken"}  FAILED' in out
+    assert out.splitlines()[-1] == "replay: 4 succeeded, 1 failed"
+    assert set(journal(letters)) == set(letters.ids.values()) - {letters.ids["b"]}
+
+
+async def test_replay_re_signs_when_asked(
+    letters: Letters, capsys: pytest.CaptureFixture[str]
+) -> None:
+    earliest = int(time.time()) + 1234
+    async with receiver() as server:
+        code, out, err = await run_in_thread(
+            capsys,
+            "replay",
+            str(letters.path),
+            letters.ids["a"],
+            letters.ids["binary"],
+            "--to",
+            server.url,
+            "--sign-key",
+            SAMPLE_KEY,
+            "--expires-in",
+            "1234",
+        )
+    latest = int(time.time()) + 1234
+    assert code == 0, out + err
+    (signed, _), (binary, _) = server.requests
+    sent = json.loads(signed)
+    original = json.loads(BODIES[0][1])
+    assert earliest <= sent["Timestamp"] <= latest
+    assert sent["Sign"] == hashlib.md5(f"{sent['Timestamp']}{SAMPLE_KEY}".encode()).hexdigest()
+    assert {**sent, "Timestamp": 0, "Sign": ""} == {**original, "Timestamp": 0, "Sign": ""}
+    assert list(sent) == list(original)  # same fields in the same order
+    assert binary == BODIES[-1][1]  # not JSON: sent as it was
+    assert "(re-signed)" in out
+    assert "not a JSON object: sent unsigned, as it was" in out
+    assert SAMPLE_KEY not in out + err
+
+
+async def test_dry_run_sends_nothing(letters: Letters, capsys: pytest.CaptureFixture[str]) -> None:
+    async with receiver() as server:
+        code, out, _ = await run_in_thread(
+            capsys,
+            "replay",
+            str(letters.path),
+            "--kind",
+            "exhausted",
+            "--to",
+            server.url,
+            "--dry-run",
+        )
+    assert code == 0
+    assert server.requests == []
+    assert not letters.path.with_name("dl.jsonl.replayed").exists()
+    assert f"would POST {len(BODIES[0][1])} bytes to {server.url}" in out
+    assert '"S3SecretKey":"<redacted>"' in out
+    for secret in (S3_ID, S3_KEY, OLD_SIGN):
+        assert secret not in out
+    assert out.splitlines()[-1] == "dry run: 2 would be replayed"
+
+
+async def test_replay_reports_an_unreachable_url(
+    letters: Letters, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with receiver() as server:
+        url = server.url  # closed when the block ends: nothing listens there any more
+    code, out, _ = await run_in_thread(capsys, "replay", str(letters.path), "--to", url)
+    assert code == 1
+    assert "-> error (ClientConnectorError)  FAILED" in out
+    assert out.splitlines()[-1].startswith("replay: 0 succeeded, 1 failed, 4 not tried")
+
+
+# -- the real entry point ---------------------------------------------------------------------
+
+
+def test_python_m_mpsflow_deadletters_list(letters: Letters) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "mpsflow", "deadletters", "list", str(letters.path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "5 dead letter(s): exhausted 2, rejected 1, poison 2"
