@@ -121,15 +121,17 @@ async def worker(
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, logs: list[Worker]) -> None:
     """Poll ``check`` until it holds; fail after ``DEADLINE`` seconds with the workers' logs."""
     with anyio.move_on_after(DEADLINE):
-        while not await check():
+        while True:
+            if await check():
+                return
             await anyio.sleep(0.05)
-        return
     tails = "\n".join(f"--- worker log {w.log.name}:\n{w.output()[-3000:]}" for w in logs)
     pytest.fail(f"timed out waiting until {what}\n{tails}")
 
 
 async def strings(redis: aioredis.Redis, key: str) -> list[str]:
-    return [item.decode() for item in await redis.lrange(key, 0, -1)]
+    items = await redis.lrange(key, 0, -1)
+    return [item.decode() if isinstance(item, bytes) else item for item in items]
 
 
 async def test_three_workers_one_killed_every_notification_completes_exactly_once(
