@@ -30,7 +30,13 @@ from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.sources.base import Source
 from mpsflow.stores.base import IdempotencyStore
 
-__all__ = ["DEFAULT_DEAD_LETTER_PATH", "DEFAULT_MAX_BODY_SIZE", "App"]
+__all__ = [
+    "DEFAULT_DEAD_LETTER_PATH",
+    "DEFAULT_MAX_BODY_SIZE",
+    "App",
+    "Hook",
+    "Lifespan",
+]
 
 DEFAULT_DEAD_LETTER_PATH = "mpsflow-dead-letters.jsonl"
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024

@@ -35,7 +35,17 @@ if TYPE_CHECKING:
     from mpsflow.events import LiveStreamNotification, Notification
     from mpsflow.sources.base import Source
 
-__all__ = ["COMMANDS", "SOURCE_FLAGS", "Command", "SourceFlag", "build_parser", "main"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "SOURCE_FLAGS",
+    "Command",
+    "SourceFlag",
+    "build_parser",
+    "main",
+]
 
 _log = logging.getLogger("mpsflow.cli")
 

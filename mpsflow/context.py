@@ -14,7 +14,11 @@ if TYPE_CHECKING:
     from mpsflow.events import LiveStreamNotification, Notification
     from mpsflow.sinks.channel import Receipt, SinkChannel
 
-__all__ = ["Context", "current_context"]
+__all__ = [
+    "AnyNotification",
+    "Context",
+    "current_context",
+]
 
 _current: contextvars.ContextVar[Context] = contextvars.ContextVar("mpsflow_context")
 

@@ -10,7 +10,13 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["DeadLetter", "Failure", "body_bytes", "make_dead_letter"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetterKind",
+    "Failure",
+    "body_bytes",
+    "make_dead_letter",
+]
 
 DeadLetterKind = Literal["exhausted", "rejected", "poison", "unmatched", "signature"]
 

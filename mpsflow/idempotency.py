@@ -70,7 +70,7 @@ __all__ = [
     "typed_payload_hash",
 ]
 
-logger = logging.getLogger("mpsflow.idempotency")
+_log = logging.getLogger("mpsflow.idempotency")
 
 KeyFunction = Callable[[Mapping[str, Any]], str]
 """A user key function: the decoded notification (unwrapped) in, a non-empty key out."""
@@ -195,7 +195,7 @@ class Idempotency:
             )
             if claim.state is ClaimState.COMPLETED:
                 if conflict:
-                    logger.warning(
+                    _log.warning(
                         "idempotency conflict: %s already completed for handler %s from a "
                         "different payload; skipping this one",
                         key,
@@ -221,12 +221,10 @@ class Idempotency:
                 decision.record_key, decision.token, ttl_seconds=self.completed_ttl
             )
         except StoreUnavailable:
-            logger.warning(
-                "could not record %s as completed: store unavailable", decision.record_key
-            )
+            _log.warning("could not record %s as completed: store unavailable", decision.record_key)
             return False
         if not done:
-            logger.warning(
+            _log.warning(
                 "lease on %s ended before the handler completed; it may run again",
                 decision.record_key,
             )
@@ -241,7 +239,7 @@ class Idempotency:
         try:
             return await self.store.release(decision.record_key, decision.token)
         except StoreUnavailable:
-            logger.warning(
+            _log.warning(
                 "could not release %s: store unavailable; it frees when its lease ends",
                 decision.record_key,
             )

@@ -33,7 +33,11 @@ if TYPE_CHECKING:
     from mpsflow.middleware.base import Middleware
     from mpsflow.sinks.channel import SinkChannel
 
-__all__ = ["Pipeline", "UnmatchedPolicy"]
+__all__ = [
+    "Pipeline",
+    "ResultKind",
+    "UnmatchedPolicy",
+]
 
 UnmatchedPolicy = Literal["ack", "dead_letter"]
 

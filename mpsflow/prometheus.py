@@ -22,6 +22,7 @@ __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_BUCKETS",
     "PrometheusMetrics",
+    "Samples",
     "format_family",
     "render_in_memory",
     "render_metrics",

@@ -34,7 +34,15 @@ if TYPE_CHECKING:
     from mpsflow.context import AnyNotification, Context
     from mpsflow.events import Notification
 
-__all__ = ["ALL_KEYS", "HandlerFunc", "HandlerSpec", "KeyKind", "key_kind", "plan"]
+__all__ = [
+    "ALL_KEYS",
+    "HandlerFunc",
+    "HandlerSpec",
+    "KeyKind",
+    "key_kind",
+    "normalise_status",
+    "plan",
+]
 
 HandlerFunc = Callable[[Any, "Context"], Awaitable[object]]
 KeyKind = Literal["event", "subtask", "live"]

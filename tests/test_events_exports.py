@@ -16,10 +16,11 @@ from mpsflow.events import _generated
 
 _ROOT = Path(__file__).resolve().parents[1]
 _MODULES = sorted(
-    ["mpsflow.codec", "mpsflow.events"]
-    + [f"mpsflow.events.{p.stem}" for p in (_ROOT / "mpsflow" / "events").glob("*.py")]
+    ".".join(path.relative_to(_ROOT).with_suffix("").parts).removesuffix(".__init__")
+    for path in (_ROOT / "mpsflow").rglob("*.py")
+    if path.name != "__main__.py"
 )
-_MODULES.remove("mpsflow.events.__init__")
+"""Every module of the package (not only the events): each one's ``__all__`` is checked."""
 
 
 def _public_top_level(module_name: str) -> set[str]:

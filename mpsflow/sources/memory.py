@@ -10,7 +10,10 @@ from mpsflow.clock import Clock
 from mpsflow.delivery import Delivery
 from mpsflow.sources.inprocess import InProcessSource
 
-__all__ = ["MemorySource"]
+__all__ = [
+    "Body",
+    "MemorySource",
+]
 
 Body = bytes | str | Mapping[str, Any]
 

@@ -1,0 +1,389 @@
+"""``mpsflow run --cmq`` and ``mpsflow cmq-server``: options, keys, lifecycle, real processes."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import warnings
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.text import TextReceiveStream
+
+from mpsflow import App, Context
+from mpsflow.cli import SOURCE_FLAGS, SourceFlag, build_parser, main
+from mpsflow.cmq.client import CmqClient
+from mpsflow.cmq.credentials import Credential
+from mpsflow.cmq.server import CmqServer
+from mpsflow.events import WorkflowTask
+from mpsflow.sinks.memory import MemorySink
+from mpsflow.sources.cmq import CmqSource
+from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE = "mps-notify"
+KEY_VARIABLES = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN")
+CONSUMING = re.compile(r"consuming CMQ queue (\S+) at (\S+)")
+SERVING = re.compile(r"serving MPS callbacks on (http://127\.0\.0\.1:\d+/mps/callback)")
+LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+
+APP_MODULE = """
+import os
+
+from mpsflow import App, Context
+from mpsflow.sinks.jsonl import JsonlSink
+
+app = App(dead_letters="dead.jsonl")
+app.sink("seen", JsonlSink("seen.jsonl"), max_delay=0.01)
+
+
+@app.on("WorkflowTask", emits=["seen"])
+async def seen(event, ctx: Context) -> None:
+    await ctx.emit("seen", {"task": ctx.task_id, "source": ctx.delivery.source})
+"""
+
+
+def body(task_id: str) -> str:
+    return json.dumps(
+        {
+            "EventType": "WorkflowTask",
+            "WorkflowTaskEvent": {"TaskId": task_id, "Status": "FINISH", "ErrCode": 0},
+        }
+    )
+
+
+def cmq_flag() -> SourceFlag:
+    [flag] = [flag for flag in SOURCE_FLAGS if flag.name == "cmq"]
+    return flag
+
+
+def exit_code(argv: Sequence[str]) -> int:
+    """``mpsflow ARGV`` in process: its return value, or the status argparse exits with."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.fixture
+def app_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``MODULE:app`` of a small app written to ``tmp_path`` (a fresh module name each test)."""
+    name = f"cmq_cli_app_{secrets.token_hex(4)}"
+    (tmp_path / f"{name}.py").write_text(APP_MODULE)
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    yield f"{name}:app"
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test key pair in the environment, as SCF or an operator would provide it."""
+    monkeypatch.setenv("TENCENTCLOUD_SECRETID", CMQ_SECRET_ID)
+    monkeypatch.setenv("TENCENTCLOUD_SECRETKEY", CMQ_SECRET_KEY)
+    monkeypatch.delenv("TENCENTCLOUD_SESSIONTOKEN", raising=False)
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+def test_run_help_lists_the_cmq_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--cmq ENDPOINT", "--queue NAME", "--pollers N", "--batch N", "--wait SECONDS"):
+        assert option in out
+    assert "TENCENTCLOUD_SECRETKEY" in out
+
+
+@pytest.mark.usefixtures("keys")
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--cmq", "ftp://127.0.0.1:9800", "--queue", "q"], "http(s)://HOST[:PORT]"),
+        (["--cmq", "127.0.0.1:9800", "--queue", "q"], "http(s)://HOST[:PORT]"),
+        (["--cmq", "http://127.0.0.1:99999", "--queue", "q"], "http(s)://HOST[:PORT]"),
+        (["--cmq", "http://user:pass@127.0.0.1:9800", "--queue", "q"], "http(s)://HOST[:PORT]"),
+        (["--cmq", "http://127.0.0.1:9800", "--queue", "9-lives"], "queue name"),
+        (["--cmq", "http://127.0.0.1:9800", "--queue", "q", "--batch", "17"], "1 to 16"),
+        (["--cmq", "http://127.0.0.1:9800", "--queue", "q", "--batch", "0"], "1 to 16"),
+        (["--cmq", "http://127.0.0.1:9800", "--queue", "q", "--wait", "31"], "0 to 30"),
+        (["--cmq", "http://127.0.0.1:9800", "--queue", "q", "--pollers", "0"], "at least 1"),
+        (["--cmq", "http://127.0.0.1:9800"], "--cmq needs --queue NAME"),
+        (["--queue", "q"], "--queue goes with --cmq"),
+        (
+            ["--cmq", "http://127.0.0.1:9800", "--queue", "q", "--workers", "2"],
+            "--workers applies to --http only, not --cmq",
+        ),
+    ],
+)
+def test_run_rejects_bad_cmq_options_with_status_2(
+    app_spec: str, arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert exit_code(["run", app_spec, *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("present", [(), ("TENCENTCLOUD_SECRETID",), ("TENCENTCLOUD_SECRETKEY",)])
+def test_run_cmq_without_keys_in_the_environment_exits_2(
+    app_spec: str,
+    present: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in KEY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name in present:
+        monkeypatch.setenv(name, "value-that-must-not-be-shown")
+    argv = ["run", app_spec, "--cmq", "http://127.0.0.1:9800", "--queue", "q"]
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert "--cmq needs API keys in the environment" in err
+    for name in KEY_VARIABLES[:2]:
+        assert (name in err) == (name not in present)
+    assert "value-that-must-not-be-shown" not in err
+
+
+def test_cmq_is_not_offered_for_workers() -> None:
+    assert not cmq_flag().workers  # one queue scales out as separate processes, not forks
+
+
+# -- the source it builds ---------------------------------------------------------------------
+
+
+async def _consume_then_rotate_keys(
+    server: CmqServer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], tuple[object, ...]]:
+    """Build the source as ``run`` does, process 3 messages, rotate the key, process 2 more.
+
+    Everything that refers to the source's client stays in this frame, so the caller can
+    check that nothing is left open once it has returned.
+    """
+    args = build_parser().parse_args(
+        [
+            *("run", "unused:app", "--cmq", server.url, "--queue", QUEUE),
+            *("--pollers", "1", "--batch", "4", "--wait", "1", "--max-in-flight", "8"),
+        ]
+    )
+    app = App(dead_letters=MemorySink())
+    seen: list[str] = []
+    arrived = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        seen.append(ctx.task_id)
+        arrived.set()
+
+    async def wait_for(count: int) -> None:
+        nonlocal arrived
+        with anyio.fail_after(20):
+            while len(seen) < count:
+                await arrived.wait()
+                arrived = anyio.Event()
+
+    source = cmq_flag().build(args, app)
+    assert isinstance(source, CmqSource)
+    settings = (
+        source.queue,
+        source.pollers,
+        source.batch_size,
+        source.wait_seconds,
+        source.max_in_flight,
+    )
+    rotated = Credential(CMQ_SECRET_ID, "rotated-secret-key-0002")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: app.run(source, handle_signals=False))
+        async with CmqClient(server.url, Credential(CMQ_SECRET_ID, CMQ_SECRET_KEY)) as sender:
+            await sender.batch_send(QUEUE, [body(f"before-{n}") for n in range(3)])
+        await wait_for(3)
+        # The key is rotated under the running source: the next request reads the new one.
+        monkeypatch.setenv("TENCENTCLOUD_SECRETKEY", rotated.secret_key)
+        server.set_credential(rotated)
+        async with CmqClient(server.url, rotated) as sender:
+            await sender.batch_send(QUEUE, [body(f"after-{n}") for n in range(2)])
+        await wait_for(5)
+        app.stop()
+    return seen, settings
+
+
+@pytest.mark.usefixtures("keys")
+async def test_run_builds_a_cmq_source_that_reads_keys_per_request_and_closes_its_session(
+    cmq_server: CmqServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cmq_server.create_queue(QUEUE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seen, settings = await _consume_then_rotate_keys(cmq_server, monkeypatch)
+        gc.collect()  # an HTTP session left open would warn "Unclosed client session" here
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert settings == (QUEUE, 1, 4, 1, 8)
+    assert sorted(seen) == [f"after-{n}" for n in range(2)] + [f"before-{n}" for n in range(3)]
+    assert len(cmq_server.queue(QUEUE)) == 0  # the last deletes went out while draining
+
+
+def test_the_cmq_source_is_built_only_when_asked_for() -> None:
+    args = build_parser().parse_args(["run", "unused:app", "--http", "127.0.0.1:0"])
+    app = App(dead_letters=MemorySink())
+    assert cmq_flag().build(args, app) is None
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+
+class Output:
+    """Lines of a process's stream, collected as they come; wait for one to appear."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = anyio.Event()
+
+    async def collect(self, stream: anyio.abc.ByteReceiveStream) -> None:
+        pending = ""
+        async for text in TextReceiveStream(stream):
+            pending += text
+            *complete, pending = pending.split("\n")
+            self.lines.extend(complete)
+            self._changed.set()
+            self._changed = anyio.Event()
+        if pending:
+            self.lines.append(pending)
+
+    async def wait_for(self, pattern: re.Pattern[str]) -> re.Match[str]:
+        with anyio.fail_after(30):
+            while True:
+                for line in self.lines:
+                    if match := pattern.search(line):
+                        return match
+                await self._changed.wait()
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@asynccontextmanager
+async def mpsflow_process(
+    cwd: Path, env: dict[str, str], *args: str
+) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
+    """``python -m mpsflow ARGS`` (ResourceWarnings as errors); stdout and stderr collected."""
+    process = await anyio.open_process(
+        [sys.executable, "-W", "error::ResourceWarning", "-m", "mpsflow", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output = Output()
+    async with process, anyio.create_task_group() as tg:
+        assert process.stdout is not None
+        tg.start_soon(output.collect, process.stdout)
+        try:
+            yield process, output
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in KEY_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def seen_records(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def test_run_consumes_cmq_and_serves_http_together_then_stops_cleanly(
+    tmp_path: Path, cmq_server: CmqServer
+) -> None:
+    (tmp_path / "cliapp.py").write_text(APP_MODULE)
+    cmq_server.create_queue(QUEUE)
+    env = child_env(TENCENTCLOUD_SECRETID=CMQ_SECRET_ID, TENCENTCLOUD_SECRETKEY=CMQ_SECRET_KEY)
+    args = ["run", "cliapp:app", "--cmq", cmq_server.url, "--queue", QUEUE, "--wait", "1"]
+    args += ["--http", "127.0.0.1:0", "--no-dedup"]
+    async with mpsflow_process(tmp_path, env, *args) as (process, output):
+        consuming = await output.wait_for(CONSUMING)
+        assert consuming.groups() == (QUEUE, f"{cmq_server.url}/v2/index.php")
+        url = (await output.wait_for(SERVING)).group(1)
+        async with CmqClient(cmq_server.url, Credential(CMQ_SECRET_ID, CMQ_SECRET_KEY)) as sender:
+            await sender.batch_send(QUEUE, [body(f"queued-{n}") for n in range(3)])
+        async with aiohttp.ClientSession() as session:
+            for n in range(2):
+                async with session.post(url, data=body(f"posted-{n}")) as response:
+                    assert response.status == 200
+        with anyio.fail_after(20):  # another process writes the file: poll it
+            while True:
+                if len(seen_records(tmp_path / "seen.jsonl")) == 5 and not cmq_server.queue(QUEUE):
+                    break
+                await anyio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    seen = sorted((r["source"], r["task"]) for r in seen_records(tmp_path / "seen.jsonl"))
+    assert seen == [("cmq", f"queued-{n}") for n in range(3)] + [
+        ("http", f"posted-{n}") for n in range(2)
+    ]
+    assert "Traceback" not in output.text
+    assert "Unclosed" not in output.text  # the CMQ client's HTTP session was closed
+    assert CMQ_SECRET_KEY not in output.text
+    assert not (tmp_path / "dead.jsonl").exists() or not (tmp_path / "dead.jsonl").read_text()
+
+
+def test_cmq_server_help_says_it_is_a_development_and_test_tool(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert exit_code(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert "cmq-server" in listing
+    assert "development and test tool" in listing
+    assert exit_code(["cmq-server", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "for development and tests (not for production)" in out
+    for option in ("--port", "--queue", "--secret-id", "--secret-key", "--visibility-timeout"):
+        assert option in out
+
+
+def test_cmq_server_without_a_key_pair_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in (*KEY_VARIABLES, "MPSFLOW_CMQ_SECRET_ID", "MPSFLOW_CMQ_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert exit_code(["cmq-server", "--port", "0", "--secret-id", "AKIDonly"]) == 2
+    assert "mpsflow cmq-server: error: a SecretId and a SecretKey are required" in (
+        capsys.readouterr().err
+    )
+
+
+async def test_cmq_server_command_serves_the_queue_api_until_sigterm(tmp_path: Path) -> None:
+    env = child_env()
+    args = ["cmq-server", "--port", "0", "--queue", QUEUE, "--visibility-timeout", "5"]
+    args += ["--secret-id", CMQ_SECRET_ID, "--secret-key", CMQ_SECRET_KEY]
+    async with mpsflow_process(tmp_path, env, *args) as (process, output):
+        url = (await output.wait_for(LISTENING)).group(1)
+        async with CmqClient(url, Credential(CMQ_SECRET_ID, CMQ_SECRET_KEY)) as client:
+            await client.send(QUEUE, body("via-cli"))
+            [message] = await client.batch_receive(QUEUE, 16, 1)
+            assert json.loads(message.msg_body)["WorkflowTaskEvent"]["TaskId"] == "via-cli"
+            assert await client.batch_delete(QUEUE, [message.receipt_handle]) == []
+            assert await client.batch_receive(QUEUE, 16, 0) == []
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    assert "Traceback" not in output.text
+    assert CMQ_SECRET_KEY not in output.text
