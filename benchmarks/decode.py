@@ -37,9 +37,9 @@ from typing import Any
 import msgspec
 import orjson
 import pydantic
-from benchmarks._data import Payload, payloads
 from tencentcloud.mps.v20190612 import models as sdk_models
 
+from benchmarks._data import Payload, payloads
 from mpsflow.codec import decode
 from mpsflow.events import Notification
 
