@@ -56,7 +56,7 @@ import msgspec
 
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
-from mpsflow.events import LiveStreamNotification, Notification
+from mpsflow.events import LiveStreamNotification, Notification, collect_subtasks
 from mpsflow.stores.base import ClaimState, IdempotencyStore
 
 __all__ = [
@@ -415,10 +415,11 @@ def typed_notification_key(notification: Notification | LiveStreamNotification) 
     if event is None or not (task_id or notification.session_id):
         return f"{kind}:payload:{typed_payload_hash(notification)}"
     identity = task_id or f"sid={notification.session_id}"
-    digest = hashlib.blake2b(digest_size=8)
-    for sub in notification.subtasks():
-        progress = getattr(sub.result, "progress", None)
-        digest.update(f"{sub.where}|{sub.status}|{progress}\n".encode())
+    parts = [
+        f"{sub.key}|{sub.status}|{getattr(sub.result, 'progress', None)}"
+        for sub in collect_subtasks(notification)
+    ]
+    digest = hashlib.blake2b("\n".join(parts).encode(), digest_size=8)
     return f"{kind}:{identity}:{notification.status or '-'}:{digest.hexdigest()}"
 
 

@@ -18,7 +18,7 @@ import math
 import secrets
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -93,14 +93,20 @@ class RedisStore:
         clock: Clock | None = None,
         socket_timeout: float = 1.0,
         connect_timeout: float = 1.0,
+        max_connections: int = 32,
     ) -> None:
         if isinstance(url_or_client, str):
-            self._client = Redis.from_url(
+            # A bounded pool: under load, commands queue for a connection (up to the socket
+            # timeout) instead of opening one connection per in-flight delivery.
+            pool = BlockingConnectionPool.from_url(
                 url_or_client,
+                max_connections=max_connections,
+                timeout=socket_timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 1),
             )
+            self._client = Redis.from_pool(pool)  # the client owns (and closes) the pool
             self._owns_client = True
         else:
             self._client = url_or_client
