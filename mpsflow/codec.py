@@ -78,42 +78,23 @@ def decode(data: _Data, *, max_size: int = DEFAULT_MAX_SIZE) -> Notification:
 
     Raises ``DecodeError`` (a ``ValueError``) whose ``path`` names the offending JSON value.
     """
-    if type(data) is bytes and len(data) <= max_size:
-        try:
-            obj = _NOTIFICATION_DECODER.decode(data)
-        except (ValueError, RecursionError):
-            pass  # the slow path below reports it with its JSON path
-        else:
-            if not has_unknown_parts(obj):
-                return obj
-    return _decode_root(data, Notification, max_size)
+    fast = _fast(_NOTIFICATION_DECODER, data, max_size)
+    return fast if fast is not None else _decode_root(data, Notification, max_size)
 
 
 def decode_live(data: _Data, *, max_size: int = DEFAULT_MAX_SIZE) -> LiveStreamNotification:
     """Decode a live-stream processing notification (``NotificationType`` + one result)."""
-    if type(data) is bytes and len(data) <= max_size:
-        try:
-            obj = _LIVE_DECODER.decode(data)
-        except (ValueError, RecursionError):
-            pass  # the slow path below reports it with its JSON path
-        else:
-            if not has_unknown_parts(obj):
-                return obj
-    return _decode_root(data, LiveStreamNotification, max_size)
+    fast = _fast(_LIVE_DECODER, data, max_size)
+    return fast if fast is not None else _decode_root(data, LiveStreamNotification, max_size)
 
 
 def decode_any(
     data: _Data, *, max_size: int = DEFAULT_MAX_SIZE
 ) -> Notification | LiveStreamNotification:
     """Decode either kind: live when ``NotificationType`` is present and ``EventType`` is not."""
-    if type(data) is bytes and len(data) <= max_size:
-        try:
-            obj = _NOTIFICATION_DECODER.decode(data)
-        except (ValueError, RecursionError):
-            pass  # the slow path below reports it with its JSON path
-        else:
-            if obj.event_type is not None and not has_unknown_parts(obj):
-                return obj
+    fast = _fast(_NOTIFICATION_DECODER, data, max_size)
+    if fast is not None:
+        return fast
     try:
         return _decode_root(data, Notification, max_size)
     except DecodeError as exc:
@@ -128,6 +109,21 @@ def decode_any(
 
 
 # --- internals --------------------------------------------------------------------------------
+
+
+def _fast(decoder: msgspec.json.Decoder[_T], data: _Data, max_size: int) -> _T | None:
+    """The hot path: plain JSON bytes of known types, decoded once; None means "slow path".
+
+    Anything else (other inputs, errors, unknown types, a missing discriminator) returns None
+    so the slow path can unwrap it, keep raw JSON or report the error with its JSON path.
+    """
+    if type(data) is not bytes or len(data) > max_size:
+        return None
+    try:
+        obj = decoder.decode(data)
+    except (ValueError, RecursionError):
+        return None
+    return None if has_unknown_parts(obj) else obj
 
 
 def _decode_root(data: _Data, root: type[_T], max_size: int) -> _T:

@@ -19,7 +19,6 @@ WorkflowTask notification can be larger. ``overflow`` decides what happens then:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from mpsflow.cmq.credentials import (
     StaticCredentials,
 )
 from mpsflow.errors import SinkError
+from mpsflow.sinks._post import post
 from mpsflow.sinks.cos import ObjectRef
 from mpsflow.tc3 import tc3_headers
 
@@ -226,20 +226,15 @@ class ScfInvokeSink:
             timestamp=int(self._clock.time()),
             region=self.region,
         )
-        try:
-            async with self._session.post(
-                self._url,
-                data=payload,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                reply = await response.content.read(_MAX_REPLY)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise SinkError(
-                f"SCF Invoke {self.function_name!r} failed: {type(exc).__name__}", transient=True
-            ) from None
+        status, reply = await post(
+            self._session,
+            self._url,
+            payload,
+            headers,
+            timeout=self.timeout,
+            max_reply=_MAX_REPLY,
+            describe=lambda exc: f"SCF Invoke {self.function_name!r} failed: {type(exc).__name__}",
+        )
         self._check(status, reply)
 
     def _check(self, status: int, reply: bytes) -> None:

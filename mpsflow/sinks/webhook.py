@@ -33,6 +33,7 @@ from yarl import URL
 from mpsflow._json import dumps
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import SinkError
+from mpsflow.sinks._post import post
 
 __all__ = [
     "Template",
@@ -191,21 +192,15 @@ class WebhookSink:
             headers[self.signature_header] = sign_body(self._secret, stamp, body)
         if self._rate is not None:
             await self._rate.acquire()
-        try:
-            async with self._session.post(
-                self._url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                reply = await response.content.read(_MAX_REPLY)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            # ``from None``: aiohttp errors may spell out the full URL, key included.
-            raise SinkError(
-                f"POST {self.safe_url} failed: {_reason(exc, self.timeout)}", transient=True
-            ) from None
+        status, reply = await post(
+            self._session,
+            self._url,
+            body,
+            headers,
+            timeout=self.timeout,
+            max_reply=_MAX_REPLY,
+            describe=lambda exc: f"POST {self.safe_url} failed: {_reason(exc, self.timeout)}",
+        )
         _log.debug("POST %s -> %d (%d bytes)", self.safe_url, status, len(body))
         if 200 <= status < 300:
             self.check_response(status, reply)
