@@ -26,7 +26,6 @@ consumer's (this process) and the server's CPU time per message::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -162,16 +161,19 @@ def _server_cpu(pid: int) -> float | None:
 
 async def _measure(
     name: str,
-    run: Callable[[], Awaitable[object]],
+    run: Callable[[CmqClient], Awaitable[object]],
     client: CmqClient,
     bodies: Sequence[str],
     server_pid: int,
 ) -> Result:
+    # A long poll cut short by the end of the previous run may still be parked in the server
+    # for up to its wait (1 s); it would take messages of this fill and hide them. Let it end.
+    await anyio.sleep(1.5)
     await _fill(client, bodies)
     server_before = _server_cpu(server_pid)
     cpu_before = time.process_time()
     started = time.perf_counter()
-    await run()
+    await run(client)
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     server_after = _server_cpu(server_pid)
@@ -221,9 +223,7 @@ async def _bench(args: argparse.Namespace, url: str, server_pid: int) -> dict[st
         await bare_loops(client, min(count, 1000), 1)
         for round_number in range(1, args.rounds + 1):
             for name, run in runs.items():
-                result = await _measure(
-                    name, lambda run=run: run(client), client, bodies, server_pid
-                )
+                result = await _measure(name, run, client, bodies, server_pid)
                 print(
                     f"round {round_number} {name:>17}: {result.per_second:8.0f} msg/s, "
                     f"{result.consumer_us:6.1f} µs consumer CPU/msg",
