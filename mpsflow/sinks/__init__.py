@@ -2,18 +2,30 @@
 
 Wrap any sink in a ``SinkChannel`` (the app does it for you) to get buffering, batching,
 backpressure and retries; each sink itself only knows how to deliver one batch.
+
+The network sinks (webhook, WeCom, COS/S3, SCF, CMQ) are imported on first use, so importing
+mpsflow stays fast where it matters (an SCF cold start) and ``mpsflow[cos]`` stays optional.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from mpsflow.sinks.base import Sink
 from mpsflow.sinks.channel import Receipt, SinkChannel
-from mpsflow.sinks.cos import ObjectRef, S3Sink, cos_endpoint
 from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
 from mpsflow.sinks.memory import MemorySink
-from mpsflow.sinks.scf import Offloader, ScfInvokeSink
-from mpsflow.sinks.webhook import WebhookSink, sign_body, verify_signature
-from mpsflow.sinks.wecom import WeComRobotSink, wecom_markdown
+
+if TYPE_CHECKING:
+    from mpsflow.sinks.cmq import CmqSink
+    from mpsflow.sinks.cos import ObjectRef, S3Sink, cos_endpoint
+    from mpsflow.sinks.scf import Offloader, ScfInvokeSink
+    from mpsflow.sinks.webhook import WebhookSink, sign_body, verify_signature
+    from mpsflow.sinks.wecom import WeComRobotSink, wecom_markdown
 
 __all__ = [
+    "CmqSink",
     "JsonlSink",
     "MemorySink",
     "ObjectRef",
@@ -31,3 +43,26 @@ __all__ = [
     "verify_signature",
     "wecom_markdown",
 ]
+
+_LAZY = {
+    "CmqSink": "mpsflow.sinks.cmq",
+    "ObjectRef": "mpsflow.sinks.cos",
+    "S3Sink": "mpsflow.sinks.cos",
+    "cos_endpoint": "mpsflow.sinks.cos",
+    "Offloader": "mpsflow.sinks.scf",
+    "ScfInvokeSink": "mpsflow.sinks.scf",
+    "WebhookSink": "mpsflow.sinks.webhook",
+    "sign_body": "mpsflow.sinks.webhook",
+    "verify_signature": "mpsflow.sinks.webhook",
+    "WeComRobotSink": "mpsflow.sinks.wecom",
+    "wecom_markdown": "mpsflow.sinks.wecom",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
