@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import IO
 
 import anyio
 import anyio.abc
@@ -81,29 +80,11 @@ async def worker(
     }
     env.pop("TENCENTCLOUD_SESSIONTOKEN", None)
     command = [
-        sys.executable,
-        "-W",
-        "error::ResourceWarning",
-        "-m",
-        "mpsflow",
-        "run",
-        "tests.apps.scaleout:app",
-        "--cmq",
-        server.url,
-        "--queue",
-        QUEUE,
-        "--pollers",
-        "1",
-        "--batch",
-        "4",
-        "--max-in-flight",
-        "4",
-        "--wait",
-        "1",
-        "--no-dedup",
+        *(sys.executable, "-W", "error::ResourceWarning", "-m", "mpsflow", "run"),
+        *("tests.apps.scaleout:app", "--cmq", server.url, "--queue", QUEUE),
+        *("--pollers", "1", "--batch", "4", "--max-in-flight", "4", "--wait", "1", "--no-dedup"),
     ]
     log_path = tmp_path / f"worker-{index}.log"
-    log: IO[bytes]
     with log_path.open("wb") as log:
         process = await anyio.open_process(
             command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
