@@ -20,7 +20,6 @@ import aiohttp
 import anyio
 import anyio.abc
 import pytest
-from anyio.streams.text import TextReceiveStream
 
 from mpsflow import App, Context
 from mpsflow.cli import SOURCE_FLAGS, SourceFlag, build_parser, main
@@ -31,6 +30,7 @@ from mpsflow.events import WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
 from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
+from tests.process_output import Output
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "mps-notify"
@@ -244,37 +244,6 @@ def test_the_cmq_source_is_built_only_when_asked_for() -> None:
 
 
 # -- real processes ---------------------------------------------------------------------------
-
-
-class Output:
-    """Lines of a process's stream, collected as they come; wait for one to appear."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._changed = anyio.Event()
-
-    async def collect(self, stream: anyio.abc.ByteReceiveStream) -> None:
-        pending = ""
-        async for text in TextReceiveStream(stream):
-            pending += text
-            *complete, pending = pending.split("\n")
-            self.lines.extend(complete)
-            self._changed.set()
-            self._changed = anyio.Event()
-        if pending:
-            self.lines.append(pending)
-
-    async def wait_for(self, pattern: re.Pattern[str]) -> re.Match[str]:
-        with anyio.fail_after(30):
-            while True:
-                for line in self.lines:
-                    if match := pattern.search(line):
-                        return match
-                await self._changed.wait()
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 @asynccontextmanager

@@ -16,9 +16,9 @@ import aiohttp
 import anyio
 import anyio.abc
 import pytest
-from anyio.streams.text import TextReceiveStream
 
 from mpsflow.testing import build_notification, media_result
+from tests.process_output import Output
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
@@ -42,32 +42,6 @@ app.sink("seen", JsonlSink("seen.jsonl"))
 async def seen(event, ctx: Context) -> None:
     await ctx.emit("seen", {"task": ctx.task_id, "pid": os.getpid()})
 """
-
-
-class Output:
-    """Lines a process writes to stderr, collected as they come; wait for one to appear."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._changed = anyio.Event()
-
-    async def collect(self, stream: anyio.abc.ByteReceiveStream) -> None:
-        pending = ""
-        async for text in TextReceiveStream(stream):
-            pending += text
-            *complete, pending = pending.split("\n")
-            self.lines.extend(complete)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-    async def wait_for(self, pattern: re.Pattern[str], count: int = 1) -> list[re.Match[str]]:
-        """The first ``count`` matches of ``pattern``, waiting (up to 30 s) for them."""
-        with anyio.fail_after(30):
-            while True:
-                matches = [m for line in self.lines if (m := pattern.search(line))]
-                if len(matches) >= count:
-                    return matches[:count]
-                await self._changed.wait()
 
 
 @asynccontextmanager
@@ -121,7 +95,7 @@ async def post_all(url: str, bodies: list[bytes]) -> list[int]:
 async def test_run_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
     write_app(tmp_path)
     async with mpsflow_run(tmp_path, "cliapp:app", "--http", "127.0.0.1:0") as (process, output):
-        [serving] = await output.wait_for(SERVING)
+        serving = await output.wait_for(SERVING)
         url = serving.group(1)
         base = url.removesuffix("/mps/callback")
         async with aiohttp.ClientSession() as session:
@@ -146,14 +120,14 @@ async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> No
     write_app(tmp_path)
     args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2")
     async with mpsflow_run(tmp_path, *args) as (process, output):
-        first, second = await output.wait_for(WORKER, 2)
-        await output.wait_for(SERVING, 3)  # the supervisor's line and each worker's
-        url = (await output.wait_for(SERVING))[0].group(1)
+        first, second = await output.wait_for_all(WORKER, 2)
+        await output.wait_for_all(SERVING, 3)  # the supervisor's line and each worker's
+        url = (await output.wait_for(SERVING)).group(1)
         assert await post_all(url, [note(f"a-{n}") for n in range(10)]) == [200] * 10
 
         crashed = int(first.group(1))
         os.kill(crashed, signal.SIGKILL)
-        *_, replacement = await output.wait_for(WORKER, 3)
+        *_, replacement = await output.wait_for_all(WORKER, 3)
         assert int(replacement.group(1)) not in (crashed, int(second.group(1)))
         assert await post_all(url, [note(f"b-{n}") for n in range(10)]) == [200] * 10
 

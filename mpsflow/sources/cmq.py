@@ -117,6 +117,7 @@ class CmqSource(PullSource):
             await self._clock.sleep(delay)
             return []
         self._receive_failures = 0
+        now, mono = self._clock.time(), self._clock.monotonic()
         return [
             Delivery(
                 message.msg_body.encode(),
@@ -124,6 +125,11 @@ class CmqSource(PullSource):
                 attempt=max(message.dequeue_count, 1),
                 id=message.msg_id,
                 meta={_RECEIPT: message.receipt_handle},
+                # The message becomes visible again at nextVisibleTime: that is this
+                # delivery's deadline (dedup leases end with it, plus a margin).
+                deadline=mono + max(message.next_visible_time - now, 0.0)
+                if message.next_visible_time
+                else None,
             )
             for message in messages
         ]

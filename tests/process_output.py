@@ -1,0 +1,48 @@
+"""Collect a child process's output line by line and wait for lines to appear (no sleeps)."""
+
+from __future__ import annotations
+
+import re
+
+import anyio
+import anyio.abc
+from anyio.streams.text import TextReceiveStream
+
+__all__ = ["Output"]
+
+
+class Output:
+    """Lines of a process's stream, collected as they come; wait for matching ones."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = anyio.Event()
+
+    async def collect(self, stream: anyio.abc.ByteReceiveStream) -> None:
+        pending = ""
+        async for text in TextReceiveStream(stream):
+            pending += text
+            *complete, pending = pending.split("\n")
+            self.lines.extend(complete)
+            self._changed.set()
+            self._changed = anyio.Event()
+        if pending:
+            self.lines.append(pending)
+
+    async def wait_for_all(self, pattern: re.Pattern[str], count: int) -> list[re.Match[str]]:
+        """The first ``count`` matches of ``pattern``, waiting (up to 30 s) for them."""
+        with anyio.fail_after(30):
+            while True:
+                matches = [m for line in self.lines if (m := pattern.search(line))]
+                if len(matches) >= count:
+                    return matches[:count]
+                await self._changed.wait()
+
+    async def wait_for(self, pattern: re.Pattern[str]) -> re.Match[str]:
+        """The first match of ``pattern``, waiting (up to 30 s) for it."""
+        [match] = await self.wait_for_all(pattern, 1)
+        return match
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
