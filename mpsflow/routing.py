@@ -168,11 +168,8 @@ def plan(
                     continue
             out.append((spec, event))
     if has_subtask_handlers:
-        for sub in collect_subtasks(notification):
-            specs = by_key.get(sub.key)
-            if not specs:
-                continue
-            for spec in specs:
+        for sub in collect_subtasks(notification, by_key):
+            for spec in by_key[sub.key]:
                 if not spec.has_filters or _matches(
                     spec, sub.status, sub.ok, sub.failed, sub.result
                 ):

@@ -15,7 +15,7 @@ Iteration walks the typed Structs in place: no intermediate lists, one small ``S
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -338,31 +338,47 @@ LIVE_KEYS: Mapping[str, type] = MappingProxyType(
 # rest of the walk.
 
 
-def _categorised(category: str, items: list[Any] | None, where: str, out: list[Subtask]) -> None:
+def _categorised(
+    category: str,
+    items: list[Any] | None,
+    where: str,
+    out: list[Subtask],
+    keys: Container[str] | None,
+) -> None:
     if not items:
         return
     table = _CATEGORIES[category][1]
     for i, item in enumerate(items):
         entry = table.get(item.type)
         if entry is None:
-            out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
+            if keys is None or UNKNOWN in keys:
+                out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
             continue
         attr, wire = entry
         task = getattr(item, attr)
-        out.append(Subtask(category, category, item, (where, i, ""), task))
+        if keys is None or category in keys:
+            out.append(Subtask(category, category, item, (where, i, ""), task))
         if task is not None:
-            out.append(
-                Subtask(f"{category}.{item.type}", category, task, (where, i, f".{wire}"), task)
-            )
+            key = f"{category}.{item.type}"
+            if keys is None or key in keys:
+                out.append(Subtask(key, category, task, (where, i, f".{wire}"), task))
 
 
-def _media(items: list[MediaProcessTaskResult], where: str, out: list[Subtask]) -> None:
+def _media(
+    items: list[MediaProcessTaskResult],
+    where: str,
+    out: list[Subtask],
+    keys: Container[str] | None,
+) -> None:
     for i, item in enumerate(items):
         entry = _MEDIA.get(item.type)  # type: ignore[arg-type]
         if entry is None:
-            out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
+            if keys is None or UNKNOWN in keys:
+                out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
             continue
         key, attr, wire = entry
+        if keys is not None and key not in keys:
+            continue
         if attr is None:
             out.append(Subtask(key, _MEDIA_CATEGORY, item, (where, i, ""), default_ok=True))
             continue
@@ -371,28 +387,37 @@ def _media(items: list[MediaProcessTaskResult], where: str, out: list[Subtask]) 
             out.append(Subtask(key, _MEDIA_CATEGORY, task, (where, i, f".{wire}"), task))
 
 
-def _single(key: str, result: Any, where: str, out: list[Subtask]) -> None:
-    if result is not None:
+def _single(
+    key: str, result: Any, where: str, out: list[Subtask], keys: Container[str] | None
+) -> None:
+    if result is not None and (keys is None or key in keys):
         out.append(Subtask(key, _KEY_CATEGORY[key], result, where, result))
 
 
-def _workflow(e: WorkflowTask, where: str, out: list[Subtask]) -> None:
+def _workflow(e: WorkflowTask, where: str, out: list[Subtask], keys: Container[str] | None) -> None:
     # Each set is checked before its path string is made: most notifications carry one or
     # two of the eight.
     if e.media_process_result_set:
-        _media(e.media_process_result_set, f"{where}.MediaProcessResultSet", out)
+        _media(e.media_process_result_set, f"{where}.MediaProcessResultSet", out, keys)
     if e.ai_content_review_result_set:
         _categorised(
             "AiContentReview",
             e.ai_content_review_result_set,
             f"{where}.AiContentReviewResultSet",
             out,
+            keys,
         )
     if e.ai_analysis_result_set:
-        _categorised("AiAnalysis", e.ai_analysis_result_set, f"{where}.AiAnalysisResultSet", out)
+        _categorised(
+            "AiAnalysis", e.ai_analysis_result_set, f"{where}.AiAnalysisResultSet", out, keys
+        )
     if e.ai_recognition_result_set:
         _categorised(
-            "AiRecognition", e.ai_recognition_result_set, f"{where}.AiRecognitionResultSet", out
+            "AiRecognition",
+            e.ai_recognition_result_set,
+            f"{where}.AiRecognitionResultSet",
+            out,
+            keys,
         )
     if e.ai_quality_control_task_result is not None:
         _single(
@@ -400,6 +425,7 @@ def _workflow(e: WorkflowTask, where: str, out: list[Subtask]) -> None:
             e.ai_quality_control_task_result,
             f"{where}.AiQualityControlTaskResult",
             out,
+            keys,
         )
     if e.smart_subtitles_task_result:
         _categorised(
@@ -407,14 +433,17 @@ def _workflow(e: WorkflowTask, where: str, out: list[Subtask]) -> None:
             e.smart_subtitles_task_result,
             f"{where}.SmartSubtitlesTaskResult",
             out,
+            keys,
         )
     if e.smart_erase_task_result is not None:
-        _single("SmartErase", e.smart_erase_task_result, f"{where}.SmartEraseTaskResult", out)
+        _single("SmartErase", e.smart_erase_task_result, f"{where}.SmartEraseTaskResult", out, keys)
     if e.ai_dubbing_task_result is not None:
-        _single("AiDubbing", e.ai_dubbing_task_result, f"{where}.AiDubbingTaskResult", out)
+        _single("AiDubbing", e.ai_dubbing_task_result, f"{where}.AiDubbingTaskResult", out, keys)
 
 
-def _activity(activity: ActivityResult, here: str, out: list[Subtask]) -> None:
+def _activity(
+    activity: ActivityResult, here: str, out: list[Subtask], keys: Container[str] | None
+) -> None:
     item = activity.activity_res_item
     found = False
     if item is not None:
@@ -426,32 +455,40 @@ def _activity(activity: ActivityResult, here: str, out: list[Subtask]) -> None:
             found = True
             task_where = f"{item_where}.{wire}"
             if items_category is None:
-                category = _KEY_CATEGORY.get(key, _MEDIA_CATEGORY)
-                out.append(Subtask(key, category, task, task_where, task))
+                if keys is None or key in keys:
+                    category = _KEY_CATEGORY.get(key, _MEDIA_CATEGORY)
+                    out.append(Subtask(key, category, task, task_where, task))
             else:
-                out.append(Subtask(key, items_category, task, task_where, task))
-                _categorised(items_category, task.output, f"{task_where}.Output", out)
-    if not found and activity.activity_type not in _KNOWN_ACTIVITY_TYPES:
+                if keys is None or key in keys:
+                    out.append(Subtask(key, items_category, task, task_where, task))
+                _categorised(items_category, task.output, f"{task_where}.Output", out, keys)
+    unknown = not found and activity.activity_type not in _KNOWN_ACTIVITY_TYPES
+    if unknown and (keys is None or UNKNOWN in keys):
         out.append(Subtask(UNKNOWN, UNKNOWN, activity, here))
 
 
-def collect_subtasks(notification: Notification) -> list[Subtask]:
+def collect_subtasks(
+    notification: Notification, keys: Container[str] | None = None
+) -> list[Subtask]:
     """Every subtask result of ``notification`` with its routing key, in document order.
 
-    An unknown ``EventType`` has none (route it on the event key instead).
+    With ``keys``, only subtasks under those keys are built (routing asks only for the keys
+    some handler listens to). An unknown ``EventType`` has none (route it on the event key).
     """
     n = notification
     out: list[Subtask] = []
     if n.workflow_task_event is not None:
-        _workflow(n.workflow_task_event, "$.WorkflowTaskEvent", out)
+        _workflow(n.workflow_task_event, "$.WorkflowTaskEvent", out, keys)
     if n.schedule_task_event is not None:
         for i, activity in enumerate(n.schedule_task_event.activity_result_set or ()):
-            _activity(activity, f"$.ScheduleTaskEvent.ActivityResultSet[{i}]", out)
+            _activity(activity, f"$.ScheduleTaskEvent.ActivityResultSet[{i}]", out, keys)
     batch = n.batch_task_event
     if batch is not None and batch.smart_subtitles_task_result is not None:
-        result = batch.smart_subtitles_task_result
-        where = "$.BatchTaskEvent.SmartSubtitlesTaskResult"
-        out.append(Subtask("BatchSmartSubtitles", "SmartSubtitles", result, where, result))
+        key = "BatchSmartSubtitles"
+        if keys is None or key in keys:
+            result = batch.smart_subtitles_task_result
+            where = "$.BatchTaskEvent.SmartSubtitlesTaskResult"
+            out.append(Subtask(key, "SmartSubtitles", result, where, result))
     return out
 
 
