@@ -1,14 +1,19 @@
-"""Collect a child process's output line by line and wait for lines to appear (no sleeps)."""
+"""Run ``python -m mpsflow`` as a child process and wait for its output lines (no sleeps)."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import anyio.abc
 from anyio.streams.text import TextReceiveStream
 
-__all__ = ["Output"]
+__all__ = ["Output", "mpsflow_process"]
 
 
 class Output:
@@ -46,3 +51,31 @@ class Output:
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+@asynccontextmanager
+async def mpsflow_process(
+    cwd: Path, env: Mapping[str, str], *args: str
+) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
+    """``python -m mpsflow ARGS`` with ResourceWarnings as errors; stdout+stderr collected.
+
+    The process is killed at the end if it is still running.
+    """
+    process = await anyio.open_process(
+        [sys.executable, "-W", "error::ResourceWarning", "-m", "mpsflow", *args],
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output = Output()
+    async with process, anyio.create_task_group() as tg:
+        assert process.stdout is not None
+        tg.start_soon(output.collect, process.stdout)
+        try:
+            yield process, output
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()

@@ -9,11 +9,9 @@ import os
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -30,7 +28,7 @@ from mpsflow.events import WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
 from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
-from tests.process_output import Output
+from tests.process_output import mpsflow_process
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "mps-notify"
@@ -244,31 +242,6 @@ def test_the_cmq_source_is_built_only_when_asked_for() -> None:
 
 
 # -- real processes ---------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def mpsflow_process(
-    cwd: Path, env: dict[str, str], *args: str
-) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
-    """``python -m mpsflow ARGS`` (ResourceWarnings as errors); stdout and stderr collected."""
-    process = await anyio.open_process(
-        [sys.executable, "-W", "error::ResourceWarning", "-m", "mpsflow", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    output = Output()
-    async with process, anyio.create_task_group() as tg:
-        assert process.stdout is not None
-        tg.start_soon(output.collect, process.stdout)
-        try:
-            yield process, output
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
 
 
 def child_env(**extra: str) -> dict[str, str]:

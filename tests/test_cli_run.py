@@ -6,10 +6,7 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +15,7 @@ import anyio.abc
 import pytest
 
 from mpsflow.testing import build_notification, media_result
-from tests.process_output import Output
+from tests.process_output import mpsflow_process
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
@@ -42,28 +39,6 @@ app.sink("seen", JsonlSink("seen.jsonl"))
 async def seen(event, ctx: Context) -> None:
     await ctx.emit("seen", {"task": ctx.task_id, "pid": os.getpid()})
 """
-
-
-@asynccontextmanager
-async def mpsflow_run(cwd: Path, *args: str) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
-    """``python -m mpsflow run ARGS`` in ``cwd``; killed at the end if still running."""
-    process = await anyio.open_process(
-        [sys.executable, "-m", "mpsflow", "run", *args],
-        cwd=cwd,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    output = Output()
-    async with process, anyio.create_task_group() as tg:
-        assert process.stderr is not None
-        tg.start_soon(output.collect, process.stderr)
-        try:
-            yield process, output
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
 
 
 def write_app(tmp_path: Path) -> None:
@@ -94,7 +69,10 @@ async def post_all(url: str, bodies: list[bytes]) -> list[int]:
 
 async def test_run_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
     write_app(tmp_path)
-    async with mpsflow_run(tmp_path, "cliapp:app", "--http", "127.0.0.1:0") as (process, output):
+    async with mpsflow_process(tmp_path, ENV, "run", "cliapp:app", "--http", "127.0.0.1:0") as (
+        process,
+        output,
+    ):
         serving = await output.wait_for(SERVING)
         url = serving.group(1)
         base = url.removesuffix("/mps/callback")
@@ -119,7 +97,7 @@ async def test_run_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> No
 async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> None:
     write_app(tmp_path)
     args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2")
-    async with mpsflow_run(tmp_path, *args) as (process, output):
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
         first, second = await output.wait_for_all(WORKER, 2)
         await output.wait_for_all(SERVING, 3)  # the supervisor's line and each worker's
         url = (await output.wait_for(SERVING)).group(1)
