@@ -4,7 +4,8 @@ Each routing key (``mpsflow.events`` EVENT_KEYS / SUBTASK_KEYS / LIVE_KEYS) gets
 overload whose decorator only accepts handlers taking that key's result type, so
 ``@app.on("Transcode")`` on a handler of the wrong type is a mypy error.
 
-Run: ``python scripts/gen_typed_on.py`` (after regenerating the events).
+Run: ``python scripts/gen_typed_on.py`` (after regenerating the events); ``--check`` only
+verifies that the committed module is current (a test runs it).
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ FALLBACK = '''
 '''
 
 
-def main() -> None:
+def render() -> str:
+    """The module's source, imports sorted and formatted as ruff does it."""
     by_type: dict[type, list[str]] = defaultdict(list)
     for registry in (EVENT_KEYS, SUBTASK_KEYS, LIVE_KEYS):
         for key, cls in registry.items():
@@ -160,9 +162,30 @@ def main() -> None:
         keys = ", ".join(f'"{k}"' for k in sorted(by_type[cls]))
         parts.append(OVERLOAD.format(keys=keys, t=cls.__name__))
     parts.append(FALLBACK)
-    TARGET.write_text("".join(parts))
-    subprocess.run([sys.executable, "-m", "ruff", "format", str(TARGET)], check=True)
-    print(f"wrote {TARGET.relative_to(ROOT)}: {sum(map(len, by_type.values()))} keys")
+    text = "".join(parts)
+    for command in (["check", "--select", "I", "--fix", "--quiet"], ["format"]):
+        text = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "--stdin-filename", str(TARGET), "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+    return text
+
+
+def main() -> None:
+    """Write the module, or with ``--check`` exit 1 when it is out of date."""
+    text = render()
+    if "--check" in sys.argv[1:]:
+        if TARGET.read_text() != text:
+            print(f"{TARGET.relative_to(ROOT)} is out of date: run scripts/gen_typed_on.py")
+            raise SystemExit(1)
+        print(f"{TARGET.relative_to(ROOT)} is up to date")
+        return
+    TARGET.write_text(text)
+    print(f"wrote {TARGET.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -126,3 +126,19 @@ def test_mismatched_handlers_are_type_errors(tmp_path: Path) -> None:
     assert line_of("def sync_handler") - 1 in lines or line_of("sync_handler") in lines
     assert line_of("async def not_async") - 1 not in lines, out
     assert "MediaProcessTaskSnapshotByTimeOffsetResult" in out
+
+
+def test_typed_overloads_are_up_to_date() -> None:
+    """``mpsflow/_typed_on.py`` matches the routing keys (regenerate with the script)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "gen_typed_on.py"), "--check"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
