@@ -134,7 +134,8 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-in-flight",
         type=_positive_int,
         default=256,
-        help="requests processed at once per process before answering 503 (%(default)s)",
+        help="deliveries processed at once by each source (HTTP, CMQ); HTTP answers 503"
+        " beyond it (%(default)s)",
     )
     group.add_argument(
         "--read-timeout",
