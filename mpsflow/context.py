@@ -54,7 +54,6 @@ class Context:
         self,
         notification: AnyNotification,
         delivery: Delivery,
-        *,
         handler: str = "",
         key: str = "",
         sinks: Mapping[str, SinkChannel] | None = None,

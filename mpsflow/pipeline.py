@@ -93,8 +93,16 @@ class Pipeline:
         self._max_body_size = max_body_size
         self._rng = rng or random.Random()
         by_key: dict[str, list[HandlerSpec]] = {}
+        self._ok_results: dict[HandlerSpec, _HandlerResult] = {}
+        """One shared, never-mutated success result per handler (no allocation when it runs)."""
+        self._direct: set[HandlerSpec] = set()
+        """Handlers without middleware, limiter or timeout: called without a ``Call``."""
         for spec in specs:
-            spec.chain = chain((*handler_middleware, *spec.middleware), self._endpoint(spec))
+            middleware = (*handler_middleware, *spec.middleware)
+            spec.chain = chain(middleware, self._endpoint(spec))
+            if not middleware and spec.max_concurrency is None and spec.timeout is None:
+                self._direct.add(spec)
+            self._ok_results[spec] = _HandlerResult(spec, "ok")
             by_key.setdefault(spec.key, []).append(spec)
         self._by_key: dict[str, Sequence[HandlerSpec]] = {k: tuple(v) for k, v in by_key.items()}
         self._has_subtask_handlers = any(s.kind == "subtask" for s in specs)
@@ -177,12 +185,17 @@ class Pipeline:
     async def _run(
         self, spec: HandlerSpec, payload: Any, notification: AnyNotification, delivery: Delivery
     ) -> _HandlerResult:
-        ctx = Context(notification, delivery, handler=spec.name, key=spec.key, sinks=self._sinks)
-        call = Call(delivery, "handler", notification, spec.info, payload, ctx)
+        ctx = Context(notification, delivery, spec.name, spec.key, self._sinks)
+        ok_result = self._ok_results[spec]
         started = perf_counter()
-        assert spec.chain is not None
         try:
-            outcome = await spec.chain(call)
+            if spec in self._direct:
+                outcome = await self._call_direct(spec, payload, ctx)
+            else:
+                assert spec.chain is not None
+                outcome = await spec.chain(
+                    Call(delivery, "handler", notification, spec.info, payload, ctx)
+                )
         except Retry as exc:
             result = _HandlerResult(spec, "retry", exc.reason, delay=exc.delay)
         except Reject as exc:
@@ -200,13 +213,25 @@ class Pipeline:
                 traceback=traceback.format_exc(limit=20),
             )
         else:
-            result = _from_outcome(spec, outcome)
+            result = ok_result if outcome is _HANDLER_OK else _from_outcome(spec, outcome)
         if result.failed:
             ctx.log.warning("handler %s failed (%s): %s", spec.name, result.kind, result.reason)
         elif result.kind == "skipped":
             self._metrics.duplicate_skipped(spec.key)
         self._metrics.handler_run(spec.key, result.kind, perf_counter() - started)
         return result
+
+    @staticmethod
+    async def _call_direct(spec: HandlerSpec, payload: Any, ctx: Context) -> Outcome:
+        """The endpoint of a handler with nothing around it (the common, hot case)."""
+        token = _current.set(ctx)
+        try:
+            await spec.func(payload, ctx)
+            if ctx._receipts:
+                await ctx._flush()
+        finally:
+            _current.reset(token)
+        return _HANDLER_OK
 
     def _endpoint(self, spec: HandlerSpec) -> CallNext:
         func = spec.func

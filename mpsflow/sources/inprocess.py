@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -41,6 +41,7 @@ class InProcessSource(PullSource):
         max_in_flight: int = 64,
         clock: Clock | None = None,
         close_when_done: bool = True,
+        keep_report: bool = True,
     ) -> None:
         super().__init__(max_in_flight=max_in_flight, pollers=1)
         self.name = name
@@ -52,8 +53,12 @@ class InProcessSource(PullSource):
         self._waiting_retry: list[Delivery] = []
         self._changed = anyio.Event()
         self._timers: anyio.abc.TaskGroup | None = None
+        self.keep_report = keep_report
         self.report: list[Settled] = []
-        """Every settlement, in order (dead letters, acks and retries alike)."""
+        """Every settlement, in order (dead letters, acks and retries alike); kept only with
+        ``keep_report`` (a long-running source would otherwise hold every delivery)."""
+        self.counts: Counter[Settlement] = Counter()
+        """How many deliveries were settled each way."""
 
     def _more(self) -> Iterator[Delivery]:
         return iter(())
@@ -105,7 +110,9 @@ class InProcessSource(PullSource):
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         self._outstanding -= 1
-        self.report.append(Settled(delivery, outcome))
+        self.counts[outcome.settlement] += 1
+        if self.keep_report:
+            self.report.append(Settled(delivery, outcome))
         if outcome.settlement is Settlement.RETRY:
             again = replace(delivery, attempt=delivery.attempt + 1, state={})
             self._waiting_retry.append(again)

@@ -23,6 +23,7 @@ class MemorySource(InProcessSource):
 
     Bodies may be bytes, str, a parsed dict (like an SCF event) or ready ``Delivery``
     objects. Failed deliveries are retried in process after their backoff (via ``clock``).
+    ``report`` lists every settlement (``keep_report=False`` keeps only ``counts``).
     """
 
     def __init__(
@@ -33,9 +34,14 @@ class MemorySource(InProcessSource):
         max_in_flight: int = 64,
         clock: Clock | None = None,
         close_when_done: bool = True,
+        keep_report: bool = True,
     ) -> None:
         super().__init__(
-            name=name, max_in_flight=max_in_flight, clock=clock, close_when_done=close_when_done
+            name=name,
+            max_in_flight=max_in_flight,
+            clock=clock,
+            close_when_done=close_when_done,
+            keep_report=keep_report,
         )
         self._ids = itertools.count(1)
         for item in items:
