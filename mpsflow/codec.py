@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from mpsflow.errors import DecodeError
+from mpsflow.errors import DecodeError, PayloadTooLarge
 from mpsflow.events import LiveStreamNotification, MpsStruct, Notification
 from mpsflow.events.subtasks import find_unknown_parts, has_unknown_parts
 
@@ -142,7 +142,8 @@ def _dispatch(data: _Data, root: type[_T], max_size: int, depth: int) -> _T:
         return _from_mapping(data, root, max_size, depth)
     if isinstance(data, (bytes, bytearray, memoryview, str)):
         if len(data) > max_size:
-            raise _error(f"payload of {len(data)} bytes is over the size limit of {max_size} bytes")
+            message = f"payload of {len(data)} bytes is over the size limit of {max_size} bytes"
+            raise PayloadTooLarge(f"{message} - at `$`", "$")
         return _from_text(data, root, max_size, depth)
     raise _error(f"cannot decode a {type(data).__name__}; expected bytes, str or a mapping")
 

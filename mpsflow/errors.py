@@ -6,6 +6,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "MpsflowError",
+    "PayloadTooLarge",
     "SinkError",
     "StoreUnavailable",
 ]
@@ -25,6 +26,10 @@ class DecodeError(MpsflowError, ValueError):
     def __init__(self, message: str, path: str = "$") -> None:
         super().__init__(message)
         self.path = path
+
+
+class PayloadTooLarge(DecodeError):
+    """The payload is over the size limit (refused before parsing; HTTP 413)."""
 
 
 class ConfigurationError(MpsflowError):

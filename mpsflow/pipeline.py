@@ -22,7 +22,7 @@ from mpsflow.codec import decode_any
 from mpsflow.context import Context, _current
 from mpsflow.deadletter import DeadLetter, DeadLetterKind, Failure, make_dead_letter
 from mpsflow.delivery import Delivery, Outcome, Settlement
-from mpsflow.errors import DecodeError
+from mpsflow.errors import DecodeError, PayloadTooLarge
 from mpsflow.metrics import Metrics
 from mpsflow.middleware.base import Call, CallNext, chain
 from mpsflow.outcomes import Reject, Retry
@@ -138,7 +138,7 @@ class Pipeline:
                 delivery,
                 kind="poison",
                 reason=f"{exc}{where}"[:500],
-                status=413 if "size limit" in str(exc) else 400,
+                status=413 if isinstance(exc, PayloadTooLarge) else 400,
                 failures=[Failure(kind="poison", error_type="DecodeError", message=str(exc))],
             )
         call.notification = notification
@@ -326,7 +326,13 @@ class Pipeline:
         notification: AnyNotification | None = None,
         failures: list[Failure] | None = None,
         handlers_run: int = 0,
+        settled: Outcome | None = None,
     ) -> Outcome:
+        """Write a dead-letter record; the delivery is then settled (never retried).
+
+        Returns ``settled`` (default: DEAD_LETTERED with ``status``), or RETRY when the record
+        could not be written, so nothing is lost.
+        """
         record = make_dead_letter(
             kind=kind,
             reason=reason,
@@ -345,8 +351,11 @@ class Pipeline:
             )
         delivery.state["dead_lettered"] = True
         self._metrics.dead_letter(kind)
-        settlement = Settlement.DEAD_LETTERED
-        return Outcome(settlement, status=status, reason=reason, handlers_run=handlers_run)
+        if settled is not None:
+            return settled
+        return Outcome(
+            Settlement.DEAD_LETTERED, status=status, reason=reason, handlers_run=handlers_run
+        )
 
     async def _internal_error(self, delivery: Delivery, exc: Exception) -> Outcome:
         """A failure outside any handler (middleware, a bug): retried, then dead-lettered."""
@@ -373,23 +382,13 @@ class Pipeline:
     async def _dead_letter_rejection(self, delivery: Delivery, outcome: Outcome) -> Outcome:
         """Record a rejection decided by middleware (bad signature, …) before settling."""
         kind: DeadLetterKind = "signature" if outcome.status == 401 else "rejected"
-        record = make_dead_letter(
+        return await self._to_dead_letters(
+            delivery,
             kind=kind,
             reason=outcome.reason,
-            body=delivery.body,
-            now=self._clock.time(),
-            source=delivery.source,
-            delivery_id=delivery.id,
-            attempt=delivery.attempt,
             failures=[Failure(kind=kind, message=outcome.reason)],
+            settled=outcome,
         )
-        if not await self._write_dead_letter(record):
-            return Outcome(
-                Settlement.RETRY, status=503, reason="dead-letter sink unavailable; retry later"
-            )
-        delivery.state["dead_lettered"] = True
-        self._metrics.dead_letter(kind)
-        return outcome
 
     async def _write_dead_letter(self, record: DeadLetter) -> bool:
         try:
