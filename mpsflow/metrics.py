@@ -16,8 +16,15 @@ __all__ = ["InMemoryMetrics", "Metrics"]
 class Metrics(Protocol):
     """Hooks the engine calls; every implementation must be cheap and never raise."""
 
+    def delivery_started(self, source: str) -> None:
+        """A delivery entered the pipeline (it is in flight until ``delivery`` reports it)."""
+
     def delivery(self, source: str, outcome: str, seconds: float) -> None:
-        """One delivery settled (outcome: ack, retry, dead_lettered, rejected)."""
+        """A delivery left the pipeline.
+
+        ``outcome``: ack, retry, dead_lettered, rejected, or cancelled (shutdown cut it short;
+        it is left for redelivery).
+        """
 
     def handler_run(self, key: str, outcome: str, seconds: float) -> None:
         """A handler run ended: ok, skipped, defer, retry, reject, error or timeout."""
@@ -34,30 +41,39 @@ class Metrics(Protocol):
     def unmatched(self, event_type: str) -> None:
         """A notification reached no handler."""
 
-    def in_flight(self, source: str, delta: int) -> None:
-        """Deliveries being processed changed by ``delta``."""
-
 
 class InMemoryMetrics:
-    """Counters in dicts; ``snapshot()`` gives a plain view for tests and health pages."""
+    """Counters in dicts; ``snapshot()`` gives a plain view for tests and health pages.
+
+    The per-delivery counters (``deliveries``, ``handler_runs``, ``started``) are plain dicts,
+    which update faster than ``Counter``; read them with ``.get(key, 0)``.
+    """
 
     def __init__(self) -> None:
-        self.deliveries: Counter[tuple[str, str]] = Counter()
-        self.handler_runs: Counter[tuple[str, str]] = Counter()
+        self.deliveries: dict[tuple[str, str], int] = {}
+        self.handler_runs: dict[tuple[str, str], int] = {}
+        self.started: dict[str, int] = {}
         self.dead_letters: Counter[str] = Counter()
         self.signature_rejections: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
         self.unmatched_events: Counter[str] = Counter()
-        self.in_flight_now: Counter[str] = Counter()
         self.delivery_seconds = 0.0
         self.handler_seconds = 0.0
 
+    def delivery_started(self, source: str) -> None:
+        started = self.started
+        started[source] = started.get(source, 0) + 1
+
     def delivery(self, source: str, outcome: str, seconds: float) -> None:
-        self.deliveries[source, outcome] += 1
+        deliveries = self.deliveries
+        key = (source, outcome)
+        deliveries[key] = deliveries.get(key, 0) + 1
         self.delivery_seconds += seconds
 
     def handler_run(self, key: str, outcome: str, seconds: float) -> None:
-        self.handler_runs[key, outcome] += 1
+        runs = self.handler_runs
+        run = (key, outcome)
+        runs[run] = runs.get(run, 0) + 1
         self.handler_seconds += seconds
 
     def dead_letter(self, kind: str) -> None:
@@ -72,8 +88,13 @@ class InMemoryMetrics:
     def unmatched(self, event_type: str) -> None:
         self.unmatched_events[event_type] += 1
 
-    def in_flight(self, source: str, delta: int) -> None:
-        self.in_flight_now[source] += delta
+    @property
+    def in_flight_now(self) -> dict[str, int]:
+        """Deliveries started but not yet finished, by source."""
+        finished: Counter[str] = Counter()
+        for (source, _outcome), count in self.deliveries.items():
+            finished[source] += count
+        return {source: count - finished[source] for source, count in self.started.items()}
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """All counters as nested plain dicts (keys joined with ``/``)."""

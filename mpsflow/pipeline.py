@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,7 +27,7 @@ from mpsflow.metrics import Metrics
 from mpsflow.middleware.base import Call, CallNext, chain
 from mpsflow.outcomes import Reject, Retry
 from mpsflow.retry import RetryPolicy
-from mpsflow.routing import HandlerSpec, plan
+from mpsflow.routing import HandlerSpec, RouteTable, plan
 
 if TYPE_CHECKING:
     from mpsflow.context import AnyNotification
@@ -45,6 +45,8 @@ UnmatchedPolicy = Literal["ack", "dead_letter"]
 _log = logging.getLogger("mpsflow.pipeline")
 
 _HANDLER_OK = Outcome(Settlement.ACK, handlers_run=1)
+"""Shared by every successful handler run and single-handler delivery (outcomes are never
+mutated once made)."""
 _SETTLEMENT_NAMES = {s: s.value for s in Settlement}  # enum ``.value`` is slow on the hot path
 
 ResultKind = Literal["ok", "skipped", "defer", "retry", "reject", "error", "timeout"]
@@ -92,7 +94,6 @@ class Pipeline:
         self._clock = clock
         self._max_body_size = max_body_size
         self._rng = rng or random.Random()
-        by_key: dict[str, list[HandlerSpec]] = {}
         self._ok_results: dict[HandlerSpec, _HandlerResult] = {}
         """One shared, never-mutated success result per handler (no allocation when it runs)."""
         self._direct: set[HandlerSpec] = set()
@@ -103,33 +104,45 @@ class Pipeline:
             if not middleware and spec.max_concurrency is None and spec.timeout is None:
                 self._direct.add(spec)
             self._ok_results[spec] = _HandlerResult(spec, "ok")
-            by_key.setdefault(spec.key, []).append(spec)
-        self._by_key: dict[str, Sequence[HandlerSpec]] = {k: tuple(v) for k, v in by_key.items()}
-        self._has_subtask_handlers = any(s.kind == "subtask" for s in specs)
-        self._process: CallNext = chain(delivery_middleware, self._decode_and_dispatch)
+        self._routes = RouteTable(specs)
+        self._process: CallNext | None = (
+            chain(delivery_middleware, self._call_endpoint) if delivery_middleware else None
+        )
+        """Delivery middleware around decode-and-dispatch; None when there is none."""
 
     async def __call__(self, delivery: Delivery) -> Outcome:
         """Process one delivery; always returns an outcome, never raises (but cancellation)."""
         started = perf_counter()
-        self._metrics.in_flight(delivery.source, 1)
+        metrics = self._metrics
+        source = delivery.source
+        metrics.delivery_started(source)
         try:
-            outcome = await self._process(Call(delivery))
+            process = self._process
+            if process is None:
+                outcome = await self._decode_and_dispatch(delivery, None)
+            else:
+                outcome = await process(Call(delivery))
         except Exception as exc:
             _log.exception("internal error processing delivery %s", delivery.id or "?")
             outcome = await self._internal_error(delivery, exc)
-        finally:
-            self._metrics.in_flight(delivery.source, -1)
-        if outcome.settlement is Settlement.REJECTED and not delivery.state.get("dead_lettered"):
+        except BaseException:
+            metrics.delivery(source, "cancelled", perf_counter() - started)
+            raise
+        settlement = outcome.settlement
+        if settlement is Settlement.REJECTED and not delivery.state.get("dead_lettered"):
             outcome = await self._dead_letter_rejection(delivery, outcome)
-        self._metrics.delivery(
-            delivery.source, _SETTLEMENT_NAMES[outcome.settlement], perf_counter() - started
-        )
+            settlement = outcome.settlement
+        metrics.delivery(source, _SETTLEMENT_NAMES[settlement], perf_counter() - started)
         return outcome
 
     # -- decode and route -------------------------------------------------------------------
 
-    async def _decode_and_dispatch(self, call: Call) -> Outcome:
-        delivery = call.delivery
+    def _call_endpoint(self, call: Call) -> Awaitable[Outcome]:
+        """The end of the delivery-middleware chain."""
+        return self._decode_and_dispatch(call.delivery, call)
+
+    async def _decode_and_dispatch(self, delivery: Delivery, call: Call | None) -> Outcome:
+        """Decode, plan and run; ``call`` (delivery middleware's) learns the notification."""
         try:
             notification = decode_any(delivery.body, max_size=self._max_body_size)
         except DecodeError as exc:
@@ -141,13 +154,17 @@ class Pipeline:
                 status=413 if isinstance(exc, PayloadTooLarge) else 400,
                 failures=[Failure(kind="poison", error_type="DecodeError", message=str(exc))],
             )
-        call.notification = notification
-        work = plan(notification, self._by_key, self._has_subtask_handlers)
+        if call is not None:
+            call.notification = notification
+        work = plan(notification, self._routes)
         if not work:
             return await self._no_handler(delivery, notification)
         if len(work) == 1:
             spec, payload = work[0]
-            results = [await self._run(spec, payload, notification, delivery)]
+            result = await self._run(spec, payload, notification, delivery)
+            if result.kind == "ok":
+                return _HANDLER_OK
+            results = [result]
         else:
             results = await self._run_all(work, notification, delivery)
         return await self._verdict(delivery, notification, results)
@@ -186,11 +203,17 @@ class Pipeline:
         self, spec: HandlerSpec, payload: Any, notification: AnyNotification, delivery: Delivery
     ) -> _HandlerResult:
         ctx = Context(notification, delivery, spec.name, spec.key, self._sinks)
-        ok_result = self._ok_results[spec]
         started = perf_counter()
         try:
-            if spec in self._direct:
-                outcome = await self._call_direct(spec, payload, ctx)
+            if spec in self._direct:  # nothing around the handler: the common, hot case
+                token = _current.set(ctx)
+                try:
+                    await spec.func(payload, ctx)
+                    if ctx._receipts:
+                        await ctx._flush()
+                finally:
+                    _current.reset(token)
+                outcome = _HANDLER_OK
             else:
                 assert spec.chain is not None
                 outcome = await spec.chain(
@@ -213,25 +236,16 @@ class Pipeline:
                 traceback=traceback.format_exc(limit=20),
             )
         else:
-            result = ok_result if outcome is _HANDLER_OK else _from_outcome(spec, outcome)
+            if outcome is _HANDLER_OK:
+                self._metrics.handler_run(spec.key, "ok", perf_counter() - started)
+                return self._ok_results[spec]
+            result = _from_outcome(spec, outcome)
         if result.failed:
             ctx.log.warning("handler %s failed (%s): %s", spec.name, result.kind, result.reason)
         elif result.kind == "skipped":
             self._metrics.duplicate_skipped(spec.key)
         self._metrics.handler_run(spec.key, result.kind, perf_counter() - started)
         return result
-
-    @staticmethod
-    async def _call_direct(spec: HandlerSpec, payload: Any, ctx: Context) -> Outcome:
-        """The endpoint of a handler with nothing around it (the common, hot case)."""
-        token = _current.set(ctx)
-        try:
-            await spec.func(payload, ctx)
-            if ctx._receipts:
-                await ctx._flush()
-        finally:
-            _current.reset(token)
-        return _HANDLER_OK
 
     def _endpoint(self, spec: HandlerSpec) -> CallNext:
         func = spec.func
@@ -263,7 +277,7 @@ class Pipeline:
         self, delivery: Delivery, notification: AnyNotification, results: list[_HandlerResult]
     ) -> Outcome:
         if len(results) == 1 and results[0].kind == "ok":
-            return Outcome(Settlement.ACK, handlers_run=1)
+            return _HANDLER_OK
         failures = [r for r in results if r.failed]
         ran = sum(1 for r in results if r.kind == "ok")
         skipped = sum(1 for r in results if r.kind == "skipped")

@@ -129,7 +129,11 @@ class PrometheusMetrics:
             child = self._children[key] = family.labels(*labels)
         return child
 
+    def delivery_started(self, source: str) -> None:
+        self._child(self._in_flight, source).inc()
+
     def delivery(self, source: str, outcome: str, seconds: float) -> None:
+        self._child(self._in_flight, source).dec()
         self._child(self._deliveries, source, outcome).inc()
         self._child(self._delivery_seconds, source).observe(seconds)
 
@@ -148,9 +152,6 @@ class PrometheusMetrics:
 
     def unmatched(self, event_type: str) -> None:
         self._child(self._unmatched, event_type).inc()
-
-    def in_flight(self, source: str, delta: int) -> None:
-        self._child(self._in_flight, source).inc(delta)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

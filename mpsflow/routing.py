@@ -25,7 +25,14 @@ from mpsflow.events import (
     LIVE_KEYS,
     SUBTASK_KEYS,
     LiveStreamNotification,
+    MediaProcessTaskResult,
     collect_subtasks,
+)
+from mpsflow.events.subtasks import (
+    MEDIA_RESULT_SET_PATH,
+    MediaRoute,
+    media_routes,
+    media_subtask,
 )
 from mpsflow.middleware.base import CallNext, HandlerInfo, Middleware
 from mpsflow.retry import RetryPolicy
@@ -39,6 +46,7 @@ __all__ = [
     "HandlerFunc",
     "HandlerSpec",
     "KeyKind",
+    "RouteTable",
     "key_kind",
     "normalise_status",
     "plan",
@@ -84,9 +92,14 @@ class HandlerSpec:
     chain: CallNext | None = field(default=None, init=False)
     """The handler's middleware chain, composed once when the app starts."""
     _limiter: anyio.CapacityLimiter | None = field(default=None, init=False)
+    has_filters: bool = field(default=False, init=False)
+    """True when a filter (``status``, ``failed``, ``ok``, ``when``) must be checked."""
 
     def __post_init__(self) -> None:
         self.info = HandlerInfo(self.name, self.key)
+        self.has_filters = not (
+            self.status is None and self.failed is None and self.ok is None and self.when is None
+        )
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigurationError(f"handler {self.name}: timeout must be positive")
         if self.max_concurrency is not None and self.max_concurrency < 1:
@@ -100,12 +113,6 @@ class HandlerSpec:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         return self._limiter
-
-    @property
-    def has_filters(self) -> bool:
-        return not (
-            self.status is None and self.failed is None and self.ok is None and self.when is None
-        )
 
 
 def normalise_status(status: str | Collection[str] | None) -> frozenset[str] | None:
@@ -141,13 +148,42 @@ def _event_verdict(notification: Notification) -> tuple[str | None, bool, bool]:
     return status, status == "FINISH" and not failed, failed
 
 
-def plan(
-    notification: AnyNotification,
-    by_key: dict[str, Sequence[HandlerSpec]],
-    has_subtask_handlers: bool,
-) -> list[tuple[HandlerSpec, Any]]:
+class RouteTable:
+    """The registered handlers, indexed once for planning every delivery.
+
+    ``by_key`` holds each key's handlers in registration order. When every subtask key some
+    handler listens to is a ``MediaProcessResultSet`` key (``Transcode``, ``ImageSprites``…),
+    ``media`` indexes them by item ``Type``, so planning a workflow notification reads only
+    that list and builds a ``Subtask`` only for a handler with filters. ``plan`` gives the
+    same pairs either way (a test holds the two paths equal on every sample).
+    """
+
+    __slots__ = ("by_key", "has_subtask_handlers", "media")
+
+    def __init__(self, specs: Sequence[HandlerSpec], *, media_fast_path: bool = True) -> None:
+        by_key: dict[str, list[HandlerSpec]] = {}
+        for spec in specs:
+            by_key.setdefault(spec.key, []).append(spec)
+        self.by_key: dict[str, tuple[HandlerSpec, ...]] = {k: tuple(v) for k, v in by_key.items()}
+        subtask_keys = {s.key for s in specs if s.kind == "subtask"}
+        self.has_subtask_handlers = bool(subtask_keys)
+        self.media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...], bool]] | None = None
+        routes = media_routes(subtask_keys)
+        if media_fast_path and subtask_keys <= {key for key, _, _ in routes.values()}:
+            self.media = {
+                item_type: (route, self.by_key[route[0]], _any_filters(self.by_key[route[0]]))
+                for item_type, route in routes.items()
+            }
+
+
+def _any_filters(specs: Sequence[HandlerSpec]) -> bool:
+    return any(spec.has_filters for spec in specs)
+
+
+def plan(notification: AnyNotification, table: RouteTable) -> list[tuple[HandlerSpec, Any]]:
     """Every (handler, payload) pair that ``notification`` reaches, in start order."""
     out: list[tuple[HandlerSpec, Any]] = []
+    by_key = table.by_key
     if isinstance(notification, LiveStreamNotification):
         for sub in notification.subtasks():
             for spec in by_key.get(sub.key, ()):
@@ -167,11 +203,46 @@ def plan(
                 if not _matches(spec, *verdict, event):
                     continue
             out.append((spec, event))
-    if has_subtask_handlers:
-        for sub in collect_subtasks(notification, by_key):
-            for spec in by_key[sub.key]:
-                if not spec.has_filters or _matches(
-                    spec, sub.status, sub.ok, sub.failed, sub.result
-                ):
-                    out.append((spec, sub.result))
+    if not table.has_subtask_handlers:
+        return out
+    media = table.media
+    if (
+        media is not None
+        and notification.schedule_task_event is None
+        and notification.batch_task_event is None
+    ):
+        workflow = notification.workflow_task_event
+        if workflow is not None and workflow.media_process_result_set:
+            _plan_media(workflow.media_process_result_set, media, out)
+        return out
+    for sub in collect_subtasks(notification, by_key):
+        for spec in by_key[sub.key]:
+            if not spec.has_filters or _matches(spec, sub.status, sub.ok, sub.failed, sub.result):
+                out.append((spec, sub.result))
     return out
+
+
+def _plan_media(
+    items: Sequence[MediaProcessTaskResult],
+    media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...], bool]],
+    out: list[tuple[HandlerSpec, Any]],
+) -> None:
+    """The media fast path of ``plan``: the same pairs ``collect_subtasks`` would give."""
+    for index, item in enumerate(items):
+        entry = media.get(item.type)  # type: ignore[arg-type]
+        if entry is None:
+            continue
+        route, specs, filtered = entry
+        if not filtered:  # the payload alone, as media_subtask would make it
+            attr = route[1]
+            payload = item if attr is None else getattr(item, attr)
+            if payload is not None:
+                for spec in specs:
+                    out.append((spec, payload))
+            continue
+        sub = media_subtask(route, item, MEDIA_RESULT_SET_PATH, index)
+        if sub is None:
+            continue
+        for spec in specs:
+            if not spec.has_filters or _matches(spec, sub.status, sub.ok, sub.failed, sub.result):
+                out.append((spec, sub.result))

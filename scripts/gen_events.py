@@ -35,7 +35,16 @@ _OUTPUT = _PACKAGE / "_generated.py"
 _INIT = _PACKAGE / "__init__.py"
 # Hand-written modules re-exported by mpsflow.events, minus internal helpers.
 _REEXPORT = ("_base", "locations", "subtasks")
-_NOT_REEXPORTED = {"OutcomeMixin", "error_text", "find_unknown_parts", "has_unknown_parts"}
+_NOT_REEXPORTED = {
+    "MEDIA_RESULT_SET_PATH",
+    "MediaRoute",
+    "OutcomeMixin",
+    "error_text",
+    "find_unknown_parts",
+    "has_unknown_parts",
+    "media_routes",
+    "media_subtask",
+}
 _PRIMITIVES = {"str": "str", "int": "int", "float": "float", "bool": "bool"}
 
 # SDK class -> name used in mpsflow (only the two roots are renamed).

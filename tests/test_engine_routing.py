@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import pytest
 from mpsflow import App, ConfigurationError, Context, Router
 from mpsflow.codec import decode_any
 from mpsflow.events import EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS, MediaProcessTaskTranscodeResult
+from mpsflow.events.subtasks import media_routes
 from mpsflow.middleware import LoggingMiddleware, TimingMiddleware
+from mpsflow.routing import HandlerSpec, RouteTable, key_kind, normalise_status, plan
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import TestClient, build_notification, media_result
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_PATHS
@@ -198,3 +201,62 @@ async def test_logging_and_timing_middleware(caplog: pytest.LogCaptureFixture) -
     [line] = [r.getMessage() for r in caplog.records if r.name == "mpsflow.access"]
     assert "ack (200)" in line
     assert "mps-test" not in line  # no payload data in access logs
+
+
+def _specs(keys: list[str], filters: dict[str, Any]) -> list[HandlerSpec]:
+    async def handler(payload: Any, ctx: Context) -> None:
+        return None
+
+    return [
+        HandlerSpec(handler, key, key_kind(key), f"{key}-{n}", **filters)
+        for n, key in enumerate(keys)
+    ]
+
+
+MEDIA_KEYS = sorted({route[0] for route in media_routes().values()})
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"status": normalise_status("SUCCESS")},
+    {"failed": True},
+    {"ok": True},
+    {"when": lambda result: getattr(result, "output", None) is not None},
+]
+MIXED_MEDIA = decode_any(
+    json.dumps(
+        build_notification(
+            media_results=[
+                media_result("Transcode", output={"Path": "/a.mp4", "Definition": 10}),
+                media_result("Transcode", status="FAIL", err_code_ext="InternalError"),
+                media_result("CoverBySnapshot"),
+                {"Type": "Transcode"},  # no TranscodeTask: no subtask at all
+                media_result("ImageSprites", status="PROCESSING"),
+                media_result("AdaptiveDynamicStreaming"),
+            ]
+        )
+    ).encode()
+)
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: ",".join(f) or "none")
+@pytest.mark.parametrize("keys", [[k] for k in MEDIA_KEYS] + [MEDIA_KEYS, ["Transcode"] * 2])
+def test_media_fast_path_plans_what_the_general_walk_plans(
+    keys: list[str], filters: dict[str, Any]
+) -> None:
+    specs = _specs(keys, filters)
+    fast, general = RouteTable(specs), RouteTable(specs, media_fast_path=False)
+    assert fast.media is not None
+    assert general.media is None
+    notifications = [decode_any(p.read_bytes()) for p in ALL_SAMPLES] + [MIXED_MEDIA]
+    reached = 0
+    for notification in notifications:
+        planned = plan(notification, fast)
+        assert planned == plan(notification, general)
+        reached += len(planned)
+    if not filters:  # the notifications exercise every media key
+        assert reached > 0
+
+
+def test_media_fast_path_is_off_when_other_subtask_keys_are_routed() -> None:
+    assert RouteTable(_specs(["Transcode", "AiAnalysis"], {})).media is None
+    assert RouteTable(_specs(["Transcode", "Unknown"], {})).media is None
+    assert RouteTable(_specs(["Transcode", "WorkflowTask"], {})).media is not None

@@ -26,9 +26,8 @@ def samples(text: bytes) -> Samples:
 
 def exercise(metrics: Metrics) -> None:
     """The same events, in the order the engine would report them."""
-    metrics.in_flight("http", 1)
-    metrics.in_flight("http", 1)
-    metrics.in_flight("http", -1)
+    for source in ("http", "http", "http", "cmq"):
+        metrics.delivery_started(source)
     metrics.delivery("http", "ack", 0.004)
     metrics.delivery("http", "ack", 0.006)
     metrics.delivery("cmq", "retry", 0.5)
@@ -50,6 +49,7 @@ EXPECTED: Samples = {
     ("mpsflow_handler_runs_total", (("key", "Transcode"), ("outcome", "error"))): 1,
     ("mpsflow_handler_runs_total", (("key", "WorkflowTask"), ("outcome", "skipped"))): 1,
     ("mpsflow_in_flight", (("source", "http"),)): 1,
+    ("mpsflow_in_flight", (("source", "cmq"),)): 0,
     ("mpsflow_dead_letters_total", (("kind", "exhausted"),)): 1,
     ("mpsflow_dead_letters_total", (("kind", "poison"),)): 2,
     ("mpsflow_signature_rejections_total", (("reason", "expired"),)): 1,

@@ -39,14 +39,18 @@ __all__ = [
     "CONTAINER_KEYS",
     "EVENT_KEYS",
     "LIVE_KEYS",
+    "MEDIA_RESULT_SET_PATH",
     "SUBTASK_KEYS",
     "UNKNOWN",
+    "MediaRoute",
     "Subtask",
     "collect_subtasks",
     "find_unknown_parts",
     "has_unknown_parts",
     "iter_live_subtasks",
     "iter_subtasks",
+    "media_routes",
+    "media_subtask",
 ]
 
 UNKNOWN = "Unknown"
@@ -103,8 +107,9 @@ class Subtask:
         """JSON path of the result, e.g. ``$.WorkflowTaskEvent.MediaProcessResultSet[0]``."""
         where = self._where
         if isinstance(where, tuple):  # built on first use: routing never needs it
-            base, index, suffix = where
-            where = self._where = f"{base}[{index}]{suffix}"
+            base, index, field = where
+            where = f"{base}[{index}].{field}" if field else f"{base}[{index}]"
+            self._where = where
         return where
 
     @property
@@ -361,7 +366,30 @@ def _categorised(
         if task is not None:
             key = f"{category}.{item.type}"
             if keys is None or key in keys:
-                out.append(Subtask(key, category, task, (where, i, f".{wire}"), task))
+                out.append(Subtask(key, category, task, (where, i, wire), task))
+
+
+MediaRoute = tuple[str, str | None, str]
+"""How a ``MediaProcessResultSet`` item of one ``Type`` routes: (key, attribute, wire name);
+no attribute means the item itself is the result."""
+
+MEDIA_RESULT_SET_PATH = "$.WorkflowTaskEvent.MediaProcessResultSet"
+
+
+def media_routes(keys: Container[str] | None = None) -> dict[str, MediaRoute]:
+    """``MediaProcessResultSet`` item ``Type`` -> its route, for the types routed to ``keys``."""
+    return {t: route for t, route in _MEDIA.items() if keys is None or route[0] in keys}
+
+
+def media_subtask(
+    route: MediaRoute, item: MediaProcessTaskResult, where: str, index: int
+) -> Subtask | None:
+    """The subtask of one media item (None when the item carries no task of its type)."""
+    key, attr, wire = route
+    if attr is None:
+        return Subtask(key, _MEDIA_CATEGORY, item, (where, index, ""), default_ok=True)
+    task = getattr(item, attr)
+    return None if task is None else Subtask(key, _MEDIA_CATEGORY, task, (where, index, wire), task)
 
 
 def _media(
@@ -371,20 +399,16 @@ def _media(
     keys: Container[str] | None,
 ) -> None:
     for i, item in enumerate(items):
-        entry = _MEDIA.get(item.type)  # type: ignore[arg-type]
-        if entry is None:
+        route = _MEDIA.get(item.type)  # type: ignore[arg-type]
+        if route is None:
             if keys is None or UNKNOWN in keys:
                 out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
             continue
-        key, attr, wire = entry
-        if keys is not None and key not in keys:
+        if keys is not None and route[0] not in keys:
             continue
-        if attr is None:
-            out.append(Subtask(key, _MEDIA_CATEGORY, item, (where, i, ""), default_ok=True))
-            continue
-        task = getattr(item, attr)
-        if task is not None:
-            out.append(Subtask(key, _MEDIA_CATEGORY, task, (where, i, f".{wire}"), task))
+        sub = media_subtask(route, item, where, i)
+        if sub is not None:
+            out.append(sub)
 
 
 def _single(

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import anyio
+import anyio.abc
 
 from mpsflow.delivery import Delivery, Outcome
 
@@ -85,10 +86,11 @@ class PullSource(abc.ABC):
 class _Loop:
     """The state of one ``PullSource.run``: a queue, free slots, pollers and workers.
 
-    Idle workers wait on their own event. New work wakes one idle worker; a worker that takes
-    a delivery while more are queued wakes one more (at most one wake-up is pending at a
-    time), so concurrency ramps up as handlers suspend, and a burst that handlers finish
-    without suspending costs no wake-ups per delivery.
+    Workers start lazily, up to ``max_in_flight``: new work wakes one idle worker, or starts
+    one when none is idle. A worker that takes a delivery while more are queued wakes (or
+    starts) one more, at most one wake-up pending at a time, so concurrency ramps up as
+    handlers suspend, and a burst that handlers finish without suspending is served by one
+    worker with no wake-ups per delivery. Idle workers wait on their own event.
     """
 
     def __init__(self, source: PullSource, consumer: Consumer, stop: anyio.Event) -> None:
@@ -99,14 +101,15 @@ class _Loop:
         self.unsettled = 0
         self.polling_done = False
         self.idle: list[anyio.Event] = []
+        self.workers = 0
         self.wake_pending = False
         self.space: anyio.Event | None = None
+        self.worker_group: anyio.abc.TaskGroup | None = None
 
     async def run(self) -> None:
         source = self.source
         async with anyio.create_task_group() as workers:
-            for _ in range(source.max_in_flight):
-                workers.start_soon(self._work)
+            self.worker_group = workers
             async with anyio.create_task_group() as pollers:
                 for _ in range(source.pollers):
                     pollers.start_soon(self._poll)
@@ -118,9 +121,16 @@ class _Loop:
             self.idle.clear()
 
     def _wake_one(self) -> None:
-        if self.idle and not self.wake_pending:
+        """Hand queued work to one more worker: an idle one, or a new one below the limit."""
+        if self.wake_pending:
+            return
+        if self.idle:
             self.wake_pending = True
             self.idle.pop().set()
+        elif self.workers < self.source.max_in_flight and self.worker_group is not None:
+            self.wake_pending = True
+            self.workers += 1
+            self.worker_group.start_soon(self._work)
 
     async def _poll(self) -> None:
         source = self.source
@@ -147,6 +157,7 @@ class _Loop:
                 self._wake_one()
 
     async def _work(self) -> None:
+        self.wake_pending = False  # this start was the pending wake-up
         queue = self.queue
         source = self.source
         consumer = self.consumer
@@ -160,7 +171,7 @@ class _Loop:
                 self.wake_pending = False
                 continue
             delivery = queue.popleft()
-            if queue:
+            if queue and not self.wake_pending:
                 self._wake_one()
             try:
                 outcome = await consumer(delivery)

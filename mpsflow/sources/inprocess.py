@@ -51,7 +51,8 @@ class InProcessSource(PullSource):
         self._more_items: Iterator[Delivery] | None = None
         self._outstanding = 0
         self._waiting_retry: list[Delivery] = []
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None
+        """Set when ``receive`` waits for news; notifying costs nothing otherwise."""
         self._timers: anyio.abc.TaskGroup | None = None
         self.keep_report = keep_report
         self.report: list[Settled] = []
@@ -79,7 +80,10 @@ class InProcessSource(PullSource):
         return not self._queue and not self._outstanding and not self._waiting_retry
 
     def _notify(self) -> None:
-        self._changed.set()
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
 
     async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
         self._more_items = self._more()
@@ -103,10 +107,8 @@ class InProcessSource(PullSource):
                 return batch
             if self._close_when_done and self._more_items is None and self.idle:
                 raise anyio.EndOfStream
-            if self._changed.is_set():
-                self._changed = anyio.Event()
-                continue
-            await self._changed.wait()
+            self._changed = changed = anyio.Event()
+            await changed.wait()
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         self._outstanding -= 1
