@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
 from mpsflow.errors import ConfigurationError
@@ -23,6 +24,8 @@ __all__ = [
 _current: contextvars.ContextVar[Context] = contextvars.ContextVar("mpsflow_context")
 
 _base_log = logging.getLogger("mpsflow.handler")
+
+_NO_SINKS: Mapping[str, SinkChannel] = MappingProxyType({})
 
 AnyNotification = Union["Notification", "LiveStreamNotification"]
 
@@ -62,8 +65,9 @@ class Context:
         self.delivery = delivery
         self.handler = handler
         self.key = key
-        self._sinks: Mapping[str, SinkChannel] = sinks or {}
-        self._receipts: list[Receipt] = []
+        self._sinks: Mapping[str, SinkChannel] = _NO_SINKS if sinks is None else sinks
+        self._receipts: list[Receipt] | None = None
+        """Made on the first ``emit``: most handlers emit nothing."""
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property
@@ -110,12 +114,15 @@ class Context:
             raise ConfigurationError(
                 f"no sink named {sink!r}; register it with app.sink({sink!r}, ...)"
             ) from None
-        self._receipts.append(await channel.submit(record))
+        receipt = await channel.submit(record)
+        if self._receipts is None:
+            self._receipts = []
+        self._receipts.append(receipt)
 
     async def _flush(self) -> None:
         """Wait until every emitted record is delivered; raises SinkError if one was not."""
-        receipts, self._receipts = self._receipts, []
-        for receipt in receipts:
+        receipts, self._receipts = self._receipts, None
+        for receipt in receipts or ():
             await receipt.wait()
 
     def __repr__(self) -> str:

@@ -58,8 +58,12 @@ class InProcessSource(PullSource):
         self.report: list[Settled] = []
         """Every settlement, in order (dead letters, acks and retries alike); kept only with
         ``keep_report`` (a long-running source would otherwise hold every delivery)."""
-        self.counts: Counter[Settlement] = Counter()
+        self._counts: dict[Settlement, int] = {}
+
+    @property
+    def counts(self) -> Counter[Settlement]:
         """How many deliveries were settled each way."""
+        return Counter(self._counts)
 
     def _more(self) -> Iterator[Delivery]:
         return iter(())
@@ -112,15 +116,18 @@ class InProcessSource(PullSource):
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         self._outstanding -= 1
-        self.counts[outcome.settlement] += 1
+        settlement = outcome.settlement
+        counts = self._counts
+        counts[settlement] = counts.get(settlement, 0) + 1
         if self.keep_report:
             self.report.append(Settled(delivery, outcome))
-        if outcome.settlement is Settlement.RETRY:
+        if settlement is Settlement.RETRY:
             again = replace(delivery, attempt=delivery.attempt + 1, state={})
             self._waiting_retry.append(again)
             assert self._timers is not None
             self._timers.start_soon(self._requeue_later, again, outcome.retry_after)
-        self._notify()
+        if self._changed is not None:
+            self._notify()
 
     async def _requeue_later(self, delivery: Delivery, delay: float) -> None:
         await self._clock.sleep(delay)
