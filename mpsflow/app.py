@@ -241,7 +241,9 @@ class App(Router):
                     clock=self.clock,
                     allow_unsigned=self.allow_unsigned,
                 )
-                delivery_mw.append(SignatureMiddleware(verifier, metrics=self.metrics))
+                delivery_mw.append(
+                    SignatureMiddleware(verifier, metrics=self.metrics, max_size=self.max_body_size)
+                )
             handler_mw: list[Middleware] = list(self._app_handler_middleware)
             idempotency = self._idempotency()
             checks = list(self.readiness_checks)

@@ -415,12 +415,12 @@ def typed_notification_key(notification: Notification | LiveStreamNotification) 
     if event is None or not (task_id or notification.session_id):
         return f"{kind}:payload:{typed_payload_hash(notification)}"
     identity = task_id or f"sid={notification.session_id}"
-    parts = [
-        f"{sub.key}|{sub.status}|{getattr(sub.result, 'progress', None)}"
+    states = [
+        (sub.key, sub.status, getattr(sub.result, "progress", None))
         for sub in collect_subtasks(notification)
     ]
-    digest = hashlib.blake2b("\n".join(parts).encode(), digest_size=8)
-    return f"{kind}:{identity}:{notification.status or '-'}:{digest.hexdigest()}"
+    digest = hashlib.sha256(_TYPED_ENCODER.encode(states)).hexdigest()[:16]
+    return f"{kind}:{identity}:{notification.status or '-'}:{digest}"
 
 
 def typed_payload_hash(notification: Notification | LiveStreamNotification) -> str:
@@ -430,7 +430,7 @@ def typed_payload_hash(notification: Notification | LiveStreamNotification) -> s
     notification hashes the same.
     """
     bare = msgspec.structs.replace(notification, timestamp=None, sign=None, request_id=None)
-    return hashlib.blake2b(_TYPED_ENCODER.encode(bare), digest_size=16).hexdigest()
+    return hashlib.sha256(_TYPED_ENCODER.encode(bare)).hexdigest()[:32]
 
 
 def payload_hash(raw: bytes | Mapping[str, Any]) -> str:

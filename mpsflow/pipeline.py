@@ -142,9 +142,11 @@ class Pipeline:
         return self._decode_and_dispatch(call.delivery, call)
 
     async def _decode_and_dispatch(self, delivery: Delivery, call: Call | None) -> Outcome:
-        """Decode, plan and run; ``call`` (delivery middleware's) learns the notification."""
+        """Decode (unless delivery middleware already did), plan and run."""
+        notification = call.notification if call is not None else None
         try:
-            notification = decode_any(delivery.body, max_size=self._max_body_size)
+            if notification is None:
+                notification = decode_any(delivery.body, max_size=self._max_body_size)
         except DecodeError as exc:
             where = f" at {exc.path}" if exc.path not in ("", "$") else ""
             return await self._to_dead_letters(
@@ -155,7 +157,7 @@ class Pipeline:
                 failures=[Failure(kind="poison", error_type="DecodeError", message=str(exc))],
             )
         if call is not None:
-            call.notification = notification
+            call.notification = notification  # delivery middleware sees it after call_next
         work = plan(notification, self._routes)
         if not work:
             return await self._no_handler(delivery, notification)

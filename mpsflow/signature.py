@@ -37,6 +37,7 @@ __all__ = [
 _SIGN_LENGTH = 32
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _MAX_TIMESTAMP_DIGITS = 15
+_MATCHED_CAPACITY = 4096
 
 
 class VerifyReason(enum.Enum):
@@ -96,7 +97,7 @@ class SignatureVerifier:
     a callable receiving a :class:`NotificationRef` (e.g. accept only some event types).
     """
 
-    __slots__ = ("_allow_unsigned", "_clock", "_keys", "_skew")
+    __slots__ = ("_allow_unsigned", "_clock", "_keys", "_matched", "_ok", "_skew")
 
     def __init__(
         self,
@@ -118,6 +119,11 @@ class SignatureVerifier:
         self._skew = skew_seconds
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._allow_unsigned = allow_unsigned
+        self._ok = tuple(VerifyResult(VerifyReason.OK, i) for i in range(len(self._keys)))
+        self._matched: dict[tuple[int, str], int] = {}
+        """(Timestamp, Sign) pairs that matched a key, and which one. MPS signs every
+        notification of one second alike, so a busy stream checks each pair once; expiry is
+        still checked on every call. Bounded by ``_MATCHED_CAPACITY``."""
 
     def __repr__(self) -> str:
         return f"SignatureVerifier(keys=<{len(self._keys)} keys>, skew_seconds={self._skew})"
@@ -134,6 +140,12 @@ class SignatureVerifier:
         ``payload`` is only looked at for an unsigned notification when ``allow_unsigned`` is a
         callable (to build the :class:`NotificationRef` it decides on).
         """
+        if type(timestamp) is int and type(sign) is str:
+            matched = self._matched.get((timestamp, sign))
+            if matched is not None:
+                if self._clock.time() > timestamp + self._skew:
+                    return VerifyResult(VerifyReason.EXPIRED, matched)
+                return self._ok[matched]
         if _absent(sign):
             return self._unsigned(payload)
         if _absent(timestamp):
@@ -149,9 +161,13 @@ class SignatureVerifier:
                 matched = index
         if matched < 0:
             return VerifyResult(VerifyReason.MISMATCH)
+        if type(timestamp) is int:
+            if len(self._matched) >= _MATCHED_CAPACITY:
+                self._matched.clear()
+            self._matched[timestamp, sign] = matched
         if self._clock.time() > int(stamp) + self._skew:
             return VerifyResult(VerifyReason.EXPIRED, matched)
-        return VerifyResult(VerifyReason.OK, matched)
+        return self._ok[matched]
 
     def verify_payload(self, payload: bytes | Mapping[str, Any]) -> VerifyResult:
         """Read ``Timestamp``/``Sign`` from ``payload`` and :meth:`verify` them."""

@@ -68,6 +68,27 @@ async def test_bad_signatures_are_rejected_with_401(payload: dict[str, Any], rea
     assert sum(snapshot["signature_rejections"].values()) == 1
 
 
+@pytest.mark.parametrize(
+    ("key", "status", "kind"), [("k1", 400, "poison"), ("k2", 401, "signature")]
+)
+async def test_bodies_the_model_rejects_are_still_checked_from_their_raw_fields(
+    key: str, status: int, kind: str
+) -> None:
+    """Signed right, a malformed body is poison (400); signed wrong, it is a 401 rejection."""
+    payload = signed(key)
+    payload["WorkflowTaskEvent"]["MediaProcessResultSet"] = "not a list"
+    app = app_with(notify_keys=["k1"])
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        raise AssertionError("must not run")
+
+    async with TestClient(app, clock=FakeClock(NOW)) as client:
+        result = await client.send(payload)
+    assert result.outcome.status == status
+    assert [d.kind for d in result.dead_letters] == [kind]
+
+
 async def test_rotated_keys_and_url_encoded_bodies_are_checked_too() -> None:
     clock = FakeClock(NOW)
     app = app_with(notify_keys=["new-key", "old-key"], clock=clock)

@@ -97,6 +97,20 @@ def test_expiry_and_the_skew_boundary(verifier: SignatureVerifier, clock: FakeCl
     assert verifier.verify(TS, good) == VerifyResult(VerifyReason.EXPIRED, 0)
 
 
+def test_remembered_pairs_still_expire_and_never_admit_another_sign(
+    verifier: SignatureVerifier, clock: FakeClock
+) -> None:
+    good = sign(TS, SECRET)
+    for _ in range(3):  # the second and third checks answer from the memo
+        assert verifier.verify(TS, good) == VerifyResult(VerifyReason.OK, 0)
+    assert _reason(verifier.verify(TS, sign(TS, "someone-else"))) is VerifyReason.MISMATCH
+    assert _reason(verifier.verify(TS, good[:-1] + "x")) is VerifyReason.MALFORMED
+    for n in range(1, 5000):  # the memo stays bounded
+        assert verifier.verify(TS + n, sign(TS + n, SECRET)).ok
+    clock.advance(TS + 31 - clock.time())
+    assert verifier.verify(TS, good) == VerifyResult(VerifyReason.EXPIRED, 0)
+
+
 def test_zero_skew_expires_right_after_the_timestamp(clock: FakeClock) -> None:
     strict = SignatureVerifier([SECRET], clock=clock, skew_seconds=0)
     clock.advance(TS - clock.time())

@@ -27,7 +27,9 @@ class Call:
     """One unit of work passing through middleware.
 
     At ``scope == "delivery"`` (app middleware) the call wraps the whole delivery: only
-    ``delivery`` is set, the raw payload has not been decoded yet. At ``scope == "handler"``
+    ``delivery`` is set, the raw payload has not been decoded yet. Delivery middleware that
+    decodes the body itself may put the result in ``notification``: the pipeline then uses it
+    instead of decoding again (and sets it after decoding otherwise). At ``scope == "handler"``
     (router and handler middleware) it wraps one handler run: ``notification``, ``handler``,
     ``payload`` (the typed result the handler receives) and ``context`` are set too.
     """

@@ -14,8 +14,9 @@ import anyio
 
 from mpsflow.delivery import Outcome, Settlement
 from mpsflow.errors import StoreUnavailable
-from mpsflow.idempotency import Action, Idempotency
+from mpsflow.idempotency import Action, Decision, Idempotency
 from mpsflow.middleware.base import Call, CallNext
+from mpsflow.stores.base import settles_in_place
 
 __all__ = ["DedupMiddleware"]
 
@@ -31,6 +32,8 @@ class DedupMiddleware:
     def __init__(self, idempotency: Idempotency, *, store_retry_after: float = 5.0) -> None:
         self.idempotency = idempotency
         self.store_retry_after = store_retry_after
+        self._shield = not settles_in_place(idempotency.store)
+        """Shield the settling store call from cancellation (not needed when it cannot wait)."""
 
     def __repr__(self) -> str:
         return f"DedupMiddleware({self.idempotency!r})"
@@ -79,12 +82,15 @@ class DedupMiddleware:
         try:
             outcome = await call_next(call)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.idempotency.failed(decision)
+            await self._settle(decision, succeeded=False)
             raise
-        with anyio.CancelScope(shield=True):
-            if outcome.settlement is Settlement.ACK:
-                await self.idempotency.succeeded(decision)
-            else:
-                await self.idempotency.failed(decision)
+        await self._settle(decision, succeeded=outcome.settlement is Settlement.ACK)
         return outcome
+
+    async def _settle(self, decision: Decision, *, succeeded: bool) -> None:
+        settle = self.idempotency.succeeded if succeeded else self.idempotency.failed
+        if not self._shield:
+            await settle(decision)
+            return
+        with anyio.CancelScope(shield=True):
+            await settle(decision)

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Claim", "ClaimState", "IdempotencyStore"]
+__all__ = ["Claim", "ClaimState", "IdempotencyStore", "settles_in_place"]
 
 
 class ClaimState(enum.Enum):
@@ -40,6 +40,10 @@ class IdempotencyStore(Protocol):
     Every method raises :class:`mpsflow.errors.StoreUnavailable` when the backend cannot be
     reached, so the caller retries the delivery later instead of running unclaimed.
     Times are wall-clock seconds (``time.time()`` scale) from the store's clock.
+
+    A store whose methods never suspend (an in-process store) may set the class attribute
+    ``settles_in_place = True``: callers then skip shielding ``complete``/``release`` from
+    cancellation, which nothing could interrupt anyway.
     """
 
     async def claim(self, key: str, *, lease_seconds: float, payload_hash: str) -> Claim:
@@ -61,3 +65,8 @@ class IdempotencyStore(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+def settles_in_place(store: IdempotencyStore) -> bool:
+    """True when ``store`` declares that its methods never suspend (see the protocol)."""
+    return getattr(store, "settles_in_place", False) is True

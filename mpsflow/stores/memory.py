@@ -10,6 +10,7 @@ live leases raises :class:`~mpsflow.errors.StoreUnavailable`, so the delivery is
 from __future__ import annotations
 
 import heapq
+import itertools
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,8 +36,12 @@ class MemoryStore:
 
     Nothing survives a restart and nothing is shared between processes: use
     :class:`~mpsflow.stores.sqlite.SQLiteStore` or :class:`~mpsflow.stores.redis.RedisStore`
-    for that. All methods run without awaiting in between, so each is atomic on one event loop.
+    for that. All methods run without awaiting in between, so each is atomic on one event loop
+    (``settles_in_place``). Owner tokens are a random per-store prefix and a counter: they only
+    have to be unique within this store.
     """
+
+    settles_in_place = True
 
     def __init__(self, max_entries: int = 100_000, *, clock: Clock | None = None) -> None:
         if max_entries < 1:
@@ -50,6 +55,8 @@ class MemoryStore:
         """Heap of (expires_at, version, key); an entry is stale once its record changed."""
         self._version = 0
         self._closed = False
+        self._token_prefix = secrets.token_hex(8)
+        self._tokens = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"MemoryStore(entries={len(self._records)}, max_entries={self._max_entries})"
@@ -71,7 +78,7 @@ class MemoryStore:
             )
         if len(self._records) >= self._max_entries:
             self._evict_oldest_completed()
-        token = secrets.token_hex(16)
+        token = f"{self._token_prefix}{next(self._tokens):x}"
         expires_at = now + lease_seconds
         self._put(key, _Record(ClaimState.IN_PROGRESS, token, payload_hash, expires_at, 0))
         return Claim(ClaimState.CLAIMED, token=token, expires_at=expires_at)
