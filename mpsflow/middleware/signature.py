@@ -1,12 +1,11 @@
 """Signature middleware: only notifications signed with a configured NotifyKey get through.
 
 MPS signs with ``Sign = MD5(str(Timestamp) + NotifyKey)`` where ``Timestamp`` is the expiry
-(see ``mpsflow.signature``). The check runs at delivery scope, before any handler. The body is
-decoded here, once: a typed notification carries its ``Timestamp`` and ``Sign``, and is handed
-on in ``call.notification`` so the pipeline does not decode it again. A body that does not
-decode (malformed, or a shape the model rejects) is checked from the two fields read straight
-out of the raw payload instead, so a bad signature is still a 401 and never a dead-lettered
-"poison" record an unauthenticated sender could fill the dead-letter sink with. A rejection is
+(see ``mpsflow.signature``). The check runs at delivery scope, before the full decode, from
+the two fields read straight out of the raw payload, so an unauthenticated sender never gets
+a full decode. Bodies that are not plain JSON (a URL-encoded callback) are decoded first and
+checked from the decoded notification, which is then handed on in ``call.notification`` so
+the pipeline does not decode it again; no encoding can slip past the check. A rejection is
 REJECTED with HTTP status 401: the source records a dead letter and never retries it.
 """
 
@@ -43,24 +42,19 @@ class SignatureMiddleware:
         if call.scope != "delivery":
             return await call_next(call)
         body = call.delivery.body
-        notification = call.notification
-        if notification is None:
+        try:
+            timestamp, sign = extract_timestamp_sign(body)
+        except DecodeError:
             try:
                 notification = decode_any(body, max_size=self._max_size)
             except DecodeError:
-                notification = None
-        if notification is not None:
-            timestamp: object = notification.timestamp
-            sign: object = notification.sign
-        else:
-            try:
-                timestamp, sign = extract_timestamp_sign(body)
-            except DecodeError:
                 return await call_next(call)  # malformed: the decoder reports it (400)
+            timestamp, sign = notification.timestamp, notification.sign
+            call.notification = notification
         result: VerifyResult = self.verifier.verify(timestamp, sign, payload=body)
         if result.ok:
-            call.notification = notification
             return await call_next(call)
+        call.notification = None
         reason = result.reason.value
         if self._metrics is not None:
             self._metrics.signature_rejected(reason)
