@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Literal
 
@@ -284,7 +284,7 @@ class App(Router):
             except Exception:
                 _log.exception("shutdown hook %r failed", hook)
 
-    def process(self, delivery: Delivery) -> Awaitable[Outcome]:
+    def process(self, delivery: Delivery) -> Coroutine[Any, Any, Outcome]:
         """Run one delivery through the pipeline: ``await app.process(delivery)``.
 
         The app must be started. A plain function handing back the pipeline's coroutine, so

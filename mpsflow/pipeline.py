@@ -117,22 +117,23 @@ class Pipeline:
         source = delivery.source
         metrics.delivery_started(source)
         try:
-            process = self._process
-            if process is None:
-                outcome = await self._decode_and_dispatch(delivery, None)
-            else:
-                outcome = await process(Call(delivery))
-        except Exception as exc:
-            _log.exception("internal error processing delivery %s", delivery.id or "?")
-            outcome = await self._internal_error(delivery, exc)
-        except BaseException:
+            try:
+                process = self._process
+                if process is None:
+                    outcome = await self._decode_and_dispatch(delivery, None)
+                else:
+                    outcome = await process(Call(delivery))
+            except Exception as exc:
+                _log.exception("internal error processing delivery %s", delivery.id or "?")
+                outcome = await self._internal_error(delivery, exc)
+            if outcome.settlement is Settlement.REJECTED and not delivery.state.get(
+                "dead_lettered"
+            ):
+                outcome = await self._dead_letter_rejection(delivery, outcome)
+        except BaseException:  # cancelled (shutdown): left for redelivery, no longer in flight
             metrics.delivery(source, "cancelled", perf_counter() - started)
             raise
-        settlement = outcome.settlement
-        if settlement is Settlement.REJECTED and not delivery.state.get("dead_lettered"):
-            outcome = await self._dead_letter_rejection(delivery, outcome)
-            settlement = outcome.settlement
-        metrics.delivery(source, _SETTLEMENT_NAMES[settlement], perf_counter() - started)
+        metrics.delivery(source, _SETTLEMENT_NAMES[outcome.settlement], perf_counter() - started)
         return outcome
 
     # -- decode and route -------------------------------------------------------------------

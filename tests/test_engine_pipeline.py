@@ -11,6 +11,7 @@ import pytest
 from mpsflow import App, Context, Delivery, Reject, Retry, RetryPolicy, Settlement
 from mpsflow.clock import FakeClock
 from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
+from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import TestClient, build_notification, media_result
 
 NO_JITTER = RetryPolicy(max_attempts=4, base_delay=2.0, factor=3.0, max_delay=100.0, jitter=0.0)
@@ -273,3 +274,22 @@ async def test_dead_letter_sink_failure_means_retry_not_loss() -> None:
         outcome = await app.process(Delivery(json.dumps(transcode_notification()).encode()))
     assert outcome.settlement is Settlement.RETRY
     assert outcome.status == 503
+
+
+async def test_a_cancelled_delivery_is_counted_and_leaves_nothing_in_flight() -> None:
+    app = App(dead_letters=MemorySink())
+    started = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def stuck(event: WorkflowTask, ctx: Context) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    body = json.dumps(build_notification()).encode()
+    async with app, anyio.create_task_group() as tg:
+        tg.start_soon(app.process, Delivery(body, source="memory"))
+        await started.wait()
+        assert app.metrics.in_flight_now == {"memory": 1}  # type: ignore[attr-defined]
+        tg.cancel_scope.cancel()
+    assert app.metrics.in_flight_now == {"memory": 0}  # type: ignore[attr-defined]
+    assert app.metrics.deliveries == {("memory", "cancelled"): 1}  # type: ignore[attr-defined]
