@@ -279,8 +279,6 @@ class Pipeline:
     async def _verdict(
         self, delivery: Delivery, notification: AnyNotification, results: list[_HandlerResult]
     ) -> Outcome:
-        if len(results) == 1 and results[0].kind == "ok":
-            return _HANDLER_OK
         failures = [r for r in results if r.failed]
         ran = sum(1 for r in results if r.kind == "ok")
         skipped = sum(1 for r in results if r.kind == "skipped")
