@@ -39,6 +39,7 @@ __all__ = [
     "main",
     "run_wrk",
     "serve_bare",
+    "serve_http_decode",
     "serve_http_layer",
     "serve_mpsflow",
 ]
@@ -76,6 +77,7 @@ end
 SERVERS = {
     "bare": "aiohttp Application, 200 without reading the body",
     "http-layer": "HttpSource + a consumer that acks at once (no pipeline)",
+    "http-decode": "HttpSource + a consumer that only decodes the body into typed Structs",
     "pipeline": "App: decode + route + one no-op handler (no signature, no dedup)",
     "mpsflow": "App(notify_keys, MemoryStore dedup): signature + dedup + decode + handler",
 }
@@ -133,6 +135,28 @@ def serve_http_layer(port: int) -> None:
     acked = Outcome(Settlement.ACK)
 
     async def consumer(delivery: Delivery) -> Outcome:
+        return acked
+
+    source = HttpSource("127.0.0.1", port, PATH, max_in_flight=1024)
+    anyio.run(source.run, consumer, anyio.Event())
+
+
+def serve_http_decode(port: int) -> None:
+    """``HttpSource`` and the typed decode, nothing else: the floor any typed pipeline stands on.
+
+    Whatever ``mpsflow / bare`` can reach is below ``http-decode / bare``: signature, dedup,
+    routing and the handler all come on top of this row.
+    """
+    import anyio
+
+    from mpsflow.codec import decode_any
+    from mpsflow.delivery import Delivery, Outcome, Settlement
+    from mpsflow.sources.http import HttpSource
+
+    acked = Outcome(Settlement.ACK)
+
+    async def consumer(delivery: Delivery) -> Outcome:
+        decode_any(delivery.body)
         return acked
 
     source = HttpSource("127.0.0.1", port, PATH, max_in_flight=1024)
@@ -273,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             serve_bare(args.port)
         elif args.serve == "http-layer":
             serve_http_layer(args.port)
+        elif args.serve == "http-decode":
+            serve_http_decode(args.port)
         else:
             serve_mpsflow(args.port, dead_letters, full=args.serve == "mpsflow")
         return 0
@@ -309,12 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         f"body: seed sample, {body_bytes} bytes; {args.connections} connections; "
         f"best of {args.rounds} run(s) of {args.duration}s"
     )
-    print("| server | what runs | requests/s | server CPU per request | non-2xx |")
-    print("|---|---|---:|---:|---:|")
+    print("| server | what runs | requests/s | × bare | server CPU per request | non-2xx |")
+    print("|---|---|---:|---:|---:|---:|")
+    bare_rate = best["bare"].requests_per_second if "bare" in best else None
     for name, result in best.items():
         cpu = min((r.cpu_us_per_request or 0.0) for r in results[name]) or None
+        ratio_text = f"{result.requests_per_second / bare_rate:.2f}" if bare_rate else "n/a"
         print(
-            f"| {name} | {SERVERS[name]} | {result.requests_per_second:,.0f} | "
+            f"| {name} | {SERVERS[name]} | {result.requests_per_second:,.0f} | {ratio_text} | "
             f"{_cpu_text(cpu)} | {result.non_2xx} |"
         )
     if "bare" in best and "mpsflow" in best:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -31,6 +32,7 @@ __all__ = [
     "VerifyResult",
     "extract_timestamp_sign",
     "notification_ref",
+    "scan_timestamp_sign",
     "sign",
 ]
 
@@ -223,6 +225,33 @@ def extract_timestamp_sign(raw: bytes | Mapping[str, Any]) -> tuple[object, obje
     if fields.Timestamp is None and fields.Sign is None and fields.Response is not None:
         return fields.Response.Timestamp, fields.Response.Sign
     return fields.Timestamp, fields.Sign
+
+
+_SCANNED_TIMESTAMP = re.compile(
+    rb'"Timestamp"\s*:\s*(?:(-?[0-9]{1,20})(?![0-9.eE])|"([^"\\]{0,64})")'
+)
+_SCANNED_SIGN = re.compile(rb'"Sign"\s*:\s*"([^"\\]{0,256})"')
+
+
+def scan_timestamp_sign(raw: bytes) -> tuple[int | str, str] | None:
+    """A fast read of ``(Timestamp, Sign)``: the last plain ``"Timestamp"``/``"Sign"`` in ``raw``.
+
+    About ten times cheaper than :func:`extract_timestamp_sign` on a large notification (MPS
+    puts both fields last), but it does not track nesting, so the pair it finds is only a
+    candidate: a caller that acts on it must confirm it against the decoded notification.
+    None when either field is not found in a plain form (escapes, ``null``, a float, …).
+    """
+    at = raw.rfind(b'"Sign"')
+    sign = _SCANNED_SIGN.match(raw, at) if at >= 0 else None
+    if sign is None:
+        return None
+    at = raw.rfind(b'"Timestamp"')
+    stamp = _SCANNED_TIMESTAMP.match(raw, at) if at >= 0 else None
+    if stamp is None:
+        return None
+    digits, text = stamp.groups()
+    timestamp: int | str = int(digits) if digits is not None else text.decode("utf-8", "replace")
+    return timestamp, sign.group(1).decode("utf-8", "replace")
 
 
 class _TaskIdView(msgspec.Struct):

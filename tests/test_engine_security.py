@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mpsflow import App, Context, Delivery, RetryPolicy, Settlement
+from mpsflow import App, Context, Delivery, RetryPolicy, Settlement, codec
 from mpsflow.clock import FakeClock
 from mpsflow.codec import decode
 from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
@@ -87,6 +87,78 @@ async def test_bodies_the_model_rejects_are_still_checked_from_their_raw_fields(
         result = await client.send(payload)
     assert result.outcome.status == status
     assert [d.kind for d in result.dead_letters] == [kind]
+
+
+def _nested_pair_last(top: dict[str, Any] | None, nested: dict[str, Any]) -> bytes:
+    """A body whose last Timestamp/Sign sit in a nested object, the top-level ones first."""
+    payload = signed("k1")
+    payload.pop("Timestamp")
+    payload.pop("Sign")
+    payload["WorkflowTaskEvent"]["Extra"] = nested
+    return json.dumps({**(top or {}), **payload}).encode()
+
+
+@pytest.mark.parametrize(
+    ("top", "reason"),
+    [
+        (signed("stolen"), "signature mismatch"),
+        (signed("k1", expires_at=int(NOW) - 3600), "signature expired"),
+        (None, "signature missing"),
+    ],
+)
+async def test_a_valid_pair_below_the_top_level_is_not_the_signature(
+    top: dict[str, Any] | None, reason: str
+) -> None:
+    """The fast scan finds the nested pair last; only the top-level pair may admit the body."""
+    good = signed("k1")
+    top_fields = None if top is None else {"Timestamp": top["Timestamp"], "Sign": top["Sign"]}
+    body = _nested_pair_last(top_fields, {"Timestamp": good["Timestamp"], "Sign": good["Sign"]})
+    app = app_with(notify_keys=["k1"])
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        raise AssertionError("must not run")
+
+    async with TestClient(app, clock=FakeClock(NOW)) as client:
+        result = await client.send(body)
+    assert result.outcome.status == 401
+    assert result.outcome.reason == reason
+
+
+async def test_a_bad_nested_pair_does_not_hide_a_valid_top_level_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Signed right at the top level, the body passes and is decoded exactly once."""
+    good = signed("k1")
+    top = {"Timestamp": good["Timestamp"], "Sign": good["Sign"]}
+    bad = signed("stolen")
+    bodies = {
+        "nested bad pair last": _nested_pair_last(top, {"Timestamp": 1, "Sign": bad["Sign"]}),
+        "plain": json.dumps(signed("k1")).encode(),
+    }
+    calls: list[bytes] = []
+    real_decode_any = codec.decode_any
+
+    def counting(data: Any, **kwargs: Any) -> Any:
+        calls.append(data)
+        return real_decode_any(data, **kwargs)
+
+    monkeypatch.setattr("mpsflow.middleware.signature.decode_any", counting)
+    monkeypatch.setattr("mpsflow.pipeline.decode_any", counting)
+    app = app_with(notify_keys=["k1"])
+    ran: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        ran.append(ctx.task_id)
+
+    async with TestClient(app, clock=FakeClock(NOW)) as client:
+        for name, body in bodies.items():
+            calls.clear()
+            result = await client.send(body)
+            assert result.acked, name
+            assert calls == [body], name
+    assert len(ran) == 2
 
 
 async def test_rotated_keys_and_url_encoded_bodies_are_checked_too() -> None:

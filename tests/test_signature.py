@@ -22,6 +22,7 @@ from mpsflow.signature import (
     VerifyResult,
     extract_timestamp_sign,
     notification_ref,
+    scan_timestamp_sign,
     sign,
 )
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS, SHARED_DIR
@@ -257,6 +258,50 @@ def test_extract_reads_top_level_and_response_wrapper() -> None:
         {"nested": [1, 2]},
         None,
     )
+
+
+@pytest.mark.parametrize("path", SAMPLE_PATHS, ids=lambda p: p.name)
+def test_scan_agrees_with_the_exact_read_on_every_sample(path: Path) -> None:
+    raw = path.read_bytes()
+    found = scan_timestamp_sign(raw)
+    if found is None:  # an unsigned sample: the exact read finds no Sign either
+        assert extract_timestamp_sign(raw)[1] in (None, "")
+    else:
+        assert found == extract_timestamp_sign(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"Timestamp": 1735787400, "Sign": "ab"}', (1735787400, "ab")),
+        (b'{"Sign":"ab","Timestamp":"1735787400"}', ("1735787400", "ab")),
+        (b'{"Timestamp" :\n 17 ,\n "Sign" : "ab"}', (17, "ab")),
+        # the scan does not track nesting: the last pair wins (the middleware confirms it)
+        (b'{"Timestamp": 1, "Sign": "a", "X": {"Timestamp": 2, "Sign": "b"}}', (2, "b")),
+    ],
+)
+def test_scan_reads_the_last_plain_pair(raw: bytes, expected: tuple[object, object]) -> None:
+    assert scan_timestamp_sign(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"EventType": "WorkflowTask"}',
+        b'{"Timestamp": 1735787400}',
+        b'{"Sign": "ab"}',
+        b'{"Timestamp": null, "Sign": "ab"}',
+        b'{"Timestamp": 17.5, "Sign": "ab"}',
+        b'{"Timestamp": 1e9, "Sign": "ab"}',
+        b'{"Timestamp": 1735787400, "Sign": "a\\u0062"}',
+        b'{"Timestamp": 1735787400, "Sign": null}',
+        b'{"Timestamp": 1735787400, "Type": "Sign"}',
+        b"Timestamp=1&Sign=ab",
+        b"",
+    ],
+)
+def test_scan_gives_up_on_anything_but_a_plain_pair(raw: bytes) -> None:
+    assert scan_timestamp_sign(raw) is None
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1]", b'"x"', b""])
