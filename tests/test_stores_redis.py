@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 
+import anyio
 import pytest
 from redis.asyncio import Redis
 
 from mpsflow.clock import FakeClock
-from mpsflow.errors import StoreUnavailable
+from mpsflow.errors import ConfigurationError, StoreUnavailable
 from mpsflow.stores import RedisStore
 from mpsflow.stores.base import ClaimState
 from tests.plugins.redis_server import RedisServer
@@ -63,6 +64,29 @@ async def test_a_hung_server_times_out_as_unavailable(silent_server: int) -> Non
         assert not await store.ping()
     finally:
         await store.close()
+
+
+async def test_a_busy_pool_queues_claims_instead_of_failing_them(redis_url: str) -> None:
+    """More concurrent claims than connections wait their turn; none is called unavailable."""
+    store = RedisStore(redis_url, max_connections=1, socket_timeout=5.0)
+    try:
+        async with anyio.create_task_group() as tg:
+            claims: list[ClaimState] = []
+
+            async def claim(index: int) -> None:
+                result = await store.claim(f"busy-{index}", lease_seconds=LEASE, payload_hash="h")
+                claims.append(result.state)
+
+            for index in range(300):
+                tg.start_soon(claim, index)
+        assert claims == [ClaimState.CLAIMED] * 300
+    finally:
+        await store.close()
+
+
+def test_pool_timeout_must_be_positive(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="pool_timeout"):
+        RedisStore(redis_url, pool_timeout=0)
 
 
 async def test_records_carry_a_redis_ttl_as_backstop(redis_url: str) -> None:

@@ -25,7 +25,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.errors import StoreUnavailable
+from mpsflow.errors import ConfigurationError, StoreUnavailable
 from mpsflow.stores.base import Claim, ClaimState
 
 __all__ = ["RedisStore"]
@@ -83,6 +83,10 @@ class RedisStore:
     socket timeouts and one immediate reconnect) or a ready ``redis.asyncio.Redis`` client (left
     open on :meth:`close`; its own timeouts apply). Any Redis error or timeout raises
     :class:`~mpsflow.errors.StoreUnavailable`. Keys are ``prefix + key``.
+
+    At most ``max_connections`` commands run at once; more wait up to ``pool_timeout`` for a
+    free connection; each command still fails within ``socket_timeout`` once the server stops
+    answering.
     """
 
     def __init__(
@@ -94,14 +98,19 @@ class RedisStore:
         socket_timeout: float = 1.0,
         connect_timeout: float = 1.0,
         max_connections: int = 32,
+        pool_timeout: float = 10.0,
     ) -> None:
+        if pool_timeout <= 0:
+            raise ConfigurationError("pool_timeout must be positive")
         if isinstance(url_or_client, str):
-            # A bounded pool: under load, commands queue for a connection (up to the socket
-            # timeout) instead of opening one connection per in-flight delivery.
+            # A bounded pool: under load, commands queue for a connection (up to
+            # ``pool_timeout``) instead of opening one connection per in-flight delivery. The
+            # wait is longer than the socket timeout: a busy pool means a live but loaded
+            # store, and deferring the delivery would only bring it back later.
             pool = BlockingConnectionPool.from_url(
                 url_or_client,
                 max_connections=max_connections,
-                timeout=socket_timeout,
+                timeout=pool_timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 1),
