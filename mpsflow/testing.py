@@ -23,6 +23,7 @@ from mpsflow.sources.memory import MemorySource
 
 __all__ = [
     "HandlerCall",
+    "NotSettledError",
     "SendResult",
     "TestClient",
     "build_live_notification",
@@ -243,6 +244,10 @@ class _Recorder:
         self.calls.append(HandlerCall(handler, key, call.payload, call.delivery.attempt, result))
 
 
+class NotSettledError(AssertionError):
+    """``TestClient.send`` ran the pipeline ``max_runs`` times and the delivery never settled."""
+
+
 class TestClient:
     """Runs an app's identical pipeline over the in-memory source, and shows what happened.
 
@@ -322,12 +327,19 @@ class TestClient:
         attempt: int = 1,
         source: str = "test",
         max_in_flight: int = 64,
+        max_runs: int = 1000,
     ) -> SendResult:
         """Process one notification through the pipeline, retries included, until settled.
 
         A dict is sent as its JSON bytes, the way MPS posts it (HTTP, CMQ); to test the SCF
         path with a parsed event dict, use ``app.process(Delivery(event_dict))``.
+
+        Deferred retries (a duplicate in progress, a store that is down) do not use up
+        attempts, so a delivery deferred for good would retry forever on the fake clock:
+        after ``max_runs`` pipeline runs this raises :class:`NotSettledError` instead.
         """
+        if max_runs < 1:
+            raise ValueError("max_runs must be at least 1")
         calls_before = len(self._recorder.calls)
         dead_before = len(self.dead_letters)
         src = MemorySource(name=source, clock=self.clock, max_in_flight=max_in_flight)
@@ -336,7 +348,25 @@ class TestClient:
         elif not isinstance(body, bytes):
             body = json.dumps(body, ensure_ascii=False).encode()
         src.add(Delivery(body, source=source, attempt=attempt, id="1"))
-        await src.run(self.app.process, anyio.Event())
+        stop = anyio.Event()
+        runs = 0
+
+        async def process(delivery: Delivery) -> Outcome:
+            nonlocal runs
+            runs += 1
+            if runs > max_runs:
+                stop.set()
+                return Outcome(Settlement.RETRY, reason="TestClient gave up")
+            return await self.app.process(delivery)
+
+        await src.run(process, stop)
+        if runs > max_runs:
+            last = src.report[-2].outcome if len(src.report) > 1 else None
+            raise NotSettledError(
+                f"the delivery was not settled after {max_runs} pipeline runs; the last "
+                f"outcome was {last.settlement.value if last else '?'}"
+                f" ({last.reason if last and last.reason else 'no reason'})"
+            )
         return SendResult(
             outcomes=[s.outcome for s in src.report],
             calls=self._recorder.calls[calls_before:],

@@ -22,7 +22,13 @@ from mpsflow.idempotency import (
 )
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.stores.memory import MemoryStore
-from mpsflow.testing import TestClient, build_notification, media_result, sign_payload
+from mpsflow.testing import (
+    NotSettledError,
+    TestClient,
+    build_notification,
+    media_result,
+    sign_payload,
+)
 from tests.plugins.samples import SAMPLE_KEY, SHARED_DIR
 
 NOW = 1_735_787_000.0  # the shared samples are signed to expire around 2025-01-02 03:10Z
@@ -281,6 +287,23 @@ async def test_store_down_means_retry_later_and_nothing_runs() -> None:
     assert outcome.settlement is Settlement.RETRY
     assert outcome.status == 503
     assert not ran
+
+
+async def test_test_client_gives_up_on_a_delivery_deferred_for_good() -> None:
+    """Store down: every run is deferred without using an attempt; send stops and says why."""
+    store = MemoryStore()
+    app = app_with(idempotency=store)
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        raise AssertionError("must not run")
+
+    async with TestClient(app) as client:
+        await store.close()
+        with pytest.raises(NotSettledError, match=r"after 20 pipeline runs.*retry.*defer"):
+            await client.send(signed(), max_runs=20)
+        with pytest.raises(ValueError, match="max_runs"):
+            await client.send(signed(), max_runs=0)
 
 
 def test_typed_keys_follow_the_raw_key_rules() -> None:
