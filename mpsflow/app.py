@@ -346,6 +346,8 @@ class App(Router):
             try:
                 await source.run(self.process, stop)
                 return
+            except ConfigurationError as exc:  # a setting, not a bug: its message says it all
+                _log.error("source %s cannot run: %s; retrying in %.1fs", name, exc, delay)
             except Exception:
                 _log.exception("source %s crashed; restarting in %.1fs", name, delay)
             if stop.is_set():

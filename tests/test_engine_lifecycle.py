@@ -11,6 +11,7 @@ import pytest
 
 from mpsflow import App, Context, Delivery, RetryPolicy, Settlement
 from mpsflow.clock import FakeClock
+from mpsflow.errors import ConfigurationError
 from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.base import Consumer
@@ -190,14 +191,15 @@ class CrashingSource:
 
     name = "crashy"
 
-    def __init__(self) -> None:
+    def __init__(self, error: Exception | None = None) -> None:
         self.runs = 0
         self.outcomes: list[str] = []
+        self.error = error or ConnectionError("queue unreachable")
 
     async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
         self.runs += 1
         if self.runs <= 2:
-            raise ConnectionError("queue unreachable")
+            raise self.error
         outcome = await consumer(Delivery(note(7), source=self.name))
         self.outcomes.append(outcome.settlement.value)
 
@@ -218,6 +220,28 @@ async def test_a_crashing_source_is_restarted_with_backoff(
     assert source.outcomes == ["ack"]
     assert clock.sleeps == [0.5, 1.0]
     assert sum("source crashy crashed" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_a_source_missing_a_setting_logs_one_line_per_try_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    app = quiet_app(clock=clock)
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        pass
+
+    source = CrashingSource(ConfigurationError("TENCENTCLOUD_SECRETID and … must both be set"))
+    await app.run(source, handle_signals=False)
+    assert source.outcomes == ["ack"]  # retried with backoff, and it recovers once set
+    lines = [r for r in caplog.records if "cannot run" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        "source crashy cannot run: TENCENTCLOUD_SECRETID and … must both be set; "
+        f"retrying in {delay}s"
+        for delay in ("0.5", "1.0")
+    ]
+    assert all(r.exc_info is None and r.levelname == "ERROR" for r in lines)
 
 
 async def test_file_source_reads_jsonl_and_folders(tmp_path: Path) -> None:
