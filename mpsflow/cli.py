@@ -14,9 +14,11 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -148,7 +150,11 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _http_source(
-    args: argparse.Namespace, _app: App, *, sock: socket.socket | None = None
+    args: argparse.Namespace,
+    _app: App,
+    *,
+    sock: socket.socket | None = None,
+    metrics_dir: str | None = None,
 ) -> Source | None:
     from mpsflow.sources.http import HttpSource
 
@@ -165,6 +171,7 @@ def _http_source(
         certfile=args.certfile,
         keyfile=args.keyfile,
         sock=sock,
+        metrics_dir=metrics_dir,
     )
 
 
@@ -485,8 +492,11 @@ def _serve_workers(app: App, args: argparse.Namespace) -> int:
         args.workers,
     )
 
+    # Each worker publishes its counters here, so any of them answers /metrics for all.
+    metrics_dir = tempfile.mkdtemp(prefix="mpsflow-metrics-")
+
     def work() -> int:
-        source = _http_source(args, app, sock=sock)
+        source = _http_source(args, app, sock=sock, metrics_dir=metrics_dir)
         assert source is not None
         app.serve(source)
         return EXIT_OK
@@ -495,6 +505,7 @@ def _serve_workers(app: App, args: argparse.Namespace) -> int:
         return _Supervisor(args.workers, work).run()
     finally:
         sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # -- send -------------------------------------------------------------------------------------

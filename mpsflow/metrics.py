@@ -8,9 +8,14 @@ in Prometheus format when ``mpsflow[metrics]`` is installed.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 __all__ = ["InMemoryMetrics", "Metrics"]
+
+_PAIRS = ("deliveries", "handler_runs")
+_SINGLES = ("started", "dead_letters", "signature_rejections", "duplicates", "unmatched_events")
+_SECONDS = ("delivery_seconds", "handler_seconds")
 
 
 class Metrics(Protocol):
@@ -107,3 +112,35 @@ class InMemoryMetrics:
             "unmatched": dict(self.unmatched_events),
             "in_flight": dict(self.in_flight_now),
         }
+
+    def state(self) -> dict[str, Any]:
+        """Every raw counter as JSON-able data (label pairs as lists), for :meth:`add_state`."""
+        state: dict[str, Any] = {
+            name: [[*k, v] for k, v in getattr(self, name).items()] for name in _PAIRS
+        }
+        state.update({name: dict(getattr(self, name)) for name in _SINGLES})
+        state.update({name: getattr(self, name) for name in _SECONDS})
+        return state
+
+    def add_state(self, state: Mapping[str, Any], *, finished: bool = False) -> None:
+        """Add another process's :meth:`state` to these counters (combining workers).
+
+        ``finished``: that process has exited, so nothing of it is in flight any more (its
+        started deliveries count only as far as they finished).
+        """
+        for name in _PAIRS:
+            mine: dict[tuple[str, str], int] = getattr(self, name)
+            for first, second, count in state.get(name, ()):
+                mine[first, second] = mine.get((first, second), 0) + int(count)
+        started: dict[str, int] = dict(state.get("started", {}))
+        if finished:
+            started = dict.fromkeys(started, 0)
+            for source, _outcome, count in state.get("deliveries", ()):
+                started[source] = started.get(source, 0) + int(count)
+        for source, count in started.items():
+            self.started[source] = self.started.get(source, 0) + int(count)
+        for name in _SINGLES[1:]:
+            counter: Counter[str] = getattr(self, name)
+            counter.update({k: int(v) for k, v in state.get(name, {}).items()})
+        for name in _SECONDS:
+            setattr(self, name, getattr(self, name) + float(state.get(name, 0.0)))

@@ -24,6 +24,7 @@ ENV = {
 }
 SERVING = re.compile(r"serving MPS callbacks on (http://127\.0\.0\.1:(\d+)/mps/callback)")
 WORKER = re.compile(r"worker (\d+) started")
+ACKS = re.compile(r'^mpsflow_deliveries_total\{source="http",outcome="ack"\} (\d+)$', re.MULTILINE)
 
 APP_MODULE = """
 import os
@@ -58,13 +59,35 @@ def seen(tmp_path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def post_all(url: str, bodies: list[bytes]) -> list[int]:
-    async with aiohttp.ClientSession() as session:
+async def post_all(url: str, bodies: list[bytes], *, new_connections: bool = False) -> list[int]:
+    connector = aiohttp.TCPConnector(force_close=new_connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
         statuses: list[int] = []
         for body in bodies:
             async with session.post(url, data=body) as response:
                 statuses.append(response.status)
         return statuses
+
+
+async def scrape_until_acks(url: str, expected: int) -> None:
+    """Scrape ``/metrics`` on fresh connections until it counts ``expected`` acks in all.
+
+    Workers publish their counters every second, so the total may lag that long.
+    """
+    metrics_url = url.removesuffix("/mps/callback") + "/metrics"
+    counted = None
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with anyio.move_on_after(20):
+            while counted != expected:
+                async with session.get(metrics_url) as response:
+                    assert response.status == 200
+                    match = ACKS.search(await response.text())
+                counted = int(match.group(1)) if match else 0
+                assert counted <= expected
+                if counted != expected:
+                    await anyio.sleep(0.1)  # another process publishes: no event to wait on
+    assert counted == expected
 
 
 async def test_run_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
@@ -101,13 +124,17 @@ async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> No
         first, second = await output.wait_for_all(WORKER, 2)
         await output.wait_for_all(SERVING, 3)  # the supervisor's line and each worker's
         url = (await output.wait_for(SERVING)).group(1)
-        assert await post_all(url, [note(f"a-{n}") for n in range(10)]) == [200] * 10
+        batch = [note(f"a-{n}") for n in range(10)]
+        assert await post_all(url, batch, new_connections=True) == [200] * 10
+        await scrape_until_acks(url, 10)  # whichever worker answers counts them all
 
         crashed = int(first.group(1))
         os.kill(crashed, signal.SIGKILL)
         *_, replacement = await output.wait_for_all(WORKER, 3)
         assert int(replacement.group(1)) not in (crashed, int(second.group(1)))
-        assert await post_all(url, [note(f"b-{n}") for n in range(10)]) == [200] * 10
+        batch = [note(f"b-{n}") for n in range(10)]
+        assert await post_all(url, batch, new_connections=True) == [200] * 10
+        await scrape_until_acks(url, 20)  # the killed worker's counts are kept
 
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,10 +18,13 @@ import pytest
 
 from mpsflow import App, Context, Reject, RetryPolicy
 from mpsflow.deadletter import DeadLetter
+from mpsflow.errors import ConfigurationError
 from mpsflow.events.subtasks import EVENT_KEYS, LIVE_KEYS
+from mpsflow.metrics import InMemoryMetrics
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.http import HttpSource
 from mpsflow.testing import build_notification, media_result, sign_payload
+from mpsflow.worker_metrics import WorkerMetrics
 from tests.plugins.samples import SAMPLE_KEY
 
 
@@ -355,6 +360,65 @@ async def test_metrics_count_what_was_sent() -> None:
     assert 'mpsflow_http_callback_responses_total{code="500"} 1' in lines
     assert 'mpsflow_http_callback_responses_total{code="400"} 1' in lines
     assert "mpsflow_delivery_duration_seconds_count 7" in lines
+
+
+async def test_workers_sharing_a_metrics_dir_answer_with_the_combined_counts(
+    tmp_path: Path,
+) -> None:
+    """A peer worker's published counters are added to this one's (``run --workers``)."""
+    peer = WorkerMetrics(tmp_path, pid=os.getppid())  # a live process standing in for a peer
+    published = InMemoryMetrics()
+    for _ in range(3):
+        published.delivery_started("http")
+        published.delivery("http", "ack", 0.01)
+    peer.publish(published, {200: 3, 503: 2})
+    app, _ = make_app()
+
+    @app.on("WorkflowTask")
+    async def handler(event: Any, ctx: Context) -> None:
+        return None
+
+    async with serve(app, metrics_dir=tmp_path) as source, aiohttp.ClientSession() as session:
+        for n in range(2):
+            async with session.post(source.url, data=seed_like(f"t-{n}")) as response:
+                assert response.status == 200
+        async with session.get(base_url(source) + "/metrics") as response:
+            lines = set((await response.text()).splitlines())
+    assert 'mpsflow_deliveries_total{source="http",outcome="ack"} 5' in lines
+    assert 'mpsflow_http_callback_responses_total{code="200"} 5' in lines
+    assert 'mpsflow_http_callback_responses_total{code="503"} 2' in lines
+    # on stop the source leaves its final counts for the workers still serving
+    total, _ = WorkerMetrics(tmp_path, pid=1).combined(InMemoryMetrics(), {})
+    assert total.deliveries == {("http", "ack"): 5}
+
+
+async def test_a_metrics_dir_needs_in_memory_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mpsflow.prometheus import PrometheusMetrics
+
+    app, _ = make_app(metrics=PrometheusMetrics())
+    async with serve(app, metrics_dir=tmp_path):
+        pass
+    assert "metrics_dir is ignored" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"path": "mps"}, "must start with '/'"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_body_size": 0}, "max_body_size"),
+        ({"read_timeout": 0}, "read_timeout"),
+        ({"drain_delay": -1}, "drain_delay"),
+        ({"metrics_interval": 0}, "metrics_interval"),
+        ({"keyfile": "key.pem"}, "keyfile needs certfile"),
+    ],
+)
+def test_bad_options_are_configuration_errors(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        HttpSource(**options)
 
 
 async def test_metrics_with_prometheus_client() -> None:

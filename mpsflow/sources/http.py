@@ -37,7 +37,7 @@ import re
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -47,9 +47,11 @@ from mpsflow.clock import Clock, SystemClock
 from mpsflow.codec import DEFAULT_MAX_SIZE
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError
+from mpsflow.metrics import InMemoryMetrics
 from mpsflow.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.sources.base import Consumer
 from mpsflow.sources.scf import RedeliveryCounter
+from mpsflow.worker_metrics import WorkerMetrics
 
 __all__ = ["HttpSource"]
 
@@ -76,6 +78,11 @@ class HttpSource:
     itself. TLS: ``ssl_context``, or ``certfile``/``keyfile``. ``drain_delay`` keeps
     accepting (answering ``/readyz`` with 503) for that long after ``stop`` so a load
     balancer notices before the listener closes.
+
+    ``metrics_dir`` makes several processes serving one port (``--workers``) answer
+    ``/metrics`` with their combined counts: each publishes its own to that directory every
+    ``metrics_interval`` seconds and when it stops (see :mod:`mpsflow.worker_metrics`; needs
+    the default ``InMemoryMetrics``).
     """
 
     def __init__(
@@ -99,6 +106,8 @@ class HttpSource:
         shutdown_timeout: float | None = None,
         access_log: bool = False,
         remember_failures: int = 4096,
+        metrics_dir: str | os.PathLike[str] | None = None,
+        metrics_interval: float = 1.0,
         name: str = "http",
     ) -> None:
         if not path.startswith("/"):
@@ -111,6 +120,8 @@ class HttpSource:
             raise ConfigurationError("read_timeout and handler_budget must be positive")
         if drain_delay < 0:
             raise ConfigurationError("drain_delay must not be negative")
+        if metrics_interval <= 0:
+            raise ConfigurationError("metrics_interval must be positive")
         if ssl_context is not None and certfile is not None:
             raise ConfigurationError("pass either ssl_context or certfile/keyfile, not both")
         if keyfile is not None and certfile is None:
@@ -133,6 +144,9 @@ class HttpSource:
         self.drain_delay = drain_delay
         self.shutdown_timeout = shutdown_timeout
         self.access_log = access_log
+        self.metrics_dir = metrics_dir
+        self.metrics_interval = metrics_interval
+        self._shared: WorkerMetrics | None = None
         self._sock = sock
         self.address: tuple[str, int] | None = None
         """``(host, port)`` actually listened on, once serving."""
@@ -196,6 +210,12 @@ class HttpSource:
         )
         runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout())
         await runner.setup()
+        self._shared = self._worker_metrics()
+        publisher = (
+            asyncio.get_running_loop().create_task(self._publish_metrics())
+            if self._shared is not None
+            else None
+        )
         try:
             site = web.SockSite(runner, sock, ssl_context=self.ssl_context, backlog=self.backlog)
             await site.start()
@@ -218,6 +238,37 @@ class HttpSource:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
                     await runner.cleanup()
             sock.close()
+            if publisher is not None:
+                publisher.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([publisher])
+                self._publish_once()  # the final counts stay for the combined view
+
+    def _worker_metrics(self) -> WorkerMetrics | None:
+        if self.metrics_dir is None:
+            return None
+        metrics = getattr(self._app, "metrics", None)
+        if not isinstance(metrics, InMemoryMetrics):
+            _log.warning(
+                "metrics_dir is ignored: only InMemoryMetrics are combined across workers "
+                "(for prometheus-client, use its multiprocess mode)"
+            )
+            return None
+        return WorkerMetrics(self.metrics_dir)
+
+    async def _publish_metrics(self) -> None:
+        while True:
+            self._publish_once()
+            await anyio.sleep(self.metrics_interval)
+
+    def _publish_once(self) -> None:
+        metrics = getattr(self._app, "metrics", None)
+        if self._shared is None or not isinstance(metrics, InMemoryMetrics):
+            return
+        try:
+            self._shared.publish(metrics, self.responses)
+        except OSError:
+            _log.warning("could not publish this worker's metrics", exc_info=True)
 
     def _bind_app(self, consumer: Consumer) -> None:
         """Find the ``App`` behind ``consumer`` (``app.process``) for limits, clock, metrics."""
@@ -342,11 +393,15 @@ class HttpSource:
         return _json(200, b'{"ready":true}')
 
     def _metrics(self) -> web.StreamResponse:
-        text = render_metrics(getattr(self._app, "metrics", None))
+        metrics = getattr(self._app, "metrics", None)
+        responses: Mapping[int, int] = self.responses
+        if self._shared is not None and isinstance(metrics, InMemoryMetrics):
+            metrics, responses = self._shared.combined(metrics, responses)
+        text = render_metrics(metrics)
         if text is None:
             return _error(404, "this app's metrics have no Prometheus form")
         samples: dict[tuple[tuple[str, str], ...], float] = {
-            (("code", str(code)),): float(n) for code, n in sorted(self.responses.items())
+            (("code", str(code)),): float(n) for code, n in sorted(responses.items())
         }
         own = format_family(
             "mpsflow_http_callback_responses",
