@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -59,7 +62,8 @@ async def mpsflow_process(
 ) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
     """``python -m mpsflow ARGS`` with ResourceWarnings as errors; stdout+stderr collected.
 
-    The process is killed at the end if it is still running.
+    It runs in a session of its own, and at the end whatever is left of that session (the
+    process and any worker it forked, even after a failed test) is killed.
     """
     process = await anyio.open_process(
         [sys.executable, "-W", "error::ResourceWarning", "-m", "mpsflow", *args],
@@ -68,6 +72,7 @@ async def mpsflow_process(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     output = Output()
     async with process, anyio.create_task_group() as tg:
@@ -76,6 +81,6 @@ async def mpsflow_process(
         try:
             yield process, output
         finally:
-            if process.returncode is None:
-                process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
