@@ -11,6 +11,9 @@ carries its own ``TaskId``, so dedup claims a new record each time)::
 
 * **bare**: ``aiohttp.web.Application`` with one route that answers 200 ``{"code":0}``
   without reading the body.
+* **http-layer** and **http-decode**: ``HttpSource`` with a consumer that acks at once, and one
+  that only decodes the body into the typed Structs first: the floors the full pipeline stands on.
+* **pipeline**: ``App()`` with the no-op handler (decode, route, handler, metrics).
 * **mpsflow**: ``App(notify_keys=[…], idempotency=MemoryStore())`` with one no-op handler on
   ``WorkflowTask``, behind ``HttpSource``: the body is read, the signature verified, a dedup
   record claimed and completed, the notification decoded into typed Structs and routed.
