@@ -204,9 +204,8 @@ class CrashingSource:
         self.outcomes.append(outcome.settlement.value)
 
 
-async def test_a_crashing_source_is_restarted_with_backoff(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def run_until_it_delivers(source: CrashingSource) -> FakeClock:
+    """Run an app with one no-op handler on ``source``; return the clock its backoff slept on."""
     clock = FakeClock()
     app = quiet_app(clock=clock)
 
@@ -214,8 +213,15 @@ async def test_a_crashing_source_is_restarted_with_backoff(
     async def handler(event: WorkflowTask, ctx: Context) -> None:
         pass
 
-    source = CrashingSource()
     await app.run(source, handle_signals=False)
+    return clock
+
+
+async def test_a_crashing_source_is_restarted_with_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = CrashingSource()
+    clock = await run_until_it_delivers(source)
     assert source.runs == 3
     assert source.outcomes == ["ack"]
     assert clock.sleeps == [0.5, 1.0]
@@ -225,15 +231,8 @@ async def test_a_crashing_source_is_restarted_with_backoff(
 async def test_a_source_missing_a_setting_logs_one_line_per_try_not_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = FakeClock()
-    app = quiet_app(clock=clock)
-
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        pass
-
     source = CrashingSource(ConfigurationError("TENCENTCLOUD_SECRETID and … must both be set"))
-    await app.run(source, handle_signals=False)
+    await run_until_it_delivers(source)
     assert source.outcomes == ["ack"]  # retried with backoff, and it recovers once set
     lines = [r for r in caplog.records if "cannot run" in r.getMessage()]
     assert [r.getMessage() for r in lines] == [
