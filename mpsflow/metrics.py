@@ -14,7 +14,7 @@ from typing import Any, Protocol
 __all__ = ["InMemoryMetrics", "Metrics"]
 
 _PAIRS = ("deliveries", "handler_runs")
-_SINGLES = ("started", "dead_letters", "signature_rejections", "duplicates", "unmatched_events")
+_COUNTERS = ("dead_letters", "signature_rejections", "duplicates", "unmatched_events")
 _SECONDS = ("delivery_seconds", "handler_seconds")
 
 
@@ -118,7 +118,8 @@ class InMemoryMetrics:
         state: dict[str, Any] = {
             name: [[*k, v] for k, v in getattr(self, name).items()] for name in _PAIRS
         }
-        state.update({name: dict(getattr(self, name)) for name in _SINGLES})
+        state["started"] = dict(self.started)
+        state.update({name: dict(getattr(self, name)) for name in _COUNTERS})
         state.update({name: getattr(self, name) for name in _SECONDS})
         return state
 
@@ -139,7 +140,7 @@ class InMemoryMetrics:
                 started[source] = started.get(source, 0) + int(count)
         for source, count in started.items():
             self.started[source] = self.started.get(source, 0) + int(count)
-        for name in _SINGLES[1:]:
+        for name in _COUNTERS:
             counter: Counter[str] = getattr(self, name)
             counter.update({k: int(v) for k, v in state.get(name, {}).items()})
         for name in _SECONDS:
