@@ -361,11 +361,10 @@ class TestClient:
 
         await src.run(process, stop)
         if runs > max_runs:
-            last = src.report[-2].outcome if len(src.report) > 1 else None
+            last = src.report[-2].outcome  # the one before "gave up" (max_runs is at least 1)
             raise NotSettledError(
                 f"the delivery was not settled after {max_runs} pipeline runs; the last "
-                f"outcome was {last.settlement.value if last else '?'}"
-                f" ({last.reason if last and last.reason else 'no reason'})"
+                f"outcome was {last.settlement.value} ({last.reason or 'no reason'})"
             )
         return SendResult(
             outcomes=[s.outcome for s in src.report],
