@@ -250,6 +250,7 @@ class App(Router):
             if idempotency is not None:
                 handler_mw.append(DedupMiddleware(idempotency))
                 stack.push_async_callback(idempotency.store.close)
+                stack.push_async_callback(idempotency.settle_pending)  # before the close
                 self.readiness_checks.append(idempotency.store.ping)
                 stack.callback(self._restore_checks, checks)
             self.channels = channels

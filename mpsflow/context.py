@@ -12,7 +12,7 @@ from mpsflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from mpsflow.delivery import Delivery
-    from mpsflow.events import LiveStreamNotification, Notification
+    from mpsflow.events import LiveStreamNotification, Notification, Subtask
     from mpsflow.sinks.channel import Receipt, SinkChannel
 
 __all__ = [
@@ -44,6 +44,7 @@ class Context:
     """
 
     __slots__ = (
+        "_effect_key",
         "_log",
         "_receipts",
         "_sinks",
@@ -51,6 +52,7 @@ class Context:
         "handler",
         "key",
         "notification",
+        "subtask",
     )
 
     def __init__(
@@ -60,11 +62,16 @@ class Context:
         handler: str = "",
         key: str = "",
         sinks: Mapping[str, SinkChannel] | None = None,
+        *,
+        subtask: Subtask | None = None,
     ) -> None:
         self.notification = notification
         self.delivery = delivery
         self.handler = handler
         self.key = key
+        self.subtask = subtask
+        """The subtask result a subtask handler runs for (None for event handlers)."""
+        self._effect_key: str | None = None
         self._sinks: Mapping[str, SinkChannel] = _NO_SINKS if sinks is None else sinks
         self._receipts: list[Receipt] | None = None
         """Made on the first ``emit``: most handlers emit nothing."""
@@ -90,6 +97,31 @@ class Context:
     def session_context(self) -> str:
         """``SessionContext`` given when the task was started (pass-through data), or ""."""
         return self.notification.session_context or ""
+
+    @property
+    def effect_key(self) -> str:
+        """The stable key of this handler run's effect: pass it to downstream APIs.
+
+        32 hex digits, the same whenever this effect is seen again (a redelivery, a re-signed
+        resend, a later Change-mode notification with the same subtask state, another worker,
+        a restart) and different for any other effect. Use it as an idempotency key
+        (``Idempotency-Key`` header, an object key, MPS's ``SessionId``...) so that a re-run
+        after a crash between the effect and its dedup record repeats nothing. See
+        :mod:`mpsflow.effects`.
+        """
+        key = self._effect_key
+        if key is None:
+            from mpsflow.effects import default_scope, effect_key, record_key
+
+            key = effect_key(
+                record_key(default_scope(self.notification, self.subtask), self.handler)
+            )
+            self._effect_key = key
+        return key
+
+    @effect_key.setter
+    def effect_key(self, value: str) -> None:
+        self._effect_key = value
 
     @property
     def attempt(self) -> int:

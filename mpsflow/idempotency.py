@@ -1,9 +1,12 @@
-"""Store-agnostic deduplication: which notification is this, and may this handler run it?
+"""Store-agnostic deduplication: which effect is this, and may this handler run it?
 
-Modelled on AWS Lambda Powertools' idempotency, made async. A record per (notification key,
-handler) is claimed atomically with a lease tied to the processing deadline; success turns it
-into COMPLETED for ``completed_ttl``; failure deletes it so a redelivery runs the handler again.
-Because records are per handler, a redelivery reruns only the handlers that did not complete.
+Modelled on AWS Lambda Powertools' idempotency, made async. A record per effect (scope +
+handler; :mod:`mpsflow.effects` says what a scope is: one notification for event handlers, one
+subtask result for subtask handlers) is claimed atomically with a lease tied to the processing
+deadline; success turns it into COMPLETED for ``completed_ttl``; failure deletes it so a
+redelivery runs the handler again. Because records are per effect, a redelivery reruns only
+the handlers that did not complete, and a Change-mode notification runs only the subtask
+results that are new or changed.
 
 The engine's middleware stays a thin adapter::
 
@@ -45,25 +48,33 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import logging
+import math
+import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.effects import record_key, subtask_payload_hash, subtask_scope
 from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
 from mpsflow.events import LiveStreamNotification, Notification, collect_subtasks
 from mpsflow.stores.base import ClaimState, IdempotencyStore
+
+if TYPE_CHECKING:
+    from mpsflow.events import Subtask
 
 __all__ = [
     "Action",
     "Decision",
     "Idempotency",
     "KeyFunction",
+    "SubtaskKeyFunction",
     "default_notification_key",
     "payload_hash",
     "typed_notification_key",
@@ -91,27 +102,47 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The outcome of :meth:`Idempotency.begin` for one (notification, handler) pair."""
+    """The outcome of :meth:`Idempotency.begin` for one (scope, handler) pair."""
 
     action: Action
     record_key: str
-    """The store key: notification key + ``":"`` + handler name."""
+    """The store key: scope + ``":"`` + handler name (see :mod:`mpsflow.effects`)."""
     token: str = ""
     """Owner token of the claim (RUN only)."""
     retry_after: float = 0.0
     """BUSY: seconds until the other worker's lease ends (a hint for the redelivery delay)."""
     conflict: bool = False
     """The stored record was made from a different payload (same key, different content)."""
+    lease_until: float = 0.0
+    """RUN: the monotonic time (``clock.monotonic()``) the claim's lease ends."""
+
+
+SubtaskKeyFunction = Callable[["Notification", "Subtask"], str]
+"""A user scope function for subtask handlers: the notification and one of its subtask
+results in, a non-empty key naming that result (and the state that makes it a new effect)."""
 
 
 class Idempotency:
-    """Per-handler deduplication of notifications over an :class:`IdempotencyStore`.
+    """Per-effect deduplication over an :class:`IdempotencyStore`.
+
+    An effect is one handler run on one notification (event handlers) or on one subtask
+    result (subtask handlers); :mod:`mpsflow.effects` defines both scopes. ``key_function``
+    replaces the notification scope, ``subtask_key_function`` the subtask scope.
 
     ``completed_ttl`` is how long a completed record suppresses duplicates (7 days: MPS's
     SessionId dedup window is up to 7 days). A claim's lease is ``deadline - now +
     lease_margin`` when the delivery has a (monotonic) deadline, else ``lease_seconds``; once it
     ends, a crashed worker's claim lets a later delivery run. ``wait_for_in_progress`` > 0 makes
     :meth:`begin` poll a busy record for that long (sleeping on ``clock``) before answering BUSY.
+
+    Store faults lose nothing and run nothing twice in this process:
+
+    * a completion the store did not take is retried (every ``retry_interval`` at most, on the
+      clock) until it is written or the claim's lease ends; until then the effect counts as
+      done here, so a redelivery or a concurrent duplicate skips it;
+    * a claim whose answer was lost (the store failed mid-call, so it may have written it) is
+      released with its token as soon as the store answers again, instead of blocking
+      redeliveries for its whole lease.
     """
 
     def __init__(
@@ -122,13 +153,22 @@ class Idempotency:
         lease_seconds: float = 300.0,
         lease_margin: float = 5.0,
         key_function: KeyFunction | None = None,
+        subtask_key_function: SubtaskKeyFunction | None = None,
         clock: Clock | None = None,
         wait_for_in_progress: float = 0.0,
         poll_interval: float = 0.1,
+        retry_interval: float = 1.0,
     ) -> None:
-        if completed_ttl <= 0 or lease_seconds <= 0 or lease_margin <= 0 or poll_interval <= 0:
+        if (
+            completed_ttl <= 0
+            or lease_seconds <= 0
+            or lease_margin <= 0
+            or poll_interval <= 0
+            or retry_interval <= 0
+        ):
             raise ConfigurationError(
-                "completed_ttl, lease_seconds, lease_margin and poll_interval must be positive"
+                "completed_ttl, lease_seconds, lease_margin, poll_interval and retry_interval "
+                "must be positive"
             )
         if wait_for_in_progress < 0:
             raise ConfigurationError("wait_for_in_progress must not be negative")
@@ -138,11 +178,25 @@ class Idempotency:
         self.lease_margin = lease_margin
         self.wait_for_in_progress = wait_for_in_progress
         self.poll_interval = poll_interval
+        self.retry_interval = retry_interval
         self._key_function = key_function
+        self._subtask_key_function = subtask_key_function
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._tokens = f"{secrets.token_hex(8)}-"
+        self._token_count = itertools.count(1)
+        self._unwritten: dict[str, Decision] = {}
+        """Completions the store did not take yet, by record key (done in this process)."""
+        self._orphans: dict[tuple[str, str], None] = {}
+        """(record key, token) of claims whose answer was lost: released once the store is back."""
+        self._next_repair = -math.inf
 
     def __repr__(self) -> str:
         return f"Idempotency(store={self.store!r}, completed_ttl={self.completed_ttl})"
+
+    @property
+    def unsettled(self) -> int:
+        """Completions not yet written plus lost claims not yet released (0 when healthy)."""
+        return len(self._unwritten) + len(self._orphans)
 
     def notification_key(self, raw: bytes | Mapping[str, Any]) -> str:
         """The dedup key of a notification: the user key function's, else the default one."""
@@ -169,6 +223,15 @@ class Idempotency:
             return self.notification_key(raw), typed_payload_hash(notification)
         return typed_notification_key(notification), typed_payload_hash(notification)
 
+    def subtask_keys_for(self, notification: Notification, subtask: Subtask) -> tuple[str, str]:
+        """``(subtask scope, payload hash of the subtask result)`` (see :mod:`mpsflow.effects`)."""
+        if self._subtask_key_function is None:
+            return subtask_scope(notification, subtask), subtask_payload_hash(subtask)
+        key = self._subtask_key_function(notification, subtask)
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError("subtask_key_function must return a non-empty string")
+        return key, subtask_payload_hash(subtask)
+
     async def begin(
         self,
         key: str,
@@ -182,14 +245,25 @@ class Idempotency:
         ``deadline`` is the monotonic time (``clock.monotonic()``) by which processing must
         end. Raises StoreUnavailable when the store is down.
         """
-        record_key = f"{key}:{handler}"
+        record = record_key(key, handler)
+        if (self._unwritten or self._orphans) and await self._repair(record):
+            return Decision(Action.SKIP, record)
         give_up_at = self._clock.monotonic() + self.wait_for_in_progress
         while True:
-            claim = await self.store.claim(
-                record_key, lease_seconds=self._lease(deadline), payload_hash=payload_hash
-            )
+            token = f"{self._tokens}{next(self._token_count):x}"
+            lease = self._lease(deadline)
+            lease_until = self._clock.monotonic() + lease
+            try:
+                claim = await self.store.claim(
+                    record, lease_seconds=lease, payload_hash=payload_hash, token=token
+                )
+            except StoreUnavailable:
+                # The store may have written the claim before failing: release it once the
+                # store answers again, so a redelivery does not wait out the whole lease.
+                self._orphans[(record, token)] = None
+                raise
             if claim.state is ClaimState.CLAIMED:
-                return Decision(Action.RUN, record_key, token=claim.token)
+                return Decision(Action.RUN, record, token=claim.token, lease_until=lease_until)
             conflict = bool(
                 payload_hash and claim.payload_hash and payload_hash != claim.payload_hash
             )
@@ -202,26 +276,33 @@ class Idempotency:
                         handler,
                         extra={"idempotency_key": key, "handler": handler},
                     )
-                return Decision(Action.SKIP, record_key, conflict=conflict)
+                return Decision(Action.SKIP, record, conflict=conflict)
             remaining = give_up_at - self._clock.monotonic()
             if remaining <= 0:
                 retry_after = max(claim.expires_at - self._clock.time(), 0.0)
-                return Decision(Action.BUSY, record_key, retry_after=retry_after, conflict=conflict)
+                return Decision(Action.BUSY, record, retry_after=retry_after, conflict=conflict)
             await self._clock.sleep(min(self.poll_interval, remaining))
 
     async def succeeded(self, decision: Decision) -> bool:
-        """Record the handler as COMPLETED; False (and a warning) when that was not possible.
+        """Record the handler as COMPLETED; False (and a log line) when that was not possible.
 
+        When the store is down the completion is kept in this process (the effect counts as
+        done here) and retried until written or the lease ends (see the class docstring).
         False means the lease ended before completion (another delivery may run the handler
-        again) or the store is down. The handler did succeed, so this does not raise.
+        again) or the completion is not written yet. The handler did succeed: never raises.
         """
         _require_run(decision)
         try:
             done = await self.store.complete(
                 decision.record_key, decision.token, ttl_seconds=self.completed_ttl
             )
-        except StoreUnavailable:
-            _log.warning("could not record %s as completed: store unavailable", decision.record_key)
+        except StoreUnavailable as exc:
+            self._unwritten[decision.record_key] = decision
+            _log.warning(
+                "could not record %s as completed (%s); retrying until its lease ends",
+                decision.record_key,
+                exc,
+            )
             return False
         if not done:
             _log.warning(
@@ -233,17 +314,96 @@ class Idempotency:
     async def failed(self, decision: Decision) -> bool:
         """Delete the claim so a redelivery runs the handler again; False if it was gone.
 
-        When the store is down the claim simply expires at the end of its lease.
+        When the store is down the claim is released as soon as it answers again (or ends
+        with its lease).
         """
         _require_run(decision)
         try:
             return await self.store.release(decision.record_key, decision.token)
         except StoreUnavailable:
             _log.warning(
-                "could not release %s: store unavailable; it frees when its lease ends",
+                "could not release %s: store unavailable; releasing it once the store is back",
                 decision.record_key,
             )
+            self._orphans[(decision.record_key, decision.token)] = None
             return False
+
+    async def settle_pending(self) -> int:
+        """Write what store faults left unsettled now; returns how many are still left.
+
+        :meth:`begin` does this by itself (at most every ``retry_interval``); call it from a
+        timer, or at shutdown, to settle without waiting for the next delivery.
+        """
+        self._next_repair = -math.inf
+        await self._repair("")
+        return self.unsettled
+
+    async def _repair(self, record: str) -> bool:
+        """Retry unwritten completions and lost claims; True when ``record`` is done here.
+
+        The record being begun is always retried; the others at most every
+        ``retry_interval``, so a store that stays down costs one extra call per interval.
+        """
+        now = self._clock.monotonic()
+        done_here = False
+        pending = self._unwritten.get(record)
+        if pending is not None:
+            if now >= pending.lease_until:  # too late: another worker may run it now
+                del self._unwritten[record]
+                _log.error(
+                    "completion of %s was never written before its lease ended; "
+                    "a redelivery may run the handler again",
+                    record,
+                )
+            else:
+                done_here = True
+                await self._write_completion(pending)
+        for orphan in [o for o in self._orphans if o[0] == record]:
+            try:  # this key's own lost claim would make its redelivery wait out the lease
+                await self.store.release(*orphan)
+            except StoreUnavailable:
+                break
+            self._orphans.pop(orphan, None)
+        if now < self._next_repair:
+            return done_here
+        self._next_repair = now + self.retry_interval
+        for key, decision in list(self._unwritten.items()):
+            if key != record and not await self._write_completion(decision):
+                return done_here
+        for orphan in list(self._orphans):
+            key, token = orphan
+            try:
+                await self.store.release(key, token)
+            except StoreUnavailable:
+                return done_here
+            self._orphans.pop(orphan, None)
+        return done_here
+
+    async def _write_completion(self, decision: Decision) -> bool:
+        """One more try at an unwritten completion; False while the store is still down."""
+        if self._clock.monotonic() >= decision.lease_until:
+            self._unwritten.pop(decision.record_key, None)
+            _log.error(
+                "completion of %s was never written before its lease ended; "
+                "a redelivery may run the handler again",
+                decision.record_key,
+            )
+            return True
+        try:
+            done = await self.store.complete(
+                decision.record_key, decision.token, ttl_seconds=self.completed_ttl
+            )
+        except StoreUnavailable:
+            return False
+        self._unwritten.pop(decision.record_key, None)
+        if done:
+            _log.info("recorded %s as completed after a store fault", decision.record_key)
+        else:
+            _log.warning(
+                "lease on %s ended before its completion could be written; it may run again",
+                decision.record_key,
+            )
+        return True
 
     def guard(
         self,

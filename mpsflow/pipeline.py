@@ -27,10 +27,11 @@ from mpsflow.metrics import Metrics
 from mpsflow.middleware.base import Call, CallNext, chain
 from mpsflow.outcomes import Reject, Retry
 from mpsflow.retry import RetryPolicy
-from mpsflow.routing import HandlerSpec, RouteTable, plan
+from mpsflow.routing import HandlerSpec, RouteTable, Work, plan
 
 if TYPE_CHECKING:
     from mpsflow.context import AnyNotification
+    from mpsflow.events import Subtask
     from mpsflow.middleware.base import Middleware
     from mpsflow.sinks.channel import SinkChannel
 
@@ -163,8 +164,8 @@ class Pipeline:
         if not work:
             return await self._no_handler(delivery, notification)
         if len(work) == 1:
-            spec, payload = work[0]
-            result = await self._run(spec, payload, notification, delivery)
+            spec, payload, subtask = work[0]
+            result = await self._run(spec, payload, subtask, notification, delivery)
             if result.kind == "ok":
                 return _HANDLER_OK
             results = [result]
@@ -188,24 +189,30 @@ class Pipeline:
 
     async def _run_all(
         self,
-        work: list[tuple[HandlerSpec, Any]],
+        work: list[Work],
         notification: AnyNotification,
         delivery: Delivery,
     ) -> list[_HandlerResult]:
         results: list[_HandlerResult | None] = [None] * len(work)
 
-        async def one(index: int, spec: HandlerSpec, payload: Any) -> None:
-            results[index] = await self._run(spec, payload, notification, delivery)
+        async def one(index: int, item: Work) -> None:
+            spec, payload, subtask = item
+            results[index] = await self._run(spec, payload, subtask, notification, delivery)
 
         async with anyio.create_task_group() as tg:
-            for index, (spec, payload) in enumerate(work):
-                tg.start_soon(one, index, spec, payload)
+            for index, item in enumerate(work):
+                tg.start_soon(one, index, item)
         return [r for r in results if r is not None]
 
     async def _run(
-        self, spec: HandlerSpec, payload: Any, notification: AnyNotification, delivery: Delivery
+        self,
+        spec: HandlerSpec,
+        payload: Any,
+        subtask: Subtask | None,
+        notification: AnyNotification,
+        delivery: Delivery,
     ) -> _HandlerResult:
-        ctx = Context(notification, delivery, spec.name, spec.key, self._sinks)
+        ctx = Context(notification, delivery, spec.name, spec.key, self._sinks, subtask=subtask)
         started = perf_counter()
         try:
             if spec in self._direct:  # nothing around the handler: the common, hot case

@@ -39,7 +39,7 @@ from mpsflow.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from mpsflow.context import AnyNotification, Context
-    from mpsflow.events import Notification
+    from mpsflow.events import Notification, Subtask
 
 __all__ = [
     "ALL_KEYS",
@@ -47,6 +47,7 @@ __all__ = [
     "HandlerSpec",
     "KeyKind",
     "RouteTable",
+    "Work",
     "key_kind",
     "normalise_status",
     "plan",
@@ -154,8 +155,8 @@ class RouteTable:
     ``by_key`` holds each key's handlers in registration order. When every subtask key some
     handler listens to is a ``MediaProcessResultSet`` key (``Transcode``, ``ImageSprites``…),
     ``media`` indexes them by item ``Type``, so planning a workflow notification reads only
-    that list and builds a ``Subtask`` only for a handler with filters. ``plan`` gives the
-    same pairs either way (a test holds the two paths equal on every sample).
+    that list. ``plan`` gives the same work either way (a test holds the two paths equal on
+    every sample).
     """
 
     __slots__ = ("by_key", "has_subtask_handlers", "media")
@@ -167,22 +168,22 @@ class RouteTable:
         self.by_key: dict[str, tuple[HandlerSpec, ...]] = {k: tuple(v) for k, v in by_key.items()}
         subtask_keys = {s.key for s in specs if s.kind == "subtask"}
         self.has_subtask_handlers = bool(subtask_keys)
-        self.media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...], bool]] | None = None
+        self.media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...]]] | None = None
         routes = media_routes(subtask_keys)
         if media_fast_path and subtask_keys <= {key for key, _, _ in routes.values()}:
             self.media = {
-                item_type: (route, self.by_key[route[0]], _any_filters(self.by_key[route[0]]))
-                for item_type, route in routes.items()
+                item_type: (route, self.by_key[route[0]]) for item_type, route in routes.items()
             }
 
 
-def _any_filters(specs: Sequence[HandlerSpec]) -> bool:
-    return any(spec.has_filters for spec in specs)
+Work = tuple[HandlerSpec, Any, "Subtask | None"]
+"""One planned handler run: the handler, its typed payload, and the subtask it handles (None
+for an event or live-stream handler, which handles the notification as a whole)."""
 
 
-def plan(notification: AnyNotification, table: RouteTable) -> list[tuple[HandlerSpec, Any]]:
-    """Every (handler, payload) pair that ``notification`` reaches, in start order."""
-    out: list[tuple[HandlerSpec, Any]] = []
+def plan(notification: AnyNotification, table: RouteTable) -> list[Work]:
+    """Every (handler, payload, subtask) that ``notification`` reaches, in start order."""
+    out: list[Work] = []
     by_key = table.by_key
     if isinstance(notification, LiveStreamNotification):
         for sub in notification.subtasks():
@@ -190,7 +191,7 @@ def plan(notification: AnyNotification, table: RouteTable) -> list[tuple[Handler
                 if not spec.has_filters or _matches(
                     spec, sub.status, sub.ok, sub.failed, sub.result
                 ):
-                    out.append((spec, sub.result))
+                    out.append((spec, sub.result, None))
         return out
     event_specs = by_key.get(notification.event_type or "", ())
     if event_specs:
@@ -202,7 +203,7 @@ def plan(notification: AnyNotification, table: RouteTable) -> list[tuple[Handler
                     verdict = _event_verdict(notification)
                 if not _matches(spec, *verdict, event):
                     continue
-            out.append((spec, event))
+            out.append((spec, event, None))
     if not table.has_subtask_handlers:
         return out
     media = table.media
@@ -218,31 +219,24 @@ def plan(notification: AnyNotification, table: RouteTable) -> list[tuple[Handler
     for sub in collect_subtasks(notification, by_key):
         for spec in by_key[sub.key]:
             if not spec.has_filters or _matches(spec, sub.status, sub.ok, sub.failed, sub.result):
-                out.append((spec, sub.result))
+                out.append((spec, sub.result, sub))
     return out
 
 
 def _plan_media(
     items: Sequence[MediaProcessTaskResult],
-    media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...], bool]],
-    out: list[tuple[HandlerSpec, Any]],
+    media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...]]],
+    out: list[Work],
 ) -> None:
-    """The media fast path of ``plan``: the same pairs ``collect_subtasks`` would give."""
+    """The media fast path of ``plan``: the same work ``collect_subtasks`` would give."""
     for index, item in enumerate(items):
         entry = media.get(item.type)  # type: ignore[arg-type]
         if entry is None:
             continue
-        route, specs, filtered = entry
-        if not filtered:  # the payload alone, as media_subtask would make it
-            attr = route[1]
-            payload = item if attr is None else getattr(item, attr)
-            if payload is not None:
-                for spec in specs:
-                    out.append((spec, payload))
-            continue
-        sub = media_subtask(route, item, MEDIA_RESULT_SET_PATH, index)
+        route, specs = entry
+        sub = media_subtask(route, item, MEDIA_RESULT_SET_PATH, index, items)
         if sub is None:
             continue
         for spec in specs:
             if not spec.has_filters or _matches(spec, sub.status, sub.ok, sub.failed, sub.result):
-                out.append((spec, sub.result))
+                out.append((spec, sub.result, sub))

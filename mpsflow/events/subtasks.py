@@ -15,9 +15,11 @@ Iteration walks the typed Structs in place: no intermediate lists, one small ``S
 from __future__ import annotations
 
 import typing
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, cast
+
+import msgspec
 
 from ._base import HasOutcome, MpsStruct, OutcomeMixin, RawPayload, TaskResult
 from ._generated import (
@@ -83,7 +85,7 @@ class Subtask:
     ``Unknown`` part.
     """
 
-    __slots__ = ("_default_ok", "_task", "_where", "category", "key", "result")
+    __slots__ = ("_default_ok", "_place", "_task", "_where", "category", "key", "result")
 
     def __init__(
         self,
@@ -94,6 +96,7 @@ class Subtask:
         task: Any = None,
         *,
         default_ok: bool = False,
+        place: str | tuple[str, Sequence[Any], int] | None = None,
     ) -> None:
         self.key = key
         self.category = category
@@ -101,6 +104,7 @@ class Subtask:
         self._where = where
         self._task = task
         self._default_ok = default_ok
+        self._place = place
 
     @property
     def where(self) -> str:
@@ -111,6 +115,30 @@ class Subtask:
             where = f"{base}[{index}].{field}" if field else f"{base}[{index}]"
             self._where = where
         return where
+
+    @property
+    def identity(self) -> str:
+        """Where this result sits in its task, stable across the task's notifications.
+
+        Change mode sends the same result again in later PROCESSING and FINISH notifications,
+        possibly at another position, so a result in a list is named by its container, its
+        ``Type`` (``ActivityType`` in a schedule), its template ``Definition`` (``-`` when it has
+        none) and its ordinal among the earlier items of that same type and definition:
+        ``$.WorkflowTaskEvent.MediaProcessResultSet/Transcode/100040/0``. A result that stands
+        alone (``AiQualityControlTaskResult``...) is named by its JSON path.
+        """
+        place = self._place
+        if isinstance(place, tuple):
+            container, siblings, index = place
+            place = self._place = _item_identity(container, siblings, index)
+        elif place is None:
+            place = self._place = self.where
+        return place
+
+    @property
+    def task(self) -> Any:
+        """The task object whose ``Status``/``Progress``/``Output`` this result reports."""
+        return self._task
 
     @property
     def status(self) -> str | None:
@@ -335,6 +363,45 @@ LIVE_KEYS: Mapping[str, type] = MappingProxyType(
 """Live ``NotificationType`` value -> the info Struct handed to its handlers."""
 
 
+# --- identity -------------------------------------------------------------------------------
+
+_ACTIVITIES_PATH = "$.ScheduleTaskEvent.ActivityResultSet"
+
+
+def _inner_task(value: Any, depth: int = 2) -> Any:
+    """The first task object (a Struct with an ``Input``) inside ``value``, or None."""
+    for name in getattr(value, "__struct_fields__", ()):
+        child = getattr(value, name)
+        if isinstance(child, msgspec.Struct):
+            if hasattr(child, "input"):
+                return child
+            if depth > 1:
+                found = _inner_task(child, depth - 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def _item_signature(item: Any) -> tuple[str, str]:
+    """``(Type, Definition)`` of a listed result: what tells it from its siblings.
+
+    The type is the item's ``Type`` (``ActivityType`` for a schedule activity); the
+    definition is the template ``Definition`` of the task inside it, ``-`` when it has none.
+    """
+    kind = getattr(item, "type", None) or getattr(item, "activity_type", None)
+    task = item if hasattr(item, "input") else _inner_task(item)
+    definition = getattr(getattr(task, "input", None), "definition", None)
+    return (str(kind) if kind else "-", "-" if definition is None else str(definition))
+
+
+def _item_identity(container: str, items: Sequence[Any], index: int) -> str:
+    """``container/Type/Definition/ordinal`` of ``items[index]`` (see ``Subtask.identity``)."""
+    signature = _item_signature(items[index])
+    ordinal = sum(1 for earlier in items[:index] if _item_signature(earlier) == signature)
+    kind, definition = signature
+    return f"{container}/{kind}/{definition}/{ordinal}"
+
+
 # --- iteration ------------------------------------------------------------------------------
 
 
@@ -349,24 +416,28 @@ def _categorised(
     where: str,
     out: list[Subtask],
     keys: Container[str] | None,
+    *,
+    container: str | None = None,
 ) -> None:
     if not items:
         return
     table = _CATEGORIES[category][1]
+    container = where if container is None else container
     for i, item in enumerate(items):
+        place = (container, items, i)
         entry = table.get(item.type)
         if entry is None:
             if keys is None or UNKNOWN in keys:
-                out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
+                out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, ""), place=place))
             continue
         attr, wire = entry
         task = getattr(item, attr)
         if keys is None or category in keys:
-            out.append(Subtask(category, category, item, (where, i, ""), task))
+            out.append(Subtask(category, category, item, (where, i, ""), task, place=place))
         if task is not None:
             key = f"{category}.{item.type}"
             if keys is None or key in keys:
-                out.append(Subtask(key, category, task, (where, i, wire), task))
+                out.append(Subtask(key, category, task, (where, i, wire), task, place=place))
 
 
 MediaRoute = tuple[str, str | None, str]
@@ -382,14 +453,21 @@ def media_routes(keys: Container[str] | None = None) -> dict[str, MediaRoute]:
 
 
 def media_subtask(
-    route: MediaRoute, item: MediaProcessTaskResult, where: str, index: int
+    route: MediaRoute,
+    item: MediaProcessTaskResult,
+    where: str,
+    index: int,
+    items: Sequence[MediaProcessTaskResult],
 ) -> Subtask | None:
-    """The subtask of one media item (None when the item carries no task of its type)."""
+    """The subtask of ``items[index]`` (None when the item carries no task of its type)."""
     key, attr, wire = route
+    place = (where, items, index)
     if attr is None:
-        return Subtask(key, _MEDIA_CATEGORY, item, (where, index, ""), default_ok=True)
+        return Subtask(key, _MEDIA_CATEGORY, item, (where, index, ""), default_ok=True, place=place)
     task = getattr(item, attr)
-    return None if task is None else Subtask(key, _MEDIA_CATEGORY, task, (where, index, wire), task)
+    if task is None:
+        return None
+    return Subtask(key, _MEDIA_CATEGORY, task, (where, index, wire), task, place=place)
 
 
 def _media(
@@ -402,11 +480,11 @@ def _media(
         route = _MEDIA.get(item.type)  # type: ignore[arg-type]
         if route is None:
             if keys is None or UNKNOWN in keys:
-                out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, "")))
+                out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, ""), place=(where, items, i)))
             continue
         if keys is not None and route[0] not in keys:
             continue
-        sub = media_subtask(route, item, where, i)
+        sub = media_subtask(route, item, where, i, items)
         if sub is not None:
             out.append(sub)
 
@@ -466,8 +544,14 @@ def _workflow(e: WorkflowTask, where: str, out: list[Subtask], keys: Container[s
 
 
 def _activity(
-    activity: ActivityResult, here: str, out: list[Subtask], keys: Container[str] | None
+    activities: list[ActivityResult],
+    index: int,
+    out: list[Subtask],
+    keys: Container[str] | None,
 ) -> None:
+    activity = activities[index]
+    here = f"{_ACTIVITIES_PATH}[{index}]"
+    identity = _item_identity(_ACTIVITIES_PATH, activities, index)
     item = activity.activity_res_item
     found = False
     if item is not None:
@@ -478,17 +562,25 @@ def _activity(
                 continue
             found = True
             task_where = f"{item_where}.{wire}"
+            place = f"{identity}/{wire}"
             if items_category is None:
                 if keys is None or key in keys:
                     category = _KEY_CATEGORY.get(key, _MEDIA_CATEGORY)
-                    out.append(Subtask(key, category, task, task_where, task))
+                    out.append(Subtask(key, category, task, task_where, task, place=place))
             else:
                 if keys is None or key in keys:
-                    out.append(Subtask(key, items_category, task, task_where, task))
-                _categorised(items_category, task.output, f"{task_where}.Output", out, keys)
+                    out.append(Subtask(key, items_category, task, task_where, task, place=place))
+                _categorised(
+                    items_category,
+                    task.output,
+                    f"{task_where}.Output",
+                    out,
+                    keys,
+                    container=f"{place}/Output",
+                )
     unknown = not found and activity.activity_type not in _KNOWN_ACTIVITY_TYPES
     if unknown and (keys is None or UNKNOWN in keys):
-        out.append(Subtask(UNKNOWN, UNKNOWN, activity, here))
+        out.append(Subtask(UNKNOWN, UNKNOWN, activity, here, place=identity))
 
 
 def collect_subtasks(
@@ -504,8 +596,9 @@ def collect_subtasks(
     if n.workflow_task_event is not None:
         _workflow(n.workflow_task_event, "$.WorkflowTaskEvent", out, keys)
     if n.schedule_task_event is not None:
-        for i, activity in enumerate(n.schedule_task_event.activity_result_set or ()):
-            _activity(activity, f"$.ScheduleTaskEvent.ActivityResultSet[{i}]", out, keys)
+        activities = n.schedule_task_event.activity_result_set or []
+        for i in range(len(activities)):
+            _activity(activities, i, out, keys)
     batch = n.batch_task_event
     if batch is not None and batch.smart_subtitles_task_result is not None:
         key = "BatchSmartSubtitles"

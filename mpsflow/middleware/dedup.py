@@ -1,7 +1,9 @@
-"""Dedup (idempotency) middleware: each handler runs to success at most once per notification.
+"""Dedup (idempotency) middleware: each effect runs to success at most once.
 
-Runs at handler scope, so records are per (notification key, handler): a redelivery skips the
-handlers that already completed and reruns only the ones that failed. A concurrent duplicate
+Runs at handler scope, so records are per effect (:mod:`mpsflow.effects`): an event handler's
+scope is the notification, a subtask handler's is one subtask result. A redelivery skips the
+effects that already completed and reruns only the ones that failed; a Change-mode
+notification runs only the subtask results that are new or changed. A concurrent duplicate
 held by another worker makes this delivery retry later (503) instead of running twice; a store
 that is down makes it retry later too, never run unclaimed.
 """
@@ -13,7 +15,9 @@ import logging
 import anyio
 
 from mpsflow.delivery import Outcome, Settlement
+from mpsflow.effects import effect_key
 from mpsflow.errors import StoreUnavailable
+from mpsflow.events import Notification
 from mpsflow.idempotency import Action, Decision, Idempotency
 from mpsflow.middleware.base import Call, CallNext
 from mpsflow.stores.base import settles_in_place
@@ -54,10 +58,19 @@ class DedupMiddleware:
             state[_STATE_KEY] = keys
         return keys
 
+    def _scope(self, call: Call) -> tuple[str, str]:
+        """(scope, payload hash) of this handler's effect."""
+        ctx = call.context
+        subtask = ctx.subtask if ctx is not None else None
+        notification = call.notification
+        if subtask is not None and isinstance(notification, Notification):
+            return self.idempotency.subtask_keys_for(notification, subtask)
+        return self._keys(call)
+
     async def __call__(self, call: Call, call_next: CallNext) -> Outcome:
         if call.scope != "handler" or call.handler is None:
             return await call_next(call)
-        key, payload_hash = self._keys(call)
+        key, payload_hash = self._scope(call)
         try:
             decision = await self.idempotency.begin(
                 key, call.handler.name, payload_hash, deadline=call.delivery.deadline
@@ -70,6 +83,8 @@ class DedupMiddleware:
                 retry_after=self.store_retry_after,
                 reason="idempotency store unavailable",
             )
+        if call.context is not None:
+            call.context.effect_key = effect_key(decision.record_key)
         if decision.action is Action.SKIP:
             return _SKIPPED
         if decision.action is Action.BUSY:

@@ -46,8 +46,15 @@ class IdempotencyStore(Protocol):
     cancellation, which nothing could interrupt anyway.
     """
 
-    async def claim(self, key: str, *, lease_seconds: float, payload_hash: str) -> Claim:
-        """Atomically take ``key`` as IN_PROGRESS unless a live record exists."""
+    async def claim(
+        self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
+    ) -> Claim:
+        """Atomically take ``key`` as IN_PROGRESS unless a live record exists.
+
+        ``token`` is the owner token to store (the store makes one when it is empty). A caller
+        that chose it can release a claim whose answer it never got (the call failed after the
+        store wrote it) as soon as the store answers again.
+        """
         ...
 
     async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:

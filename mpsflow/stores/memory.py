@@ -65,7 +65,9 @@ class MemoryStore:
         """Number of records held, live or expired but not yet purged."""
         return len(self._records)
 
-    async def claim(self, key: str, *, lease_seconds: float, payload_hash: str) -> Claim:
+    async def claim(
+        self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
+    ) -> Claim:
         """Take ``key`` as IN_PROGRESS unless a live record exists."""
         _check_positive("lease_seconds", lease_seconds)
         self._check_open()
@@ -78,7 +80,7 @@ class MemoryStore:
             )
         if len(self._records) >= self._max_entries:
             self._evict_oldest_completed()
-        token = f"{self._token_prefix}{next(self._tokens):x}"
+        token = token or f"{self._token_prefix}{next(self._tokens):x}"
         expires_at = now + lease_seconds
         self._put(key, _Record(ClaimState.IN_PROGRESS, token, payload_hash, expires_at, 0))
         return Claim(ClaimState.CLAIMED, token=token, expires_at=expires_at)

@@ -131,11 +131,13 @@ class RedisStore:
         # Never the URL: it may carry a password.
         return f"RedisStore(prefix={self._prefix!r})"
 
-    async def claim(self, key: str, *, lease_seconds: float, payload_hash: str) -> Claim:
+    async def claim(
+        self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
+    ) -> Claim:
         """Take ``key`` as IN_PROGRESS unless a live record exists."""
         lease_ms = _milliseconds("lease_seconds", lease_seconds)
         now = self._clock.time()
-        token = secrets.token_hex(16)
+        token = token or secrets.token_hex(16)
         expires_at = now + lease_seconds
         args = (repr(now), lease_ms, token, payload_hash, repr(expires_at))
         state, stored_hash, stored_expiry = map(_text, await self._call(self._claim, key, args))

@@ -88,11 +88,14 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore(path={self._path!r})"
 
-    async def claim(self, key: str, *, lease_seconds: float, payload_hash: str) -> Claim:
+    async def claim(
+        self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
+    ) -> Claim:
         """Take ``key`` as IN_PROGRESS unless a live record exists."""
         _check_positive("lease_seconds", lease_seconds)
         now = self._clock.time()
-        return await self._run(self._claim, key, lease_seconds, payload_hash, now)
+        token = token or secrets.token_hex(16)
+        return await self._run(self._claim, key, lease_seconds, payload_hash, now, token)
 
     async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
         """Turn the caller's live lease into a COMPLETED row kept for ``ttl_seconds``."""
@@ -173,7 +176,9 @@ class SQLiteStore:
             else:
                 return
 
-    def _claim(self, key: str, lease_seconds: float, payload_hash: str, now: float) -> Claim:
+    def _claim(
+        self, key: str, lease_seconds: float, payload_hash: str, now: float, token: str
+    ) -> Claim:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -181,7 +186,6 @@ class SQLiteStore:
             if row is not None and row[2] > now:
                 conn.execute("COMMIT")
                 return Claim(ClaimState(row[0]), payload_hash=row[1], expires_at=row[2])
-            token = secrets.token_hex(16)
             expires_at = now + lease_seconds
             state = ClaimState.IN_PROGRESS.value
             conn.execute(_UPSERT, (key, state, token, payload_hash, expires_at))

@@ -1,0 +1,117 @@
+"""What runs once: the identity of one handler's effect.
+
+A handler runs once per distinct thing it is given:
+
+* an **event handler** (``WorkflowTask``, ``EditMediaTask``..., and live-stream keys) once per
+  notification: its scope is the notification key (see
+  :func:`mpsflow.idempotency.typed_notification_key`);
+* a **subtask handler** (``Transcode``, ``AiContentReview.Porn``, ``Schedule.AiAnalysis``...)
+  once per subtask result: its scope is the task (``EventType:TaskId``), the subtask's
+  identity inside the task (:attr:`mpsflow.events.Subtask.identity`: container, type,
+  template ``Definition``, ordinal) and the subtask's state (status, progress, error code,
+  whether it has output).
+
+So two renditions in one notification are two runs, and the same rendition seen again (in a
+later Change-mode notification, in FINISH, or in a redelivery, re-signed or not) is a
+duplicate, while a rendition that moved on (PROCESSING 37% -> SUCCESS) is a new effect.
+
+The record key of an effect is ``scope + ":" + handler name``, and :func:`effect_key` turns it
+into the stable key a handler passes downstream (``ctx.effect_key``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from mpsflow.context import AnyNotification
+    from mpsflow.events import Notification, Subtask
+
+__all__ = [
+    "default_scope",
+    "effect_key",
+    "record_key",
+    "subtask_payload_hash",
+    "subtask_scope",
+    "subtask_state",
+    "task_scope",
+]
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def task_scope(notification: Notification) -> str | None:
+    """``EventType:TaskId`` (``EventType:sid=SessionId`` without a TaskId); None without both.
+
+    Unlike the notification key, it is the same for every notification of one task.
+    """
+    kind = notification.event_type or "unknown"
+    if notification.task_id:
+        return f"{kind}:{notification.task_id}"
+    if notification.session_id:
+        return f"{kind}:sid={notification.session_id}"
+    return None
+
+
+def subtask_state(subtask: Subtask) -> str:
+    """The part of a subtask result that makes it a new effect when it changes.
+
+    ``Status``, ``Progress``, the error code and whether it has ``Output``: a PROCESSING
+    rendition that reaches SUCCESS, or one whose output appears, is handled again.
+    """
+    task = subtask.task
+    progress = getattr(task, "progress", None)
+    output = getattr(task, "output", None)
+    has_output = output is not None and output not in ([], {})
+    return _ENCODER.encode([subtask.status or "", progress, subtask.error, has_output]).decode()
+
+
+def subtask_scope(notification: Notification, subtask: Subtask) -> str:
+    """The dedup scope of one subtask result: ``<task scope>:sub:<digest>``.
+
+    The digest covers the subtask's identity and state (both readable from ``subtask``).
+    A notification without a TaskId or SessionId uses its notification key as the task part.
+    """
+    task = task_scope(notification)
+    if task is None:
+        from mpsflow.idempotency import typed_notification_key
+
+        task = typed_notification_key(notification)
+    material = f"{subtask.identity}\n{subtask_state(subtask)}".encode()
+    return f"{task}:sub:{hashlib.sha256(material).hexdigest()[:32]}"
+
+
+def subtask_payload_hash(subtask: Subtask) -> str:
+    """128-bit digest of the subtask result alone (the conflict check of a subtask effect).
+
+    The rest of the notification changes from one Change-mode notification to the next, so
+    it must not make a later sight of the same result look like a conflict.
+    """
+    return hashlib.sha256(_ENCODER.encode(subtask.result)).hexdigest()[:32]
+
+
+def record_key(scope: str, handler: str) -> str:
+    """The store key of one handler's effect within ``scope``."""
+    return f"{scope}:{handler}"
+
+
+def effect_key(record: str) -> str:
+    """The stable key of an effect, for downstream APIs: 32 hex digits of the record key.
+
+    The same effect always gets the same key (across redeliveries, re-signing, Change-mode
+    notifications, processes and restarts); two effects never share one.
+    """
+    return hashlib.sha256(record.encode()).hexdigest()[:32]
+
+
+def default_scope(notification: AnyNotification, subtask: Subtask | None) -> str:
+    """The default dedup scope: the subtask's when there is one, else the notification's."""
+    from mpsflow.events import Notification
+    from mpsflow.idempotency import typed_notification_key
+
+    if subtask is not None and isinstance(notification, Notification):
+        return subtask_scope(notification, subtask)
+    return typed_notification_key(notification)
