@@ -33,9 +33,18 @@ _STATE_KEY = "mpsflow.dedup"
 class DedupMiddleware:
     """Claims before a handler runs, completes on success, releases on failure."""
 
-    def __init__(self, idempotency: Idempotency, *, store_retry_after: float = 5.0) -> None:
+    def __init__(
+        self,
+        idempotency: Idempotency,
+        *,
+        store_retry_after: float = 5.0,
+        busy_retry_after: float = 5.0,
+    ) -> None:
         self.idempotency = idempotency
         self.store_retry_after = store_retry_after
+        self.busy_retry_after = busy_retry_after
+        """Retry hint while a duplicate runs elsewhere: at most this, however long its lease
+        (the duplicate usually finishes in milliseconds; its lease bounds only a crash)."""
         self._shield = not settles_in_place(idempotency.store)
         """Shield the settling store call from cancellation (not needed when it cannot wait)."""
 
@@ -91,7 +100,7 @@ class DedupMiddleware:
             return Outcome(
                 Settlement.RETRY,
                 status=503,
-                retry_after=max(decision.retry_after, 1.0),
+                retry_after=min(max(decision.retry_after, 1.0), self.busy_retry_after),
                 reason="a duplicate is in progress elsewhere",
             )
         try:
