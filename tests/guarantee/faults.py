@@ -36,8 +36,10 @@ class FaultyStore:
         windows: list[tuple[int, int]] = (),  # type: ignore[assignment]
         lost: float = 0.5,
         seed: int = 0,
+        close_inner: bool = True,
     ) -> None:
         self.inner = inner
+        self.close_inner = close_inner
         self.windows = list(windows)
         self.lost = lost
         self.calls = 0
@@ -79,4 +81,5 @@ class FaultyStore:
         return not self.dead and await self.inner.ping()
 
     async def close(self) -> None:
-        await self.inner.close()
+        if self.close_inner:
+            await self.inner.close()

@@ -31,7 +31,7 @@ from tests.plugins.cmq_server import CmqServerFactory
 
 pytestmark = pytest.mark.slow
 
-TASKS = 12
+TASKS = 8
 QUEUE = "guarantee"
 RESEND_LIMIT = 400
 RESEND_PAUSE = 0.01

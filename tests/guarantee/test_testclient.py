@@ -23,7 +23,7 @@ from tests.guarantee.traffic import Send, generate, traffic
 
 pytestmark = pytest.mark.slow
 
-TASKS = 30
+TASKS = 16
 
 
 async def run(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -78,6 +79,7 @@ class RedisServer:
         if process is None:
             return
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused server would not see SIGTERM
             process.terminate()
             try:
                 process.wait(timeout=_STOP_TIMEOUT)
@@ -85,6 +87,16 @@ class RedisServer:
                 process.kill()
                 process.wait()
         self._join_reader()
+
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP): connections hang, data stays, as in a stalled host."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT); it then runs the commands that queued up."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def _launch(self, port: int) -> None:
         binary = shutil.which("redis-server")
