@@ -45,6 +45,7 @@ class Context:
 
     __slots__ = (
         "_effect_key",
+        "_emits",
         "_log",
         "_receipts",
         "_sinks",
@@ -75,6 +76,8 @@ class Context:
         self._sinks: Mapping[str, SinkChannel] = _NO_SINKS if sinks is None else sinks
         self._receipts: list[Receipt] | None = None
         """Made on the first ``emit``: most handlers emit nothing."""
+        self._emits: dict[str, int] | None = None
+        """Emits so far per sink name (numbers each record's idempotency key)."""
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property
@@ -138,15 +141,30 @@ class Context:
             )
         return self._log
 
-    async def emit(self, sink: str, record: Any) -> None:
-        """Queue ``record`` for the sink named ``sink`` (batched; awaited before success)."""
+    async def emit(self, sink: str, record: Any, *, idempotency_key: str | None = None) -> None:
+        """Queue ``record`` for the sink named ``sink`` (batched; awaited before success).
+
+        The record carries an idempotency key, ``f"{ctx.effect_key}-{n}"`` where ``n`` counts
+        this run's earlier emits to the same sink (0 for the first): a re-run of the same
+        effect that emits the same records in the same order per sink hands each sink the
+        same keys, so shipped sinks do not repeat what the first run delivered (see
+        :class:`mpsflow.sinks.base.KeyedSink`). Pass ``idempotency_key`` to choose a key
+        yourself (e.g. when the number or order of emits varies); it must identify this
+        record's effect just as uniquely.
+        """
         try:
             channel = self._sinks[sink]
         except KeyError:
             raise ConfigurationError(
                 f"no sink named {sink!r}; register it with app.sink({sink!r}, ...)"
             ) from None
-        receipt = await channel.submit(record)
+        if self._emits is None:
+            self._emits = {}
+        count = self._emits.get(sink, 0)
+        self._emits[sink] = count + 1
+        if idempotency_key is None:
+            idempotency_key = f"{self.effect_key}-{count}"
+        receipt = await channel.submit(record, idempotency_key=idempotency_key)
         if self._receipts is None:
             self._receipts = []
         self._receipts.append(receipt)

@@ -53,11 +53,13 @@ def lines(path: Path) -> list[dict[str, Any]]:
 def test_seed_event_invocations(function: ModuleType, seed_sample: bytes, tmp_path: Path) -> None:
     event = json.loads(seed_sample)
     task_id = event["WorkflowTaskEvent"]["TaskId"]
-    for n in range(1, 4):  # warm invocations reuse the module, each in a fresh event loop
+    for _ in range(3):  # warm invocations reuse the module, each in a fresh event loop
         summary = function.main_handler(json.loads(seed_sample), CONTEXT)
         assert summary == {"status": "ok", "taskId": task_id, "handlers": 1}
         outputs = lines(tmp_path / "outputs.jsonl")
-        assert len(outputs) == 4 * n  # flushed to disk before each call returned
+        # Flushed to disk before each call returned; the same event again is the same effects,
+        # whose records the JSONL sink skips by their effect keys (written once).
+        assert len(outputs) == 4
     assert {o["key"] for o in outputs} == {"Transcode", "SnapshotByTimeOffset", "ImageSprites"}
     assert all(o["task_id"] == task_id for o in outputs)
     assert lines(tmp_path / "dead.jsonl") == []

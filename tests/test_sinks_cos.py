@@ -39,12 +39,12 @@ def _sink(bucket: S3Bucket, **options: object) -> S3Sink:
     options.setdefault(
         "credentials", Credential(server.access_key, server.secret_key, "session-token-1")
     )
+    options.setdefault("clock", FakeClock(start=CLOCK_START))
     return S3Sink(
         bucket.name,
         endpoint_url=server.endpoint_url,
         region=server.region,
         addressing_style="path",
-        clock=FakeClock(start=CLOCK_START),
         **options,  # type: ignore[arg-type]
     )
 
@@ -218,3 +218,76 @@ async def test_send_before_start_is_transient() -> None:
     with pytest.raises(SinkError, match="not started") as caught:
         await S3Sink("bucket").send([RAW])
     assert caught.value.transient
+
+
+# -- idempotency keys ------------------------------------------------------------------------
+
+EFFECT = "0123456789abcdef0123456789abcdef"
+
+
+async def _send_keyed(sink: S3Sink, batch: list[object], keys: list[str | None]) -> None:
+    await sink.start()
+    try:
+        await sink.send_keyed(batch, keys)
+    finally:
+        await sink.close()
+
+
+async def test_keyed_records_get_deterministic_object_keys(s3_bucket: S3Bucket) -> None:
+    await _send_keyed(
+        _sink(s3_bucket),
+        [RAW, RAW, {"something": "else"}],
+        [f"{EFFECT}-0", f"{EFFECT}-1", f"{EFFECT}-2"],
+    )
+    task = "1250000000-WorkflowTask-abc123t0"
+    assert s3_bucket.object_keys() == [
+        f"mps/{task}/{EFFECT}-0.json",
+        f"mps/{task}/{EFFECT}-1.json",
+        f"mps/unknown/{EFFECT}-2.json",
+    ]
+    assert s3_bucket.read(f"mps/{task}/{EFFECT}-0.json") == RAW
+
+
+async def test_a_crash_rerun_overwrites_its_object_instead_of_adding_one(
+    s3_bucket: S3Bucket,
+) -> None:
+    first = _sink(s3_bucket)
+    await _send_keyed(first, [RAW], [f"{EFFECT}-0"])
+    # The re-run: another process, a day later (the date no longer names the object).
+    rerun = _sink(s3_bucket, clock=FakeClock(start=CLOCK_START + 86_400))
+    await _send_keyed(rerun, [RAW], [f"{EFFECT}-0"])
+    assert s3_bucket.object_keys() == [f"mps/1250000000-WorkflowTask-abc123t0/{EFFECT}-0.json"]
+    # Unkeyed records keep the dated naming.
+    await _send(rerun, [RAW])
+    assert "mps/2023-11-15/1250000000-WorkflowTask-abc123t0-FINISH.json" in s3_bucket.object_keys()
+
+
+async def test_put_with_a_key_and_a_custom_keyed_template(s3_bucket: S3Bucket) -> None:
+    sink = _sink(s3_bucket, keyed_template="{prefix}/{event_type}/{key}", prefix="out")
+    await sink.start()
+    try:
+        ref = await sink.put(RAW, idempotency_key=f"{EFFECT}/../x")
+        again = await sink.put(RAW, idempotency_key=f"{EFFECT}/../x")
+    finally:
+        await sink.close()
+    assert ref == again
+    assert ref.key == f"out/WorkflowTask/{EFFECT}_.._x"  # unsafe characters are replaced
+    assert s3_bucket.object_keys() == [ref.key]
+
+
+def test_keyed_template_must_use_the_key_and_no_moving_fields() -> None:
+    for template in ("{prefix}/{task_id}.json", "{prefix}/{date}/{key}.json", "{key}-{digest}"):
+        with pytest.raises(ConfigurationError, match="keyed_template"):
+            S3Sink("b", keyed_template=template)
+
+
+async def test_keyed_records_through_the_channel(s3_bucket: S3Bucket) -> None:
+    sink = _sink(s3_bucket)
+    async with SinkChannel(sink, max_delay=0, clock=FakeClock()) as channel:
+        for _ in range(2):  # the same effect emitted twice: one object
+            await (await channel.submit(RAW, idempotency_key=f"{EFFECT}-0")).wait()
+        await (await channel.submit(RAW)).wait()
+    assert s3_bucket.object_keys() == [
+        f"mps/1250000000-WorkflowTask-abc123t0/{EFFECT}-0.json",
+        "mps/2023-11-14/1250000000-WorkflowTask-abc123t0-FINISH.json",
+    ]

@@ -206,3 +206,123 @@ def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="keep"):
         JsonlSink("x.jsonl", keep=-1)
     assert "x.jsonl" in repr(JsonlSink("x.jsonl"))
+
+
+# -- idempotency keys ------------------------------------------------------------------------
+
+EFFECT = "0123456789abcdef0123456789abcdef"
+
+
+async def test_a_repeated_key_is_skipped_and_lines_stay_the_records(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    sink = JsonlSink(path)
+    await sink.start()
+    try:
+        await sink.send_keyed([{"n": 0}, {"n": 1}, {"n": 0}], [f"{EFFECT}-0", None, f"{EFFECT}-0"])
+        await sink.send_keyed([{"n": 0}, {"n": 2}], [f"{EFFECT}-0", f"{EFFECT}-2"])
+        await sink.send([{"n": 1}])  # unkeyed records are always written
+    finally:
+        await sink.close()
+    # Each line is exactly the record: no key field is added to the documented format.
+    assert path.read_bytes() == b'{"n":0}\n{"n":1}\n{"n":2}\n{"n":1}\n'
+    assert list(read_jsonl(path)) == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 1}]
+    assert sink.keys_path == tmp_path / "out.jsonl.keys"
+    assert sink.keys_path.read_bytes() == f'"{EFFECT}-0"\n"{EFFECT}-2"\n'.encode()
+
+
+async def test_a_crash_rerun_after_a_restart_writes_nothing_again(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    batch: list[object] = [{"task": "t1", "n": 0}, {"task": "t1", "n": 1}]
+    keys: list[str | None] = [f"{EFFECT}-0", f"{EFFECT}-1"]
+    for _ in range(2):  # two processes: the first run, then the re-run after a crash
+        async with SinkChannel(JsonlSink(path), max_delay=0) as channel:
+            receipts = [
+                await channel.submit(record, idempotency_key=key)
+                for record, key in zip(batch, keys, strict=True)
+            ]
+            for receipt in receipts:
+                await receipt.wait()
+    assert list(read_jsonl(path)) == batch
+
+
+async def test_the_window_is_bounded_and_the_sidecar_compacted(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    sink = JsonlSink(path, dedup_window=3)
+    await sink.start()
+    try:
+        for n in range(10):
+            await sink.send_keyed([{"n": n}], [f"k{n}"])
+        await sink.send_keyed([{"n": 9}, {"n": 7}, {"n": 2}], ["k9", "k7", "k2"])
+    finally:
+        await sink.close()
+    # k9 and k7 are in the window of 3; k2 left it long ago and is written again.
+    assert [r["n"] for r in read_jsonl(path)] == [*range(10), 2]
+    # The sidecar was compacted whenever it passed twice the window.
+    assert sink.keys_path.read_text().splitlines() == ['"k8"', '"k9"', '"k2"']
+    # A restart loads the sidecar's last 3 keys: k8 is still a repeat, k7 no longer.
+    again = JsonlSink(path, dedup_window=3)
+    await again.start()
+    try:
+        await again.send_keyed([{"n": 8}, {"n": 7}], ["k8", "k7"])
+    finally:
+        await again.close()
+    assert [r["n"] for r in read_jsonl(path)] == [*range(10), 2, 7]
+    assert sink.keys_path.read_text().splitlines() == ['"k8"', '"k9"', '"k2"', '"k7"']
+
+
+async def test_a_torn_sidecar_tail_is_repaired(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"n":0}\n')
+    (tmp_path / "out.jsonl.keys").write_bytes(b'"k0"\n"k1')  # the crash cut the last key
+    sink = JsonlSink(path)
+    await sink.start()
+    try:
+        await sink.send_keyed([{"n": 0}, {"n": 1}], ["k0", "k1"])
+    finally:
+        await sink.close()
+    assert list(read_jsonl(path)) == [{"n": 0}, {"n": 1}]
+    assert sink.keys_path.read_text().splitlines() == ['"k0"', '"k1"']
+
+
+async def test_dedup_can_be_turned_off_and_unkeyed_sinks_write_no_sidecar(
+    tmp_path: Path,
+) -> None:
+    off = JsonlSink(tmp_path / "off.jsonl", dedup_window=0)
+    plain = JsonlSink(tmp_path / "plain.jsonl")
+    for sink in (off, plain):
+        await sink.start()
+        try:
+            await sink.send_keyed([{"n": 0}, {"n": 0}], ["k", "k"] if sink is off else [None, None])
+        finally:
+            await sink.close()
+        assert len(list(read_jsonl(sink.path))) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["off.jsonl", "plain.jsonl"]
+    with pytest.raises(ValueError, match="dedup_window"):
+        JsonlSink(tmp_path / "x.jsonl", dedup_window=-1)
+
+
+async def test_a_failed_write_remembers_no_key(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    sink = JsonlSink(path)
+    await sink.start()
+    try:
+        with pytest.raises(SinkError):
+            await sink.send_keyed([{"ok": 1}, object()], ["k0", "k1"])
+        await sink.send_keyed([{"ok": 1}], ["k0"])
+    finally:
+        await sink.close()
+    assert list(read_jsonl(path)) == [{"ok": 1}]
+
+
+async def test_a_long_sidecar_is_compacted_when_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    keys = tmp_path / "out.jsonl.keys"
+    keys.write_text("".join(f'"k{n}"\n' for n in range(50)))  # written with a larger window
+    sink = JsonlSink(path, dedup_window=5)
+    await sink.start()
+    try:
+        await sink.send_keyed([{"n": 49}, {"n": 44}], ["k49", "k44"])
+    finally:
+        await sink.close()
+    assert list(read_jsonl(path)) == [{"n": 44}]
+    assert keys.read_text().splitlines() == [f'"k{n}"' for n in (45, 46, 47, 48, 49, 44)]

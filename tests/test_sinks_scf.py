@@ -270,3 +270,64 @@ async def test_keys_stay_out_of_reprs_errors_and_logs(
         assert SECRET_KEY not in text
         assert TOKEN not in text
     assert "ScfInvokeSink('mps-fanout', region='ap-guangzhou'" in repr(sink)
+
+
+# -- idempotency keys ------------------------------------------------------------------------
+
+EFFECT = "0123456789abcdef0123456789abcdef"
+
+
+async def test_keys_are_not_added_to_the_event_by_default(scf_api: ScfApi) -> None:
+    sink = _sink(scf_api)
+    await sink.start()
+    try:
+        await sink.send_keyed([EVENT], [f"{EFFECT}-0"])
+    finally:
+        await sink.close()
+    assert [msgspec.json.decode(c["ClientContext"]) for c in scf_api.invocations] == [EVENT]
+
+
+async def test_key_field_hands_the_key_to_the_callee(scf_api: ScfApi) -> None:
+    sink = _sink(scf_api, key_field="mpsflowKey")
+    await sink.start()
+    try:
+        await sink.send_keyed([EVENT, EVENT, [1, 2]], [f"{EFFECT}-0", None, f"{EFFECT}-1"])
+        await sink.send_keyed([EVENT], [f"{EFFECT}-0"])  # a re-run: invoked again, same key
+    finally:
+        await sink.close()
+    events = [msgspec.json.decode(c["ClientContext"]) for c in scf_api.invocations]
+    assert events == [
+        {**EVENT, "mpsflowKey": f"{EFFECT}-0"},
+        EVENT,  # no key: unchanged
+        [1, 2],  # not an object: unchanged
+        {**EVENT, "mpsflowKey": f"{EFFECT}-0"},
+    ]
+
+
+async def test_an_offloaded_keyed_record_is_stored_once_and_referenced_with_its_key(
+    scf_api: ScfApi, s3_bucket: S3Bucket
+) -> None:
+    server = s3_bucket.server
+    offloader = S3Sink(
+        s3_bucket.name,
+        prefix="overflow",
+        endpoint_url=server.endpoint_url,
+        region=server.region,
+        credentials=Credential(server.access_key, server.secret_key),
+        addressing_style="path",
+        clock=FakeClock(start=NOW),
+    )
+    sink = _sink(scf_api, overflow=offloader)
+    big = _big_event()
+    await sink.start()
+    try:
+        for _ in range(2):  # the first run and its re-run after a crash
+            await sink.send_keyed([big], [f"{EFFECT}-0"])
+    finally:
+        await sink.close()
+    key = f"overflow/1250000000-WorkflowTask-f00dt0/{EFFECT}-0.json"
+    assert s3_bucket.object_keys() == [key]
+    first, second = (msgspec.json.decode(c["ClientContext"]) for c in scf_api.invocations)
+    assert first == second
+    assert first["mpsflowRef"]["key"] == key
+    assert first["mpsflowKey"] == f"{EFFECT}-0"

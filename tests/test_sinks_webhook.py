@@ -14,7 +14,13 @@ from aiohttp import web
 from mpsflow.clock import FakeClock
 from mpsflow.errors import SinkError
 from mpsflow.sinks.channel import SinkChannel
-from mpsflow.sinks.webhook import WebhookSink, redact_url, sign_body, verify_signature
+from mpsflow.sinks.webhook import (
+    WebhookSink,
+    batch_idempotency_key,
+    redact_url,
+    sign_body,
+    verify_signature,
+)
 
 SECRET = "webhook-shared-secret-42"
 ROBOT_KEY = "robot-key-3f1c9a77"
@@ -221,3 +227,99 @@ async def test_through_a_channel_a_5xx_is_retried_until_accepted(peer: Peer) -> 
         await (await channel.submit({"TaskId": "t9"})).wait()
     assert [seen.body for seen in peer.requests] == [b'{"TaskId":"t9"}'] * 3
     assert len(clock.sleeps) == 2
+
+
+# -- idempotency keys ------------------------------------------------------------------------
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+async def _send_keyed(sink: WebhookSink, batch: list[object], keys: list[str | None]) -> None:
+    await sink.start()
+    try:
+        await sink.send_keyed(batch, keys)
+    finally:
+        await sink.close()
+
+
+async def test_each_request_carries_its_records_idempotency_key(peer: Peer) -> None:
+    sink = WebhookSink(f"{peer.url}/hook", secret=SECRET)
+    await _send_keyed(sink, [{"n": 0}, {"n": 1}, {"n": 2}], [f"{KEY}-0", f"{KEY}-1", None])
+    assert [seen.headers.get("Idempotency-Key") for seen in peer.requests] == [
+        f"{KEY}-0",
+        f"{KEY}-1",
+        None,  # a record submitted without a key gets no header
+    ]
+    # The signature still covers exactly the body.
+    for seen in peer.requests:
+        stamp = int(seen.headers["X-Mpsflow-Timestamp"])
+        assert seen.headers["X-Mpsflow-Signature"] == sign_body(SECRET, stamp, seen.body)
+
+
+async def test_a_crash_rerun_sends_the_same_idempotency_key(peer: Peer) -> None:
+    # Two sink instances = two processes: the first run, and the re-run after a crash.
+    for _ in range(2):
+        await _send_keyed(WebhookSink(f"{peer.url}/hook"), [{"TaskId": "t1"}], [f"{KEY}-0"])
+    first, second = peer.requests
+    assert first.body == second.body
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == f"{KEY}-0"
+
+
+async def test_a_key_already_delivered_is_not_posted_again(peer: Peer) -> None:
+    sink = WebhookSink(f"{peer.url}/hook")
+    await sink.start()
+    try:
+        await sink.send_keyed([{"n": 0}, {"n": 0}], [f"{KEY}-0", f"{KEY}-0"])
+        await sink.send_keyed([{"n": 0}, {"n": 1}], [f"{KEY}-0", f"{KEY}-1"])
+        await sink.send([{"n": 9}, {"n": 9}])  # unkeyed records are always sent
+    finally:
+        await sink.close()
+    assert [seen.body for seen in peer.requests] == [b'{"n":0}', b'{"n":1}', b'{"n":9}', b'{"n":9}']
+
+
+async def test_a_half_sent_batch_retried_by_the_channel_repeats_nothing(peer: Peer) -> None:
+    peer.replies = [(200, b"{}"), (503, b"busy")]  # the second record fails once
+    sink = WebhookSink(f"{peer.url}/hook")
+    channel = SinkChannel(sink, batch_size=2, max_delay=3600.0, backoff=(0.01, 0.01))
+    async with channel:
+        receipts = [await channel.submit({"n": n}, idempotency_key=f"{KEY}-{n}") for n in range(2)]
+        for receipt in receipts:
+            await receipt.wait()
+    assert [seen.body for seen in peer.requests] == [b'{"n":0}', b'{"n":1}', b'{"n":1}']
+    assert [seen.headers["Idempotency-Key"] for seen in peer.requests] == [
+        f"{KEY}-0",
+        f"{KEY}-1",
+        f"{KEY}-1",
+    ]
+
+
+async def test_a_batch_body_carries_one_key_derived_from_its_records(peer: Peer) -> None:
+    keys: list[str | None] = [f"{KEY}-0", None, f"{KEY}-1"]
+    for _ in range(2):  # the same batch again (another process): the same key
+        await _send_keyed(WebhookSink(peer.url, batch_body=True), [1, 2, 3], keys)
+    first, second = peer.requests
+    assert first.body == b"[1,2,3]"
+    expected = batch_idempotency_key(keys)
+    assert expected is not None
+    assert len(expected) == 32
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == expected
+    assert batch_idempotency_key([f"{KEY}-1", None, f"{KEY}-0"]) != expected  # order matters
+    assert batch_idempotency_key([None, None]) is None
+    await _send_keyed(WebhookSink(peer.url, batch_body=True), [4], [None])
+    assert "Idempotency-Key" not in peer.requests[-1].headers
+
+
+async def test_the_idempotency_header_can_be_renamed_or_turned_off(peer: Peer) -> None:
+    await _send_keyed(WebhookSink(peer.url, idempotency_header="X-Dedup-Key"), [1], [KEY])
+    await _send_keyed(WebhookSink(peer.url, idempotency_header=None), [2], [KEY])
+    assert peer.requests[0].headers["X-Dedup-Key"] == KEY
+    assert "Idempotency-Key" not in peer.requests[0].headers
+    assert "Idempotency-Key" not in peer.requests[1].headers
+    assert "X-Dedup-Key" not in peer.requests[1].headers
+
+
+async def test_keys_unfit_for_a_header_are_sent_as_their_digest(peer: Peer) -> None:
+    await _send_keyed(WebhookSink(peer.url), [1], ["line\nbreak 视频"])
+    value = peer.requests[0].headers["Idempotency-Key"]
+    assert len(value) == 32
+    assert all(c in "0123456789abcdef" for c in value)

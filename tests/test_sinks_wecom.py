@@ -174,9 +174,11 @@ class Robot:
     url: str = ""
     messages: list[dict[str, Any]] = field(default_factory=list)
     errcodes: list[int] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         assert request.query["key"] == ROBOT_KEY
+        self.headers.append(dict(request.headers))
         self.messages.append(msgspec.json.decode(await request.read()))
         errcode = self.errcodes.pop(0) if self.errcodes else 0
         errmsg = "ok" if errcode == 0 else f"error {errcode}, hint: [robot]"
@@ -234,3 +236,18 @@ async def test_robot_sink_keeps_to_twenty_messages_a_minute(robot: Robot) -> Non
     await _send(WeComRobotSink(robot.url, clock=clock), [WORKFLOW] * 21)
     assert len(robot.messages) == 21
     assert clock.sleeps == [60.0]
+
+
+async def test_robot_gets_no_idempotency_header_but_repeats_are_skipped(robot: Robot) -> None:
+    """Robots ignore headers and cannot dedup: the sink skips keys it already delivered."""
+    key = "0123456789abcdef0123456789abcdef-0"
+    sink = WeComRobotSink(robot.url, clock=FakeClock())
+    await sink.start()
+    try:
+        await sink.send_keyed([WORKFLOW], [key])
+        await sink.send_keyed([WORKFLOW, EDIT_FAILED], [key, None])  # a retried batch
+    finally:
+        await sink.close()
+    assert len(robot.messages) == 2
+    assert "EditMediaTask" in robot.messages[1]["markdown"]["content"]
+    assert all("Idempotency-Key" not in headers for headers in robot.headers)

@@ -1,7 +1,9 @@
 """Sinks: where handlers' records go, and the channel that batches and retries for them.
 
 Wrap any sink in a ``SinkChannel`` (the app does it for you) to get buffering, batching,
-backpressure and retries; each sink itself only knows how to deliver one batch.
+backpressure and retries; each sink itself only knows how to deliver one batch. Shipped sinks
+are ``KeyedSink``s: they also get each record's idempotency key (from ``ctx.effect_key``) and
+use it so that a handler re-run after a crash repeats nothing (see each sink's docs).
 
 The network sinks (webhook, WeCom, COS/S3, SCF, CMQ) are imported on first use, so importing
 mpsflow stays fast where it matters (an SCF cold start) and ``mpsflow[cos]`` stays optional.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mpsflow.sinks.base import Sink
+from mpsflow.sinks.base import KeyedSink, Sink
 from mpsflow.sinks.channel import Receipt, SinkChannel
 from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
 from mpsflow.sinks.memory import MemorySink
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CmqSink",
     "JsonlSink",
+    "KeyedSink",
     "MemorySink",
     "ObjectRef",
     "Offloader",

@@ -9,6 +9,12 @@ resolves (delivered) or raises ``SinkError`` (could not be delivered), never nei
 Delivery is at least once: a batch that failed half way is sent again as a whole. When a
 batch of several records fails permanently, each record is retried on its own so that one
 bad record does not fail its neighbours.
+
+Each record may carry an idempotency key (``submit(record, idempotency_key=...)``; handlers'
+``ctx.emit`` passes one derived from ``ctx.effect_key``). Sinks implementing
+:class:`~mpsflow.sinks.base.KeyedSink` get the keys with the batch (``send_keyed``) and use
+them so that a repeated record (a batch sent again, a handler re-run after a crash) repeats
+no effect; other sinks get ``send(batch)`` as before.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import anyio.abc
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import SinkError
 from mpsflow.retry import RetryPolicy
-from mpsflow.sinks.base import Sink
+from mpsflow.sinks.base import Sink, keyed_sender
 
 __all__ = ["Receipt", "SinkChannel"]
 
@@ -78,7 +84,8 @@ class Receipt:
         return f"<Receipt {state}>"
 
 
-_Item = tuple[object, Receipt]
+_Item = tuple[object, str | None, Receipt]
+"""A buffered record, its idempotency key (or None) and its receipt."""
 
 
 class SinkChannel:
@@ -113,6 +120,7 @@ class SinkChannel:
         if max_delay < 0:
             raise ValueError("max_delay must not be negative")
         self.sink = sink
+        self._keyed = keyed_sender(sink)
         self.name = name or type(sink).__name__
         self.batch_size = batch_size
         self.max_delay = max_delay
@@ -167,7 +175,7 @@ class SinkChannel:
         """Fail batches whose sender task was cancelled before it ever ran."""
         failure = SinkError(f"sink channel {self.name!r} stopped", transient=True)
         for batch in self._in_flight.values():
-            for _, receipt in batch:
+            for _, _, receipt in batch:
                 receipt._settle(failure)
                 self._room.release()
         self._in_flight.clear()
@@ -191,8 +199,12 @@ class SinkChannel:
         """Records held by the channel: buffered or in a batch being sent."""
         return self.buffer_size - int(self._room.value)
 
-    async def submit(self, record: object) -> Receipt:
+    async def submit(self, record: object, *, idempotency_key: str | None = None) -> Receipt:
         """Queue ``record`` and return its receipt; waits only while the buffer is full.
+
+        ``idempotency_key`` identifies this record's effect: the same key for the same record
+        emitted again (by a re-run of the same handler effect), so a keyed sink can deliver
+        it once. ``None`` (records submitted outside a handler, dead letters): no key.
 
         Raises ``SinkError`` (transient) when the channel is not running, so the caller
         retries the delivery later instead of losing the record.
@@ -203,7 +215,7 @@ class SinkChannel:
             self._room.release()
             self._check_open()
         receipt = Receipt()
-        self._buffer.append((record, receipt))
+        self._buffer.append((record, idempotency_key, receipt))
         self._arrived.set()
         return receipt
 
@@ -235,7 +247,7 @@ class SinkChannel:
             self._running = False
             failure = SinkError(f"sink channel {self.name!r} stopped", transient=True)
             while self._buffer:
-                _, receipt = self._buffer.popleft()
+                _, _, receipt = self._buffer.popleft()
                 receipt._settle(failure)
                 self._room.release()
 
@@ -261,7 +273,9 @@ class SinkChannel:
 
     async def _deliver(self, batch: list[_Item]) -> None:
         try:
-            error = await self._send_with_retries([record for record, _ in batch])
+            error = await self._send_with_retries(
+                [record for record, _, _ in batch], [key for _, key, _ in batch]
+            )
             if error is not None and not error.transient and len(batch) > 1:
                 _log.warning(
                     "sink %s refused a batch of %d (%s); retrying its records one by one",
@@ -269,15 +283,15 @@ class SinkChannel:
                     len(batch),
                     error,
                 )
-                for record, receipt in batch:
-                    receipt._settle(await self._send_with_retries([record]))
+                for record, key, receipt in batch:
+                    receipt._settle(await self._send_with_retries([record], [key]))
             else:
-                for _, receipt in batch:
+                for _, _, receipt in batch:
                     receipt._settle(error)
         except BaseException:
             # Cancelled (or a bug): the records must not vanish silently.
             failure = SinkError(f"sink {self.name!r} was interrupted", transient=True)
-            for _, receipt in batch:
+            for _, _, receipt in batch:
                 receipt._settle(failure)
             raise
         finally:
@@ -286,12 +300,17 @@ class SinkChannel:
             for _ in batch:
                 self._room.release()
 
-    async def _send_with_retries(self, records: Sequence[object]) -> SinkError | None:
-        """Send ``records``; return ``None`` when delivered, else the final error."""
+    async def _send_with_retries(
+        self, records: Sequence[object], keys: Sequence[str | None]
+    ) -> SinkError | None:
+        """Send ``records`` (with their ``keys``); ``None`` when delivered, else the error."""
         attempt = 1
         while True:
             try:
-                await self.sink.send(records)
+                if self._keyed is not None:
+                    await self._keyed.send_keyed(records, keys)
+                else:
+                    await self.sink.send(records)
             except SinkError as exc:
                 error = exc
             except Exception as exc:  # a sink should raise SinkError; treat others as transient

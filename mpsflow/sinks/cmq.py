@@ -6,6 +6,13 @@ form API carries text), anything else is encoded with ``msgspec.json.encode`` un
 64 KB each. Every record is encoded and size-checked before the first call, so a record that can
 never be sent fails the batch without publishing part of it; a failure after some chunks went
 out fails the batch, and the channel's retry sends those again (at least once).
+
+Idempotency: CMQ's SendMessage / BatchSendMessage take only ``msgBody`` and a delay; there is no
+deduplication id and no message attribute to carry one. So the records' idempotency keys
+(from ``ctx.effect_key``) are not sent, and a handler re-run after a crash publishes its
+messages again: delivery to the queue is at least once, and consumers dedup on the content
+(an mpsflow app reading the queue does, with its dedup store). To hand the key to consumers,
+put ``ctx.effect_key`` into the record itself.
 """
 
 from __future__ import annotations

@@ -3,8 +3,17 @@
 Objects are named by ``key_template`` (default ``{prefix}/{date}/{task_id}-{status}.json``),
 with the event type, task id and status peeked from the record and the UTC date of the write
 from the clock, so a redelivered notification overwrites its own object: retries are
-idempotent. Raw notification bytes are stored exactly as received; other records are
-encoded as JSON. Needs the ``cos`` extra (``aiobotocore``), imported only on ``start``.
+idempotent.
+
+A record emitted by a handler carries an idempotency key (from ``ctx.effect_key``), the same
+when a re-run of the same effect emits it again (after a crash, on another worker, on another
+day). Such a record is named by ``keyed_template`` instead (default
+``{prefix}/{task_id}/{key}.json``), built only from the key and the record itself (no date,
+time or digest), so a re-run overwrites the object the first run wrote instead of writing a
+second one. Records without a key keep the ``key_template`` naming.
+
+Raw notification bytes are stored exactly as received; other records are encoded as JSON.
+Needs the ``cos`` extra (``aiobotocore``), imported only on ``start``.
 
 Credentials, in order: the ``credentials`` argument (a ``Credential`` or a provider, asked
 before every batch so rotating keys are honoured), the ``TENCENTCLOUD_SECRETID`` /
@@ -38,10 +47,19 @@ from mpsflow.cmq.credentials import (
 )
 from mpsflow.errors import ConfigurationError, SinkError
 
-__all__ = ["DEFAULT_KEY_TEMPLATE", "ObjectRef", "S3Sink", "cos_endpoint"]
+__all__ = [
+    "DEFAULT_KEYED_TEMPLATE",
+    "DEFAULT_KEY_TEMPLATE",
+    "ObjectRef",
+    "S3Sink",
+    "cos_endpoint",
+]
 
 DEFAULT_KEY_TEMPLATE = "{prefix}/{date}/{task_id}-{status}.json"
+DEFAULT_KEYED_TEMPLATE = "{prefix}/{task_id}/{key}.json"
 _KEY_FIELDS = frozenset({"prefix", "date", "time", "event_type", "task_id", "status", "digest"})
+_KEYED_FIELDS = frozenset({"prefix", "event_type", "task_id", "status", "key"})
+"""Fields that are the same when a re-run emits the same record (no date, time or digest)."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TRANSIENT_CODES = frozenset(
     {
@@ -84,12 +102,23 @@ def _check_template(template: str) -> None:
         )
 
 
+def _check_keyed_template(template: str) -> None:
+    names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    unknown = names - _KEYED_FIELDS
+    if unknown or "key" not in names:
+        raise ConfigurationError(
+            f"keyed_template must use {{key}} and only fields among {sorted(_KEYED_FIELDS)} "
+            f"(no date, time or digest: a re-run must get the same name); got {sorted(names)}"
+        )
+
+
 class S3Sink:
     """Writes every record to ``bucket`` as its own object (``put_object``).
 
     ``endpoint_url``: ``cos_endpoint(region)`` for COS (or use ``S3Sink.for_cos``), any
     S3-compatible URL, or ``None`` for AWS. ``concurrency`` objects of a batch are written at
     once. botocore's own retries are off: the ``SinkChannel`` in front owns retrying.
+    ``keyed_template`` names records that carry an idempotency key (see the module doc).
     """
 
     def __init__(
@@ -101,6 +130,7 @@ class S3Sink:
         region: str | None = None,
         credentials: Credential | CredentialProvider | None = None,
         key_template: str = DEFAULT_KEY_TEMPLATE,
+        keyed_template: str = DEFAULT_KEYED_TEMPLATE,
         addressing_style: Literal["auto", "virtual", "path"] = "auto",
         content_type: str = "application/json",
         concurrency: int = 8,
@@ -108,6 +138,7 @@ class S3Sink:
         clock: Clock | None = None,
     ) -> None:
         _check_template(key_template)
+        _check_keyed_template(keyed_template)
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.bucket = bucket
@@ -115,6 +146,7 @@ class S3Sink:
         self.endpoint_url = endpoint_url
         self.region = region
         self.key_template = key_template
+        self.keyed_template = keyed_template
         self.addressing_style = addressing_style
         self.content_type = content_type
         self.concurrency = concurrency
@@ -209,9 +241,21 @@ class S3Sink:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def key_for(self, record: object, body: bytes | None = None) -> str:
-        """The object key ``record`` is written under now."""
+    def key_for(
+        self, record: object, body: bytes | None = None, *, idempotency_key: str | None = None
+    ) -> str:
+        """The object key ``record`` is written under now (with its idempotency key, if any)."""
         identity = identify(record)
+        if idempotency_key is not None:
+            keyed: Mapping[str, str] = {
+                "prefix": self.prefix,
+                "event_type": _safe(identity.event_type),
+                "task_id": _safe(identity.task_id),
+                "status": _safe(identity.status),
+                "key": _safe(idempotency_key),
+            }
+            key = self.keyed_template.format_map(keyed)
+            return re.sub(r"/{2,}", "/", key).lstrip("/")
         now = self._clock.time()
         fields: Mapping[str, str] = {
             "prefix": self.prefix,
@@ -225,28 +269,38 @@ class S3Sink:
         key = self.key_template.format_map(fields)
         return re.sub(r"/{2,}", "/", key).lstrip("/")
 
-    async def put(self, record: object) -> ObjectRef:
-        """Write one record and return where it went (used by ``ScfInvokeSink`` overflow)."""
+    async def put(self, record: object, *, idempotency_key: str | None = None) -> ObjectRef:
+        """Write one record and return where it went (used by ``ScfInvokeSink`` overflow).
+
+        With ``idempotency_key`` the object is named by ``keyed_template``: writing the same
+        keyed record again overwrites it.
+        """
         async with self._lock:
             client = await self._client_or_fail()
-        return await self._put(client, record)
+        return await self._put(client, record, idempotency_key)
 
     async def send(self, batch: Sequence[object]) -> None:
+        await self.send_keyed(batch, [None] * len(batch))
+
+    async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
+        """Write each record as an object; keyed records under their deterministic name."""
+        if len(keys) != len(batch):
+            raise ValueError("send_keyed needs one key per record")
         async with self._lock:
             client = await self._client_or_fail()
         errors: list[SinkError] = []
         limiter = anyio.CapacityLimiter(self.concurrency)
 
-        async def put_one(record: object) -> None:
+        async def put_one(record: object, key: str | None) -> None:
             async with limiter:
                 try:
-                    await self._put(client, record)
+                    await self._put(client, record, key)
                 except SinkError as exc:
                     errors.append(exc)
 
         async with anyio.create_task_group() as group:
-            for record in batch:
-                group.start_soon(put_one, record)
+            for record, key in zip(batch, keys, strict=True):
+                group.start_soon(put_one, record, key)
         if errors:
             permanent = [error for error in errors if not error.transient]
             raise permanent[0] if permanent else errors[0]
@@ -263,14 +317,14 @@ class S3Sink:
         except Exception as exc:
             raise _classify(exc, self.bucket) from None
 
-    async def _put(self, client: Any, record: object) -> ObjectRef:
+    async def _put(self, client: Any, record: object, idempotency_key: str | None) -> ObjectRef:
         try:
             body = dumps(record)
         except (TypeError, ValueError) as exc:
             raise SinkError(
                 f"record has no JSON form ({type(exc).__name__})", transient=False
             ) from None
-        key = self.key_for(record, body)
+        key = self.key_for(record, body, idempotency_key=idempotency_key)
         try:
             await client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=self.content_type

@@ -4,10 +4,22 @@ It is the default dead-letter sink, so it is careful: file work runs in a worker
 (the event loop never blocks on disk), a failed write is rolled back to the last complete
 line, and a torn last line left by a crash is repaired when the file is opened again.
 ``read_jsonl`` reads such files back, tolerating a torn last line.
+
+Idempotency: a record emitted by a handler carries a key derived from ``ctx.effect_key``, the
+same when a re-run of the same effect (after a crash) emits it again. The sink skips a record
+whose key it wrote among the last ``dedup_window`` keyed records. Each line stays exactly the
+record's JSON (readers, the dead-letter tools and ``read_jsonl`` see no extra field), so the
+keys go to a sidecar file, ``<path>.keys``, one JSON string per line, appended after the
+records of each batch and read back (its last ``dedup_window`` keys) when the sink starts, so
+the window survives a restart; it is compacted once it holds twice the window. Records
+without a key (dead letters, records submitted outside a handler) are always written and
+need no sidecar. A crash between writing a batch and its keys (a few system calls apart)
+still lets a re-run repeat that batch.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import io
 import logging
@@ -43,6 +55,8 @@ class JsonlSink:
     one line). With ``rotate_bytes``, a write that would take the file past that size first
     renames ``path`` to ``path.1`` (``path.1`` to ``path.2``, … keeping ``keep`` old files).
     A batch is written, flushed and (per ``fsync``) synced before ``send`` returns.
+    ``dedup_window``: how many of the latest records' idempotency keys are remembered to skip
+    a repeat (see the module doc); 0 remembers none and writes no sidecar.
     """
 
     def __init__(
@@ -52,6 +66,7 @@ class JsonlSink:
         fsync: FsyncPolicy = "batch",
         rotate_bytes: int | None = None,
         keep: int = 5,
+        dedup_window: int = 10_000,
     ) -> None:
         if fsync not in ("batch", "always", "never"):
             raise ValueError(f"fsync must be 'batch', 'always' or 'never', not {fsync!r}")
@@ -59,11 +74,20 @@ class JsonlSink:
             raise ValueError("rotate_bytes must be positive")
         if keep < 0:
             raise ValueError("keep must not be negative")
+        if dedup_window < 0:
+            raise ValueError("dedup_window must not be negative")
         self.path = Path(path)
         self.fsync: FsyncPolicy = fsync
         self.rotate_bytes = rotate_bytes
         self.keep = keep
+        self.dedup_window = dedup_window
+        self.keys_path = self.path.with_name(self.path.name + ".keys")
         self._file: io.FileIO | None = None
+        self._keys_file: io.FileIO | None = None
+        self._keys_loaded = False
+        self._keys_lines = 0
+        self._recent: collections.deque[str] = collections.deque()
+        self._recent_set: set[str] = set()
         self._size = 0
         self._lock = anyio.Lock()
 
@@ -72,6 +96,12 @@ class JsonlSink:
             await self._in_thread(self._open)
 
     async def send(self, batch: Sequence[object]) -> None:
+        await self.send_keyed(batch, [None] * len(batch))
+
+    async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
+        """Append the records, skipping any whose key is in the dedup window."""
+        if len(keys) != len(batch):
+            raise ValueError("send_keyed needs one key per record")
         lines: list[bytes] = []
         for index, record in enumerate(batch):
             try:
@@ -82,7 +112,7 @@ class JsonlSink:
                     transient=False,
                 ) from None
         async with self._lock:
-            await self._in_thread(self._write, lines)
+            await self._in_thread(self._write, lines, keys)
 
     async def close(self) -> None:
         async with self._lock:
@@ -105,14 +135,35 @@ class JsonlSink:
         _repair_tail(self.path)
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open until close
         self._size = self._file.seek(0, os.SEEK_END)
+        if self.dedup_window:
+            self._load_keys()
 
     @property
     def _fh(self) -> io.FileIO:
         assert self._file is not None, "file not open"
         return self._file
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: list[bytes], keys: Sequence[str | None] = ()) -> None:
         self._open()
+        if self.dedup_window and any(key is not None for key in keys):
+            self._load_keys()
+            kept: list[bytes] = []
+            new_keys: dict[str, None] = {}  # ordered, and fast to look up
+            for line, key in zip(lines, keys, strict=True):
+                if key is not None:
+                    if key in self._recent_set or key in new_keys:
+                        _log.debug("%s: skipping a repeated record (key %s)", self.path, key)
+                        continue
+                    new_keys[key] = None
+                kept.append(line)
+            self._append_lines(kept)
+            self._note_keys(list(new_keys))
+        else:
+            self._append_lines(lines)
+
+    def _append_lines(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
         mark = self._size
         try:
             chunk: list[bytes] = []
@@ -183,7 +234,92 @@ class JsonlSink:
         self._size = 0
         _log.info("rotated %s", self.path)
 
+    # -- the key sidecar ---------------------------------------------------------------------
+
+    def _load_keys(self) -> None:
+        """Read the sidecar's last ``dedup_window`` keys (once), compacting a long sidecar."""
+        if self._keys_loaded:
+            return
+        self._keys_loaded = True
+        try:
+            _repair_tail(self.keys_path)
+            with open(self.keys_path, "rb") as file:
+                for line in file:
+                    self._keys_lines += 1
+                    try:
+                        key = msgspec.json.decode(line, type=str)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        continue
+                    self._remember(key)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            _log.warning("%s: cannot read keys (%s); dedup starts empty", self.keys_path, exc)
+            return
+        if self._keys_lines > self.dedup_window:
+            self._compact_keys()
+
+    def _remember(self, key: str) -> None:
+        if key in self._recent_set:
+            return
+        self._recent.append(key)
+        self._recent_set.add(key)
+        while len(self._recent) > self.dedup_window:
+            self._recent_set.discard(self._recent.popleft())
+
+    def _note_keys(self, keys: list[str]) -> None:
+        """Remember ``keys`` (their records are written) and append them to the sidecar.
+
+        The records are already in the file: a sidecar failure is logged, not raised, so
+        the channel does not write them again; only the restart memory of these keys is lost.
+        """
+        if not keys:
+            return
+        for key in keys:
+            self._remember(key)
+        data = b"".join(msgspec.json.encode(key) + b"\n" for key in keys)
+        try:
+            if self._keys_file is None:
+                self._keys_file = open(self.keys_path, "ab", buffering=0)  # noqa: SIM115
+            view = memoryview(data)
+            while view:
+                view = view[self._keys_file.write(view) or 0 :]
+            if self.fsync != "never":
+                os.fsync(self._keys_file.fileno())
+            self._keys_lines += len(keys)
+            if self._keys_lines > 2 * self.dedup_window:
+                self._compact_keys()
+        except OSError as exc:
+            _log.warning("%s: cannot record keys (%s)", self.keys_path, exc)
+            self._close_keys()
+
+    def _compact_keys(self) -> None:
+        """Rewrite the sidecar with only the keys in the window (atomically)."""
+        self._close_keys()
+        tmp = self.keys_path.with_name(self.keys_path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as file:
+                file.write(b"".join(msgspec.json.encode(key) + b"\n" for key in self._recent))
+                if self.fsync != "never":
+                    os.fsync(file.fileno())
+            os.replace(tmp, self.keys_path)
+            if self.fsync != "never":
+                _fsync_dir(self.path.parent)
+        except OSError as exc:
+            _log.warning("%s: cannot compact keys (%s)", self.keys_path, exc)
+            return
+        self._keys_lines = len(self._recent)
+
+    def _close_keys(self) -> None:
+        file, self._keys_file = self._keys_file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                _log.warning("closing %s failed", self.keys_path)
+
     def _close(self) -> None:
+        self._close_keys()
         if self._file is None:
             return
         try:

@@ -14,6 +14,9 @@ __all__ = ["MemorySink"]
 class MemorySink:
     """A sink that appends every delivered record to ``records`` (and each batch to ``batches``).
 
+    ``keys`` holds each delivered record's idempotency key (``None`` when it had none), in
+    step with ``records``; the sink keeps duplicates, so a test sees what a re-run repeats.
+
     Test switches: ``fail_next(n, transient=...)`` makes the next ``n`` sends raise;
     ``poison`` (a predicate) refuses, permanently, any batch holding a matching record;
     ``pause()`` makes sends wait until ``resume()``; ``wait_for(n)`` waits until ``n``
@@ -22,6 +25,7 @@ class MemorySink:
 
     def __init__(self, *, poison: Callable[[object], bool] | None = None) -> None:
         self.records: list[object] = []
+        self.keys: list[str | None] = []
         self.batches: list[list[object]] = []
         self.attempts = 0
         self.started = False
@@ -54,6 +58,9 @@ class MemorySink:
         self.started = True
 
     async def send(self, batch: Sequence[object]) -> None:
+        await self.send_keyed(batch, [None] * len(batch))
+
+    async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         self.attempts += 1
         await self._open.wait()
         if self._failures:
@@ -63,6 +70,7 @@ class MemorySink:
             raise SinkError("memory sink refused a poisoned record", transient=False)
         self.batches.append(list(batch))
         self.records.extend(batch)
+        self.keys.extend(keys)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 

@@ -15,6 +15,13 @@ WorkflowTask notification can be larger. ``overflow`` decides what happens then:
   reference instead, ``{"mpsflowRef": {"bucket", "key", "region"}, "EventType", "TaskId",
   "Status"}``; the callee fetches the object when it sees ``mpsflowRef``. The sink starts and
   closes the offloader, so give it an ``S3Sink`` of its own.
+
+Idempotency: ``Invoke`` has no deduplication (no request token), so invocations are at least
+once: a handler re-run after a crash invokes the function again. The record's idempotency key
+(from ``ctx.effect_key``, the same on such a re-run) is passed along for the callee to dedup
+on: in the reference as ``"mpsflowKey"``, and, with ``key_field="..."``, added under that
+name to a record whose JSON is an object (off by default: it changes the callee's event). An
+offloaded record is stored under a name derived from its key, so a re-run overwrites it.
 """
 
 from __future__ import annotations
@@ -66,9 +73,24 @@ class Offloader(Protocol):
 
     async def close(self) -> None: ...
 
-    async def put(self, record: object) -> ObjectRef:
-        """Store ``record`` and say where; raise ``SinkError`` on failure."""
+    async def put(self, record: object, *, idempotency_key: str | None = None) -> ObjectRef:
+        """Store ``record`` and say where; raise ``SinkError`` on failure.
+
+        With ``idempotency_key``, storing the same keyed record again must not make a second
+        copy (``S3Sink`` overwrites one deterministic object).
+        """
         ...
+
+
+def _with_field(text: bytes, field: str, value: str) -> bytes:
+    """``text`` (one JSON value) with ``field: value`` set when it is an object, else as is."""
+    if not text.startswith(b"{"):
+        return text
+    document = msgspec.json.decode(text)
+    if not isinstance(document, dict):  # pragma: no cover - "{" always starts an object
+        return text
+    document[field] = value
+    return _encoder.encode(document)
 
 
 def scf_host(environ: Any = None) -> str:
@@ -108,6 +130,8 @@ class ScfInvokeSink:
     ``credentials``: a ``Credential`` or provider; by default the ``TENCENTCLOUD_*`` keys SCF
     injects (read before every request). ``endpoint``: a base URL overriding the API host
     (tests, private gateways). ``session``: an ``aiohttp.ClientSession`` to share.
+    ``key_field``: add each record's idempotency key under this name to the event the callee
+    receives (object records only; see the module doc).
     """
 
     def __init__(
@@ -124,6 +148,7 @@ class ScfInvokeSink:
         session: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
         max_client_context: int = MAX_ASYNC_CLIENT_CONTEXT,
+        key_field: str | None = None,
     ) -> None:
         if overflow != "reject" and not isinstance(overflow, Offloader):
             raise ValueError("overflow must be 'reject' or an offloader such as S3Sink")
@@ -140,6 +165,7 @@ class ScfInvokeSink:
         self.overflow = overflow
         self.timeout = timeout
         self.max_client_context = max_client_context
+        self.key_field = key_field
         self._clock: Clock = clock or SystemClock()
         self._session = session
         self._owns_session = session is None
@@ -162,16 +188,26 @@ class ScfInvokeSink:
                 self._session = None
 
     async def send(self, batch: Sequence[object]) -> None:
+        await self.send_keyed(batch, [None] * len(batch))
+
+    async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
+        """Invoke the function once per record, passing each record's key along."""
+        if len(keys) != len(batch):
+            raise ValueError("send_keyed needs one key per record")
         # Refuse or offload every record before invoking any, so a record refused for its
         # size does not cause the others to be invoked twice when the batch is split.
-        contexts = [await self._client_context(record) for record in batch]
+        contexts = [
+            await self._client_context(record, key) for record, key in zip(batch, keys, strict=True)
+        ]
         for client_context in contexts:
             await self._invoke(client_context)
 
-    async def _client_context(self, record: object) -> str:
+    async def _client_context(self, record: object, key: str | None = None) -> str:
         """The ``ClientContext`` for ``record``: its JSON, or a reference when too large."""
         try:
             text = dumps_line(record)
+            if key is not None and self.key_field is not None:
+                text = _with_field(text, self.key_field, key)
         except (TypeError, ValueError, msgspec.MsgspecError) as exc:
             raise SinkError(
                 f"record has no JSON form ({type(exc).__name__})", transient=False
@@ -184,7 +220,10 @@ class ScfInvokeSink:
                 f"an asynchronous SCF invocation (overflow='reject'; pass an S3Sink to offload)",
                 transient=False,
             )
-        ref = await self.overflow.put(record)
+        if key is None:
+            ref = await self.overflow.put(record)
+        else:
+            ref = await self.overflow.put(record, idempotency_key=key)
         identity = identify(record)
         _log.info(
             "SCF %s: %d-byte record offloaded to %s/%s",
@@ -193,12 +232,14 @@ class ScfInvokeSink:
             ref.bucket,
             ref.key,
         )
-        reference = {
+        reference: dict[str, object] = {
             "mpsflowRef": {"bucket": ref.bucket, "key": ref.key, "region": ref.region},
             "EventType": identity.event_type,
             "TaskId": identity.task_id,
             "Status": identity.status,
         }
+        if key is not None:
+            reference["mpsflowKey"] = key
         return _encoder.encode(reference).decode()
 
     async def _invoke(self, client_context: str) -> None:

@@ -14,6 +14,18 @@ Signing (``secret=...``): every request carries ``X-Mpsflow-Timestamp: <unix sec
     3. recompute "sha256=" + hex(HMAC_SHA256(secret, timestamp + "." + body)) and compare it
        with the header using a constant-time comparison (hmac.compare_digest).
 
+Idempotency: a record emitted by a handler carries a key derived from ``ctx.effect_key``, the
+same when a re-run of the same effect (after a crash, on another worker) emits it again. Each
+request carries it as ``Idempotency-Key: <key>`` (``idempotency_header``), so the receiver can
+drop the repeat. With ``batch_body=True`` a request holds several records and carries one key,
+:func:`batch_idempotency_key` of its records' keys in order: the same for the same batch sent
+again (the channel retrying it), but a re-run may batch records differently, so receivers
+that must never see a record twice should use one request per record (the default). The
+header is not covered by the HMAC signature. Records without a key (submitted outside a
+handler) get no header. Besides, the sink remembers the keys of its last ``remember_keys``
+delivered records and does not post them again (a batch retried after it was half sent, a
+handler re-run in the same process).
+
 URLs are logged and shown with their query values and user info masked (WeCom robot keys
 live in the query string); the secret never appears in logs, errors or reprs.
 """
@@ -38,6 +50,7 @@ from mpsflow.sinks._post import post
 __all__ = [
     "Template",
     "WebhookSink",
+    "batch_idempotency_key",
     "redact_url",
     "sign_body",
     "verify_signature",
@@ -59,6 +72,25 @@ def redact_url(url: str | URL) -> str:
     if parsed.query_string:
         parsed = parsed.with_query([(name, "***") for name in parsed.query])
     return str(parsed)
+
+
+def batch_idempotency_key(keys: Sequence[str | None]) -> str | None:
+    """The one ``Idempotency-Key`` of a request holding records with ``keys`` (in order).
+
+    ``None`` when no record has a key; else 32 hex digits of SHA-256 over the keys joined by
+    newlines (a record without a key counts as ""), so the same records give the same key.
+    """
+    if all(key is None for key in keys):
+        return None
+    material = "\n".join(key or "" for key in keys).encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def _header_value(key: str) -> str:
+    """``key`` itself when it is printable ASCII (always true of derived keys), else its digest."""
+    if key.isascii() and key.isprintable() and len(key) <= 255:
+        return key
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -116,6 +148,8 @@ class WebhookSink:
     ``session``: an ``aiohttp.ClientSession`` to share (not closed by the sink); by default
     the sink opens its own in ``start``. ``rate_limit=(n, seconds)`` spaces requests out so
     that at most ``n`` go in any ``seconds`` (WeCom robots allow 20 a minute).
+    ``idempotency_header`` names the header carrying each request's idempotency key (``None``:
+    send none); ``remember_keys`` bounds the delivered keys kept to skip repeats (0: keep none).
     """
 
     def __init__(
@@ -132,7 +166,11 @@ class WebhookSink:
         batch_body: bool = False,
         rate_limit: tuple[int, float] | None = None,
         clock: Clock | None = None,
+        idempotency_header: str | None = "Idempotency-Key",
+        remember_keys: int = 10_000,
     ) -> None:
+        if remember_keys < 0:
+            raise ValueError("remember_keys must not be negative")
         self._url = URL(url)
         self.safe_url = redact_url(self._url)
         self.template = template
@@ -147,6 +185,9 @@ class WebhookSink:
         self._rate = _RateLimit(*rate_limit, self._clock) if rate_limit else None
         self._session = session
         self._owns_session = session is None
+        self.idempotency_header = idempotency_header
+        self.remember_keys = remember_keys
+        self._delivered: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     async def start(self) -> None:
         if self._session is None or (self._owns_session and self._session.closed):
@@ -159,12 +200,42 @@ class WebhookSink:
             self._session = None
 
     async def send(self, batch: Sequence[object]) -> None:
-        bodies = [self._encode(record, index) for index, record in enumerate(batch)]
-        if self.batch_body:
-            await self._post(b"[" + b",".join(bodies) + b"]")
+        await self.send_keyed(batch, [None] * len(batch))
+
+    async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
+        """POST the records, each with its key; records whose key was delivered are skipped."""
+        if len(keys) != len(batch):
+            raise ValueError("send_keyed needs one key per record")
+        todo: list[tuple[bytes, str | None]] = []
+        seen: set[str] = set()
+        for index, (record, key) in enumerate(zip(batch, keys, strict=True)):
+            body = self._encode(record, index)
+            if key is not None:
+                if key in seen or key in self._delivered:
+                    _log.debug("POST %s: skipping already delivered %s", self.safe_url, key)
+                    continue
+                seen.add(key)
+            todo.append((body, key))
+        if not todo:
             return
-        for body in bodies:
-            await self._post(body)
+        if self.batch_body:
+            batch_keys = [key for _, key in todo]
+            body = b"[" + b",".join(body for body, _ in todo) + b"]"
+            await self._post(body, batch_idempotency_key(batch_keys))
+            self._remember(batch_keys)
+            return
+        for body, key in todo:
+            await self._post(body, key)
+            self._remember([key])
+
+    def _remember(self, keys: Sequence[str | None]) -> None:
+        if self.remember_keys == 0:
+            return
+        for key in keys:
+            if key is not None:
+                self._delivered[key] = None
+        while len(self._delivered) > self.remember_keys:
+            self._delivered.popitem(last=False)
 
     def check_response(self, status: int, body: bytes) -> None:
         """Judge a 2xx reply; raise ``SinkError`` to refuse it. Accepts everything here.
@@ -182,10 +253,12 @@ class WebhookSink:
                 transient=False,
             ) from None
 
-    async def _post(self, body: bytes) -> None:
+    async def _post(self, body: bytes, key: str | None = None) -> None:
         if self._session is None:
             raise SinkError(f"webhook {self.safe_url} is not started", transient=True)
         headers = dict(self._headers)
+        if key is not None and self.idempotency_header:
+            headers[self.idempotency_header] = _header_value(key)
         if self._secret is not None:
             stamp = int(self._clock.time())
             headers[self.timestamp_header] = str(stamp)

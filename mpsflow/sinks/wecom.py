@@ -221,6 +221,11 @@ class WeComRobotSink(WebhookSink):
     address; the key is never logged. Robots take 20 messages a minute, so requests are
     spaced out accordingly (``rate_limit``); a robot error inside a 200 reply is mapped
     onto ``SinkError`` (rate limiting and "system busy" are transient).
+
+    Idempotency: robots ignore request headers and have no dedup of their own, so no
+    ``Idempotency-Key`` is sent. The sink still skips a record whose key it already delivered
+    (a batch retried after it was half sent, a handler re-run in the same process), but a
+    re-run after a crash posts its alert again: alerts are at least once.
     """
 
     def __init__(
@@ -240,6 +245,7 @@ class WeComRobotSink(WebhookSink):
             session=session,
             rate_limit=rate_limit,
             clock=clock,
+            idempotency_header=None,
         )
 
     def check_response(self, status: int, body: bytes) -> None:
