@@ -44,6 +44,7 @@ async def test_redis_stopped_for_5s_under_load(redis_spawn: Callable[[], RedisSe
     notices = {s.body: s.notice for s in sends}
     source = HttpSource(host="127.0.0.1", port=0, handler_budget=60.0)
     resumed = anyio.Event()
+    give_up_at = float("inf")
     stuck: list[str] = []
     statuses: dict[int, int] = {}
 
@@ -68,7 +69,6 @@ async def test_redis_stopped_for_5s_under_load(redis_spawn: Callable[[], RedisSe
         give_up_at = anyio.current_time() + AFTER_RESUME
         resumed.set()
 
-    give_up_at = float("inf")
     async with app, anyio.create_task_group() as tg:
         stop = anyio.Event()
         tg.start_soon(source.run, recording(app, notices, ledger, verdicts), stop)
