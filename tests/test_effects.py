@@ -17,8 +17,8 @@ from mpsflow.errors import StoreUnavailable
 from mpsflow.events import MediaProcessTaskTranscodeResult, Notification, collect_subtasks
 from mpsflow.idempotency import Action, Idempotency
 from mpsflow.stores import MemoryStore, SQLiteStore
-from mpsflow.stores.base import Claim
 from mpsflow.testing import TestClient, build_notification, media_result, sign_payload
+from tests.guarantee.faults import FaultyStore
 from tests.plugins.samples import SAMPLE_KEY
 
 
@@ -153,59 +153,20 @@ def test_a_subtask_key_function_replaces_the_subtask_scope() -> None:
 # -- store faults ------------------------------------------------------------------------------
 
 
-class Flaky:
-    """A MemoryStore whose next calls fail: before the store acts, or after (answer lost)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.inner = MemoryStore(clock=clock)
-        self.fail: list[str] = []  # "down" or "lost", consumed one per call
-
-    async def _fault(self) -> str:
-        return self.fail.pop(0) if self.fail else ""
-
-    async def claim(
-        self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
-    ) -> Claim:
-        fault = await self._fault()
-        if fault == "down":
-            raise StoreUnavailable("down")
-        claim = await self.inner.claim(
-            key, lease_seconds=lease_seconds, payload_hash=payload_hash, token=token
-        )
-        if fault == "lost":
-            raise StoreUnavailable("answer lost")
-        return claim
-
-    async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
-        fault = await self._fault()
-        if fault == "down":
-            raise StoreUnavailable("down")
-        done = await self.inner.complete(key, token, ttl_seconds=ttl_seconds)
-        if fault == "lost":
-            raise StoreUnavailable("answer lost")
-        return done
-
-    async def release(self, key: str, token: str) -> bool:
-        if await self._fault():
-            raise StoreUnavailable("down")
-        return await self.inner.release(key, token)
-
-    async def ping(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        await self.inner.close()
+def flaky(clock: FakeClock) -> FaultyStore:
+    """A memory store whose next calls fail as ``store.script`` says."""
+    return FaultyStore(MemoryStore(clock=clock))
 
 
 async def test_an_unwritten_completion_counts_as_done_and_is_written_later() -> None:
     clock = FakeClock()
-    store = Flaky(clock)
+    store = flaky(clock)
     idem = Idempotency(store, clock=clock, retry_interval=1.0)
     decision = await idem.begin("n", "h", "p")
-    store.fail = ["down"]
+    store.script = ["down"]
     assert await idem.succeeded(decision) is False
     assert idem.unsettled == 1
-    store.fail = ["down"]  # the store is still down when the redelivery comes
+    store.script = ["down"]  # the store is still down when the redelivery comes
     again = await idem.begin("n", "h", "p")
     assert again.action is Action.SKIP
     assert idem.unsettled == 1
@@ -219,10 +180,10 @@ async def test_an_unwritten_completion_is_given_up_when_its_lease_ends(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = FakeClock()
-    store = Flaky(clock)
+    store = flaky(clock)
     idem = Idempotency(store, clock=clock, lease_seconds=10)
     decision = await idem.begin("n", "h", "p")
-    store.fail = ["down"]
+    store.script = ["down"]
     await idem.succeeded(decision)
     clock.advance(11)
     assert (await idem.begin("n", "h", "p")).action is Action.RUN
@@ -232,9 +193,9 @@ async def test_an_unwritten_completion_is_given_up_when_its_lease_ends(
 
 async def test_a_claim_whose_answer_was_lost_is_released_on_the_next_try() -> None:
     clock = FakeClock()
-    store = Flaky(clock)
+    store = flaky(clock)
     idem = Idempotency(store, clock=clock)
-    store.fail = ["lost"]
+    store.script = ["lost"]
     with pytest.raises(StoreUnavailable):
         await idem.begin("n", "h", "p")
     assert idem.unsettled == 1
@@ -245,13 +206,13 @@ async def test_a_claim_whose_answer_was_lost_is_released_on_the_next_try() -> No
 
 async def test_settle_pending_releases_and_completes_without_a_delivery() -> None:
     clock = FakeClock()
-    store = Flaky(clock)
+    store = flaky(clock)
     idem = Idempotency(store, clock=clock)
     done = await idem.begin("done", "h", "p")
-    store.fail = ["lost"]
+    store.script = ["lost"]
     with pytest.raises(StoreUnavailable):
         await idem.begin("lost", "h", "p")
-    store.fail = ["down"]
+    store.script = ["down"]
     await idem.succeeded(done)
     assert idem.unsettled == 2
     assert await idem.settle_pending() == 0

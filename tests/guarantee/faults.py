@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from mpsflow.errors import StoreUnavailable
@@ -25,15 +25,16 @@ class FaultyStore:
     """An :class:`IdempotencyStore` proxy that fails the calls in ``windows``.
 
     ``windows`` are half-open ranges of call numbers ``[start, end)``; ``lost`` is the share
-    of failing calls that reach the store first. ``dead`` makes every call fail from now on
-    (a process that died: nothing it sends arrives any more).
+    of failing calls that reach the store first. ``script`` lists the faults of the next calls
+    one by one (``"down"``, ``"lost"`` or ``""`` for none), ahead of the windows. ``dead`` makes
+    every call fail from now on (a process that died: nothing it sends arrives any more).
     """
 
     def __init__(
         self,
         inner: IdempotencyStore,
         *,
-        windows: list[tuple[int, int]] = (),  # type: ignore[assignment]
+        windows: Sequence[tuple[int, int]] = (),
         lost: float = 0.5,
         seed: int = 0,
         close_inner: bool = True,
@@ -44,15 +45,21 @@ class FaultyStore:
         self.lost = lost
         self.calls = 0
         self.dead = False
+        self.script: list[str] = []
         self.failures: Counter[str] = Counter()
         self._rng = random.Random(seed)
 
     async def _call(self, op: str, run: Callable[[], Awaitable[T]]) -> T:
         self.calls += 1
-        failing = self.dead or any(a <= self.calls < b for a, b in self.windows)
-        if not failing:
+        if self.script:
+            fault = self.script.pop(0)
+        elif self.dead or any(a <= self.calls < b for a, b in self.windows):
+            fault = "lost" if not self.dead and self._rng.random() < self.lost else "down"
+        else:
+            fault = ""
+        if not fault:
             return await run()
-        if not self.dead and self._rng.random() < self.lost:
+        if fault == "lost":
             self.failures[f"{op}:lost"] += 1
             await run()
         else:
