@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,129 @@ def test_publishing_replaces_the_file_whole(tmp_path: Path) -> None:
     total, responses = WorkerMetrics(tmp_path, pid=1).combined(InMemoryMetrics(), {})
     assert total.deliveries == {("http", "ack"): 2}
     assert responses == {200: 2}
+
+
+_KILLED_AFTER_ANSWERING = """
+import os, signal, sys
+from collections import Counter
+from mpsflow.metrics import InMemoryMetrics
+from mpsflow.worker_metrics import WorkerMetrics
+
+worker = WorkerMetrics(sys.argv[1])
+metrics, responses = InMemoryMetrics(), Counter()
+worker.publish(metrics, responses)  # the periodic publish, long before the callbacks
+for _ in range(int(sys.argv[2])):  # each callback: counted, recorded, then answered
+    metrics.delivery_started("http")
+    metrics.handler_run("on_task", "ok", 0.5)
+    metrics.delivery("http", "ack", 0.25)
+    responses[200] += 1
+    worker.record(metrics, responses)
+metrics.delivery_started("http")  # one more in flight, not answered when it dies
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_worker_killed_right_after_answering_leaves_every_count(tmp_path: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_ANSWERING, str(tmp_path), "25"], check=False
+    )
+    assert child.returncode == -signal.SIGKILL
+
+    total, responses = WorkerMetrics(tmp_path).combined(InMemoryMetrics(), {})
+
+    assert total.deliveries == {("http", "ack"): 25}
+    assert total.handler_runs == {("on_task", "ok"): 25}
+    assert total.in_flight_now == {"http": 0}  # it exited: nothing of it is in flight
+    assert total.delivery_seconds == 25 * 0.25
+    assert responses == {200: 25}
+
+
+def test_the_journal_and_the_snapshot_give_the_higher_counts(tmp_path: Path) -> None:
+    peer = WorkerMetrics(tmp_path, pid=os.getppid())
+    reader = WorkerMetrics(tmp_path)
+    metrics, codes = _busy(2, 0), Counter({200: 2})
+    peer.publish(metrics, codes)
+    for _ in range(3):
+        _busy_one(metrics)
+        codes[200] += 1
+        peer.record(metrics, codes)
+    total, responses = reader.combined(InMemoryMetrics(), {})
+    assert total.deliveries == {("http", "ack"): 5}  # the journal is newer
+    assert responses == {200: 5}
+
+    journal = peer.journal_path.read_bytes()
+    peer.publish(metrics, codes)
+    assert peer.journal_path.read_bytes() == b""  # the snapshot has it all now
+    peer.journal_path.write_bytes(journal)  # a reader may still see the old journal
+    total, responses = reader.combined(InMemoryMetrics(), {})
+    assert total.deliveries == {("http", "ack"): 5}  # counted once
+    assert responses == {200: 5}
+    peer.close()
+
+
+def test_a_torn_last_record_is_left_out(tmp_path: Path) -> None:
+    peer = WorkerMetrics(tmp_path, pid=os.getppid())
+    metrics, codes = _busy(1, 0), Counter({200: 1})
+    peer.publish(metrics, codes)
+    peer.record(metrics, codes)
+    whole = peer.journal_path.stat().st_size
+    _busy_one(metrics)
+    codes[200] += 1
+    peer.record(metrics, codes)
+    with peer.journal_path.open("r+b") as file:  # the writer died inside the write
+        file.truncate(whole + (peer.journal_path.stat().st_size - whole) // 2)
+    total, responses = WorkerMetrics(tmp_path).combined(InMemoryMetrics(), {})
+    assert total.deliveries == {("http", "ack"): 1}
+    assert responses == {200: 1}
+    peer.close()
+
+
+def test_a_failed_write_is_cut_off_before_the_next_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = WorkerMetrics(tmp_path, pid=os.getppid())
+    metrics, codes = _busy(1, 0), Counter({200: 1})
+    peer.record(metrics, codes)
+    real_write = os.write
+
+    def half_write(fd: int, data: bytes) -> int:  # the disk filled up mid-record
+        return real_write(fd, data[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", half_write)
+    with caplog.at_level(logging.WARNING, logger="mpsflow.metrics"):
+        for _ in range(2):
+            _busy_one(metrics)
+            codes[200] += 1
+            peer.record(metrics, codes)
+    assert caplog.text.count("could not append") == 1  # once until a write succeeds
+    monkeypatch.setattr(os, "write", real_write)
+    _busy_one(metrics)
+    codes[200] += 1
+    peer.record(metrics, codes)
+    total, responses = WorkerMetrics(tmp_path).combined(InMemoryMetrics(), {})
+    assert total.deliveries == {("http", "ack"): 4}
+    assert responses == {200: 4}
+    peer.close()
+
+
+def test_the_journal_stays_small(tmp_path: Path) -> None:
+    worker = WorkerMetrics(tmp_path, pid=12345, max_journal_bytes=4096)
+    metrics, codes = InMemoryMetrics(), Counter[int]()
+    worker.publish(metrics, codes)
+    for _ in range(1000):
+        _busy_one(metrics)
+        codes[200] += 1
+        worker.record(metrics, codes)
+        assert worker.journal_path.stat().st_size < 4096
+    total, responses = WorkerMetrics(tmp_path, pid=1).combined(InMemoryMetrics(), {})
+    assert total.deliveries == {("http", "ack"): 1000}
+    assert responses == {200: 1000}
+    worker.publish(metrics, codes)  # the periodic or final publish
+    worker.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["12345.json"]
+
+
+def _busy_one(metrics: InMemoryMetrics) -> None:
+    metrics.delivery_started("http")
+    metrics.handler_run("on_task", "ok", 0.125)
+    metrics.delivery("http", "ack", 0.25)

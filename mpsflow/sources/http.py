@@ -81,8 +81,9 @@ class HttpSource:
 
     ``metrics_dir`` makes several processes serving one port (``--workers``) answer
     ``/metrics`` with their combined counts: each publishes its own to that directory every
-    ``metrics_interval`` seconds and when it stops (see :mod:`mpsflow.worker_metrics`; needs
-    the default ``InMemoryMetrics``).
+    ``metrics_interval`` seconds and when it stops, and journals them there before it answers
+    a callback, so a worker killed at any moment leaves the counts of every callback it
+    answered (see :mod:`mpsflow.worker_metrics`; needs the default ``InMemoryMetrics``).
     """
 
     def __init__(
@@ -243,6 +244,8 @@ class HttpSource:
                 with anyio.CancelScope(shield=True):
                     await asyncio.wait([publisher])
                 self._publish_once()  # the final counts stay for the combined view
+                if self._shared is not None:
+                    self._shared.close()
 
     def _worker_metrics(self) -> WorkerMetrics | None:
         if self.metrics_dir is None:
@@ -269,6 +272,13 @@ class HttpSource:
             self._shared.publish(metrics, self.responses)
         except OSError:
             _log.warning("could not publish this worker's metrics", exc_info=True)
+
+    def _record_metrics(self) -> None:
+        shared = self._shared
+        if shared is not None:
+            metrics = getattr(self._app, "metrics", None)
+            if isinstance(metrics, InMemoryMetrics):
+                shared.record(metrics, self.responses)
 
     def _bind_app(self, consumer: Consumer) -> None:
         """Find the ``App`` behind ``consumer`` (``app.process``) for limits, clock, metrics."""
@@ -307,6 +317,7 @@ class HttpSource:
                 else:
                     response = _error(405, "use POST", headers={"Allow": "POST"})
                 self.responses[response.status] += 1
+                self._record_metrics()  # before the answer goes out: a SIGKILL keeps its counts
                 return response
             if request.method in ("GET", "HEAD"):
                 if path == "/healthz":
@@ -319,6 +330,7 @@ class HttpSource:
         except Exception:
             _log.exception("internal error answering %s %s", request.method, path)
             self.responses[500] += 1
+            self._record_metrics()
             return _error(500, "internal error")
 
     async def _callback(self, request: web.BaseRequest) -> web.StreamResponse:
