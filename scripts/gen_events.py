@@ -134,10 +134,6 @@ def _snake(name: str) -> str:
     return s + "_" if keyword.iskeyword(s) else s
 
 
-def _pascal(snake: str) -> str:
-    return "".join(p[:1].upper() + p[1:] for p in snake.split("_"))
-
-
 def _annotation(sdk_type: str, models: dict[str, _Model]) -> str:
     ref = _ref(sdk_type, models)
     if sdk_type.startswith("list of "):
@@ -205,14 +201,13 @@ def render(source: str, sdk_version: str) -> str:
         bases, kwargs = _bases(model)
         lines += ["", f"class {out_name}({bases}{kwargs}):", _docstring(model), ""]
         for f in model.fields:
-            snake = _snake(f.wire)
+            # Every field names its wire key: msgspec's ``rename`` algorithms change between
+            # releases (0.23 turned ``stereo3d_type`` into ``Stereo3DType``, not the SDK's
+            # ``Stereo3dType``), and a field whose key does not match is silently dropped.
             ann = _annotation(f.sdk_type, models)
-            if _pascal(snake) == f.wire:
-                lines.append(f"    {snake}: {ann} | None = None")
-            else:
-                lines.append(
-                    f'    {snake}: {ann} | None = msgspec.field(default=None, name="{f.wire}")'
-                )
+            lines.append(
+                f'    {_snake(f.wire)}: {ann} | None = msgspec.field(default=None, name="{f.wire}")'
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -147,8 +147,12 @@ async def test_a_locked_database_is_unavailable_then_recovers(tmp_path: Path) ->
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
-        with pytest.raises(StoreUnavailable, match="locked"):
+        with pytest.raises(StoreUnavailable, match=r"^sqlite store unavailable: ") as caught:
             await store.claim("k", lease_seconds=LEASE, payload_hash="h")
+        cause = caught.value.__cause__
+        assert isinstance(cause, sqlite3.OperationalError)
+        if sys.version_info >= (3, 11):  # the error code, not SQLite's wording
+            assert cause.sqlite_errorname == "SQLITE_BUSY"
         blocker.execute("ROLLBACK")
         claim = await store.claim("k", lease_seconds=LEASE, payload_hash="h")
         assert claim.state is ClaimState.CLAIMED

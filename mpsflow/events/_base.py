@@ -1,7 +1,8 @@
 """The Struct base every notification model shares, and the small mixins the generator adds.
 
-* ``MpsStruct``: PascalCase wire names, every field optional, ``gc=False`` for speed, null
-  fields left out when encoding (what the SDK's ``_serialize`` does).
+* ``MpsStruct``: every field optional, ``gc=False`` for speed, null fields left out when
+  encoding (what the SDK's ``_serialize`` does). No ``rename``: each generated field names its
+  SDK wire key (``msgspec.field(name="Stereo3dType")``), independent of msgspec's algorithms.
 * ``TaskResult`` / ``ErrCodeResult`` / ``BatchOutcome``: one ``ok`` / ``failed`` / ``error``
   vocabulary over MPS's three error conventions (``ErrCodeExt``, deprecated ``ErrCode``, both).
 * ``RawPayload``: the raw JSON of a part whose type mpsflow does not know.
@@ -36,13 +37,16 @@ _REDACTED = "***"
 
 class MpsStruct(
     msgspec.Struct,
-    rename="pascal",
     kw_only=True,
     gc=False,
     omit_defaults=True,
     repr_omit_defaults=True,
 ):
-    """Base of every MPS notification Struct (unknown fields are ignored when decoding)."""
+    """Base of every MPS notification Struct (unknown fields are ignored when decoding).
+
+    A subclass names each field's wire key explicitly (``msgspec.field(name=...)``); a field
+    without one is encoded under its Python name.
+    """
 
 
 def error_text(err_code_ext: str | None, err_code: int | None) -> str:

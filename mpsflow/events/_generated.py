@@ -331,2310 +331,2618 @@ __all__ = [
 class AIDubbingTaskInput(MpsStruct):
     """SDK ``AIDubbingTaskInput``: AI配音任务"""
 
-    definition: int | None = None
-    raw_parameter: RawAIDubbingParameter | None = None
-    override_parameter: OverrideAIDubbingParameter | None = None
-    output_storage: TaskOutputStorage | None = None
-    src_subtitle_info: MediaInputInfo | None = None
-    dst_subtitle_infos: list[DstSubtitleInput] | None = None
-    output_object_path: str | None = None
-    extended_parameter: str | None = None
-    drama_id: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    raw_parameter: RawAIDubbingParameter | None = msgspec.field(default=None, name="RawParameter")
+    override_parameter: OverrideAIDubbingParameter | None = msgspec.field(
+        default=None, name="OverrideParameter"
+    )
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    src_subtitle_info: MediaInputInfo | None = msgspec.field(default=None, name="SrcSubtitleInfo")
+    dst_subtitle_infos: list[DstSubtitleInput] | None = msgspec.field(
+        default=None, name="DstSubtitleInfos"
+    )
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
+    drama_id: str | None = msgspec.field(default=None, name="DramaId")
 
 
 class AIDubbingTaskOutput(MpsStruct):
     """SDK ``AIDubbingTaskOutput``: AI配音结果信息"""
 
-    origin_subtitle_path: str | None = None
-    translate_subtitle_path: str | None = None
-    voice_cloned_video: str | None = None
-    voice_cloned_mark_file: str | None = None
-    video_path: str | None = None
-    origin_subtitle_file_id: str | None = None
-    translate_subtitle_file_id: str | None = None
-    speaker_path: str | None = None
-    speaker_file_id: str | None = None
-    erase_video_file_id: str | None = None
-    erase_video_path: str | None = None
-    dst_audio_path: str | None = None
-    dst_audio_file_id: str | None = None
-    dubbing_edit_info_url: str | None = None
-    subtitle_pos: SubtitlePosition | None = None
-    output_storage: TaskOutputStorage | None = None
+    origin_subtitle_path: str | None = msgspec.field(default=None, name="OriginSubtitlePath")
+    translate_subtitle_path: str | None = msgspec.field(default=None, name="TranslateSubtitlePath")
+    voice_cloned_video: str | None = msgspec.field(default=None, name="VoiceClonedVideo")
+    voice_cloned_mark_file: str | None = msgspec.field(default=None, name="VoiceClonedMarkFile")
+    video_path: str | None = msgspec.field(default=None, name="VideoPath")
+    origin_subtitle_file_id: str | None = msgspec.field(default=None, name="OriginSubtitleFileId")
+    translate_subtitle_file_id: str | None = msgspec.field(
+        default=None, name="TranslateSubtitleFileId"
+    )
+    speaker_path: str | None = msgspec.field(default=None, name="SpeakerPath")
+    speaker_file_id: str | None = msgspec.field(default=None, name="SpeakerFileId")
+    erase_video_file_id: str | None = msgspec.field(default=None, name="EraseVideoFileId")
+    erase_video_path: str | None = msgspec.field(default=None, name="EraseVideoPath")
+    dst_audio_path: str | None = msgspec.field(default=None, name="DstAudioPath")
+    dst_audio_file_id: str | None = msgspec.field(default=None, name="DstAudioFileId")
+    dubbing_edit_info_url: str | None = msgspec.field(default=None, name="DubbingEditInfoUrl")
+    subtitle_pos: SubtitlePosition | None = msgspec.field(default=None, name="SubtitlePos")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class AIDubbingTaskResult(TaskResult, MpsStruct):
     """SDK ``AIDubbingTaskResult``: AI配音任务结果"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    message: str | None = None
-    input: AIDubbingTaskInput | None = None
-    output: AIDubbingTaskOutput | None = None
-    progress: int | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AIDubbingTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AIDubbingTaskOutput | None = msgspec.field(default=None, name="Output")
+    progress: int | None = msgspec.field(default=None, name="Progress")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class ActivityResItem(MpsStruct):
     """SDK ``ActivityResItem``: 编排子任务输出"""
 
-    transcode_task: MediaProcessTaskTranscodeResult | None = None
-    animated_graphic_task: MediaProcessTaskAnimatedGraphicResult | None = None
-    snapshot_by_time_offset_task: MediaProcessTaskSnapshotByTimeOffsetResult | None = None
-    sample_snapshot_task: MediaProcessTaskSampleSnapshotResult | None = None
-    image_sprite_task: MediaProcessTaskImageSpriteResult | None = None
-    adaptive_dynamic_streaming_task: MediaProcessTaskAdaptiveDynamicStreamingResult | None = None
-    recognition_task: ScheduleRecognitionTaskResult | None = None
-    review_task: ScheduleReviewTaskResult | None = None
-    analysis_task: ScheduleAnalysisTaskResult | None = None
-    quality_control_task: ScheduleQualityControlTaskResult | None = None
-    exec_rule_task: ScheduleExecRuleTaskResult | None = None
-    smart_subtitles_task: ScheduleSmartSubtitleTaskResult | None = None
-    smart_erase_task: SmartEraseTaskResult | None = None
+    transcode_task: MediaProcessTaskTranscodeResult | None = msgspec.field(
+        default=None, name="TranscodeTask"
+    )
+    animated_graphic_task: MediaProcessTaskAnimatedGraphicResult | None = msgspec.field(
+        default=None, name="AnimatedGraphicTask"
+    )
+    snapshot_by_time_offset_task: MediaProcessTaskSnapshotByTimeOffsetResult | None = msgspec.field(
+        default=None, name="SnapshotByTimeOffsetTask"
+    )
+    sample_snapshot_task: MediaProcessTaskSampleSnapshotResult | None = msgspec.field(
+        default=None, name="SampleSnapshotTask"
+    )
+    image_sprite_task: MediaProcessTaskImageSpriteResult | None = msgspec.field(
+        default=None, name="ImageSpriteTask"
+    )
+    adaptive_dynamic_streaming_task: MediaProcessTaskAdaptiveDynamicStreamingResult | None = (
+        msgspec.field(default=None, name="AdaptiveDynamicStreamingTask")
+    )
+    recognition_task: ScheduleRecognitionTaskResult | None = msgspec.field(
+        default=None, name="RecognitionTask"
+    )
+    review_task: ScheduleReviewTaskResult | None = msgspec.field(default=None, name="ReviewTask")
+    analysis_task: ScheduleAnalysisTaskResult | None = msgspec.field(
+        default=None, name="AnalysisTask"
+    )
+    quality_control_task: ScheduleQualityControlTaskResult | None = msgspec.field(
+        default=None, name="QualityControlTask"
+    )
+    exec_rule_task: ScheduleExecRuleTaskResult | None = msgspec.field(
+        default=None, name="ExecRuleTask"
+    )
+    smart_subtitles_task: ScheduleSmartSubtitleTaskResult | None = msgspec.field(
+        default=None, name="SmartSubtitlesTask"
+    )
+    smart_erase_task: SmartEraseTaskResult | None = msgspec.field(
+        default=None, name="SmartEraseTask"
+    )
     ai_dubbing_task: AIDubbingTaskResult | None = msgspec.field(default=None, name="AIDubbingTask")
 
 
 class ActivityResult(RawPayload, MpsStruct, dict=True, gc=True):
     """SDK ``ActivityResult``: 编排任务输出"""
 
-    activity_type: str | None = None
-    activity_res_item: ActivityResItem | None = None
+    activity_type: str | None = msgspec.field(default=None, name="ActivityType")
+    activity_res_item: ActivityResItem | None = msgspec.field(default=None, name="ActivityResItem")
 
 
 class AdaptiveDynamicStreamingInfoItem(MpsStruct):
     """SDK ``AdaptiveDynamicStreamingInfoItem``: 转自适应码流信息"""
 
-    definition: int | None = None
-    package: str | None = None
-    path: str | None = None
-    storage: TaskOutputStorage | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    package: str | None = msgspec.field(default=None, name="Package")
+    path: str | None = msgspec.field(default=None, name="Path")
+    storage: TaskOutputStorage | None = msgspec.field(default=None, name="Storage")
 
 
 class AdaptiveDynamicStreamingTaskInput(MpsStruct):
     """SDK ``AdaptiveDynamicStreamingTaskInput``: 对视频转自适应码流的输入参数类型"""
 
-    definition: int | None = None
-    watermark_set: list[WatermarkInput] | None = None
-    blind_watermark: BlindWatermarkInput | None = None
-    output_storage: TaskOutputStorage | None = None
-    output_object_path: str | None = None
-    sub_stream_object_name: str | None = None
-    segment_object_name: str | None = None
-    add_on_subtitles: list[AddOnSubtitle] | None = None
-    drm_info: DrmInfo | None = None
-    definition_type: str | None = None
-    subtitle_template: SubtitleTemplate | None = None
-    std_ext_info: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    watermark_set: list[WatermarkInput] | None = msgspec.field(default=None, name="WatermarkSet")
+    blind_watermark: BlindWatermarkInput | None = msgspec.field(default=None, name="BlindWatermark")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
+    sub_stream_object_name: str | None = msgspec.field(default=None, name="SubStreamObjectName")
+    segment_object_name: str | None = msgspec.field(default=None, name="SegmentObjectName")
+    add_on_subtitles: list[AddOnSubtitle] | None = msgspec.field(
+        default=None, name="AddOnSubtitles"
+    )
+    drm_info: DrmInfo | None = msgspec.field(default=None, name="DrmInfo")
+    definition_type: str | None = msgspec.field(default=None, name="DefinitionType")
+    subtitle_template: SubtitleTemplate | None = msgspec.field(
+        default=None, name="SubtitleTemplate"
+    )
+    std_ext_info: str | None = msgspec.field(default=None, name="StdExtInfo")
     key_pts_list: list[int] | None = msgspec.field(default=None, name="KeyPTSList")
-    add_on_audios: list[AddOnAudio] | None = None
-    std_ext_stream_infos: list[AdaptiveStreamTemplate] | None = None
+    add_on_audios: list[AddOnAudio] | None = msgspec.field(default=None, name="AddOnAudios")
+    std_ext_stream_infos: list[AdaptiveStreamTemplate] | None = msgspec.field(
+        default=None, name="StdExtStreamInfos"
+    )
 
 
 class AdaptiveStreamTemplate(MpsStruct):
     """SDK ``AdaptiveStreamTemplate``: 自适应转码流参数模板"""
 
-    audio: AudioTemplateInfo | None = None
-    video: VideoTemplateInfo | None = None
-    remove_audio: int | None = None
-    remove_video: int | None = None
-    audio_list: list[AudioTemplateInfo] | None = None
+    audio: AudioTemplateInfo | None = msgspec.field(default=None, name="Audio")
+    video: VideoTemplateInfo | None = msgspec.field(default=None, name="Video")
+    remove_audio: int | None = msgspec.field(default=None, name="RemoveAudio")
+    remove_video: int | None = msgspec.field(default=None, name="RemoveVideo")
+    audio_list: list[AudioTemplateInfo] | None = msgspec.field(default=None, name="AudioList")
 
 
 class AddOnAudio(MpsStruct):
     """SDK ``AddOnAudio``: 外挂音频。"""
 
-    input_info: MediaInputInfo | None = None
-    audio_name: str | None = None
-    audio_language: str | None = None
-    default_track: bool | None = None
+    input_info: MediaInputInfo | None = msgspec.field(default=None, name="InputInfo")
+    audio_name: str | None = msgspec.field(default=None, name="AudioName")
+    audio_language: str | None = msgspec.field(default=None, name="AudioLanguage")
+    default_track: bool | None = msgspec.field(default=None, name="DefaultTrack")
 
 
 class AddOnSubtitle(MpsStruct):
     """SDK ``AddOnSubtitle``: 外挂字幕。"""
 
-    type: str | None = None
-    subtitle: MediaInputInfo | None = None
-    subtitle_name: str | None = None
-    subtitle_language: str | None = None
-    output_format: str | None = None
-    default_track: bool | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    subtitle: MediaInputInfo | None = msgspec.field(default=None, name="Subtitle")
+    subtitle_name: str | None = msgspec.field(default=None, name="SubtitleName")
+    subtitle_language: str | None = msgspec.field(default=None, name="SubtitleLanguage")
+    output_format: str | None = msgspec.field(default=None, name="OutputFormat")
+    default_track: bool | None = msgspec.field(default=None, name="DefaultTrack")
 
 
 class AiAnalysisResult(RawPayload, MpsStruct, dict=True, gc=True):
     """SDK ``AiAnalysisResult``: 智能分析结果"""
 
-    type: str | None = None
-    classification_task: AiAnalysisTaskClassificationResult | None = None
-    cover_task: AiAnalysisTaskCoverResult | None = None
-    tag_task: AiAnalysisTaskTagResult | None = None
-    frame_tag_task: AiAnalysisTaskFrameTagResult | None = None
-    highlight_task: AiAnalysisTaskHighlightResult | None = None
-    de_logo_task: AiAnalysisTaskDelLogoResult | None = None
-    segment_task: AiAnalysisTaskSegmentResult | None = None
-    head_tail_task: AiAnalysisTaskHeadTailResult | None = None
-    description_task: AiAnalysisTaskDescriptionResult | None = None
-    horizontal_to_vertical_task: AiAnalysisTaskHorizontalToVerticalResult | None = None
-    dubbing_task: AiAnalysisTaskDubbingResult | None = None
-    video_remake_task: AiAnalysisTaskVideoRemakeResult | None = None
-    video_comprehension_task: AiAnalysisTaskVideoComprehensionResult | None = None
-    cutout_task: AiAnalysisTaskCutoutResult | None = None
-    reel_task: AiAnalysisTaskReelResult | None = None
-    generic_task: AiAnalysisTaskGenericResult | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    classification_task: AiAnalysisTaskClassificationResult | None = msgspec.field(
+        default=None, name="ClassificationTask"
+    )
+    cover_task: AiAnalysisTaskCoverResult | None = msgspec.field(default=None, name="CoverTask")
+    tag_task: AiAnalysisTaskTagResult | None = msgspec.field(default=None, name="TagTask")
+    frame_tag_task: AiAnalysisTaskFrameTagResult | None = msgspec.field(
+        default=None, name="FrameTagTask"
+    )
+    highlight_task: AiAnalysisTaskHighlightResult | None = msgspec.field(
+        default=None, name="HighlightTask"
+    )
+    de_logo_task: AiAnalysisTaskDelLogoResult | None = msgspec.field(
+        default=None, name="DeLogoTask"
+    )
+    segment_task: AiAnalysisTaskSegmentResult | None = msgspec.field(
+        default=None, name="SegmentTask"
+    )
+    head_tail_task: AiAnalysisTaskHeadTailResult | None = msgspec.field(
+        default=None, name="HeadTailTask"
+    )
+    description_task: AiAnalysisTaskDescriptionResult | None = msgspec.field(
+        default=None, name="DescriptionTask"
+    )
+    horizontal_to_vertical_task: AiAnalysisTaskHorizontalToVerticalResult | None = msgspec.field(
+        default=None, name="HorizontalToVerticalTask"
+    )
+    dubbing_task: AiAnalysisTaskDubbingResult | None = msgspec.field(
+        default=None, name="DubbingTask"
+    )
+    video_remake_task: AiAnalysisTaskVideoRemakeResult | None = msgspec.field(
+        default=None, name="VideoRemakeTask"
+    )
+    video_comprehension_task: AiAnalysisTaskVideoComprehensionResult | None = msgspec.field(
+        default=None, name="VideoComprehensionTask"
+    )
+    cutout_task: AiAnalysisTaskCutoutResult | None = msgspec.field(default=None, name="CutoutTask")
+    reel_task: AiAnalysisTaskReelResult | None = msgspec.field(default=None, name="ReelTask")
+    generic_task: AiAnalysisTaskGenericResult | None = msgspec.field(
+        default=None, name="GenericTask"
+    )
 
 
 class AiAnalysisTaskClassificationInput(MpsStruct):
     """SDK ``AiAnalysisTaskClassificationInput``: 智能分类任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskClassificationOutput(MpsStruct):
     """SDK ``AiAnalysisTaskClassificationOutput``: 智能分类结果信息"""
 
-    classification_set: list[MediaAiAnalysisClassificationItem] | None = None
+    classification_set: list[MediaAiAnalysisClassificationItem] | None = msgspec.field(
+        default=None, name="ClassificationSet"
+    )
 
 
 class AiAnalysisTaskClassificationResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskClassificationResult``: 智能分类任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskClassificationInput | None = None
-    output: AiAnalysisTaskClassificationOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskClassificationInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskClassificationOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskCoverInput(MpsStruct):
     """SDK ``AiAnalysisTaskCoverInput``: 智能分类任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskCoverOutput(MpsStruct):
     """SDK ``AiAnalysisTaskCoverOutput``: 智能封面结果信息"""
 
-    cover_set: list[MediaAiAnalysisCoverItem] | None = None
-    output_storage: TaskOutputStorage | None = None
+    cover_set: list[MediaAiAnalysisCoverItem] | None = msgspec.field(default=None, name="CoverSet")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class AiAnalysisTaskCoverResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskCoverResult``: 智能封面结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskCoverInput | None = None
-    output: AiAnalysisTaskCoverOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskCoverInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskCoverOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskCutoutInput(MpsStruct):
     """SDK ``AiAnalysisTaskCutoutInput``: 智能抠图任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskCutoutOutput(MpsStruct):
     """SDK ``AiAnalysisTaskCutoutOutput``: 视频抠图结果信息"""
 
-    path: str | None = None
-    output_storage: TaskOutputStorage | None = None
+    path: str | None = msgspec.field(default=None, name="Path")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class AiAnalysisTaskCutoutResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskCutoutResult``: 视频智能抠图结果数据结构"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    message: str | None = None
-    input: AiAnalysisTaskCutoutInput | None = None
-    output: AiAnalysisTaskCutoutOutput | None = None
-    progress: int | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskCutoutInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskCutoutOutput | None = msgspec.field(default=None, name="Output")
+    progress: int | None = msgspec.field(default=None, name="Progress")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class AiAnalysisTaskDelLogoInput(MpsStruct):
     """SDK ``AiAnalysisTaskDelLogoInput``: 智能擦除任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskDelLogoOutput(MpsStruct):
     """SDK ``AiAnalysisTaskDelLogoOutput``: 智能擦除结果信息"""
 
-    path: str | None = None
-    output_storage: TaskOutputStorage | None = None
-    origin_subtitle_path: str | None = None
-    translate_subtitle_path: str | None = None
-    subtitle_pos: SubtitlePosition | None = None
-    voice_cloned_video: str | None = None
-    voice_cloned_mark_file: str | None = None
-    erased_video_path: str | None = None
-    dubbing_edit_info_url: str | None = None
-    file_id: str | None = None
-    origin_subtitle_file_id: str | None = None
-    translate_subtitle_file_id: str | None = None
+    path: str | None = msgspec.field(default=None, name="Path")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    origin_subtitle_path: str | None = msgspec.field(default=None, name="OriginSubtitlePath")
+    translate_subtitle_path: str | None = msgspec.field(default=None, name="TranslateSubtitlePath")
+    subtitle_pos: SubtitlePosition | None = msgspec.field(default=None, name="SubtitlePos")
+    voice_cloned_video: str | None = msgspec.field(default=None, name="VoiceClonedVideo")
+    voice_cloned_mark_file: str | None = msgspec.field(default=None, name="VoiceClonedMarkFile")
+    erased_video_path: str | None = msgspec.field(default=None, name="ErasedVideoPath")
+    dubbing_edit_info_url: str | None = msgspec.field(default=None, name="DubbingEditInfoUrl")
+    file_id: str | None = msgspec.field(default=None, name="FileId")
+    origin_subtitle_file_id: str | None = msgspec.field(default=None, name="OriginSubtitleFileId")
+    translate_subtitle_file_id: str | None = msgspec.field(
+        default=None, name="TranslateSubtitleFileId"
+    )
 
 
 class AiAnalysisTaskDelLogoResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskDelLogoResult``: 智能擦除结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskDelLogoInput | None = None
-    output: AiAnalysisTaskDelLogoOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskDelLogoInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskDelLogoOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskDescriptionInput(MpsStruct):
     """SDK ``AiAnalysisTaskDescriptionInput``: 智能分类任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskDescriptionOutput(MpsStruct):
     """SDK ``AiAnalysisTaskDescriptionOutput``: 智能描述结果信息"""
 
-    description_set: list[MediaAiAnalysisDescriptionItem] | None = None
+    description_set: list[MediaAiAnalysisDescriptionItem] | None = msgspec.field(
+        default=None, name="DescriptionSet"
+    )
 
 
 class AiAnalysisTaskDescriptionResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskDescriptionResult``: 智能描述结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskDescriptionInput | None = None
-    output: AiAnalysisTaskDescriptionOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskDescriptionInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskDescriptionOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskDubbingInput(MpsStruct):
     """SDK ``AiAnalysisTaskDubbingInput``: 智能译制任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskDubbingOutput(MpsStruct):
     """SDK ``AiAnalysisTaskDubbingOutput``: 智能译制结果信息"""
 
-    video_path: str | None = None
-    speaker_path: str | None = None
-    voice_id: str | None = None
-    output_storage: TaskOutputStorage | None = None
-    extra_output: str | None = None
-    video_file_id: str | None = None
-    speaker_file_id: str | None = None
+    video_path: str | None = msgspec.field(default=None, name="VideoPath")
+    speaker_path: str | None = msgspec.field(default=None, name="SpeakerPath")
+    voice_id: str | None = msgspec.field(default=None, name="VoiceId")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    extra_output: str | None = msgspec.field(default=None, name="ExtraOutput")
+    video_file_id: str | None = msgspec.field(default=None, name="VideoFileId")
+    speaker_file_id: str | None = msgspec.field(default=None, name="SpeakerFileId")
 
 
 class AiAnalysisTaskDubbingResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskDubbingResult``: 智能译制结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskDubbingInput | None = None
-    output: AiAnalysisTaskDubbingOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskDubbingInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskDubbingOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskFrameTagInput(MpsStruct):
     """SDK ``AiAnalysisTaskFrameTagInput``: 智能按帧标签任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskFrameTagOutput(MpsStruct):
     """SDK ``AiAnalysisTaskFrameTagOutput``: 智能按帧标签结果信息"""
 
-    segment_set: list[MediaAiAnalysisFrameTagSegmentItem] | None = None
+    segment_set: list[MediaAiAnalysisFrameTagSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiAnalysisTaskFrameTagResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskFrameTagResult``: 智能按帧标签结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskFrameTagInput | None = None
-    output: AiAnalysisTaskFrameTagOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskFrameTagInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskFrameTagOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskGenericInput(MpsStruct):
     """SDK ``AiAnalysisTaskGenericInput``: 智能分析通用任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskGenericOutput(MpsStruct):
     """SDK ``AiAnalysisTaskGenericOutput``: 智能分析通用结果信息"""
 
-    output_storage: TaskOutputStorage | None = None
-    result: str | None = None
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    result: str | None = msgspec.field(default=None, name="Result")
 
 
 class AiAnalysisTaskGenericResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskGenericResult``: 智能分析通用结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskGenericInput | None = None
-    output: AiAnalysisTaskGenericOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskGenericInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskGenericOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskHeadTailInput(MpsStruct):
     """SDK ``AiAnalysisTaskHeadTailInput``: 片头片尾任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskHeadTailOutput(MpsStruct):
     """SDK ``AiAnalysisTaskHeadTailOutput``: 片头片尾结果信息"""
 
-    head_time_offset: float | None = None
-    tail_time_offset: float | None = None
+    head_time_offset: float | None = msgspec.field(default=None, name="HeadTimeOffset")
+    tail_time_offset: float | None = msgspec.field(default=None, name="TailTimeOffset")
 
 
 class AiAnalysisTaskHeadTailResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskHeadTailResult``: 片头片尾结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskHeadTailInput | None = None
-    output: AiAnalysisTaskHeadTailOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskHeadTailInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskHeadTailOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskHighlightInput(MpsStruct):
     """SDK ``AiAnalysisTaskHighlightInput``: 智能精彩片段任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskHighlightOutput(MpsStruct):
     """SDK ``AiAnalysisTaskHighlightOutput``: 智能精彩片段结果信息"""
 
-    highlight_set: list[MediaAiAnalysisHighlightItem] | None = None
-    output_storage: TaskOutputStorage | None = None
+    highlight_set: list[MediaAiAnalysisHighlightItem] | None = msgspec.field(
+        default=None, name="HighlightSet"
+    )
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class AiAnalysisTaskHighlightResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskHighlightResult``: 智能精彩片段结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskHighlightInput | None = None
-    output: AiAnalysisTaskHighlightOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskHighlightInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskHighlightOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskHorizontalToVerticalInput(MpsStruct):
     """SDK ``AiAnalysisTaskHorizontalToVerticalInput``: 智能横转竖任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskHorizontalToVerticalOutput(MpsStruct):
     """SDK ``AiAnalysisTaskHorizontalToVerticalOutput``: 智能横转竖结果信息"""
 
-    path: str | None = None
-    output_storage: TaskOutputStorage | None = None
-    confidence: float | None = None
+    path: str | None = msgspec.field(default=None, name="Path")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
 
 
 class AiAnalysisTaskHorizontalToVerticalResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskHorizontalToVerticalResult``: 智能横转竖结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskHorizontalToVerticalInput | None = None
-    output: AiAnalysisTaskHorizontalToVerticalOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskHorizontalToVerticalInput | None = msgspec.field(
+        default=None, name="Input"
+    )
+    output: AiAnalysisTaskHorizontalToVerticalOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
 
 
 class AiAnalysisTaskInput(MpsStruct):
     """SDK ``AiAnalysisTaskInput``: AI 视频智能分析输入参数类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskReelInput(MpsStruct):
     """SDK ``AiAnalysisTaskReelInput``: 智能成片任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskReelOutput(MpsStruct):
     """SDK ``AiAnalysisTaskReelOutput``: AI解说二创结果信息"""
 
-    video_path: str | None = None
-    video_paths: list[str] | None = None
-    script_path: str | None = None
-    output_storage: TaskOutputStorage | None = None
+    video_path: str | None = msgspec.field(default=None, name="VideoPath")
+    video_paths: list[str] | None = msgspec.field(default=None, name="VideoPaths")
+    script_path: str | None = msgspec.field(default=None, name="ScriptPath")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class AiAnalysisTaskReelResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskReelResult``: AI解说二创结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskReelInput | None = None
-    output: AiAnalysisTaskReelOutput | None = None
-    err_code_ext: str | None = None
-    progress: int | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskReelInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskReelOutput | None = msgspec.field(default=None, name="Output")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    progress: int | None = msgspec.field(default=None, name="Progress")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class AiAnalysisTaskSegmentInput(MpsStruct):
     """SDK ``AiAnalysisTaskSegmentInput``: 拆条任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskSegmentOutput(MpsStruct):
     """SDK ``AiAnalysisTaskSegmentOutput``: 智能拆条结果信息"""
 
-    segment_set: list[SegmentRecognitionItem] | None = None
-    abstract: str | None = None
+    segment_set: list[SegmentRecognitionItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
+    abstract: str | None = msgspec.field(default=None, name="Abstract")
 
 
 class AiAnalysisTaskSegmentResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskSegmentResult``: 拆条结果类型"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskSegmentInput | None = None
-    output: AiAnalysisTaskSegmentOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskSegmentInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskSegmentOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskTagInput(MpsStruct):
     """SDK ``AiAnalysisTaskTagInput``: 智能标签任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskTagOutput(MpsStruct):
     """SDK ``AiAnalysisTaskTagOutput``: 智能标签结果信息"""
 
-    tag_set: list[MediaAiAnalysisTagItem] | None = None
+    tag_set: list[MediaAiAnalysisTagItem] | None = msgspec.field(default=None, name="TagSet")
 
 
 class AiAnalysisTaskTagResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskTagResult``: 智能标签结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskTagInput | None = None
-    output: AiAnalysisTaskTagOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskTagInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskTagOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiAnalysisTaskVideoComprehensionInput(MpsStruct):
     """SDK ``AiAnalysisTaskVideoComprehensionInput``: 视频（音频）理解任务输入"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskVideoComprehensionOutput(MpsStruct):
     """SDK ``AiAnalysisTaskVideoComprehensionOutput``: 视频（音频）理解输出内容结果信息"""
 
-    video_comprehension_analysis_result: str | None = None
-    video_comprehension_ext_info: str | None = None
-    video_comprehension_result_list: list[VideoComprehensionResultItem] | None = None
+    video_comprehension_analysis_result: str | None = msgspec.field(
+        default=None, name="VideoComprehensionAnalysisResult"
+    )
+    video_comprehension_ext_info: str | None = msgspec.field(
+        default=None, name="VideoComprehensionExtInfo"
+    )
+    video_comprehension_result_list: list[VideoComprehensionResultItem] | None = msgspec.field(
+        default=None, name="VideoComprehensionResultList"
+    )
 
 
 class AiAnalysisTaskVideoComprehensionResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskVideoComprehensionResult``: 视频（音频）理解结果"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskVideoComprehensionInput | None = None
-    output: AiAnalysisTaskVideoComprehensionOutput | None = None
-    err_code_ext: str | None = None
-    progress: int | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskVideoComprehensionInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskVideoComprehensionOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    progress: int | None = msgspec.field(default=None, name="Progress")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class AiAnalysisTaskVideoRemakeInput(MpsStruct):
     """SDK ``AiAnalysisTaskVideoRemakeInput``: 视频去重任务输入类型"""
 
-    definition: int | None = None
-    extended_parameter: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    extended_parameter: str | None = msgspec.field(default=None, name="ExtendedParameter")
 
 
 class AiAnalysisTaskVideoRemakeOutput(MpsStruct):
     """SDK ``AiAnalysisTaskVideoRemakeOutput``: 视频去重结果信息"""
 
-    path: str | None = None
-    output_storage: TaskOutputStorage | None = None
+    path: str | None = msgspec.field(default=None, name="Path")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class AiAnalysisTaskVideoRemakeResult(TaskResult, MpsStruct):
     """SDK ``AiAnalysisTaskVideoRemakeResult``: 视频去重结果数据结构"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskVideoRemakeInput | None = None
-    output: AiAnalysisTaskVideoRemakeOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskVideoRemakeInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskVideoRemakeOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiContentReviewResult(RawPayload, MpsStruct, dict=True, gc=True):
     """SDK ``AiContentReviewResult``: 内容审核结果"""
 
-    type: str | None = None
-    sample_rate: float | None = None
-    duration: float | None = None
-    porn_task: AiReviewTaskPornResult | None = None
-    terrorism_task: AiReviewTaskTerrorismResult | None = None
-    political_task: AiReviewTaskPoliticalResult | None = None
-    porn_asr_task: AiReviewTaskPornAsrResult | None = None
-    porn_ocr_task: AiReviewTaskPornOcrResult | None = None
-    political_asr_task: AiReviewTaskPoliticalAsrResult | None = None
-    political_ocr_task: AiReviewTaskPoliticalOcrResult | None = None
-    terrorism_ocr_task: AiReviewTaskTerrorismOcrResult | None = None
-    prohibited_asr_task: AiReviewTaskProhibitedAsrResult | None = None
-    prohibited_ocr_task: AiReviewTaskProhibitedOcrResult | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    sample_rate: float | None = msgspec.field(default=None, name="SampleRate")
+    duration: float | None = msgspec.field(default=None, name="Duration")
+    porn_task: AiReviewTaskPornResult | None = msgspec.field(default=None, name="PornTask")
+    terrorism_task: AiReviewTaskTerrorismResult | None = msgspec.field(
+        default=None, name="TerrorismTask"
+    )
+    political_task: AiReviewTaskPoliticalResult | None = msgspec.field(
+        default=None, name="PoliticalTask"
+    )
+    porn_asr_task: AiReviewTaskPornAsrResult | None = msgspec.field(
+        default=None, name="PornAsrTask"
+    )
+    porn_ocr_task: AiReviewTaskPornOcrResult | None = msgspec.field(
+        default=None, name="PornOcrTask"
+    )
+    political_asr_task: AiReviewTaskPoliticalAsrResult | None = msgspec.field(
+        default=None, name="PoliticalAsrTask"
+    )
+    political_ocr_task: AiReviewTaskPoliticalOcrResult | None = msgspec.field(
+        default=None, name="PoliticalOcrTask"
+    )
+    terrorism_ocr_task: AiReviewTaskTerrorismOcrResult | None = msgspec.field(
+        default=None, name="TerrorismOcrTask"
+    )
+    prohibited_asr_task: AiReviewTaskProhibitedAsrResult | None = msgspec.field(
+        default=None, name="ProhibitedAsrTask"
+    )
+    prohibited_ocr_task: AiReviewTaskProhibitedOcrResult | None = msgspec.field(
+        default=None, name="ProhibitedOcrTask"
+    )
 
 
 class AiContentReviewTaskInput(MpsStruct):
     """SDK ``AiContentReviewTaskInput``: 智能内容审核任务类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiParagraphInfo(MpsStruct):
     """SDK ``AiParagraphInfo``: 分段信息。"""
 
-    summary: str | None = None
-    title: str | None = None
-    keywords: list[str] | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
+    summary: str | None = msgspec.field(default=None, name="Summary")
+    title: str | None = msgspec.field(default=None, name="Title")
+    keywords: list[str] | None = msgspec.field(default=None, name="Keywords")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
 
 
 class AiQualityControlTaskInput(MpsStruct):
     """SDK ``AiQualityControlTaskInput``: 媒体质检输入参数类型"""
 
-    definition: int | None = None
-    channel_ext_para: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    channel_ext_para: str | None = msgspec.field(default=None, name="ChannelExtPara")
 
 
 class AiRecognitionResult(RawPayload, MpsStruct, dict=True, gc=True):
     """SDK ``AiRecognitionResult``: 智能识别结果。"""
 
-    type: str | None = None
-    face_task: AiRecognitionTaskFaceResult | None = None
-    asr_words_task: AiRecognitionTaskAsrWordsResult | None = None
-    asr_full_text_task: AiRecognitionTaskAsrFullTextResult | None = None
-    ocr_words_task: AiRecognitionTaskOcrWordsResult | None = None
-    ocr_full_text_task: AiRecognitionTaskOcrFullTextResult | None = None
-    trans_text_task: AiRecognitionTaskTransTextResult | None = None
-    object_task: AiRecognitionTaskObjectResult | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    face_task: AiRecognitionTaskFaceResult | None = msgspec.field(default=None, name="FaceTask")
+    asr_words_task: AiRecognitionTaskAsrWordsResult | None = msgspec.field(
+        default=None, name="AsrWordsTask"
+    )
+    asr_full_text_task: AiRecognitionTaskAsrFullTextResult | None = msgspec.field(
+        default=None, name="AsrFullTextTask"
+    )
+    ocr_words_task: AiRecognitionTaskOcrWordsResult | None = msgspec.field(
+        default=None, name="OcrWordsTask"
+    )
+    ocr_full_text_task: AiRecognitionTaskOcrFullTextResult | None = msgspec.field(
+        default=None, name="OcrFullTextTask"
+    )
+    trans_text_task: AiRecognitionTaskTransTextResult | None = msgspec.field(
+        default=None, name="TransTextTask"
+    )
+    object_task: AiRecognitionTaskObjectResult | None = msgspec.field(
+        default=None, name="ObjectTask"
+    )
 
 
 class AiRecognitionTaskAsrFullTextResult(TaskResult, MpsStruct):
     """SDK ``AiRecognitionTaskAsrFullTextResult``: 语音全文识别结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiRecognitionTaskAsrFullTextResultInput | None = None
-    output: AiRecognitionTaskAsrFullTextResultOutput | None = None
-    progress: int | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiRecognitionTaskAsrFullTextResultInput | None = msgspec.field(
+        default=None, name="Input"
+    )
+    output: AiRecognitionTaskAsrFullTextResultOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
+    progress: int | None = msgspec.field(default=None, name="Progress")
 
 
 class AiRecognitionTaskAsrFullTextResultInput(MpsStruct):
     """SDK ``AiRecognitionTaskAsrFullTextResultInput``: 语音全文识别的输入。"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiRecognitionTaskAsrFullTextResultOutput(MpsStruct):
     """SDK ``AiRecognitionTaskAsrFullTextResultOutput``: 语音全文识别结果。"""
 
-    segment_set: list[AiRecognitionTaskAsrFullTextSegmentItem] | None = None
-    subtitle_path: str | None = None
-    output_storage: TaskOutputStorage | None = None
+    segment_set: list[AiRecognitionTaskAsrFullTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
+    subtitle_path: str | None = msgspec.field(default=None, name="SubtitlePath")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class AiRecognitionTaskAsrFullTextSegmentItem(MpsStruct):
     """SDK ``AiRecognitionTaskAsrFullTextSegmentItem``: 语音全文识别片段。"""
 
-    confidence: float | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    text: str | None = None
-    wordlist: list[WordResult] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    text: str | None = msgspec.field(default=None, name="Text")
+    wordlist: list[WordResult] | None = msgspec.field(default=None, name="Wordlist")
 
 
 class AiRecognitionTaskAsrWordsResult(TaskResult, MpsStruct):
     """SDK ``AiRecognitionTaskAsrWordsResult``: 语音关键词识别结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiRecognitionTaskAsrWordsResultInput | None = None
-    output: AiRecognitionTaskAsrWordsResultOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiRecognitionTaskAsrWordsResultInput | None = msgspec.field(default=None, name="Input")
+    output: AiRecognitionTaskAsrWordsResultOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
 
 
 class AiRecognitionTaskAsrWordsResultInput(MpsStruct):
     """SDK ``AiRecognitionTaskAsrWordsResultInput``: 语音关键词识别输入。"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiRecognitionTaskAsrWordsResultItem(MpsStruct):
     """SDK ``AiRecognitionTaskAsrWordsResultItem``: 语音关键词识别结果。"""
 
-    word: str | None = None
-    segment_set: list[AiRecognitionTaskAsrWordsSegmentItem] | None = None
+    word: str | None = msgspec.field(default=None, name="Word")
+    segment_set: list[AiRecognitionTaskAsrWordsSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiRecognitionTaskAsrWordsResultOutput(MpsStruct):
     """SDK ``AiRecognitionTaskAsrWordsResultOutput``: 语音关键词识别输出。"""
 
-    result_set: list[AiRecognitionTaskAsrWordsResultItem] | None = None
+    result_set: list[AiRecognitionTaskAsrWordsResultItem] | None = msgspec.field(
+        default=None, name="ResultSet"
+    )
 
 
 class AiRecognitionTaskAsrWordsSegmentItem(MpsStruct):
     """SDK ``AiRecognitionTaskAsrWordsSegmentItem``: 语音识别片段。"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    confidence: float | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
 
 
 class AiRecognitionTaskFaceResult(TaskResult, MpsStruct):
     """SDK ``AiRecognitionTaskFaceResult``: 人脸识别结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiRecognitionTaskFaceResultInput | None = None
-    output: AiRecognitionTaskFaceResultOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiRecognitionTaskFaceResultInput | None = msgspec.field(default=None, name="Input")
+    output: AiRecognitionTaskFaceResultOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiRecognitionTaskFaceResultInput(MpsStruct):
     """SDK ``AiRecognitionTaskFaceResultInput``: 人脸识别输入。"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiRecognitionTaskFaceResultItem(MpsStruct):
     """SDK ``AiRecognitionTaskFaceResultItem``: 人脸识别结果"""
 
-    id: str | None = None
-    type: str | None = None
-    name: str | None = None
-    segment_set: list[AiRecognitionTaskFaceSegmentItem] | None = None
-    gender: str | None = None
-    birthday: str | None = None
-    profession: str | None = None
-    school_of_graduation: str | None = None
-    abstract: str | None = None
-    place_of_birth: str | None = None
-    person_type: str | None = None
-    remark: str | None = None
-    url: str | None = None
+    id: str | None = msgspec.field(default=None, name="Id")
+    type: str | None = msgspec.field(default=None, name="Type")
+    name: str | None = msgspec.field(default=None, name="Name")
+    segment_set: list[AiRecognitionTaskFaceSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
+    gender: str | None = msgspec.field(default=None, name="Gender")
+    birthday: str | None = msgspec.field(default=None, name="Birthday")
+    profession: str | None = msgspec.field(default=None, name="Profession")
+    school_of_graduation: str | None = msgspec.field(default=None, name="SchoolOfGraduation")
+    abstract: str | None = msgspec.field(default=None, name="Abstract")
+    place_of_birth: str | None = msgspec.field(default=None, name="PlaceOfBirth")
+    person_type: str | None = msgspec.field(default=None, name="PersonType")
+    remark: str | None = msgspec.field(default=None, name="Remark")
+    url: str | None = msgspec.field(default=None, name="Url")
 
 
 class AiRecognitionTaskFaceResultOutput(MpsStruct):
     """SDK ``AiRecognitionTaskFaceResultOutput``: 智能人脸识别输出。"""
 
-    result_set: list[AiRecognitionTaskFaceResultItem] | None = None
+    result_set: list[AiRecognitionTaskFaceResultItem] | None = msgspec.field(
+        default=None, name="ResultSet"
+    )
 
 
 class AiRecognitionTaskFaceSegmentItem(MpsStruct):
     """SDK ``AiRecognitionTaskFaceSegmentItem``: 人脸识别结果片段"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    confidence: float | None = None
-    area_coord_set: list[int] | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
 
 
 class AiRecognitionTaskInput(MpsStruct):
     """SDK ``AiRecognitionTaskInput``: 视频内容识别输入参数类型"""
 
-    definition: int | None = None
-    user_ext_para: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    user_ext_para: str | None = msgspec.field(default=None, name="UserExtPara")
 
 
 class AiRecognitionTaskObjectResult(TaskResult, MpsStruct):
     """SDK ``AiRecognitionTaskObjectResult``: 物体识别结果。"""
 
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiRecognitionTaskObjectResultInput | None = None
-    output: AiRecognitionTaskObjectResultOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiRecognitionTaskObjectResultInput | None = msgspec.field(default=None, name="Input")
+    output: AiRecognitionTaskObjectResultOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiRecognitionTaskObjectResultInput(MpsStruct):
     """SDK ``AiRecognitionTaskObjectResultInput``: 物体识别任务输入类型。"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiRecognitionTaskObjectResultItem(MpsStruct):
     """SDK ``AiRecognitionTaskObjectResultItem``: 单个物体识别结果。"""
 
-    name: str | None = None
-    segment_set: list[AiRecognitionTaskObjectSeqmentItem] | None = None
+    name: str | None = msgspec.field(default=None, name="Name")
+    segment_set: list[AiRecognitionTaskObjectSeqmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiRecognitionTaskObjectResultOutput(MpsStruct):
     """SDK ``AiRecognitionTaskObjectResultOutput``: 智能物体识别输出。"""
 
-    result_set: list[AiRecognitionTaskObjectResultItem] | None = None
+    result_set: list[AiRecognitionTaskObjectResultItem] | None = msgspec.field(
+        default=None, name="ResultSet"
+    )
 
 
 class AiRecognitionTaskObjectSeqmentItem(MpsStruct):
     """SDK ``AiRecognitionTaskObjectSeqmentItem``: 物体识别结果片段。"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    confidence: float | None = None
-    area_coord_set: list[int] | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
 
 
 class AiRecognitionTaskOcrFullTextResult(TaskResult, MpsStruct):
     """SDK ``AiRecognitionTaskOcrFullTextResult``: 文本全文识别结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiRecognitionTaskOcrFullTextResultInput | None = None
-    output: AiRecognitionTaskOcrFullTextResultOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiRecognitionTaskOcrFullTextResultInput | None = msgspec.field(
+        default=None, name="Input"
+    )
+    output: AiRecognitionTaskOcrFullTextResultOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
 
 
 class AiRecognitionTaskOcrFullTextResultInput(MpsStruct):
     """SDK ``AiRecognitionTaskOcrFullTextResultInput``: 文本全文识别输入。"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiRecognitionTaskOcrFullTextResultOutput(MpsStruct):
     """SDK ``AiRecognitionTaskOcrFullTextResultOutput``: 文本全文识别输出。"""
 
-    segment_set: list[AiRecognitionTaskOcrFullTextSegmentItem] | None = None
+    segment_set: list[AiRecognitionTaskOcrFullTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiRecognitionTaskOcrFullTextSegmentItem(MpsStruct):
     """SDK ``AiRecognitionTaskOcrFullTextSegmentItem``: 文本全文识别片段。"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    text_set: list[AiRecognitionTaskOcrFullTextSegmentTextItem] | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    text_set: list[AiRecognitionTaskOcrFullTextSegmentTextItem] | None = msgspec.field(
+        default=None, name="TextSet"
+    )
 
 
 class AiRecognitionTaskOcrFullTextSegmentTextItem(MpsStruct):
     """SDK ``AiRecognitionTaskOcrFullTextSegmentTextItem``: 文本全文识别片段。"""
 
-    confidence: float | None = None
-    area_coord_set: list[int] | None = None
-    text: str | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
+    text: str | None = msgspec.field(default=None, name="Text")
 
 
 class AiRecognitionTaskOcrWordsResult(TaskResult, MpsStruct):
     """SDK ``AiRecognitionTaskOcrWordsResult``: 文本关键识别结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiRecognitionTaskOcrWordsResultInput | None = None
-    output: AiRecognitionTaskOcrWordsResultOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiRecognitionTaskOcrWordsResultInput | None = msgspec.field(default=None, name="Input")
+    output: AiRecognitionTaskOcrWordsResultOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
 
 
 class AiRecognitionTaskOcrWordsResultInput(MpsStruct):
     """SDK ``AiRecognitionTaskOcrWordsResultInput``: 文本关键词识别输入。"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiRecognitionTaskOcrWordsResultItem(MpsStruct):
     """SDK ``AiRecognitionTaskOcrWordsResultItem``: 文本关键词识别结果。"""
 
-    word: str | None = None
-    segment_set: list[AiRecognitionTaskOcrWordsSegmentItem] | None = None
+    word: str | None = msgspec.field(default=None, name="Word")
+    segment_set: list[AiRecognitionTaskOcrWordsSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiRecognitionTaskOcrWordsResultOutput(MpsStruct):
     """SDK ``AiRecognitionTaskOcrWordsResultOutput``: 文本关键词识别输出。"""
 
-    result_set: list[AiRecognitionTaskOcrWordsResultItem] | None = None
+    result_set: list[AiRecognitionTaskOcrWordsResultItem] | None = msgspec.field(
+        default=None, name="ResultSet"
+    )
 
 
 class AiRecognitionTaskOcrWordsSegmentItem(MpsStruct):
     """SDK ``AiRecognitionTaskOcrWordsSegmentItem``: 文本识别片段。"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    confidence: float | None = None
-    area_coord_set: list[int] | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
 
 
 class AiRecognitionTaskTransTextResult(TaskResult, MpsStruct):
     """SDK ``AiRecognitionTaskTransTextResult``: 翻译结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiRecognitionTaskTransTextResultInput | None = None
-    output: AiRecognitionTaskTransTextResultOutput | None = None
-    progress: int | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiRecognitionTaskTransTextResultInput | None = msgspec.field(default=None, name="Input")
+    output: AiRecognitionTaskTransTextResultOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
+    progress: int | None = msgspec.field(default=None, name="Progress")
 
 
 class AiRecognitionTaskTransTextResultInput(MpsStruct):
     """SDK ``AiRecognitionTaskTransTextResultInput``: 翻译的输入。"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiRecognitionTaskTransTextResultOutput(MpsStruct):
     """SDK ``AiRecognitionTaskTransTextResultOutput``: 翻译结果。"""
 
-    segment_set: list[AiRecognitionTaskTransTextSegmentItem] | None = None
-    subtitle_path: str | None = None
+    segment_set: list[AiRecognitionTaskTransTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
+    subtitle_path: str | None = msgspec.field(default=None, name="SubtitlePath")
 
 
 class AiRecognitionTaskTransTextSegmentItem(MpsStruct):
     """SDK ``AiRecognitionTaskTransTextSegmentItem``: 翻译片段。"""
 
-    confidence: float | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    text: str | None = None
-    trans: str | None = None
-    wordlist: list[WordResult] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    text: str | None = msgspec.field(default=None, name="Text")
+    trans: str | None = msgspec.field(default=None, name="Trans")
+    wordlist: list[WordResult] | None = msgspec.field(default=None, name="Wordlist")
 
 
 class AiRestorationConfig(MpsStruct):
     """SDK ``AiRestorationConfig``: 大模型修复"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class AiReviewPoliticalAsrTaskInput(MpsStruct):
     """SDK ``AiReviewPoliticalAsrTaskInput``: 内容审核 Asr 文字敏感任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewPoliticalAsrTaskOutput(MpsStruct):
     """SDK ``AiReviewPoliticalAsrTaskOutput``: Asr 文字敏感信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    segment_set: list[MediaContentReviewAsrTextSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    segment_set: list[MediaContentReviewAsrTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewPoliticalOcrTaskInput(MpsStruct):
     """SDK ``AiReviewPoliticalOcrTaskInput``: 内容审核 Ocr 文字敏感任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewPoliticalOcrTaskOutput(MpsStruct):
     """SDK ``AiReviewPoliticalOcrTaskOutput``: Ocr 文字敏感信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    segment_set: list[MediaContentReviewOcrTextSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    segment_set: list[MediaContentReviewOcrTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewPoliticalTaskInput(MpsStruct):
     """SDK ``AiReviewPoliticalTaskInput``: 内容审核敏感任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewPoliticalTaskOutput(MpsStruct):
     """SDK ``AiReviewPoliticalTaskOutput``: 涉敏信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    label: str | None = None
-    segment_set: list[MediaContentReviewPoliticalSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    label: str | None = msgspec.field(default=None, name="Label")
+    segment_set: list[MediaContentReviewPoliticalSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewPornAsrTaskInput(MpsStruct):
     """SDK ``AiReviewPornAsrTaskInput``: 内容审核 Asr 文字鉴黄任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewPornAsrTaskOutput(MpsStruct):
     """SDK ``AiReviewPornAsrTaskOutput``: Asr 文字涉黄信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    segment_set: list[MediaContentReviewAsrTextSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    segment_set: list[MediaContentReviewAsrTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewPornOcrTaskInput(MpsStruct):
     """SDK ``AiReviewPornOcrTaskInput``: 内容审核 Ocr 文字鉴黄任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewPornOcrTaskOutput(MpsStruct):
     """SDK ``AiReviewPornOcrTaskOutput``: Ocr 文字涉黄信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    segment_set: list[MediaContentReviewOcrTextSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    segment_set: list[MediaContentReviewOcrTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewPornTaskInput(MpsStruct):
     """SDK ``AiReviewPornTaskInput``: 内容审核鉴黄任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewPornTaskOutput(MpsStruct):
     """SDK ``AiReviewPornTaskOutput``: 鉴黄结果信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    label: str | None = None
-    segment_set: list[MediaContentReviewSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    label: str | None = msgspec.field(default=None, name="Label")
+    segment_set: list[MediaContentReviewSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewProhibitedAsrTaskInput(MpsStruct):
     """SDK ``AiReviewProhibitedAsrTaskInput``: 内容审核 Asr 文字鉴违禁任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewProhibitedAsrTaskOutput(MpsStruct):
     """SDK ``AiReviewProhibitedAsrTaskOutput``: Asr 文字涉违禁信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    segment_set: list[MediaContentReviewAsrTextSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    segment_set: list[MediaContentReviewAsrTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewProhibitedOcrTaskInput(MpsStruct):
     """SDK ``AiReviewProhibitedOcrTaskInput``: 内容审核 Ocr 文字鉴违禁任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewProhibitedOcrTaskOutput(MpsStruct):
     """SDK ``AiReviewProhibitedOcrTaskOutput``: Ocr 文字涉违禁信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    segment_set: list[MediaContentReviewOcrTextSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    segment_set: list[MediaContentReviewOcrTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewTaskPoliticalAsrResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskPoliticalAsrResult``: 内容审核 Asr 文字敏感任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewPoliticalAsrTaskInput | None = None
-    output: AiReviewPoliticalAsrTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewPoliticalAsrTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewPoliticalAsrTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskPoliticalOcrResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskPoliticalOcrResult``: 内容审核 Ocr 文字敏感任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewPoliticalOcrTaskInput | None = None
-    output: AiReviewPoliticalOcrTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewPoliticalOcrTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewPoliticalOcrTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskPoliticalResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskPoliticalResult``: 内容审核涉敏任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewPoliticalTaskInput | None = None
-    output: AiReviewPoliticalTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewPoliticalTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewPoliticalTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskPornAsrResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskPornAsrResult``: 内容审核 Asr 文字鉴黄任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewPornAsrTaskInput | None = None
-    output: AiReviewPornAsrTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewPornAsrTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewPornAsrTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskPornOcrResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskPornOcrResult``: 内容审核 Ocr 文字鉴黄任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewPornOcrTaskInput | None = None
-    output: AiReviewPornOcrTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewPornOcrTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewPornOcrTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskPornResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskPornResult``: 内容审核鉴黄任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewPornTaskInput | None = None
-    output: AiReviewPornTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewPornTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewPornTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskProhibitedAsrResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskProhibitedAsrResult``: 内容审核 Asr 文字鉴任违禁务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewProhibitedAsrTaskInput | None = None
-    output: AiReviewProhibitedAsrTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewProhibitedAsrTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewProhibitedAsrTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskProhibitedOcrResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskProhibitedOcrResult``: 内容审核 Ocr 文字鉴任违禁务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewProhibitedOcrTaskInput | None = None
-    output: AiReviewProhibitedOcrTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewProhibitedOcrTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewProhibitedOcrTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskTerrorismOcrResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskTerrorismOcrResult``: 内容审核 Ocr 文字敏感任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewTerrorismOcrTaskInput | None = None
-    output: AiReviewTerrorismOcrTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewTerrorismOcrTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewTerrorismOcrTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTaskTerrorismResult(TaskResult, MpsStruct):
     """SDK ``AiReviewTaskTerrorismResult``: 内容审核涉敏任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiReviewTerrorismTaskInput | None = None
-    output: AiReviewTerrorismTaskOutput | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiReviewTerrorismTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiReviewTerrorismTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class AiReviewTerrorismOcrTaskInput(MpsStruct):
     """SDK ``AiReviewTerrorismOcrTaskInput``: 内容审核 Ocr 文字敏感任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewTerrorismOcrTaskOutput(MpsStruct):
     """SDK ``AiReviewTerrorismOcrTaskOutput``: Ocr 文字涉敏信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    segment_set: list[MediaContentReviewOcrTextSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    segment_set: list[MediaContentReviewOcrTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AiReviewTerrorismTaskInput(MpsStruct):
     """SDK ``AiReviewTerrorismTaskInput``: 内容审核涉敏任务输入参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class AiReviewTerrorismTaskOutput(MpsStruct):
     """SDK ``AiReviewTerrorismTaskOutput``: 涉敏信息"""
 
-    confidence: float | None = None
-    suggestion: str | None = None
-    label: str | None = None
-    segment_set: list[MediaContentReviewSegmentItem] | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    label: str | None = msgspec.field(default=None, name="Label")
+    segment_set: list[MediaContentReviewSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
 
 
 class AnimatedGraphicTaskInput(MpsStruct):
     """SDK ``AnimatedGraphicTaskInput``: 转动图任务类型。"""
 
-    definition: int | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    output_storage: TaskOutputStorage | None = None
-    output_object_path: str | None = None
-    ext_info: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
+    ext_info: str | None = msgspec.field(default=None, name="ExtInfo")
 
 
 class ArtifactRepairConfig(MpsStruct):
     """SDK ``ArtifactRepairConfig``: 去伪影（毛刺）配置"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class AsrHotWordsConfigure(MpsStruct):
     """SDK ``AsrHotWordsConfigure``: 智能字幕热词参数"""
 
-    switch: str | None = None
-    library_id: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    library_id: str | None = msgspec.field(default=None, name="LibraryId")
 
 
 class AudioBeautifyConfig(MpsStruct):
     """SDK ``AudioBeautifyConfig``: 音量美化配置"""
 
-    switch: str | None = None
-    types: list[str] | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    types: list[str] | None = msgspec.field(default=None, name="Types")
 
 
 class AudioDenoiseConfig(MpsStruct):
     """SDK ``AudioDenoiseConfig``: 音频降噪配置"""
 
-    switch: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
 
 
 class AudioEnhanceConfig(MpsStruct):
     """SDK ``AudioEnhanceConfig``: 音频增强配置"""
 
-    denoise: AudioDenoiseConfig | None = None
-    separate: AudioSeparateConfig | None = None
-    volume_balance: VolumeBalanceConfig | None = None
-    beautify: AudioBeautifyConfig | None = None
-    audio_enhance_edit: AudioEnhanceEditConfig | None = None
+    denoise: AudioDenoiseConfig | None = msgspec.field(default=None, name="Denoise")
+    separate: AudioSeparateConfig | None = msgspec.field(default=None, name="Separate")
+    volume_balance: VolumeBalanceConfig | None = msgspec.field(default=None, name="VolumeBalance")
+    beautify: AudioBeautifyConfig | None = msgspec.field(default=None, name="Beautify")
+    audio_enhance_edit: AudioEnhanceEditConfig | None = msgspec.field(
+        default=None, name="AudioEnhanceEdit"
+    )
 
 
 class AudioEnhanceEditConfig(MpsStruct):
     """SDK ``AudioEnhanceEditConfig``: 音频增强编辑"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class AudioSeparateConfig(MpsStruct):
     """SDK ``AudioSeparateConfig``: 音频分离配置"""
 
-    switch: str | None = None
-    type: str | None = None
-    track: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
+    track: str | None = msgspec.field(default=None, name="Track")
 
 
 class AudioTemplateInfo(MpsStruct):
     """SDK ``AudioTemplateInfo``: 音频流配置参数"""
 
-    codec: str | None = None
-    bitrate: int | None = None
-    sample_rate: int | None = None
-    audio_channel: int | None = None
-    track_channel_info: AudioTrackChannelInfo | None = None
-    audio_language: str | None = None
-    audio_name: str | None = None
-    default_track: bool | None = None
+    codec: str | None = msgspec.field(default=None, name="Codec")
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    sample_rate: int | None = msgspec.field(default=None, name="SampleRate")
+    audio_channel: int | None = msgspec.field(default=None, name="AudioChannel")
+    track_channel_info: AudioTrackChannelInfo | None = msgspec.field(
+        default=None, name="TrackChannelInfo"
+    )
+    audio_language: str | None = msgspec.field(default=None, name="AudioLanguage")
+    audio_name: str | None = msgspec.field(default=None, name="AudioName")
+    default_track: bool | None = msgspec.field(default=None, name="DefaultTrack")
 
 
 class AudioTemplateInfoForUpdate(MpsStruct):
     """SDK ``AudioTemplateInfoForUpdate``: 音频流配置参数"""
 
-    codec: str | None = None
-    bitrate: int | None = None
-    sample_rate: int | None = None
-    audio_channel: int | None = None
-    stream_selects: list[int] | None = None
+    codec: str | None = msgspec.field(default=None, name="Codec")
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    sample_rate: int | None = msgspec.field(default=None, name="SampleRate")
+    audio_channel: int | None = msgspec.field(default=None, name="AudioChannel")
+    stream_selects: list[int] | None = msgspec.field(default=None, name="StreamSelects")
 
 
 class AudioTrackChannelInfo(MpsStruct):
     """SDK ``AudioTrackChannelInfo``: 音轨信息"""
 
-    channels_remix: int | None = None
-    select_type: str | None = None
-    input_track_info: list[TrackInfo] | None = None
+    channels_remix: int | None = msgspec.field(default=None, name="ChannelsRemix")
+    select_type: str | None = msgspec.field(default=None, name="SelectType")
+    input_track_info: list[TrackInfo] | None = msgspec.field(default=None, name="InputTrackInfo")
 
 
 class BatchSmartSubtitlesResult(BatchOutcome, MpsStruct):
     """SDK ``BatchSmartSubtitlesResult``: 智能字幕结果。"""
 
-    input: SmartSubtitleTaskResultInput | None = None
-    outputs: list[SmartSubtitleTaskBatchOutput] | None = None
+    input: SmartSubtitleTaskResultInput | None = msgspec.field(default=None, name="Input")
+    outputs: list[SmartSubtitleTaskBatchOutput] | None = msgspec.field(default=None, name="Outputs")
 
 
 class BatchSubTaskResult(MpsStruct):
     """SDK ``BatchSubTaskResult``: 批量任务子任务结果"""
 
-    input_infos: list[MediaInputInfo] | None = None
-    metadatas: list[MediaMetaData] | None = None
-    smart_subtitles_task_result: BatchSmartSubtitlesResult | None = None
+    input_infos: list[MediaInputInfo] | None = msgspec.field(default=None, name="InputInfos")
+    metadatas: list[MediaMetaData] | None = msgspec.field(default=None, name="Metadatas")
+    smart_subtitles_task_result: BatchSmartSubtitlesResult | None = msgspec.field(
+        default=None, name="SmartSubtitlesTaskResult"
+    )
 
 
 class BlindWatermarkInput(MpsStruct):
     """SDK ``BlindWatermarkInput``: 媒体处理任务中的数字水印参数类型"""
 
-    definition: int | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
 
 
 class ColorEnhanceConfig(MpsStruct):
     """SDK ``ColorEnhanceConfig``: 色彩增强配置"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class ContainerDiagnoseResultItem(MpsStruct):
     """SDK ``ContainerDiagnoseResultItem``: 容器格式诊断结果"""
 
-    category: str | None = None
-    type: str | None = None
-    severity_level: str | None = None
-    date_time_set: list[str] | None = None
-    timestamp_set: list[float] | None = None
+    category: str | None = msgspec.field(default=None, name="Category")
+    type: str | None = msgspec.field(default=None, name="Type")
+    severity_level: str | None = msgspec.field(default=None, name="SeverityLevel")
+    date_time_set: list[str] | None = msgspec.field(default=None, name="DateTimeSet")
+    timestamp_set: list[float] | None = msgspec.field(default=None, name="TimestampSet")
 
 
 class CosInputInfo(MpsStruct):
     """SDK ``CosInputInfo``: 媒体处理 COS 对象信息。"""
 
-    bucket: str | None = None
-    region: str | None = None
-    object: str | None = None
+    bucket: str | None = msgspec.field(default=None, name="Bucket")
+    region: str | None = msgspec.field(default=None, name="Region")
+    object: str | None = msgspec.field(default=None, name="Object")
 
 
 class CosOutputStorage(MpsStruct):
     """SDK ``CosOutputStorage``: 媒体处理 COS 输出对象信息。"""
 
-    bucket: str | None = None
-    region: str | None = None
+    bucket: str | None = msgspec.field(default=None, name="Bucket")
+    region: str | None = msgspec.field(default=None, name="Region")
 
 
 class DiagnoseResult(MpsStruct):
     """SDK ``DiagnoseResult``: 诊断结果项。"""
 
-    category: str | None = None
-    type: str | None = None
-    timestamp: float | None = None
-    description: str | None = None
-    date_time: str | None = None
-    severity_level: str | None = None
+    category: str | None = msgspec.field(default=None, name="Category")
+    type: str | None = msgspec.field(default=None, name="Type")
+    timestamp: float | None = msgspec.field(default=None, name="Timestamp")
+    description: str | None = msgspec.field(default=None, name="Description")
+    date_time: str | None = msgspec.field(default=None, name="DateTime")
+    severity_level: str | None = msgspec.field(default=None, name="SeverityLevel")
 
 
 class DiffusionEnhanceConfig(MpsStruct):
     """SDK ``DiffusionEnhanceConfig``: 大模型增强"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class DiffusionEnhanceV2Config(MpsStruct):
     """SDK ``DiffusionEnhanceV2Config``: 大模型增强-专业版"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class DrmInfo(MpsStruct):
     """SDK ``DrmInfo``: Drm 加密信息。"""
 
-    type: str | None = None
-    simple_aes_drm: SimpleAesDrm | None = None
-    speke_drm: SpekeDrm | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    simple_aes_drm: SimpleAesDrm | None = msgspec.field(default=None, name="SimpleAesDrm")
+    speke_drm: SpekeDrm | None = msgspec.field(default=None, name="SpekeDrm")
 
 
 class DstSubtitleInput(MpsStruct):
     """SDK ``DstSubtitleInput``: AI配音外部翻译字幕信息"""
 
-    dst_subtitle_info: MediaInputInfo | None = None
+    dst_subtitle_info: MediaInputInfo | None = msgspec.field(default=None, name="DstSubtitleInfo")
 
 
 class DubbingConfig(MpsStruct):
     """SDK ``DubbingConfig``: dubbing任务配置"""
 
-    dubbing_mode: str | None = None
-    background_volume: int | None = None
-    secondary_tuning: str | None = None
-    voice_id: str | None = None
-    dubbing_version: str | None = None
+    dubbing_mode: str | None = msgspec.field(default=None, name="DubbingMode")
+    background_volume: int | None = msgspec.field(default=None, name="BackgroundVolume")
+    secondary_tuning: str | None = msgspec.field(default=None, name="SecondaryTuning")
+    voice_id: str | None = msgspec.field(default=None, name="VoiceId")
+    dubbing_version: str | None = msgspec.field(default=None, name="DubbingVersion")
 
 
 class DubbingEmbedSubtitleConfig(MpsStruct):
     """SDK ``DubbingEmbedSubtitleConfig``: dubbing任务压制字幕配置"""
 
-    subtitle_embed_id: int | None = None
-    use_original_pos: int | None = None
-    use_original_size: int | None = None
+    subtitle_embed_id: int | None = msgspec.field(default=None, name="SubtitleEmbedId")
+    use_original_pos: int | None = msgspec.field(default=None, name="UseOriginalPos")
+    use_original_size: int | None = msgspec.field(default=None, name="UseOriginalSize")
 
 
 class DubbingOutputConfig(MpsStruct):
     """SDK ``DubbingOutputConfig``: dubbing任务输出配置"""
 
-    output_mode: str | None = None
-    output_final_video: str | None = None
-    output_subtitle: str | None = None
-    output_dst_audio: str | None = None
-    embed_subtitle_config: DubbingEmbedSubtitleConfig | None = None
+    output_mode: str | None = msgspec.field(default=None, name="OutputMode")
+    output_final_video: str | None = msgspec.field(default=None, name="OutputFinalVideo")
+    output_subtitle: str | None = msgspec.field(default=None, name="OutputSubtitle")
+    output_dst_audio: str | None = msgspec.field(default=None, name="OutputDstAudio")
+    embed_subtitle_config: DubbingEmbedSubtitleConfig | None = msgspec.field(
+        default=None, name="EmbedSubtitleConfig"
+    )
 
 
 class DubbingSubtitleConfig(MpsStruct):
     """SDK ``DubbingSubtitleConfig``: dubbing任务翻译配置"""
 
-    subtitle_source: str | None = None
-    asr_assist_ocr: str | None = None
-    erase_original_subtitle: str | None = None
-    selecting_subtitle_areas_config: SelectingSubtitleAreasConfig | None = None
+    subtitle_source: str | None = msgspec.field(default=None, name="SubtitleSource")
+    asr_assist_ocr: str | None = msgspec.field(default=None, name="AsrAssistOcr")
+    erase_original_subtitle: str | None = msgspec.field(default=None, name="EraseOriginalSubtitle")
+    selecting_subtitle_areas_config: SelectingSubtitleAreasConfig | None = msgspec.field(
+        default=None, name="SelectingSubtitleAreasConfig"
+    )
 
 
 class DubbingTranslateConfig(MpsStruct):
     """SDK ``DubbingTranslateConfig``: dubbing任务翻译配置"""
 
-    video_src_language: str | None = None
-    translate_dst_language: str | None = None
-    simplify_translation: str | None = None
+    video_src_language: str | None = msgspec.field(default=None, name="VideoSrcLanguage")
+    translate_dst_language: str | None = msgspec.field(default=None, name="TranslateDstLanguage")
+    simplify_translation: str | None = msgspec.field(default=None, name="SimplifyTranslation")
 
 
 class EditMediaFileInfo(MpsStruct):
     """SDK ``EditMediaFileInfo``: 编辑点播视频文件信息"""
 
-    input_info: MediaInputInfo | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    id: str | None = None
+    input_info: MediaInputInfo | None = msgspec.field(default=None, name="InputInfo")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    id: str | None = msgspec.field(default=None, name="Id")
 
 
 class EditMediaTask(MpsStruct):
     """SDK ``EditMediaTask``: 编辑视频任务信息"""
 
-    task_id: str | None = None
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: EditMediaTaskInput | None = None
-    output: EditMediaTaskOutput | None = None
+    task_id: str | None = msgspec.field(default=None, name="TaskId")
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: EditMediaTaskInput | None = msgspec.field(default=None, name="Input")
+    output: EditMediaTaskOutput | None = msgspec.field(default=None, name="Output")
 
 
 class EditMediaTaskInput(MpsStruct):
     """SDK ``EditMediaTaskInput``: 编辑视频任务的输入。"""
 
-    file_info_set: list[EditMediaFileInfo] | None = None
+    file_info_set: list[EditMediaFileInfo] | None = msgspec.field(default=None, name="FileInfoSet")
 
 
 class EditMediaTaskOutput(MpsStruct):
     """SDK ``EditMediaTaskOutput``: 编辑视频任务的输出"""
 
-    output_storage: TaskOutputStorage | None = None
-    path: str | None = None
-    meta_data: MediaMetaData | None = None
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    path: str | None = msgspec.field(default=None, name="Path")
+    meta_data: MediaMetaData | None = msgspec.field(default=None, name="MetaData")
 
 
 class EnhanceConfig(MpsStruct):
     """SDK ``EnhanceConfig``: 音视频增强配置"""
 
-    video_enhance: VideoEnhanceConfig | None = None
-    audio_enhance: AudioEnhanceConfig | None = None
+    video_enhance: VideoEnhanceConfig | None = msgspec.field(default=None, name="VideoEnhance")
+    audio_enhance: AudioEnhanceConfig | None = msgspec.field(default=None, name="AudioEnhance")
 
 
 class EraseArea(MpsStruct):
     """SDK ``EraseArea``: 智能擦除，擦除区域坐标配置。"""
 
-    left_top_x: float | None = None
-    left_top_y: float | None = None
-    right_bottom_x: float | None = None
-    right_bottom_y: float | None = None
-    unit: int | None = None
+    left_top_x: float | None = msgspec.field(default=None, name="LeftTopX")
+    left_top_y: float | None = msgspec.field(default=None, name="LeftTopY")
+    right_bottom_x: float | None = msgspec.field(default=None, name="RightBottomX")
+    right_bottom_y: float | None = msgspec.field(default=None, name="RightBottomY")
+    unit: int | None = msgspec.field(default=None, name="Unit")
 
 
 class EraseTimeArea(MpsStruct):
     """SDK ``EraseTimeArea``: 智能擦除，指定擦除区域配置。"""
 
-    begin_ms: int | None = None
-    end_ms: int | None = None
-    areas: list[EraseArea] | None = None
+    begin_ms: int | None = msgspec.field(default=None, name="BeginMs")
+    end_ms: int | None = msgspec.field(default=None, name="EndMs")
+    areas: list[EraseArea] | None = msgspec.field(default=None, name="Areas")
 
 
 class ExecRuleTaskData(MpsStruct):
     """SDK ``ExecRuleTaskData``: 条件判断输出"""
 
-    rear_drive_index: list[int] | None = None
+    rear_drive_index: list[int] | None = msgspec.field(default=None, name="RearDriveIndex")
 
 
 class ExecRulesTask(MpsStruct):
     """SDK ``ExecRulesTask``: 任务判断条件"""
 
-    rules: list[Rules] | None = None
+    rules: list[Rules] | None = msgspec.field(default=None, name="Rules")
 
 
 class ExtractBlindWatermarkTask(MpsStruct):
     """SDK ``ExtractBlindWatermarkTask``: 提取视频数字水印任务信息"""
 
-    task_id: str | None = None
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input_info: MediaInputInfo | None = None
-    type: str | None = None
-    is_detected: bool | None = None
-    result: str | None = None
-    extract_blind_watermark_config: ExtractBlindWatermarkTaskConfig | None = None
+    task_id: str | None = msgspec.field(default=None, name="TaskId")
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input_info: MediaInputInfo | None = msgspec.field(default=None, name="InputInfo")
+    type: str | None = msgspec.field(default=None, name="Type")
+    is_detected: bool | None = msgspec.field(default=None, name="IsDetected")
+    result: str | None = msgspec.field(default=None, name="Result")
+    extract_blind_watermark_config: ExtractBlindWatermarkTaskConfig | None = msgspec.field(
+        default=None, name="ExtractBlindWatermarkConfig"
+    )
 
 
 class ExtractBlindWatermarkTaskConfig(MpsStruct):
     """SDK ``ExtractBlindWatermarkTaskConfig``: 提取视频转码数字水印任务配置"""
 
-    segment_duration: int | None = None
+    segment_duration: int | None = msgspec.field(default=None, name="SegmentDuration")
 
 
 class FrameRateConfig(MpsStruct):
     """SDK ``FrameRateConfig``: 插帧帧率配置"""
 
-    switch: str | None = None
-    fps: int | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    fps: int | None = msgspec.field(default=None, name="Fps")
 
 
 class FrameRateWithDenConfig(MpsStruct):
     """SDK ``FrameRateWithDenConfig``: 新插帧配置，支持分数帧率"""
 
-    switch: str | None = None
-    fps_num: int | None = None
-    fps_den: int | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    fps_num: int | None = msgspec.field(default=None, name="FpsNum")
+    fps_den: int | None = msgspec.field(default=None, name="FpsDen")
 
 
 class HdrConfig(MpsStruct):
     """SDK ``HdrConfig``: HDR配置"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class HeadTailParameter(MpsStruct):
     """SDK ``HeadTailParameter``: 片头片尾参数"""
 
-    head_set: list[MediaInputInfo] | None = None
-    tail_set: list[MediaInputInfo] | None = None
+    head_set: list[MediaInputInfo] | None = msgspec.field(default=None, name="HeadSet")
+    tail_set: list[MediaInputInfo] | None = msgspec.field(default=None, name="TailSet")
 
 
 class HighlightSegmentItem(MpsStruct):
     """SDK ``HighlightSegmentItem``: 智能精彩集锦片段列表。"""
 
-    confidence: float | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    segment_tags: list[str] | None = None
-    begin_time: str | None = None
-    end_time: str | None = None
-    title: str | None = None
-    summary: str | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    segment_tags: list[str] | None = msgspec.field(default=None, name="SegmentTags")
+    begin_time: str | None = msgspec.field(default=None, name="BeginTime")
+    end_time: str | None = msgspec.field(default=None, name="EndTime")
+    title: str | None = msgspec.field(default=None, name="Title")
+    summary: str | None = msgspec.field(default=None, name="Summary")
 
 
 class ImageQualityEnhanceConfig(MpsStruct):
     """SDK ``ImageQualityEnhanceConfig``: 综合增强配置"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class ImageSpriteTaskInput(MpsStruct):
     """SDK ``ImageSpriteTaskInput``: 对视频截雪碧图任务输入参数类型"""
 
-    definition: int | None = None
-    output_storage: TaskOutputStorage | None = None
-    output_object_path: str | None = None
-    web_vtt_object_name: str | None = None
-    object_number_format: NumberFormat | None = None
-    ext_info: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
+    web_vtt_object_name: str | None = msgspec.field(default=None, name="WebVttObjectName")
+    object_number_format: NumberFormat | None = msgspec.field(
+        default=None, name="ObjectNumberFormat"
+    )
+    ext_info: str | None = msgspec.field(default=None, name="ExtInfo")
 
 
 class LLMDetectionIssue(MpsStruct):
     """SDK ``LLMDetectionIssue``: LLM 大模型检测发现的单条问题"""
 
-    tag: str | None = None
-    description: str | None = None
-    score: float | None = None
-    confidence: float | None = None
-    start_time_ms: int | None = None
-    end_time_ms: int | None = None
-    extra_data: str | None = None
+    tag: str | None = msgspec.field(default=None, name="Tag")
+    description: str | None = msgspec.field(default=None, name="Description")
+    score: float | None = msgspec.field(default=None, name="Score")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time_ms: int | None = msgspec.field(default=None, name="StartTimeMs")
+    end_time_ms: int | None = msgspec.field(default=None, name="EndTimeMs")
+    extra_data: str | None = msgspec.field(default=None, name="ExtraData")
 
 
 class LLMDetectionReport(MpsStruct):
     """SDK ``LLMDetectionReport``: LLM 大模型检测结果报告"""
 
-    result_count: int | None = None
-    result_set: list[LLMDetectionResultItem] | None = None
+    result_count: int | None = msgspec.field(default=None, name="ResultCount")
+    result_set: list[LLMDetectionResultItem] | None = msgspec.field(default=None, name="ResultSet")
 
 
 class LLMDetectionResultItem(MpsStruct):
     """SDK ``LLMDetectionResultItem``: LLM 大模型单个检测项的聚合结果"""
 
-    category: str | None = None
-    group: str | None = None
-    type: str | None = None
-    score: float | None = None
-    confidence: float | None = None
-    issue_set: list[LLMDetectionIssue] | None = None
+    category: str | None = msgspec.field(default=None, name="Category")
+    group: str | None = msgspec.field(default=None, name="Group")
+    type: str | None = msgspec.field(default=None, name="Type")
+    score: float | None = msgspec.field(default=None, name="Score")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    issue_set: list[LLMDetectionIssue] | None = msgspec.field(default=None, name="IssueSet")
 
 
 class LiveAiAnalysisDescriptionItem(MpsStruct):
     """SDK ``LiveAiAnalysisDescriptionItem``: 直播摘要结果信息。"""
 
-    paragraphs: list[LiveAiParagraphInfo] | None = None
+    paragraphs: list[LiveAiParagraphInfo] | None = msgspec.field(default=None, name="Paragraphs")
 
 
 class LiveAiParagraphInfo(MpsStruct):
     """SDK ``LiveAiParagraphInfo``: 分段信息。"""
 
-    summary: str | None = None
-    title: str | None = None
-    keywords: list[str] | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    begin_time: str | None = None
-    end_time: str | None = None
+    summary: str | None = msgspec.field(default=None, name="Summary")
+    title: str | None = msgspec.field(default=None, name="Title")
+    keywords: list[str] | None = msgspec.field(default=None, name="Keywords")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    begin_time: str | None = msgspec.field(default=None, name="BeginTime")
+    end_time: str | None = msgspec.field(default=None, name="EndTime")
 
 
 class LiveRecordFile(MpsStruct):
     """SDK ``LiveRecordFile``: 直播录制输出文件信息"""
 
-    url: str | None = None
-    size: int | None = None
-    duration: int | None = None
-    start_time: str | None = None
-    end_time: str | None = None
+    url: str | None = msgspec.field(default=None, name="Url")
+    size: int | None = msgspec.field(default=None, name="Size")
+    duration: int | None = msgspec.field(default=None, name="Duration")
+    start_time: str | None = msgspec.field(default=None, name="StartTime")
+    end_time: str | None = msgspec.field(default=None, name="EndTime")
 
 
 class LiveSmartSubtitleResult(MpsStruct):
     """SDK ``LiveSmartSubtitleResult``: 直播智能字幕结果"""
 
-    text: str | None = None
+    text: str | None = msgspec.field(default=None, name="Text")
     start_pts_time: float | None = msgspec.field(default=None, name="StartPTSTime")
     end_pts_time: float | None = msgspec.field(default=None, name="EndPTSTime")
-    trans: str | None = None
-    start_time: str | None = None
-    end_time: str | None = None
-    steady_state: bool | None = None
-    user_id: str | None = None
+    trans: str | None = msgspec.field(default=None, name="Trans")
+    start_time: str | None = msgspec.field(default=None, name="StartTime")
+    end_time: str | None = msgspec.field(default=None, name="EndTime")
+    steady_state: bool | None = msgspec.field(default=None, name="SteadyState")
+    user_id: str | None = msgspec.field(default=None, name="UserId")
 
 
 class LiveStreamAiAnalysisResultInfo(MpsStruct):
     """SDK ``LiveStreamAiAnalysisResultInfo``: 直播流分析结果"""
 
-    result_set: list[LiveStreamAiAnalysisResultItem] | None = None
+    result_set: list[LiveStreamAiAnalysisResultItem] | None = msgspec.field(
+        default=None, name="ResultSet"
+    )
 
 
 class LiveStreamAiAnalysisResultItem(MpsStruct):
     """SDK ``LiveStreamAiAnalysisResultItem``: 直播流 AI 分析结果"""
 
-    type: str | None = None
-    segment_result_set: list[SegmentRecognitionItem] | None = None
-    highlight_result_set: list[MediaAiAnalysisHighlightItem] | None = None
-    description_result: LiveAiAnalysisDescriptionItem | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    segment_result_set: list[SegmentRecognitionItem] | None = msgspec.field(
+        default=None, name="SegmentResultSet"
+    )
+    highlight_result_set: list[MediaAiAnalysisHighlightItem] | None = msgspec.field(
+        default=None, name="HighlightResultSet"
+    )
+    description_result: LiveAiAnalysisDescriptionItem | None = msgspec.field(
+        default=None, name="DescriptionResult"
+    )
 
 
 class LiveStreamAiQualityControlResultInfo(MpsStruct):
     """SDK ``LiveStreamAiQualityControlResultInfo``: 直播流媒体质检结果"""
 
-    quality_control_results: list[QualityControlResult] | None = None
-    diagnose_results: list[DiagnoseResult] | None = None
-    quality_control_result_set: list[QualityControlResult] | None = None
-    diagnose_result_set: list[DiagnoseResult] | None = None
+    quality_control_results: list[QualityControlResult] | None = msgspec.field(
+        default=None, name="QualityControlResults"
+    )
+    diagnose_results: list[DiagnoseResult] | None = msgspec.field(
+        default=None, name="DiagnoseResults"
+    )
+    quality_control_result_set: list[QualityControlResult] | None = msgspec.field(
+        default=None, name="QualityControlResultSet"
+    )
+    diagnose_result_set: list[DiagnoseResult] | None = msgspec.field(
+        default=None, name="DiagnoseResultSet"
+    )
 
 
 class LiveStreamAiRecognitionResultInfo(MpsStruct):
     """SDK ``LiveStreamAiRecognitionResultInfo``: 直播流 AI 识别结果"""
 
-    result_set: list[LiveStreamAiRecognitionResultItem] | None = None
+    result_set: list[LiveStreamAiRecognitionResultItem] | None = msgspec.field(
+        default=None, name="ResultSet"
+    )
 
 
 class LiveStreamAiRecognitionResultItem(MpsStruct):
     """SDK ``LiveStreamAiRecognitionResultItem``: 直播流 AI 识别结果"""
 
-    type: str | None = None
-    face_recognition_result_set: list[LiveStreamFaceRecognitionResult] | None = None
-    asr_words_recognition_result_set: list[LiveStreamAsrWordsRecognitionResult] | None = None
-    ocr_words_recognition_result_set: list[LiveStreamOcrWordsRecognitionResult] | None = None
-    asr_full_text_recognition_result_set: list[LiveStreamAsrFullTextRecognitionResult] | None = None
-    ocr_full_text_recognition_result_set: list[LiveStreamOcrFullTextRecognitionResult] | None = None
-    trans_text_recognition_result_set: list[LiveStreamTransTextRecognitionResult] | None = None
-    object_recognition_result_set: list[LiveStreamObjectRecognitionResult] | None = None
-    tag_recognition_result_set: list[LiveStreamTagRecognitionResult] | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    face_recognition_result_set: list[LiveStreamFaceRecognitionResult] | None = msgspec.field(
+        default=None, name="FaceRecognitionResultSet"
+    )
+    asr_words_recognition_result_set: list[LiveStreamAsrWordsRecognitionResult] | None = (
+        msgspec.field(default=None, name="AsrWordsRecognitionResultSet")
+    )
+    ocr_words_recognition_result_set: list[LiveStreamOcrWordsRecognitionResult] | None = (
+        msgspec.field(default=None, name="OcrWordsRecognitionResultSet")
+    )
+    asr_full_text_recognition_result_set: list[LiveStreamAsrFullTextRecognitionResult] | None = (
+        msgspec.field(default=None, name="AsrFullTextRecognitionResultSet")
+    )
+    ocr_full_text_recognition_result_set: list[LiveStreamOcrFullTextRecognitionResult] | None = (
+        msgspec.field(default=None, name="OcrFullTextRecognitionResultSet")
+    )
+    trans_text_recognition_result_set: list[LiveStreamTransTextRecognitionResult] | None = (
+        msgspec.field(default=None, name="TransTextRecognitionResultSet")
+    )
+    object_recognition_result_set: list[LiveStreamObjectRecognitionResult] | None = msgspec.field(
+        default=None, name="ObjectRecognitionResultSet"
+    )
+    tag_recognition_result_set: list[LiveStreamTagRecognitionResult] | None = msgspec.field(
+        default=None, name="TagRecognitionResultSet"
+    )
 
 
 class LiveStreamAiReviewImagePoliticalResult(MpsStruct):
     """SDK ``LiveStreamAiReviewImagePoliticalResult``: 直播 AI 内容审核图片敏感结果"""
 
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    suggestion: str | None = None
-    label: str | None = None
-    name: str | None = None
-    area_coord_set: list[int] | None = None
-    url: str | None = None
-    pic_url_expire_time: str | None = None
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    label: str | None = msgspec.field(default=None, name="Label")
+    name: str | None = msgspec.field(default=None, name="Name")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
+    url: str | None = msgspec.field(default=None, name="Url")
+    pic_url_expire_time: str | None = msgspec.field(default=None, name="PicUrlExpireTime")
 
 
 class LiveStreamAiReviewImagePornResult(MpsStruct):
     """SDK ``LiveStreamAiReviewImagePornResult``: 直播 AI 内容审核图片鉴黄结果"""
 
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    suggestion: str | None = None
-    label: str | None = None
-    url: str | None = None
-    pic_url_expire_time: str | None = None
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    label: str | None = msgspec.field(default=None, name="Label")
+    url: str | None = msgspec.field(default=None, name="Url")
+    pic_url_expire_time: str | None = msgspec.field(default=None, name="PicUrlExpireTime")
 
 
 class LiveStreamAiReviewImageTerrorismResult(MpsStruct):
     """SDK ``LiveStreamAiReviewImageTerrorismResult``: 直播 AI 内容审核图片涉敏结果"""
 
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    suggestion: str | None = None
-    label: str | None = None
-    url: str | None = None
-    pic_url_expire_time: str | None = None
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    label: str | None = msgspec.field(default=None, name="Label")
+    url: str | None = msgspec.field(default=None, name="Url")
+    pic_url_expire_time: str | None = msgspec.field(default=None, name="PicUrlExpireTime")
 
 
 class LiveStreamAiReviewResultInfo(MpsStruct):
     """SDK ``LiveStreamAiReviewResultInfo``: 直播流 AI 审核结果"""
 
-    result_set: list[LiveStreamAiReviewResultItem] | None = None
+    result_set: list[LiveStreamAiReviewResultItem] | None = msgspec.field(
+        default=None, name="ResultSet"
+    )
 
 
 class LiveStreamAiReviewResultItem(MpsStruct):
     """SDK ``LiveStreamAiReviewResultItem``: 直播流 AI 审核结果"""
 
-    type: str | None = None
-    image_porn_result_set: list[LiveStreamAiReviewImagePornResult] | None = None
-    image_terrorism_result_set: list[LiveStreamAiReviewImageTerrorismResult] | None = None
-    image_political_result_set: list[LiveStreamAiReviewImagePoliticalResult] | None = None
-    voice_porn_result_set: list[LiveStreamAiReviewVoicePornResult] | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    image_porn_result_set: list[LiveStreamAiReviewImagePornResult] | None = msgspec.field(
+        default=None, name="ImagePornResultSet"
+    )
+    image_terrorism_result_set: list[LiveStreamAiReviewImageTerrorismResult] | None = msgspec.field(
+        default=None, name="ImageTerrorismResultSet"
+    )
+    image_political_result_set: list[LiveStreamAiReviewImagePoliticalResult] | None = msgspec.field(
+        default=None, name="ImagePoliticalResultSet"
+    )
+    voice_porn_result_set: list[LiveStreamAiReviewVoicePornResult] | None = msgspec.field(
+        default=None, name="VoicePornResultSet"
+    )
 
 
 class LiveStreamAiReviewVoicePornResult(MpsStruct):
     """SDK ``LiveStreamAiReviewVoicePornResult``: 直播 AI 内容审核声音鉴黄结果"""
 
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    suggestion: str | None = None
-    label: str | None = None
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    label: str | None = msgspec.field(default=None, name="Label")
 
 
 class LiveStreamAiSmartSubtitleResultInfo(MpsStruct):
     """SDK ``LiveStreamAiSmartSubtitleResultInfo``: 直播智能字幕结果"""
 
-    smart_subtitle_result: list[LiveSmartSubtitleResult] | None = None
+    smart_subtitle_result: list[LiveSmartSubtitleResult] | None = msgspec.field(
+        default=None, name="SmartSubtitleResult"
+    )
 
 
 class LiveStreamAsrFullTextRecognitionResult(MpsStruct):
     """SDK ``LiveStreamAsrFullTextRecognitionResult``: 直播识别 Asr 全文识别"""
 
-    text: str | None = None
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    start_time: str | None = None
-    end_time: str | None = None
-    steady_state: bool | None = None
-    user_id: str | None = None
+    text: str | None = msgspec.field(default=None, name="Text")
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time: str | None = msgspec.field(default=None, name="StartTime")
+    end_time: str | None = msgspec.field(default=None, name="EndTime")
+    steady_state: bool | None = msgspec.field(default=None, name="SteadyState")
+    user_id: str | None = msgspec.field(default=None, name="UserId")
 
 
 class LiveStreamAsrWordsRecognitionResult(MpsStruct):
     """SDK ``LiveStreamAsrWordsRecognitionResult``: 直播 AI Asr 单词识别结果"""
 
-    word: str | None = None
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
+    word: str | None = msgspec.field(default=None, name="Word")
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
 
 
 class LiveStreamFaceRecognitionResult(MpsStruct):
     """SDK ``LiveStreamFaceRecognitionResult``: 直播 AI 人脸识别结果"""
 
-    id: str | None = None
-    name: str | None = None
-    type: str | None = None
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    area_coord_set: list[int] | None = None
+    id: str | None = msgspec.field(default=None, name="Id")
+    name: str | None = msgspec.field(default=None, name="Name")
+    type: str | None = msgspec.field(default=None, name="Type")
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
 
 
 class LiveStreamNotification(LiveNotificationMixin, MpsStruct, dict=True, gc=True):
     """SDK ``ParseLiveStreamProcessNotificationResponse``: ParseLiveStreamProcessNotification返回参数结构体"""
 
-    notification_type: str | None = None
-    task_id: str | None = None
-    process_eof_info: LiveStreamProcessErrorInfo | None = None
-    ai_review_result_info: LiveStreamAiReviewResultInfo | None = None
-    ai_recognition_result_info: LiveStreamAiRecognitionResultInfo | None = None
-    ai_analysis_result_info: LiveStreamAiAnalysisResultInfo | None = None
-    ai_quality_control_result_info: LiveStreamAiQualityControlResultInfo | None = None
-    live_record_result_info: LiveStreamRecordResultInfo | None = None
-    ai_smart_subtitle_result_info: LiveStreamAiSmartSubtitleResultInfo | None = None
-    session_id: str | None = None
-    session_context: str | None = None
-    timestamp: int | None = None
-    sign: str | None = None
-    request_id: str | None = None
+    notification_type: str | None = msgspec.field(default=None, name="NotificationType")
+    task_id: str | None = msgspec.field(default=None, name="TaskId")
+    process_eof_info: LiveStreamProcessErrorInfo | None = msgspec.field(
+        default=None, name="ProcessEofInfo"
+    )
+    ai_review_result_info: LiveStreamAiReviewResultInfo | None = msgspec.field(
+        default=None, name="AiReviewResultInfo"
+    )
+    ai_recognition_result_info: LiveStreamAiRecognitionResultInfo | None = msgspec.field(
+        default=None, name="AiRecognitionResultInfo"
+    )
+    ai_analysis_result_info: LiveStreamAiAnalysisResultInfo | None = msgspec.field(
+        default=None, name="AiAnalysisResultInfo"
+    )
+    ai_quality_control_result_info: LiveStreamAiQualityControlResultInfo | None = msgspec.field(
+        default=None, name="AiQualityControlResultInfo"
+    )
+    live_record_result_info: LiveStreamRecordResultInfo | None = msgspec.field(
+        default=None, name="LiveRecordResultInfo"
+    )
+    ai_smart_subtitle_result_info: LiveStreamAiSmartSubtitleResultInfo | None = msgspec.field(
+        default=None, name="AiSmartSubtitleResultInfo"
+    )
+    session_id: str | None = msgspec.field(default=None, name="SessionId")
+    session_context: str | None = msgspec.field(default=None, name="SessionContext")
+    timestamp: int | None = msgspec.field(default=None, name="Timestamp")
+    sign: str | None = msgspec.field(default=None, name="Sign")
+    request_id: str | None = msgspec.field(default=None, name="RequestId")
 
 
 class LiveStreamObjectRecognitionResult(MpsStruct):
     """SDK ``LiveStreamObjectRecognitionResult``: 直播 AI 物体识别结果"""
 
-    name: str | None = None
-    start_pts_offset: float | None = None
-    end_pts_offset: float | None = None
-    confidence: float | None = None
-    area_coord_set: list[int] | None = None
-    url: str | None = None
+    name: str | None = msgspec.field(default=None, name="Name")
+    start_pts_offset: float | None = msgspec.field(default=None, name="StartPtsOffset")
+    end_pts_offset: float | None = msgspec.field(default=None, name="EndPtsOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
+    url: str | None = msgspec.field(default=None, name="Url")
 
 
 class LiveStreamOcrFullTextRecognitionResult(MpsStruct):
     """SDK ``LiveStreamOcrFullTextRecognitionResult``: 直播识别 Ocr 全文识别"""
 
-    text: str | None = None
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    area_coord_set: list[int] | None = None
+    text: str | None = msgspec.field(default=None, name="Text")
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
 
 
 class LiveStreamOcrWordsRecognitionResult(MpsStruct):
     """SDK ``LiveStreamOcrWordsRecognitionResult``: 直播 AI Ocr 单词识别结果"""
 
-    word: str | None = None
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    area_coords: list[int] | None = None
+    word: str | None = msgspec.field(default=None, name="Word")
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    area_coords: list[int] | None = msgspec.field(default=None, name="AreaCoords")
 
 
 class LiveStreamProcessErrorInfo(ErrCodeResult, MpsStruct):
     """SDK ``LiveStreamProcessErrorInfo``: 直播流处理错误信息"""
 
-    err_code: int | None = None
-    message: str | None = None
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
 
 
 class LiveStreamRecordResultInfo(MpsStruct):
     """SDK ``LiveStreamRecordResultInfo``: 直播流录制结果"""
 
-    record_over: int | None = None
-    file_results: list[LiveRecordFile] | None = None
+    record_over: int | None = msgspec.field(default=None, name="RecordOver")
+    file_results: list[LiveRecordFile] | None = msgspec.field(default=None, name="FileResults")
 
 
 class LiveStreamTagRecognitionResult(MpsStruct):
     """SDK ``LiveStreamTagRecognitionResult``: 直播 AI 打点识别结果"""
 
-    id: str | None = None
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
+    id: str | None = msgspec.field(default=None, name="Id")
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
 
 
 class LiveStreamTransTextRecognitionResult(MpsStruct):
     """SDK ``LiveStreamTransTextRecognitionResult``: 直播实时翻译结果"""
 
-    text: str | None = None
-    start_pts_time: float | None = None
-    end_pts_time: float | None = None
-    confidence: float | None = None
-    trans: str | None = None
-    start_time: str | None = None
-    end_time: str | None = None
-    steady_state: bool | None = None
-    user_id: str | None = None
+    text: str | None = msgspec.field(default=None, name="Text")
+    start_pts_time: float | None = msgspec.field(default=None, name="StartPtsTime")
+    end_pts_time: float | None = msgspec.field(default=None, name="EndPtsTime")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    trans: str | None = msgspec.field(default=None, name="Trans")
+    start_time: str | None = msgspec.field(default=None, name="StartTime")
+    end_time: str | None = msgspec.field(default=None, name="EndTime")
+    steady_state: bool | None = msgspec.field(default=None, name="SteadyState")
+    user_id: str | None = msgspec.field(default=None, name="UserId")
 
 
 class LowLightEnhanceConfig(MpsStruct):
     """SDK ``LowLightEnhanceConfig``: 低光照增强配置"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class MediaAiAnalysisClassificationItem(MpsStruct):
     """SDK ``MediaAiAnalysisClassificationItem``: 智能分类结果"""
 
-    classification: str | None = None
-    confidence: float | None = None
+    classification: str | None = msgspec.field(default=None, name="Classification")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
 
 
 class MediaAiAnalysisCoverItem(MpsStruct):
     """SDK ``MediaAiAnalysisCoverItem``: 智能封面信息"""
 
-    cover_path: str | None = None
-    confidence: float | None = None
+    cover_path: str | None = msgspec.field(default=None, name="CoverPath")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
 
 
 class MediaAiAnalysisDescriptionItem(MpsStruct):
     """SDK ``MediaAiAnalysisDescriptionItem``: 智能描述信息"""
 
-    description: str | None = None
-    confidence: float | None = None
-    title: str | None = None
-    keywords: list[str] | None = None
-    paragraphs: list[AiParagraphInfo] | None = None
-    mind_map_url: str | None = None
-    mind_map_path: str | None = None
-    subtitle_path: str | None = None
-    output_storage: TaskOutputStorage | None = None
+    description: str | None = msgspec.field(default=None, name="Description")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    title: str | None = msgspec.field(default=None, name="Title")
+    keywords: list[str] | None = msgspec.field(default=None, name="Keywords")
+    paragraphs: list[AiParagraphInfo] | None = msgspec.field(default=None, name="Paragraphs")
+    mind_map_url: str | None = msgspec.field(default=None, name="MindMapUrl")
+    mind_map_path: str | None = msgspec.field(default=None, name="MindMapPath")
+    subtitle_path: str | None = msgspec.field(default=None, name="SubtitlePath")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class MediaAiAnalysisFrameTagItem(MpsStruct):
     """SDK ``MediaAiAnalysisFrameTagItem``: 智能按帧标签结果信息"""
 
-    tag: str | None = None
-    category_set: list[str] | None = None
-    confidence: float | None = None
+    tag: str | None = msgspec.field(default=None, name="Tag")
+    category_set: list[str] | None = msgspec.field(default=None, name="CategorySet")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
 
 
 class MediaAiAnalysisFrameTagSegmentItem(MpsStruct):
     """SDK ``MediaAiAnalysisFrameTagSegmentItem``: 按帧标签片段列表"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    tag_set: list[MediaAiAnalysisFrameTagItem] | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    tag_set: list[MediaAiAnalysisFrameTagItem] | None = msgspec.field(default=None, name="TagSet")
 
 
 class MediaAiAnalysisHighlightItem(MpsStruct):
     """SDK ``MediaAiAnalysisHighlightItem``: 智能精彩片段信息"""
 
-    highlight_path: str | None = None
-    cov_img_path: str | None = None
-    confidence: float | None = None
-    duration: float | None = None
-    segment_set: list[HighlightSegmentItem] | None = None
-    highlight_url: str | None = None
-    cov_img_url: str | None = None
+    highlight_path: str | None = msgspec.field(default=None, name="HighlightPath")
+    cov_img_path: str | None = msgspec.field(default=None, name="CovImgPath")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    duration: float | None = msgspec.field(default=None, name="Duration")
+    segment_set: list[HighlightSegmentItem] | None = msgspec.field(default=None, name="SegmentSet")
+    highlight_url: str | None = msgspec.field(default=None, name="HighlightUrl")
+    cov_img_url: str | None = msgspec.field(default=None, name="CovImgUrl")
 
 
 class MediaAiAnalysisTagItem(MpsStruct):
     """SDK ``MediaAiAnalysisTagItem``: 智能标签结果信息"""
 
-    tag: str | None = None
-    confidence: float | None = None
-    special_info: str | None = None
+    tag: str | None = msgspec.field(default=None, name="Tag")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    special_info: str | None = msgspec.field(default=None, name="SpecialInfo")
 
 
 class MediaAnimatedGraphicsItem(MpsStruct):
     """SDK ``MediaAnimatedGraphicsItem``: 视频转动图结果信息"""
 
-    storage: TaskOutputStorage | None = None
-    path: str | None = None
-    definition: int | None = None
-    container: str | None = None
-    height: int | None = None
-    width: int | None = None
-    bitrate: int | None = None
-    size: int | None = None
-    md5: str | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
+    storage: TaskOutputStorage | None = msgspec.field(default=None, name="Storage")
+    path: str | None = msgspec.field(default=None, name="Path")
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    container: str | None = msgspec.field(default=None, name="Container")
+    height: int | None = msgspec.field(default=None, name="Height")
+    width: int | None = msgspec.field(default=None, name="Width")
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    size: int | None = msgspec.field(default=None, name="Size")
+    md5: str | None = msgspec.field(default=None, name="Md5")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
 
 
 class MediaAudioStreamItem(MpsStruct):
     """SDK ``MediaAudioStreamItem``: 点播文件音频流信息"""
 
-    bitrate: int | None = None
-    sampling_rate: int | None = None
-    codec: str | None = None
-    channel: int | None = None
-    codecs: str | None = None
-    loudness: float | None = None
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    sampling_rate: int | None = msgspec.field(default=None, name="SamplingRate")
+    codec: str | None = msgspec.field(default=None, name="Codec")
+    channel: int | None = msgspec.field(default=None, name="Channel")
+    codecs: str | None = msgspec.field(default=None, name="Codecs")
+    loudness: float | None = msgspec.field(default=None, name="Loudness")
 
 
 class MediaContentReviewAsrTextSegmentItem(MpsStruct):
     """SDK ``MediaContentReviewAsrTextSegmentItem``: 内容审核 Asr 文字审核嫌疑片段"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    confidence: float | None = None
-    suggestion: str | None = None
-    keyword_set: list[str] | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    keyword_set: list[str] | None = msgspec.field(default=None, name="KeywordSet")
 
 
 class MediaContentReviewOcrTextSegmentItem(MpsStruct):
     """SDK ``MediaContentReviewOcrTextSegmentItem``: 内容审核 Ocr 文字审核嫌疑片段"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    confidence: float | None = None
-    suggestion: str | None = None
-    keyword_set: list[str] | None = None
-    area_coord_set: list[int] | None = None
-    url: str | None = None
-    pic_url_expire_time: str | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    keyword_set: list[str] | None = msgspec.field(default=None, name="KeywordSet")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
+    url: str | None = msgspec.field(default=None, name="Url")
+    pic_url_expire_time: str | None = msgspec.field(default=None, name="PicUrlExpireTime")
 
 
 class MediaContentReviewPoliticalSegmentItem(MpsStruct):
     """SDK ``MediaContentReviewPoliticalSegmentItem``: 内容审核涉敏嫌疑片段"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    confidence: float | None = None
-    suggestion: str | None = None
-    name: str | None = None
-    label: str | None = None
-    url: str | None = None
-    area_coord_set: list[int] | None = None
-    pic_url_expire_time: str | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    name: str | None = msgspec.field(default=None, name="Name")
+    label: str | None = msgspec.field(default=None, name="Label")
+    url: str | None = msgspec.field(default=None, name="Url")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
+    pic_url_expire_time: str | None = msgspec.field(default=None, name="PicUrlExpireTime")
 
 
 class MediaContentReviewSegmentItem(MpsStruct):
     """SDK ``MediaContentReviewSegmentItem``: 内容审核涉黄/涉敏嫌疑片段"""
 
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    confidence: float | None = None
-    label: str | None = None
-    suggestion: str | None = None
-    url: str | None = None
-    pic_url_expire_time: str | None = None
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    label: str | None = msgspec.field(default=None, name="Label")
+    suggestion: str | None = msgspec.field(default=None, name="Suggestion")
+    url: str | None = msgspec.field(default=None, name="Url")
+    pic_url_expire_time: str | None = msgspec.field(default=None, name="PicUrlExpireTime")
 
 
 class MediaImageSpriteItem(MpsStruct):
     """SDK ``MediaImageSpriteItem``: 雪碧图信息"""
 
-    definition: int | None = None
-    height: int | None = None
-    width: int | None = None
-    total_count: int | None = None
-    image_path_set: list[str] | None = None
-    web_vtt_path: str | None = None
-    storage: TaskOutputStorage | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    height: int | None = msgspec.field(default=None, name="Height")
+    width: int | None = msgspec.field(default=None, name="Width")
+    total_count: int | None = msgspec.field(default=None, name="TotalCount")
+    image_path_set: list[str] | None = msgspec.field(default=None, name="ImagePathSet")
+    web_vtt_path: str | None = msgspec.field(default=None, name="WebVttPath")
+    storage: TaskOutputStorage | None = msgspec.field(default=None, name="Storage")
 
 
 class MediaInputInfo(MpsStruct):
     """SDK ``MediaInputInfo``: 媒体处理的输入对象信息。"""
 
-    type: str | None = None
-    cos_input_info: CosInputInfo | None = None
-    url_input_info: UrlInputInfo | None = None
-    s3_input_info: S3InputInfo | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    cos_input_info: CosInputInfo | None = msgspec.field(default=None, name="CosInputInfo")
+    url_input_info: UrlInputInfo | None = msgspec.field(default=None, name="UrlInputInfo")
+    s3_input_info: S3InputInfo | None = msgspec.field(default=None, name="S3InputInfo")
     vod_input_info: VODInputInfo | None = msgspec.field(default=None, name="VODInputInfo")
 
 
 class MediaMetaData(MpsStruct):
     """SDK ``MediaMetaData``: 点播媒体文件元信息"""
 
-    size: int | None = None
-    container: str | None = None
-    bitrate: int | None = None
-    height: int | None = None
-    width: int | None = None
-    duration: float | None = None
-    rotate: int | None = None
-    video_stream_set: list[MediaVideoStreamItem] | None = None
-    audio_stream_set: list[MediaAudioStreamItem] | None = None
-    video_duration: float | None = None
-    audio_duration: float | None = None
+    size: int | None = msgspec.field(default=None, name="Size")
+    container: str | None = msgspec.field(default=None, name="Container")
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    height: int | None = msgspec.field(default=None, name="Height")
+    width: int | None = msgspec.field(default=None, name="Width")
+    duration: float | None = msgspec.field(default=None, name="Duration")
+    rotate: int | None = msgspec.field(default=None, name="Rotate")
+    video_stream_set: list[MediaVideoStreamItem] | None = msgspec.field(
+        default=None, name="VideoStreamSet"
+    )
+    audio_stream_set: list[MediaAudioStreamItem] | None = msgspec.field(
+        default=None, name="AudioStreamSet"
+    )
+    video_duration: float | None = msgspec.field(default=None, name="VideoDuration")
+    audio_duration: float | None = msgspec.field(default=None, name="AudioDuration")
 
 
 class MediaProcessTaskAdaptiveDynamicStreamingResult(TaskResult, MpsStruct):
     """SDK ``MediaProcessTaskAdaptiveDynamicStreamingResult``: 对视频转自适应码流任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AdaptiveDynamicStreamingTaskInput | None = None
-    output: AdaptiveDynamicStreamingInfoItem | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AdaptiveDynamicStreamingTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AdaptiveDynamicStreamingInfoItem | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class MediaProcessTaskAnimatedGraphicResult(TaskResult, MpsStruct):
     """SDK ``MediaProcessTaskAnimatedGraphicResult``: 转动图任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AnimatedGraphicTaskInput | None = None
-    output: MediaAnimatedGraphicsItem | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AnimatedGraphicTaskInput | None = msgspec.field(default=None, name="Input")
+    output: MediaAnimatedGraphicsItem | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class MediaProcessTaskImageSpriteResult(TaskResult, MpsStruct):
     """SDK ``MediaProcessTaskImageSpriteResult``: 对视频截雪碧图任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: ImageSpriteTaskInput | None = None
-    output: MediaImageSpriteItem | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: ImageSpriteTaskInput | None = msgspec.field(default=None, name="Input")
+    output: MediaImageSpriteItem | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class MediaProcessTaskResult(RawPayload, MpsStruct, dict=True, gc=True):
     """SDK ``MediaProcessTaskResult``: 任务查询结果类型"""
 
-    type: str | None = None
-    transcode_task: MediaProcessTaskTranscodeResult | None = None
-    animated_graphic_task: MediaProcessTaskAnimatedGraphicResult | None = None
-    snapshot_by_time_offset_task: MediaProcessTaskSnapshotByTimeOffsetResult | None = None
-    sample_snapshot_task: MediaProcessTaskSampleSnapshotResult | None = None
-    image_sprite_task: MediaProcessTaskImageSpriteResult | None = None
-    adaptive_dynamic_streaming_task: MediaProcessTaskAdaptiveDynamicStreamingResult | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    transcode_task: MediaProcessTaskTranscodeResult | None = msgspec.field(
+        default=None, name="TranscodeTask"
+    )
+    animated_graphic_task: MediaProcessTaskAnimatedGraphicResult | None = msgspec.field(
+        default=None, name="AnimatedGraphicTask"
+    )
+    snapshot_by_time_offset_task: MediaProcessTaskSnapshotByTimeOffsetResult | None = msgspec.field(
+        default=None, name="SnapshotByTimeOffsetTask"
+    )
+    sample_snapshot_task: MediaProcessTaskSampleSnapshotResult | None = msgspec.field(
+        default=None, name="SampleSnapshotTask"
+    )
+    image_sprite_task: MediaProcessTaskImageSpriteResult | None = msgspec.field(
+        default=None, name="ImageSpriteTask"
+    )
+    adaptive_dynamic_streaming_task: MediaProcessTaskAdaptiveDynamicStreamingResult | None = (
+        msgspec.field(default=None, name="AdaptiveDynamicStreamingTask")
+    )
 
 
 class MediaProcessTaskSampleSnapshotResult(TaskResult, MpsStruct):
     """SDK ``MediaProcessTaskSampleSnapshotResult``: 对视频做采样截图任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: SampleSnapshotTaskInput | None = None
-    output: MediaSampleSnapshotItem | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: SampleSnapshotTaskInput | None = msgspec.field(default=None, name="Input")
+    output: MediaSampleSnapshotItem | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class MediaProcessTaskSnapshotByTimeOffsetResult(TaskResult, MpsStruct):
     """SDK ``MediaProcessTaskSnapshotByTimeOffsetResult``: 对视频按指定时间点截图任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: SnapshotByTimeOffsetTaskInput | None = None
-    output: MediaSnapshotByTimeOffsetItem | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: SnapshotByTimeOffsetTaskInput | None = msgspec.field(default=None, name="Input")
+    output: MediaSnapshotByTimeOffsetItem | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class MediaProcessTaskTranscodeResult(TaskResult, MpsStruct):
     """SDK ``MediaProcessTaskTranscodeResult``: 转码任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: TranscodeTaskInput | None = None
-    output: MediaTranscodeItem | None = None
-    progress: int | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: TranscodeTaskInput | None = msgspec.field(default=None, name="Input")
+    output: MediaTranscodeItem | None = msgspec.field(default=None, name="Output")
+    progress: int | None = msgspec.field(default=None, name="Progress")
 
 
 class MediaSampleSnapshotItem(MpsStruct):
     """SDK ``MediaSampleSnapshotItem``: 采样截图信息"""
 
-    definition: int | None = None
-    sample_type: str | None = None
-    interval: int | None = None
-    storage: TaskOutputStorage | None = None
-    image_path_set: list[str] | None = None
-    water_mark_definition: list[int] | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    sample_type: str | None = msgspec.field(default=None, name="SampleType")
+    interval: int | None = msgspec.field(default=None, name="Interval")
+    storage: TaskOutputStorage | None = msgspec.field(default=None, name="Storage")
+    image_path_set: list[str] | None = msgspec.field(default=None, name="ImagePathSet")
+    water_mark_definition: list[int] | None = msgspec.field(
+        default=None, name="WaterMarkDefinition"
+    )
 
 
 class MediaSnapshotByTimeOffsetItem(MpsStruct):
     """SDK ``MediaSnapshotByTimeOffsetItem``: 点播文件指定时间点截图信息"""
 
-    definition: int | None = None
-    pic_info_set: list[MediaSnapshotByTimePicInfoItem] | None = None
-    storage: TaskOutputStorage | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    pic_info_set: list[MediaSnapshotByTimePicInfoItem] | None = msgspec.field(
+        default=None, name="PicInfoSet"
+    )
+    storage: TaskOutputStorage | None = msgspec.field(default=None, name="Storage")
 
 
 class MediaSnapshotByTimePicInfoItem(MpsStruct):
     """SDK ``MediaSnapshotByTimePicInfoItem``: 指定时间点截图信息"""
 
-    time_offset: float | None = None
-    path: str | None = None
-    water_mark_definition: list[int] | None = None
+    time_offset: float | None = msgspec.field(default=None, name="TimeOffset")
+    path: str | None = msgspec.field(default=None, name="Path")
+    water_mark_definition: list[int] | None = msgspec.field(
+        default=None, name="WaterMarkDefinition"
+    )
 
 
 class MediaTranscodeItem(MpsStruct):
     """SDK ``MediaTranscodeItem``: 转码信息"""
 
-    output_storage: TaskOutputStorage | None = None
-    path: str | None = None
-    definition: int | None = None
-    bitrate: int | None = None
-    height: int | None = None
-    width: int | None = None
-    size: int | None = None
-    duration: float | None = None
-    container: str | None = None
-    md5: str | None = None
-    audio_stream_set: list[MediaAudioStreamItem] | None = None
-    video_stream_set: list[MediaVideoStreamItem] | None = None
-    call_back_ext_info: str | None = None
-    usage: MediaUsageItem | None = None
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    path: str | None = msgspec.field(default=None, name="Path")
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    height: int | None = msgspec.field(default=None, name="Height")
+    width: int | None = msgspec.field(default=None, name="Width")
+    size: int | None = msgspec.field(default=None, name="Size")
+    duration: float | None = msgspec.field(default=None, name="Duration")
+    container: str | None = msgspec.field(default=None, name="Container")
+    md5: str | None = msgspec.field(default=None, name="Md5")
+    audio_stream_set: list[MediaAudioStreamItem] | None = msgspec.field(
+        default=None, name="AudioStreamSet"
+    )
+    video_stream_set: list[MediaVideoStreamItem] | None = msgspec.field(
+        default=None, name="VideoStreamSet"
+    )
+    call_back_ext_info: str | None = msgspec.field(default=None, name="CallBackExtInfo")
+    usage: MediaUsageItem | None = msgspec.field(default=None, name="Usage")
 
 
 class MediaUsageItem(MpsStruct):
     """SDK ``MediaUsageItem``: AIGC用量数据展示"""
 
-    input_image_count: int | None = None
-    input_seconds: int | None = None
-    output_seconds: int | None = None
-    total_seconds: int | None = None
+    input_image_count: int | None = msgspec.field(default=None, name="InputImageCount")
+    input_seconds: int | None = msgspec.field(default=None, name="InputSeconds")
+    output_seconds: int | None = msgspec.field(default=None, name="OutputSeconds")
+    total_seconds: int | None = msgspec.field(default=None, name="TotalSeconds")
 
 
 class MediaVideoStreamItem(MpsStruct):
     """SDK ``MediaVideoStreamItem``: 点播文件视频流信息"""
 
-    bitrate: int | None = None
-    height: int | None = None
-    width: int | None = None
-    codec: str | None = None
-    fps: int | None = None
-    color_primaries: str | None = None
-    color_space: str | None = None
-    color_transfer: str | None = None
-    hdr_type: str | None = None
-    codecs: str | None = None
-    fps_numerator: int | None = None
-    fps_denominator: int | None = None
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    height: int | None = msgspec.field(default=None, name="Height")
+    width: int | None = msgspec.field(default=None, name="Width")
+    codec: str | None = msgspec.field(default=None, name="Codec")
+    fps: int | None = msgspec.field(default=None, name="Fps")
+    color_primaries: str | None = msgspec.field(default=None, name="ColorPrimaries")
+    color_space: str | None = msgspec.field(default=None, name="ColorSpace")
+    color_transfer: str | None = msgspec.field(default=None, name="ColorTransfer")
+    hdr_type: str | None = msgspec.field(default=None, name="HdrType")
+    codecs: str | None = msgspec.field(default=None, name="Codecs")
+    fps_numerator: int | None = msgspec.field(default=None, name="FpsNumerator")
+    fps_denominator: int | None = msgspec.field(default=None, name="FpsDenominator")
 
 
 class MosaicInput(MpsStruct):
     """SDK ``MosaicInput``: 媒体处理任务中的马赛克参数类型"""
 
-    coordinate_origin: str | None = None
-    x_pos: str | None = None
-    y_pos: str | None = None
-    width: str | None = None
-    height: str | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
+    coordinate_origin: str | None = msgspec.field(default=None, name="CoordinateOrigin")
+    x_pos: str | None = msgspec.field(default=None, name="XPos")
+    y_pos: str | None = msgspec.field(default=None, name="YPos")
+    width: str | None = msgspec.field(default=None, name="Width")
+    height: str | None = msgspec.field(default=None, name="Height")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
 
 
 class Notification(NotificationMixin, MpsStruct, dict=True, gc=True):
     """SDK ``ParseNotificationResponse``: ParseNotification返回参数结构体"""
 
-    event_type: str | None = None
-    workflow_task_event: WorkflowTask | None = None
-    edit_media_task_event: EditMediaTask | None = None
-    session_id: str | None = None
-    session_context: str | None = None
-    schedule_task_event: ScheduleTask | None = None
-    timestamp: int | None = None
-    sign: str | None = None
-    batch_task_event: BatchSubTaskResult | None = None
-    extract_blind_watermark_task: ExtractBlindWatermarkTask | None = None
-    request_id: str | None = None
+    event_type: str | None = msgspec.field(default=None, name="EventType")
+    workflow_task_event: WorkflowTask | None = msgspec.field(default=None, name="WorkflowTaskEvent")
+    edit_media_task_event: EditMediaTask | None = msgspec.field(
+        default=None, name="EditMediaTaskEvent"
+    )
+    session_id: str | None = msgspec.field(default=None, name="SessionId")
+    session_context: str | None = msgspec.field(default=None, name="SessionContext")
+    schedule_task_event: ScheduleTask | None = msgspec.field(default=None, name="ScheduleTaskEvent")
+    timestamp: int | None = msgspec.field(default=None, name="Timestamp")
+    sign: str | None = msgspec.field(default=None, name="Sign")
+    batch_task_event: BatchSubTaskResult | None = msgspec.field(default=None, name="BatchTaskEvent")
+    extract_blind_watermark_task: ExtractBlindWatermarkTask | None = msgspec.field(
+        default=None, name="ExtractBlindWatermarkTask"
+    )
+    request_id: str | None = msgspec.field(default=None, name="RequestId")
 
 
 class NumberFormat(MpsStruct):
     """SDK ``NumberFormat``: 输出文件名的`{number}`变量的规则。"""
 
-    initial_value: int | None = None
-    increment: int | None = None
-    min_length: int | None = None
-    place_holder: str | None = None
+    initial_value: int | None = msgspec.field(default=None, name="InitialValue")
+    increment: int | None = msgspec.field(default=None, name="Increment")
+    min_length: int | None = msgspec.field(default=None, name="MinLength")
+    place_holder: str | None = msgspec.field(default=None, name="PlaceHolder")
 
 
 class OverrideAIDubbingParameter(MpsStruct):
     """SDK ``OverrideAIDubbingParameter``: AI配音自定义参数"""
 
-    translate_config: DubbingTranslateConfig | None = None
-    subtitle_config: DubbingSubtitleConfig | None = None
-    dubbing_config: DubbingConfig | None = None
-    output_config: DubbingOutputConfig | None = None
+    translate_config: DubbingTranslateConfig | None = msgspec.field(
+        default=None, name="TranslateConfig"
+    )
+    subtitle_config: DubbingSubtitleConfig | None = msgspec.field(
+        default=None, name="SubtitleConfig"
+    )
+    dubbing_config: DubbingConfig | None = msgspec.field(default=None, name="DubbingConfig")
+    output_config: DubbingOutputConfig | None = msgspec.field(default=None, name="OutputConfig")
 
 
 class OverrideEraseParameter(MpsStruct):
     """SDK ``OverrideEraseParameter``: 智能擦除自定义参数"""
 
-    erase_type: str | None = None
-    erase_subtitle_config: UpdateSmartEraseSubtitleConfig | None = None
-    erase_watermark_config: UpdateSmartEraseWatermarkConfig | None = None
-    erase_privacy_config: UpdateSmartErasePrivacyConfig | None = None
-    subtitle_embed_id: int | None = None
+    erase_type: str | None = msgspec.field(default=None, name="EraseType")
+    erase_subtitle_config: UpdateSmartEraseSubtitleConfig | None = msgspec.field(
+        default=None, name="EraseSubtitleConfig"
+    )
+    erase_watermark_config: UpdateSmartEraseWatermarkConfig | None = msgspec.field(
+        default=None, name="EraseWatermarkConfig"
+    )
+    erase_privacy_config: UpdateSmartErasePrivacyConfig | None = msgspec.field(
+        default=None, name="ErasePrivacyConfig"
+    )
+    subtitle_embed_id: int | None = msgspec.field(default=None, name="SubtitleEmbedId")
 
 
 class OverrideTranscodeParameter(MpsStruct):
     """SDK ``OverrideTranscodeParameter``: 自定义转码的规格参数。用于覆盖模板中对应参数值。"""
 
-    container: str | None = None
-    remove_video: int | None = None
-    remove_audio: int | None = None
-    video_template: VideoTemplateInfoForUpdate | None = None
-    audio_template: AudioTemplateInfoForUpdate | None = None
+    container: str | None = msgspec.field(default=None, name="Container")
+    remove_video: int | None = msgspec.field(default=None, name="RemoveVideo")
+    remove_audio: int | None = msgspec.field(default=None, name="RemoveAudio")
+    video_template: VideoTemplateInfoForUpdate | None = msgspec.field(
+        default=None, name="VideoTemplate"
+    )
+    audio_template: AudioTemplateInfoForUpdate | None = msgspec.field(
+        default=None, name="AudioTemplate"
+    )
     tehd_config: TEHDConfigForUpdate | None = msgspec.field(default=None, name="TEHDConfig")
-    subtitle_template: SubtitleTemplate | None = None
-    addon_audio_stream: list[MediaInputInfo] | None = None
-    std_ext_info: str | None = None
-    add_on_subtitles: list[AddOnSubtitle] | None = None
+    subtitle_template: SubtitleTemplate | None = msgspec.field(
+        default=None, name="SubtitleTemplate"
+    )
+    addon_audio_stream: list[MediaInputInfo] | None = msgspec.field(
+        default=None, name="AddonAudioStream"
+    )
+    std_ext_info: str | None = msgspec.field(default=None, name="StdExtInfo")
+    add_on_subtitles: list[AddOnSubtitle] | None = msgspec.field(
+        default=None, name="AddOnSubtitles"
+    )
 
 
 class PureSubtitleTransResult(TaskResult, MpsStruct):
     """SDK ``PureSubtitleTransResult``: 纯字幕翻译结果"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: SmartSubtitleTaskResultInput | None = None
-    output: PureSubtitleTransResultOutput | None = None
-    progress: int | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: SmartSubtitleTaskResultInput | None = msgspec.field(default=None, name="Input")
+    output: PureSubtitleTransResultOutput | None = msgspec.field(default=None, name="Output")
+    progress: int | None = msgspec.field(default=None, name="Progress")
 
 
 class PureSubtitleTransResultOutput(MpsStruct):
     """SDK ``PureSubtitleTransResultOutput``: 翻译详细输出结果"""
 
-    output_storage: TaskOutputStorage | None = None
-    subtitle_results: list[SubtitleTransResultItem] | None = None
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    subtitle_results: list[SubtitleTransResultItem] | None = msgspec.field(
+        default=None, name="SubtitleResults"
+    )
 
 
 class QualityControlData(MpsStruct):
     """SDK ``QualityControlData``: 媒体质检结果输出。"""
 
-    no_audio: bool | None = None
-    no_video: bool | None = None
-    quality_evaluation_score: int | None = None
-    quality_evaluation_mean_opinion_score: float | None = None
-    aesthetic_evaluation_score: int | None = None
-    quality_control_result_set: list[QualityControlResult] | None = None
-    container_diagnose_result_set: list[ContainerDiagnoseResultItem] | None = None
+    no_audio: bool | None = msgspec.field(default=None, name="NoAudio")
+    no_video: bool | None = msgspec.field(default=None, name="NoVideo")
+    quality_evaluation_score: int | None = msgspec.field(
+        default=None, name="QualityEvaluationScore"
+    )
+    quality_evaluation_mean_opinion_score: float | None = msgspec.field(
+        default=None, name="QualityEvaluationMeanOpinionScore"
+    )
+    aesthetic_evaluation_score: int | None = msgspec.field(
+        default=None, name="AestheticEvaluationScore"
+    )
+    quality_control_result_set: list[QualityControlResult] | None = msgspec.field(
+        default=None, name="QualityControlResultSet"
+    )
+    container_diagnose_result_set: list[ContainerDiagnoseResultItem] | None = msgspec.field(
+        default=None, name="ContainerDiagnoseResultSet"
+    )
     llm_detection_report: LLMDetectionReport | None = msgspec.field(
         default=None, name="LLMDetectionReport"
     )
@@ -2643,577 +2951,641 @@ class QualityControlData(MpsStruct):
 class QualityControlItem(MpsStruct):
     """SDK ``QualityControlItem``: 质检结果项"""
 
-    confidence: int | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    area_coord_set: list[int] | None = None
+    confidence: int | None = msgspec.field(default=None, name="Confidence")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    area_coord_set: list[int] | None = msgspec.field(default=None, name="AreaCoordSet")
 
 
 class QualityControlResult(MpsStruct):
     """SDK ``QualityControlResult``: 质检异常项。"""
 
-    type: str | None = None
-    quality_control_items: list[QualityControlItem] | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    quality_control_items: list[QualityControlItem] | None = msgspec.field(
+        default=None, name="QualityControlItems"
+    )
 
 
 class RawAIDubbingParameter(MpsStruct):
     """SDK ``RawAIDubbingParameter``: AI配音自定义参数"""
 
-    translate_config: DubbingTranslateConfig | None = None
-    subtitle_config: DubbingSubtitleConfig | None = None
-    dubbing_config: DubbingConfig | None = None
-    output_config: DubbingOutputConfig | None = None
+    translate_config: DubbingTranslateConfig | None = msgspec.field(
+        default=None, name="TranslateConfig"
+    )
+    subtitle_config: DubbingSubtitleConfig | None = msgspec.field(
+        default=None, name="SubtitleConfig"
+    )
+    dubbing_config: DubbingConfig | None = msgspec.field(default=None, name="DubbingConfig")
+    output_config: DubbingOutputConfig | None = msgspec.field(default=None, name="OutputConfig")
 
 
 class RawImageWatermarkInput(MpsStruct):
     """SDK ``RawImageWatermarkInput``: 图片水印模板输入参数"""
 
-    image_content: MediaInputInfo | None = None
-    width: str | None = None
-    height: str | None = None
-    repeat_type: str | None = None
+    image_content: MediaInputInfo | None = msgspec.field(default=None, name="ImageContent")
+    width: str | None = msgspec.field(default=None, name="Width")
+    height: str | None = msgspec.field(default=None, name="Height")
+    repeat_type: str | None = msgspec.field(default=None, name="RepeatType")
 
 
 class RawSmartEraseParameter(MpsStruct):
     """SDK ``RawSmartEraseParameter``: 智能擦除自定义参数"""
 
-    erase_type: str | None = None
-    erase_subtitle_config: SmartEraseSubtitleConfig | None = None
-    erase_watermark_config: SmartEraseWatermarkConfig | None = None
-    erase_privacy_config: SmartErasePrivacyConfig | None = None
-    subtitle_embed_id: int | None = None
-    use_original_pos: int | None = None
-    use_original_size: int | None = None
+    erase_type: str | None = msgspec.field(default=None, name="EraseType")
+    erase_subtitle_config: SmartEraseSubtitleConfig | None = msgspec.field(
+        default=None, name="EraseSubtitleConfig"
+    )
+    erase_watermark_config: SmartEraseWatermarkConfig | None = msgspec.field(
+        default=None, name="EraseWatermarkConfig"
+    )
+    erase_privacy_config: SmartErasePrivacyConfig | None = msgspec.field(
+        default=None, name="ErasePrivacyConfig"
+    )
+    subtitle_embed_id: int | None = msgspec.field(default=None, name="SubtitleEmbedId")
+    use_original_pos: int | None = msgspec.field(default=None, name="UseOriginalPos")
+    use_original_size: int | None = msgspec.field(default=None, name="UseOriginalSize")
 
 
 class RawSmartSubtitleParameter(MpsStruct):
     """SDK ``RawSmartSubtitleParameter``: 自定义智能字幕参数"""
 
-    subtitle_type: int | None = None
-    video_src_language: str | None = None
-    subtitle_format: str | None = None
-    translate_switch: str | None = None
-    translate_dst_language: str | None = None
-    asr_hot_words_configure: AsrHotWordsConfigure | None = None
-    ext_info: str | None = None
-    process_type: int | None = None
-    selecting_subtitle_areas_config: SelectingSubtitleAreasConfig | None = None
-    subtitle_embed_id: int | None = None
-    speaker_mode: int | None = None
-    speaker_label: int | None = None
+    subtitle_type: int | None = msgspec.field(default=None, name="SubtitleType")
+    video_src_language: str | None = msgspec.field(default=None, name="VideoSrcLanguage")
+    subtitle_format: str | None = msgspec.field(default=None, name="SubtitleFormat")
+    translate_switch: str | None = msgspec.field(default=None, name="TranslateSwitch")
+    translate_dst_language: str | None = msgspec.field(default=None, name="TranslateDstLanguage")
+    asr_hot_words_configure: AsrHotWordsConfigure | None = msgspec.field(
+        default=None, name="AsrHotWordsConfigure"
+    )
+    ext_info: str | None = msgspec.field(default=None, name="ExtInfo")
+    process_type: int | None = msgspec.field(default=None, name="ProcessType")
+    selecting_subtitle_areas_config: SelectingSubtitleAreasConfig | None = msgspec.field(
+        default=None, name="SelectingSubtitleAreasConfig"
+    )
+    subtitle_embed_id: int | None = msgspec.field(default=None, name="SubtitleEmbedId")
+    speaker_mode: int | None = msgspec.field(default=None, name="SpeakerMode")
+    speaker_label: int | None = msgspec.field(default=None, name="SpeakerLabel")
 
 
 class RawTranscodeParameter(MpsStruct):
     """SDK ``RawTranscodeParameter``: 自定义转码的规格参数。"""
 
-    container: str | None = None
-    remove_video: int | None = None
-    remove_audio: int | None = None
-    video_template: VideoTemplateInfo | None = None
-    audio_template: AudioTemplateInfo | None = None
+    container: str | None = msgspec.field(default=None, name="Container")
+    remove_video: int | None = msgspec.field(default=None, name="RemoveVideo")
+    remove_audio: int | None = msgspec.field(default=None, name="RemoveAudio")
+    video_template: VideoTemplateInfo | None = msgspec.field(default=None, name="VideoTemplate")
+    audio_template: AudioTemplateInfo | None = msgspec.field(default=None, name="AudioTemplate")
     tehd_config: TEHDConfig | None = msgspec.field(default=None, name="TEHDConfig")
-    std_ext_info: str | None = None
-    enhance_config: EnhanceConfig | None = None
-    subtitle_template: SubtitleTemplate | None = None
+    std_ext_info: str | None = msgspec.field(default=None, name="StdExtInfo")
+    enhance_config: EnhanceConfig | None = msgspec.field(default=None, name="EnhanceConfig")
+    subtitle_template: SubtitleTemplate | None = msgspec.field(
+        default=None, name="SubtitleTemplate"
+    )
 
 
 class RawWatermarkParameter(MpsStruct):
     """SDK ``RawWatermarkParameter``: 自定义水印规格参数。"""
 
-    type: str | None = None
-    coordinate_origin: str | None = None
-    x_pos: str | None = None
-    y_pos: str | None = None
-    image_template: RawImageWatermarkInput | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    coordinate_origin: str | None = msgspec.field(default=None, name="CoordinateOrigin")
+    x_pos: str | None = msgspec.field(default=None, name="XPos")
+    y_pos: str | None = msgspec.field(default=None, name="YPos")
+    image_template: RawImageWatermarkInput | None = msgspec.field(
+        default=None, name="ImageTemplate"
+    )
 
 
 class RuleConditionItem(MpsStruct):
     """SDK ``RuleConditionItem``: 规则条件配置。"""
 
-    key: str | None = None
-    value: str | None = None
+    key: str | None = msgspec.field(default=None, name="Key")
+    value: str | None = msgspec.field(default=None, name="Value")
 
 
 class Rules(MpsStruct):
     """SDK ``Rules``: 任务判断条件"""
 
-    id: str | None = None
-    conditions: list[RuleConditionItem] | None = None
-    linker: str | None = None
-    rear_drive_indexs: list[int] | None = None
+    id: str | None = msgspec.field(default=None, name="Id")
+    conditions: list[RuleConditionItem] | None = msgspec.field(default=None, name="Conditions")
+    linker: str | None = msgspec.field(default=None, name="Linker")
+    rear_drive_indexs: list[int] | None = msgspec.field(default=None, name="RearDriveIndexs")
 
 
 class S3InputInfo(RedactedSecrets, MpsStruct):
     """SDK ``S3InputInfo``: AWS S3存储输入"""
 
-    s3_bucket: str | None = None
-    s3_region: str | None = None
-    s3_object: str | None = None
-    s3_secret_id: str | None = None
-    s3_secret_key: str | None = None
+    s3_bucket: str | None = msgspec.field(default=None, name="S3Bucket")
+    s3_region: str | None = msgspec.field(default=None, name="S3Region")
+    s3_object: str | None = msgspec.field(default=None, name="S3Object")
+    s3_secret_id: str | None = msgspec.field(default=None, name="S3SecretId")
+    s3_secret_key: str | None = msgspec.field(default=None, name="S3SecretKey")
 
 
 class S3OutputStorage(RedactedSecrets, MpsStruct):
     """SDK ``S3OutputStorage``: AWS S3 输出位置"""
 
-    s3_bucket: str | None = None
-    s3_region: str | None = None
-    s3_secret_id: str | None = None
-    s3_secret_key: str | None = None
+    s3_bucket: str | None = msgspec.field(default=None, name="S3Bucket")
+    s3_region: str | None = msgspec.field(default=None, name="S3Region")
+    s3_secret_id: str | None = msgspec.field(default=None, name="S3SecretId")
+    s3_secret_key: str | None = msgspec.field(default=None, name="S3SecretKey")
 
 
 class SampleSnapshotTaskInput(MpsStruct):
     """SDK ``SampleSnapshotTaskInput``: 对视频做采样截图任务输入参数类型。"""
 
-    definition: int | None = None
-    watermark_set: list[WatermarkInput] | None = None
-    output_storage: TaskOutputStorage | None = None
-    output_object_path: str | None = None
-    object_number_format: NumberFormat | None = None
-    ext_info: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    watermark_set: list[WatermarkInput] | None = msgspec.field(default=None, name="WatermarkSet")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
+    object_number_format: NumberFormat | None = msgspec.field(
+        default=None, name="ObjectNumberFormat"
+    )
+    ext_info: str | None = msgspec.field(default=None, name="ExtInfo")
 
 
 class ScheduleAnalysisTaskResult(TaskResult, MpsStruct):
     """SDK ``ScheduleAnalysisTaskResult``: 编排视频分析任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiAnalysisTaskInput | None = None
-    output: list[AiAnalysisResult] | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiAnalysisTaskInput | None = msgspec.field(default=None, name="Input")
+    output: list[AiAnalysisResult] | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class ScheduleExecRuleTaskResult(TaskResult, MpsStruct):
     """SDK ``ScheduleExecRuleTaskResult``: 媒体质检任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    message: str | None = None
-    input: ExecRulesTask | None = None
-    output: ExecRuleTaskData | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: ExecRulesTask | None = msgspec.field(default=None, name="Input")
+    output: ExecRuleTaskData | None = msgspec.field(default=None, name="Output")
 
 
 class ScheduleQualityControlTaskResult(TaskResult, MpsStruct):
     """SDK ``ScheduleQualityControlTaskResult``: 媒体质检任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiQualityControlTaskInput | None = None
-    output: QualityControlData | None = None
-    progress: int | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiQualityControlTaskInput | None = msgspec.field(default=None, name="Input")
+    output: QualityControlData | None = msgspec.field(default=None, name="Output")
+    progress: int | None = msgspec.field(default=None, name="Progress")
 
 
 class ScheduleRecognitionTaskResult(TaskResult, MpsStruct):
     """SDK ``ScheduleRecognitionTaskResult``: 编排视频识别任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiRecognitionTaskInput | None = None
-    output: list[AiRecognitionResult] | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiRecognitionTaskInput | None = msgspec.field(default=None, name="Input")
+    output: list[AiRecognitionResult] | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class ScheduleReviewTaskResult(TaskResult, MpsStruct):
     """SDK ``ScheduleReviewTaskResult``: 编排视频审核任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: AiContentReviewTaskInput | None = None
-    output: list[AiContentReviewResult] | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: AiContentReviewTaskInput | None = msgspec.field(default=None, name="Input")
+    output: list[AiContentReviewResult] | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class ScheduleSmartSubtitleTaskResult(TaskResult, MpsStruct):
     """SDK ``ScheduleSmartSubtitleTaskResult``: 编排智能字幕任务结果类型"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: SmartSubtitlesTaskInput | None = None
-    output: list[SmartSubtitlesResult] | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: SmartSubtitlesTaskInput | None = msgspec.field(default=None, name="Input")
+    output: list[SmartSubtitlesResult] | None = msgspec.field(default=None, name="Output")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class ScheduleTask(MpsStruct):
     """SDK ``ScheduleTask``: 编排任务信息"""
 
-    task_id: str | None = None
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input_info: MediaInputInfo | None = None
-    meta_data: MediaMetaData | None = None
-    activity_result_set: list[ActivityResult] | None = None
+    task_id: str | None = msgspec.field(default=None, name="TaskId")
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input_info: MediaInputInfo | None = msgspec.field(default=None, name="InputInfo")
+    meta_data: MediaMetaData | None = msgspec.field(default=None, name="MetaData")
+    activity_result_set: list[ActivityResult] | None = msgspec.field(
+        default=None, name="ActivityResultSet"
+    )
 
 
 class ScratchRepairConfig(MpsStruct):
     """SDK ``ScratchRepairConfig``: 去划痕配置"""
 
-    switch: str | None = None
-    intensity: float | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    intensity: float | None = msgspec.field(default=None, name="Intensity")
 
 
 class SegmentRecognitionItem(MpsStruct):
     """SDK ``SegmentRecognitionItem``: 智能拆条片段。"""
 
-    confidence: float | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    segment_url: str | None = None
-    cov_img_url: str | None = None
-    title: str | None = None
-    summary: str | None = None
-    keywords: list[str] | None = None
-    begin_time: str | None = None
-    end_time: str | None = None
-    audio_url: str | None = None
-    audio_begin_time: float | None = None
-    audio_end_time: float | None = None
-    person_position_url: str | None = None
-    person_id: str | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    segment_url: str | None = msgspec.field(default=None, name="SegmentUrl")
+    cov_img_url: str | None = msgspec.field(default=None, name="CovImgUrl")
+    title: str | None = msgspec.field(default=None, name="Title")
+    summary: str | None = msgspec.field(default=None, name="Summary")
+    keywords: list[str] | None = msgspec.field(default=None, name="Keywords")
+    begin_time: str | None = msgspec.field(default=None, name="BeginTime")
+    end_time: str | None = msgspec.field(default=None, name="EndTime")
+    audio_url: str | None = msgspec.field(default=None, name="AudioUrl")
+    audio_begin_time: float | None = msgspec.field(default=None, name="AudioBeginTime")
+    audio_end_time: float | None = msgspec.field(default=None, name="AudioEndTime")
+    person_position_url: str | None = msgspec.field(default=None, name="PersonPositionUrl")
+    person_id: str | None = msgspec.field(default=None, name="PersonId")
 
 
 class SegmentSpecificInfo(MpsStruct):
     """SDK ``SegmentSpecificInfo``: 切片特殊配置信息。"""
 
-    switch: str | None = None
-    fragment_time: int | None = None
-    fragment_end_num: int | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    fragment_time: int | None = msgspec.field(default=None, name="FragmentTime")
+    fragment_end_num: int | None = msgspec.field(default=None, name="FragmentEndNum")
 
 
 class SelectingSubtitleAreasConfig(MpsStruct):
     """SDK ``SelectingSubtitleAreasConfig``: 字幕OCR提取框选区域配置"""
 
-    auto_areas: list[EraseArea] | None = None
-    sample_width: int | None = None
-    sample_height: int | None = None
+    auto_areas: list[EraseArea] | None = msgspec.field(default=None, name="AutoAreas")
+    sample_width: int | None = msgspec.field(default=None, name="SampleWidth")
+    sample_height: int | None = msgspec.field(default=None, name="SampleHeight")
 
 
 class SimpleAesDrm(MpsStruct):
     """SDK ``SimpleAesDrm``: SimpleAes 加密信息。"""
 
-    uri: str | None = None
-    key: str | None = None
-    vector: str | None = None
+    uri: str | None = msgspec.field(default=None, name="Uri")
+    key: str | None = msgspec.field(default=None, name="Key")
+    vector: str | None = msgspec.field(default=None, name="Vector")
 
 
 class SmartErasePrivacyConfig(MpsStruct):
     """SDK ``SmartErasePrivacyConfig``: 智能擦除模板隐私保护配置"""
 
-    privacy_model: str | None = None
-    privacy_targets: list[str] | None = None
+    privacy_model: str | None = msgspec.field(default=None, name="PrivacyModel")
+    privacy_targets: list[str] | None = msgspec.field(default=None, name="PrivacyTargets")
 
 
 class SmartEraseSubtitleConfig(MpsStruct):
     """SDK ``SmartEraseSubtitleConfig``: 智能擦除模板去字幕配置"""
 
-    subtitle_erase_method: str | None = None
-    subtitle_model: str | None = None
-    ocr_switch: str | None = None
-    subtitle_lang: str | None = None
-    subtitle_format: str | None = None
-    trans_switch: str | None = None
-    trans_dst_lang: str | None = None
-    auto_areas: list[EraseArea] | None = None
-    custom_areas: list[EraseTimeArea] | None = None
-    subtitle_embed_id: int | None = None
-    use_original_pos: int | None = None
-    use_original_size: int | None = None
+    subtitle_erase_method: str | None = msgspec.field(default=None, name="SubtitleEraseMethod")
+    subtitle_model: str | None = msgspec.field(default=None, name="SubtitleModel")
+    ocr_switch: str | None = msgspec.field(default=None, name="OcrSwitch")
+    subtitle_lang: str | None = msgspec.field(default=None, name="SubtitleLang")
+    subtitle_format: str | None = msgspec.field(default=None, name="SubtitleFormat")
+    trans_switch: str | None = msgspec.field(default=None, name="TransSwitch")
+    trans_dst_lang: str | None = msgspec.field(default=None, name="TransDstLang")
+    auto_areas: list[EraseArea] | None = msgspec.field(default=None, name="AutoAreas")
+    custom_areas: list[EraseTimeArea] | None = msgspec.field(default=None, name="CustomAreas")
+    subtitle_embed_id: int | None = msgspec.field(default=None, name="SubtitleEmbedId")
+    use_original_pos: int | None = msgspec.field(default=None, name="UseOriginalPos")
+    use_original_size: int | None = msgspec.field(default=None, name="UseOriginalSize")
 
 
 class SmartEraseTaskInput(MpsStruct):
     """SDK ``SmartEraseTaskInput``: 智能擦除任务"""
 
-    definition: int | None = None
-    raw_parameter: RawSmartEraseParameter | None = None
-    override_parameter: OverrideEraseParameter | None = None
-    output_storage: TaskOutputStorage | None = None
-    output_object_path: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    raw_parameter: RawSmartEraseParameter | None = msgspec.field(default=None, name="RawParameter")
+    override_parameter: OverrideEraseParameter | None = msgspec.field(
+        default=None, name="OverrideParameter"
+    )
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
 
 
 class SmartEraseTaskResult(TaskResult, MpsStruct):
     """SDK ``SmartEraseTaskResult``: 智能擦除任务结果"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    message: str | None = None
-    input: SmartEraseTaskInput | None = None
-    output: AiAnalysisTaskDelLogoOutput | None = None
-    progress: int | None = None
-    begin_process_time: str | None = None
-    finish_time: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: SmartEraseTaskInput | None = msgspec.field(default=None, name="Input")
+    output: AiAnalysisTaskDelLogoOutput | None = msgspec.field(default=None, name="Output")
+    progress: int | None = msgspec.field(default=None, name="Progress")
+    begin_process_time: str | None = msgspec.field(default=None, name="BeginProcessTime")
+    finish_time: str | None = msgspec.field(default=None, name="FinishTime")
 
 
 class SmartEraseWatermarkConfig(MpsStruct):
     """SDK ``SmartEraseWatermarkConfig``: 智能擦除模板去水印配置"""
 
-    watermark_erase_method: str | None = None
-    watermark_model: str | None = None
-    auto_areas: list[EraseArea] | None = None
-    custom_areas: list[EraseTimeArea] | None = None
+    watermark_erase_method: str | None = msgspec.field(default=None, name="WatermarkEraseMethod")
+    watermark_model: str | None = msgspec.field(default=None, name="WatermarkModel")
+    auto_areas: list[EraseArea] | None = msgspec.field(default=None, name="AutoAreas")
+    custom_areas: list[EraseTimeArea] | None = msgspec.field(default=None, name="CustomAreas")
 
 
 class SmartSubtitleTaskAsrFullTextResult(TaskResult, MpsStruct):
     """SDK ``SmartSubtitleTaskAsrFullTextResult``: 语音全文识别结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: SmartSubtitleTaskResultInput | None = None
-    output: SmartSubtitleTaskAsrFullTextResultOutput | None = None
-    progress: int | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: SmartSubtitleTaskResultInput | None = msgspec.field(default=None, name="Input")
+    output: SmartSubtitleTaskAsrFullTextResultOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
+    progress: int | None = msgspec.field(default=None, name="Progress")
 
 
 class SmartSubtitleTaskAsrFullTextResultOutput(MpsStruct):
     """SDK ``SmartSubtitleTaskAsrFullTextResultOutput``: 语音全文识别结果。"""
 
-    segment_set: list[SmartSubtitleTaskAsrFullTextSegmentItem] | None = None
-    path: str | None = None
-    subtitle_path: str | None = None
-    subtitle_info: SubtitleResult | None = None
-    output_storage: TaskOutputStorage | None = None
+    segment_set: list[SmartSubtitleTaskAsrFullTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
+    path: str | None = msgspec.field(default=None, name="Path")
+    subtitle_path: str | None = msgspec.field(default=None, name="SubtitlePath")
+    subtitle_info: SubtitleResult | None = msgspec.field(default=None, name="SubtitleInfo")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class SmartSubtitleTaskAsrFullTextSegmentItem(MpsStruct):
     """SDK ``SmartSubtitleTaskAsrFullTextSegmentItem``: 语音全文识别片段。"""
 
-    confidence: float | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    text: str | None = None
-    wordlist: list[WordResult] | None = None
-    speaker_id: str | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    text: str | None = msgspec.field(default=None, name="Text")
+    wordlist: list[WordResult] | None = msgspec.field(default=None, name="Wordlist")
+    speaker_id: str | None = msgspec.field(default=None, name="SpeakerId")
 
 
 class SmartSubtitleTaskBatchOutput(TaskResult, MpsStruct):
     """SDK ``SmartSubtitleTaskBatchOutput``: 智能字幕输出信息"""
 
-    progress: int | None = None
-    status: str | None = None
-    err_code_ext: str | None = None
-    message: str | None = None
-    trans_text_task: SmartSubtitleTaskTransTextResultOutput | None = None
-    asr_full_text_task: SmartSubtitleTaskAsrFullTextResultOutput | None = None
+    progress: int | None = msgspec.field(default=None, name="Progress")
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    message: str | None = msgspec.field(default=None, name="Message")
+    trans_text_task: SmartSubtitleTaskTransTextResultOutput | None = msgspec.field(
+        default=None, name="TransTextTask"
+    )
+    asr_full_text_task: SmartSubtitleTaskAsrFullTextResultOutput | None = msgspec.field(
+        default=None, name="AsrFullTextTask"
+    )
 
 
 class SmartSubtitleTaskFullTextResult(TaskResult, MpsStruct):
     """SDK ``SmartSubtitleTaskFullTextResult``: 智能字幕全文识别结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: SmartSubtitleTaskResultInput | None = None
-    output: SmartSubtitleTaskTextResultOutput | None = None
-    progress: int | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: SmartSubtitleTaskResultInput | None = msgspec.field(default=None, name="Input")
+    output: SmartSubtitleTaskTextResultOutput | None = msgspec.field(default=None, name="Output")
+    progress: int | None = msgspec.field(default=None, name="Progress")
 
 
 class SmartSubtitleTaskFullTextSegmentItem(MpsStruct):
     """SDK ``SmartSubtitleTaskFullTextSegmentItem``: 智能字幕识别片段。"""
 
-    confidence: float | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    text: str | None = None
-    trans: str | None = None
-    speaker_id: str | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    text: str | None = msgspec.field(default=None, name="Text")
+    trans: str | None = msgspec.field(default=None, name="Trans")
+    speaker_id: str | None = msgspec.field(default=None, name="SpeakerId")
 
 
 class SmartSubtitleTaskResultInput(MpsStruct):
     """SDK ``SmartSubtitleTaskResultInput``: 智能字幕翻译的输入。"""
 
-    definition: int | None = None
-    raw_parameter: RawSmartSubtitleParameter | None = None
-    user_ext_para: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    raw_parameter: RawSmartSubtitleParameter | None = msgspec.field(
+        default=None, name="RawParameter"
+    )
+    user_ext_para: str | None = msgspec.field(default=None, name="UserExtPara")
 
 
 class SmartSubtitleTaskTextResultOutput(MpsStruct):
     """SDK ``SmartSubtitleTaskTextResultOutput``: 智能字幕识别结果。"""
 
-    segment_set: list[SmartSubtitleTaskFullTextSegmentItem] | None = None
-    recognize_subtitle_result: list[SubtitleResult] | None = None
-    trans_subtitle_result: list[SubtitleResult] | None = None
-    output_storage: TaskOutputStorage | None = None
+    segment_set: list[SmartSubtitleTaskFullTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
+    recognize_subtitle_result: list[SubtitleResult] | None = msgspec.field(
+        default=None, name="RecognizeSubtitleResult"
+    )
+    trans_subtitle_result: list[SubtitleResult] | None = msgspec.field(
+        default=None, name="TransSubtitleResult"
+    )
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
 
 
 class SmartSubtitleTaskTransTextResult(TaskResult, MpsStruct):
     """SDK ``SmartSubtitleTaskTransTextResult``: 翻译结果。"""
 
-    status: str | None = None
-    err_code_ext: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input: SmartSubtitleTaskResultInput | None = None
-    output: SmartSubtitleTaskTransTextResultOutput | None = None
-    progress: int | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code_ext: str | None = msgspec.field(default=None, name="ErrCodeExt")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input: SmartSubtitleTaskResultInput | None = msgspec.field(default=None, name="Input")
+    output: SmartSubtitleTaskTransTextResultOutput | None = msgspec.field(
+        default=None, name="Output"
+    )
+    progress: int | None = msgspec.field(default=None, name="Progress")
 
 
 class SmartSubtitleTaskTransTextResultOutput(MpsStruct):
     """SDK ``SmartSubtitleTaskTransTextResultOutput``: 翻译结果。"""
 
-    segment_set: list[SmartSubtitleTaskTransTextSegmentItem] | None = None
-    subtitle_path: str | None = None
-    output_storage: TaskOutputStorage | None = None
-    path: str | None = None
-    subtitle_results: list[SubtitleTransResultItem] | None = None
+    segment_set: list[SmartSubtitleTaskTransTextSegmentItem] | None = msgspec.field(
+        default=None, name="SegmentSet"
+    )
+    subtitle_path: str | None = msgspec.field(default=None, name="SubtitlePath")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    path: str | None = msgspec.field(default=None, name="Path")
+    subtitle_results: list[SubtitleTransResultItem] | None = msgspec.field(
+        default=None, name="SubtitleResults"
+    )
 
 
 class SmartSubtitleTaskTransTextSegmentItem(MpsStruct):
     """SDK ``SmartSubtitleTaskTransTextSegmentItem``: 翻译片段。"""
 
-    confidence: float | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    text: str | None = None
-    trans: str | None = None
-    wordlist: list[WordResult] | None = None
-    speaker_id: str | None = None
+    confidence: float | None = msgspec.field(default=None, name="Confidence")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    text: str | None = msgspec.field(default=None, name="Text")
+    trans: str | None = msgspec.field(default=None, name="Trans")
+    wordlist: list[WordResult] | None = msgspec.field(default=None, name="Wordlist")
+    speaker_id: str | None = msgspec.field(default=None, name="SpeakerId")
 
 
 class SmartSubtitlesResult(RawPayload, MpsStruct, dict=True, gc=True):
     """SDK ``SmartSubtitlesResult``: 智能字幕结果。"""
 
-    type: str | None = None
-    asr_full_text_task: SmartSubtitleTaskAsrFullTextResult | None = None
-    trans_text_task: SmartSubtitleTaskTransTextResult | None = None
-    pure_subtitle_trans_task: PureSubtitleTransResult | None = None
-    ocr_full_text_task: SmartSubtitleTaskFullTextResult | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    asr_full_text_task: SmartSubtitleTaskAsrFullTextResult | None = msgspec.field(
+        default=None, name="AsrFullTextTask"
+    )
+    trans_text_task: SmartSubtitleTaskTransTextResult | None = msgspec.field(
+        default=None, name="TransTextTask"
+    )
+    pure_subtitle_trans_task: PureSubtitleTransResult | None = msgspec.field(
+        default=None, name="PureSubtitleTransTask"
+    )
+    ocr_full_text_task: SmartSubtitleTaskFullTextResult | None = msgspec.field(
+        default=None, name="OcrFullTextTask"
+    )
 
 
 class SmartSubtitlesTaskInput(MpsStruct):
     """SDK ``SmartSubtitlesTaskInput``: 智能字幕输入结构体"""
 
-    definition: int | None = None
-    user_ext_para: str | None = None
-    raw_parameter: RawSmartSubtitleParameter | None = None
-    output_storage: TaskOutputStorage | None = None
-    output_object_path: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    user_ext_para: str | None = msgspec.field(default=None, name="UserExtPara")
+    raw_parameter: RawSmartSubtitleParameter | None = msgspec.field(
+        default=None, name="RawParameter"
+    )
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
 
 
 class SnapshotByTimeOffsetTaskInput(MpsStruct):
     """SDK ``SnapshotByTimeOffsetTaskInput``: 对视频按指定时间点截图任务输入参数类型"""
 
-    definition: int | None = None
-    ext_time_offset_set: list[str] | None = None
-    time_offset_set: list[float] | None = None
-    watermark_set: list[WatermarkInput] | None = None
-    output_storage: TaskOutputStorage | None = None
-    output_object_path: str | None = None
-    object_number_format: NumberFormat | None = None
-    ext_info: str | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    ext_time_offset_set: list[str] | None = msgspec.field(default=None, name="ExtTimeOffsetSet")
+    time_offset_set: list[float] | None = msgspec.field(default=None, name="TimeOffsetSet")
+    watermark_set: list[WatermarkInput] | None = msgspec.field(default=None, name="WatermarkSet")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
+    object_number_format: NumberFormat | None = msgspec.field(
+        default=None, name="ObjectNumberFormat"
+    )
+    ext_info: str | None = msgspec.field(default=None, name="ExtInfo")
 
 
 class SpekeDrm(MpsStruct):
     """SDK ``SpekeDrm``: FairPlay，WideVine，PlayReady 等Drm加密方式。"""
 
-    resource_id: str | None = None
-    key_server_url: str | None = None
-    vector: str | None = None
-    encryption_method: str | None = None
-    encryption_preset: str | None = None
+    resource_id: str | None = msgspec.field(default=None, name="ResourceId")
+    key_server_url: str | None = msgspec.field(default=None, name="KeyServerUrl")
+    vector: str | None = msgspec.field(default=None, name="Vector")
+    encryption_method: str | None = msgspec.field(default=None, name="EncryptionMethod")
+    encryption_preset: str | None = msgspec.field(default=None, name="EncryptionPreset")
 
 
 class SubtitlePosition(MpsStruct):
     """SDK ``SubtitlePosition``: 字幕位置信息"""
 
-    center_y: int | None = None
+    center_y: int | None = msgspec.field(default=None, name="CenterY")
 
 
 class SubtitleResult(TaskResult, MpsStruct):
     """SDK ``SubtitleResult``: 智能字幕结果"""
 
-    language: str | None = None
-    status: str | None = None
-    path: str | None = None
-    subtitle_embed_path: str | None = None
-    subtitle_file_id: str | None = None
+    language: str | None = msgspec.field(default=None, name="Language")
+    status: str | None = msgspec.field(default=None, name="Status")
+    path: str | None = msgspec.field(default=None, name="Path")
+    subtitle_embed_path: str | None = msgspec.field(default=None, name="SubtitleEmbedPath")
+    subtitle_file_id: str | None = msgspec.field(default=None, name="SubtitleFileId")
 
 
 class SubtitleTemplate(MpsStruct):
     """SDK ``SubtitleTemplate``: 字幕流配置参数。"""
 
-    path: str | None = None
-    stream_index: int | None = None
-    subtitle_file_input: MediaInputInfo | None = None
-    font_file_input: MediaInputInfo | None = None
-    font_type: str | None = None
-    font_size: str | None = None
-    font_color: str | None = None
-    font_alpha: float | None = None
-    y_pos: str | None = None
-    board_y: str | None = None
-    board_width: int | None = None
-    board_height: int | None = None
-    board_color: str | None = None
-    board_alpha: float | None = None
-    outline_width: float | None = None
-    outline_color: str | None = None
-    outline_alpha: float | None = None
-    shadow_width: float | None = None
-    shadow_color: str | None = None
-    shadow_alpha: float | None = None
-    line_spacing: int | None = None
-    alignment: str | None = None
-    board_width_unit: int | None = None
-    board_height_unit: int | None = None
-    outline_width_unit: int | None = None
-    shadow_width_unit: int | None = None
-    line_spacing_unit: int | None = None
+    path: str | None = msgspec.field(default=None, name="Path")
+    stream_index: int | None = msgspec.field(default=None, name="StreamIndex")
+    subtitle_file_input: MediaInputInfo | None = msgspec.field(
+        default=None, name="SubtitleFileInput"
+    )
+    font_file_input: MediaInputInfo | None = msgspec.field(default=None, name="FontFileInput")
+    font_type: str | None = msgspec.field(default=None, name="FontType")
+    font_size: str | None = msgspec.field(default=None, name="FontSize")
+    font_color: str | None = msgspec.field(default=None, name="FontColor")
+    font_alpha: float | None = msgspec.field(default=None, name="FontAlpha")
+    y_pos: str | None = msgspec.field(default=None, name="YPos")
+    board_y: str | None = msgspec.field(default=None, name="BoardY")
+    board_width: int | None = msgspec.field(default=None, name="BoardWidth")
+    board_height: int | None = msgspec.field(default=None, name="BoardHeight")
+    board_color: str | None = msgspec.field(default=None, name="BoardColor")
+    board_alpha: float | None = msgspec.field(default=None, name="BoardAlpha")
+    outline_width: float | None = msgspec.field(default=None, name="OutlineWidth")
+    outline_color: str | None = msgspec.field(default=None, name="OutlineColor")
+    outline_alpha: float | None = msgspec.field(default=None, name="OutlineAlpha")
+    shadow_width: float | None = msgspec.field(default=None, name="ShadowWidth")
+    shadow_color: str | None = msgspec.field(default=None, name="ShadowColor")
+    shadow_alpha: float | None = msgspec.field(default=None, name="ShadowAlpha")
+    line_spacing: int | None = msgspec.field(default=None, name="LineSpacing")
+    alignment: str | None = msgspec.field(default=None, name="Alignment")
+    board_width_unit: int | None = msgspec.field(default=None, name="BoardWidthUnit")
+    board_height_unit: int | None = msgspec.field(default=None, name="BoardHeightUnit")
+    outline_width_unit: int | None = msgspec.field(default=None, name="OutlineWidthUnit")
+    shadow_width_unit: int | None = msgspec.field(default=None, name="ShadowWidthUnit")
+    line_spacing_unit: int | None = msgspec.field(default=None, name="LineSpacingUnit")
 
 
 class SubtitleTransResultItem(TaskResult, MpsStruct):
     """SDK ``SubtitleTransResultItem``: 字幕翻译输出结果"""
 
-    status: str | None = None
-    trans_src: str | None = None
-    trans_dst: str | None = None
-    path: str | None = None
-    subtitle_embed_path: str | None = None
-    subtitle_file_id: str | None = None
+    status: str | None = msgspec.field(default=None, name="Status")
+    trans_src: str | None = msgspec.field(default=None, name="TransSrc")
+    trans_dst: str | None = msgspec.field(default=None, name="TransDst")
+    path: str | None = msgspec.field(default=None, name="Path")
+    subtitle_embed_path: str | None = msgspec.field(default=None, name="SubtitleEmbedPath")
+    subtitle_file_id: str | None = msgspec.field(default=None, name="SubtitleFileId")
 
 
 class SuperResolutionConfig(MpsStruct):
     """SDK ``SuperResolutionConfig``: 超分配置"""
 
-    switch: str | None = None
-    type: str | None = None
-    size: int | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
+    size: int | None = msgspec.field(default=None, name="Size")
 
 
 class TEHDConfig(MpsStruct):
     """SDK ``TEHDConfig``: 极速高清参数配置。"""
 
-    type: str | None = None
-    max_video_bitrate: int | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    max_video_bitrate: int | None = msgspec.field(default=None, name="MaxVideoBitrate")
 
 
 class TEHDConfigForUpdate(MpsStruct):
     """SDK ``TEHDConfigForUpdate``: 极速高清参数配置。"""
 
-    type: str | None = None
-    max_video_bitrate: int | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    max_video_bitrate: int | None = msgspec.field(default=None, name="MaxVideoBitrate")
 
 
 class TaskOutputStorage(MpsStruct):
     """SDK ``TaskOutputStorage``: 媒体处理输出对象信息。"""
 
-    type: str | None = None
-    cos_output_storage: CosOutputStorage | None = None
-    s3_output_storage: S3OutputStorage | None = None
+    type: str | None = msgspec.field(default=None, name="Type")
+    cos_output_storage: CosOutputStorage | None = msgspec.field(
+        default=None, name="CosOutputStorage"
+    )
+    s3_output_storage: S3OutputStorage | None = msgspec.field(default=None, name="S3OutputStorage")
     vod_output_storage: VODOutputStorage | None = msgspec.field(
         default=None, name="VODOutputStorage"
     )
@@ -3222,226 +3594,266 @@ class TaskOutputStorage(MpsStruct):
 class TrackInfo(MpsStruct):
     """SDK ``TrackInfo``: 音轨信息"""
 
-    track_num: str | None = None
-    channel_volume: list[float] | None = None
+    track_num: str | None = msgspec.field(default=None, name="TrackNum")
+    channel_volume: list[float] | None = msgspec.field(default=None, name="ChannelVolume")
 
 
 class TranscodeTaskInput(MpsStruct):
     """SDK ``TranscodeTaskInput``: 转码任务输入参数类型"""
 
-    definition: int | None = None
-    raw_parameter: RawTranscodeParameter | None = None
-    override_parameter: OverrideTranscodeParameter | None = None
-    watermark_set: list[WatermarkInput] | None = None
-    blind_watermark: BlindWatermarkInput | None = None
-    mosaic_set: list[MosaicInput] | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
-    output_storage: TaskOutputStorage | None = None
-    output_object_path: str | None = None
-    segment_object_name: str | None = None
-    object_number_format: NumberFormat | None = None
-    head_tail_parameter: HeadTailParameter | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    raw_parameter: RawTranscodeParameter | None = msgspec.field(default=None, name="RawParameter")
+    override_parameter: OverrideTranscodeParameter | None = msgspec.field(
+        default=None, name="OverrideParameter"
+    )
+    watermark_set: list[WatermarkInput] | None = msgspec.field(default=None, name="WatermarkSet")
+    blind_watermark: BlindWatermarkInput | None = msgspec.field(default=None, name="BlindWatermark")
+    mosaic_set: list[MosaicInput] | None = msgspec.field(default=None, name="MosaicSet")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
+    output_storage: TaskOutputStorage | None = msgspec.field(default=None, name="OutputStorage")
+    output_object_path: str | None = msgspec.field(default=None, name="OutputObjectPath")
+    segment_object_name: str | None = msgspec.field(default=None, name="SegmentObjectName")
+    object_number_format: NumberFormat | None = msgspec.field(
+        default=None, name="ObjectNumberFormat"
+    )
+    head_tail_parameter: HeadTailParameter | None = msgspec.field(
+        default=None, name="HeadTailParameter"
+    )
 
 
 class UpdateSmartErasePrivacyConfig(MpsStruct):
     """SDK ``UpdateSmartErasePrivacyConfig``: 智能擦除模板隐私保护配置"""
 
-    privacy_model: str | None = None
-    privacy_targets: list[str] | None = None
+    privacy_model: str | None = msgspec.field(default=None, name="PrivacyModel")
+    privacy_targets: list[str] | None = msgspec.field(default=None, name="PrivacyTargets")
 
 
 class UpdateSmartEraseSubtitleConfig(MpsStruct):
     """SDK ``UpdateSmartEraseSubtitleConfig``: 智能擦除模板去字幕配置"""
 
-    subtitle_erase_method: str | None = None
-    subtitle_model: str | None = None
-    ocr_switch: str | None = None
-    subtitle_lang: str | None = None
-    subtitle_format: str | None = None
-    trans_switch: str | None = None
-    trans_dst_lang: str | None = None
-    auto_areas: list[EraseArea] | None = None
-    custom_areas: list[EraseTimeArea] | None = None
+    subtitle_erase_method: str | None = msgspec.field(default=None, name="SubtitleEraseMethod")
+    subtitle_model: str | None = msgspec.field(default=None, name="SubtitleModel")
+    ocr_switch: str | None = msgspec.field(default=None, name="OcrSwitch")
+    subtitle_lang: str | None = msgspec.field(default=None, name="SubtitleLang")
+    subtitle_format: str | None = msgspec.field(default=None, name="SubtitleFormat")
+    trans_switch: str | None = msgspec.field(default=None, name="TransSwitch")
+    trans_dst_lang: str | None = msgspec.field(default=None, name="TransDstLang")
+    auto_areas: list[EraseArea] | None = msgspec.field(default=None, name="AutoAreas")
+    custom_areas: list[EraseTimeArea] | None = msgspec.field(default=None, name="CustomAreas")
 
 
 class UpdateSmartEraseWatermarkConfig(MpsStruct):
     """SDK ``UpdateSmartEraseWatermarkConfig``: 智能擦除模板去水印配置"""
 
-    watermark_erase_method: str | None = None
-    watermark_model: str | None = None
-    auto_areas: list[EraseArea] | None = None
-    custom_areas: list[EraseTimeArea] | None = None
+    watermark_erase_method: str | None = msgspec.field(default=None, name="WatermarkEraseMethod")
+    watermark_model: str | None = msgspec.field(default=None, name="WatermarkModel")
+    auto_areas: list[EraseArea] | None = msgspec.field(default=None, name="AutoAreas")
+    custom_areas: list[EraseTimeArea] | None = msgspec.field(default=None, name="CustomAreas")
 
 
 class UrlInputInfo(MpsStruct):
     """SDK ``UrlInputInfo``: 媒体处理 URL 对象信息。"""
 
-    url: str | None = None
+    url: str | None = msgspec.field(default=None, name="Url")
 
 
 class VODInputInfo(MpsStruct):
     """SDK ``VODInputInfo``: 媒体处理 VOD 对象信息。"""
 
-    bucket: str | None = None
-    region: str | None = None
-    object: str | None = None
-    sub_app_id: int | None = None
-    vod_basic: int | None = None
-    file_id: str | None = None
+    bucket: str | None = msgspec.field(default=None, name="Bucket")
+    region: str | None = msgspec.field(default=None, name="Region")
+    object: str | None = msgspec.field(default=None, name="Object")
+    sub_app_id: int | None = msgspec.field(default=None, name="SubAppId")
+    vod_basic: int | None = msgspec.field(default=None, name="VodBasic")
+    file_id: str | None = msgspec.field(default=None, name="FileId")
 
 
 class VODOutputStorage(MpsStruct):
     """SDK ``VODOutputStorage``: 媒体处理 VOD输出对象信息。"""
 
-    bucket: str | None = None
-    region: str | None = None
-    sub_app_id: int | None = None
-    vod_basic: int | None = None
+    bucket: str | None = msgspec.field(default=None, name="Bucket")
+    region: str | None = msgspec.field(default=None, name="Region")
+    sub_app_id: int | None = msgspec.field(default=None, name="SubAppId")
+    vod_basic: int | None = msgspec.field(default=None, name="VodBasic")
 
 
 class VideoComprehensionResultItem(MpsStruct):
     """SDK ``VideoComprehensionResultItem``: 视频分镜理解结果"""
 
-    start_time: float | None = None
-    end_time: float | None = None
-    title: str | None = None
-    description: str | None = None
-    keywords: list[str] | None = None
+    start_time: float | None = msgspec.field(default=None, name="StartTime")
+    end_time: float | None = msgspec.field(default=None, name="EndTime")
+    title: str | None = msgspec.field(default=None, name="Title")
+    description: str | None = msgspec.field(default=None, name="Description")
+    keywords: list[str] | None = msgspec.field(default=None, name="Keywords")
 
 
 class VideoDenoiseConfig(MpsStruct):
     """SDK ``VideoDenoiseConfig``: 视频降噪配置"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class VideoEnhanceConfig(MpsStruct):
     """SDK ``VideoEnhanceConfig``: 视频增强配置"""
 
-    frame_rate: FrameRateConfig | None = None
-    super_resolution: SuperResolutionConfig | None = None
-    hdr: HdrConfig | None = None
-    denoise: VideoDenoiseConfig | None = None
-    image_quality_enhance: ImageQualityEnhanceConfig | None = None
-    color_enhance: ColorEnhanceConfig | None = None
-    low_light_enhance: LowLightEnhanceConfig | None = None
-    scratch_repair: ScratchRepairConfig | None = None
-    artifact_repair: ArtifactRepairConfig | None = None
-    enhance_scene_type: str | None = None
-    diffusion_enhance: DiffusionEnhanceConfig | None = None
-    frame_rate_with_den: FrameRateWithDenConfig | None = None
-    ai_restoration: AiRestorationConfig | None = None
-    diffusion_enhance_v2: DiffusionEnhanceV2Config | None = None
+    frame_rate: FrameRateConfig | None = msgspec.field(default=None, name="FrameRate")
+    super_resolution: SuperResolutionConfig | None = msgspec.field(
+        default=None, name="SuperResolution"
+    )
+    hdr: HdrConfig | None = msgspec.field(default=None, name="Hdr")
+    denoise: VideoDenoiseConfig | None = msgspec.field(default=None, name="Denoise")
+    image_quality_enhance: ImageQualityEnhanceConfig | None = msgspec.field(
+        default=None, name="ImageQualityEnhance"
+    )
+    color_enhance: ColorEnhanceConfig | None = msgspec.field(default=None, name="ColorEnhance")
+    low_light_enhance: LowLightEnhanceConfig | None = msgspec.field(
+        default=None, name="LowLightEnhance"
+    )
+    scratch_repair: ScratchRepairConfig | None = msgspec.field(default=None, name="ScratchRepair")
+    artifact_repair: ArtifactRepairConfig | None = msgspec.field(
+        default=None, name="ArtifactRepair"
+    )
+    enhance_scene_type: str | None = msgspec.field(default=None, name="EnhanceSceneType")
+    diffusion_enhance: DiffusionEnhanceConfig | None = msgspec.field(
+        default=None, name="DiffusionEnhance"
+    )
+    frame_rate_with_den: FrameRateWithDenConfig | None = msgspec.field(
+        default=None, name="FrameRateWithDen"
+    )
+    ai_restoration: AiRestorationConfig | None = msgspec.field(default=None, name="AiRestoration")
+    diffusion_enhance_v2: DiffusionEnhanceV2Config | None = msgspec.field(
+        default=None, name="DiffusionEnhanceV2"
+    )
 
 
 class VideoTemplateInfo(MpsStruct):
     """SDK ``VideoTemplateInfo``: 视频流配置参数"""
 
-    codec: str | None = None
-    fps: int | None = None
-    bitrate: int | None = None
-    resolution_adaptive: str | None = None
-    width: int | None = None
-    height: int | None = None
-    gop: int | None = None
-    gop_unit: str | None = None
-    fill_type: str | None = None
-    vcrf: int | None = None
-    hls_time: int | None = None
-    segment_type: int | None = None
-    fps_denominator: int | None = None
-    stereo3d_type: str | None = None
-    video_profile: str | None = None
-    video_level: str | None = None
-    bframes: int | None = None
-    mode: str | None = None
-    sar: str | None = None
-    no_scenecut: int | None = None
-    bit_depth: int | None = None
-    raw_pts: int | None = None
-    compress: int | None = None
-    segment_specific_info: SegmentSpecificInfo | None = None
-    scenario_based: int | None = None
-    scene_type: str | None = None
-    compress_type: str | None = None
+    codec: str | None = msgspec.field(default=None, name="Codec")
+    fps: int | None = msgspec.field(default=None, name="Fps")
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    resolution_adaptive: str | None = msgspec.field(default=None, name="ResolutionAdaptive")
+    width: int | None = msgspec.field(default=None, name="Width")
+    height: int | None = msgspec.field(default=None, name="Height")
+    gop: int | None = msgspec.field(default=None, name="Gop")
+    gop_unit: str | None = msgspec.field(default=None, name="GopUnit")
+    fill_type: str | None = msgspec.field(default=None, name="FillType")
+    vcrf: int | None = msgspec.field(default=None, name="Vcrf")
+    hls_time: int | None = msgspec.field(default=None, name="HlsTime")
+    segment_type: int | None = msgspec.field(default=None, name="SegmentType")
+    fps_denominator: int | None = msgspec.field(default=None, name="FpsDenominator")
+    stereo3d_type: str | None = msgspec.field(default=None, name="Stereo3dType")
+    video_profile: str | None = msgspec.field(default=None, name="VideoProfile")
+    video_level: str | None = msgspec.field(default=None, name="VideoLevel")
+    bframes: int | None = msgspec.field(default=None, name="Bframes")
+    mode: str | None = msgspec.field(default=None, name="Mode")
+    sar: str | None = msgspec.field(default=None, name="Sar")
+    no_scenecut: int | None = msgspec.field(default=None, name="NoScenecut")
+    bit_depth: int | None = msgspec.field(default=None, name="BitDepth")
+    raw_pts: int | None = msgspec.field(default=None, name="RawPts")
+    compress: int | None = msgspec.field(default=None, name="Compress")
+    segment_specific_info: SegmentSpecificInfo | None = msgspec.field(
+        default=None, name="SegmentSpecificInfo"
+    )
+    scenario_based: int | None = msgspec.field(default=None, name="ScenarioBased")
+    scene_type: str | None = msgspec.field(default=None, name="SceneType")
+    compress_type: str | None = msgspec.field(default=None, name="CompressType")
 
 
 class VideoTemplateInfoForUpdate(MpsStruct):
     """SDK ``VideoTemplateInfoForUpdate``: 视频流配置参数"""
 
-    codec: str | None = None
-    fps: int | None = None
-    bitrate: int | None = None
-    resolution_adaptive: str | None = None
-    width: int | None = None
-    height: int | None = None
-    gop: int | None = None
-    gop_unit: str | None = None
-    fill_type: str | None = None
-    vcrf: int | None = None
-    content_adapt_stream: int | None = None
-    hls_time: int | None = None
-    segment_type: int | None = None
-    fps_denominator: int | None = None
-    stereo3d_type: str | None = None
-    video_profile: str | None = None
-    video_level: str | None = None
-    bframes: int | None = None
-    mode: str | None = None
-    sar: str | None = None
-    no_scenecut: int | None = None
-    bit_depth: int | None = None
-    raw_pts: int | None = None
-    compress: int | None = None
-    segment_specific_info: SegmentSpecificInfo | None = None
-    scenario_based: int | None = None
-    scene_type: str | None = None
-    compress_type: str | None = None
+    codec: str | None = msgspec.field(default=None, name="Codec")
+    fps: int | None = msgspec.field(default=None, name="Fps")
+    bitrate: int | None = msgspec.field(default=None, name="Bitrate")
+    resolution_adaptive: str | None = msgspec.field(default=None, name="ResolutionAdaptive")
+    width: int | None = msgspec.field(default=None, name="Width")
+    height: int | None = msgspec.field(default=None, name="Height")
+    gop: int | None = msgspec.field(default=None, name="Gop")
+    gop_unit: str | None = msgspec.field(default=None, name="GopUnit")
+    fill_type: str | None = msgspec.field(default=None, name="FillType")
+    vcrf: int | None = msgspec.field(default=None, name="Vcrf")
+    content_adapt_stream: int | None = msgspec.field(default=None, name="ContentAdaptStream")
+    hls_time: int | None = msgspec.field(default=None, name="HlsTime")
+    segment_type: int | None = msgspec.field(default=None, name="SegmentType")
+    fps_denominator: int | None = msgspec.field(default=None, name="FpsDenominator")
+    stereo3d_type: str | None = msgspec.field(default=None, name="Stereo3dType")
+    video_profile: str | None = msgspec.field(default=None, name="VideoProfile")
+    video_level: str | None = msgspec.field(default=None, name="VideoLevel")
+    bframes: int | None = msgspec.field(default=None, name="Bframes")
+    mode: str | None = msgspec.field(default=None, name="Mode")
+    sar: str | None = msgspec.field(default=None, name="Sar")
+    no_scenecut: int | None = msgspec.field(default=None, name="NoScenecut")
+    bit_depth: int | None = msgspec.field(default=None, name="BitDepth")
+    raw_pts: int | None = msgspec.field(default=None, name="RawPts")
+    compress: int | None = msgspec.field(default=None, name="Compress")
+    segment_specific_info: SegmentSpecificInfo | None = msgspec.field(
+        default=None, name="SegmentSpecificInfo"
+    )
+    scenario_based: int | None = msgspec.field(default=None, name="ScenarioBased")
+    scene_type: str | None = msgspec.field(default=None, name="SceneType")
+    compress_type: str | None = msgspec.field(default=None, name="CompressType")
 
 
 class VolumeBalanceConfig(MpsStruct):
     """SDK ``VolumeBalanceConfig``: 音量均衡配置"""
 
-    switch: str | None = None
-    type: str | None = None
+    switch: str | None = msgspec.field(default=None, name="Switch")
+    type: str | None = msgspec.field(default=None, name="Type")
 
 
 class WatermarkInput(MpsStruct):
     """SDK ``WatermarkInput``: 媒体处理任务中的水印参数类型"""
 
-    definition: int | None = None
-    raw_parameter: RawWatermarkParameter | None = None
-    text_content: str | None = None
-    svg_content: str | None = None
-    start_time_offset: float | None = None
-    end_time_offset: float | None = None
+    definition: int | None = msgspec.field(default=None, name="Definition")
+    raw_parameter: RawWatermarkParameter | None = msgspec.field(default=None, name="RawParameter")
+    text_content: str | None = msgspec.field(default=None, name="TextContent")
+    svg_content: str | None = msgspec.field(default=None, name="SvgContent")
+    start_time_offset: float | None = msgspec.field(default=None, name="StartTimeOffset")
+    end_time_offset: float | None = msgspec.field(default=None, name="EndTimeOffset")
 
 
 class WordResult(MpsStruct):
     """SDK ``WordResult``: 字词信息。"""
 
-    word: str | None = None
-    start: float | None = None
-    end: float | None = None
-    trans: str | None = None
+    word: str | None = msgspec.field(default=None, name="Word")
+    start: float | None = msgspec.field(default=None, name="Start")
+    end: float | None = msgspec.field(default=None, name="End")
+    trans: str | None = msgspec.field(default=None, name="Trans")
 
 
 class WorkflowTask(MpsStruct):
     """SDK ``WorkflowTask``: 媒体处理任务信息"""
 
-    task_id: str | None = None
-    status: str | None = None
-    err_code: int | None = None
-    message: str | None = None
-    input_info: MediaInputInfo | None = None
-    meta_data: MediaMetaData | None = None
-    media_process_result_set: list[MediaProcessTaskResult] | None = None
-    ai_content_review_result_set: list[AiContentReviewResult] | None = None
-    ai_analysis_result_set: list[AiAnalysisResult] | None = None
-    ai_recognition_result_set: list[AiRecognitionResult] | None = None
-    ai_quality_control_task_result: ScheduleQualityControlTaskResult | None = None
-    smart_subtitles_task_result: list[SmartSubtitlesResult] | None = None
-    smart_erase_task_result: SmartEraseTaskResult | None = None
-    ai_dubbing_task_result: AIDubbingTaskResult | None = None
+    task_id: str | None = msgspec.field(default=None, name="TaskId")
+    status: str | None = msgspec.field(default=None, name="Status")
+    err_code: int | None = msgspec.field(default=None, name="ErrCode")
+    message: str | None = msgspec.field(default=None, name="Message")
+    input_info: MediaInputInfo | None = msgspec.field(default=None, name="InputInfo")
+    meta_data: MediaMetaData | None = msgspec.field(default=None, name="MetaData")
+    media_process_result_set: list[MediaProcessTaskResult] | None = msgspec.field(
+        default=None, name="MediaProcessResultSet"
+    )
+    ai_content_review_result_set: list[AiContentReviewResult] | None = msgspec.field(
+        default=None, name="AiContentReviewResultSet"
+    )
+    ai_analysis_result_set: list[AiAnalysisResult] | None = msgspec.field(
+        default=None, name="AiAnalysisResultSet"
+    )
+    ai_recognition_result_set: list[AiRecognitionResult] | None = msgspec.field(
+        default=None, name="AiRecognitionResultSet"
+    )
+    ai_quality_control_task_result: ScheduleQualityControlTaskResult | None = msgspec.field(
+        default=None, name="AiQualityControlTaskResult"
+    )
+    smart_subtitles_task_result: list[SmartSubtitlesResult] | None = msgspec.field(
+        default=None, name="SmartSubtitlesTaskResult"
+    )
+    smart_erase_task_result: SmartEraseTaskResult | None = msgspec.field(
+        default=None, name="SmartEraseTaskResult"
+    )
+    ai_dubbing_task_result: AIDubbingTaskResult | None = msgspec.field(
+        default=None, name="AiDubbingTaskResult"
+    )
