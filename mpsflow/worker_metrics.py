@@ -66,7 +66,7 @@ _sums_of = operator.attrgetter(*_SUMS)  # a tuple, as there are two of them
 # Only journals of this user are read (marshal data must come from a trusted writer).
 _OWNER: int | None = os.geteuid() if hasattr(os, "geteuid") else None
 
-Key = tuple[Any, ...]
+_Key = tuple[Any, ...]
 """A counter in flat form: ``(name, *labels)``, e.g. ``("deliveries", "http", "ack")``."""
 
 
@@ -199,9 +199,9 @@ class WorkerMetrics:
             codes.update(worker_codes)
         return total, codes
 
-    def _read_worker(self, pid: int) -> dict[Key, float]:
+    def _read_worker(self, pid: int) -> dict[_Key, float]:
         """A worker's counters in flat form: the higher of its journal's and snapshot's."""
-        flat: dict[Key, float] = {}
+        flat: dict[_Key, float] = {}
         # The journal first: it is emptied only after a newer snapshot is in place.
         _merge(flat, _read_journal(self.directory / f"{pid}.log"))
         path = self.directory / f"{pid}.json"
@@ -234,13 +234,13 @@ class WorkerMetrics:
         return fd
 
 
-def _merge(flat: dict[Key, float], entries: Iterable[tuple[Key, float]]) -> None:
+def _merge(flat: dict[_Key, float], entries: Iterable[tuple[_Key, float]]) -> None:
     for key, value in entries:
         if value > flat.get(key, 0):
             flat[key] = value
 
 
-def _read_journal(path: Path) -> list[tuple[Key, float]]:
+def _read_journal(path: Path) -> list[tuple[_Key, float]]:
     """The counters of the last whole, intact record of a journal."""
     try:
         with path.open("rb") as file:
@@ -274,8 +274,8 @@ def _read_journal(path: Path) -> list[tuple[Key, float]]:
     return []
 
 
-def _record_entries(names: Sequence[Any], values: Sequence[Any]) -> list[tuple[Key, float]]:
-    entries: list[tuple[Key, float]] = []
+def _record_entries(names: Sequence[Any], values: Sequence[Any]) -> list[tuple[_Key, float]]:
+    entries: list[tuple[_Key, float]] = []
     for name, value in zip(names, values, strict=True):
         if isinstance(value, dict):
             for key, count in value.items():
@@ -303,9 +303,9 @@ def _valid(key: Sequence[Any], value: Sequence[Any]) -> bool:
     return len(key) == size and all(type(label) in (str, int) for label in key[1:])
 
 
-def _flatten(document: Mapping[str, Any]) -> list[tuple[Key, float]]:
+def _flatten(document: Mapping[str, Any]) -> list[tuple[_Key, float]]:
     """A published document's counters as ``(key, value)`` pairs."""
-    entries: list[tuple[Key, float]] = []
+    entries: list[tuple[_Key, float]] = []
     state = document.get("metrics", {})
     if isinstance(state, Mapping):
         for name, value in state.items():
@@ -321,7 +321,7 @@ def _flatten(document: Mapping[str, Any]) -> list[tuple[Key, float]]:
     return [(key, value) for key, value in entries if _valid(key, (value,))]
 
 
-def _unflatten(flat: Mapping[Key, float]) -> tuple[dict[str, Any], Counter[int]]:
+def _unflatten(flat: Mapping[_Key, float]) -> tuple[dict[str, Any], Counter[int]]:
     """Flat counters back into an :meth:`InMemoryMetrics.state` and status counts."""
     state: dict[str, Any] = {name: [] if name in _PAIR_TABLES else {} for name in _TABLES}
     codes: Counter[int] = Counter()
