@@ -13,6 +13,7 @@ from mpsflow.errors import ConfigurationError
 if TYPE_CHECKING:
     from mpsflow.delivery import Delivery
     from mpsflow.events import LiveStreamNotification, Notification, Subtask
+    from mpsflow.routing import PlannedSubtask
     from mpsflow.sinks.channel import Receipt, SinkChannel
 
 __all__ = [
@@ -49,11 +50,11 @@ class Context:
         "_log",
         "_receipts",
         "_sinks",
+        "_subtask",
         "delivery",
         "handler",
         "key",
         "notification",
-        "subtask",
     )
 
     def __init__(
@@ -64,14 +65,13 @@ class Context:
         key: str = "",
         sinks: Mapping[str, SinkChannel] | None = None,
         *,
-        subtask: Subtask | None = None,
+        subtask: PlannedSubtask = None,
     ) -> None:
         self.notification = notification
         self.delivery = delivery
         self.handler = handler
         self.key = key
-        self.subtask = subtask
-        """The subtask result a subtask handler runs for (None for event handlers)."""
+        self._subtask: PlannedSubtask = subtask
         self._effect_key: str | None = None
         self._sinks: Mapping[str, SinkChannel] = _NO_SINKS if sinks is None else sinks
         self._receipts: list[Receipt] | None = None
@@ -100,6 +100,17 @@ class Context:
     def session_context(self) -> str:
         """``SessionContext`` given when the task was started (pass-through data), or ""."""
         return self.notification.session_context or ""
+
+    @property
+    def subtask(self) -> Subtask | None:
+        """The subtask result a subtask handler runs for (None for event handlers)."""
+        planned = self._subtask
+        if not isinstance(planned, tuple):
+            return planned
+        from mpsflow.routing import planned_subtask
+
+        subtask = self._subtask = planned_subtask(planned)
+        return subtask
 
     @property
     def effect_key(self) -> str:

@@ -27,11 +27,10 @@ from mpsflow.metrics import Metrics
 from mpsflow.middleware.base import Call, CallNext, chain
 from mpsflow.outcomes import Reject, Retry
 from mpsflow.retry import RetryPolicy
-from mpsflow.routing import HandlerSpec, RouteTable, Work, plan
+from mpsflow.routing import HandlerSpec, PlannedSubtask, RouteTable, Work, plan
 
 if TYPE_CHECKING:
     from mpsflow.context import AnyNotification
-    from mpsflow.events import Subtask
     from mpsflow.middleware.base import Middleware
     from mpsflow.sinks.channel import SinkChannel
 
@@ -208,7 +207,7 @@ class Pipeline:
         self,
         spec: HandlerSpec,
         payload: Any,
-        subtask: Subtask | None,
+        subtask: PlannedSubtask,
         notification: AnyNotification,
         delivery: Delivery,
     ) -> _HandlerResult:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import anyio
 
@@ -46,11 +46,14 @@ __all__ = [
     "HandlerFunc",
     "HandlerSpec",
     "KeyKind",
+    "MediaRef",
+    "PlannedSubtask",
     "RouteTable",
     "Work",
     "key_kind",
     "normalise_status",
     "plan",
+    "planned_subtask",
 ]
 
 HandlerFunc = Callable[[Any, "Context"], Awaitable[object]]
@@ -168,17 +171,38 @@ class RouteTable:
         self.by_key: dict[str, tuple[HandlerSpec, ...]] = {k: tuple(v) for k, v in by_key.items()}
         subtask_keys = {s.key for s in specs if s.kind == "subtask"}
         self.has_subtask_handlers = bool(subtask_keys)
-        self.media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...]]] | None = None
+        self.media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...], bool]] | None = None
         routes = media_routes(subtask_keys)
         if media_fast_path and subtask_keys <= {key for key, _, _ in routes.values()}:
             self.media = {
-                item_type: (route, self.by_key[route[0]]) for item_type, route in routes.items()
+                item_type: (route, self.by_key[route[0]], _any_filters(self.by_key[route[0]]))
+                for item_type, route in routes.items()
             }
 
 
-Work = tuple[HandlerSpec, Any, "Subtask | None"]
+MediaRef = tuple[MediaRoute, MediaProcessTaskResult, int, Sequence[MediaProcessTaskResult]]
+"""A media subtask not built yet: (route, item, index, items). Planning hands these to
+unfiltered handlers so a delivery pays for a ``Subtask`` only when something asks for it
+(dedup, ``ctx.subtask``); :func:`planned_subtask` builds it."""
+
+PlannedSubtask = Union["Subtask", MediaRef, None]
+"""The subtask of a planned run: built, still a :data:`MediaRef`, or None (event handlers)."""
+
+Work = tuple[HandlerSpec, Any, PlannedSubtask]
 """One planned handler run: the handler, its typed payload, and the subtask it handles (None
 for an event or live-stream handler, which handles the notification as a whole)."""
+
+
+def planned_subtask(planned: PlannedSubtask) -> Subtask | None:
+    """The ``Subtask`` of a planned run (built from a :data:`MediaRef` on first use)."""
+    if not isinstance(planned, tuple):
+        return planned
+    route, item, index, items = planned
+    return media_subtask(route, item, MEDIA_RESULT_SET_PATH, index, items)
+
+
+def _any_filters(specs: Sequence[HandlerSpec]) -> bool:
+    return any(spec.has_filters for spec in specs)
 
 
 def plan(notification: AnyNotification, table: RouteTable) -> list[Work]:
@@ -225,7 +249,7 @@ def plan(notification: AnyNotification, table: RouteTable) -> list[Work]:
 
 def _plan_media(
     items: Sequence[MediaProcessTaskResult],
-    media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...]]],
+    media: dict[str, tuple[MediaRoute, tuple[HandlerSpec, ...], bool]],
     out: list[Work],
 ) -> None:
     """The media fast path of ``plan``: the same work ``collect_subtasks`` would give."""
@@ -233,7 +257,15 @@ def _plan_media(
         entry = media.get(item.type)  # type: ignore[arg-type]
         if entry is None:
             continue
-        route, specs = entry
+        route, specs, filtered = entry
+        if not filtered:  # the payload alone; the Subtask is built only if asked for
+            attr = route[1]
+            payload = item if attr is None else getattr(item, attr)
+            if payload is not None:
+                ref: MediaRef = (route, item, index, items)
+                for spec in specs:
+                    out.append((spec, payload, ref))
+            continue
         sub = media_subtask(route, item, MEDIA_RESULT_SET_PATH, index, items)
         if sub is None:
             continue

@@ -14,7 +14,15 @@ from mpsflow.codec import decode_any
 from mpsflow.events import EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS, MediaProcessTaskTranscodeResult
 from mpsflow.events.subtasks import media_routes
 from mpsflow.middleware import LoggingMiddleware, TimingMiddleware
-from mpsflow.routing import HandlerSpec, RouteTable, Work, key_kind, normalise_status, plan
+from mpsflow.routing import (
+    HandlerSpec,
+    RouteTable,
+    Work,
+    key_kind,
+    normalise_status,
+    plan,
+    planned_subtask,
+)
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import TestClient, build_notification, media_result
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_PATHS
@@ -258,7 +266,10 @@ def test_media_fast_path_plans_what_the_general_walk_plans(
 
 def _comparable(work: list[Work]) -> list[tuple[HandlerSpec, Any, str | None]]:
     """Planned work with each subtask named by its identity (Subtask objects are new each time)."""
-    return [(spec, payload, None if sub is None else sub.identity) for spec, payload, sub in work]
+    subtasks = [(spec, payload, planned_subtask(sub)) for spec, payload, sub in work]
+    return [
+        (spec, payload, None if sub is None else sub.identity) for spec, payload, sub in subtasks
+    ]
 
 
 def test_media_fast_path_is_off_when_other_subtask_keys_are_routed() -> None:
