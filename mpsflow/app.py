@@ -102,6 +102,8 @@ class App(Router):
         self._lifespan = lifespan
         self._pipeline: Pipeline | None = None
         self._stack: AsyncExitStack | None = None
+        self._dedup: Idempotency | None = None
+        """The running app's dedup (set on start), settled in the background by ``run``."""
         self._stop: anyio.Event | None = None
         self.notify_keys = tuple(notify_keys)
         if isinstance(notify_keys, str):
@@ -247,6 +249,7 @@ class App(Router):
             handler_mw: list[Middleware] = list(self._app_handler_middleware)
             idempotency = self._idempotency()
             checks = list(self.readiness_checks)
+            self._dedup = idempotency
             if idempotency is not None:
                 handler_mw.append(DedupMiddleware(idempotency))
                 stack.push_async_callback(idempotency.store.close)
@@ -321,11 +324,21 @@ class App(Router):
         """Run every source under supervision; past the shutdown timeout, cancel them."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._enforce_shutdown_timeout, stop, tg.cancel_scope)
+            if self._dedup is not None:
+                tg.start_soon(self._settle_store_faults, self._dedup)
             async with anyio.create_task_group() as supervised:
                 for source in sources:
                     supervised.start_soon(self._supervise, source, stop)
             tg.cancel_scope.cancel()  # every source ended: the timeout watch is not needed
         done.cancel()
+
+    async def _settle_store_faults(self, idempotency: Idempotency) -> None:
+        """Write what dedup store faults left (completions, lost claims) once the store is
+        back, also when no delivery comes to do it (see :class:`Idempotency`)."""
+        while True:
+            await self.clock.sleep(idempotency.retry_interval)
+            if idempotency.unsettled:
+                await idempotency.settle_pending()
 
     async def _enforce_shutdown_timeout(
         self, stop: anyio.Event, drain_scope: anyio.CancelScope

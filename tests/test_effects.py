@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from mpsflow import App, Context
@@ -16,6 +17,8 @@ from mpsflow.effects import effect_key, record_key, subtask_scope
 from mpsflow.errors import StoreUnavailable
 from mpsflow.events import MediaProcessTaskTranscodeResult, Notification, collect_subtasks
 from mpsflow.idempotency import Action, Idempotency
+from mpsflow.sinks.memory import MemorySink
+from mpsflow.sources.memory import MemorySource
 from mpsflow.stores import MemoryStore, SQLiteStore
 from mpsflow.testing import TestClient, build_notification, media_result, sign_payload
 from tests.guarantee.faults import FaultyStore
@@ -219,3 +222,41 @@ async def test_settle_pending_releases_and_completes_without_a_delivery() -> Non
     other = Idempotency(store, clock=clock)
     assert (await other.begin("done", "h", "p")).action is Action.SKIP
     assert (await other.begin("lost", "h", "p")).action is Action.RUN
+
+
+class Watched(FaultyStore):
+    """A FaultyStore that says when a completion got written."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryStore(), close_inner=False)
+        self.written = anyio.Event()
+
+    async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
+        done = await super().complete(key, token, ttl_seconds=ttl_seconds)
+        self.written.set()
+        return done
+
+
+async def test_a_running_app_writes_an_unwritten_completion_without_more_deliveries() -> None:
+    store = Watched()
+    idem = Idempotency(store, retry_interval=0.01)
+    app = App(idempotency=idem, dead_letters=MemorySink())
+
+    @app.on("Transcode")
+    async def transcode(task: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        store.script = ["down", "down"]  # its completion, and the first background retry
+
+    source = MemorySource(close_when_done=False)
+    source.add(json.dumps(build_notification(media_results=[rendition(1)])))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: app.run(source, handle_signals=False))
+            await store.written.wait()
+            app.stop()
+    assert store.failures["complete:down"] == 2
+    assert idem.unsettled == 0
+    inner = store.inner
+    assert isinstance(inner, MemoryStore)
+    [key] = list(inner._records)
+    scope, handler = key.rsplit(":", 1)
+    assert (await Idempotency(inner).begin(scope, handler, "")).action is Action.SKIP
