@@ -137,9 +137,10 @@ class Idempotency:
 
     Store faults lose nothing and run nothing twice in this process:
 
-    * a completion the store did not take is retried (every ``retry_interval`` at most, on the
-      clock) until it is written or the claim's lease ends; until then the effect counts as
-      done here, so a redelivery or a concurrent duplicate skips it;
+    * a completion the store did not take is retried (by :meth:`begin` at most every
+      ``retry_interval`` on the clock, and by :meth:`settle_pending`, which ``App.run`` calls
+      every ``retry_interval``) until it is written or the claim's lease ends; until then the
+      effect counts as done here, so a redelivery or a concurrent duplicate skips it;
     * a claim whose answer was lost (the store failed mid-call, so it may have written it) is
       released with its token as soon as the store answers again, instead of blocking
       redeliveries for its whole lease.
