@@ -85,12 +85,18 @@ def subtask_scope(notification: Notification, subtask: Subtask) -> str:
 
 
 def subtask_payload_hash(subtask: Subtask) -> str:
-    """128-bit digest of the subtask result alone (the conflict check of a subtask effect).
+    """128-bit digest of the subtask's ``Output`` (the conflict check of a subtask effect);
+    ``""`` (no check) when it has none.
 
-    The rest of the notification changes from one Change-mode notification to the next, so
-    it must not make a later sight of the same result look like a conflict.
+    The rest of the notification changes from one Change-mode notification to the next, and
+    so may a result's ``Message`` or usage figures: only a different output for the same
+    subtask in the same state is a conflict worth a warning.
     """
-    return hashlib.sha256(_ENCODER.encode(subtask.result)).hexdigest()[:32]
+    task = subtask.task if subtask.task is not None else subtask.result
+    output = getattr(task, "output", None)
+    if output is None:
+        return ""
+    return hashlib.sha256(_ENCODER.encode(output)).hexdigest()[:32]
 
 
 def record_key(scope: str, handler: str) -> str:

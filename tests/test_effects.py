@@ -260,3 +260,25 @@ async def test_a_running_app_writes_an_unwritten_completion_without_more_deliver
     [key] = list(inner._records)
     scope, handler = key.rsplit(":", 1)
     assert (await Idempotency(inner).begin(scope, handler, "")).action is Action.SKIP
+
+
+async def test_only_another_output_for_the_same_result_is_a_conflict(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App(idempotency=MemoryStore())
+    runs: list[str] = []
+
+    @app.on("Transcode")
+    async def transcode(task: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        runs.append(ctx.effect_key)
+
+    def body(**options: Any) -> dict[str, Any]:
+        return build_notification(task_id="t", media_results=[rendition(1, **options)])
+
+    async with TestClient(app) as client:
+        await client.send(body())
+        await client.send(body(message="SUCCESS (retried)"))  # same result, other wording
+        assert not [r for r in caplog.records if "conflict" in r.message]
+        await client.send(body(output={"Path": "/elsewhere.mp4"}))
+    assert len(runs) == 1
+    assert [r.levelname for r in caplog.records if "conflict" in r.message] == ["WARNING"]
