@@ -69,25 +69,26 @@ async def test_redis_stopped_for_5s_under_load(redis_spawn: Callable[[], RedisSe
         give_up_at = anyio.current_time() + AFTER_RESUME
         resumed.set()
 
-    async with app, anyio.create_task_group() as tg:
-        stop = anyio.Event()
-        tg.start_soon(source.run, recording(app, notices, ledger, verdicts), stop)
-        await source.wait_serving()
-        assert source.address is not None
-        url = f"http://{source.address[0]}:{source.address[1]}{source.path}"
-        tg.start_soon(outage)
-        limiter = anyio.CapacityLimiter(8)
-        async with aiohttp.ClientSession() as session, anyio.create_task_group() as senders:
+    with anyio.fail_after(OUTAGE + AFTER_RESUME + 30):  # a hang fails here, not at CI's limit
+        async with app, anyio.create_task_group() as tg:
+            stop = anyio.Event()
+            tg.start_soon(source.run, recording(app, notices, ledger, verdicts), stop)
+            await source.wait_serving()
+            assert source.address is not None
+            url = f"http://{source.address[0]}:{source.address[1]}{source.path}"
+            tg.start_soon(outage)
+            limiter = anyio.CapacityLimiter(8)
+            async with aiohttp.ClientSession() as session, anyio.create_task_group() as senders:
 
-            async def one(send: Send) -> None:
-                async with limiter:
-                    await post(session, url, send)
+                async def one(send: Send) -> None:
+                    async with limiter:
+                        await post(session, url, send)
 
-            for send in sends:
-                senders.start_soon(one, send)
-                await anyio.sleep(0.02)  # a steady load across the outage
-        await resumed.wait()
-        stop.set()
+                for send in sends:
+                    senders.start_soon(one, send)
+                    await anyio.sleep(0.02)  # a steady load across the outage
+            await resumed.wait()
+            stop.set()
     assert not stuck, f"still not 200 {AFTER_RESUME}s after Redis was back: {stuck[:5]}"
     assert statuses.get(503), "the outage never showed: the load ended before it"
     counts = assert_exactly_once(ledger, expected(s.notice for s in sends), verdicts)
