@@ -334,9 +334,13 @@ class App(Router):
 
     async def _settle_store_faults(self, idempotency: Idempotency) -> None:
         """Write what dedup store faults left (completions, lost claims) once the store is
-        back, also when no delivery comes to do it (see :class:`Idempotency`)."""
+        back, also when no delivery comes to do it (see :class:`Idempotency`).
+
+        Paced in real time, not on ``self.clock``: sleeping on a test's FakeClock would move
+        its time on by itself.
+        """
         while True:
-            await self.clock.sleep(idempotency.retry_interval)
+            await anyio.sleep(idempotency.retry_interval)
             if idempotency.unsettled:
                 await idempotency.settle_pending()
 
