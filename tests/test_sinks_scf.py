@@ -191,9 +191,10 @@ async def test_oversized_record_is_rejected_by_default(scf_api: ScfApi) -> None:
     assert scf_api.invocations == []  # nothing of the batch was invoked
 
 
-async def test_oversized_record_is_offloaded_to_cos(scf_api: ScfApi, s3_bucket: S3Bucket) -> None:
+def _offloader(s3_bucket: S3Bucket) -> S3Sink:
+    """An S3 sink on the moto server, as the SCF sink's overflow store."""
     server = s3_bucket.server
-    offloader = S3Sink(
+    return S3Sink(
         s3_bucket.name,
         prefix="overflow",
         endpoint_url=server.endpoint_url,
@@ -202,6 +203,10 @@ async def test_oversized_record_is_offloaded_to_cos(scf_api: ScfApi, s3_bucket: 
         addressing_style="path",
         clock=FakeClock(start=NOW),
     )
+
+
+async def test_oversized_record_is_offloaded_to_cos(scf_api: ScfApi, s3_bucket: S3Bucket) -> None:
+    offloader = _offloader(s3_bucket)
     big = _big_event()
     await _send(_sink(scf_api, overflow=offloader), [big, EVENT])
     key = "overflow/2023-11-14/1250000000-WorkflowTask-f00dt0-FINISH.json"
@@ -209,7 +214,7 @@ async def test_oversized_record_is_offloaded_to_cos(scf_api: ScfApi, s3_bucket: 
     assert s3_bucket.read(key) == big
     reference, small = (msgspec.json.decode(c["ClientContext"]) for c in scf_api.invocations)
     assert reference == {
-        "mpsflowRef": {"bucket": s3_bucket.name, "key": key, "region": server.region},
+        "mpsflowRef": {"bucket": s3_bucket.name, "key": key, "region": s3_bucket.server.region},
         "EventType": "WorkflowTask",
         "TaskId": "1250000000-WorkflowTask-f00dt0",
         "Status": "FINISH",
@@ -307,16 +312,7 @@ async def test_key_field_hands_the_key_to_the_callee(scf_api: ScfApi) -> None:
 async def test_an_offloaded_keyed_record_is_stored_once_and_referenced_with_its_key(
     scf_api: ScfApi, s3_bucket: S3Bucket
 ) -> None:
-    server = s3_bucket.server
-    offloader = S3Sink(
-        s3_bucket.name,
-        prefix="overflow",
-        endpoint_url=server.endpoint_url,
-        region=server.region,
-        credentials=Credential(server.access_key, server.secret_key),
-        addressing_style="path",
-        clock=FakeClock(start=NOW),
-    )
+    offloader = _offloader(s3_bucket)
     sink = _sink(scf_api, overflow=offloader)
     big = _big_event()
     await sink.start()
