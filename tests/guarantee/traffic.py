@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,7 @@ class _Plan:
     final: str  # SUCCESS or FAIL
     media: bool  # reports Progress
     wire: Any  # (status, progress, error, has_output) -> dict
+    signature: tuple[str, str]  # (Type, Definition): what tells it from its siblings
 
 
 def _task_state(status: str, progress: int | None, error: str, output: Any) -> dict[str, Any]:
@@ -150,7 +152,7 @@ def _transcode(task_id: str, slot: str, definition: int, rng: random.Random) -> 
         task["Input"] = {"Definition": definition, "OutputObjectPath": path}
         return {"Type": "Transcode", "TranscodeTask": task}
 
-    return _Plan(slot, ("Transcode",), final, True, wire)
+    return _Plan(slot, ("Transcode",), final, True, wire, ("Transcode", str(definition)))
 
 
 def _snapshot(slot: str) -> _Plan:
@@ -160,7 +162,7 @@ def _snapshot(slot: str) -> _Plan:
         task["Input"] = {"Definition": 10}
         return {"Type": "SnapshotByTimeOffset", "SnapshotByTimeOffsetTask": task}
 
-    return _Plan(slot, ("SnapshotByTimeOffset",), "SUCCESS", False, wire)
+    return _Plan(slot, ("SnapshotByTimeOffset",), "SUCCESS", False, wire, ("Snapshot", "10"))
 
 
 def _ai_item(category: str, kind: str, attr: str, rng: random.Random) -> _Plan:
@@ -173,7 +175,7 @@ def _ai_item(category: str, kind: str, attr: str, rng: random.Random) -> _Plan:
         task["Input"] = {"Definition": 10}
         return {"Type": kind, attr: task}
 
-    return _Plan(key, (category, key), final, False, wire)
+    return _Plan(key, (category, key), final, False, wire, (kind, "10"))
 
 
 def _states(plan: _Plan, finish_at: int, steps: int, rng: random.Random) -> list[Sub]:
@@ -233,10 +235,10 @@ def _workflow(task_id: str, rng: random.Random) -> tuple[list[_Plan], Any]:
                 "Type": "COS",
                 "CosInputInfo": {"Bucket": "in-1250000000", "Region": "ap-guangzhou"},
             },
-            "MediaProcessResultSet": [_wire(p, subs[p.slot]) for p in media],
+            "MediaProcessResultSet": [_wire(p, subs[p.slot]) for p in media if p.slot in subs],
         }
         for name, items in sets.items():
-            event[name] = [_wire(p, subs[p.slot]) for p in items]
+            event[name] = [_wire(p, subs[p.slot]) for p in items if p.slot in subs]
         return {"EventType": "WorkflowTask", "WorkflowTaskEvent": event, "SessionId": ""}
 
     return plans, body
@@ -252,15 +254,15 @@ def _schedule(task_id: str, rng: random.Random) -> tuple[list[_Plan], Any]:
 
     def body(subs: dict[str, Sub], status: str) -> dict[str, Any]:
         activities: list[dict[str, Any]] = []
-        for plan in transcodes:
+        for plan in (p for p in transcodes if p.slot in subs):
             item = _wire(plan, subs[plan.slot])
             res_item = {"TranscodeTask": item["TranscodeTask"]}
             activities.append({"ActivityType": "Transcode", "ActivityResItem": res_item})
-        finished = [subs[p.slot] for p in review]
+        shown = [p for p in review if p.slot in subs]
         review_status = (
-            "SUCCESS" if all(s.status != "PROCESSING" for s in finished) else "PROCESSING"
+            "SUCCESS" if all(subs[p.slot].status != "PROCESSING" for p in shown) else "PROCESSING"
         )
-        review_task = _task_state(review_status, None, "", [_wire(p, subs[p.slot]) for p in review])
+        review_task = _task_state(review_status, None, "", [_wire(p, subs[p.slot]) for p in shown])
         review_task["Input"] = {"Definition": 10}
         activities.append(
             {"ActivityType": "AiContentReview", "ActivityResItem": {"ReviewTask": review_task}}
@@ -277,8 +279,16 @@ def _schedule(task_id: str, rng: random.Random) -> tuple[list[_Plan], Any]:
     return plans, body
 
 
-def generate(rng: random.Random, tasks: int, *, change_mode: float = 0.6) -> list[TaskScript]:
-    """``tasks`` task scripts: workflows and (one in four) schedules, some in Change mode."""
+def generate(
+    rng: random.Random, tasks: int, *, change_mode: float = 0.6, omit: float = 0.3
+) -> list[TaskScript]:
+    """``tasks`` task scripts: workflows and (one in four) schedules, some in Change mode.
+
+    A PROCESSING notification leaves out a subtask still running with probability ``omit``
+    (only one that its type and template tell apart from its siblings: a left-out sibling of
+    the same template would change what the others are), so results move position between
+    the notifications of one task.
+    """
     scripts: list[TaskScript] = []
     for n in range(tasks):
         schedule = rng.random() < 0.25
@@ -295,10 +305,18 @@ def generate(rng: random.Random, tasks: int, *, change_mode: float = 0.6) -> lis
         if change:  # the first notification is sent when the first subtask finishes
             finish_at = {slot: at - 1 for slot, at in finish_at.items()}
         timelines = {p.slot: _states(p, finish_at[p.slot], steps, rng) for p in plans}
+        signatures = Counter(p.signature for p in plans)
         for step in range(steps):
             last = step == steps - 1
             status = "FINISH" if last else "PROCESSING"
-            subs = {slot: timeline[step] for slot, timeline in timelines.items()}
+            subs = {
+                p.slot: timelines[p.slot][step]
+                for p in plans
+                if last
+                or timelines[p.slot][step].status != "PROCESSING"
+                or signatures[p.signature] > 1
+                or rng.random() >= omit
+            }
             script.notices.append(
                 Notice(task_id, event_type, status, list(subs.values()), build(subs, status))
             )
