@@ -345,50 +345,47 @@ class Idempotency:
         The record being begun is always retried; the others at most every
         ``retry_interval``, so a store that stays down costs one extra call per interval.
         """
-        now = self._clock.monotonic()
-        done_here = False
         pending = self._unwritten.get(record)
-        if pending is not None:
-            if now >= pending.lease_until:  # too late: another worker may run it now
-                del self._unwritten[record]
-                _log.error(
-                    "completion of %s was never written before its lease ended; "
-                    "a redelivery may run the handler again",
-                    record,
-                )
-            else:
-                done_here = True
-                await self._write_completion(pending)
-        for orphan in [o for o in self._orphans if o[0] == record]:
-            try:  # this key's own lost claim would make its redelivery wait out the lease
-                await self.store.release(*orphan)
-            except StoreUnavailable:
-                break
-            self._orphans.pop(orphan, None)
+        done_here = False
+        if pending is not None and not self._expired(pending):
+            done_here = True
+            await self._write_completion(pending)
+        # This key's own lost claim would make its redelivery wait out the whole lease.
+        await self._release_orphans(record)
+        now = self._clock.monotonic()
         if now < self._next_repair:
             return done_here
         self._next_repair = now + self.retry_interval
         for key, decision in list(self._unwritten.items()):
             if key != record and not await self._write_completion(decision):
                 return done_here
-        for orphan in list(self._orphans):
-            key, token = orphan
-            try:
-                await self.store.release(key, token)
-            except StoreUnavailable:
-                return done_here
-            self._orphans.pop(orphan, None)
+        await self._release_orphans(None)
         return done_here
+
+    async def _release_orphans(self, record: str | None) -> None:
+        """Release the lost claims of ``record`` (every one with None) until the store fails."""
+        for orphan in [o for o in self._orphans if record is None or o[0] == record]:
+            try:
+                await self.store.release(*orphan)
+            except StoreUnavailable:
+                return
+            self._orphans.pop(orphan, None)
+
+    def _expired(self, decision: Decision) -> bool:
+        """Forget an unwritten completion whose lease ended (another worker may run it now)."""
+        if self._clock.monotonic() < decision.lease_until:
+            return False
+        self._unwritten.pop(decision.record_key, None)
+        _log.error(
+            "completion of %s was never written before its lease ended; "
+            "a redelivery may run the handler again",
+            decision.record_key,
+        )
+        return True
 
     async def _write_completion(self, decision: Decision) -> bool:
         """One more try at an unwritten completion; False while the store is still down."""
-        if self._clock.monotonic() >= decision.lease_until:
-            self._unwritten.pop(decision.record_key, None)
-            _log.error(
-                "completion of %s was never written before its lease ended; "
-                "a redelivery may run the handler again",
-                decision.record_key,
-            )
+        if self._expired(decision):
             return True
         try:
             done = await self.store.complete(
