@@ -8,10 +8,10 @@ crash hands the sink the same keys again. A sink that can use them implements
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["KeyedSink", "Sink", "keyed_sender"]
+__all__ = ["KeyedSink", "RecentKeys", "Sink", "keyed_sender"]
 
 
 @runtime_checkable
@@ -69,3 +69,35 @@ def keyed_sender(sink: Sink) -> KeyedSink | None:
     if owner_send is not None and not issubclass(owner_keyed, owner_send):
         return None
     return sink
+
+
+class RecentKeys:
+    """The last ``limit`` idempotency keys a sink delivered, oldest dropped first.
+
+    What keyed sinks consult to skip a record they already delivered (0 keeps none).
+    """
+
+    __slots__ = ("_keys", "limit")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError("the number of keys to remember must not be negative")
+        self.limit = limit
+        self._keys: dict[str, None] = {}  # insertion-ordered
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: str) -> None:
+        """Remember ``key`` (a key already held keeps its place)."""
+        if self.limit == 0 or key in self._keys:
+            return
+        self._keys[key] = None
+        while len(self._keys) > self.limit:
+            del self._keys[next(iter(self._keys))]

@@ -19,7 +19,6 @@ still lets a re-run repeat that batch.
 
 from __future__ import annotations
 
-import collections
 import errno
 import io
 import logging
@@ -34,6 +33,7 @@ import msgspec
 
 from mpsflow._json import dumps_line
 from mpsflow.errors import DecodeError, SinkError
+from mpsflow.sinks.base import RecentKeys
 
 __all__ = ["FsyncPolicy", "JsonlSink", "read_jsonl"]
 
@@ -86,8 +86,7 @@ class JsonlSink:
         self._keys_file: io.FileIO | None = None
         self._keys_loaded = False
         self._keys_lines = 0
-        self._recent: collections.deque[str] = collections.deque()
-        self._recent_set: set[str] = set()
+        self._recent = RecentKeys(dedup_window)
         self._size = 0
         self._lock = anyio.Lock()
 
@@ -151,7 +150,7 @@ class JsonlSink:
             new_keys: dict[str, None] = {}  # ordered, and fast to look up
             for line, key in zip(lines, keys, strict=True):
                 if key is not None:
-                    if key in self._recent_set or key in new_keys:
+                    if key in self._recent or key in new_keys:
                         _log.debug("%s: skipping a repeated record (key %s)", self.path, key)
                         continue
                     new_keys[key] = None
@@ -250,7 +249,7 @@ class JsonlSink:
                         key = msgspec.json.decode(line, type=str)
                     except (msgspec.DecodeError, msgspec.ValidationError):
                         continue
-                    self._remember(key)
+                    self._recent.add(key)
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -258,14 +257,6 @@ class JsonlSink:
             return
         if self._keys_lines > self.dedup_window:
             self._compact_keys()
-
-    def _remember(self, key: str) -> None:
-        if key in self._recent_set:
-            return
-        self._recent.append(key)
-        self._recent_set.add(key)
-        while len(self._recent) > self.dedup_window:
-            self._recent_set.discard(self._recent.popleft())
 
     def _note_keys(self, keys: list[str]) -> None:
         """Remember ``keys`` (their records are written) and append them to the sidecar.
@@ -276,7 +267,7 @@ class JsonlSink:
         if not keys:
             return
         for key in keys:
-            self._remember(key)
+            self._recent.add(key)
         data = b"".join(msgspec.json.encode(key) + b"\n" for key in keys)
         try:
             if self._keys_file is None:

@@ -46,6 +46,7 @@ from mpsflow._json import dumps
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import SinkError
 from mpsflow.sinks._post import post
+from mpsflow.sinks.base import RecentKeys
 
 __all__ = [
     "Template",
@@ -187,7 +188,7 @@ class WebhookSink:
         self._owns_session = session is None
         self.idempotency_header = idempotency_header
         self.remember_keys = remember_keys
-        self._delivered: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._delivered = RecentKeys(remember_keys)
 
     async def start(self) -> None:
         if self._session is None or (self._owns_session and self._session.closed):
@@ -229,13 +230,9 @@ class WebhookSink:
             self._remember([key])
 
     def _remember(self, keys: Sequence[str | None]) -> None:
-        if self.remember_keys == 0:
-            return
         for key in keys:
             if key is not None:
-                self._delivered[key] = None
-        while len(self._delivered) > self.remember_keys:
-            self._delivered.popitem(last=False)
+                self._delivered.add(key)
 
     def check_response(self, status: int, body: bytes) -> None:
         """Judge a 2xx reply; raise ``SinkError`` to refuse it. Accepts everything here.
