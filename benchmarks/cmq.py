@@ -1,6 +1,6 @@
 """CMQ throughput: notifications/s through ``CmqSource`` and the pipeline, against a bare loop.
 
-The local CMQ server (``python -m mpsflow.cmq.server``) runs in its own process on loopback,
+The local CMQ server (``python -m mpsflow.devservers.cmq``) runs in its own process on loopback,
 pinned to CPU 0 with ``taskset`` when there is one; the consumers run in this process, pinned to
 CPU 1. Before every timed run the queue is filled with ``--messages`` copies of the seed sample
 (the verbatim, pretty file of the MPS documentation, 9,568 bytes), each with its own ``TaskId``,
@@ -44,13 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._data import SHARED_DIR
 from benchmarks.cmq_bare import bare_consume
 from mpsflow import App, Context
-from mpsflow.cmq.client import MAX_BATCH, CmqClient
-from mpsflow.cmq.credentials import Credential
-from mpsflow.cmq.server import MAX_BATCH_BYTES
+from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.devservers.cmq import MAX_BATCH_BYTES
 from mpsflow.events import WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
-from mpsflow.stores.memory import MemoryStore
+from mpsflow.tencentcloud.cmq.client import MAX_BATCH, CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
 
 __all__ = ["Result", "Stopwatch", "bare_loops", "main", "pipeline_run", "seed_bodies"]
 
@@ -203,7 +203,7 @@ async def _measure(
 
 
 def _start_server(core: int | None) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "mpsflow.cmq.server", "--host", "127.0.0.1", "--port", "0"]
+    command = [sys.executable, "-m", "mpsflow.devservers.cmq", "--host", "127.0.0.1", "--port", "0"]
     command += ["--secret-id", CREDENTIAL.secret_id, "--secret-key", CREDENTIAL.secret_key]
     command += ["--queue", QUEUE, "--visibility-timeout", "600", "--log-level", "WARNING"]
     if core is not None and shutil.which("taskset"):

@@ -2,7 +2,8 @@
 
 ``bare_consume`` is BatchReceiveMessage + BatchDeleteMessage written with nothing but aiohttp,
 the signing function and ``json.loads``: no typed models, retries or credential providers. Run
-this file to compare it with the same loop on :class:`mpsflow.cmq.CmqClient`, both against the
+this file to compare it with the same loop on :class:`mpsflow.tencentcloud.cmq.CmqClient`,
+both against the
 local server in this process (``python benchmarks/cmq_bare.py --messages 20000``); it prints
 messages per second for each and their ratio.
 """
@@ -19,10 +20,10 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 import anyio
 
-from mpsflow.cmq.client import CmqClient
-from mpsflow.cmq.credentials import Credential
-from mpsflow.cmq.server import CmqServer
-from mpsflow.cmq.signing import DEFAULT_PATH, sign, string_to_sign
+from mpsflow.devservers.cmq import CmqServer
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
+from mpsflow.tencentcloud.cmq.signing import DEFAULT_PATH, sign, string_to_sign
 
 __all__ = ["bare_consume", "client_consume", "main"]
 

@@ -169,9 +169,9 @@ def serve_http_decode(port: int) -> None:
 def serve_mpsflow(port: int, dead_letters: str, *, full: bool = True) -> None:
     """The pipeline: decode, one no-op handler; with ``full``, signature and in-memory dedup."""
     from mpsflow import App, Context
+    from mpsflow.dedup.stores.memory import MemoryStore
     from mpsflow.events import WorkflowTask
     from mpsflow.sources.http import HttpSource
-    from mpsflow.stores.memory import MemoryStore
 
     if full:
         app = App(notify_keys=[KEY], idempotency=MemoryStore(), dead_letters=dead_letters)

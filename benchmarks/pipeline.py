@@ -33,13 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._data import SHARED_DIR
 from mpsflow import App, Context, Settlement, decode
+from mpsflow.dedup.idempotency import Idempotency
+from mpsflow.dedup.stores.base import IdempotencyStore
+from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.dedup.stores.sqlite import SQLiteStore
 from mpsflow.events import MediaProcessTaskTranscodeResult
-from mpsflow.idempotency import Idempotency
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.memory import MemorySource
-from mpsflow.stores.base import IdempotencyStore
-from mpsflow.stores.memory import MemoryStore
-from mpsflow.stores.sqlite import SQLiteStore
 from mpsflow.testing import sign_payload
 
 KEY = "bench-notify-key"
@@ -161,7 +161,7 @@ def main() -> None:
             ),
         ]
         if redis_url is not None and not args.no_redis:
-            from mpsflow.stores.redis import RedisStore
+            from mpsflow.dedup.stores.redis import RedisStore
 
             variants.append(
                 (

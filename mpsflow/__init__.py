@@ -13,12 +13,13 @@ from mpsflow.errors import (
     ConfigurationError,
     DecodeError,
     MpsflowError,
+    Reject,
+    Retry,
     SinkError,
     StoreUnavailable,
 )
 from mpsflow.events import LiveStreamNotification, Notification
 from mpsflow.middleware.base import Call, CallNext, HandlerInfo, Middleware
-from mpsflow.outcomes import Reject, Retry
 from mpsflow.retry import RetryPolicy
 from mpsflow.router import Router
 from mpsflow.sinks.base import Sink

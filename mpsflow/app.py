@@ -13,22 +13,22 @@ from typing import Any, Literal
 import anyio
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.dedup.idempotency import Idempotency
+from mpsflow.dedup.middleware import DedupMiddleware
+from mpsflow.dedup.stores.base import IdempotencyStore
 from mpsflow.delivery import Delivery, Outcome
 from mpsflow.errors import ConfigurationError
-from mpsflow.idempotency import Idempotency
-from mpsflow.metrics import InMemoryMetrics, Metrics
 from mpsflow.middleware.base import Middleware
-from mpsflow.middleware.dedup import DedupMiddleware
-from mpsflow.middleware.signature import SignatureMiddleware
+from mpsflow.observability.metrics import InMemoryMetrics, Metrics
 from mpsflow.pipeline import Pipeline, UnmatchedPolicy
 from mpsflow.retry import RetryPolicy
 from mpsflow.router import Router
-from mpsflow.signature import SignatureVerifier, UnsignedPolicy
+from mpsflow.signing.middleware import SignatureMiddleware
+from mpsflow.signing.verifier import SignatureVerifier, UnsignedPolicy
 from mpsflow.sinks.base import Sink
 from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.sources.base import Source
-from mpsflow.stores.base import IdempotencyStore
 
 __all__ = [
     "DEFAULT_DEAD_LETTER_PATH",
@@ -166,7 +166,7 @@ class App(Router):
     def use_default_idempotency(self, path: str | os.PathLike[str]) -> None:
         """Dedup with the embedded SQLite store at ``path`` unless a store is set already."""
         if self.idempotency is None:
-            from mpsflow.stores.sqlite import SQLiteStore
+            from mpsflow.dedup.stores.sqlite import SQLiteStore
 
             self.idempotency = SQLiteStore(os.fspath(path))
 

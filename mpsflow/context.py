@@ -121,11 +121,11 @@ class Context:
         a restart) and different for any other effect. Use it as an idempotency key
         (``Idempotency-Key`` header, an object key, MPS's ``SessionId``...) so that a re-run
         after a crash between the effect and its dedup record repeats nothing. See
-        :mod:`mpsflow.effects`.
+        :mod:`mpsflow.dedup.effects`.
         """
         key = self._effect_key
         if key is None:
-            from mpsflow.effects import default_scope, effect_key, record_key
+            from mpsflow.dedup.effects import default_scope, effect_key, record_key
 
             key = effect_key(
                 record_key(default_scope(self.notification, self.subtask), self.handler)

@@ -1,15 +1,62 @@
-"""Exceptions raised by mpsflow, all under one base class."""
+"""Every exception mpsflow raises or understands, in one place.
+
+::
+
+    Exception
+    ├── Retry                     a handler asks for its delivery to be tried again later
+    ├── Reject                    a handler refuses its delivery: straight to the dead letters
+    └── MpsflowError              raised by mpsflow on purpose
+        ├── DecodeError           not a valid MPS notification (``path`` says where); ValueError
+        │   └── PayloadTooLarge   over the size limit, refused before parsing
+        ├── ConfigurationError    the app is wired wrongly: fix it and start again
+        ├── StoreUnavailable      the idempotency store cannot be reached: retried later
+        ├── SinkError             a sink could not deliver a record (``transient`` or not)
+        ├── InvocationFailed      an SCF invocation failed retryably, so the platform retries it
+        └── CmqError              a CMQ API call failed (see :mod:`mpsflow.tencentcloud.cmq`)
+
+``Retry`` and ``Reject`` are control flow for handlers, not failures of mpsflow, so they sit
+outside ``MpsflowError``.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpsflow.delivery import Outcome
 
 __all__ = [
     "ConfigurationError",
     "DecodeError",
+    "InvocationFailed",
     "MpsflowError",
     "PayloadTooLarge",
+    "Reject",
+    "Retry",
     "SinkError",
     "StoreUnavailable",
 ]
+
+
+class Retry(Exception):
+    """Retry this delivery later (counts as an attempt; bounded by the retry policy).
+
+    ``delay`` overrides the policy's backoff for the next attempt, where the source can honour
+    it (in-process and file sources; CMQ redelivers after its visibility timeout instead).
+    """
+
+    def __init__(self, reason: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class Reject(Exception):
+    """Never retry this delivery: it goes straight to the dead-letter sink with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class MpsflowError(Exception):
@@ -50,3 +97,14 @@ class SinkError(MpsflowError):
     def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class InvocationFailed(MpsflowError):
+    """The notification failed in a retryable way; raised so the platform retries it.
+
+    ``outcome`` is the pipeline's verdict; the message is its log-safe reason.
+    """
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason or "retryable failure")
+        self.outcome = outcome

@@ -22,10 +22,9 @@ from mpsflow.codec import decode_any
 from mpsflow.context import Context, _current
 from mpsflow.deadletter import DeadLetter, DeadLetterKind, Failure, make_dead_letter
 from mpsflow.delivery import Delivery, Outcome, Settlement
-from mpsflow.errors import DecodeError, PayloadTooLarge
-from mpsflow.metrics import Metrics
+from mpsflow.errors import DecodeError, PayloadTooLarge, Reject, Retry
 from mpsflow.middleware.base import Call, CallNext, chain
-from mpsflow.outcomes import Reject, Retry
+from mpsflow.observability.metrics import Metrics
 from mpsflow.retry import RetryPolicy
 from mpsflow.routing import HandlerSpec, PlannedSubtask, RouteTable, Work, plan
 

@@ -15,8 +15,8 @@ from mpsflow.app import App
 from mpsflow.clock import Clock, FakeClock
 from mpsflow.deadletter import DeadLetter
 from mpsflow.delivery import Delivery, Outcome, Settlement
+from mpsflow.errors import Reject, Retry
 from mpsflow.middleware.base import Call, CallNext, Middleware
-from mpsflow.outcomes import Reject, Retry
 from mpsflow.sinks.base import Sink
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.memory import MemorySource

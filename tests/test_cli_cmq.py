@@ -21,12 +21,12 @@ import pytest
 
 from mpsflow import App, Context
 from mpsflow.cli import SOURCE_FLAGS, SourceFlag, build_parser, main
-from mpsflow.cmq.client import CmqClient
-from mpsflow.cmq.credentials import Credential
-from mpsflow.cmq.server import CmqServer
+from mpsflow.devservers.cmq import CmqServer
 from mpsflow.events import WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
 from tests.process_output import mpsflow_process
 

@@ -7,7 +7,9 @@ import anyio
 import pytest
 
 from mpsflow.clock import FakeClock
-from mpsflow.cmq import (
+from mpsflow.devservers.cmq import CmqServer
+from mpsflow.retry import RetryPolicy
+from mpsflow.tencentcloud.cmq import (
     CmqAuthError,
     CmqClient,
     CmqNetworkError,
@@ -18,8 +20,6 @@ from mpsflow.cmq import (
     legacy_endpoint,
     tdmq_endpoint,
 )
-from mpsflow.cmq.server import CmqServer
-from mpsflow.retry import RetryPolicy
 from tests.plugins.cmq_server import CmqServerFactory
 
 _NO_JITTER = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=10.0, jitter=0.0)

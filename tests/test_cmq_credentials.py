@@ -6,7 +6,8 @@ import anyio
 import pytest
 
 from mpsflow.clock import FakeClock
-from mpsflow.cmq import (
+from mpsflow.errors import ConfigurationError
+from mpsflow.tencentcloud.cmq import (
     CmqAuthError,
     CmqClient,
     Credential,
@@ -15,7 +16,6 @@ from mpsflow.cmq import (
     RefreshingCredentials,
     StaticCredentials,
 )
-from mpsflow.errors import ConfigurationError
 from tests.plugins.cmq_server import CmqServerFactory
 
 

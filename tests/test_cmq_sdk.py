@@ -23,9 +23,9 @@ from cmq.cmq_http import RequestInternal
 from cmq.queue import Message as SdkMessage
 from cmq.sign import Sign
 
-from mpsflow.cmq import CmqClient, Credential
-from mpsflow.cmq.server import CmqServer
-from mpsflow.cmq.signing import DEFAULT_PATH
+from mpsflow.devservers.cmq import CmqServer
+from mpsflow.tencentcloud.cmq import CmqClient, Credential
+from mpsflow.tencentcloud.cmq.signing import DEFAULT_PATH
 from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
 
 with warnings.catch_warnings():

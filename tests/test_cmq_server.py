@@ -14,9 +14,14 @@ import anyio
 import pytest
 
 from mpsflow.clock import FakeClock
-from mpsflow.cmq import CmqClient, CmqMessageTooLargeError, CmqReceiptHandleError, Credential
-from mpsflow.cmq.server import CmqServer, build_parser, main
-from mpsflow.cmq.signing import DEFAULT_PATH, sign, string_to_sign
+from mpsflow.devservers.cmq import CmqServer, build_parser, main
+from mpsflow.tencentcloud.cmq import (
+    CmqClient,
+    CmqMessageTooLargeError,
+    CmqReceiptHandleError,
+    Credential,
+)
+from mpsflow.tencentcloud.cmq.signing import DEFAULT_PATH, sign, string_to_sign
 from tests.plugins.cmq_server import (
     CMQ_SECRET_ID,
     CMQ_SECRET_KEY,

@@ -9,7 +9,7 @@ from cmq.sign import Sign
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpsflow.cmq.signing import DEFAULT_PATH, sign, string_to_sign, verify
+from mpsflow.tencentcloud.cmq.signing import DEFAULT_PATH, sign, string_to_sign, verify
 
 SID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
 SK = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE"

@@ -8,12 +8,12 @@ import msgspec
 import pytest
 
 from mpsflow.clock import FakeClock
-from mpsflow.cmq import CmqClient, Credential
-from mpsflow.cmq.server import CmqServer
+from mpsflow.devservers.cmq import CmqServer
 from mpsflow.errors import SinkError
 from mpsflow.retry import RetryPolicy
 from mpsflow.sinks.base import Sink
 from mpsflow.sinks.cmq import CmqSink
+from mpsflow.tencentcloud.cmq import CmqClient, Credential
 from tests.plugins.cmq_server import CmqServerFactory
 
 

@@ -10,12 +10,12 @@ import pytest
 
 from mpsflow import App, Call, CallNext, Context, Outcome, RetryPolicy, Settlement
 from mpsflow.clock import FakeClock
-from mpsflow.cmq.client import CmqClient
-from mpsflow.cmq.credentials import Credential
+from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.events import WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
-from mpsflow.stores.memory import MemoryStore
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.plugins.cmq_server import CmqServerFactory
 
 QUEUE = "mps-notify"

@@ -23,9 +23,9 @@ from aiohttp import web
 
 from mpsflow import App, Context, Reject, RetryPolicy
 from mpsflow.cli import main
+from mpsflow.cli.deadletters import read_dead_letters, redact
 from mpsflow.clock import FakeClock
 from mpsflow.deadletter import DeadLetter
-from mpsflow.deadletters_cli import read_dead_letters, redact
 from mpsflow.delivery import Delivery
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.testing import build_notification, media_result

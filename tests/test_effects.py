@@ -13,13 +13,13 @@ import pytest
 from mpsflow import App, Context
 from mpsflow.clock import FakeClock
 from mpsflow.codec import decode_any
-from mpsflow.effects import effect_key, record_key, subtask_scope
+from mpsflow.dedup.effects import effect_key, record_key, subtask_scope
+from mpsflow.dedup.idempotency import Action, Idempotency
+from mpsflow.dedup.stores import MemoryStore, SQLiteStore
 from mpsflow.errors import StoreUnavailable
 from mpsflow.events import MediaProcessTaskTranscodeResult, Notification, collect_subtasks
-from mpsflow.idempotency import Action, Idempotency
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.memory import MemorySource
-from mpsflow.stores import MemoryStore, SQLiteStore
 from mpsflow.testing import TestClient, build_notification, media_result, sign_payload
 from tests.guarantee.faults import FaultyStore
 from tests.plugins.samples import SAMPLE_KEY

@@ -13,15 +13,15 @@ import pytest
 from mpsflow import App, Context, Delivery, RetryPolicy, Settlement, codec
 from mpsflow.clock import FakeClock
 from mpsflow.codec import decode
-from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
-from mpsflow.idempotency import (
+from mpsflow.dedup.idempotency import (
     Idempotency,
     default_notification_key,
     typed_notification_key,
     typed_payload_hash,
 )
+from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
 from mpsflow.sinks.memory import MemorySink
-from mpsflow.stores.memory import MemoryStore
 from mpsflow.testing import (
     NotSettledError,
     TestClient,
@@ -149,7 +149,7 @@ async def test_a_bad_nested_pair_does_not_hide_a_valid_top_level_one(
         calls.append(data)
         return real_decode_any(data, **kwargs)
 
-    monkeypatch.setattr("mpsflow.middleware.signature.decode_any", counting)
+    monkeypatch.setattr("mpsflow.signing.middleware.decode_any", counting)
     monkeypatch.setattr("mpsflow.pipeline.decode_any", counting)
     app = app_with(notify_keys=["k1"])
     ran: list[str] = []

@@ -20,11 +20,11 @@ from mpsflow import App, Context, Reject, RetryPolicy
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import ConfigurationError
 from mpsflow.events.subtasks import EVENT_KEYS, LIVE_KEYS
-from mpsflow.metrics import InMemoryMetrics
+from mpsflow.observability.metrics import InMemoryMetrics
+from mpsflow.observability.workers import WorkerMetrics
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.http import HttpSource
 from mpsflow.testing import build_notification, media_result, sign_payload
-from mpsflow.worker_metrics import WorkerMetrics
 from tests.plugins.samples import SAMPLE_KEY
 
 
@@ -395,7 +395,7 @@ async def test_workers_sharing_a_metrics_dir_answer_with_the_combined_counts(
 async def test_a_metrics_dir_needs_in_memory_metrics(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from mpsflow.prometheus import PrometheusMetrics
+    from mpsflow.observability.prometheus import PrometheusMetrics
 
     app, _ = make_app(metrics=PrometheusMetrics())
     async with serve(app, metrics_dir=tmp_path):
@@ -422,7 +422,7 @@ def test_bad_options_are_configuration_errors(options: dict[str, Any], match: st
 
 
 async def test_metrics_with_prometheus_client() -> None:
-    from mpsflow.prometheus import PrometheusMetrics
+    from mpsflow.observability.prometheus import PrometheusMetrics
 
     app, _ = make_app(metrics=PrometheusMetrics())
 

@@ -14,16 +14,16 @@ import anyio
 import pytest
 
 from mpsflow.clock import FakeClock
-from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
-from mpsflow.idempotency import (
+from mpsflow.dedup.idempotency import (
     Action,
     Decision,
     Idempotency,
     default_notification_key,
     payload_hash,
 )
-from mpsflow.stores import MemoryStore, SQLiteStore
-from mpsflow.stores.base import ClaimState
+from mpsflow.dedup.stores import MemoryStore, SQLiteStore
+from mpsflow.dedup.stores.base import ClaimState
+from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_PATHS, SHARED_DIR
 
 SAMPLES = SHARED_DIR / "samples"
@@ -196,13 +196,13 @@ async def test_conflicting_payload_is_logged_and_skipped(
     idem: Idempotency, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert await idem.succeeded(await idem.begin("n1", "h", "hash-1"))
-    with caplog.at_level(logging.WARNING, logger="mpsflow.idempotency"):
+    with caplog.at_level(logging.WARNING, logger="mpsflow.dedup.idempotency"):
         same = await idem.begin("n1", "h", "hash-1")
         other = await idem.begin("n1", "h", "hash-2")
     assert (same.action, same.conflict) == (Action.SKIP, False)
     assert (other.action, other.conflict) == (Action.SKIP, True)
     [record] = caplog.records
-    assert record.name == "mpsflow.idempotency"
+    assert record.name == "mpsflow.dedup.idempotency"
     assert record.levelno == logging.WARNING
     assert "conflict" in record.getMessage()
     assert "n1" in record.getMessage()
@@ -260,7 +260,7 @@ async def test_a_lost_lease_is_reported_not_raised(
 ) -> None:
     decision = await idem.begin("n1", "h", "x")
     clock.advance(61)
-    with caplog.at_level(logging.WARNING, logger="mpsflow.idempotency"):
+    with caplog.at_level(logging.WARNING, logger="mpsflow.dedup.idempotency"):
         assert not await idem.succeeded(decision)
     assert "ended before" in caplog.text
 
@@ -281,7 +281,7 @@ async def test_settling_when_the_store_went_down_is_logged(
     idem = Idempotency(store, clock=clock)
     ok, bad = await idem.begin("n1", "a", "x"), await idem.begin("n1", "b", "x")
     await store.close()
-    with caplog.at_level(logging.WARNING, logger="mpsflow.idempotency"):
+    with caplog.at_level(logging.WARNING, logger="mpsflow.dedup.idempotency"):
         assert not await idem.succeeded(ok)
         assert not await idem.failed(bad)
     assert len(caplog.records) == 2

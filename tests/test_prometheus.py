@@ -9,8 +9,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from mpsflow.errors import ConfigurationError
-from mpsflow.metrics import InMemoryMetrics, Metrics
-from mpsflow.prometheus import PrometheusMetrics, format_family, render_in_memory, render_metrics
+from mpsflow.observability.metrics import InMemoryMetrics, Metrics
+from mpsflow.observability.prometheus import (
+    PrometheusMetrics,
+    format_family,
+    render_in_memory,
+    render_metrics,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -25,9 +25,9 @@ import anyio.abc
 import pytest
 import redis.asyncio as aioredis
 
-from mpsflow.cmq.client import CmqClient
-from mpsflow.cmq.credentials import Credential
-from mpsflow.cmq.server import CmqServer
+from mpsflow.devservers.cmq import CmqServer
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY, CmqServerFactory
 
 pytestmark = pytest.mark.slow

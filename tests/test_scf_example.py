@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mpsflow import App, Context
-from mpsflow.sources.scf import InvocationFailed
+from mpsflow.errors import InvocationFailed
 
 FUNCTION = Path(__file__).resolve().parents[1] / "examples" / "scf_function" / "index.py"
 CONTEXT = {

@@ -11,8 +11,9 @@ import pytest
 
 from mpsflow import App, Context, Reject, RetryPolicy
 from mpsflow.deadletter import DeadLetter
+from mpsflow.errors import InvocationFailed
 from mpsflow.sinks.memory import MemorySink
-from mpsflow.sources.scf import InvocationFailed, RedeliveryCounter, make_scf_handler
+from mpsflow.sources.scf import RedeliveryCounter, make_scf_handler
 from mpsflow.testing import build_notification, media_result
 from tests.plugins.samples import SAMPLE_KEY
 

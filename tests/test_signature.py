@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mpsflow.clock import FakeClock
 from mpsflow.errors import ConfigurationError, DecodeError
-from mpsflow.signature import (
+from mpsflow.signing.verifier import (
     NotificationRef,
     SignatureVerifier,
     VerifyReason,

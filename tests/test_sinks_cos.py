@@ -10,10 +10,10 @@ import pytest
 from aiohttp import web
 
 from mpsflow.clock import FakeClock
-from mpsflow.cmq.credentials import Credential
 from mpsflow.errors import ConfigurationError, SinkError
 from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.cos import S3Sink, cos_endpoint
+from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.plugins.moto_server import MotoServer, S3Bucket
 
 # 2023-11-14T22:13:20Z

@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 
 from mpsflow.clock import FakeClock
-from mpsflow.cmq.credentials import Credential
 from mpsflow.errors import ConfigurationError, SinkError
 from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.cos import S3Sink
 from mpsflow.sinks.scf import MAX_ASYNC_CLIENT_CONTEXT, ScfInvokeSink, scf_host
-from mpsflow.tc3 import tc3_authorization
+from mpsflow.tencentcloud.cmq.credentials import Credential
+from mpsflow.tencentcloud.tc3 import tc3_authorization
 from tests.plugins.moto_server import S3Bucket
 
 SECRET_ID = "AKIDscfSinkTest0001"

@@ -17,9 +17,9 @@ import anyio
 import pytest
 
 from mpsflow.clock import FakeClock
+from mpsflow.dedup.stores import IdempotencyStore, MemoryStore, RedisStore, SQLiteStore
+from mpsflow.dedup.stores.base import Claim, ClaimState
 from mpsflow.errors import StoreUnavailable
-from mpsflow.stores import IdempotencyStore, MemoryStore, RedisStore, SQLiteStore
-from mpsflow.stores.base import Claim, ClaimState
 
 LEASE = 30.0
 TTL = 100.0
@@ -245,16 +245,16 @@ async def test_concurrent_claimers_on_two_clients_one_winner(shared_backend: Bac
 
 
 def test_package_exports_everything_and_loads_redis_lazily() -> None:
-    import mpsflow.stores as package
+    import mpsflow.dedup.stores as package
 
     for name in package.__all__:
         assert getattr(package, name) is not None
     with pytest.raises(AttributeError):
         _ = package.NoSuchStore
     probe = (
-        "import sys, mpsflow.stores; "
+        "import sys, mpsflow.dedup.stores; "
         "assert 'redis' not in sys.modules, 'redis imported eagerly'; "
-        "mpsflow.stores.RedisStore; assert 'redis' in sys.modules"
+        "mpsflow.dedup.stores.RedisStore; assert 'redis' in sys.modules"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     subprocess.run([sys.executable, "-c", probe], check=True, env=env, timeout=60)

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpsflow.clock import FakeClock
+from mpsflow.dedup.stores import IdempotencyStore, MemoryStore, SQLiteStore
+from mpsflow.dedup.stores.base import ClaimState
 from mpsflow.errors import StoreUnavailable
-from mpsflow.stores import IdempotencyStore, MemoryStore, SQLiteStore
-from mpsflow.stores.base import ClaimState
 
 LEASE = 30.0
 

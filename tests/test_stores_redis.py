@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mpsflow.clock import FakeClock
+from mpsflow.dedup.stores import RedisStore
+from mpsflow.dedup.stores.base import ClaimState
 from mpsflow.errors import ConfigurationError, StoreUnavailable
-from mpsflow.stores import RedisStore
-from mpsflow.stores.base import ClaimState
 from tests.plugins.redis_server import RedisServer
 
 LEASE = 30.0

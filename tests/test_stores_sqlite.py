@@ -16,9 +16,9 @@ import anyio.to_thread
 import pytest
 
 from mpsflow.clock import FakeClock
+from mpsflow.dedup.stores import SQLiteStore
+from mpsflow.dedup.stores.base import ClaimState
 from mpsflow.errors import StoreUnavailable
-from mpsflow.stores import SQLiteStore
-from mpsflow.stores.base import ClaimState
 
 REPO = Path(__file__).resolve().parents[1]
 LEASE = 30.0
@@ -26,7 +26,7 @@ LEASE = 30.0
 _WORKER = """
 import json, sys
 import anyio
-from mpsflow.stores.sqlite import SQLiteStore
+from mpsflow.dedup.stores.sqlite import SQLiteStore
 
 async def main(path, keys):
     store = SQLiteStore(path, busy_timeout=20.0)

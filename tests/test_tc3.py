@@ -1,4 +1,4 @@
-"""mpsflow.tc3 produces exactly the official SDK's TC3-HMAC-SHA256 Authorization header."""
+"""mpsflow.tencentcloud.tc3 makes exactly the official SDK's TC3-HMAC-SHA256 Authorization."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tencentcloud.common import credential
 from tencentcloud.common.abstract_client import AbstractClient
 from tencentcloud.common.http.request import RequestInternal
 
-from mpsflow.tc3 import tc3_authorization, tc3_headers, tc3_signature
+from mpsflow.tencentcloud.tc3 import tc3_authorization, tc3_headers, tc3_signature
 
 SECRET_ID = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
 SECRET_KEY = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mpsflow.metrics import InMemoryMetrics
-from mpsflow.prometheus import render_in_memory
-from mpsflow.worker_metrics import WorkerMetrics
+from mpsflow.observability.metrics import InMemoryMetrics
+from mpsflow.observability.prometheus import render_in_memory
+from mpsflow.observability.workers import WorkerMetrics
 
 
 def _exited_pid() -> int:
@@ -73,7 +73,7 @@ def test_stray_and_unreadable_files_are_left_out(
     (tmp_path / "notes.json").write_text("{}")
     (tmp_path / f"{os.getppid()}.json").write_text("{not json")
     me = WorkerMetrics(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="mpsflow.metrics"):
+    with caplog.at_level(logging.WARNING, logger="mpsflow.observability.metrics"):
         total, responses = me.combined(_busy(1, 0), {200: 1})
     assert total.deliveries == {("http", "ack"): 1}
     assert responses == {200: 1}
@@ -93,8 +93,8 @@ def test_publishing_replaces_the_file_whole(tmp_path: Path) -> None:
 _KILLED_AFTER_ANSWERING = """
 import os, signal, sys
 from collections import Counter
-from mpsflow.metrics import InMemoryMetrics
-from mpsflow.worker_metrics import WorkerMetrics
+from mpsflow.observability.metrics import InMemoryMetrics
+from mpsflow.observability.workers import WorkerMetrics
 
 worker = WorkerMetrics(sys.argv[1])
 metrics, responses = InMemoryMetrics(), Counter()
@@ -177,7 +177,7 @@ def test_a_failed_write_is_cut_off_before_the_next_record(
         return real_write(fd, data[: len(data) // 2])
 
     monkeypatch.setattr(os, "write", half_write)
-    with caplog.at_level(logging.WARNING, logger="mpsflow.metrics"):
+    with caplog.at_level(logging.WARNING, logger="mpsflow.observability.metrics"):
         for _ in range(2):
             _busy_one(metrics)
             codes[200] += 1

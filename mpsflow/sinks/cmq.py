@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from mpsflow.cmq.client import MAX_BATCH, CmqClient
-from mpsflow.cmq.errors import CmqError
 from mpsflow.errors import SinkError
+from mpsflow.tencentcloud.cmq.client import MAX_BATCH, CmqClient
+from mpsflow.tencentcloud.cmq.errors import CmqError
 
 __all__ = ["CmqSink", "Encoder"]
 

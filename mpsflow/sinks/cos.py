@@ -39,13 +39,13 @@ import anyio
 
 from mpsflow._json import dumps, identify
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.cmq.credentials import (
+from mpsflow.errors import ConfigurationError, SinkError
+from mpsflow.tencentcloud.cmq.credentials import (
     Credential,
     CredentialProvider,
     EnvironmentCredentials,
     StaticCredentials,
 )
-from mpsflow.errors import ConfigurationError, SinkError
 
 __all__ = [
     "DEFAULT_KEYED_TEMPLATE",

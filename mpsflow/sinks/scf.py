@@ -2,7 +2,7 @@
 
 Each record becomes one asynchronous invocation (``InvocationType=Event``): the record's JSON
 text is the ``ClientContext``, which the called function receives as its ``event``. Requests
-are signed with TC3-HMAC-SHA256 (``mpsflow.tc3``) and sent with aiohttp to
+are signed with TC3-HMAC-SHA256 (``mpsflow.tencentcloud.tc3``) and sent with aiohttp to
 ``scf.tencentcloudapi.com``, or ``scf.internal.tencentcloudapi.com`` inside SCF
 (``TENCENTCLOUD_RUNENV=SCF``).
 
@@ -37,16 +37,16 @@ from yarl import URL
 
 from mpsflow._json import dumps_line, identify
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.cmq.credentials import (
+from mpsflow.errors import SinkError
+from mpsflow.sinks._post import post
+from mpsflow.sinks.cos import ObjectRef
+from mpsflow.tencentcloud.cmq.credentials import (
     Credential,
     CredentialProvider,
     EnvironmentCredentials,
     StaticCredentials,
 )
-from mpsflow.errors import SinkError
-from mpsflow.sinks._post import post
-from mpsflow.sinks.cos import ObjectRef
-from mpsflow.tc3 import tc3_headers
+from mpsflow.tencentcloud.tc3 import tc3_headers
 
 __all__ = [
     "MAX_ASYNC_CLIENT_CONTEXT",

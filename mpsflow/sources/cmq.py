@@ -19,11 +19,11 @@ import anyio
 import anyio.abc
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.cmq.client import CmqClient
-from mpsflow.cmq.errors import CmqError
 from mpsflow.delivery import Delivery, Outcome
 from mpsflow.retry import RetryPolicy
 from mpsflow.sources.base import Consumer, PullSource
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.errors import CmqError
 
 __all__ = ["CmqSource"]
 

@@ -47,11 +47,11 @@ from mpsflow.clock import Clock, SystemClock
 from mpsflow.codec import DEFAULT_MAX_SIZE
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError
-from mpsflow.metrics import InMemoryMetrics
-from mpsflow.prometheus import CONTENT_TYPE, format_family, render_metrics
+from mpsflow.observability.metrics import InMemoryMetrics
+from mpsflow.observability.prometheus import CONTENT_TYPE, format_family, render_metrics
+from mpsflow.observability.workers import WorkerMetrics
 from mpsflow.sources.base import Consumer
 from mpsflow.sources.scf import RedeliveryCounter
-from mpsflow.worker_metrics import WorkerMetrics
 
 __all__ = ["HttpSource"]
 
@@ -83,7 +83,7 @@ class HttpSource:
     ``/metrics`` with their combined counts: each publishes its own to that directory every
     ``metrics_interval`` seconds and when it stops, and journals them there before it answers
     a callback, so a worker killed at any moment leaves the counts of every callback it
-    answered (see :mod:`mpsflow.worker_metrics`; needs the default ``InMemoryMetrics``).
+    answered (see :mod:`mpsflow.observability.workers`; needs the default ``InMemoryMetrics``).
     """
 
     def __init__(

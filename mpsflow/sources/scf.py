@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mpsflow._json import UNKNOWN, identify
+from mpsflow.dedup.idempotency import payload_hash
 from mpsflow.delivery import Delivery, Outcome, Settlement
-from mpsflow.errors import DecodeError, MpsflowError
-from mpsflow.idempotency import payload_hash
+from mpsflow.errors import DecodeError, InvocationFailed
 
 if TYPE_CHECKING:
     from mpsflow.app import App
 
-__all__ = ["InvocationFailed", "RedeliveryCounter", "ScfHandler", "make_scf_handler"]
+__all__ = ["RedeliveryCounter", "ScfHandler", "make_scf_handler"]
 
 _log = logging.getLogger("mpsflow.sources.scf")
 
@@ -53,21 +53,10 @@ _SUMMARY_STATUS = {
 }
 
 
-class InvocationFailed(MpsflowError):
-    """The notification failed in a retryable way; raised so the platform retries it.
-
-    ``outcome`` is the pipeline's verdict; the message is its log-safe reason.
-    """
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.reason or "retryable failure")
-        self.outcome = outcome
-
-
 class RedeliveryCounter:
     """Counts failed deliveries of the same notification, for transports that do not (HTTP, SCF).
 
-    A notification is known by :func:`mpsflow.idempotency.payload_hash` (its content without
+    A notification is known by :func:`mpsflow.dedup.idempotency.payload_hash` (its content without
     ``Timestamp``/``Sign``, so a redelivery signed afresh still matches), or by a digest of
     the raw bytes when it is not a JSON object. Counts live in this process only, bounded to
     ``capacity`` notifications (the oldest forgotten first), and are dropped once settled.

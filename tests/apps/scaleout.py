@@ -22,11 +22,11 @@ import anyio
 import redis.asyncio as aioredis
 
 from mpsflow import App, Context, RetryPolicy
+from mpsflow.dedup.idempotency import Idempotency
+from mpsflow.dedup.stores.redis import RedisStore
 from mpsflow.delivery import Outcome
 from mpsflow.events import WorkflowTask
-from mpsflow.idempotency import Idempotency
 from mpsflow.middleware.base import Call, CallNext
-from mpsflow.stores.redis import RedisStore
 
 __all__ = ["PARK_AFTER", "REDIS_URL", "WORK_SECONDS", "app"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mpsflow.clock import Clock, FakeClock
-from mpsflow.stores import IdempotencyStore, MemoryStore, RedisStore, SQLiteStore
+from mpsflow.dedup.stores import IdempotencyStore, MemoryStore, RedisStore, SQLiteStore
 
 STORES = ("memory", "sqlite", "redis")
 

@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from mpsflow.dedup.stores.base import Claim, IdempotencyStore
 from mpsflow.errors import StoreUnavailable
-from mpsflow.stores.base import Claim, IdempotencyStore
 
 __all__ = ["FaultyStore"]
 

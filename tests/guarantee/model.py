@@ -23,6 +23,7 @@ from typing import Any
 from mpsflow import App, Context
 from mpsflow.clock import Clock
 from mpsflow.deadletter import DeadLetter
+from mpsflow.dedup.stores.base import IdempotencyStore
 from mpsflow.delivery import Outcome, Settlement
 from mpsflow.events import (
     AiAnalysisTaskClassificationResult,
@@ -37,7 +38,6 @@ from mpsflow.events import (
 )
 from mpsflow.retry import RetryPolicy
 from mpsflow.sinks.memory import MemorySink
-from mpsflow.stores.base import IdempotencyStore
 from tests.guarantee.traffic import NOTIFY_KEY, Notice, content_digest
 
 __all__ = ["DOOMED_KEY", "HANDLERS", "Effect", "Ledger", "Verdicts", "build_app", "expected"]

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpsflow.clock import FakeClock
-from mpsflow.stores import MemoryStore
+from mpsflow.dedup.stores import MemoryStore
 from mpsflow.testing import TestClient
 from tests.guarantee.faults import FaultyStore
 from tests.guarantee.model import Ledger, Verdicts, assert_exactly_once, build_app, expected

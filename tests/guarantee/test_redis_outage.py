@@ -20,8 +20,8 @@ import aiohttp
 import anyio
 import pytest
 
+from mpsflow.dedup.stores import RedisStore
 from mpsflow.sources.http import HttpSource
-from mpsflow.stores import RedisStore
 from tests.guarantee.conftest import report
 from tests.guarantee.model import Ledger, Verdicts, assert_exactly_once, build_app, expected
 from tests.guarantee.test_sources import recording

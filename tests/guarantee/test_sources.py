@@ -18,11 +18,11 @@ import pytest
 
 from mpsflow import App
 from mpsflow.clock import SystemClock
-from mpsflow.cmq.client import CmqClient
-from mpsflow.cmq.credentials import Credential
 from mpsflow.delivery import Delivery, Outcome
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.sources.http import HttpSource
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.guarantee.conftest import STORES, StoreFactory, report
 from tests.guarantee.faults import FaultyStore
 from tests.guarantee.model import Ledger, Verdicts, assert_exactly_once, build_app, expected

@@ -3,7 +3,7 @@
 Every server listens on a free loopback port and accepts the key pair of ``cmq_credential``.
 ``cmq_server_factory`` starts servers with any :class:`CmqServer` options (a ``FakeClock``, a
 data file, ...) and stops them all at teardown; ``cmq_server_process`` runs
-``python -m mpsflow.cmq.server --port 0`` and reads the URL it prints.
+``python -m mpsflow.devservers.cmq --port 0`` and reads the URL it prints.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from mpsflow.cmq.client import CmqClient
-from mpsflow.cmq.credentials import Credential
-from mpsflow.cmq.server import CmqServer
+from mpsflow.devservers.cmq import CmqServer
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
 
 __all__ = [
     "CMQ_SECRET_ID",
@@ -86,12 +86,12 @@ async def cmq_client(cmq_server: CmqServer, cmq_credential: Credential) -> Async
 
 
 class CmqServerProcess:
-    """``python -m mpsflow.cmq.server`` running in a child process."""
+    """``python -m mpsflow.devservers.cmq`` running in a child process."""
 
     def __init__(self, args: list[str]) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-        command = [sys.executable, "-m", "mpsflow.cmq.server", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "mpsflow.devservers.cmq", "--host", "127.0.0.1"]
         command += ["--port", "0", "--secret-id", CMQ_SECRET_ID, "--secret-key", CMQ_SECRET_KEY]
         self.process = subprocess.Popen(
             [*command, *args],
@@ -130,7 +130,7 @@ class CmqServerProcessFactory(Protocol):
 
 @pytest.fixture
 def cmq_server_process() -> Iterator[CmqServerProcessFactory]:
-    """Start ``python -m mpsflow.cmq.server`` processes; any still running stop at teardown."""
+    """Start ``python -m mpsflow.devservers.cmq`` processes; any still running stop at teardown."""
     started: list[CmqServerProcess] = []
 
     def start(*args: str) -> CmqServerProcess:

@@ -10,7 +10,7 @@ __all__ = ["Claim", "ClaimState", "IdempotencyStore", "settles_in_place"]
 
 
 class ClaimState(enum.Enum):
-    """Result of trying to claim an effect record (scope + handler; see mpsflow.effects)."""
+    """Result of trying to claim an effect record (scope + handler; see mpsflow.dedup.effects)."""
 
     CLAIMED = "claimed"
     """This caller owns the record now (no record, or an expired lease): run the handler."""

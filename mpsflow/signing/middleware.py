@@ -1,7 +1,7 @@
 """Signature middleware: only notifications signed with a configured NotifyKey get through.
 
 MPS signs with ``Sign = MD5(str(Timestamp) + NotifyKey)`` where ``Timestamp`` is the expiry
-(see ``mpsflow.signature``). The check runs at delivery scope, before the full decode, from
+(see ``mpsflow.signing.verifier``). The check runs at delivery scope, before the full decode, from
 the two fields read straight out of the raw payload, so an unauthenticated sender never gets
 a full decode:
 
@@ -23,9 +23,9 @@ from __future__ import annotations
 from mpsflow.codec import DEFAULT_MAX_SIZE, decode_any
 from mpsflow.delivery import Outcome, Settlement
 from mpsflow.errors import DecodeError
-from mpsflow.metrics import Metrics
 from mpsflow.middleware.base import Call, CallNext
-from mpsflow.signature import (
+from mpsflow.observability.metrics import Metrics
+from mpsflow.signing.verifier import (
     SignatureVerifier,
     VerifyResult,
     extract_timestamp_sign,

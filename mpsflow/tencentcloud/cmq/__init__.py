@@ -1,20 +1,20 @@
 """TDMQ-CMQ: an asyncio client for the queue message API, its signing, credentials and errors.
 
-The local CMQ-compatible server for development and tests lives in :mod:`mpsflow.cmq.server`
-(imported on its own so that ``python -m mpsflow.cmq.server`` runs cleanly).
+The local CMQ-compatible server for development and tests lives in :mod:`mpsflow.devservers.cmq`
+(imported on its own so that ``python -m mpsflow.devservers.cmq`` runs cleanly).
 """
 
 from __future__ import annotations
 
-from mpsflow.cmq.client import CmqClient, legacy_endpoint, tdmq_endpoint
-from mpsflow.cmq.credentials import (
+from mpsflow.tencentcloud.cmq.client import CmqClient, legacy_endpoint, tdmq_endpoint
+from mpsflow.tencentcloud.cmq.credentials import (
     Credential,
     CredentialProvider,
     EnvironmentCredentials,
     RefreshingCredentials,
     StaticCredentials,
 )
-from mpsflow.cmq.errors import (
+from mpsflow.tencentcloud.cmq.errors import (
     CmqAuthError,
     CmqError,
     CmqMessageTooLargeError,
@@ -24,7 +24,7 @@ from mpsflow.cmq.errors import (
     CmqServerError,
     CmqThrottledError,
 )
-from mpsflow.cmq.models import DeleteFailure, Message
+from mpsflow.tencentcloud.cmq.models import DeleteFailure, Message
 
 __all__ = [
     "CmqAuthError",

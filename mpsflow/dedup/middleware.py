@@ -1,6 +1,6 @@
 """Dedup (idempotency) middleware: each effect runs to success at most once.
 
-Runs at handler scope, so records are per effect (:mod:`mpsflow.effects`): an event handler's
+Runs at handler scope, so records are per effect (:mod:`mpsflow.dedup.effects`): an event handler's
 scope is the notification, a subtask handler's is one subtask result. A redelivery skips the
 effects that already completed and reruns only the ones that failed; a Change-mode
 notification runs only the subtask results that are new or changed. A concurrent duplicate
@@ -14,17 +14,17 @@ import logging
 
 import anyio
 
+from mpsflow.dedup.effects import effect_key
+from mpsflow.dedup.idempotency import Action, Decision, Idempotency
+from mpsflow.dedup.stores.base import settles_in_place
 from mpsflow.delivery import Outcome, Settlement
-from mpsflow.effects import effect_key
 from mpsflow.errors import StoreUnavailable
 from mpsflow.events import Notification
-from mpsflow.idempotency import Action, Decision, Idempotency
 from mpsflow.middleware.base import Call, CallNext
-from mpsflow.stores.base import settles_in_place
 
 __all__ = ["DedupMiddleware"]
 
-_log = logging.getLogger("mpsflow.idempotency")
+_log = logging.getLogger("mpsflow.dedup.idempotency")
 
 _SKIPPED = Outcome(Settlement.ACK, duplicates_skipped=1, reason="already completed")
 _STATE_KEY = "mpsflow.dedup"

@@ -9,7 +9,7 @@ gives 4430), delayed messages, the batch limits (16 per batch, 64 KB per batch s
 
 Time comes from an injectable :class:`~mpsflow.clock.Clock`, so tests expire visibility with a
 :class:`~mpsflow.clock.FakeClock` instead of sleeping. Run it with
-``python -m mpsflow.cmq.server`` (or ``mpsflow cmq-server``).
+``python -m mpsflow.devservers.cmq`` (or ``mpsflow cmq-server``).
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ import msgspec
 from aiohttp import web
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.cmq.credentials import Credential
-from mpsflow.cmq.errors import (
+from mpsflow.errors import ConfigurationError
+from mpsflow.tencentcloud.cmq.credentials import Credential
+from mpsflow.tencentcloud.cmq.errors import (
     CODE_AUTH_FAILED,
     CODE_BATCH_DELETE_ALL_FAILED,
     CODE_BATCH_DELETE_PARTIAL,
@@ -50,7 +51,7 @@ from mpsflow.cmq.errors import (
     CODE_RECEIPT_HANDLE_INVALID,
     CODE_THROTTLED,
 )
-from mpsflow.cmq.models import (
+from mpsflow.tencentcloud.cmq.models import (
     BatchDeleteMessageResponse,
     BatchReceiveMessageResponse,
     BatchSendMessageResponse,
@@ -61,8 +62,7 @@ from mpsflow.cmq.models import (
     ReceiveMessageResponse,
     SendMessageResponse,
 )
-from mpsflow.cmq.signing import DEFAULT_PATH, string_to_sign, verify
-from mpsflow.errors import ConfigurationError
+from mpsflow.tencentcloud.cmq.signing import DEFAULT_PATH, string_to_sign, verify
 
 __all__ = [
     "DEFAULT_MAX_MSG_SIZE",
@@ -88,7 +88,7 @@ _MAX_DELAY: Final = 1_296_000
 _MAX_REQUEST_BYTES: Final = 64 << 20
 _QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _ENCODER = msgspec.json.Encoder()
-_log = logging.getLogger("mpsflow.cmq.server")
+_log = logging.getLogger("mpsflow.devservers.cmq")
 _S = TypeVar("_S", bound="CmqServer")
 _Action = Callable[["LocalQueue", Mapping[str, str], str], Awaitable[CmqResponse]]
 
@@ -799,7 +799,7 @@ DESCRIPTION: Final = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python -m mpsflow.cmq.server`` / ``mpsflow cmq-server``."""
+    """Arguments of ``python -m mpsflow.devservers.cmq`` / ``mpsflow cmq-server``."""
     parser = argparse.ArgumentParser(prog="mpsflow cmq-server", description=DESCRIPTION)
     add_arguments(parser)
     return parser

@@ -4,7 +4,7 @@ A handler runs once per distinct thing it is given:
 
 * an **event handler** (``WorkflowTask``, ``EditMediaTask``..., and live-stream keys) once per
   notification: its scope is the notification key (see
-  :func:`mpsflow.idempotency.typed_notification_key`);
+  :func:`mpsflow.dedup.idempotency.typed_notification_key`);
 * a **subtask handler** (``Transcode``, ``AiContentReview.Porn``, ``Schedule.AiAnalysis``...)
   once per subtask result: its scope is the task (``EventType:TaskId``), the subtask's
   identity inside the task (:attr:`mpsflow.events.Subtask.identity`: container, type,
@@ -77,7 +77,7 @@ def subtask_scope(notification: Notification, subtask: Subtask) -> str:
     """
     task = task_scope(notification)
     if task is None:
-        from mpsflow.idempotency import typed_notification_key
+        from mpsflow.dedup.idempotency import typed_notification_key
 
         task = typed_notification_key(notification)
     material = f"{subtask.identity}\n{subtask_state(subtask)}".encode()
@@ -115,8 +115,8 @@ def effect_key(record: str) -> str:
 
 def default_scope(notification: AnyNotification, subtask: Subtask | None) -> str:
     """The default dedup scope: the subtask's when there is one, else the notification's."""
+    from mpsflow.dedup.idempotency import typed_notification_key
     from mpsflow.events import Notification
-    from mpsflow.idempotency import typed_notification_key
 
     if subtask is not None and isinstance(notification, Notification):
         return subtask_scope(notification, subtask)

@@ -1,7 +1,7 @@
 """Store-agnostic deduplication: which effect is this, and may this handler run it?
 
 Modelled on AWS Lambda Powertools' idempotency, made async. A record per effect (scope +
-handler; :mod:`mpsflow.effects` says what a scope is: one notification for event handlers, one
+handler; :mod:`mpsflow.dedup.effects` says what a scope is: one notification for event handlers, one
 subtask result for subtask handlers) is claimed atomically with a lease tied to the processing
 deadline; success turns it into COMPLETED for ``completed_ttl``; failure deletes it so a
 redelivery runs the handler again. Because records are per effect, a redelivery reruns only
@@ -61,10 +61,10 @@ import anyio
 import msgspec
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.effects import record_key, subtask_payload_hash, subtask_scope
+from mpsflow.dedup.effects import record_key, subtask_payload_hash, subtask_scope
+from mpsflow.dedup.stores.base import ClaimState, IdempotencyStore
 from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
 from mpsflow.events import LiveStreamNotification, Notification, collect_subtasks
-from mpsflow.stores.base import ClaimState, IdempotencyStore
 
 if TYPE_CHECKING:
     from mpsflow.events import Subtask
@@ -81,7 +81,7 @@ __all__ = [
     "typed_payload_hash",
 ]
 
-_log = logging.getLogger("mpsflow.idempotency")
+_log = logging.getLogger("mpsflow.dedup.idempotency")
 
 KeyFunction = Callable[[Mapping[str, Any]], str]
 """A user key function: the decoded notification (unwrapped) in, a non-empty key out."""
@@ -106,7 +106,7 @@ class Decision:
 
     action: Action
     record_key: str
-    """The store key: scope + ``":"`` + handler name (see :mod:`mpsflow.effects`)."""
+    """The store key: scope + ``":"`` + handler name (see :mod:`mpsflow.dedup.effects`)."""
     token: str = ""
     """Owner token of the claim (RUN only)."""
     retry_after: float = 0.0
@@ -126,7 +126,7 @@ class Idempotency:
     """Per-effect deduplication over an :class:`IdempotencyStore`.
 
     An effect is one handler run on one notification (event handlers) or on one subtask
-    result (subtask handlers); :mod:`mpsflow.effects` defines both scopes. ``key_function``
+    result (subtask handlers); :mod:`mpsflow.dedup.effects` defines both scopes. ``key_function``
     replaces the notification scope, ``subtask_key_function`` the subtask scope.
 
     ``completed_ttl`` is how long a completed record suppresses duplicates (7 days: MPS's
@@ -225,7 +225,10 @@ class Idempotency:
         return typed_notification_key(notification), typed_payload_hash(notification)
 
     def subtask_keys_for(self, notification: Notification, subtask: Subtask) -> tuple[str, str]:
-        """``(subtask scope, payload hash of the subtask result)`` (see :mod:`mpsflow.effects`)."""
+        """``(subtask scope, payload hash of the subtask result)``.
+
+        See :mod:`mpsflow.dedup.effects`.
+        """
         if self._subtask_key_function is None:
             return subtask_scope(notification, subtask), subtask_payload_hash(subtask)
         key = self._subtask_key_function(notification, subtask)

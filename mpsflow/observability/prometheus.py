@@ -1,6 +1,7 @@
 """Prometheus export of what the engine counts.
 
-``PrometheusMetrics`` implements :class:`mpsflow.metrics.Metrics` on ``prometheus-client``
+``PrometheusMetrics`` implements :class:`mpsflow.observability.metrics.Metrics` on
+``prometheus-client``
 (``pip install 'mpsflow[metrics]'``; imported only when the class is used, so the base install
 works without it). ``render_metrics`` turns either it or the default ``InMemoryMetrics`` into
 the Prometheus text format, so ``GET /metrics`` works with or without the extra. Both use the
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mpsflow.errors import ConfigurationError
-from mpsflow.metrics import InMemoryMetrics
+from mpsflow.observability.metrics import InMemoryMetrics
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

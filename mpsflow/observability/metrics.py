@@ -1,7 +1,8 @@
 """What the pipeline counts, behind a small protocol, with an in-process default.
 
 ``InMemoryMetrics`` keeps plain counters (cheap enough for the hot path) that tests and the
-``/metrics`` endpoint read; ``mpsflow.prometheus.PrometheusMetrics`` exports the same names
+``/metrics`` endpoint read; ``mpsflow.observability.prometheus.PrometheusMetrics`` exports
+the same names
 in Prometheus format when ``mpsflow[metrics]`` is installed.
 """
 

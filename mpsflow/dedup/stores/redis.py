@@ -25,8 +25,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.dedup.stores.base import Claim, ClaimState
 from mpsflow.errors import ConfigurationError, StoreUnavailable
-from mpsflow.stores.base import Claim, ClaimState
 
 __all__ = ["RedisStore"]
 

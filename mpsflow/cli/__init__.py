@@ -290,9 +290,9 @@ def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
             f"--cmq needs API keys in the environment: set {' and '.join(missing)} "
             "(and TENCENTCLOUD_SESSIONTOKEN for temporary keys)"
         )
-    from mpsflow.cmq.client import CmqClient
-    from mpsflow.cmq.credentials import EnvironmentCredentials
     from mpsflow.sources.cmq import CmqSource
+    from mpsflow.tencentcloud.cmq.client import CmqClient
+    from mpsflow.tencentcloud.cmq.credentials import EnvironmentCredentials
 
     client = CmqClient(endpoint, EnvironmentCredentials())
     source = CmqSource(
@@ -770,8 +770,8 @@ COMMANDS: dict[str, Command | str] = {
     "run": Command("run an app on HTTP callbacks (or other sources)", _configure_run),
     "send": Command("POST sample notifications to a callback URL, freshly signed", _configure_send),
     "decode": Command("decode a notification file and print a summary", _configure_decode),
-    "deadletters": "mpsflow.deadletters_cli:COMMAND",
-    "cmq-server": "mpsflow.cmq.cli:COMMAND",
+    "deadletters": "mpsflow.cli.deadletters:COMMAND",
+    "cmq-server": "mpsflow.cli.cmq_server:COMMAND",
 }
 """Subcommands: a ``Command``, or ``"module:attribute"`` naming one (imported when needed)."""
 

@@ -1,6 +1,6 @@
 """``mpsflow cmq-server``: the local CMQ-compatible server as an ``mpsflow`` subcommand.
 
-The same options and behaviour as ``python -m mpsflow.cmq.server`` (a development and test
+The same options and behaviour as ``python -m mpsflow.devservers.cmq`` (a development and test
 tool, never a production queue); ``mpsflow.cli.COMMANDS`` names :data:`COMMAND` lazily, so the
 server module is only imported when this command is used.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from mpsflow.cli import Command
-from mpsflow.cmq.server import DESCRIPTION, add_arguments, run_server
+from mpsflow.devservers.cmq import DESCRIPTION, add_arguments, run_server
 
 __all__ = ["COMMAND"]
 

@@ -16,8 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.dedup.stores.base import Claim, ClaimState
 from mpsflow.errors import StoreUnavailable
-from mpsflow.stores.base import Claim, ClaimState
 
 __all__ = ["MemoryStore"]
 
@@ -35,7 +35,8 @@ class MemoryStore:
     """Idempotency records in process memory, bounded to ``max_entries``, with TTLs.
 
     Nothing survives a restart and nothing is shared between processes: use
-    :class:`~mpsflow.stores.sqlite.SQLiteStore` or :class:`~mpsflow.stores.redis.RedisStore`
+    :class:`~mpsflow.dedup.stores.sqlite.SQLiteStore` or
+    :class:`~mpsflow.dedup.stores.redis.RedisStore`
     for that. All methods run without awaiting in between, so each is atomic on one event loop
     (``settles_in_place``). Owner tokens are a random per-store prefix and a counter: they only
     have to be unique within this store.

@@ -23,8 +23,9 @@ import msgspec
 import yarl
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.cmq.credentials import Credential, CredentialProvider, StaticCredentials
-from mpsflow.cmq.errors import (
+from mpsflow.retry import RetryPolicy
+from mpsflow.tencentcloud.cmq.credentials import Credential, CredentialProvider, StaticCredentials
+from mpsflow.tencentcloud.cmq.errors import (
     CODE_BATCH_DELETE_ALL_FAILED,
     CODE_BATCH_DELETE_PARTIAL,
     CODE_NO_MESSAGE,
@@ -32,7 +33,7 @@ from mpsflow.cmq.errors import (
     CmqNetworkError,
     server_error,
 )
-from mpsflow.cmq.models import (
+from mpsflow.tencentcloud.cmq.models import (
     BatchDeleteMessageResponse,
     BatchReceiveMessageResponse,
     BatchSendMessageResponse,
@@ -42,8 +43,7 @@ from mpsflow.cmq.models import (
     ReceiveMessageResponse,
     SendMessageResponse,
 )
-from mpsflow.cmq.signing import DEFAULT_PATH, SignatureMethod, sign, string_to_sign
-from mpsflow.retry import RetryPolicy
+from mpsflow.tencentcloud.cmq.signing import DEFAULT_PATH, SignatureMethod, sign, string_to_sign
 
 __all__ = [
     "MAX_BATCH",
@@ -62,7 +62,7 @@ MAX_POLLING_WAIT: Final = 30
 _FORM: Final = {"Content-Type": "application/x-www-form-urlencoded"}
 _NO_CODES: Final[frozenset[int]] = frozenset()
 _DEFAULT_RETRY: Final = RetryPolicy(max_attempts=4, base_delay=0.2, max_delay=5.0)
-_log = logging.getLogger("mpsflow.cmq")
+_log = logging.getLogger("mpsflow.tencentcloud.cmq")
 
 _R = TypeVar("_R", bound=CmqResponse)
 _C = TypeVar("_C", bound="CmqClient")

@@ -46,11 +46,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mpsflow.metrics import InMemoryMetrics
+from mpsflow.observability.metrics import InMemoryMetrics
 
 __all__ = ["WorkerMetrics"]
 
-_log = logging.getLogger("mpsflow.metrics")
+_log = logging.getLogger("mpsflow.observability.metrics")
 
 _TEMPLATE = InMemoryMetrics().state()
 # The counters as InMemoryMetrics keeps them: dicts (keyed by a label or a pair of labels)

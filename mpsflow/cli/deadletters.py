@@ -28,7 +28,7 @@ import msgspec
 from mpsflow.cli import EXIT_FAILED, EXIT_OK, Command, _load_app, _positive_float, _positive_int
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
-from mpsflow.signature import sign
+from mpsflow.signing.verifier import sign
 from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
 
 if TYPE_CHECKING:

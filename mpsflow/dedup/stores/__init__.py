@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mpsflow.stores.base import Claim, ClaimState, IdempotencyStore
-from mpsflow.stores.memory import MemoryStore
-from mpsflow.stores.sqlite import SQLiteStore
+from mpsflow.dedup.stores.base import Claim, ClaimState, IdempotencyStore
+from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.dedup.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
-    from mpsflow.stores.redis import RedisStore
+    from mpsflow.dedup.stores.redis import RedisStore
 
 __all__ = [
     "Claim",
@@ -27,7 +27,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RedisStore":
-        from mpsflow.stores.redis import RedisStore
+        from mpsflow.dedup.stores.redis import RedisStore
 
         return RedisStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

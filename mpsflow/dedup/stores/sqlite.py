@@ -22,8 +22,8 @@ import anyio
 import anyio.to_thread
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.dedup.stores.base import Claim, ClaimState
 from mpsflow.errors import StoreUnavailable
-from mpsflow.stores.base import Claim, ClaimState
 
 __all__ = ["SQLiteStore"]
 

@@ -1,0 +1,6 @@
+"""What the engine counts and how it is read: metrics, the Prometheus export, and the
+per-worker journal that lets several processes answer ``/metrics`` together."""
+
+from mpsflow.observability.metrics import InMemoryMetrics, Metrics
+
+__all__ = ["InMemoryMetrics", "Metrics"]
