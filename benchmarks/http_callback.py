@@ -130,18 +130,7 @@ def serve_bare(port: int) -> None:
 
 def serve_http_layer(port: int) -> None:
     """``HttpSource`` alone, with a consumer that acks at once: the cost of the HTTP layer."""
-    import anyio
-
-    from mpsflow.delivery import Delivery, Outcome, Settlement
-    from mpsflow.sources.http import HttpSource
-
-    acked = Outcome(Settlement.ACK)
-
-    async def consumer(delivery: Delivery) -> Outcome:
-        return acked
-
-    source = HttpSource("127.0.0.1", port, PATH, max_in_flight=1024)
-    anyio.run(source.run, consumer, anyio.Event())
+    _serve_http_source(port, decode=False)
 
 
 def serve_http_decode(port: int) -> None:
@@ -150,20 +139,27 @@ def serve_http_decode(port: int) -> None:
     Whatever ``mpsflow / bare`` can reach is below ``http-decode / bare``: signature, dedup,
     routing and the handler all come on top of this row.
     """
+    _serve_http_source(port, decode=True)
+
+
+def _serve_http_source(port: int, *, decode: bool) -> None:
+    """Serve ``HttpSource`` with a consumer that acks at once, after a typed decode or not."""
     import anyio
 
     from mpsflow.codec import decode_any
     from mpsflow.delivery import Delivery, Outcome, Settlement
     from mpsflow.sources.http import HttpSource
+    from mpsflow.sources.runtime import SourceRuntime
 
     acked = Outcome(Settlement.ACK)
 
     async def consumer(delivery: Delivery) -> Outcome:
-        decode_any(delivery.body)
+        if decode:
+            decode_any(delivery.body)
         return acked
 
     source = HttpSource("127.0.0.1", port, PATH, max_in_flight=1024)
-    anyio.run(source.run, consumer, anyio.Event())
+    anyio.run(source.run, SourceRuntime(consumer=consumer, stop=anyio.Event()))
 
 
 def serve_mpsflow(port: int, dead_letters: str, *, full: bool = True) -> None:

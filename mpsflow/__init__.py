@@ -8,7 +8,7 @@ from mpsflow.app import App
 from mpsflow.clock import Clock, FakeClock, SystemClock
 from mpsflow.codec import decode, decode_any, decode_live, encode
 from mpsflow.context import Context, current_context
-from mpsflow.delivery import Delivery, Outcome, Settlement
+from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import (
     ConfigurationError,
     DecodeError,
@@ -24,11 +24,13 @@ from mpsflow.retry import RetryPolicy
 from mpsflow.router import Router
 from mpsflow.sinks.base import Sink
 from mpsflow.sources.base import PullSource, Source
+from mpsflow.sources.runtime import SourceRuntime
 
 __all__ = [
     "App",
     "Call",
     "CallNext",
+    "Cause",
     "Clock",
     "ConfigurationError",
     "Context",
@@ -50,6 +52,7 @@ __all__ = [
     "Sink",
     "SinkError",
     "Source",
+    "SourceRuntime",
     "StoreUnavailable",
     "SystemClock",
     "current_context",

@@ -4,7 +4,7 @@ Sinks take "records": raw notification bytes, parsed ``dict`` events, msgspec St
 typed notification model), dataclasses or plain JSON-able values. ``dumps`` turns any of them
 into JSON bytes (raw bytes are kept as they are), ``dumps_line`` into one compact line (for
 JSON lines and size-capped payloads), and ``identify`` reads ``EventType``, ``TaskId`` and
-``Status`` without decoding the whole document.
+``Status`` without decoding the whole document (the peek is :mod:`mpsflow.events.envelope`'s).
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+
+from mpsflow.errors import DecodeError
+from mpsflow.events import envelope
 
 __all__ = ["UNKNOWN", "RecordIdentity", "dumps", "dumps_line", "identify"]
 
@@ -72,79 +75,33 @@ class RecordIdentity:
     status: str = UNKNOWN
 
 
-class _PeekTask(msgspec.Struct):
-    TaskId: str | None = None
-    Status: str | None = None
-
-
-class _Peek(msgspec.Struct):
-    """The few envelope fields ``identify`` needs; msgspec skips everything else unparsed."""
-
-    EventType: str | None = None
-    NotificationType: str | None = None
-    TaskId: str | None = None
-    WorkflowTaskEvent: _PeekTask | None = None
-    EditMediaTaskEvent: _PeekTask | None = None
-    ScheduleTaskEvent: _PeekTask | None = None
-    ExtractBlindWatermarkTask: _PeekTask | None = None
-
-
-_peek_decoder = msgspec.json.Decoder(_Peek)
-
-_EVENT_KEYS = (
-    "WorkflowTaskEvent",
-    "EditMediaTaskEvent",
-    "ScheduleTaskEvent",
-    "ExtractBlindWatermarkTask",
-)
-
-
 def _text(value: object) -> str:
     if isinstance(value, enum.Enum):
         value = value.value
     return str(value) if isinstance(value, str) and value else UNKNOWN
 
 
-def _identify_bytes(raw: bytes) -> RecordIdentity:
+def _peeked(raw: bytes | Mapping[str, Any]) -> RecordIdentity:
     try:
-        peek = _peek_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        found = envelope.identify(raw)
+    except DecodeError:
         return RecordIdentity()
-    if peek.NotificationType is not None:  # live-stream notification: no EventType, no Status
-        return RecordIdentity(_text(peek.NotificationType), _text(peek.TaskId), UNKNOWN)
-    event_type = _text(peek.EventType)
-    task: _PeekTask | None = getattr(peek, f"{event_type}Event", None)
-    if task is None:
-        task = next((t for key in _EVENT_KEYS if (t := getattr(peek, key)) is not None), None)
-    if task is None:
-        return RecordIdentity(event_type)
-    return RecordIdentity(event_type, _text(task.TaskId), _text(task.Status))
-
-
-def _identify_mapping(doc: Mapping[str, Any]) -> RecordIdentity:
-    notification_type = doc.get("NotificationType")
-    if notification_type is not None:
-        return RecordIdentity(_text(notification_type), _text(doc.get("TaskId")), UNKNOWN)
-    event_type = _text(doc.get("EventType"))
-    task = doc.get(f"{event_type}Event")
-    if not isinstance(task, Mapping):
-        task = next((t for key in _EVENT_KEYS if isinstance(t := doc.get(key), Mapping)), None)
-    if task is None:
-        return RecordIdentity(event_type)
-    return RecordIdentity(event_type, _text(task.get("TaskId")), _text(task.get("Status")))
+    status = UNKNOWN if found.live else _text(found.status)
+    return RecordIdentity(_text(found.event_type), _text(found.task_id), status)
 
 
 def identify(record: object) -> RecordIdentity:
     """Read event type, task id and status from a record, ``"unknown"`` where absent.
 
-    Works on raw JSON bytes (peeked, not fully decoded), on ``dict`` events, and on typed
-    notifications exposing ``event_type`` (or ``notification_type``) / ``task_id`` /
-    ``status`` attributes. Live-stream notifications have no status. Never raises.
+    Works on raw JSON bytes (peeked, not fully decoded), on ``dict`` events (both possibly
+    in the ParseNotification API's wrapper), and on typed notifications exposing
+    ``event_type`` (or ``notification_type``) / ``task_id`` / ``status`` attributes.
+    Live-stream notifications have no status. Never raises.
     """
     if isinstance(record, bytes | bytearray | memoryview | msgspec.Raw):
-        return _identify_bytes(bytes(record))
+        return _peeked(bytes(record))
     if isinstance(record, Mapping):
-        return _identify_mapping(record)
+        return _peeked(record)
     kind = getattr(record, "event_type", None) or getattr(record, "notification_type", None)
     return RecordIdentity(
         _text(kind),

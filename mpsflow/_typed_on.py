@@ -1,15 +1,16 @@
 """Typed ``on``: one overload per routing key's result type (GENERATED, do not edit).
 
-Regenerate with ``python scripts/gen_typed_on.py``. A handler registered for a key must accept
-that key's result type as its first parameter and a ``Context`` as its second; anything else
-is a type error. A non-literal ``str`` key falls back to an untyped handler (still checked at
+Regenerate with ``python scripts/gen_typed_on.py``; the keyword options come from
+``mpsflow.handler_options.ON_OPTIONS``. A handler registered for a key must accept that key's
+result type as its first parameter and a ``Context`` as its second; anything else is a type
+error. A non-literal ``str`` key falls back to an untyped handler (still checked at
 registration time).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
 
 from mpsflow.context import Context
 from mpsflow.events import (
@@ -88,12 +89,27 @@ from mpsflow.middleware.base import Middleware
 from mpsflow.retry import RetryPolicy
 from mpsflow.routing import HandlerFunc
 
-__all__ = ["Handler", "TypedOn"]
+__all__ = ["Handler", "OnOptions", "TypedOn"]
 
 _T = TypeVar("_T")
 
 Handler = Callable[[_T, Context], Awaitable[object]]
 """An async handler of one result type: ``async def h(result: T, ctx: Context) -> None``."""
+
+
+class OnOptions(TypedDict):
+    """The keyword options of one ``on`` call, as ``Router._register`` receives them."""
+
+    status: str | Collection[str] | None
+    failed: bool | None
+    ok: bool | None
+    when: Callable[[Any], bool] | None
+    name: str | None
+    retry: RetryPolicy | None
+    timeout: float | None
+    max_concurrency: int | None
+    middleware: Iterable[Middleware]
+    emits: Iterable[str]
 
 
 class TypedOn:
@@ -102,19 +118,7 @@ class TypedOn:
     if TYPE_CHECKING:
 
         def _register(
-            self,
-            key: str,
-            *,
-            status: str | Collection[str] | None = None,
-            failed: bool | None = None,
-            ok: bool | None = None,
-            when: Callable[[Any], bool] | None = None,
-            name: str | None = None,
-            retry: RetryPolicy | None = None,
-            timeout: float | None = None,
-            max_concurrency: int | None = None,
-            middleware: Iterable[Middleware] = (),
-            emits: Iterable[str] = (),
+            self, key: str, options: OnOptions
         ) -> Callable[[HandlerFunc], HandlerFunc]: ...
 
     @overload
@@ -1422,21 +1426,32 @@ class TypedOn:
 
         ``key`` is an ``EventType`` (``"WorkflowTask"``), a subtask key (``"Transcode"``,
         ``"AiContentReview.Porn"``, …) or a live ``NotificationType``; unknown keys raise
-        ``ConfigurationError`` at once. Filters: ``status`` (one or several), ``failed``,
-        ``ok`` and a ``when`` predicate on the result. Per-handler policies: ``retry``,
-        ``timeout`` (seconds), ``max_concurrency``, ``middleware`` and the sink names it
-        ``emits`` to (checked at startup).
+        ``ConfigurationError`` at once. The options filter results or set per-handler
+        policies:
+
+        * ``status``: only results whose ``Status`` is this one (or one of these).
+        * ``failed``: only failed results (``False``: only not failed).
+        * ``ok``: only successful results (``False``: only not ok).
+        * ``when``: only results this predicate accepts.
+        * ``name``: the handler's name (it keys the dedup records); default ``module.qualname``.
+        * ``retry``: retry policy (default: the nearest router's).
+        * ``timeout``: seconds one call may take (default: the nearest router's).
+        * ``max_concurrency``: how many calls may run at once.
+        * ``middleware``: middleware around this handler only (inside the routers').
+        * ``emits``: names of the sinks it emits to (checked at startup).
         """
         return self._register(
             key,
-            status=status,
-            failed=failed,
-            ok=ok,
-            when=when,
-            name=name,
-            retry=retry,
-            timeout=timeout,
-            max_concurrency=max_concurrency,
-            middleware=middleware,
-            emits=emits,
+            OnOptions(
+                status=status,
+                failed=failed,
+                ok=ok,
+                when=when,
+                name=name,
+                retry=retry,
+                timeout=timeout,
+                max_concurrency=max_concurrency,
+                middleware=middleware,
+                emits=emits,
+            ),
         )

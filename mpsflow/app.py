@@ -16,9 +16,10 @@ from mpsflow.clock import Clock, SystemClock
 from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.middleware import DedupMiddleware
 from mpsflow.dedup.stores.base import IdempotencyStore
-from mpsflow.delivery import Delivery, Outcome
+from mpsflow.delivery import Cause, Delivery, Outcome
 from mpsflow.errors import ConfigurationError
 from mpsflow.middleware.base import Middleware
+from mpsflow.observability.health import Readiness, ReadinessCheck, probe
 from mpsflow.observability.metrics import InMemoryMetrics, Metrics
 from mpsflow.pipeline import Pipeline, UnmatchedPolicy
 from mpsflow.retry import RetryPolicy
@@ -29,6 +30,7 @@ from mpsflow.sinks.base import Sink
 from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.sources.base import Source
+from mpsflow.sources.runtime import Consumer, SourceRuntime
 
 __all__ = [
     "DEFAULT_DEAD_LETTER_PATH",
@@ -53,7 +55,9 @@ class App(Router):
     ``async with app:`` starts sinks and lifespan hooks; ``await app.process(delivery)`` runs
     one delivery through the pipeline; ``await app.run(*sources)`` feeds sources until they
     end or SIGTERM/SIGINT arrives, then drains in-flight work for up to
-    ``shutdown_timeout`` seconds and leaves the rest for redelivery.
+    ``shutdown_timeout`` seconds and leaves the rest for redelivery. Each source gets a
+    :class:`~mpsflow.sources.runtime.SourceRuntime` (``source_runtime``), the only part of
+    the app it sees.
 
     ``notify_keys`` turns signature checks on (several keys = rotation); ``idempotency`` (a
     store or an ``Idempotency``) turns per-handler dedup on.
@@ -112,7 +116,7 @@ class App(Router):
         self.allow_unsigned = allow_unsigned
         self.idempotency = idempotency
         self.channels: dict[str, SinkChannel] = {}
-        self.readiness_checks: list[Callable[[], Awaitable[bool]]] = []
+        self.readiness_checks: list[ReadinessCheck] = []
         """Async checks ``/readyz`` runs (e.g. the dedup store answers)."""
 
     # -- configuration ----------------------------------------------------------------------
@@ -278,7 +282,7 @@ class App(Router):
         if stack is not None:
             await stack.aclose()
 
-    def _restore_checks(self, checks: list[Callable[[], Awaitable[bool]]]) -> None:
+    def _restore_checks(self, checks: list[ReadinessCheck]) -> None:
         self.readiness_checks[:] = checks
 
     async def _run_shutdown_hooks(self) -> None:
@@ -298,6 +302,38 @@ class App(Router):
         if pipeline is None:
             raise RuntimeError("start the app first: `async with app:` or `await app.run(...)`")
         return pipeline(delivery)
+
+    async def readiness(self) -> Readiness:
+        """Whether to take traffic now: started, and every readiness check passing."""
+        return await probe(self.readiness_checks, started=self.started)
+
+    def source_runtime(
+        self, stop: anyio.Event, *, consumer: Consumer | None = None
+    ) -> SourceRuntime:
+        """What a source may use of this app, for one ``run``; ``App.run`` builds one per source.
+
+        ``consumer`` replaces ``app.process`` (e.g. a wrapper that observes each outcome);
+        everything else (readiness, metrics, limits, dead letters) stays the app's.
+        """
+        return SourceRuntime(
+            consumer=self.process if consumer is None else consumer,
+            stop=stop,
+            clock=self.clock,
+            max_body_size=self.max_body_size,
+            metrics=self.metrics,
+            readiness=self.readiness,
+            shutdown_timeout=self.shutdown_timeout,
+            dead_letter=self._dead_letter,
+        )
+
+    async def _dead_letter(
+        self, delivery: Delivery, reason: str, *, cause: Cause = Cause.REJECTED, path: str = ""
+    ) -> Outcome:
+        """The runtime's dead-letter path: the pipeline's, once the app has started."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise RuntimeError("start the app first: `async with app:` or `await app.run(...)`")
+        return await pipeline.dead_letter(delivery, reason, cause=cause, path=path)
 
     def stop(self) -> None:
         """Ask ``run`` to stop pulling, drain in-flight work and return."""
@@ -359,10 +395,11 @@ class App(Router):
 
     async def _supervise(self, source: Source, stop: anyio.Event) -> None:
         name = getattr(source, "name", type(source).__name__)
+        runtime = self.source_runtime(stop)
         delay = 0.5
         while True:
             try:
-                await source.run(self.process, stop)
+                await source.run(runtime)
                 return
             except ConfigurationError as exc:  # a setting, not a bug: its message says it all
                 _log.error("source %s cannot run: %s; retrying in %.1fs", name, exc, delay)

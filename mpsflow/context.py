@@ -20,9 +20,17 @@ __all__ = [
     "AnyNotification",
     "Context",
     "current_context",
+    "reset_current_context",
+    "set_current_context",
 ]
 
 _current: contextvars.ContextVar[Context] = contextvars.ContextVar("mpsflow_context")
+
+set_current_context = _current.set
+"""Make a ``Context`` the current one (the pipeline does, around each handler call); returns
+the token ``reset_current_context`` takes. The var's own method: no extra call per run."""
+reset_current_context = _current.reset
+"""Restore the context that was current before the matching ``set_current_context``."""
 
 _base_log = logging.getLogger("mpsflow.handler")
 
@@ -180,8 +188,16 @@ class Context:
             self._receipts = []
         self._receipts.append(receipt)
 
-    async def _flush(self) -> None:
-        """Wait until every emitted record is delivered; raises SinkError if one was not."""
+    @property
+    def emitting(self) -> bool:
+        """True while records emitted by this run are not yet known to be delivered."""
+        return bool(self._receipts)
+
+    async def wait_emitted(self) -> None:
+        """Wait until every record emitted so far is delivered; raises SinkError if one was not.
+
+        The pipeline waits for this before a handler counts as succeeded.
+        """
         receipts, self._receipts = self._receipts, None
         for receipt in receipts or ():
             await receipt.wait()

@@ -10,15 +10,35 @@ from typing import Any, Literal
 
 import msgspec
 
+from mpsflow.delivery import Cause
+
 __all__ = [
     "DeadLetter",
     "DeadLetterKind",
     "Failure",
     "body_bytes",
+    "dead_letter_kind",
     "make_dead_letter",
 ]
 
 DeadLetterKind = Literal["exhausted", "rejected", "poison", "unmatched", "signature"]
+
+_KINDS: dict[Cause, DeadLetterKind] = {
+    Cause.MALFORMED: "poison",
+    Cause.TOO_LARGE: "poison",
+    Cause.UNAUTHENTICATED: "signature",
+    Cause.REJECTED: "rejected",
+    Cause.UNMATCHED: "unmatched",
+}
+
+
+def dead_letter_kind(cause: Cause) -> DeadLetterKind:
+    """The record kind for a delivery dead-lettered because of ``cause``.
+
+    Bodies that are no notification are ``poison``, refusals ``signature`` or ``rejected``,
+    and every failure that kept coming back (errors, timeouts, retries) ``exhausted``.
+    """
+    return _KINDS.get(cause, "exhausted")
 
 
 class Failure(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -19,9 +19,9 @@ import anyio
 
 from mpsflow.clock import Clock
 from mpsflow.codec import decode_any
-from mpsflow.context import Context, _current
-from mpsflow.deadletter import DeadLetter, DeadLetterKind, Failure, make_dead_letter
-from mpsflow.delivery import Delivery, Outcome, Settlement
+from mpsflow.context import Context, reset_current_context, set_current_context
+from mpsflow.deadletter import DeadLetter, Failure, dead_letter_kind, make_dead_letter
+from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import DecodeError, PayloadTooLarge, Reject, Retry
 from mpsflow.middleware.base import Call, CallNext, chain
 from mpsflow.observability.metrics import Metrics
@@ -35,11 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Pipeline",
-    "ResultKind",
     "UnmatchedPolicy",
 ]
 
 UnmatchedPolicy = Literal["ack", "dead_letter"]
+
+_HandlerCall = Callable[[Any, Context], Awaitable[Outcome]]
+"""One handler, ready to call with its payload and context (see ``Pipeline``)."""
 
 _log = logging.getLogger("mpsflow.pipeline")
 
@@ -47,28 +49,29 @@ _HANDLER_OK = Outcome(Settlement.ACK, handlers_run=1)
 """Shared by every successful handler run and single-handler delivery (outcomes are never
 mutated once made)."""
 _SETTLEMENT_NAMES = {s: s.value for s in Settlement}  # enum ``.value`` is slow on the hot path
-
-ResultKind = Literal["ok", "skipped", "defer", "retry", "reject", "error", "timeout"]
-"""``defer``: middleware put the run off (duplicate in progress elsewhere, dedup store down);
-it never uses up attempts, because the handler did not get to run."""
+_DONE = frozenset({Cause.OK, Cause.ALREADY_DONE})
+"""Handler-run causes that are not failures."""
+_SEVERITY = (Cause.ERROR, Cause.TIMEOUT, Cause.RETRY)
+"""Which failure speaks for a delivery whose handlers failed in several ways (else DEFERRED)."""
 
 
 @dataclass(slots=True)
 class _HandlerResult:
     spec: HandlerSpec
-    kind: ResultKind
+    cause: Cause
     reason: str = ""
     delay: float | None = None
     error_type: str = ""
     traceback: str = ""
 
-    @property
-    def failed(self) -> bool:
-        return self.kind not in ("ok", "skipped")
-
 
 class Pipeline:
-    """Processes deliveries for one app; built once at startup, shared by every source."""
+    """Processes deliveries for one app; built once at startup, shared by every source.
+
+    Every handler is called the one way ``_handler_call`` builds (its context current, its
+    limit and timeout applied, its emits awaited); handler-scope middleware, when a handler
+    has some, wraps that same call, and without middleware ``_run`` calls it directly.
+    """
 
     def __init__(
         self,
@@ -95,14 +98,13 @@ class Pipeline:
         self._rng = rng or random.Random()
         self._ok_results: dict[HandlerSpec, _HandlerResult] = {}
         """One shared, never-mutated success result per handler (no allocation when it runs)."""
-        self._direct: set[HandlerSpec] = set()
-        """Handlers without middleware, limiter or timeout: called without a ``Call``."""
+        self._calls: dict[HandlerSpec, tuple[_HandlerCall, CallNext | None]] = {}
+        """Per handler: its call, and the middleware chain around it (None: none to run)."""
         for spec in specs:
+            call = _handler_call(spec)
             middleware = (*handler_middleware, *spec.middleware)
-            spec.chain = chain(middleware, self._endpoint(spec))
-            if not middleware and spec.max_concurrency is None and spec.timeout is None:
-                self._direct.add(spec)
-            self._ok_results[spec] = _HandlerResult(spec, "ok")
+            self._calls[spec] = (call, chain(middleware, _endpoint(call)) if middleware else None)
+            self._ok_results[spec] = _HandlerResult(spec, Cause.OK)
         self._routes = RouteTable(specs)
         self._process: CallNext | None = (
             chain(delivery_middleware, self._call_endpoint) if delivery_middleware else None
@@ -125,15 +127,28 @@ class Pipeline:
             except Exception as exc:
                 _log.exception("internal error processing delivery %s", delivery.id or "?")
                 outcome = await self._internal_error(delivery, exc)
-            if outcome.settlement is Settlement.REJECTED and not delivery.state.get(
-                "dead_lettered"
-            ):
+            if outcome.settlement is Settlement.REJECTED and not delivery.dead_lettered:
                 outcome = await self._dead_letter_rejection(delivery, outcome)
         except BaseException:  # cancelled (shutdown): left for redelivery, no longer in flight
             metrics.delivery(source, "cancelled", perf_counter() - started)
             raise
         metrics.delivery(source, _SETTLEMENT_NAMES[outcome.settlement], perf_counter() - started)
         return outcome
+
+    async def dead_letter(
+        self, delivery: Delivery, reason: str, *, cause: Cause = Cause.REJECTED, path: str = ""
+    ) -> Outcome:
+        """Record ``delivery`` as a dead letter without processing it (a source's refusal).
+
+        ``cause`` picks the record's kind. Returns DEAD_LETTERED, or RETRY when the record
+        could not be written; a delivery already recorded is not recorded twice.
+        """
+        if delivery.dead_lettered:
+            return Outcome(Settlement.DEAD_LETTERED, reason=reason, cause=cause, path=path)
+        failure = Failure(kind=dead_letter_kind(cause), message=reason)
+        return await self._to_dead_letters(
+            delivery, cause=cause, reason=reason, path=path, failures=[failure]
+        )
 
     # -- decode and route -------------------------------------------------------------------
 
@@ -148,12 +163,11 @@ class Pipeline:
             if notification is None:
                 notification = decode_any(delivery.body, max_size=self._max_body_size)
         except DecodeError as exc:
-            where = f" at {exc.path}" if exc.path not in ("", "$") else ""
             return await self._to_dead_letters(
                 delivery,
-                kind="poison",
-                reason=f"{exc}{where}"[:500],
-                status=413 if isinstance(exc, PayloadTooLarge) else 400,
+                cause=Cause.TOO_LARGE if isinstance(exc, PayloadTooLarge) else Cause.MALFORMED,
+                reason=str(exc)[:500],
+                path=exc.path,
                 failures=[Failure(kind="poison", error_type="DecodeError", message=str(exc))],
             )
         if call is not None:
@@ -164,7 +178,7 @@ class Pipeline:
         if len(work) == 1:
             spec, payload, subtask = work[0]
             result = await self._run(spec, payload, subtask, notification, delivery)
-            if result.kind == "ok":
+            if result.cause is Cause.OK:
                 return _HANDLER_OK
             results = [result]
         else:
@@ -177,11 +191,11 @@ class Pipeline:
         if self._unmatched == "dead_letter":
             return await self._to_dead_letters(
                 delivery,
-                kind="unmatched",
+                cause=Cause.UNMATCHED,
                 reason=f"no handler for {event_type or 'this notification'}",
                 notification=notification,
             )
-        return Outcome(Settlement.ACK, reason="unmatched")
+        return Outcome(Settlement.ACK, reason="unmatched", cause=Cause.UNMATCHED)
 
     # -- running handlers -------------------------------------------------------------------
 
@@ -210,35 +224,32 @@ class Pipeline:
         notification: AnyNotification,
         delivery: Delivery,
     ) -> _HandlerResult:
+        """Run one handler (through its middleware, if any) and say how it ended."""
         ctx = Context(notification, delivery, spec.name, spec.key, self._sinks, subtask=subtask)
+        call, chained = self._calls[spec]
         started = perf_counter()
         try:
-            if spec in self._direct:  # nothing around the handler: the common, hot case
-                token = _current.set(ctx)
-                try:
-                    await spec.func(payload, ctx)
-                    if ctx._receipts:
-                        await ctx._flush()
-                finally:
-                    _current.reset(token)
-                outcome = _HANDLER_OK
+            if chained is None:  # nothing around the handler: the common, hot case
+                outcome = await call(payload, ctx)
             else:
-                assert spec.chain is not None
-                outcome = await spec.chain(
+                outcome = await chained(
                     Call(delivery, "handler", notification, spec.info, payload, ctx)
                 )
         except Retry as exc:
-            result = _HandlerResult(spec, "retry", exc.reason, delay=exc.delay)
+            result = _HandlerResult(spec, Cause.RETRY, exc.reason, delay=exc.delay)
         except Reject as exc:
-            result = _HandlerResult(spec, "reject", exc.reason, error_type="Reject")
+            result = _HandlerResult(spec, Cause.REJECTED, exc.reason, error_type="Reject")
         except TimeoutError:
             result = _HandlerResult(
-                spec, "timeout", f"handler timed out after {spec.timeout}s", error_type="Timeout"
+                spec,
+                Cause.TIMEOUT,
+                f"handler timed out after {spec.timeout}s",
+                error_type="Timeout",
             )
         except Exception as exc:
             result = _HandlerResult(
                 spec,
-                "error",
+                Cause.ERROR,
                 _describe(exc),
                 error_type=type(exc).__name__,
                 traceback=traceback.format_exc(limit=20),
@@ -248,75 +259,58 @@ class Pipeline:
                 self._metrics.handler_run(spec.key, "ok", perf_counter() - started)
                 return self._ok_results[spec]
             result = _from_outcome(spec, outcome)
-        if result.failed:
-            ctx.log.warning("handler %s failed (%s): %s", spec.name, result.kind, result.reason)
-        elif result.kind == "skipped":
+        cause = result.cause
+        if cause is Cause.ALREADY_DONE:
             self._metrics.duplicate_skipped(spec.key)
-        self._metrics.handler_run(spec.key, result.kind, perf_counter() - started)
+        elif cause is not Cause.OK:
+            ctx.log.warning("handler %s failed (%s): %s", spec.name, cause.value, result.reason)
+        self._metrics.handler_run(spec.key, cause.value, perf_counter() - started)
         return result
-
-    def _endpoint(self, spec: HandlerSpec) -> CallNext:
-        func = spec.func
-
-        async def run_handler(call: Call) -> Outcome:
-            ctx = call.context
-            assert ctx is not None
-            token = _current.set(ctx)
-            try:
-                limiter = spec.limiter
-                if limiter is None and spec.timeout is None:
-                    await func(call.payload, ctx)
-                elif limiter is None:
-                    await _with_timeout(spec.timeout, func, call.payload, ctx)
-                else:
-                    async with limiter:
-                        await _with_timeout(spec.timeout, func, call.payload, ctx)
-                if ctx._receipts:
-                    await ctx._flush()
-            finally:
-                _current.reset(token)
-            return _HANDLER_OK
-
-        return run_handler
 
     # -- verdicts ---------------------------------------------------------------------------
 
     async def _verdict(
         self, delivery: Delivery, notification: AnyNotification, results: list[_HandlerResult]
     ) -> Outcome:
-        failures = [r for r in results if r.failed]
-        ran = sum(1 for r in results if r.kind == "ok")
-        skipped = sum(1 for r in results if r.kind == "skipped")
+        failures = [r for r in results if r.cause not in _DONE]
+        ran = sum(1 for r in results if r.cause is Cause.OK)
+        skipped = sum(1 for r in results if r.cause is Cause.ALREADY_DONE)
         if not failures:
-            return Outcome(Settlement.ACK, handlers_run=ran, duplicates_skipped=skipped)
+            return Outcome(
+                Settlement.ACK,
+                cause=Cause.ALREADY_DONE if skipped and not ran else Cause.OK,
+                handlers_run=ran,
+                duplicates_skipped=skipped,
+            )
         records = [
             Failure(
                 handler=r.spec.name,
                 key=r.spec.key,
-                kind=r.kind,
+                kind=r.cause.value,
                 error_type=r.error_type,
                 message=r.reason,
                 traceback=r.traceback,
             )
             for r in failures
         ]
-        rejected = [r for r in failures if r.kind == "reject"]
+        rejected = [r for r in failures if r.cause is Cause.REJECTED]
         if rejected:
             return await self._to_dead_letters(
                 delivery,
-                kind="rejected",
+                cause=Cause.REJECTED,
                 reason="; ".join(f"{r.spec.name}: {r.reason}" for r in rejected)[:500],
                 notification=notification,
                 failures=records,
                 handlers_run=ran,
             )
+        causes = {r.cause for r in failures}
+        cause = next((c for c in _SEVERITY if c in causes), Cause.DEFERRED)
         attempt = delivery.attempt
         policies = [r.spec.retry or self._retry for r in failures]
-        deferred = any(r.kind == "defer" for r in failures)
-        if not deferred and all(p.exhausted(attempt) for p in policies):
+        if Cause.DEFERRED not in causes and all(p.exhausted(attempt) for p in policies):
             return await self._to_dead_letters(
                 delivery,
-                kind="exhausted",
+                cause=cause,
                 reason=f"{len(failures)} handler(s) still failing after {attempt} attempt(s)",
                 notification=notification,
                 failures=records,
@@ -326,12 +320,11 @@ class Pipeline:
             r.delay if r.delay is not None else p.delay(attempt, self._rng)
             for r, p in zip(failures, policies, strict=True)
         )
-        busy = all(r.kind in ("retry", "defer") for r in failures)
         return Outcome(
             Settlement.RETRY,
             retry_after=delay,
-            status=503 if busy else 500,
-            reason="; ".join(f"{r.spec.name}: {r.kind}" for r in failures)[:500],
+            cause=cause,
+            reason="; ".join(f"{r.spec.name}: {r.cause.value}" for r in failures)[:500],
             handlers_run=ran,
             duplicates_skipped=skipped,
         )
@@ -340,22 +333,30 @@ class Pipeline:
         self,
         delivery: Delivery,
         *,
-        kind: DeadLetterKind,
+        cause: Cause,
         reason: str,
-        status: int = 200,
+        path: str = "",
         notification: AnyNotification | None = None,
         failures: list[Failure] | None = None,
         handlers_run: int = 0,
         settled: Outcome | None = None,
     ) -> Outcome:
-        """Write a dead-letter record; the delivery is then settled (never retried).
+        """Write a dead-letter record (its kind follows ``cause``); the delivery is then settled.
 
-        Returns ``settled`` (default: DEAD_LETTERED with ``status``), or RETRY when the record
+        Returns ``settled`` (default: DEAD_LETTERED with ``cause``), or RETRY when the record
         could not be written, so nothing is lost.
         """
+        dead = Outcome(
+            Settlement.DEAD_LETTERED,
+            reason=reason,
+            cause=cause,
+            path=path,
+            handlers_run=handlers_run,
+        )
+        kind = dead_letter_kind(cause)
         record = make_dead_letter(
             kind=kind,
-            reason=reason,
+            reason=dead.describe(),  # the message once, then where: "… at $.X"
             body=delivery.body,
             now=self._clock.time(),
             source=delivery.source,
@@ -367,22 +368,20 @@ class Pipeline:
         )
         if not await self._write_dead_letter(record):
             return Outcome(
-                Settlement.RETRY, status=503, reason="dead-letter sink unavailable; retry later"
+                Settlement.RETRY,
+                cause=Cause.DEFERRED,
+                reason="dead-letter sink unavailable; retry later",
             )
-        delivery.state["dead_lettered"] = True
+        delivery.dead_lettered = True
         self._metrics.dead_letter(kind)
-        if settled is not None:
-            return settled
-        return Outcome(
-            Settlement.DEAD_LETTERED, status=status, reason=reason, handlers_run=handlers_run
-        )
+        return dead if settled is None else settled
 
     async def _internal_error(self, delivery: Delivery, exc: Exception) -> Outcome:
         """A failure outside any handler (middleware, a bug): retried, then dead-lettered."""
         if not self._retry.exhausted(delivery.attempt):
             return Outcome(
                 Settlement.RETRY,
-                status=500,
+                cause=Cause.ERROR,
                 retry_after=self._retry.delay(delivery.attempt, self._rng),
                 reason="internal error",
             )
@@ -394,19 +393,20 @@ class Pipeline:
         )
         return await self._to_dead_letters(
             delivery,
-            kind="exhausted",
+            cause=Cause.ERROR,
             reason=f"internal error after {delivery.attempt} attempt(s): {_describe(exc)}"[:500],
             failures=[failure],
         )
 
     async def _dead_letter_rejection(self, delivery: Delivery, outcome: Outcome) -> Outcome:
         """Record a rejection decided by middleware (bad signature, …) before settling."""
-        kind: DeadLetterKind = "signature" if outcome.status == 401 else "rejected"
+        cause = Cause.UNAUTHENTICATED if outcome.cause is Cause.UNAUTHENTICATED else Cause.REJECTED
         return await self._to_dead_letters(
             delivery,
-            kind=kind,
+            cause=cause,
             reason=outcome.reason,
-            failures=[Failure(kind=kind, message=outcome.reason)],
+            path=outcome.path,
+            failures=[Failure(kind=dead_letter_kind(cause), message=outcome.reason)],
             settled=outcome,
         )
 
@@ -422,15 +422,56 @@ class Pipeline:
         return True
 
 
+def _handler_call(spec: HandlerSpec) -> _HandlerCall:
+    """The one way a handler is called: its ``Context`` made current, its concurrency limit and
+    timeout applied, and its emits awaited (it succeeds only once they are delivered)."""
+    func = spec.func
+    timeout = spec.timeout
+    plain = spec.max_concurrency is None and timeout is None
+
+    async def call(payload: Any, ctx: Context) -> Outcome:
+        token = set_current_context(ctx)
+        try:
+            if plain:
+                await func(payload, ctx)
+            else:
+                limiter = spec.limiter  # made in the running event loop, on first use
+                if limiter is None:
+                    await _with_timeout(timeout, func, payload, ctx)
+                else:
+                    async with limiter:
+                        await _with_timeout(timeout, func, payload, ctx)
+            if ctx.emitting:
+                await ctx.wait_emitted()
+        finally:
+            reset_current_context(token)
+        return _HANDLER_OK
+
+    return call
+
+
+def _endpoint(call: _HandlerCall) -> CallNext:
+    """The end of a handler's middleware chain: the handler call itself."""
+
+    def run_handler(c: Call) -> Awaitable[Outcome]:
+        ctx = c.context
+        assert ctx is not None
+        return call(c.payload, ctx)
+
+    return run_handler
+
+
 def _from_outcome(spec: HandlerSpec, outcome: Outcome) -> _HandlerResult:
-    """Map an outcome returned by handler-scope middleware (dedup) to a handler result."""
-    if outcome.settlement is Settlement.ACK:
-        return _HandlerResult(spec, "skipped" if outcome.duplicates_skipped else "ok")
-    if outcome.settlement is Settlement.RETRY:
+    """How a run ended whose handler-scope middleware answered for it (dedup)."""
+    settlement = outcome.settlement
+    if settlement is Settlement.ACK:
+        done = outcome.cause is Cause.ALREADY_DONE
+        return _HandlerResult(spec, Cause.ALREADY_DONE if done else Cause.OK)
+    if settlement is Settlement.RETRY:
         return _HandlerResult(
-            spec, "defer", outcome.reason or "deferred", delay=outcome.retry_after
+            spec, Cause.DEFERRED, outcome.reason or "deferred", delay=outcome.retry_after
         )
-    return _HandlerResult(spec, "reject", outcome.reason or "rejected", error_type="Reject")
+    return _HandlerResult(spec, Cause.REJECTED, outcome.reason or "rejected", error_type="Reject")
 
 
 async def _with_timeout(

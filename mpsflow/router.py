@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mpsflow._typed_on import TypedOn
 from mpsflow.errors import ConfigurationError
 from mpsflow.middleware.base import Middleware
 from mpsflow.retry import RetryPolicy
 from mpsflow.routing import HandlerFunc, HandlerSpec, key_kind, normalise_status
+
+if TYPE_CHECKING:  # annotations only: the generator can then rewrite a stale _typed_on.py
+    from mpsflow._typed_on import OnOptions
 
 __all__ = ["Router"]
 
@@ -49,10 +52,7 @@ class Router(TypedOn):
         seen: set[str] = set()
         for spec in specs:
             if spec.name in seen:
-                raise ConfigurationError(
-                    f"two handlers are named {spec.name!r}; pass name= to tell them apart "
-                    "(names key the dedup records)"
-                )
+                raise _duplicate_name(spec.name)
             seen.add(spec.name)
         return tuple(specs)
 
@@ -93,26 +93,14 @@ class Router(TypedOn):
         for child in self._children:
             yield from child._resolve(mw, retry, timeout)
 
-    def _register(
-        self,
-        key: str,
-        *,
-        status: str | Collection[str] | None = None,
-        failed: bool | None = None,
-        ok: bool | None = None,
-        when: Callable[[Any], bool] | None = None,
-        name: str | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        max_concurrency: int | None = None,
-        middleware: Iterable[Middleware] = (),
-        emits: Iterable[str] = (),
-    ) -> Callable[[HandlerFunc], HandlerFunc]:
+    def _register(self, key: str, options: OnOptions) -> Callable[[HandlerFunc], HandlerFunc]:
+        """``on``'s work: check ``key`` and the options now, add the handler when decorated."""
         kind = key_kind(key)
+        failed, ok = options["failed"], options["ok"]
         if failed is not None and ok is not None and failed == ok:
             raise ConfigurationError(f"on({key!r}): failed={failed} and ok={ok} never match")
-        statuses = normalise_status(status)
-        handler_mw = tuple(middleware)
+        statuses = normalise_status(options["status"])
+        handler_mw = tuple(options["middleware"])
 
         def decorator(func: HandlerFunc) -> HandlerFunc:
             if not callable(func):
@@ -121,26 +109,31 @@ class Router(TypedOn):
                 func=func,
                 key=key,
                 kind=kind,
-                name=self._name_prefix + (name or _qualified_name(func)),
+                name=self._name_prefix + (options["name"] or _qualified_name(func)),
                 status=statuses,
                 failed=failed,
                 ok=ok,
-                when=when,
-                retry=retry,
-                timeout=timeout,
-                max_concurrency=max_concurrency,
+                when=options["when"],
+                retry=options["retry"],
+                timeout=options["timeout"],
+                max_concurrency=options["max_concurrency"],
                 middleware=handler_mw,
-                emits=frozenset(emits),
+                emits=frozenset(options["emits"]),
             )
             if any(existing.name == spec.name for existing in self._specs):
-                raise ConfigurationError(
-                    f"two handlers are named {spec.name!r}; pass name= to tell them apart "
-                    "(names key the dedup records)"
-                )
+                raise _duplicate_name(spec.name)
             self._specs.append(spec)
             return func
 
         return decorator
+
+
+def _duplicate_name(name: str) -> ConfigurationError:
+    """Two handlers may not share a name: names key the dedup records."""
+    return ConfigurationError(
+        f"two handlers are named {name!r}; pass name= to tell them apart "
+        "(names key the dedup records)"
+    )
 
 
 def _qualified_name(func: Callable[..., object]) -> str:

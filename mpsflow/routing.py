@@ -34,7 +34,7 @@ from mpsflow.events.subtasks import (
     media_routes,
     media_subtask,
 )
-from mpsflow.middleware.base import CallNext, HandlerInfo, Middleware
+from mpsflow.middleware.base import HandlerInfo, Middleware
 from mpsflow.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -93,8 +93,6 @@ class HandlerSpec:
     middleware: tuple[Middleware, ...] = ()
     emits: frozenset[str] = frozenset()
     info: HandlerInfo = field(init=False)
-    chain: CallNext | None = field(default=None, init=False)
-    """The handler's middleware chain, composed once when the app starts."""
     _limiter: anyio.CapacityLimiter | None = field(default=None, init=False)
     has_filters: bool = field(default=False, init=False)
     """True when a filter (``status``, ``failed``, ``ok``, ``when``) must be checked."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from mpsflow.deadletter import DeadLetter
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import Reject, Retry
 from mpsflow.middleware.base import Call, CallNext, Middleware
+from mpsflow.signing.verifier import sign_notification
 from mpsflow.sinks.base import Sink
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.memory import MemorySource
@@ -56,10 +56,9 @@ _EVENT_FIELDS = {
 
 
 def sign_payload(payload: dict[str, Any], key: str, *, expires_at: int) -> dict[str, Any]:
-    """Set ``Timestamp``/``Sign`` the way MPS does: ``Sign = MD5(str(Timestamp) + NotifyKey)``."""
-    payload["Timestamp"] = int(expires_at)
-    payload["Sign"] = hashlib.md5(f"{int(expires_at)}{key}".encode()).hexdigest()
-    return payload
+    """Sign ``payload`` in place the way MPS does (see :func:`~mpsflow.signing.sign_notification`:
+    ``Sign = MD5(str(Timestamp) + NotifyKey)``, inside a wrapper when there is one)."""
+    return sign_notification(payload, key, expires_at=expires_at)
 
 
 def media_result(
@@ -359,7 +358,7 @@ class TestClient:
                 return Outcome(Settlement.RETRY, reason="TestClient gave up")
             return await self.app.process(delivery)
 
-        await src.run(process, stop)
+        await src.run(self.app.source_runtime(stop, consumer=process))
         if runs > max_runs:
             last = src.report[-2].outcome  # the one before "gave up" (max_runs is at least 1)
             raise NotSettledError(

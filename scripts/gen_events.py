@@ -33,15 +33,14 @@ _ROOTS = ("ParseNotificationResponse", "ParseLiveStreamProcessNotificationRespon
 _PACKAGE = Path(__file__).resolve().parents[1] / "mpsflow" / "events"
 _OUTPUT = _PACKAGE / "_generated.py"
 _INIT = _PACKAGE / "__init__.py"
-# Hand-written modules re-exported by mpsflow.events, minus internal helpers.
-_REEXPORT = ("_base", "locations", "subtasks")
+# Hand-written modules re-exported by mpsflow.events (each name from the module defining it),
+# minus internal helpers.
+_REEXPORT = ("_base", "keys", "locations", "subtasks")
 _NOT_REEXPORTED = {
     "MEDIA_RESULT_SET_PATH",
     "MediaRoute",
     "OutcomeMixin",
     "error_text",
-    "find_unknown_parts",
-    "has_unknown_parts",
     "media_routes",
     "media_subtask",
 }
@@ -212,13 +211,23 @@ def render(source: str, sdk_version: str) -> str:
     return "\n".join(lines)
 
 
-def _module_all(path: Path) -> list[str]:
+def _module_defines(path: Path) -> list[str]:
+    """The names of the module's literal ``__all__`` that it defines (not re-exports)."""
+    exported: list[str] | None = None
+    defined: set[str] = set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-        ):
-            return [str(name) for name in ast.literal_eval(node.value)]
-    raise SystemExit(f"{path} has no literal __all__")
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            names = {t.id for t in node.targets if isinstance(t, ast.Name)}
+            if "__all__" in names:
+                exported = [str(name) for name in ast.literal_eval(node.value)]
+            defined |= names
+    if exported is None:
+        raise SystemExit(f"{path} has no literal __all__")
+    return [name for name in exported if name in defined]
 
 
 def render_init(generated_names: list[str]) -> str:
@@ -229,15 +238,16 @@ def render_init(generated_names: list[str]) -> str:
         "",
         "``Notification`` (task events) and ``LiveStreamNotification`` (live-stream events) are",
         "the roots; every other Struct keeps the official SDK's class name. See",
-        "``mpsflow.events.subtasks`` for routing keys and ``mpsflow.events.locations`` for",
-        'input/output locations."""',
+        "``mpsflow.events.keys`` for routing keys, ``mpsflow.events.subtasks`` for the subtasks",
+        'of a notification and ``mpsflow.events.locations`` for input/output locations."""',
         "",
         "from __future__ import annotations",
         "",
     ]
     names = list(generated_names)
     for module in _REEXPORT:
-        exported = [n for n in _module_all(_PACKAGE / f"{module}.py") if n not in _NOT_REEXPORTED]
+        defined = _module_defines(_PACKAGE / f"{module}.py")
+        exported = [n for n in defined if n not in _NOT_REEXPORTED]
         names += exported
         lines.append(f"from .{module} import {', '.join(sorted(exported))}")
     lines.append(f"from ._generated import {', '.join(generated_names)}")

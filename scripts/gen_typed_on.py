@@ -2,10 +2,11 @@
 
 Each routing key (``mpsflow.events`` EVENT_KEYS / SUBTASK_KEYS / LIVE_KEYS) gets a ``Literal``
 overload whose decorator only accepts handlers taking that key's result type, so
-``@app.on("Transcode")`` on a handler of the wrong type is a mypy error.
+``@app.on("Transcode")`` on a handler of the wrong type is a mypy error. Every keyword
+option, in every signature, comes from ``mpsflow.handler_options.ON_OPTIONS``.
 
-Run: ``python scripts/gen_typed_on.py`` (after regenerating the events); ``--check`` only
-verifies that the committed module is current (a test runs it).
+Run: ``python scripts/gen_typed_on.py`` (after regenerating the events or changing the
+options); ``--check`` only verifies that the committed module is current (a test runs it).
 """
 
 from __future__ import annotations
@@ -19,36 +20,49 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mpsflow.events import EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS  # noqa: E402
+from mpsflow.handler_options import ON_OPTIONS, RESULT  # noqa: E402
 
 TARGET = ROOT / "mpsflow" / "_typed_on.py"
 
+# Names the module uses besides those of the options' annotations (dotted module.Name).
+BASE_IMPORTS = (
+    "collections.abc.Awaitable",
+    "collections.abc.Callable",
+    "typing.TYPE_CHECKING",
+    "typing.Any",
+    "typing.Literal",
+    "typing.TypedDict",
+    "typing.TypeVar",
+    "typing.overload",
+    "mpsflow.context.Context",
+    "mpsflow.routing.HandlerFunc",
+)
+
 HEADER = '''"""Typed ``on``: one overload per routing key's result type (GENERATED, do not edit).
 
-Regenerate with ``python scripts/gen_typed_on.py``. A handler registered for a key must accept
-that key's result type as its first parameter and a ``Context`` as its second; anything else
-is a type error. A non-literal ``str`` key falls back to an untyped handler (still checked at
+Regenerate with ``python scripts/gen_typed_on.py``; the keyword options come from
+``mpsflow.handler_options.ON_OPTIONS``. A handler registered for a key must accept that key's
+result type as its first parameter and a ``Context`` as its second; anything else is a type
+error. A non-literal ``str`` key falls back to an untyped handler (still checked at
 registration time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
-
-from mpsflow.context import Context
-from mpsflow.events import (
 {imports}
-)
-from mpsflow.middleware.base import Middleware
-from mpsflow.retry import RetryPolicy
-from mpsflow.routing import HandlerFunc
 
-__all__ = ["Handler", "TypedOn"]
+__all__ = ["Handler", "OnOptions", "TypedOn"]
 
 _T = TypeVar("_T")
 
 Handler = Callable[[_T, Context], Awaitable[object]]
 """An async handler of one result type: ``async def h(result: T, ctx: Context) -> None``."""
+
+
+class OnOptions(TypedDict):
+    """The keyword options of one ``on`` call, as ``Router._register`` receives them."""
+
+{fields}
 
 
 class TypedOn:
@@ -57,97 +71,57 @@ class TypedOn:
     if TYPE_CHECKING:
 
         def _register(
-            self,
-            key: str,
-            *,
-            status: str | Collection[str] | None = None,
-            failed: bool | None = None,
-            ok: bool | None = None,
-            when: Callable[[Any], bool] | None = None,
-            name: str | None = None,
-            retry: RetryPolicy | None = None,
-            timeout: float | None = None,
-            max_concurrency: int | None = None,
-            middleware: Iterable[Middleware] = (),
-            emits: Iterable[str] = (),
+            self, key: str, options: OnOptions
         ) -> Callable[[HandlerFunc], HandlerFunc]: ...
 '''
 
-OVERLOAD = """
-    @overload
+SIGNATURE = """
     def on(
         self,
-        key: Literal[{keys}],
+        key: {key},
         *,
-        status: str | Collection[str] | None = None,
-        failed: bool | None = None,
-        ok: bool | None = None,
-        when: Callable[[{t}], bool] | None = None,
-        name: str | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        max_concurrency: int | None = None,
-        middleware: Iterable[Middleware] = (),
-        emits: Iterable[str] = (),
-    ) -> Callable[[Handler[{t}]], Handler[{t}]]: ...
-"""
+{params}
+    ) -> {returns}:"""
 
-FALLBACK = '''
-    @overload
-    def on(
-        self,
-        key: str,
-        *,
-        status: str | Collection[str] | None = None,
-        failed: bool | None = None,
-        ok: bool | None = None,
-        when: Callable[[Any], bool] | None = None,
-        name: str | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        max_concurrency: int | None = None,
-        middleware: Iterable[Middleware] = (),
-        emits: Iterable[str] = (),
-    ) -> Callable[[HandlerFunc], HandlerFunc]: ...
-
-    def on(
-        self,
-        key: str,
-        *,
-        status: str | Collection[str] | None = None,
-        failed: bool | None = None,
-        ok: bool | None = None,
-        when: Callable[[Any], bool] | None = None,
-        name: str | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        max_concurrency: int | None = None,
-        middleware: Iterable[Middleware] = (),
-        emits: Iterable[str] = (),
-    ) -> Callable[[Any], Any]:
+DOC = '''
         """Register the decorated ``async def handler(result, ctx)`` for ``key``.
 
         ``key`` is an ``EventType`` (``"WorkflowTask"``), a subtask key (``"Transcode"``,
         ``"AiContentReview.Porn"``, …) or a live ``NotificationType``; unknown keys raise
-        ``ConfigurationError`` at once. Filters: ``status`` (one or several), ``failed``,
-        ``ok`` and a ``when`` predicate on the result. Per-handler policies: ``retry``,
-        ``timeout`` (seconds), ``max_concurrency``, ``middleware`` and the sink names it
-        ``emits`` to (checked at startup).
+        ``ConfigurationError`` at once. The options filter results or set per-handler
+        policies:
+
+{options}
         """
-        return self._register(
-            key,
-            status=status,
-            failed=failed,
-            ok=ok,
-            when=when,
-            name=name,
-            retry=retry,
-            timeout=timeout,
-            max_concurrency=max_concurrency,
-            middleware=middleware,
-            emits=emits,
-        )
+        return self._register(key, OnOptions({forward}))
 '''
+
+
+def annotation(text: str, result: str) -> str:
+    """An option's annotation with ``RESULT`` replaced by the result type ``result``."""
+    return text.replace(RESULT, result)
+
+
+def signature(key: str, result: str, returns: str) -> str:
+    """``def on(self, key, *, <every option>) -> returns:`` for handlers of ``result``."""
+    params = "\n".join(
+        f"        {o.name}: {annotation(o.annotation, result)} = {o.default!r}," for o in ON_OPTIONS
+    )
+    return SIGNATURE.format(key=key, params=params, returns=returns)
+
+
+def overload(key: str, result: str, returns: str) -> str:
+    """One ``@overload`` stub of ``on``."""
+    return f"\n    @overload{signature(key, result, returns)} ...\n"
+
+
+def imports() -> str:
+    """``from module import names`` for the module's own names and the options' annotations."""
+    by_module: dict[str, set[str]] = defaultdict(set)
+    for dotted in (*BASE_IMPORTS, *(d for o in ON_OPTIONS for d in o.imports)):
+        module, name = dotted.rsplit(".", 1)
+        by_module[module].add(name)
+    return "\n".join(f"from {m} import {', '.join(sorted(n))}" for m, n in by_module.items())
 
 
 def render() -> str:
@@ -157,11 +131,18 @@ def render() -> str:
         for key, cls in registry.items():
             by_type[cls].append(key)
     names = sorted({cls.__name__ for cls in by_type})
-    parts = [HEADER.format(imports="\n".join(f"    {n}," for n in names))]
+    events = "from mpsflow.events import " + ", ".join(names)
+    fields = "\n".join(f"    {o.name}: {annotation(o.annotation, 'Any')}" for o in ON_OPTIONS)
+    parts = [HEADER.format(imports=f"{imports()}\n{events}", fields=fields)]
     for cls in sorted(by_type, key=lambda c: c.__name__):
         keys = ", ".join(f'"{k}"' for k in sorted(by_type[cls]))
-        parts.append(OVERLOAD.format(keys=keys, t=cls.__name__))
-    parts.append(FALLBACK)
+        t = cls.__name__
+        parts.append(overload(f"Literal[{keys}]", t, f"Callable[[Handler[{t}]], Handler[{t}]]"))
+    parts.append(overload("str", "Any", "Callable[[HandlerFunc], HandlerFunc]"))
+    options = "\n".join(f"        * ``{o.name}``: {o.doc}." for o in ON_OPTIONS)
+    forward = ", ".join(f"{o.name}={o.name}" for o in ON_OPTIONS)
+    parts.append(signature("str", "Any", "Callable[[Any], Any]"))
+    parts.append(DOC.format(options=options, forward=forward))
     text = "".join(parts)
     for command in (["check", "--select", "I", "--fix", "--quiet"], ["format"]):
         text = subprocess.run(

@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from mpsflow import Context
-from mpsflow.cli import _Item, _Pacer, _signed
+from mpsflow.cli.send import Pacer, SendItem, signed_body
 from mpsflow.clock import FakeClock
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
 from tests.test_http_source import make_app, serve
@@ -113,14 +113,14 @@ async def test_send_with_a_rate_sends_them_all(samples_dir: Path) -> None:
 
 async def test_pacer_spaces_requests_across_senders() -> None:
     clock = FakeClock()
-    pacer = _Pacer(20.0, clock)
+    pacer = Pacer(20.0, clock)
     async with anyio.create_task_group() as tg:
         for _ in range(5):
             tg.start_soon(pacer.wait)
     # the first goes at once; the others follow 1/20 s apart, whoever sends them
     assert clock.sleeps == pytest.approx([0.05] * 4)
     assert clock.monotonic() == pytest.approx(0.2)
-    unlimited = _Pacer(None, clock)
+    unlimited = Pacer(None, clock)
     await unlimited.wait()
     assert len(clock.sleeps) == 4
 
@@ -140,14 +140,14 @@ async def test_send_to_nothing_counts_connection_errors(tmp_path: Path, seed_sam
 
 def test_signed_body_is_the_way_mps_signs(seed_sample: bytes) -> None:
     doc = json.loads(seed_sample)
-    item = _Item("seed", seed_sample, doc)
+    item = SendItem("seed", seed_sample, doc)
     before = int(time.time())
-    signed = json.loads(_signed(item, "secret", 600))
+    signed = json.loads(signed_body(item, "secret", 600))
     assert before + 600 <= signed["Timestamp"] <= int(time.time()) + 600
     expected = hashlib.md5(f"{signed['Timestamp']}secret".encode()).hexdigest()
     assert signed["Sign"] == expected
     assert signed["WorkflowTaskEvent"] == doc["WorkflowTaskEvent"]
-    assert _signed(item, None, 600) == seed_sample  # no key: the bytes go as they are
+    assert signed_body(item, None, 600) == seed_sample  # no key: the bytes go as they are
     assert "Sign" not in doc  # the loaded document is not changed
 
 

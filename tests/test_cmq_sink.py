@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -15,6 +15,7 @@ from mpsflow.sinks.base import Sink
 from mpsflow.sinks.cmq import CmqSink
 from mpsflow.tencentcloud.cmq import CmqClient, Credential
 from tests.plugins.cmq_server import CmqServerFactory
+from tests.sinks.peers import CountingCmqClient
 
 
 class _Task(msgspec.Struct):
@@ -22,30 +23,11 @@ class _Task(msgspec.Struct):
     status: str
 
 
-class _CountingClient(CmqClient):
-    """The real client, counting the bodies of each BatchSendMessage and the closes."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.batches: list[int] = []
-        self.closes = 0
-
-    async def aclose(self) -> None:
-        self.closes += 1
-        await super().aclose()
-
-    async def batch_send(
-        self, queue: str, bodies: Sequence[str | bytes], *, delay_seconds: int = 0
-    ) -> list[str]:
-        self.batches.append(len(bodies))
-        return await super().batch_send(queue, bodies, delay_seconds=delay_seconds)
-
-
 @pytest.fixture
 async def client(
     cmq_server: CmqServer, cmq_credential: Credential
-) -> AsyncIterator[_CountingClient]:
-    async with _CountingClient(cmq_server.url, cmq_credential) as counting:
+) -> AsyncIterator[CountingCmqClient]:
+    async with CountingCmqClient(cmq_server.url, cmq_credential) as counting:
         yield counting
 
 
@@ -57,7 +39,7 @@ async def _drain(client: CmqClient, queue: str) -> list[str]:
     return bodies
 
 
-async def test_records_become_json_message_bodies(client: _CountingClient) -> None:
+async def test_records_become_json_message_bodies(client: CountingCmqClient) -> None:
     sink = CmqSink(client, "out")
     assert isinstance(sink, Sink)
     await sink.start()
@@ -72,7 +54,7 @@ async def test_records_become_json_message_bodies(client: _CountingClient) -> No
     assert client.batches == [4]
 
 
-async def test_batches_are_cut_at_16_messages_and_64_kb(client: _CountingClient) -> None:
+async def test_batches_are_cut_at_16_messages_and_64_kb(client: CountingCmqClient) -> None:
     sink = CmqSink(client, "chunks")
     await sink.send([{"n": i} for i in range(40)])
     assert client.batches == [16, 16, 8]
@@ -83,7 +65,7 @@ async def test_batches_are_cut_at_16_messages_and_64_kb(client: _CountingClient)
     assert [len(b) for b in await _drain(client, "chunks")] == [20000] * 5
 
 
-async def test_custom_encoder(client: _CountingClient) -> None:
+async def test_custom_encoder(client: CountingCmqClient) -> None:
     sink = CmqSink(client, "custom", encoder=lambda record: f"<{record}>".encode())
     await sink.send(["a", 1])
     assert await _drain(client, "custom") == ["<a>", "<1>"]
@@ -95,7 +77,7 @@ async def test_custom_encoder(client: _CountingClient) -> None:
     ids=["too-large", "not-utf8", "empty", "not-encodable"],
 )
 async def test_a_record_that_can_never_be_sent_fails_permanently_before_sending(
-    client: _CountingClient, cmq_server: CmqServer, bad: object
+    client: CountingCmqClient, cmq_server: CmqServer, bad: object
 ) -> None:
     sink = CmqSink(client, "perm")
     with pytest.raises(SinkError) as caught:
@@ -142,7 +124,7 @@ async def test_throttling_and_network_failures_are_transient(
 async def test_close_closes_the_client_only_when_told_to(
     cmq_server: CmqServer, cmq_credential: Credential
 ) -> None:
-    client = _CountingClient(cmq_server.url, cmq_credential)
+    client = CountingCmqClient(cmq_server.url, cmq_credential)
     shared = CmqSink(client, "q")
     await shared.send([{"a": 1}])
     await shared.close()

@@ -106,7 +106,8 @@ def _bad(data: Any, **kwargs: Any) -> DecodeError:
         decode(data, **kwargs)
     err = info.value
     assert isinstance(err, ValueError)
-    assert err.path in str(err)
+    assert err.path.startswith("$")
+    assert "at `$" not in str(err)  # the path is in .path only, never repeated in the message
     return err
 
 
@@ -123,7 +124,7 @@ def test_wrong_type_names_the_json_path(seed_doc: dict[str, Any]) -> None:
 # msgspec's own wording (not asserted here: it changes between releases); what mpsflow
 # guarantees for it is the JSON path and that it is not mistaken for a syntax error.
 _NOT_JSON = "not valid JSON: "
-_NOT_OBJECT = "not valid JSON: payload is not a JSON object - at `$`"
+_NOT_OBJECT = "not valid JSON: payload is not a JSON object"
 _OWN_PREFIXES = (_NOT_JSON, "missing ", "payload is nested too deeply")
 
 
@@ -166,12 +167,12 @@ def test_bad_input(data: bytes, path: str, kind: str) -> None:
         assert message == _NOT_OBJECT
     elif kind == "syntax":
         assert message.startswith(_NOT_JSON)
-        assert message.endswith(" - at `$`")
+        assert "$" not in message
         assert message != _NOT_OBJECT
     elif kind == "missing":
-        assert message == "missing EventType - at `$.EventType`"
+        assert message == "missing EventType"
     elif kind == "deep":
-        assert message == "payload is nested too deeply - at `$`"
+        assert message == "payload is nested too deeply"
     else:
         assert kind == "type"
         assert not message.startswith(_OWN_PREFIXES)

@@ -10,12 +10,13 @@ from typing import Any
 import anyio
 import pytest
 
-from mpsflow import App, Context
+from mpsflow import App, Cause, Context, Settlement
 from mpsflow.clock import FakeClock
 from mpsflow.codec import decode_any
 from mpsflow.dedup.effects import effect_key, record_key, subtask_scope
-from mpsflow.dedup.idempotency import Action, Idempotency
+from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.stores import MemoryStore, SQLiteStore
+from mpsflow.dedup.stores.base import ClaimState
 from mpsflow.errors import StoreUnavailable
 from mpsflow.events import MediaProcessTaskTranscodeResult, Notification, collect_subtasks
 from mpsflow.sinks.memory import MemorySink
@@ -97,7 +98,12 @@ async def test_sample_04_handles_both_renditions_once(samples_dir: Path, tmp_pat
 
     async with TestClient(app, clock=clock) as client:
         results = [await client.send(_sample_04(samples_dir)) for _ in range(3)]
-    assert [r.outcomes[0].status for r in results] == [200, 200, 200]
+    assert [r.outcomes[0].settlement for r in results] == [Settlement.ACK] * 3  # HTTP 200
+    assert [r.outcomes[0].cause for r in results] == [
+        Cause.OK,
+        Cause.ALREADY_DONE,
+        Cause.ALREADY_DONE,
+    ]
     assert all(len(r.outcomes) == 1 and r.acked for r in results)
     assert sorted(seen) == [(100010, "SUCCESS"), (100040, "PROCESSING")]
 
@@ -171,12 +177,12 @@ async def test_an_unwritten_completion_counts_as_done_and_is_written_later() -> 
     assert idem.unsettled == 1
     store.script = ["down"]  # the store is still down when the redelivery comes
     again = await idem.begin("n", "h", "p")
-    assert again.action is Action.SKIP
+    assert again.state is ClaimState.COMPLETED
     assert idem.unsettled == 1
-    assert (await idem.begin("n", "h", "p")).action is Action.SKIP  # written now
+    assert (await idem.begin("n", "h", "p")).state is ClaimState.COMPLETED  # written now
     assert idem.unsettled == 0
     other = Idempotency(store, clock=clock)  # another process sees it completed
-    assert (await other.begin("n", "h", "p")).action is Action.SKIP
+    assert (await other.begin("n", "h", "p")).state is ClaimState.COMPLETED
 
 
 async def test_an_unwritten_completion_is_given_up_when_its_lease_ends(
@@ -189,7 +195,7 @@ async def test_an_unwritten_completion_is_given_up_when_its_lease_ends(
     store.script = ["down"]
     await idem.succeeded(decision)
     clock.advance(11)
-    assert (await idem.begin("n", "h", "p")).action is Action.RUN
+    assert (await idem.begin("n", "h", "p")).state is ClaimState.CLAIMED
     assert idem.unsettled == 0
     assert any(r.levelname == "ERROR" and "never written" in r.message for r in caplog.records)
 
@@ -203,7 +209,7 @@ async def test_a_claim_whose_answer_was_lost_is_released_on_the_next_try() -> No
         await idem.begin("n", "h", "p")
     assert idem.unsettled == 1
     # Without the release the claim would answer BUSY for its whole lease (300 s).
-    assert (await idem.begin("n", "h", "p")).action is Action.RUN
+    assert (await idem.begin("n", "h", "p")).state is ClaimState.CLAIMED
     assert idem.unsettled == 0
 
 
@@ -220,8 +226,8 @@ async def test_settle_pending_releases_and_completes_without_a_delivery() -> Non
     assert idem.unsettled == 2
     assert await idem.settle_pending() == 0
     other = Idempotency(store, clock=clock)
-    assert (await other.begin("done", "h", "p")).action is Action.SKIP
-    assert (await other.begin("lost", "h", "p")).action is Action.RUN
+    assert (await other.begin("done", "h", "p")).state is ClaimState.COMPLETED
+    assert (await other.begin("lost", "h", "p")).state is ClaimState.CLAIMED
 
 
 class Watched(FaultyStore):
@@ -259,7 +265,7 @@ async def test_a_running_app_writes_an_unwritten_completion_without_more_deliver
     assert isinstance(inner, MemoryStore)
     [key] = list(inner._records)
     scope, handler = key.rsplit(":", 1)
-    assert (await Idempotency(inner).begin(scope, handler, "")).action is Action.SKIP
+    assert (await Idempotency(inner).begin(scope, handler, "")).state is ClaimState.COMPLETED
 
 
 async def test_only_another_output_for_the_same_result_is_a_conflict(

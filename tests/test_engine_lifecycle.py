@@ -14,9 +14,9 @@ from mpsflow.clock import FakeClock
 from mpsflow.errors import ConfigurationError
 from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
 from mpsflow.sinks.memory import MemorySink
-from mpsflow.sources.base import Consumer
 from mpsflow.sources.file import FileSource
 from mpsflow.sources.memory import MemorySource
+from mpsflow.sources.runtime import SourceRuntime
 from mpsflow.testing import build_notification, media_result
 
 
@@ -196,11 +196,11 @@ class CrashingSource:
         self.outcomes: list[str] = []
         self.error = error or ConnectionError("queue unreachable")
 
-    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
+    async def run(self, runtime: SourceRuntime) -> None:
         self.runs += 1
         if self.runs <= 2:
             raise self.error
-        outcome = await consumer(Delivery(note(7), source=self.name))
+        outcome = await runtime.consumer(Delivery(note(7), source=self.name))
         self.outcomes.append(outcome.settlement.value)
 
 
@@ -271,8 +271,8 @@ class StubbornSource:
 
     name = "stubborn"
 
-    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
-        await stop.wait()
+    async def run(self, runtime: SourceRuntime) -> None:
+        await runtime.stop.wait()
         await anyio.sleep_forever()
 
 

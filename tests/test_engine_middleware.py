@@ -10,6 +10,7 @@ from mpsflow import (
     App,
     Call,
     CallNext,
+    Cause,
     Context,
     Outcome,
     RetryPolicy,
@@ -78,7 +79,9 @@ async def test_delivery_middleware_sees_raw_bytes_and_can_short_circuit() -> Non
         assert isinstance(call.delivery.body, bytes)
         seen.append(call.delivery.body)
         if b"blocked" in call.delivery.body:
-            return Outcome(Settlement.REJECTED, status=401, reason="blocked by gate")
+            return Outcome(
+                Settlement.REJECTED, reason="blocked by gate", cause=Cause.UNAUTHENTICATED
+            )
         return await call_next(call)
 
     app = App(middleware=[gate])
@@ -92,7 +95,7 @@ async def test_delivery_middleware_sees_raw_bytes_and_can_short_circuit() -> Non
         blocked = await client.send(notification(session_context="blocked"))
     assert ok.acked
     assert blocked.outcome.settlement is Settlement.REJECTED
-    assert blocked.outcome.status == 401
+    assert blocked.outcome.cause is Cause.UNAUTHENTICATED
     assert blocked.calls == []
     [record] = blocked.dead_letters
     assert record.kind == "signature"

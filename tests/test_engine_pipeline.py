@@ -8,8 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
-from mpsflow import App, Context, Delivery, Reject, Retry, RetryPolicy, Settlement
+from mpsflow import App, Cause, Context, Delivery, Reject, Retry, RetryPolicy, Settlement
 from mpsflow.clock import FakeClock
+from mpsflow.deadletter import DeadLetter
 from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import TestClient, build_notification, media_result
@@ -71,7 +72,7 @@ async def test_retries_with_exponential_backoff_then_succeeds() -> None:
         Settlement.RETRY,
         Settlement.ACK,
     ]
-    assert [o.status for o in result.outcomes[:2]] == [500, 500]
+    assert [o.cause for o in result.outcomes[:2]] == [Cause.ERROR, Cause.ERROR]  # HTTP 500
     # base 2, factor 3, no jitter: 2 s after attempt 1, 6 s after attempt 2.
     assert clock.sleeps[:2] == [2.0, 6.0]
     assert client.dead_letters == []
@@ -96,7 +97,9 @@ async def test_exhausted_retries_go_to_dead_letters_with_everything_needed() -> 
         result = await client.send(payload)
     assert len(result.outcomes) == NO_JITTER.max_attempts
     assert result.outcome.settlement is Settlement.DEAD_LETTERED
-    assert result.outcome.status == 200  # dead-lettered deliveries are acked
+    # dead-lettered deliveries are acked (HTTP 200): recorded, not malformed
+    assert result.outcome.settled
+    assert result.outcome.cause is Cause.ERROR
     [record] = result.dead_letters
     assert record.kind == "exhausted"
     assert record.attempt == NO_JITTER.max_attempts
@@ -138,7 +141,7 @@ async def test_retry_exception_sets_the_delay() -> None:
         result = await client.send(transcode_notification())
     assert result.outcomes[0].settlement is Settlement.RETRY
     assert result.outcomes[0].retry_after == 42.5
-    assert result.outcomes[0].status == 503
+    assert result.outcomes[0].cause is Cause.RETRY  # HTTP 503: asked for, nothing broke
     assert clock.sleeps[0] == 42.5
     assert result.acked
 
@@ -183,15 +186,18 @@ async def test_one_failing_handler_does_not_stop_the_others() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "status"),
+    ("body", "path"),
     [
-        (b"not json", 400),
-        (b'{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"Status": 7}}', 400),
-        (b'{"WorkflowTaskEvent": {}}', 400),
-        (b"", 400),
+        (b"not json", "$"),
+        (
+            b'{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"Status": 7}}',
+            "$.WorkflowTaskEvent.Status",
+        ),
+        (b'{"WorkflowTaskEvent": {}}', "$.EventType"),
+        (b"", "$"),
     ],
 )
-async def test_poison_is_dead_lettered_once_with_its_path(body: bytes, status: int) -> None:
+async def test_poison_is_dead_lettered_once_with_its_path(body: bytes, path: str) -> None:
     app = App(retry=NO_JITTER)
 
     @app.on("WorkflowTask")
@@ -202,7 +208,8 @@ async def test_poison_is_dead_lettered_once_with_its_path(body: bytes, status: i
         result = await client.send(body)
     assert len(result.outcomes) == 1
     assert result.outcome.settlement is Settlement.DEAD_LETTERED
-    assert result.outcome.status == status
+    assert result.outcome.cause is Cause.MALFORMED  # HTTP 400
+    assert result.outcome.path == path
     [record] = result.dead_letters
     assert record.kind == "poison"
     assert record.raw_body() == body
@@ -214,14 +221,19 @@ async def test_poison_reason_names_the_json_path() -> None:
     body = b'{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"Status": 7}}'
     async with TestClient(app) as client:
         result = await client.send(body)
-    assert "$.WorkflowTaskEvent.Status" in result.outcome.reason
+    assert result.outcome.path == "$.WorkflowTaskEvent.Status"
+    assert "$." not in result.outcome.reason  # the path is data, never inside the reason
+    [record] = result.dead_letters
+    # the record reads the message once and the path once
+    assert record.reason == f"{result.outcome.reason} at $.WorkflowTaskEvent.Status"
+    assert record.reason.count("WorkflowTaskEvent.Status") == 1
 
 
 async def test_oversize_body_is_a_413_dead_letter() -> None:
     app = App(max_body_size=64)
     async with TestClient(app) as client:
         result = await client.send(json.dumps(transcode_notification()))
-    assert result.outcome.status == 413
+    assert result.outcome.cause is Cause.TOO_LARGE  # HTTP 413
     assert result.dead_letters[0].kind == "poison"
 
 
@@ -236,6 +248,7 @@ async def test_unmatched_is_acked_and_counted_by_default() -> None:
         result = await client.send(transcode_notification())
     assert result.acked
     assert result.outcome.reason == "unmatched"
+    assert result.outcome.cause is Cause.UNMATCHED
     assert client.dead_letters == []
     assert app.metrics.snapshot()["unmatched"] == {"WorkflowTask": 1}  # type: ignore[attr-defined]
 
@@ -273,7 +286,7 @@ async def test_dead_letter_sink_failure_means_retry_not_loss() -> None:
         client.dead_letter_sink.fail_next(100, transient=False)
         outcome = await app.process(Delivery(json.dumps(transcode_notification()).encode()))
     assert outcome.settlement is Settlement.RETRY
-    assert outcome.status == 503
+    assert outcome.cause is Cause.DEFERRED  # HTTP 503: nothing failed, the sink is busy
 
 
 async def test_a_cancelled_delivery_is_counted_and_leaves_nothing_in_flight() -> None:
@@ -293,3 +306,26 @@ async def test_a_cancelled_delivery_is_counted_and_leaves_nothing_in_flight() ->
         tg.cancel_scope.cancel()
     assert app.metrics.in_flight_now == {"memory": 0}  # type: ignore[attr-defined]
     assert app.metrics.deliveries == {("memory", "cancelled"): 1}  # type: ignore[attr-defined]
+
+
+async def test_a_source_can_dead_letter_a_body_without_the_pipeline() -> None:
+    """The runtime's dead-letter path: recorded once, with the kind its cause calls for."""
+    app = App(dead_letters=MemorySink())
+    dead = app.dead_letter_sink
+    assert isinstance(dead, MemorySink)
+    delivery = Delivery(b"\x00 not even text", source="door", id="d-1")
+    async with app:
+        runtime = app.source_runtime(anyio.Event())
+        outcome = await runtime.dead_letter(delivery, "refused at the door")
+        again = await runtime.dead_letter(delivery, "refused at the door")
+    assert outcome.settlement is again.settlement is Settlement.DEAD_LETTERED
+    assert outcome.cause is Cause.REJECTED
+    assert delivery.dead_lettered
+    [record] = [r for r in dead.records if isinstance(r, DeadLetter)]
+    assert (record.kind, record.reason, record.source, record.delivery_id) == (
+        "rejected",
+        "refused at the door",
+        "door",
+        "d-1",
+    )
+    assert record.raw_body() == delivery.body

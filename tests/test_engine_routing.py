@@ -207,7 +207,7 @@ async def test_logging_and_timing_middleware(caplog: pytest.LogCaptureFixture) -
     assert timing.stats["delivery"].count == 1
     assert timing.stats["t"].mean == 2.0
     [line] = [r.getMessage() for r in caplog.records if r.name == "mpsflow.access"]
-    assert "ack (200)" in line
+    assert "ack (ok)" in line
     assert "mps-test" not in line  # no payload data in access logs
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mpsflow import App, Context, Delivery, RetryPolicy, Settlement, codec
+from mpsflow import App, Cause, Context, Delivery, RetryPolicy, Settlement, codec
 from mpsflow.clock import FakeClock
 from mpsflow.codec import decode
 from mpsflow.dedup.idempotency import (
@@ -66,7 +66,7 @@ async def test_bad_signatures_are_rejected_with_401(payload: dict[str, Any], rea
     async with TestClient(app, clock=clock) as client:
         result = await client.send(payload)
     assert result.outcome.settlement is Settlement.REJECTED
-    assert result.outcome.status == 401
+    assert result.outcome.cause is Cause.UNAUTHENTICATED  # HTTP 401
     assert result.outcome.reason == reason
     assert len(result.outcomes) == 1  # never retried
     assert result.dead_letters[0].kind == "signature"
@@ -75,10 +75,11 @@ async def test_bad_signatures_are_rejected_with_401(payload: dict[str, Any], rea
 
 
 @pytest.mark.parametrize(
-    ("key", "status", "kind"), [("k1", 400, "poison"), ("k2", 401, "signature")]
+    ("key", "cause", "kind"),
+    [("k1", Cause.MALFORMED, "poison"), ("k2", Cause.UNAUTHENTICATED, "signature")],
 )
 async def test_bodies_the_model_rejects_are_still_checked_from_their_raw_fields(
-    key: str, status: int, kind: str
+    key: str, cause: Cause, kind: str
 ) -> None:
     """Signed right, a malformed body is poison (400); signed wrong, it is a 401 rejection."""
     payload = signed(key)
@@ -91,7 +92,7 @@ async def test_bodies_the_model_rejects_are_still_checked_from_their_raw_fields(
 
     async with TestClient(app, clock=FakeClock(NOW)) as client:
         result = await client.send(payload)
-    assert result.outcome.status == status
+    assert result.outcome.cause is cause  # HTTP 400 / 401
     assert [d.kind for d in result.dead_letters] == [kind]
 
 
@@ -127,7 +128,7 @@ async def test_a_valid_pair_below_the_top_level_is_not_the_signature(
 
     async with TestClient(app, clock=FakeClock(NOW)) as client:
         result = await client.send(body)
-    assert result.outcome.status == 401
+    assert result.outcome.cause is Cause.UNAUTHENTICATED  # HTTP 401
     assert result.outcome.reason == reason
 
 
@@ -183,7 +184,7 @@ async def test_rotated_keys_and_url_encoded_bodies_are_checked_too() -> None:
         form = urllib.parse.quote(json.dumps(bad)).encode()
         rejected = await client.send(form)
     assert ok.acked
-    assert rejected.outcome.status == 401
+    assert rejected.outcome.cause is Cause.UNAUTHENTICATED  # HTTP 401
     assert ran == ["t-good"]
 
 
@@ -268,7 +269,7 @@ async def test_a_concurrent_duplicate_is_retried_later_not_run_twice() -> None:
     assert runs == 1
     assert outcomes["a"].settlement is Settlement.ACK
     assert outcomes["b"].settlement is Settlement.RETRY
-    assert outcomes["b"].status == 503
+    assert outcomes["b"].cause is Cause.DEFERRED  # HTTP 503: busy elsewhere
 
 
 async def test_store_down_means_retry_later_and_nothing_runs() -> None:
@@ -285,7 +286,7 @@ async def test_store_down_means_retry_later_and_nothing_runs() -> None:
         await store.close()
         outcome = await app.process(Delivery(json.dumps(signed()).encode()))
     assert outcome.settlement is Settlement.RETRY
-    assert outcome.status == 503
+    assert outcome.cause is Cause.DEFERRED  # HTTP 503: the store is down
     assert not ran
 
 

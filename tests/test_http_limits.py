@@ -162,7 +162,7 @@ async def test_draining_is_not_ready_and_refuses_new_callbacks() -> None:
     source = HttpSource(port=0, drain_delay=60.0)
     stop = anyio.Event()
     async with app, aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
-        tg.start_soon(source.run, app.process, stop)
+        tg.start_soon(source.run, app.source_runtime(stop))
         await source.wait_serving()
         async with session.get(base_url(source) + "/readyz") as response:
             assert response.status == 200
@@ -182,7 +182,7 @@ async def test_readyz_is_503_until_the_app_has_started() -> None:
     source = HttpSource(port=0)
     stop = anyio.Event()
     async with aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
-        tg.start_soon(source.run, app.process, stop)
+        tg.start_soon(source.run, app.source_runtime(stop))
         await source.wait_serving()
         async with session.get(base_url(source) + "/readyz") as response:
             assert response.status == 503

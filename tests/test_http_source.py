@@ -16,14 +16,16 @@ import aiohttp
 import anyio
 import pytest
 
-from mpsflow import App, Context, Reject, RetryPolicy
+from mpsflow import App, Context, Delivery, Outcome, Reject, RetryPolicy, Settlement
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import ConfigurationError
 from mpsflow.events.subtasks import EVENT_KEYS, LIVE_KEYS
+from mpsflow.observability.health import Readiness
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.workers import WorkerMetrics
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.http import HttpSource
+from mpsflow.sources.runtime import SourceRuntime
 from mpsflow.testing import build_notification, media_result, sign_payload
 from tests.plugins.samples import SAMPLE_KEY
 
@@ -327,6 +329,91 @@ async def test_healthz_and_readyz() -> None:
         async with session.get(base_url(source) + "/readyz") as response:
             assert response.status == 503
             assert "store_answers" in (await response.json())["reason"]
+
+
+async def test_a_wrapped_consumer_keeps_the_apps_readiness_and_metrics() -> None:
+    """The source knows the app only through its runtime, never through ``app.process``.
+
+    A consumer that is not the app's bound method (here a wrapper noting each outcome) used
+    to make ``/readyz`` answer 200 despite a failing check and ``/metrics`` answer 404.
+    """
+    app, _ = make_app()
+    seen: list[Settlement] = []
+
+    async def store_answers() -> bool:
+        return False
+
+    app.readiness_checks.append(store_answers)
+
+    @app.on("WorkflowTask")
+    async def handler(event: Any, ctx: Context) -> None:
+        return None
+
+    async def noting(delivery: Delivery) -> Outcome:
+        outcome = await app.process(delivery)
+        seen.append(outcome.settlement)
+        return outcome
+
+    source = HttpSource(port=0)
+    stop = anyio.Event()
+    async with app, aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
+        tg.start_soon(source.run, app.source_runtime(stop, consumer=noting))
+        await source.wait_serving()
+        async with session.post(source.url, data=seed_like()) as response:
+            assert response.status == 200
+        async with session.get(base_url(source) + "/readyz") as response:
+            assert response.status == 503
+            assert await response.json() == {
+                "ready": False,
+                "reason": "readiness check failed: "
+                + "test_a_wrapped_consumer_keeps_the_apps_readiness_and_metrics"
+                + ".<locals>.store_answers",
+            }
+        async with session.get(base_url(source) + "/metrics") as response:
+            assert response.status == 200
+            lines = set((await response.text()).splitlines())
+        stop.set()
+    assert seen == [Settlement.ACK]
+    assert 'mpsflow_deliveries_total{source="http",outcome="ack"} 1' in lines
+    assert 'mpsflow_http_callback_responses_total{code="200"} 1' in lines
+
+
+async def test_a_hand_built_runtime_is_all_the_source_uses() -> None:
+    """No app at all: the limit, readiness and metrics all come from the runtime."""
+    metrics = InMemoryMetrics()
+    metrics.delivery_started("http")
+    metrics.delivery("http", "ack", 0.001)
+    bodies: list[bytes | Any] = []
+
+    async def consumer(delivery: Delivery) -> Outcome:
+        bodies.append(delivery.body)
+        return Outcome(Settlement.ACK)
+
+    async def not_yet() -> Readiness:
+        return Readiness(False, "warming up")
+
+    stop = anyio.Event()
+    runtime = SourceRuntime(
+        consumer=consumer, stop=stop, max_body_size=64, metrics=metrics, readiness=not_yet
+    )
+    source = HttpSource(port=0)
+    async with aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
+        tg.start_soon(source.run, runtime)
+        await source.wait_serving()
+        async with session.post(source.url, data=b"{}") as response:
+            assert response.status == 200
+        async with session.post(source.url, data=b"x" * 65) as response:
+            assert response.status == 413
+        async with session.get(base_url(source) + "/readyz") as response:
+            assert response.status == 503
+            assert await response.json() == {"ready": False, "reason": "warming up"}
+        async with session.get(base_url(source) + "/metrics") as response:
+            assert response.status == 200
+            assert 'mpsflow_deliveries_total{source="http",outcome="ack"} 1' in (
+                await response.text()
+            )
+        stop.set()
+    assert bodies == [b"{}"]
 
 
 async def test_metrics_count_what_was_sent() -> None:

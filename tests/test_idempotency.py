@@ -1,4 +1,5 @@
-"""Idempotency: the per-handler dedup guard and the default notification key."""
+"""Idempotency: the per-handler claim protocol (alone and through the real
+``DedupMiddleware``) and the default notification key."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ import pytest
 
 from mpsflow.clock import FakeClock
 from mpsflow.dedup.idempotency import (
-    Action,
     Decision,
     Idempotency,
     default_notification_key,
     payload_hash,
 )
+from mpsflow.dedup.middleware import DedupMiddleware
 from mpsflow.dedup.stores import MemoryStore, SQLiteStore
 from mpsflow.dedup.stores.base import ClaimState
+from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
+from mpsflow.middleware.base import Call, CallNext, HandlerInfo
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_PATHS, SHARED_DIR
 
 SAMPLES = SHARED_DIR / "samples"
@@ -52,29 +55,48 @@ def store(clock: FakeClock) -> MemoryStore:
 
 @pytest.fixture
 def idem(store: MemoryStore, clock: FakeClock) -> Idempotency:
-    return Idempotency(store, clock=clock, lease_seconds=60)
+    return Idempotency(store, clock=clock, lease_seconds=60, key_function=_always_n1)
 
 
-# --- the guard ----------------------------------------------------------------------------
+# --- the claim protocol -------------------------------------------------------------------
+
+BODY = b'{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"TaskId": "t1", "Status": "FINISH"}}'
+BODY_HASH = payload_hash(BODY)
+_ACK = Outcome(Settlement.ACK)
+
+
+def _always_n1(_notification: Mapping[str, Any]) -> str:
+    """Every notification is "n1", so the middleware's records are ``n1:<handler>``."""
+    return "n1"
+
+
+async def _deliver(idem: Idempotency, handler: str, run: CallNext) -> Outcome:
+    """One handler run of ``BODY`` through the real dedup middleware (handler scope)."""
+    call = Call(Delivery(BODY), scope="handler", handler=HandlerInfo(handler, "WorkflowTask"))
+    return await DedupMiddleware(idem)(call, run)
+
+
+async def _never_runs(_call: Call) -> Outcome:
+    pytest.fail("the handler must not run")
 
 
 async def test_a_duplicate_delivery_in_sequence_is_skipped(idem: Idempotency) -> None:
     first = await idem.begin("n1", "catalogue", "h")
-    assert first.action is Action.RUN
+    assert first.state is ClaimState.CLAIMED
     assert first.record_key == "n1:catalogue"
     assert await idem.succeeded(first)
 
     duplicate = await idem.begin("n1", "catalogue", "h")
-    assert duplicate == Decision(Action.SKIP, "n1:catalogue")
+    assert duplicate == Decision(ClaimState.COMPLETED, "n1:catalogue")
 
 
 async def test_completed_records_expire_after_the_ttl(store: MemoryStore, clock: FakeClock) -> None:
     idem = Idempotency(store, clock=clock, completed_ttl=DAY)
     assert await idem.succeeded(await idem.begin("n1", "h", "x"))
     clock.advance(DAY - 1)
-    assert (await idem.begin("n1", "h", "x")).action is Action.SKIP
+    assert (await idem.begin("n1", "h", "x")).state is ClaimState.COMPLETED
     clock.advance(1)
-    assert (await idem.begin("n1", "h", "x")).action is Action.RUN
+    assert (await idem.begin("n1", "h", "x")).state is ClaimState.CLAIMED
 
 
 async def test_default_completed_ttl_is_seven_days(store: MemoryStore) -> None:
@@ -84,19 +106,20 @@ async def test_default_completed_ttl_is_seven_days(store: MemoryStore) -> None:
 async def test_concurrent_duplicates_one_runs_one_is_busy(
     store: MemoryStore, clock: FakeClock
 ) -> None:
-    worker_a = Idempotency(store, clock=clock, lease_seconds=60)
-    worker_b = Idempotency(store, clock=clock, lease_seconds=60)
+    worker_a = Idempotency(store, clock=clock, lease_seconds=60, key_function=_always_n1)
+    worker_b = Idempotency(store, clock=clock, lease_seconds=60, key_function=_always_n1)
     started, finish = anyio.Event(), anyio.Event()
-    actions: dict[str, Action] = {}
+    outcomes: dict[str, Outcome] = {}
     runs: list[str] = []
 
     async def deliver(name: str, idem: Idempotency) -> None:
-        async with idem.guard("n1", "handler", "h") as decision:
-            actions[name] = decision.action
-            if decision.action is Action.RUN:
-                runs.append(name)
-                started.set()
-                await finish.wait()
+        async def handler(_call: Call) -> Outcome:
+            runs.append(name)
+            started.set()
+            await finish.wait()
+            return _ACK
+
+        outcomes[name] = await _deliver(idem, "handler", handler)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(deliver, "a", worker_a)
@@ -105,15 +128,18 @@ async def test_concurrent_duplicates_one_runs_one_is_busy(
         finish.set()
 
     assert runs == ["a"]
-    assert actions == {"a": Action.RUN, "b": Action.BUSY}
-    assert (await worker_b.begin("n1", "handler", "h")).action is Action.SKIP
+    assert outcomes["a"] is _ACK
+    # b found a's live claim (BUSY): not run, retried later
+    assert outcomes["b"].settlement is Settlement.RETRY
+    assert "in progress" in outcomes["b"].reason
+    assert (await worker_b.begin("n1", "handler", BODY_HASH)).state is ClaimState.COMPLETED
 
 
 async def test_busy_reports_when_the_lease_ends(idem: Idempotency, clock: FakeClock) -> None:
     await idem.begin("n1", "h", "x")
     clock.advance(20)
     busy = await idem.begin("n1", "h", "x")
-    assert busy.action is Action.BUSY
+    assert busy.state is ClaimState.IN_PROGRESS
     assert busy.retry_after == pytest.approx(40)
     assert busy.token == ""
 
@@ -122,11 +148,11 @@ async def test_a_crash_midway_is_recovered_after_the_lease(
     idem: Idempotency, clock: FakeClock
 ) -> None:
     crashed = await idem.begin("n1", "h", "x")
-    assert crashed.action is Action.RUN  # ... and the worker dies without settling
-    assert (await idem.begin("n1", "h", "x")).action is Action.BUSY
+    assert crashed.state is ClaimState.CLAIMED  # ... and the worker dies without settling
+    assert (await idem.begin("n1", "h", "x")).state is ClaimState.IN_PROGRESS
     clock.advance(60)
     redelivery = await idem.begin("n1", "h", "x")
-    assert redelivery.action is Action.RUN
+    assert redelivery.state is ClaimState.CLAIMED
     assert await idem.succeeded(redelivery)
 
 
@@ -136,7 +162,7 @@ async def test_only_the_failed_handler_runs_again(idem: Idempotency) -> None:
     async def deliver(fail: set[str]) -> None:
         for handler in ("catalogue", "notify", "archive"):
             decision = await idem.begin("n1", handler, "h")
-            if decision.action is not Action.RUN:
+            if decision.state is not ClaimState.CLAIMED:
                 continue
             ran.append(handler)
             if handler in fail:
@@ -154,42 +180,42 @@ async def test_only_the_failed_handler_runs_again(idem: Idempotency) -> None:
     assert ran == []
 
 
-async def test_guard_settles_success_and_failure(idem: Idempotency) -> None:
-    async with idem.guard("n1", "ok", "h") as decision:
-        assert decision.action is Action.RUN
+async def test_the_middleware_settles_success_and_failure(idem: Idempotency) -> None:
+    async def ok(_call: Call) -> Outcome:
+        return _ACK
 
-    async def failing_handler() -> None:
-        async with idem.guard("n1", "bad", "h") as decision:
-            assert decision.action is Action.RUN
-            raise RuntimeError("boom")
+    async def bad(_call: Call) -> Outcome:
+        raise RuntimeError("boom")
 
+    assert await _deliver(idem, "ok", ok) is _ACK
     with pytest.raises(RuntimeError, match="boom"):
-        await failing_handler()
+        await _deliver(idem, "bad", bad)
 
-    assert (await idem.begin("n1", "ok", "h")).action is Action.SKIP
-    assert (await idem.begin("n1", "bad", "h")).action is Action.RUN
+    assert (await idem.begin("n1", "ok", BODY_HASH)).state is ClaimState.COMPLETED
+    assert (await idem.begin("n1", "bad", BODY_HASH)).state is ClaimState.CLAIMED
 
 
-async def test_guard_releases_on_cancellation(idem: Idempotency) -> None:
+async def test_the_middleware_releases_on_cancellation(idem: Idempotency) -> None:
     entered = anyio.Event()
 
-    async def handler() -> None:
-        async with idem.guard("n1", "slow", "h"):
-            entered.set()
-            await anyio.sleep_forever()
+    async def slow(_call: Call) -> Outcome:
+        entered.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(handler)
+        tg.start_soon(_deliver, idem, "slow", slow)
         await entered.wait()
         tg.cancel_scope.cancel()
 
-    assert (await idem.begin("n1", "slow", "h")).action is Action.RUN
+    assert (await idem.begin("n1", "slow", BODY_HASH)).state is ClaimState.CLAIMED
 
 
-async def test_guard_yields_skip_without_settling(idem: Idempotency) -> None:
-    assert await idem.succeeded(await idem.begin("n1", "h", "x"))
-    async with idem.guard("n1", "h", "x") as decision:
-        assert decision.action is Action.SKIP
+async def test_the_middleware_skips_a_completed_run_without_settling(idem: Idempotency) -> None:
+    assert await idem.succeeded(await idem.begin("n1", "h", BODY_HASH))
+    outcome = await _deliver(idem, "h", _never_runs)
+    assert (outcome.settlement, outcome.duplicates_skipped) == (Settlement.ACK, 1)
+    assert (await idem.begin("n1", "h", BODY_HASH)).state is ClaimState.COMPLETED  # still completed
 
 
 async def test_conflicting_payload_is_logged_and_skipped(
@@ -199,8 +225,8 @@ async def test_conflicting_payload_is_logged_and_skipped(
     with caplog.at_level(logging.WARNING, logger="mpsflow.dedup.idempotency"):
         same = await idem.begin("n1", "h", "hash-1")
         other = await idem.begin("n1", "h", "hash-2")
-    assert (same.action, same.conflict) == (Action.SKIP, False)
-    assert (other.action, other.conflict) == (Action.SKIP, True)
+    assert (same.state, same.conflict) == (ClaimState.COMPLETED, False)
+    assert (other.state, other.conflict) == (ClaimState.COMPLETED, True)
     [record] = caplog.records
     assert record.name == "mpsflow.dedup.idempotency"
     assert record.levelno == logging.WARNING
@@ -240,7 +266,7 @@ async def test_waiting_for_in_progress_sees_it_complete(
     async with anyio.create_task_group() as tg:
         tg.start_soon(finish_soon)
         decision = await waiter.begin("n1", "h", "x")
-    assert decision.action is Action.SKIP
+    assert decision.state is ClaimState.COMPLETED
     assert 2 <= clock.monotonic() < 5
     assert set(clock.sleeps) == {0.5}
 
@@ -251,7 +277,7 @@ async def test_waiting_for_in_progress_gives_up_with_busy(
     await Idempotency(store, clock=clock).begin("n1", "h", "x")
     waiter = Idempotency(store, clock=clock, wait_for_in_progress=1.2, poll_interval=0.5)
     decision = await waiter.begin("n1", "h", "x")
-    assert decision.action is Action.BUSY
+    assert decision.state is ClaimState.IN_PROGRESS
     assert clock.sleeps == pytest.approx([0.5, 0.5, 0.2])
 
 
@@ -270,9 +296,9 @@ async def test_store_down_never_runs_without_a_claim(tmp_path: Path, clock: Fake
     idem = Idempotency(store, clock=clock)
     with pytest.raises(StoreUnavailable):
         await idem.begin("n1", "h", "x")
-    with pytest.raises(StoreUnavailable):
-        async with idem.guard("n1", "h", "x"):
-            pytest.fail("the handler must not run without a claim")
+    # Through the middleware: retried later, never run without a claim.
+    outcome = await _deliver(Idempotency(store, clock=clock), "h", _never_runs)
+    assert outcome.settlement is Settlement.RETRY
 
 
 async def test_settling_when_the_store_went_down_is_logged(
@@ -287,12 +313,12 @@ async def test_settling_when_the_store_went_down_is_logged(
     assert len(caplog.records) == 2
 
 
-async def test_only_run_decisions_can_be_settled(idem: Idempotency) -> None:
+async def test_only_claimed_decisions_can_be_settled(idem: Idempotency) -> None:
     assert await idem.succeeded(await idem.begin("n1", "h", "x"))
     skip = await idem.begin("n1", "h", "x")
-    with pytest.raises(ValueError, match="RUN"):
+    with pytest.raises(ValueError, match="CLAIMED"):
         await idem.succeeded(skip)
-    with pytest.raises(ValueError, match="RUN"):
+    with pytest.raises(ValueError, match="CLAIMED"):
         await idem.failed(skip)
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from mpsflow import App, Context, Reject, RetryPolicy
+from mpsflow import App, Cause, Context, Reject, RetryPolicy
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import InvocationFailed
 from mpsflow.sinks.memory import MemorySink
-from mpsflow.sources.scf import RedeliveryCounter, make_scf_handler
+from mpsflow.sources.redelivery import RedeliveryCounter
+from mpsflow.sources.scf import make_scf_handler
 from mpsflow.testing import build_notification, media_result
 from tests.plugins.samples import SAMPLE_KEY
 
@@ -101,7 +102,7 @@ def test_retryable_failure_raises_until_retries_run_out() -> None:
     for _ in range(2):  # the platform retries the invocation after each raise
         with pytest.raises(InvocationFailed) as failure:
             main_handler(dict(event), CONTEXT)
-        assert failure.value.outcome.status == 500
+        assert failure.value.outcome.cause is Cause.ERROR  # a failure, not busy
     summary = main_handler(dict(event), CONTEXT)
     assert summary["status"] == "dead_lettered"
     assert summary["taskId"] == "t-broken"

@@ -24,7 +24,9 @@ from mpsflow.signing.verifier import (
     notification_ref,
     scan_timestamp_sign,
     sign,
+    sign_notification,
 )
+from mpsflow.testing import sign_payload
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS, SHARED_DIR
 
 SAMPLES = SHARED_DIR / "samples"
@@ -258,6 +260,33 @@ def test_extract_reads_top_level_and_response_wrapper() -> None:
         {"nested": [1, 2]},
         None,
     )
+
+
+def test_sign_notification_signs_where_verification_reads(verifier: SignatureVerifier) -> None:
+    document = json.loads((SAMPLES / "06_edit_media_task_success.json").read_bytes())
+    del document["Timestamp"], document["Sign"]
+    expected = (TS, sign(TS, SECRET))
+
+    plain = dict(document)
+    assert sign_notification(plain, SECRET, expires_at=TS) is plain  # in place
+    assert extract_timestamp_sign(plain) == expected
+    wrapped: dict[str, Any] = {"Response": dict(document), "RequestId": "r-1"}
+    sign_notification(wrapped, SECRET, expires_at=TS)
+    assert "Sign" not in wrapped  # inside the wrapper, where MPS's API puts it
+    assert (wrapped["Response"]["Timestamp"], wrapped["Response"]["Sign"]) == expected
+    assert extract_timestamp_sign(wrapped) == expected
+
+    for body in (json.dumps(document).encode(), json.dumps({"Response": document}).encode()):
+        signed = sign_notification(body, SECRET, expires_at=TS)
+        assert isinstance(signed, bytes)
+        assert extract_timestamp_sign(signed) == expected
+        assert verifier.verify_payload(signed).ok
+    # testing.sign_payload is the same signer
+    assert sign_payload(
+        {"Response": dict(document), "RequestId": "r-1"}, SECRET, expires_at=TS
+    ) == (wrapped)
+    with pytest.raises(DecodeError):
+        sign_notification(b"[1, 2]", SECRET, expires_at=TS)
 
 
 @pytest.mark.parametrize("path", SAMPLE_PATHS, ids=lambda p: p.name)

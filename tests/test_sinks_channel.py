@@ -11,32 +11,7 @@ from mpsflow.clock import FakeClock
 from mpsflow.errors import SinkError
 from mpsflow.sinks.channel import Receipt, SinkChannel
 from mpsflow.sinks.memory import MemorySink
-
-
-class ManualClock:
-    """A clock whose sleeps end only when the test advances it."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._sleepers: list[tuple[float, anyio.Event]] = []
-
-    def time(self) -> float:
-        return 1_700_000_000.0 + self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        wake = anyio.Event()
-        self._sleepers.append((self.now + seconds, wake))
-        await wake.wait()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        for deadline, wake in self._sleepers:
-            if deadline <= self.now:
-                wake.set()
-        self._sleepers = [(d, w) for d, w in self._sleepers if d > self.now]
+from tests.sinks.peers import ManualClock
 
 
 async def test_full_batches_go_at_once_and_close_flushes_the_rest() -> None:

@@ -15,6 +15,7 @@ from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.cos import S3Sink, cos_endpoint
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.plugins.moto_server import MotoServer, S3Bucket
+from tests.sinks.peers import serve
 
 # 2023-11-14T22:13:20Z
 CLOCK_START = 1_700_000_000.0
@@ -153,15 +154,8 @@ async def throttling_s3() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", slow_down)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve(app) as url:
+        yield url
 
 
 async def test_throttling_is_transient_and_retried_by_the_channel(throttling_s3: str) -> None:

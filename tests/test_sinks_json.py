@@ -75,3 +75,18 @@ def test_dumps_line_puts_any_record_on_one_line() -> None:
 )
 def test_identify(record: Any, expected: RecordIdentity) -> None:
     assert identify(record) == expected
+
+
+def test_identify_looks_inside_the_parse_notification_wrapper() -> None:
+    document = msgspec.json.decode(WORKFLOW)
+    wrapped = {"Response": document}
+    expected = RecordIdentity("WorkflowTask", "w-1", "FINISH")
+    assert identify(msgspec.json.encode(wrapped)) == expected
+    assert identify(wrapped) == expected
+    assert identify(MappingProxyType(wrapped)) == expected
+    live = {"Response": msgspec.json.decode(LIVE)}
+    assert identify(msgspec.json.encode(live)) == RecordIdentity("ProcessEof", "live-1", UNKNOWN)
+    # Not a wrapper: a top level with its own EventType is the notification itself.
+    assert identify({"EventType": "EditMediaTask", "Response": document}) == RecordIdentity(
+        "EditMediaTask"
+    )

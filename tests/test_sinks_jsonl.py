@@ -11,7 +11,6 @@ import msgspec
 import pytest
 
 from mpsflow.errors import DecodeError, SinkError
-from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
 
 
@@ -189,15 +188,6 @@ async def test_unwritable_path_is_a_permanent_error(tmp_path: Path) -> None:
     assert not caught.value.transient
 
 
-async def test_as_a_dead_letter_sink_behind_a_channel(tmp_path: Path) -> None:
-    path = tmp_path / "deadletters.jsonl"
-    async with SinkChannel(JsonlSink(path), batch_size=4, max_delay=0) as channel:
-        receipts = [await channel.submit({"id": i}) for i in range(10)]
-        for receipt in receipts:
-            await receipt.wait()
-    assert [r["id"] for r in read_jsonl(path)] == list(range(10))
-
-
 def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="fsync"):
         JsonlSink("x.jsonl", fsync="sometimes")  # type: ignore[arg-type]
@@ -228,21 +218,6 @@ async def test_a_repeated_key_is_skipped_and_lines_stay_the_records(tmp_path: Pa
     assert list(read_jsonl(path)) == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 1}]
     assert sink.keys_path == tmp_path / "out.jsonl.keys"
     assert sink.keys_path.read_bytes() == f'"{EFFECT}-0"\n"{EFFECT}-2"\n'.encode()
-
-
-async def test_a_crash_rerun_after_a_restart_writes_nothing_again(tmp_path: Path) -> None:
-    path = tmp_path / "out.jsonl"
-    batch: list[object] = [{"task": "t1", "n": 0}, {"task": "t1", "n": 1}]
-    keys: list[str | None] = [f"{EFFECT}-0", f"{EFFECT}-1"]
-    for _ in range(2):  # two processes: the first run, then the re-run after a crash
-        async with SinkChannel(JsonlSink(path), max_delay=0) as channel:
-            receipts = [
-                await channel.submit(record, idempotency_key=key)
-                for record, key in zip(batch, keys, strict=True)
-            ]
-            for receipt in receipts:
-                await receipt.wait()
-    assert list(read_jsonl(path)) == batch
 
 
 async def test_the_window_is_bounded_and_the_sidecar_compacted(tmp_path: Path) -> None:

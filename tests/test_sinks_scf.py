@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import web
 
 from mpsflow.clock import FakeClock
 from mpsflow.errors import ConfigurationError, SinkError
@@ -19,8 +16,8 @@ from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.cos import S3Sink
 from mpsflow.sinks.scf import MAX_ASYNC_CLIENT_CONTEXT, ScfInvokeSink, scf_host
 from mpsflow.tencentcloud.cmq.credentials import Credential
-from mpsflow.tencentcloud.tc3 import tc3_authorization
 from tests.plugins.moto_server import S3Bucket
+from tests.sinks.peers import ScfApi
 
 SECRET_ID = "AKIDscfSinkTest0001"
 SECRET_KEY = "scf-sink-secret-key-value"
@@ -34,61 +31,10 @@ EVENT: dict[str, Any] = {
 }
 
 
-@dataclass
-class ScfApi:
-    """A stand-in for scf.tencentcloudapi.com: verifies the signature, records params."""
-
-    url: str = ""
-    invocations: list[dict[str, Any]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    replies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        headers = dict(request.headers)
-        expected = tc3_authorization(
-            SECRET_ID,
-            SECRET_KEY,
-            service="scf",
-            timestamp=int(headers["X-TC-Timestamp"]),
-            method=request.method,
-            host=headers["Host"],
-            content_type=headers["Content-Type"],
-            payload=body,
-            uri=request.path,
-            query=request.query_string,
-        )
-        if not hmac.compare_digest(expected, headers.get("Authorization", "")):
-            return _error("AuthFailure.SignatureFailure")
-        self.headers.append(headers)
-        self.invocations.append(msgspec.json.decode(body))
-        if self.replies:
-            status, reply = self.replies.pop(0)
-            return web.json_response(reply, status=status)
-        result = {"FunctionRequestId": f"req-{len(self.invocations)}", "InvokeResult": 0}
-        return web.json_response({"Response": {"Result": result, "RequestId": "r-ok"}})
-
-
-def _error(code: str) -> web.Response:
-    error = {"Code": code, "Message": "refused by the test endpoint"}
-    return web.json_response({"Response": {"Error": error, "RequestId": "r-err"}})
-
-
 @pytest.fixture
 async def scf_api() -> AsyncIterator[ScfApi]:
-    api = ScfApi()
-    app = web.Application()
-    app.router.add_post("/", api.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    api.url = f"http://{host}:{port}/"
-    try:
+    async with ScfApi(SECRET_ID, SECRET_KEY).running() as api:
         yield api
-    finally:
-        await runner.cleanup()
 
 
 def _sink(api: ScfApi, **options: Any) -> ScfInvokeSink:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import aiohttp
 import anyio
 import pytest
-from aiohttp import web
 
 from mpsflow.clock import FakeClock
 from mpsflow.errors import SinkError
@@ -21,55 +19,16 @@ from mpsflow.sinks.webhook import (
     sign_body,
     verify_signature,
 )
+from tests.sinks.peers import WebhookPeer
 
 SECRET = "webhook-shared-secret-42"
 ROBOT_KEY = "robot-key-3f1c9a77"
 
 
-@dataclass
-class Seen:
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Peer:
-    """A loopback HTTP endpoint that records requests and answers from a script."""
-
-    url: str = ""
-    requests: list[Seen] = field(default_factory=list)
-    replies: list[tuple[int, bytes]] = field(default_factory=list)
-    hold: anyio.Event | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append(
-            Seen(request.path, dict(request.query), dict(request.headers), await request.read())
-        )
-        if self.hold is not None:
-            await self.hold.wait()
-        status, body = self.replies.pop(0) if self.replies else (200, b'{"ok":true}')
-        return web.Response(status=status, body=body, content_type="application/json")
-
-
 @pytest.fixture
-async def peer() -> AsyncIterator[Peer]:
-    state = Peer()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", state.handle)
-    runner = web.AppRunner(app, access_log=None)  # the receiver logs keys; we test the sender
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    state.url = f"http://{host}:{port}"
-    try:
+async def peer() -> AsyncIterator[WebhookPeer]:
+    async with WebhookPeer().running() as state:
         yield state
-    finally:
-        if state.hold is not None:
-            state.hold.set()
-        await runner.cleanup()
 
 
 async def _send(sink: WebhookSink, batch: list[object]) -> None:
@@ -80,7 +39,7 @@ async def _send(sink: WebhookSink, batch: list[object]) -> None:
         await sink.close()
 
 
-async def test_one_signed_post_per_record(peer: Peer) -> None:
+async def test_one_signed_post_per_record(peer: WebhookPeer) -> None:
     clock = FakeClock(start=1_700_000_123.0)
     sink = WebhookSink(f"{peer.url}/hook", secret=SECRET, clock=clock)
     await _send(sink, [{"TaskId": "t1"}, b'{"TaskId": "t2"}'])
@@ -112,7 +71,7 @@ def test_verify_signature_refuses_tampering_replays_and_junk() -> None:
     assert not verify_signature(SECRET, body, signature=good, timestamp="soon", now=1100)
 
 
-async def test_template_custom_headers_and_batch_body(peer: Peer) -> None:
+async def test_template_custom_headers_and_batch_body(peer: WebhookPeer) -> None:
     sink = WebhookSink(
         peer.url,
         template=lambda record: {"wrapped": record},
@@ -130,7 +89,7 @@ async def test_template_custom_headers_and_batch_body(peer: Peer) -> None:
     ("status", "transient"), [(500, True), (503, True), (429, True), (408, True), (404, False)]
 )
 async def test_status_codes_map_to_transient_or_permanent(
-    peer: Peer, status: int, transient: bool
+    peer: WebhookPeer, status: int, transient: bool
 ) -> None:
     peer.replies = [(status, b"{}")]
     with pytest.raises(SinkError, match=f"answered {status}") as caught:
@@ -138,7 +97,7 @@ async def test_status_codes_map_to_transient_or_permanent(
     assert caught.value.transient is transient
 
 
-async def test_redirects_are_not_followed(peer: Peer) -> None:
+async def test_redirects_are_not_followed(peer: WebhookPeer) -> None:
     peer.replies = [(302, b"")]
     with pytest.raises(SinkError, match="answered 302") as caught:
         await _send(WebhookSink(peer.url), [{"n": 1}])
@@ -146,21 +105,21 @@ async def test_redirects_are_not_followed(peer: Peer) -> None:
     assert len(peer.requests) == 1
 
 
-async def test_connection_refused_is_transient(peer: Peer) -> None:
+async def test_connection_refused_is_transient(peer: WebhookPeer) -> None:
     dead = WebhookSink("http://127.0.0.1:1/hook")
     with pytest.raises(SinkError, match="cannot connect") as caught:
         await _send(dead, [{"n": 1}])
     assert caught.value.transient
 
 
-async def test_timeout_is_transient(peer: Peer) -> None:
+async def test_timeout_is_transient(peer: WebhookPeer) -> None:
     peer.hold = anyio.Event()
     with pytest.raises(SinkError, match="timed out") as caught:
         await _send(WebhookSink(peer.url, timeout=0.2), [{"n": 1}])
     assert caught.value.transient
 
 
-async def test_a_template_error_is_permanent(peer: Peer) -> None:
+async def test_a_template_error_is_permanent(peer: WebhookPeer) -> None:
     def broken(record: object) -> object:
         raise KeyError("TaskId")
 
@@ -170,14 +129,14 @@ async def test_a_template_error_is_permanent(peer: Peer) -> None:
     assert peer.requests == []
 
 
-async def test_shared_session_is_left_open(peer: Peer) -> None:
+async def test_shared_session_is_left_open(peer: WebhookPeer) -> None:
     async with aiohttp.ClientSession() as session:
         await _send(WebhookSink(peer.url, session=session), [{"n": 1}])
         assert not session.closed
     assert len(peer.requests) == 1
 
 
-async def test_rate_limit_spaces_requests_on_the_clock(peer: Peer) -> None:
+async def test_rate_limit_spaces_requests_on_the_clock(peer: WebhookPeer) -> None:
     clock = FakeClock()
     await _send(WebhookSink(peer.url, rate_limit=(2, 60.0), clock=clock), [1, 2, 3, 4, 5])
     assert len(peer.requests) == 5
@@ -185,7 +144,7 @@ async def test_rate_limit_spaces_requests_on_the_clock(peer: Peer) -> None:
 
 
 async def test_secrets_stay_out_of_logs_errors_and_reprs(
-    peer: Peer, caplog: pytest.LogCaptureFixture
+    peer: WebhookPeer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"{peer.url}/cgi-bin/webhook/send?key={ROBOT_KEY}"
@@ -219,7 +178,7 @@ def test_redact_url_masks_query_values_and_user_info() -> None:
     assert redact_url("http://127.0.0.1:8080/hook") == "http://127.0.0.1:8080/hook"
 
 
-async def test_through_a_channel_a_5xx_is_retried_until_accepted(peer: Peer) -> None:
+async def test_through_a_channel_a_5xx_is_retried_until_accepted(peer: WebhookPeer) -> None:
     peer.replies = [(502, b"{}"), (503, b"{}")]
     clock = FakeClock()
     channel = SinkChannel(WebhookSink(peer.url, clock=clock), max_delay=0, clock=clock)
@@ -242,7 +201,7 @@ async def _send_keyed(sink: WebhookSink, batch: list[object], keys: list[str | N
         await sink.close()
 
 
-async def test_each_request_carries_its_records_idempotency_key(peer: Peer) -> None:
+async def test_each_request_carries_its_records_idempotency_key(peer: WebhookPeer) -> None:
     sink = WebhookSink(f"{peer.url}/hook", secret=SECRET)
     await _send_keyed(sink, [{"n": 0}, {"n": 1}, {"n": 2}], [f"{KEY}-0", f"{KEY}-1", None])
     assert [seen.headers.get("Idempotency-Key") for seen in peer.requests] == [
@@ -256,7 +215,7 @@ async def test_each_request_carries_its_records_idempotency_key(peer: Peer) -> N
         assert seen.headers["X-Mpsflow-Signature"] == sign_body(SECRET, stamp, seen.body)
 
 
-async def test_a_crash_rerun_sends_the_same_idempotency_key(peer: Peer) -> None:
+async def test_a_crash_rerun_sends_the_same_idempotency_key(peer: WebhookPeer) -> None:
     # Two sink instances = two processes: the first run, and the re-run after a crash.
     for _ in range(2):
         await _send_keyed(WebhookSink(f"{peer.url}/hook"), [{"TaskId": "t1"}], [f"{KEY}-0"])
@@ -265,7 +224,7 @@ async def test_a_crash_rerun_sends_the_same_idempotency_key(peer: Peer) -> None:
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == f"{KEY}-0"
 
 
-async def test_a_key_already_delivered_is_not_posted_again(peer: Peer) -> None:
+async def test_a_key_already_delivered_is_not_posted_again(peer: WebhookPeer) -> None:
     sink = WebhookSink(f"{peer.url}/hook")
     await sink.start()
     try:
@@ -277,7 +236,7 @@ async def test_a_key_already_delivered_is_not_posted_again(peer: Peer) -> None:
     assert [seen.body for seen in peer.requests] == [b'{"n":0}', b'{"n":1}', b'{"n":9}', b'{"n":9}']
 
 
-async def test_a_half_sent_batch_retried_by_the_channel_repeats_nothing(peer: Peer) -> None:
+async def test_a_half_sent_batch_retried_by_the_channel_repeats_nothing(peer: WebhookPeer) -> None:
     peer.replies = [(200, b"{}"), (503, b"busy")]  # the second record fails once
     sink = WebhookSink(f"{peer.url}/hook")
     channel = SinkChannel(sink, batch_size=2, max_delay=3600.0, backoff=(0.01, 0.01))
@@ -293,7 +252,7 @@ async def test_a_half_sent_batch_retried_by_the_channel_repeats_nothing(peer: Pe
     ]
 
 
-async def test_a_batch_body_carries_one_key_derived_from_its_records(peer: Peer) -> None:
+async def test_a_batch_body_carries_one_key_derived_from_its_records(peer: WebhookPeer) -> None:
     keys: list[str | None] = [f"{KEY}-0", None, f"{KEY}-1"]
     for _ in range(2):  # the same batch again (another process): the same key
         await _send_keyed(WebhookSink(peer.url, batch_body=True), [1, 2, 3], keys)
@@ -309,7 +268,7 @@ async def test_a_batch_body_carries_one_key_derived_from_its_records(peer: Peer)
     assert "Idempotency-Key" not in peer.requests[-1].headers
 
 
-async def test_the_idempotency_header_can_be_renamed_or_turned_off(peer: Peer) -> None:
+async def test_the_idempotency_header_can_be_renamed_or_turned_off(peer: WebhookPeer) -> None:
     await _send_keyed(WebhookSink(peer.url, idempotency_header="X-Dedup-Key"), [1], [KEY])
     await _send_keyed(WebhookSink(peer.url, idempotency_header=None), [2], [KEY])
     assert peer.requests[0].headers["X-Dedup-Key"] == KEY
@@ -318,7 +277,7 @@ async def test_the_idempotency_header_can_be_renamed_or_turned_off(peer: Peer) -
     assert "X-Dedup-Key" not in peer.requests[1].headers
 
 
-async def test_keys_unfit_for_a_header_are_sent_as_their_digest(peer: Peer) -> None:
+async def test_keys_unfit_for_a_header_are_sent_as_their_digest(peer: WebhookPeer) -> None:
     await _send_keyed(WebhookSink(peer.url), [1], ["line\nbreak 视频"])
     value = peer.requests[0].headers["Idempotency-Key"]
     assert len(value) == 32

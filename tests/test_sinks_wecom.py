@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import web
 
 from mpsflow.clock import FakeClock
 from mpsflow.codec import decode, decode_live
 from mpsflow.errors import SinkError
 from mpsflow.sinks.wecom import WECOM_MARKDOWN_LIMIT, WeComRobotSink, wecom_markdown
+from tests.sinks.peers import RobotPeer
 
 ROBOT_KEY = "693axxx6-7aoc-4bc4-97a0-0ec2sifa5aaa"
 
@@ -167,39 +166,10 @@ def test_content_is_capped_at_the_robot_limit_on_a_character_boundary() -> None:
     assert len(_content(huge_session).encode()) < 2_000  # long fields are shortened
 
 
-@dataclass
-class Robot:
-    """A loopback WeCom robot: records messages and answers with scripted errcodes."""
-
-    url: str = ""
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    errcodes: list[int] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        assert request.query["key"] == ROBOT_KEY
-        self.headers.append(dict(request.headers))
-        self.messages.append(msgspec.json.decode(await request.read()))
-        errcode = self.errcodes.pop(0) if self.errcodes else 0
-        errmsg = "ok" if errcode == 0 else f"error {errcode}, hint: [robot]"
-        return web.json_response({"errcode": errcode, "errmsg": errmsg})
-
-
 @pytest.fixture
-async def robot() -> AsyncIterator[Robot]:
-    state = Robot()
-    app = web.Application()
-    app.router.add_post("/cgi-bin/webhook/send", state.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    state.url = f"http://{host}:{port}/cgi-bin/webhook/send?key={ROBOT_KEY}"
-    try:
+async def robot() -> AsyncIterator[RobotPeer]:
+    async with RobotPeer(ROBOT_KEY).running() as state:
         yield state
-    finally:
-        await runner.cleanup()
 
 
 async def _send(sink: WeComRobotSink, batch: list[object]) -> None:
@@ -210,7 +180,7 @@ async def _send(sink: WeComRobotSink, batch: list[object]) -> None:
         await sink.close()
 
 
-async def test_robot_sink_posts_one_markdown_message_per_record(robot: Robot) -> None:
+async def test_robot_sink_posts_one_markdown_message_per_record(robot: RobotPeer) -> None:
     await _send(WeComRobotSink(robot.url), [WORKFLOW, EDIT_FAILED])
     assert [m["msgtype"] for m in robot.messages] == ["markdown", "markdown"]
     assert robot.messages[0] == wecom_markdown(WORKFLOW)
@@ -219,7 +189,7 @@ async def test_robot_sink_posts_one_markdown_message_per_record(robot: Robot) ->
 
 @pytest.mark.parametrize(("errcode", "transient"), [(45009, True), (-1, True), (93000, False)])
 async def test_robot_errcodes_map_to_sink_errors(
-    robot: Robot, errcode: int, transient: bool, caplog: pytest.LogCaptureFixture
+    robot: RobotPeer, errcode: int, transient: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     robot.errcodes = [errcode]
@@ -231,14 +201,14 @@ async def test_robot_errcodes_map_to_sink_errors(
         assert ROBOT_KEY not in text
 
 
-async def test_robot_sink_keeps_to_twenty_messages_a_minute(robot: Robot) -> None:
+async def test_robot_sink_keeps_to_twenty_messages_a_minute(robot: RobotPeer) -> None:
     clock = FakeClock()
     await _send(WeComRobotSink(robot.url, clock=clock), [WORKFLOW] * 21)
     assert len(robot.messages) == 21
     assert clock.sleeps == [60.0]
 
 
-async def test_robot_gets_no_idempotency_header_but_repeats_are_skipped(robot: Robot) -> None:
+async def test_robot_gets_no_idempotency_header_but_repeats_are_skipped(robot: RobotPeer) -> None:
     """Robots ignore headers and cannot dedup: the sink skips keys it already delivered."""
     key = "0123456789abcdef0123456789abcdef-0"
     sink = WeComRobotSink(robot.url, clock=FakeClock())

@@ -6,6 +6,7 @@ negative half runs mypy on snippets that must fail, and checks the errors it rep
 
 from __future__ import annotations
 
+import inspect
 import textwrap
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from mypy import api as mypy_api
 from typing_extensions import assert_type
 
-from mpsflow import App, Context
+from mpsflow import App, Context, Router
 from mpsflow._typed_on import Handler
 from mpsflow.events import (
     AiContentReviewResult,
@@ -23,6 +24,7 @@ from mpsflow.events import (
     MediaProcessTaskTranscodeResult,
     WorkflowTask,
 )
+from mpsflow.handler_options import ON_OPTIONS
 
 app = App()
 
@@ -142,3 +144,13 @@ def test_typed_overloads_are_up_to_date() -> None:
         cwd=root,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_on_takes_exactly_the_option_table() -> None:
+    """``on``'s runtime keywords are ``ON_OPTIONS``, in order, with their defaults."""
+    params = list(inspect.signature(Router.on).parameters.values())[2:]
+    assert [(p.name, p.kind, p.default) for p in params] == [
+        (o.name, inspect.Parameter.KEYWORD_ONLY, o.default) for o in ON_OPTIONS
+    ]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        Router().on("Transcode", colour="red")  # type: ignore[call-overload]

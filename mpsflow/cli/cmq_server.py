@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from mpsflow.cli import Command
+from mpsflow.cli.common import Command
 from mpsflow.devservers.cmq import DESCRIPTION, add_arguments, run_server
 
 __all__ = ["COMMAND"]

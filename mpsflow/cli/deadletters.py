@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from mpsflow.cli import EXIT_FAILED, EXIT_OK, Command, _load_app, _positive_float, _positive_int
+from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, Command, load_app, positive_float, positive_int
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
-from mpsflow.signing.verifier import sign
+from mpsflow.signing import sign_notification
 from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def _configure_list(parser: argparse.ArgumentParser) -> None:
     window.add_argument(
         "--since", type=_since, metavar="ISO", help="only those written at or after this time"
     )
-    window.add_argument("--last", type=_positive_int, metavar="N", help="only the last N")
+    window.add_argument("--last", type=positive_int, metavar="N", help="only the last N")
     parser.add_argument("--json", action="store_true", help="print the records as JSON lines")
     parser.set_defaults(run=_list)
 
@@ -332,7 +332,7 @@ def _configure_replay(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=_positive_float,
+        type=positive_float,
         default=30.0,
         help="seconds per HTTP request (%(default)s)",
     )
@@ -379,30 +379,11 @@ def _replayed_before(journal: Path) -> dict[str, float]:
 
 
 def _resigned(body: bytes, key: str, expires_in: int) -> bytes | None:
-    """``body`` signed afresh the way MPS signs (``Sign = MD5(str(Timestamp) + key)``).
-
-    ``None`` when the body is not a JSON object. The fields go where the body has them (a
-    ``{"Response": {...}}`` wrapper included), else at the top level.
-    """
+    """``body`` signed afresh the way MPS signs; ``None`` when it is not a JSON object."""
     try:
-        document = json.loads(body)
-    except ValueError:
+        return sign_notification(body, key, expires_at=int(time.time()) + expires_in)
+    except DecodeError:
         return None
-    if not isinstance(document, dict):
-        return None
-    target = document
-    inner = document.get("Response")
-    if (
-        "Sign" not in document
-        and "Timestamp" not in document
-        and isinstance(inner, dict)
-        and ("Sign" in inner or "Timestamp" in inner)
-    ):
-        target = inner
-    expires = int(time.time()) + expires_in
-    target["Timestamp"] = expires
-    target["Sign"] = sign(expires, key)
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _select(args: argparse.Namespace, records: list[DeadLetter]) -> list[DeadLetter]:
@@ -427,7 +408,7 @@ def _replay(args: argparse.Namespace) -> int:
         return EXIT_OK
     succeeded = failed = 0
     if pending:
-        app = _load_app(args.app) if args.app else None
+        app = load_app(args.app) if args.app else None
         succeeded, failed = anyio.run(_replay_all, args, pending, journal, app)
     print(
         _summary(

@@ -11,7 +11,7 @@ results that are new or changed.
 The engine's middleware stays a thin adapter::
 
     decision = await idem.begin(key, handler_name, phash, deadline=delivery.deadline)
-    if decision.action is Action.RUN:
+    if decision.state is ClaimState.CLAIMED:
         try:
             await handler(...)
         except Exception:
@@ -23,54 +23,37 @@ When the store is down, :meth:`Idempotency.begin` raises
 :class:`~mpsflow.errors.StoreUnavailable`: the delivery must be retried later, never processed
 without a claim.
 
-Default notification key (:func:`default_notification_key`):
-
-* task events: ``EventType:TaskId:Status:<digest>``, the digest covering every sub-task's
-  position, type, ``Status`` and ``Progress``. Change mode sends several PROCESSING
-  notifications for one task; each differs in some sub-task, while a redelivery of the same
-  notification is identical, so only true duplicates share a key.
-* ``SessionId`` is *not* part of it: it is MPS's dedup id for the request that created the
-  task, so it names the task (as ``TaskId`` already does), not one notification of it, and a
-  SessionId reused after MPS's 3-7 day window starts a new task that must not be skipped. It
-  stands in for ``TaskId`` only where an event has none (``BatchTask``).
-* live-stream events: ``NotificationType:TaskId:<payload hash>`` (a live task streams many
-  results of one type).
-* anything else (unknown event type, unexpected shape): ``EventType:payload:<payload hash>``,
-  so at least exact redeliveries are recognised.
-
-:func:`payload_hash` is a digest of the payload in canonical form (sorted keys, compact),
-without the transport fields ``Timestamp``, ``Sign`` and ``RequestId`` (a redelivery may be
-signed afresh) and without a ``{"Response": ...}`` wrapper: bytes and the equivalent dict
-give the same hash.
+Which notifications are the same one (the default notification key and the payload hash)
+is :mod:`mpsflow.dedup.keys`'s job; its functions are importable from here too.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import itertools
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import msgspec
-
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.dedup.effects import record_key, subtask_payload_hash, subtask_scope
+from mpsflow.dedup.keys import (
+    default_notification_key,
+    payload_hash,
+    typed_notification_key,
+    typed_payload_hash,
+)
 from mpsflow.dedup.stores.base import ClaimState, IdempotencyStore
-from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
-from mpsflow.events import LiveStreamNotification, Notification, collect_subtasks
+from mpsflow.errors import ConfigurationError, StoreUnavailable
+from mpsflow.events import LiveStreamNotification, Notification
+from mpsflow.events.envelope import document
 
 if TYPE_CHECKING:
     from mpsflow.events import Subtask
 
 __all__ = [
-    "Action",
     "Decision",
     "Idempotency",
     "KeyFunction",
@@ -86,35 +69,24 @@ _log = logging.getLogger("mpsflow.dedup.idempotency")
 KeyFunction = Callable[[Mapping[str, Any]], str]
 """A user key function: the decoded notification (unwrapped) in, a non-empty key out."""
 
-_TRANSPORT_FIELDS = frozenset({"Timestamp", "Sign", "RequestId"})
-
-
-class Action(enum.Enum):
-    """What the caller must do with one handler for one delivery."""
-
-    RUN = "run"
-    """Claimed: run the handler, then call ``succeeded`` or ``failed``."""
-    SKIP = "skip"
-    """Already completed: do not run it again; count the delivery as done for this handler."""
-    BUSY = "busy"
-    """Another worker holds a live lease: do not run; retry the delivery later."""
-
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome of :meth:`Idempotency.begin` for one (scope, handler) pair."""
 
-    action: Action
+    state: ClaimState
+    """What the store says: CLAIMED (run it, then settle), COMPLETED (skip it), IN_PROGRESS
+    (another worker holds a live lease: retry the delivery later)."""
     record_key: str
     """The store key: scope + ``":"`` + handler name (see :mod:`mpsflow.dedup.effects`)."""
     token: str = ""
-    """Owner token of the claim (RUN only)."""
+    """Owner token of the claim (CLAIMED only)."""
     retry_after: float = 0.0
-    """BUSY: seconds until the other worker's lease ends (a hint for the redelivery delay)."""
+    """IN_PROGRESS: seconds until the other lease ends (a hint for the redelivery delay)."""
     conflict: bool = False
     """The stored record was made from a different payload (same key, different content)."""
     lease_until: float = 0.0
-    """RUN: the monotonic time (``clock.monotonic()``) the claim's lease ends."""
+    """CLAIMED: the monotonic time (``clock.monotonic()``) the claim's lease ends."""
 
 
 SubtaskKeyFunction = Callable[["Notification", "Subtask"], str]
@@ -203,7 +175,7 @@ class Idempotency:
         """The dedup key of a notification: the user key function's, else the default one."""
         if self._key_function is None:
             return default_notification_key(raw)
-        key = self._key_function(_document(raw))
+        key = self._key_function(document(raw))
         if not isinstance(key, str) or not key:
             raise ConfigurationError("key_function must return a non-empty string")
         return key
@@ -251,7 +223,7 @@ class Idempotency:
         """
         record = record_key(key, handler)
         if (self._unwritten or self._orphans) and await self._repair(record):
-            return Decision(Action.SKIP, record)
+            return Decision(ClaimState.COMPLETED, record)
         give_up_at = self._clock.monotonic() + self.wait_for_in_progress
         while True:
             token = f"{self._tokens}{next(self._token_count):x}"
@@ -267,7 +239,9 @@ class Idempotency:
                 self._orphans[(record, token)] = None
                 raise
             if claim.state is ClaimState.CLAIMED:
-                return Decision(Action.RUN, record, token=claim.token, lease_until=lease_until)
+                return Decision(
+                    ClaimState.CLAIMED, record, token=claim.token, lease_until=lease_until
+                )
             conflict = bool(
                 payload_hash and claim.payload_hash and payload_hash != claim.payload_hash
             )
@@ -280,11 +254,13 @@ class Idempotency:
                         handler,
                         extra={"idempotency_key": key, "handler": handler},
                     )
-                return Decision(Action.SKIP, record, conflict=conflict)
+                return Decision(ClaimState.COMPLETED, record, conflict=conflict)
             remaining = give_up_at - self._clock.monotonic()
             if remaining <= 0:
                 retry_after = max(claim.expires_at - self._clock.time(), 0.0)
-                return Decision(Action.BUSY, record, retry_after=retry_after, conflict=conflict)
+                return Decision(
+                    ClaimState.IN_PROGRESS, record, retry_after=retry_after, conflict=conflict
+                )
             await self._clock.sleep(min(self.poll_interval, remaining))
 
     async def succeeded(self, decision: Decision) -> bool:
@@ -406,39 +382,6 @@ class Idempotency:
             )
         return True
 
-    def guard(
-        self,
-        key: str,
-        handler: str,
-        payload_hash: str,
-        *,
-        deadline: float | None = None,
-    ) -> AbstractAsyncContextManager[Decision]:
-        """:meth:`begin` as a context manager that settles a RUN decision on exit.
-
-        The body runs the handler only when ``decision.action is Action.RUN``. Leaving the
-        block normally calls :meth:`succeeded`; an exception (or cancellation) calls
-        :meth:`failed`, shielded from cancellation, and propagates.
-        """
-        return self._guard(key, handler, payload_hash, deadline)
-
-    @asynccontextmanager
-    async def _guard(
-        self, key: str, handler: str, payload_hash: str, deadline: float | None
-    ) -> AsyncIterator[Decision]:
-        decision = await self.begin(key, handler, payload_hash, deadline=deadline)
-        if decision.action is not Action.RUN:
-            yield decision
-            return
-        try:
-            yield decision
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.failed(decision)
-            raise
-        with anyio.CancelScope(shield=True):
-            await self.succeeded(decision)
-
     def _lease(self, deadline: float | None) -> float:
         if deadline is None:
             return self.lease_seconds
@@ -446,240 +389,5 @@ class Idempotency:
 
 
 def _require_run(decision: Decision) -> None:
-    if decision.action is not Action.RUN:
-        raise ValueError(f"only a RUN decision holds a claim, not {decision.action.value}")
-
-
-# --- notification keys --------------------------------------------------------------------
-
-
-class _Sub(msgspec.Struct, rename="pascal"):
-    """A sub-task result, reduced to what changes between Change-mode notifications."""
-
-    status: str | None = None
-    progress: float | None = None
-
-
-# One entry of a result set: its Type and numbers, and one non-null ``…Task`` object.
-_Item = dict[str, _Sub | list[Any] | str | float | bool | None]
-
-
-class _Activity(msgspec.Struct, rename="pascal"):
-    activity_type: str | None = None
-    activity_res_item: _Item | None = None
-
-
-class _BatchSubtitles(msgspec.Struct, rename="pascal"):
-    outputs: list[_Sub] | None = None
-
-
-class _Task(msgspec.Struct, rename="pascal"):
-    """Every event object's identity and sub-task containers (all optional)."""
-
-    task_id: str | None = None
-    status: str | None = None
-    media_process_result_set: list[_Item] | None = None
-    ai_content_review_result_set: list[_Item] | None = None
-    ai_analysis_result_set: list[_Item] | None = None
-    ai_recognition_result_set: list[_Item] | None = None
-    smart_subtitles_task_result: list[_Item] | _BatchSubtitles | None = None
-    ai_quality_control_task_result: _Sub | None = None
-    smart_erase_task_result: _Sub | None = None
-    ai_dubbing_task_result: _Sub | None = None
-    activity_result_set: list[_Activity] | None = None
-
-
-class _Fields(msgspec.Struct, rename="pascal"):
-    event_type: str | None = None
-    notification_type: str | None = None
-    session_id: str | None = None
-    task_id: str | None = None
-    workflow_task_event: _Task | None = None
-    edit_media_task_event: _Task | None = None
-    schedule_task_event: _Task | None = None
-    batch_task_event: _Task | None = None
-    extract_blind_watermark_task: _Task | None = None
-
-
-class _Envelope(_Fields):
-    response: _Fields | None = None
-
-
-_ENVELOPE_DECODER = msgspec.json.Decoder(_Envelope)
-_ANY_DECODER = msgspec.json.Decoder()
-_CANONICAL_ENCODER = msgspec.json.Encoder(order="sorted")
-
-_EVENT_FIELDS: dict[str, Callable[[_Fields], _Task | None]] = {
-    "WorkflowTask": lambda f: f.workflow_task_event,
-    "EditMediaTask": lambda f: f.edit_media_task_event,
-    "ScheduleTask": lambda f: f.schedule_task_event,
-    "BatchTask": lambda f: f.batch_task_event,
-    "ExtractBlindWatermark": lambda f: f.extract_blind_watermark_task,
-}
-
-
-def default_notification_key(raw: bytes | Mapping[str, Any]) -> str:
-    """The default dedup key of a notification (see the module docstring for its layout).
-
-    Bytes are decoded into small structs holding only the identity and sub-task statuses;
-    msgspec skips the rest. Raises :class:`~mpsflow.errors.DecodeError` when ``raw`` is not a
-    JSON object.
-    """
-    try:
-        if isinstance(raw, Mapping):
-            envelope = msgspec.convert(_plain(raw), _Envelope)
-        else:
-            envelope = _ENVELOPE_DECODER.decode(raw)
-    except msgspec.ValidationError:
-        return _payload_key(raw, _peek_kind(raw))
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"notification is not valid JSON: {exc}") from None
-    fields: _Fields = envelope
-    if (
-        envelope.event_type is None
-        and envelope.notification_type is None
-        and envelope.response is not None
-    ):
-        fields = envelope.response
-    if fields.event_type is None and fields.notification_type is not None:
-        return f"{fields.notification_type}:{fields.task_id or '-'}:{payload_hash(raw)}"
-    kind = fields.event_type or "unknown"
-    select = _EVENT_FIELDS.get(kind)
-    task = select(fields) if select is not None else None
-    if task is None:
-        return _payload_key(raw, kind)
-    if task.task_id:
-        identity = task.task_id
-    elif fields.session_id:
-        identity = f"sid={fields.session_id}"
-    else:
-        return _payload_key(raw, kind)
-    return f"{kind}:{identity}:{task.status or '-'}:{_subtask_digest(task)}"
-
-
-_TYPED_ENCODER = msgspec.json.Encoder()
-
-
-def typed_notification_key(notification: Notification | LiveStreamNotification) -> str:
-    """The default key of a decoded notification: same layout as ``default_notification_key``.
-
-    ``EventType:TaskId:Status:<digest of every subtask's key, status and progress>``; live
-    notifications and events without a TaskId fall back to a payload-hash key.
-    """
-    if isinstance(notification, LiveStreamNotification):
-        kind = notification.notification_type or "unknown"
-        task = notification.task_id or "-"
-        return f"{kind}:{task}:{typed_payload_hash(notification)}"
-    kind = notification.event_type or "unknown"
-    event = notification.event
-    task_id = notification.task_id
-    if event is None or not (task_id or notification.session_id):
-        return f"{kind}:payload:{typed_payload_hash(notification)}"
-    identity = task_id or f"sid={notification.session_id}"
-    states = [
-        (sub.key, sub.status, getattr(sub.result, "progress", None))
-        for sub in collect_subtasks(notification)
-    ]
-    digest = hashlib.sha256(_TYPED_ENCODER.encode(states)).hexdigest()[:16]
-    return f"{kind}:{identity}:{notification.status or '-'}:{digest}"
-
-
-def typed_payload_hash(notification: Notification | LiveStreamNotification) -> str:
-    """128-bit digest of a decoded notification without its transport fields.
-
-    ``Timestamp``, ``Sign`` and ``RequestId`` are left out, so a re-signed resend of the same
-    notification hashes the same.
-    """
-    bare = msgspec.structs.replace(notification, timestamp=None, sign=None, request_id=None)
-    return hashlib.sha256(_TYPED_ENCODER.encode(bare)).hexdigest()[:32]
-
-
-def payload_hash(raw: bytes | Mapping[str, Any]) -> str:
-    """A 128-bit hex digest of the payload's canonical JSON, transport fields left out.
-
-    Raises :class:`~mpsflow.errors.DecodeError` when ``raw`` is not a JSON object.
-    """
-    document = _document(raw)
-    body = {k: v for k, v in document.items() if k not in _TRANSPORT_FIELDS}
-    try:
-        canonical = _CANONICAL_ENCODER.encode(body)
-    except (TypeError, ValueError) as exc:
-        raise DecodeError(f"notification cannot be hashed: {exc}") from None
-    return hashlib.sha256(canonical).hexdigest()[:32]
-
-
-def _subtask_digest(task: _Task) -> str:
-    states: list[tuple[str, int, str, str | None, float | None]] = []
-    item_sets = (
-        ("MediaProcessResultSet", task.media_process_result_set),
-        ("AiContentReviewResultSet", task.ai_content_review_result_set),
-        ("AiAnalysisResultSet", task.ai_analysis_result_set),
-        ("AiRecognitionResultSet", task.ai_recognition_result_set),
-    )
-    for name, items in item_sets:
-        _add_items(states, name, items or ())
-    subtitles = task.smart_subtitles_task_result
-    if isinstance(subtitles, _BatchSubtitles):
-        for index, output in enumerate(subtitles.outputs or ()):
-            states.append(("SmartSubtitlesTaskResult", index, "", output.status, output.progress))
-    elif subtitles is not None:
-        _add_items(states, "SmartSubtitlesTaskResult", subtitles)
-    singles = (
-        ("AiQualityControlTaskResult", task.ai_quality_control_task_result),
-        ("SmartEraseTaskResult", task.smart_erase_task_result),
-        ("AiDubbingTaskResult", task.ai_dubbing_task_result),
-    )
-    for name, sub in singles:
-        if sub is not None:
-            states.append((name, 0, "", sub.status, sub.progress))
-    for index, activity in enumerate(task.activity_result_set or ()):
-        for field, value in (activity.activity_res_item or {}).items():
-            if isinstance(value, _Sub):
-                states.append(("ActivityResultSet", index, field, value.status, value.progress))
-    return hashlib.sha256(msgspec.json.encode(states)).hexdigest()[:16]
-
-
-def _add_items(
-    states: list[tuple[str, int, str, str | None, float | None]],
-    name: str,
-    items: Sequence[_Item],
-) -> None:
-    for index, item in enumerate(items):
-        for field, value in item.items():
-            if isinstance(value, _Sub):
-                states.append((name, index, field, value.status, value.progress))
-
-
-def _payload_key(raw: bytes | Mapping[str, Any], kind: str) -> str:
-    return f"{kind}:payload:{payload_hash(raw)}"
-
-
-def _peek_kind(raw: bytes | Mapping[str, Any]) -> str:
-    document = _document(raw)
-    kind = document.get("EventType") or document.get("NotificationType")
-    return kind if isinstance(kind, str) and kind else "unknown"
-
-
-def _document(raw: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
-    """The notification as a mapping, ``{"Response": ...}`` unwrapped."""
-    if isinstance(raw, Mapping):
-        document: object = raw
-    else:
-        try:
-            document = _ANY_DECODER.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise DecodeError(f"notification is not valid JSON: {exc}") from None
-    if not isinstance(document, Mapping):
-        raise DecodeError("notification is not a JSON object")
-    inner = document.get("Response")
-    if (
-        isinstance(inner, Mapping)
-        and "EventType" not in document
-        and "NotificationType" not in document
-    ):
-        return inner
-    return document
-
-
-def _plain(raw: Mapping[str, Any]) -> dict[str, Any]:
-    return raw if isinstance(raw, dict) else dict(raw)
+    if decision.state is not ClaimState.CLAIMED:
+        raise ValueError(f"only a CLAIMED decision holds a claim, not {decision.state.value}")

@@ -4,8 +4,12 @@ Runs at handler scope, so records are per effect (:mod:`mpsflow.dedup.effects`):
 scope is the notification, a subtask handler's is one subtask result. A redelivery skips the
 effects that already completed and reruns only the ones that failed; a Change-mode
 notification runs only the subtask results that are new or changed. A concurrent duplicate
-held by another worker makes this delivery retry later (503) instead of running twice; a store
-that is down makes it retry later too, never run unclaimed.
+held by another worker makes this delivery retry later (``Cause.DEFERRED``) instead of running
+twice; a store that is down makes it retry later too, never run unclaimed.
+
+The store's :class:`~mpsflow.dedup.stores.base.ClaimState` says what the claim found; this
+middleware turns it into the pipeline's words: COMPLETED is ``Cause.ALREADY_DONE``,
+IN_PROGRESS is ``Cause.DEFERRED``, CLAIMED runs the handler.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import logging
 import anyio
 
 from mpsflow.dedup.effects import effect_key
-from mpsflow.dedup.idempotency import Action, Decision, Idempotency
-from mpsflow.dedup.stores.base import settles_in_place
-from mpsflow.delivery import Outcome, Settlement
+from mpsflow.dedup.idempotency import Decision, Idempotency
+from mpsflow.dedup.stores.base import ClaimState, settles_in_place
+from mpsflow.delivery import Cause, Outcome, Settlement
 from mpsflow.errors import StoreUnavailable
 from mpsflow.events import Notification
 from mpsflow.middleware.base import Call, CallNext
@@ -26,8 +30,9 @@ __all__ = ["DedupMiddleware"]
 
 _log = logging.getLogger("mpsflow.dedup.idempotency")
 
-_SKIPPED = Outcome(Settlement.ACK, duplicates_skipped=1, reason="already completed")
-_STATE_KEY = "mpsflow.dedup"
+_ALREADY_DONE = Outcome(
+    Settlement.ACK, reason="already completed", cause=Cause.ALREADY_DONE, duplicates_skipped=1
+)
 
 
 class DedupMiddleware:
@@ -52,10 +57,10 @@ class DedupMiddleware:
         return f"DedupMiddleware({self.idempotency!r})"
 
     def _keys(self, call: Call) -> tuple[str, str]:
-        state = call.delivery.state
-        keys: tuple[str, str] | None = state.get(_STATE_KEY)
+        delivery = call.delivery
+        keys = delivery.dedup_keys
         if keys is None:
-            body = call.delivery.body
+            body = delivery.body
             notification = call.notification
             if notification is None:
                 keys = (
@@ -64,7 +69,7 @@ class DedupMiddleware:
                 )
             else:
                 keys = self.idempotency.keys_for(notification, body)
-            state[_STATE_KEY] = keys
+            delivery.dedup_keys = keys
         return keys
 
     def _scope(self, call: Call) -> tuple[str, str]:
@@ -88,20 +93,21 @@ class DedupMiddleware:
             _log.warning("idempotency store unavailable; %s will be retried", call.handler.name)
             return Outcome(
                 Settlement.RETRY,
-                status=503,
                 retry_after=self.store_retry_after,
                 reason="idempotency store unavailable",
+                cause=Cause.DEFERRED,
             )
         if call.context is not None:
             call.context.effect_key = effect_key(decision.record_key)
-        if decision.action is Action.SKIP:
-            return _SKIPPED
-        if decision.action is Action.BUSY:
+        claim = decision.state
+        if claim is ClaimState.COMPLETED:
+            return _ALREADY_DONE
+        if claim is ClaimState.IN_PROGRESS:
             return Outcome(
                 Settlement.RETRY,
-                status=503,
                 retry_after=min(max(decision.retry_after, 1.0), self.busy_retry_after),
                 reason="a duplicate is in progress elsewhere",
+                cause=Cause.DEFERRED,
             )
         try:
             outcome = await call_next(call)

@@ -3,8 +3,8 @@
 
 ``Notification`` (task events) and ``LiveStreamNotification`` (live-stream events) are
 the roots; every other Struct keeps the official SDK's class name. See
-``mpsflow.events.subtasks`` for routing keys and ``mpsflow.events.locations`` for
-input/output locations."""
+``mpsflow.events.keys`` for routing keys, ``mpsflow.events.subtasks`` for the subtasks
+of a notification and ``mpsflow.events.locations`` for input/output locations."""
 
 from __future__ import annotations
 
@@ -334,18 +334,9 @@ from ._generated import (
     WordResult,
     WorkflowTask,
 )
+from .keys import CONTAINER_KEYS, EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS, UNKNOWN
 from .locations import InputLocation, OutputPath, input_location, iter_output_paths
-from .subtasks import (
-    CONTAINER_KEYS,
-    EVENT_KEYS,
-    LIVE_KEYS,
-    SUBTASK_KEYS,
-    UNKNOWN,
-    Subtask,
-    collect_subtasks,
-    iter_live_subtasks,
-    iter_subtasks,
-)
+from .subtasks import Subtask, collect_subtasks, iter_live_subtasks, iter_subtasks
 
 __all__ = [
     "CONTAINER_KEYS",

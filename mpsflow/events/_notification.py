@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ._base import RawPayload
+from ._tables import EVENT_TYPES, LIVE_TYPES
 
 if TYPE_CHECKING:
     from ._generated import (
@@ -35,24 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveNotificationMixin", "NotificationMixin"]
 
-_EVENT_ATTRS = {
-    "WorkflowTask": "workflow_task_event",
-    "EditMediaTask": "edit_media_task_event",
-    "ScheduleTask": "schedule_task_event",
-    "BatchTask": "batch_task_event",
-    "ExtractBlindWatermark": "extract_blind_watermark_task",
-}
+_EVENT_ATTRS = {key: attr for key, (attr, _wire) in EVENT_TYPES.items()}
 _EVENT_ORDER = tuple(_EVENT_ATTRS.values())
-
-_LIVE_ATTRS = {
-    "AiReviewResult": "ai_review_result_info",
-    "AiRecognitionResult": "ai_recognition_result_info",
-    "LiveRecordResult": "live_record_result_info",
-    "AiQualityControlResult": "ai_quality_control_result_info",
-    "AiAnalysisResult": "ai_analysis_result_info",
-    "AiSmartSubtitleResult": "ai_smart_subtitle_result_info",
-    "ProcessEof": "process_eof_info",
-}
+_LIVE_ATTRS = {key: attr for key, (attr, _wire) in LIVE_TYPES.items()}
 
 
 class NotificationMixin(RawPayload):
@@ -136,8 +122,8 @@ class NotificationMixin(RawPayload):
 
     def output_paths(self) -> list[OutputPath]:
         """Every output object key with its storage, from all subtasks (and an edit's output)."""
+        from .keys import CONTAINER_KEYS
         from .locations import iter_output_paths
-        from .subtasks import CONTAINER_KEYS
 
         paths: list[OutputPath] = []
         edit = self.edit_media_task_event

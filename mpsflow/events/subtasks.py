@@ -1,41 +1,32 @@
 """Every subtask result of a notification, with its routing key, in document order.
 
-This is the routing contract the engine builds on. One registry names every key:
+This is the routing contract the engine builds on: ``collect_subtasks`` (and the live
+``iter_live_subtasks``) walk the typed Structs in place, no intermediate lists, and hand out
+one small ``Subtask`` per result under the keys ``mpsflow.events.keys`` registers. A
+``Subtask``'s ``identity`` names its result stably across a task's notifications.
 
-* ``EVENT_KEYS``: ``EventType`` value -> event Struct (``WorkflowTask`` -> ``WorkflowTask``...).
-* ``SUBTASK_KEYS``: subtask key -> result Struct. A key matches wherever that result sits (a
-  workflow's result sets or a schedule's activities): ``Transcode``, ``AiAnalysis`` (each
-  ``AiAnalysisResult``), ``AiAnalysis.Cover`` (the inner ``CoverTask``), ``Schedule.AiAnalysis``
-  (the schedule's wrapper), ... and ``Unknown`` for a part whose type mpsflow does not know.
-* ``LIVE_KEYS``: live ``NotificationType`` -> the matching ``...ResultInfo`` Struct.
-
-Iteration walks the typed Structs in place: no intermediate lists, one small ``Subtask`` each.
+The key registries (``keys``) and the unknown-part checks (``unknown``) are importable from
+here too, as they were when this module held them.
 """
 
 from __future__ import annotations
 
-import typing
-from collections.abc import Container, Iterator, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Container, Iterator, Sequence
 from typing import Any, cast
 
 import msgspec
 
-from ._base import HasOutcome, MpsStruct, OutcomeMixin, RawPayload, TaskResult
+from ._base import HasOutcome, OutcomeMixin, RawPayload, TaskResult
 from ._generated import (
-    ActivityResItem,
     ActivityResult,
-    AiAnalysisResult,
-    AiContentReviewResult,
-    AiRecognitionResult,
-    BatchSubTaskResult,
     LiveStreamNotification,
     MediaProcessTaskResult,
     Notification,
-    ScheduleTask,
-    SmartSubtitlesResult,
     WorkflowTask,
 )
+from ._tables import ACTIVITY_TASKS, CATEGORY_TYPES, KNOWN_ACTIVITY_TYPES, LIVE_TYPES, MEDIA_TYPES
+from .keys import CONTAINER_KEYS, EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS, UNKNOWN
+from .unknown import find_unknown_parts, has_unknown_parts
 
 __all__ = [
     "CONTAINER_KEYS",
@@ -54,27 +45,6 @@ __all__ = [
     "media_routes",
     "media_subtask",
 ]
-
-UNKNOWN = "Unknown"
-"""Routing key of a subtask whose type mpsflow does not know (its raw JSON is kept)."""
-
-CONTAINER_KEYS = frozenset(
-    {
-        UNKNOWN,
-        "CoverBySnapshot",
-        "AiContentReview",
-        "AiAnalysis",
-        "AiRecognition",
-        "SmartSubtitles",
-        "Schedule.AiContentReview",
-        "Schedule.AiAnalysis",
-        "Schedule.AiRecognition",
-        "Schedule.SmartSubtitles",
-    }
-)
-"""Keys whose result is a container: the tasks inside it are yielded under their own keys."""
-
-_Path = tuple[str | int, ...]
 
 
 class Subtask:
@@ -176,196 +146,7 @@ class Subtask:
         return f"Subtask(key={self.key!r}, status={self.status!r}, where={self.where!r})"
 
 
-# --- type tables: discriminator value -> (key, attribute, wire name) -----------------------
-
-_MEDIA: dict[str, tuple[str, str | None, str]] = {
-    "Transcode": ("Transcode", "transcode_task", "TranscodeTask"),
-    "AnimatedGraphics": ("AnimatedGraphics", "animated_graphic_task", "AnimatedGraphicTask"),
-    "SnapshotByTimeOffset": (
-        "SnapshotByTimeOffset",
-        "snapshot_by_time_offset_task",
-        "SnapshotByTimeOffsetTask",
-    ),
-    "SampleSnapshot": ("SampleSnapshot", "sample_snapshot_task", "SampleSnapshotTask"),
-    "ImageSprites": ("ImageSprites", "image_sprite_task", "ImageSpriteTask"),
-    "ImageSprite": ("ImageSprites", "image_sprite_task", "ImageSpriteTask"),
-    "AdaptiveDynamicStreaming": (
-        "AdaptiveDynamicStreaming",
-        "adaptive_dynamic_streaming_task",
-        "AdaptiveDynamicStreamingTask",
-    ),
-    "CoverBySnapshot": ("CoverBySnapshot", None, ""),
-}
-
-_REVIEW: dict[str, tuple[str, str]] = {
-    "Porn": ("porn_task", "PornTask"),
-    "Terrorism": ("terrorism_task", "TerrorismTask"),
-    "Political": ("political_task", "PoliticalTask"),
-    "Porn.Asr": ("porn_asr_task", "PornAsrTask"),
-    "Porn.Ocr": ("porn_ocr_task", "PornOcrTask"),
-    "Political.Asr": ("political_asr_task", "PoliticalAsrTask"),
-    "Political.Ocr": ("political_ocr_task", "PoliticalOcrTask"),
-    "Terrorism.Ocr": ("terrorism_ocr_task", "TerrorismOcrTask"),
-    "Prohibited.Asr": ("prohibited_asr_task", "ProhibitedAsrTask"),
-    "Prohibited.Ocr": ("prohibited_ocr_task", "ProhibitedOcrTask"),
-}
-
-_ANALYSIS: dict[str, tuple[str, str]] = {
-    "Classification": ("classification_task", "ClassificationTask"),
-    "Cover": ("cover_task", "CoverTask"),
-    "Tag": ("tag_task", "TagTask"),
-    "FrameTag": ("frame_tag_task", "FrameTagTask"),
-    "Highlight": ("highlight_task", "HighlightTask"),
-    "DeLogo": ("de_logo_task", "DeLogoTask"),
-    "SegmentRecognition": ("segment_task", "SegmentTask"),
-    "HeadTailRecognition": ("head_tail_task", "HeadTailTask"),
-    "Description": ("description_task", "DescriptionTask"),
-    "HorizontalToVertical": ("horizontal_to_vertical_task", "HorizontalToVerticalTask"),
-    "Dubbing": ("dubbing_task", "DubbingTask"),
-    "VideoRemake": ("video_remake_task", "VideoRemakeTask"),
-    "VideoComprehension": ("video_comprehension_task", "VideoComprehensionTask"),
-    "Cutout": ("cutout_task", "CutoutTask"),
-    "Reel": ("reel_task", "ReelTask"),
-    "Generic": ("generic_task", "GenericTask"),
-}
-
-_RECOGNITION: dict[str, tuple[str, str]] = {
-    "FaceRecognition": ("face_task", "FaceTask"),
-    "AsrWordsRecognition": ("asr_words_task", "AsrWordsTask"),
-    "AsrFullTextRecognition": ("asr_full_text_task", "AsrFullTextTask"),
-    "OcrWordsRecognition": ("ocr_words_task", "OcrWordsTask"),
-    "OcrFullTextRecognition": ("ocr_full_text_task", "OcrFullTextTask"),
-    "TransTextRecognition": ("trans_text_task", "TransTextTask"),
-    "ObjectRecognition": ("object_task", "ObjectTask"),
-}
-
-_SUBTITLES: dict[str, tuple[str, str]] = {
-    "AsrFullTextRecognition": ("asr_full_text_task", "AsrFullTextTask"),
-    "TransTextRecognition": ("trans_text_task", "TransTextTask"),
-    "PureSubtitleTrans": ("pure_subtitle_trans_task", "PureSubtitleTransTask"),
-    "OcrFullTextRecognition": ("ocr_full_text_task", "OcrFullTextTask"),
-}
-
-# category key -> (container class, per-type table)
-_CATEGORIES: dict[str, tuple[type[MpsStruct], dict[str, tuple[str, str]]]] = {
-    "AiContentReview": (AiContentReviewResult, _REVIEW),
-    "AiAnalysis": (AiAnalysisResult, _ANALYSIS),
-    "AiRecognition": (AiRecognitionResult, _RECOGNITION),
-    "SmartSubtitles": (SmartSubtitlesResult, _SUBTITLES),
-}
-
-# ActivityResItem attribute -> (wire name, key, category of the wrapper's Output items or None)
-_ACTIVITY: tuple[tuple[str, str, str, str | None], ...] = (
-    ("transcode_task", "TranscodeTask", "Transcode", None),
-    ("animated_graphic_task", "AnimatedGraphicTask", "AnimatedGraphics", None),
-    ("snapshot_by_time_offset_task", "SnapshotByTimeOffsetTask", "SnapshotByTimeOffset", None),
-    ("sample_snapshot_task", "SampleSnapshotTask", "SampleSnapshot", None),
-    ("image_sprite_task", "ImageSpriteTask", "ImageSprites", None),
-    (
-        "adaptive_dynamic_streaming_task",
-        "AdaptiveDynamicStreamingTask",
-        "AdaptiveDynamicStreaming",
-        None,
-    ),
-    ("recognition_task", "RecognitionTask", "Schedule.AiRecognition", "AiRecognition"),
-    ("review_task", "ReviewTask", "Schedule.AiContentReview", "AiContentReview"),
-    ("analysis_task", "AnalysisTask", "Schedule.AiAnalysis", "AiAnalysis"),
-    ("quality_control_task", "QualityControlTask", "AiQualityControl", None),
-    ("exec_rule_task", "ExecRuleTask", "ExecRule", None),
-    ("smart_subtitles_task", "SmartSubtitlesTask", "Schedule.SmartSubtitles", "SmartSubtitles"),
-    ("smart_erase_task", "SmartEraseTask", "SmartErase", None),
-    ("ai_dubbing_task", "AIDubbingTask", "AiDubbing", None),
-)
-
-_KNOWN_ACTIVITY_TYPES = frozenset(
-    {
-        "Transcode",
-        "SampleSnapshot",
-        "AnimatedGraphics",
-        "SnapshotByTimeOffset",
-        "ImageSprites",
-        "AdaptiveDynamicStreaming",
-        "AiContentReview",
-        "AIRecognition",
-        "AiRecognition",
-        "AIAnalysis",
-        "AiAnalysis",
-        "AiQualityControl",
-        "SmartSubtitles",
-        "SmartErase",
-        "Dubbing",
-        "AiDubbing",
-        "AIDubbing",
-        "ExecRule",
-        "ExecRules",
-    }
-)
-
-_MEDIA_CATEGORY = "MediaProcess"
-_KEY_CATEGORY = {
-    "AiQualityControl": "AiQualityControl",
-    "ExecRule": "ExecRule",
-    "SmartErase": "SmartErase",
-    "AiDubbing": "AiDubbing",
-}
-
-_LIVE: dict[str, tuple[str, str]] = {
-    "AiReviewResult": ("ai_review_result_info", "AiReviewResultInfo"),
-    "AiRecognitionResult": ("ai_recognition_result_info", "AiRecognitionResultInfo"),
-    "LiveRecordResult": ("live_record_result_info", "LiveRecordResultInfo"),
-    "AiQualityControlResult": ("ai_quality_control_result_info", "AiQualityControlResultInfo"),
-    "AiAnalysisResult": ("ai_analysis_result_info", "AiAnalysisResultInfo"),
-    "AiSmartSubtitleResult": ("ai_smart_subtitle_result_info", "AiSmartSubtitleResultInfo"),
-    "ProcessEof": ("process_eof_info", "ProcessEofInfo"),
-}
-
-_EVENTS: dict[str, tuple[str, str]] = {
-    "WorkflowTask": ("workflow_task_event", "WorkflowTaskEvent"),
-    "EditMediaTask": ("edit_media_task_event", "EditMediaTaskEvent"),
-    "ScheduleTask": ("schedule_task_event", "ScheduleTaskEvent"),
-    "BatchTask": ("batch_task_event", "BatchTaskEvent"),
-    "ExtractBlindWatermark": ("extract_blind_watermark_task", "ExtractBlindWatermarkTask"),
-}
-
-
-def _field_type(cls: type, attr: str) -> type:
-    hint = typing.get_type_hints(cls)[attr]
-    (inner,) = (a for a in typing.get_args(hint) if a is not type(None))
-    return inner  # type: ignore[no-any-return]
-
-
-def _build_subtask_keys() -> dict[str, type]:
-    keys: dict[str, type] = {}
-    for _type, (key, attr, _wire) in _MEDIA.items():
-        keys[key] = _field_type(MediaProcessTaskResult, attr) if attr else MediaProcessTaskResult
-    for category, (container, table) in _CATEGORIES.items():
-        keys[category] = container
-        for type_name, (attr, _wire) in table.items():
-            keys[f"{category}.{type_name}"] = _field_type(container, attr)
-    for attr, _wire, key, _items in _ACTIVITY:
-        keys.setdefault(key, _field_type(ActivityResItem, attr))
-    keys["BatchSmartSubtitles"] = _field_type(BatchSubTaskResult, "smart_subtitles_task_result")
-    keys[UNKNOWN] = MpsStruct
-    return dict(sorted(keys.items()))
-
-
-EVENT_KEYS: Mapping[str, type] = MappingProxyType(
-    {name: _field_type(Notification, attr) for name, (attr, _wire) in _EVENTS.items()}
-)
-"""``EventType`` value -> the event Struct it carries."""
-
-SUBTASK_KEYS: Mapping[str, type] = MappingProxyType(_build_subtask_keys())
-"""Subtask routing key -> the result Struct handed to its handlers."""
-
-LIVE_KEYS: Mapping[str, type] = MappingProxyType(
-    {name: _field_type(LiveStreamNotification, attr) for name, (attr, _wire) in _LIVE.items()}
-)
-"""Live ``NotificationType`` value -> the info Struct handed to its handlers."""
-
-
 # --- identity -------------------------------------------------------------------------------
-
-_ACTIVITIES_PATH = "$.ScheduleTaskEvent.ActivityResultSet"
 
 
 def _inner_task(value: Any, depth: int = 2) -> Any:
@@ -404,6 +185,16 @@ def _item_identity(container: str, items: Sequence[Any], index: int) -> str:
 
 # --- iteration ------------------------------------------------------------------------------
 
+_ACTIVITIES_PATH = "$.ScheduleTaskEvent.ActivityResultSet"
+# The category of a result that stands alone (no AI category around it).
+_MEDIA_CATEGORY = "MediaProcess"
+_KEY_CATEGORY = {
+    "AiQualityControl": "AiQualityControl",
+    "ExecRule": "ExecRule",
+    "SmartErase": "SmartErase",
+    "AiDubbing": "AiDubbing",
+}
+
 
 # The walkers append to one list instead of yielding through nested generators: routing
 # walks every delivery, and a yield that crosses three generator frames costs more than the
@@ -421,7 +212,7 @@ def _categorised(
 ) -> None:
     if not items:
         return
-    table = _CATEGORIES[category][1]
+    table = CATEGORY_TYPES[category]
     container = where if container is None else container
     for i, item in enumerate(items):
         place = (container, items, i)
@@ -449,7 +240,7 @@ MEDIA_RESULT_SET_PATH = "$.WorkflowTaskEvent.MediaProcessResultSet"
 
 def media_routes(keys: Container[str] | None = None) -> dict[str, MediaRoute]:
     """``MediaProcessResultSet`` item ``Type`` -> its route, for the types routed to ``keys``."""
-    return {t: route for t, route in _MEDIA.items() if keys is None or route[0] in keys}
+    return {t: route for t, route in MEDIA_TYPES.items() if keys is None or route[0] in keys}
 
 
 def media_subtask(
@@ -477,7 +268,7 @@ def _media(
     keys: Container[str] | None,
 ) -> None:
     for i, item in enumerate(items):
-        route = _MEDIA.get(item.type)  # type: ignore[arg-type]
+        route = MEDIA_TYPES.get(item.type)  # type: ignore[arg-type]
         if route is None:
             if keys is None or UNKNOWN in keys:
                 out.append(Subtask(UNKNOWN, UNKNOWN, item, (where, i, ""), place=(where, items, i)))
@@ -556,7 +347,7 @@ def _activity(
     found = False
     if item is not None:
         item_where = f"{here}.ActivityResItem"
-        for attr, wire, key, items_category in _ACTIVITY:
+        for attr, wire, key, items_category in ACTIVITY_TASKS:
             task = getattr(item, attr)
             if task is None:
                 continue
@@ -578,7 +369,7 @@ def _activity(
                     keys,
                     container=f"{place}/Output",
                 )
-    unknown = not found and activity.activity_type not in _KNOWN_ACTIVITY_TYPES
+    unknown = not found and activity.activity_type not in KNOWN_ACTIVITY_TYPES
     if unknown and (keys is None or UNKNOWN in keys):
         out.append(Subtask(UNKNOWN, UNKNOWN, activity, here, place=identity))
 
@@ -621,7 +412,7 @@ def iter_live_subtasks(notification: LiveStreamNotification) -> Iterator[Subtask
     An unknown ``NotificationType`` yields ``Unknown`` with the notification as result.
     """
     kind = notification.notification_type
-    entry = _LIVE.get(kind)  # type: ignore[arg-type]
+    entry = LIVE_TYPES.get(kind)  # type: ignore[arg-type]
     if entry is None:
         yield Subtask(UNKNOWN, UNKNOWN, notification, "$")
         return
@@ -629,114 +420,3 @@ def iter_live_subtasks(notification: LiveStreamNotification) -> Iterator[Subtask
     info = getattr(notification, attr)
     if info is not None:
         yield Subtask(kind, "Live", info, f"$.{wire}", info, default_ok=True)  # type: ignore[arg-type]
-
-
-# --- unknown parts (for the codec's slow path) ----------------------------------------------
-
-
-def _unknown_items(
-    items: list[Any] | None, table: Mapping[str, object], path: _Path
-) -> Iterator[tuple[RawPayload, _Path]]:
-    for i, item in enumerate(items or ()):
-        if item.type not in table:
-            yield item, (*path, i)
-
-
-def _unknown_categorised(
-    category: str, items: list[Any] | None, path: _Path
-) -> Iterator[tuple[RawPayload, _Path]]:
-    return _unknown_items(items, _CATEGORIES[category][1], path)
-
-
-def _unknown_workflow(e: WorkflowTask) -> Iterator[tuple[RawPayload, _Path]]:
-    root: _Path = ("WorkflowTaskEvent",)
-    yield from _unknown_items(e.media_process_result_set, _MEDIA, (*root, "MediaProcessResultSet"))
-    yield from _unknown_categorised(
-        "AiContentReview", e.ai_content_review_result_set, (*root, "AiContentReviewResultSet")
-    )
-    yield from _unknown_categorised(
-        "AiAnalysis", e.ai_analysis_result_set, (*root, "AiAnalysisResultSet")
-    )
-    yield from _unknown_categorised(
-        "AiRecognition", e.ai_recognition_result_set, (*root, "AiRecognitionResultSet")
-    )
-    yield from _unknown_categorised(
-        "SmartSubtitles", e.smart_subtitles_task_result, (*root, "SmartSubtitlesTaskResult")
-    )
-
-
-def _unknown_schedule(e: ScheduleTask) -> Iterator[tuple[RawPayload, _Path]]:
-    for i, activity in enumerate(e.activity_result_set or ()):
-        path: _Path = ("ScheduleTaskEvent", "ActivityResultSet", i)
-        item = activity.activity_res_item
-        if item is None or not any(getattr(item, a[0]) is not None for a in _ACTIVITY):
-            if activity.activity_type not in _KNOWN_ACTIVITY_TYPES:
-                yield activity, path
-            continue
-        item_path: _Path = (*path, "ActivityResItem")
-        for attr, wire, _key, items_category in _ACTIVITY:
-            task = getattr(item, attr)
-            if task is not None and items_category is not None:
-                yield from _unknown_categorised(
-                    items_category, task.output, (*item_path, wire, "Output")
-                )
-
-
-def has_unknown_parts(notification: Notification | LiveStreamNotification) -> bool:
-    """True when some part's type is unknown (or the discriminator is missing).
-
-    This runs after every decode, so it is plain loops over the typed Structs, no allocation.
-    """
-    n = notification
-    if type(n) is LiveStreamNotification:
-        return n.notification_type not in _LIVE
-    if type(n) is not Notification or n.event_type not in _EVENTS:
-        return True
-    w = n.workflow_task_event
-    if w is not None:  # unrolled on purpose: this is the hot path
-        items: list[Any] | None = w.media_process_result_set
-        if items:
-            for item in items:
-                if item.type not in _MEDIA:
-                    return True
-        items = w.ai_content_review_result_set
-        if items:
-            for item in items:
-                if item.type not in _REVIEW:
-                    return True
-        items = w.ai_analysis_result_set
-        if items:
-            for item in items:
-                if item.type not in _ANALYSIS:
-                    return True
-        items = w.ai_recognition_result_set
-        if items:
-            for item in items:
-                if item.type not in _RECOGNITION:
-                    return True
-        items = w.smart_subtitles_task_result
-        if items:
-            for item in items:
-                if item.type not in _SUBTITLES:
-                    return True
-    s = n.schedule_task_event
-    return s is not None and next(_unknown_schedule(s), None) is not None
-
-
-def find_unknown_parts(
-    notification: Notification | LiveStreamNotification,
-) -> list[tuple[RawPayload, _Path]]:
-    """Parts whose type is unknown, with their JSON path as keys (the root when the
-    ``EventType``/``NotificationType`` itself is unknown). Empty for a fully known notification.
-    """
-    n = notification
-    if isinstance(n, LiveStreamNotification):
-        return [] if n.notification_type in _LIVE else [(n, ())]
-    out: list[tuple[RawPayload, _Path]] = []
-    if n.event_type not in _EVENTS:
-        out.append((n, ()))
-    if n.workflow_task_event is not None:
-        out.extend(_unknown_workflow(n.workflow_task_event))
-    if n.schedule_task_event is not None:
-        out.extend(_unknown_schedule(n.schedule_task_event))
-    return out

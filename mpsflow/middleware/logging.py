@@ -14,9 +14,9 @@ __all__ = ["LoggingMiddleware"]
 class LoggingMiddleware:
     """Logs what happened, never the payload (it may carry S3 keys echoed back by MPS).
 
-    At delivery scope: source, delivery id, attempt, settlement, HTTP-style status, reason
-    and duration (INFO for acks, WARNING otherwise). At handler scope: handler and key with
-    duration at DEBUG, and failures at WARNING.
+    At delivery scope: source, delivery id, attempt, settlement, cause, reason (with the JSON
+    path of a malformed body) and duration (INFO for acks, WARNING otherwise). At handler
+    scope: handler and key with duration at DEBUG, and failures at WARNING.
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
@@ -49,13 +49,13 @@ class LoggingMiddleware:
         level = logging.INFO if outcome.settlement is Settlement.ACK else logging.WARNING
         self.logger.log(
             level,
-            "delivery %s from %s attempt %d: %s (%d) %s in %.1f ms",
+            "delivery %s from %s attempt %d: %s (%s) %s in %.1f ms",
             delivery.id or "-",
             delivery.source,
             delivery.attempt,
             outcome.settlement.value,
-            outcome.status,
-            outcome.reason,
+            outcome.cause.value,
+            outcome.describe(),
             (time.perf_counter() - started) * 1000,
         )
         return outcome

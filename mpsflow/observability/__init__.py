@@ -1,5 +1,5 @@
-"""What the engine counts and how it is read: metrics, the Prometheus export, and the
-per-worker journal that lets several processes answer ``/metrics`` together."""
+"""What the engine counts and how it is read: metrics, the Prometheus export, the per-worker
+journal that lets several processes answer ``/metrics`` together, and readiness (health)."""
 
 from mpsflow.observability.metrics import InMemoryMetrics, Metrics
 

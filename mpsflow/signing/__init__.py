@@ -1,7 +1,14 @@
-"""MPS notification signing: ``Sign = MD5(NotifyKey + Timestamp)``, its verifier, and the
-delivery middleware that rejects what does not verify."""
+"""MPS notification signing: ``Sign = MD5(str(Timestamp) + NotifyKey)``, its verifier, the
+signer (:func:`sign_notification`), and the delivery middleware that rejects what does not
+verify."""
 
 from mpsflow.signing.middleware import SignatureMiddleware
-from mpsflow.signing.verifier import SignatureVerifier, UnsignedPolicy, sign
+from mpsflow.signing.verifier import SignatureVerifier, UnsignedPolicy, sign, sign_notification
 
-__all__ = ["SignatureMiddleware", "SignatureVerifier", "UnsignedPolicy", "sign"]
+__all__ = [
+    "SignatureMiddleware",
+    "SignatureVerifier",
+    "UnsignedPolicy",
+    "sign",
+    "sign_notification",
+]

@@ -15,13 +15,14 @@ a full decode:
 Bodies that are not plain JSON (a URL-encoded callback) are decoded first and checked from
 the decoded notification; no encoding can slip past the check. A decoded notification is
 handed on in ``call.notification`` so the pipeline does not decode it again. A rejection is
-REJECTED with HTTP status 401: the source records a dead letter and never retries it.
+REJECTED because ``Cause.UNAUTHENTICATED``: the pipeline records a ``signature`` dead letter,
+nothing retries it, and each source answers the way its delivery contract says.
 """
 
 from __future__ import annotations
 
 from mpsflow.codec import DEFAULT_MAX_SIZE, decode_any
-from mpsflow.delivery import Outcome, Settlement
+from mpsflow.delivery import Cause, Outcome, Settlement
 from mpsflow.errors import DecodeError
 from mpsflow.middleware.base import Call, CallNext
 from mpsflow.observability.metrics import Metrics
@@ -36,7 +37,7 @@ __all__ = ["SignatureMiddleware"]
 
 
 class SignatureMiddleware:
-    """Rejects missing, malformed, wrong or expired signatures (401), counting each reason."""
+    """Rejects missing, malformed, wrong or expired signatures, counting each reason."""
 
     def __init__(
         self,
@@ -66,7 +67,7 @@ class SignatureMiddleware:
                 try:
                     notification = decode_any(body, max_size=self._max_size)
                 except DecodeError:
-                    return await call_next(call)  # malformed: the decoder reports it (400)
+                    return await call_next(call)  # malformed: the decoder reports it
                 call.notification = notification
             timestamp, sign = notification.timestamp, notification.sign
         result: VerifyResult = self.verifier.verify(timestamp, sign, payload=body)
@@ -76,7 +77,9 @@ class SignatureMiddleware:
         reason = result.reason.value
         if self._metrics is not None:
             self._metrics.signature_rejected(reason)
-        return Outcome(Settlement.REJECTED, status=401, reason=f"signature {reason}")
+        return Outcome(
+            Settlement.REJECTED, reason=f"signature {reason}", cause=Cause.UNAUTHENTICATED
+        )
 
     def _passes_fast(self, call: Call, body: bytes) -> bool:
         """True when the scanned pair verifies and is the decoded notification's own.

@@ -2,9 +2,9 @@
 
 ``Timestamp`` is the signature's *expiry* (send time + 10 minutes by default), not the send
 time, so a notification is rejected once ``now > Timestamp + skew``. Both fields sit at the top
-level of the JSON body (or inside a ``{"Response": {...}}`` wrapper) and are read from the raw
-payload without decoding the rest. The signature covers neither the body nor the task, so it
-authenticates the sender and limits replay; deduplication still runs beside it.
+level of the notification; :mod:`mpsflow.events.envelope` reads them from the raw payload
+(carrier unwrapped) without decoding the rest. The signature covers neither the body nor the
+task, so it authenticates the sender and limits replay; deduplication still runs beside it.
 
 Keys are secrets: they never appear in reprs, logs or exception messages.
 """
@@ -14,15 +14,21 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar, overload
 
 import msgspec
 
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, DecodeError
+from mpsflow.events.envelope import (
+    extract_timestamp_sign,
+    identify,
+    load,
+    notification_of,
+    scan_timestamp_sign,
+)
 
 __all__ = [
     "NotificationRef",
@@ -34,6 +40,7 @@ __all__ = [
     "notification_ref",
     "scan_timestamp_sign",
     "sign",
+    "sign_notification",
 ]
 
 _SIGN_LENGTH = 32
@@ -158,7 +165,7 @@ class SignatureVerifier:
         given = sign.lower().encode("ascii")
         matched = -1
         for index, key in enumerate(self._keys):
-            expected = _md5_hex(stamp + key).encode("ascii")
+            expected = _sign(stamp, key).encode("ascii")
             if hmac.compare_digest(expected, given) and matched < 0:
                 matched = index
         if matched < 0:
@@ -187,90 +194,42 @@ class SignatureVerifier:
 
 
 def sign(timestamp: int | str, key: str) -> str:
-    """The ``Sign`` MPS sends for ``timestamp`` and NotifyKey ``key`` (lower-case hex)."""
-    return _md5_hex(f"{timestamp}{key}")
+    """The ``Sign`` MPS sends for ``timestamp`` and NotifyKey ``key`` (lower-case hex).
 
-
-class _SignFields(msgspec.Struct):
-    Timestamp: Any = None
-    Sign: Any = None
-
-
-class _WrappedSignFields(_SignFields):
-    Response: _SignFields | None = None
-
-
-_SIGN_DECODER = msgspec.json.Decoder(_WrappedSignFields)
-
-
-def extract_timestamp_sign(raw: bytes | Mapping[str, Any]) -> tuple[object, object]:
-    """``(Timestamp, Sign)`` of a payload, as sent (``None`` when absent).
-
-    Bytes are decoded into a two-field struct, so msgspec skips everything else without
-    building it. A ``{"Response": {...}}`` wrapper is looked into when the top level has
-    neither field. Raises :class:`~mpsflow.errors.DecodeError` for non-JSON or a non-object.
+    The one place the MPS signature is computed: verifying and signing both call it.
     """
-    if isinstance(raw, Mapping):
-        timestamp, signature = raw.get("Timestamp"), raw.get("Sign")
-        inner = raw.get("Response")
-        if timestamp is None and signature is None and isinstance(inner, Mapping):
-            return inner.get("Timestamp"), inner.get("Sign")
-        return timestamp, signature
-    try:
-        fields = _SIGN_DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise DecodeError(f"notification is not a JSON object: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise DecodeError(f"notification is not valid JSON: {exc}") from None
-    if fields.Timestamp is None and fields.Sign is None and fields.Response is not None:
-        return fields.Response.Timestamp, fields.Response.Sign
-    return fields.Timestamp, fields.Sign
+    return hashlib.md5(f"{timestamp}{key}".encode()).hexdigest()
 
 
-_SCANNED_TIMESTAMP = re.compile(
-    rb'"Timestamp"\s*:\s*(?:(-?[0-9]{1,20})(?![0-9.eE])|"([^"\\]{0,64})")'
-)
-_SCANNED_SIGN = re.compile(rb'"Sign"\s*:\s*"([^"\\]{0,256})"')
+_sign = sign  # for SignatureVerifier.verify, whose ``sign`` parameter hides the function
 
 
-def scan_timestamp_sign(raw: bytes) -> tuple[int | str, str] | None:
-    """A fast read of ``(Timestamp, Sign)``: the last plain ``"Timestamp"``/``"Sign"`` in ``raw``.
+_Doc = TypeVar("_Doc", bound=MutableMapping[str, Any])
 
-    About ten times cheaper than :func:`extract_timestamp_sign` on a large notification (MPS
-    puts both fields last), but it does not track nesting, so the pair it finds is only a
-    candidate: a caller that acts on it must confirm it against the decoded notification.
-    None when either field is not found in a plain form (escapes, ``null``, a float, …).
+
+@overload
+def sign_notification(payload: bytes, key: str, *, expires_at: int) -> bytes: ...
+@overload
+def sign_notification(payload: _Doc, key: str, *, expires_at: int) -> _Doc: ...
+def sign_notification(payload: bytes | _Doc, key: str, *, expires_at: int) -> bytes | _Doc:
+    """Sign a notification the way MPS does: ``Timestamp`` (the expiry) and its ``Sign``.
+
+    The fields go into the notification itself, inside a wrapper when the payload is
+    wrapped, exactly where verification reads them. A mapping is signed in place and
+    returned; bytes come back as compact JSON. Raises :class:`DecodeError` when bytes are
+    not a JSON object, ``TypeError`` when the notification cannot be written to.
     """
-    at = raw.rfind(b'"Sign"')
-    sign = _SCANNED_SIGN.match(raw, at) if at >= 0 else None
-    if sign is None:
-        return None
-    at = raw.rfind(b'"Timestamp"')
-    stamp = _SCANNED_TIMESTAMP.match(raw, at) if at >= 0 else None
-    if stamp is None:
-        return None
-    digits, text = stamp.groups()
-    timestamp: int | str = int(digits) if digits is not None else text.decode("utf-8", "replace")
-    return timestamp, sign.group(1).decode("utf-8", "replace")
-
-
-class _TaskIdView(msgspec.Struct):
-    TaskId: Any = None
-
-
-class _RefFields(msgspec.Struct):
-    EventType: Any = None
-    NotificationType: Any = None
-    SessionId: Any = None
-    TaskId: Any = None
-    WorkflowTaskEvent: _TaskIdView | None = None
-    EditMediaTaskEvent: _TaskIdView | None = None
-    ScheduleTaskEvent: _TaskIdView | None = None
-    ExtractBlindWatermarkTask: _TaskIdView | None = None
-
-
-class _WrappedRefFields(_RefFields):
-    Response: _RefFields | None = None
+    if isinstance(payload, bytes):
+        document = dict(load(payload))
+        sign_notification(document, key, expires_at=expires_at)
+        return msgspec.json.encode(document)
+    target = notification_of(payload)
+    if not isinstance(target, MutableMapping):
+        raise TypeError("the notification to sign is not a mutable mapping")
+    stamp = int(expires_at)
+    target["Timestamp"] = stamp
+    target["Sign"] = sign(stamp, key)
+    return payload
 
 
 def notification_ref(raw: bytes | Mapping[str, Any]) -> NotificationRef:
@@ -280,35 +239,10 @@ def notification_ref(raw: bytes | Mapping[str, Any]) -> NotificationRef:
     refuse).
     """
     try:
-        if isinstance(raw, Mapping):
-            fields = msgspec.convert(_plain(raw), _WrappedRefFields)
-        else:
-            fields = msgspec.json.decode(raw, type=_WrappedRefFields)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        found = identify(raw)
+    except DecodeError:
         return NotificationRef()
-    view: _RefFields = fields
-    if fields.EventType is None and fields.NotificationType is None and fields.Response is not None:
-        view = fields.Response
-    if view.NotificationType is not None and view.EventType is None:
-        return NotificationRef(
-            _text(view.NotificationType), _text(view.TaskId), _text(view.SessionId), live=True
-        )
-    events = (
-        view.WorkflowTaskEvent,
-        view.EditMediaTaskEvent,
-        view.ScheduleTaskEvent,
-        view.ExtractBlindWatermarkTask,
-    )
-    task_id = next((_text(e.TaskId) for e in events if e is not None and e.TaskId), "")
-    return NotificationRef(_text(view.EventType), task_id, _text(view.SessionId))
-
-
-def _plain(raw: Mapping[str, Any]) -> dict[str, Any]:
-    return raw if isinstance(raw, dict) else dict(raw)
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    return NotificationRef(found.event_type, found.task_id, found.session_id, live=found.live)
 
 
 def _absent(value: object) -> bool:
@@ -334,7 +268,3 @@ def _timestamp_text(value: object) -> str | None:
 
 def _is_sign(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) == _SIGN_LENGTH and _HEX_DIGITS.issuperset(value)
-
-
-def _md5_hex(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8")).hexdigest()

@@ -5,18 +5,16 @@ from __future__ import annotations
 import abc
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
 
 from mpsflow.delivery import Delivery, Outcome
+from mpsflow.sources.runtime import Consumer, SourceRuntime
 
-__all__ = ["Consumer", "PullSource", "Source"]
-
-Consumer = Callable[[Delivery], Awaitable[Outcome]]
-"""The pipeline, as a source sees it: one delivery in, its outcome out."""
+__all__ = ["PullSource", "Source"]
 
 _log = logging.getLogger("mpsflow.sources")
 
@@ -25,15 +23,17 @@ _log = logging.getLogger("mpsflow.sources")
 class Source(Protocol):
     """Feeds deliveries to the pipeline and settles each by its outcome.
 
-    ``run`` returns when ``stop`` is set and every delivery it started has been settled, or
-    when a finite source (file, memory) is exhausted. Push sources (HTTP, SCF) implement
-    ``run`` around their server; pull sources (CMQ, files, memory) subclass ``PullSource``.
+    ``run`` gets a :class:`~mpsflow.sources.runtime.SourceRuntime`, the only part of the app
+    a source may use: it hands deliveries to ``runtime.consumer`` and returns when
+    ``runtime.stop`` is set and every delivery it started has been settled, or when a finite
+    source (file, memory) is exhausted. Push sources (HTTP) implement ``run`` around their
+    server; pull sources (CMQ, files, memory) subclass ``PullSource``.
     """
 
     name: str
 
-    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
-        """Deliver until ``stop`` is set (or the source ends), settling every delivery."""
+    async def run(self, runtime: SourceRuntime) -> None:
+        """Deliver until ``runtime.stop`` is set (or the source ends), settling each delivery."""
         ...
 
 
@@ -67,14 +67,14 @@ class PullSource(abc.ABC):
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Ack, leave for redelivery, or delete after dead-lettering, per ``outcome``."""
 
-    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
-        """Poll, process and settle until ``stop`` is set or the source ends.
+    async def run(self, runtime: SourceRuntime) -> None:
+        """Poll, process and settle until ``runtime.stop`` is set or the source ends.
 
         ``max_in_flight`` long-lived workers take deliveries from a local queue; pollers ask
         ``receive`` only for as many deliveries as there are free slots (received but not
         settled deliveries count against the limit). No task is spawned per delivery.
         """
-        loop = _Loop(self, consumer, stop)
+        loop = _Loop(self, runtime.consumer, runtime.stop)
         await self.open()
         try:
             await loop.run()

@@ -21,7 +21,8 @@ import anyio.abc
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.delivery import Delivery, Outcome
 from mpsflow.retry import RetryPolicy
-from mpsflow.sources.base import Consumer, PullSource
+from mpsflow.sources.base import PullSource
+from mpsflow.sources.runtime import SourceRuntime
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.errors import CmqError
 
@@ -86,12 +87,12 @@ class CmqSource(PullSource):
     def __repr__(self) -> str:
         return f"CmqSource({self.client.url!r}, queue={self.queue!r})"
 
-    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
+    async def run(self, runtime: SourceRuntime) -> None:
         async with anyio.create_task_group() as tg:
             done = anyio.Event()
             tg.start_soon(self._delete_loop, done)
             try:
-                await super().run(consumer, stop)
+                await super().run(runtime)
             finally:
                 done.set()
                 self._wake.set()

@@ -5,15 +5,21 @@ string compares) that turns each POST on ``path`` into a ``Delivery`` of the raw
 answers with the status the pipeline's outcome calls for:
 
 =================================  =========================================================
-outcome                            response
+outcome (settlement, cause)        response
 =================================  =========================================================
 acked                              200 ``{"code":0}``
 dead-lettered (Reject, exhausted)  200 ``{"code":0}``: recorded, MPS need not resend it
-malformed (poison, dead-lettered)  400 ``{"code":400,"error":…,"path":"$.X"}``
-over the size limit                413 (``Content-Length`` checked before reading)
-bad signature / expired            401, never retried by the pipeline
-retryable failure                  500 / 503 with ``Retry-After``
+dead-lettered, ``MALFORMED``       400 ``{"code":400,"error":…,"path":"$.X"}``
+dead-lettered, ``TOO_LARGE``       413 (``Content-Length`` checked before reading)
+rejected, ``UNAUTHENTICATED``      401, never retried by the pipeline
+rejected otherwise                 400
+retry, ``ERROR``/``TIMEOUT``       500 with ``Retry-After``
+retry otherwise (busy, deferred)   503 with ``Retry-After``
 =================================  =========================================================
+
+This table is the only place where an outcome becomes a status code: the pipeline speaks
+in domain words (:class:`~mpsflow.delivery.Cause`), and the JSON path of a malformed body
+travels as ``Outcome.path``, never inside the reason.
 
 When a notification that failed comes again (MPS's retry policy is undocumented; an operator
 or ``mpsflow send`` may resend it), the source knows it by content (``redeliveries``), so it
@@ -23,7 +29,9 @@ instead of failing forever.
 The source also bounds the requests in flight (503 + ``Retry-After`` when full), the body
 size and the time the body may take to arrive (408, connection closed), keeps connections
 alive, serves ``GET /healthz``, ``/readyz`` and ``/metrics``, and shuts down gracefully: on
-``stop`` it reports not-ready, stops accepting, and lets in-flight requests finish.
+``stop`` it reports not-ready, stops accepting, and lets in-flight requests finish. All it
+knows of the app comes from the :class:`~mpsflow.sources.runtime.SourceRuntime` it runs with
+(consumer, clock, body limit, metrics, readiness probe, shutdown timeout).
 """
 
 from __future__ import annotations
@@ -33,25 +41,23 @@ import itertools
 import logging
 import math
 import os
-import re
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import msgspec
 from aiohttp import StreamReader, web
 
-from mpsflow.clock import Clock, SystemClock
-from mpsflow.codec import DEFAULT_MAX_SIZE
-from mpsflow.delivery import Delivery, Outcome, Settlement
+from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.observability.workers import WorkerMetrics
-from mpsflow.sources.base import Consumer
-from mpsflow.sources.scf import RedeliveryCounter
+from mpsflow.sources.redelivery import RedeliveryCounter
+from mpsflow.sources.runtime import SourceRuntime
 
 __all__ = ["HttpSource"]
 
@@ -59,18 +65,21 @@ _log = logging.getLogger("mpsflow.sources.http")
 
 _JSON = "application/json"
 _OK_BODY = b'{"code":0}'
-_READINESS_TIMEOUT = 5.0
+_READY_BODY = b'{"ready":true}'
+_DRAINING_BODY = b'{"ready":false,"reason":"draining"}'
 _MAX_REQUEST_ID = 128
-_PIPELINE_PATH = re.compile(r" at (\$\S*)$")  # the pipeline appends " at $.X" to a reason
-_CODEC_PATH = re.compile(r" - at `(\$[^`]*)`$")  # DecodeError messages end in " - at `$.X`"
+_SERVER_ERRORS = frozenset({Cause.ERROR, Cause.TIMEOUT})
+"""Retry causes answered 500 (something failed); every other retry is 503 (busy, deferred)."""
+_ENCODER = msgspec.json.Encoder()
 
 
 class HttpSource:
     """Receives MPS callbacks over HTTP(S) and feeds them to the pipeline.
 
-    ``max_body_size`` defaults to the app's; ``read_timeout`` bounds how long the body may
-    take to arrive once the headers are in; ``handler_budget`` sets each delivery's
-    deadline (what a dedup lease may rely on).
+    ``max_body_size`` defaults to the runtime's (the app's); ``read_timeout`` bounds how long
+    the body may take to arrive once the headers are in; ``handler_budget`` sets each
+    delivery's deadline (what a dedup lease may rely on); ``shutdown_timeout`` defaults to the
+    runtime's.
 
     Listen on ``host``/``port`` (``port=0`` picks a free one, see ``address``), or on a
     ready ``sock`` (bound and listening, e.g. one socket shared by forked workers; it stays
@@ -160,10 +169,8 @@ class HttpSource:
         self._draining = False
         self._in_flight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._consumer: Consumer | None = None
-        self._app: object = None
-        self._clock: Clock = SystemClock()
-        self._limit = max_body_size or DEFAULT_MAX_SIZE
+        self._runtime: SourceRuntime | None = None
+        """The runtime of the current ``run`` (consumer, clock, metrics, readiness, …)."""
 
     # -- public state ----------------------------------------------------------------------
 
@@ -195,9 +202,9 @@ class HttpSource:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
-        """Serve until ``stop`` is set, then drain in-flight requests and return."""
-        self._bind_app(consumer)
+    async def run(self, runtime: SourceRuntime) -> None:
+        """Serve until ``runtime.stop`` is set, then drain in-flight requests and return."""
+        self._runtime = runtime
         self._draining = False
         # The server closes the socket it serves on: serve a duplicate of a given one, so
         # a restart (or the caller) still has it.
@@ -209,9 +216,12 @@ class HttpSource:
             keepalive_timeout=self.keepalive_timeout,
             access_log=_log if self.access_log else None,
         )
-        runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout())
+        shutdown_timeout = self.shutdown_timeout
+        if shutdown_timeout is None:
+            shutdown_timeout = runtime.shutdown_timeout
+        runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)
         await runner.setup()
-        self._shared = self._worker_metrics()
+        self._shared = self._worker_metrics(runtime)
         publisher = (
             asyncio.get_running_loop().create_task(self._publish_metrics())
             if self._shared is not None
@@ -224,7 +234,7 @@ class HttpSource:
             if self._serving is None:
                 self._serving = anyio.Event()
             self._serving.set()
-            await stop.wait()
+            await runtime.stop.wait()
             self._draining = True
             if self.drain_delay > 0:
                 await anyio.sleep(self.drain_delay)
@@ -247,11 +257,10 @@ class HttpSource:
                 if self._shared is not None:
                     self._shared.close()
 
-    def _worker_metrics(self) -> WorkerMetrics | None:
+    def _worker_metrics(self, runtime: SourceRuntime) -> WorkerMetrics | None:
         if self.metrics_dir is None:
             return None
-        metrics = getattr(self._app, "metrics", None)
-        if not isinstance(metrics, InMemoryMetrics):
+        if not isinstance(runtime.metrics, InMemoryMetrics):
             _log.warning(
                 "metrics_dir is ignored: only InMemoryMetrics are combined across workers "
                 "(for prometheus-client, use its multiprocess mode)"
@@ -264,9 +273,15 @@ class HttpSource:
             self._publish_once()
             await anyio.sleep(self.metrics_interval)
 
+    def _in_memory_metrics(self) -> InMemoryMetrics | None:
+        """The runtime's metrics when they can be combined across workers."""
+        runtime = self._runtime
+        metrics = runtime.metrics if runtime is not None else None
+        return metrics if isinstance(metrics, InMemoryMetrics) else None
+
     def _publish_once(self) -> None:
-        metrics = getattr(self._app, "metrics", None)
-        if self._shared is None or not isinstance(metrics, InMemoryMetrics):
+        metrics = self._in_memory_metrics()
+        if self._shared is None or metrics is None:
             return
         try:
             self._shared.publish(metrics, self.responses)
@@ -276,26 +291,9 @@ class HttpSource:
     def _record_metrics(self) -> None:
         shared = self._shared
         if shared is not None:
-            metrics = getattr(self._app, "metrics", None)
-            if isinstance(metrics, InMemoryMetrics):
+            metrics = self._in_memory_metrics()
+            if metrics is not None:
                 shared.record(metrics, self.responses)
-
-    def _bind_app(self, consumer: Consumer) -> None:
-        """Find the ``App`` behind ``consumer`` (``app.process``) for limits, clock, metrics."""
-        self._consumer = consumer
-        app = getattr(consumer, "__self__", None)
-        self._app = app
-        self._clock = getattr(app, "clock", None) or SystemClock()
-        app_limit = getattr(app, "max_body_size", None)
-        self._limit = self.max_body_size or (
-            app_limit if isinstance(app_limit, int) else DEFAULT_MAX_SIZE
-        )
-
-    def _shutdown_timeout(self) -> float:
-        if self.shutdown_timeout is not None:
-            return self.shutdown_timeout
-        app_timeout = getattr(self._app, "shutdown_timeout", None)
-        return float(app_timeout) if isinstance(app_timeout, int | float) else 30.0
 
     def _listen(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -340,14 +338,14 @@ class HttpSource:
             return response
         if self._in_flight >= self.max_in_flight:
             return _error(503, "too many requests in flight", headers={"Retry-After": "1"})
-        consumer = self._consumer
-        assert consumer is not None
+        runtime = self._runtime
+        assert runtime is not None
         task = asyncio.current_task()
         assert task is not None
         self._in_flight += 1
         self._tasks.add(task)
         try:
-            body = await self._read_body(request)
+            body = await self._read_body(request, self.max_body_size or runtime.max_body_size)
             if isinstance(body, web.StreamResponse):
                 return body
             attempt, key = self.redeliveries.attempt(body)
@@ -357,18 +355,17 @@ class HttpSource:
                 attempt=attempt,
                 id=_request_id(request),
                 meta={"remote": request.remote or ""},
-                deadline=self._clock.monotonic() + self.handler_budget,
+                deadline=runtime.clock.monotonic() + self.handler_budget,
             )
-            outcome = await consumer(delivery)
+            outcome = await runtime.consumer(delivery)
             self.redeliveries.record(body, key, failed=outcome.settlement is Settlement.RETRY)
             return _respond(outcome, delivery.id)
         finally:
             self._in_flight -= 1
             self._tasks.discard(task)
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes | web.StreamResponse:
+    async def _read_body(self, request: web.BaseRequest, limit: int) -> bytes | web.StreamResponse:
         """The whole body, or the error response (413, 408, 400) that replaces it."""
-        limit = self._limit
         length = request.content_length
         if length is not None and length > limit:
             return _error(413, f"body larger than {limit} bytes")
@@ -390,22 +387,18 @@ class HttpSource:
         return body
 
     async def _readyz(self) -> web.StreamResponse:
-        if self._draining:
-            return _json(503, b'{"ready":false,"reason":"draining"}')
-        app = self._app
-        if app is not None and not getattr(app, "started", True):
-            return _json(503, b'{"ready":false,"reason":"app not started"}')
-        checks: Sequence[Callable[[], Awaitable[bool]]] = getattr(app, "readiness_checks", ())
-        for check in checks:
-            if not await _passes(check):
-                name = getattr(check, "__qualname__", type(check).__name__)
-                return web.json_response(
-                    {"ready": False, "reason": f"readiness check failed: {name}"}, status=503
-                )
-        return _json(200, b'{"ready":true}')
+        runtime = self._runtime
+        if self._draining or runtime is None:
+            return _json(503, _DRAINING_BODY)
+        readiness = await runtime.readiness()
+        if readiness.ready:
+            return _json(200, _READY_BODY)
+        body = _ENCODER.encode({"ready": False, "reason": readiness.reason})
+        return _json(503, body)
 
     def _metrics(self) -> web.StreamResponse:
-        metrics = getattr(self._app, "metrics", None)
+        runtime = self._runtime
+        metrics: object = runtime.metrics if runtime is not None else None
         responses: Mapping[int, int] = self.responses
         if self._shared is not None and isinstance(metrics, InMemoryMetrics):
             metrics, responses = self._shared.combined(metrics, responses)
@@ -452,15 +445,6 @@ async def _close_with(request: web.BaseRequest, response: web.Response) -> web.S
     return response
 
 
-async def _passes(check: Callable[[], Awaitable[bool]]) -> bool:
-    try:
-        with anyio.fail_after(_READINESS_TIMEOUT):
-            return bool(await check())
-    except Exception:
-        _log.warning("readiness check %r failed", check, exc_info=True)
-        return False
-
-
 _ID_PREFIX = os.urandom(6).hex()
 _id_numbers = itertools.count(1)
 
@@ -487,31 +471,24 @@ def _error(
 
 
 def _respond(outcome: Outcome, request_id: str) -> web.Response:
-    """Express the pipeline's outcome as the delivery contract's HTTP answer."""
+    """Express the pipeline's outcome as the delivery contract's HTTP answer (see the table)."""
     settlement = outcome.settlement
-    status = outcome.status
+    cause = outcome.cause
     headers = {"X-Request-Id": request_id}
-    if settlement is Settlement.ACK or (
-        settlement is Settlement.DEAD_LETTERED and not 400 <= status < 500
-    ):
+    if settlement is Settlement.ACK:
         return _json(200, _OK_BODY, headers)
     if settlement is Settlement.RETRY:
-        status = status if status >= 500 else 503
+        status = 500 if cause in _SERVER_ERRORS else 503
         headers["Retry-After"] = str(max(1, math.ceil(outcome.retry_after)))
         return _error(status, outcome.reason or "retry later", headers=headers)
-    # poison (dead-lettered) or rejected by middleware (signature, …): a 4xx, never retried
-    if not 400 <= status < 500:
+    if cause is Cause.TOO_LARGE:
+        status = 413
+    elif cause is Cause.MALFORMED:
         status = 400
-    reason, path = _split_path(outcome.reason)
-    return _error(status, reason or "rejected", path=path, headers=headers)
-
-
-def _split_path(reason: str) -> tuple[str, str]:
-    """Split the JSON path a decode failure names off its reason: ``("…", "$.X")``."""
-    path = ""
-    for pattern in (_PIPELINE_PATH, _CODEC_PATH):
-        match = pattern.search(reason)
-        if match is not None:
-            path = path or match.group(1)
-            reason = reason[: match.start()]
-    return reason, path
+    elif settlement is Settlement.DEAD_LETTERED:
+        return _json(200, _OK_BODY, headers)  # recorded: MPS need not send it again
+    elif cause is Cause.UNAUTHENTICATED:
+        status = 401
+    else:
+        status = 400  # rejected by middleware: never retried
+    return _error(status, outcome.reason or "rejected", path=outcome.path, headers=headers)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anyio
 import anyio.abc
 
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.delivery import Delivery, Outcome, Settlement
-from mpsflow.sources.base import Consumer, PullSource
+from mpsflow.sources.base import PullSource
+from mpsflow.sources.runtime import SourceRuntime
 
 __all__ = ["InProcessSource", "Settled"]
 
@@ -89,11 +90,11 @@ class InProcessSource(PullSource):
             self._changed = None
             changed.set()
 
-    async def run(self, consumer: Consumer, stop: anyio.Event) -> None:
+    async def run(self, runtime: SourceRuntime) -> None:
         self._more_items = self._more()
         async with anyio.create_task_group() as timers:
             self._timers = timers
-            await super().run(consumer, stop)
+            await super().run(runtime)
             timers.cancel_scope.cancel()
         self._timers = None
 
@@ -122,7 +123,7 @@ class InProcessSource(PullSource):
         if self.keep_report:
             self.report.append(Settled(delivery, outcome))
         if settlement is Settlement.RETRY:
-            again = replace(delivery, attempt=delivery.attempt + 1, state={})
+            again = delivery.redelivery()
             self._waiting_retry.append(again)
             assert self._timers is not None
             self._timers.start_soon(self._requeue_later, again, outcome.retry_after)

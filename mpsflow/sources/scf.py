@@ -22,24 +22,22 @@ instance starts counting again; the platform's own dead-letter queue catches tho
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mpsflow._json import UNKNOWN, identify
-from mpsflow.dedup.idempotency import payload_hash
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import DecodeError, InvocationFailed
+from mpsflow.events.envelope import identify
+from mpsflow.sources.redelivery import RedeliveryCounter
 
 if TYPE_CHECKING:
     from mpsflow.app import App
 
-__all__ = ["RedeliveryCounter", "ScfHandler", "make_scf_handler"]
+__all__ = ["ScfHandler", "make_scf_handler"]
 
 _log = logging.getLogger("mpsflow.sources.scf")
 
@@ -53,55 +51,11 @@ _SUMMARY_STATUS = {
 }
 
 
-class RedeliveryCounter:
-    """Counts failed deliveries of the same notification, for transports that do not (HTTP, SCF).
-
-    A notification is known by :func:`mpsflow.dedup.idempotency.payload_hash` (its content without
-    ``Timestamp``/``Sign``, so a redelivery signed afresh still matches), or by a digest of
-    the raw bytes when it is not a JSON object. Counts live in this process only, bounded to
-    ``capacity`` notifications (the oldest forgotten first), and are dropped once settled.
-    While nothing is failing, ``attempt`` costs nothing: no hashing at all.
-    """
-
-    def __init__(self, capacity: int = 4096) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self._capacity = capacity
-        self._failures: OrderedDict[str, int] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._failures)
-
-    @staticmethod
-    def key(body: bytes | Mapping[str, Any]) -> str:
-        """The identity under which redeliveries of ``body`` are counted."""
-        try:
-            return payload_hash(body)
-        except DecodeError:
-            raw = body if isinstance(body, bytes) else repr(body).encode()
-            return hashlib.blake2b(raw, digest_size=16).hexdigest()
-
-    def attempt(self, body: bytes | Mapping[str, Any]) -> tuple[int, str | None]:
-        """This delivery's attempt number, and its key when one had to be computed."""
-        if not self._failures:
-            return 1, None
-        key = self.key(body)
-        return self._failures.get(key, 0) + 1, key
-
-    def record(self, body: bytes | Mapping[str, Any], key: str | None, *, failed: bool) -> None:
-        """Count a retryable failure, or forget a settled notification."""
-        if failed:
-            key = key or self.key(body)
-            self._failures[key] = self._failures.get(key, 0) + 1
-            self._failures.move_to_end(key)
-            while len(self._failures) > self._capacity:
-                self._failures.popitem(last=False)
-        elif key is not None:
-            self._failures.pop(key, None)
-
-
 def make_scf_handler(app: App, *, remember: int = 1024) -> ScfHandler:
     """Return ``main_handler(event, context)`` running ``app``'s pipeline once per invocation.
+
+    Each invocation starts and stops ``app`` (see the module docstring) and, while it runs,
+    uses only the app's :class:`~mpsflow.sources.runtime.SourceRuntime`.
 
     The return value is a small JSON-able summary: ``{"status": "ok" | "dead_lettered" |
     "rejected", "taskId": …, "handlers": n}`` (plus ``"reason"`` when not ok). A retryable
@@ -120,13 +74,14 @@ def make_scf_handler(app: App, *, remember: int = 1024) -> ScfHandler:
 
             async def invoke() -> Outcome:
                 async with app:
+                    runtime = app.source_runtime(anyio.Event())
                     deadline = (
-                        app.clock.monotonic() + time_limit if time_limit is not None else None
+                        runtime.clock.monotonic() + time_limit if time_limit is not None else None
                     )
                     delivery = Delivery(
                         body, source="scf", attempt=attempt, id=request_id, deadline=deadline
                     )
-                    return await app.process(delivery)
+                    return await runtime.consumer(delivery)
 
             outcome = anyio.run(invoke)
             attempts.record(body, key, failed=outcome.settlement is Settlement.RETRY)
@@ -164,12 +119,19 @@ def _time_limit(context: Any) -> float | None:
 
 
 def _summary(body: bytes | Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
-    task_id = identify(body).task_id
     summary: dict[str, Any] = {
         "status": _SUMMARY_STATUS[outcome.settlement],
-        "taskId": None if task_id == UNKNOWN else task_id,
+        "taskId": _task_id(body),
         "handlers": outcome.handlers_run,
     }
     if outcome.settlement is not Settlement.ACK and outcome.reason:
-        summary["reason"] = outcome.reason
+        summary["reason"] = outcome.describe()
     return summary
+
+
+def _task_id(body: bytes | Mapping[str, Any]) -> str | None:
+    try:
+        task_id = identify(body).task_id
+    except DecodeError:
+        return None
+    return task_id if isinstance(task_id, str) and task_id else None

@@ -72,7 +72,8 @@ async def test_redis_stopped_for_5s_under_load(redis_spawn: Callable[[], RedisSe
     with anyio.fail_after(OUTAGE + AFTER_RESUME + 30):  # a hang fails here, not at CI's limit
         async with app, anyio.create_task_group() as tg:
             stop = anyio.Event()
-            tg.start_soon(source.run, recording(app, notices, ledger, verdicts), stop)
+            consume = recording(app, notices, ledger, verdicts)
+            tg.start_soon(source.run, app.source_runtime(stop, consumer=consume))
             await source.wait_serving()
             assert source.address is not None
             url = f"http://{source.address[0]}:{source.address[1]}{source.path}"

@@ -119,7 +119,8 @@ async def test_http_source(kind: str, mode: str, make_store: StoreFactory) -> No
     with anyio.fail_after(DEADLINE):
         async with app, anyio.create_task_group() as tg:
             stop = anyio.Event()
-            tg.start_soon(source.run, recording(app, notices, ledger, verdicts), stop)
+            consume = recording(app, notices, ledger, verdicts)
+            tg.start_soon(source.run, app.source_runtime(stop, consumer=consume))
             await source.wait_serving()
             assert source.address is not None
             host, port = source.address
@@ -157,7 +158,7 @@ async def test_cmq_source(
             async with app, anyio.create_task_group() as tg:
                 stop = anyio.Event()
                 consume = recording(app, notices, ledger, verdicts, settled)
-                tg.start_soon(source.run, consume, stop)
+                tg.start_soon(source.run, app.source_runtime(stop, consumer=consume))
                 await source.wait_deleted(len(sends))
                 stop.set()
     assert len(server.queue(QUEUE)) == 0

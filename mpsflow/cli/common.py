@@ -1,0 +1,77 @@
+"""What every ``mpsflow`` command shares: the ``Command`` type, exit codes, app loading and
+the argparse number types, so each command module depends on this one and not on the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mpsflow._loader import load_object
+from mpsflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mpsflow.app import App
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Command",
+    "load_app",
+    "positive_float",
+    "positive_int",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One subcommand: ``configure`` adds its arguments and ``parser.set_defaults(run=f)``.
+
+    ``f(args) -> int`` is the exit code.
+    """
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+
+
+def load_app(spec: str) -> App:
+    """The :class:`~mpsflow.app.App` named ``MODULE:APP`` (the current directory importable)."""
+    from mpsflow.app import App
+
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # `mpsflow run myapp:app` finds ./myapp.py
+    app = load_object(spec)
+    if not isinstance(app, App):
+        raise ConfigurationError(f"{spec} is a {type(app).__name__}, not an mpsflow App")
+    return app
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value

@@ -1,0 +1,325 @@
+"""``mpsflow run``: load an app and serve it from the sources given on the command line.
+
+The sources ``run`` can feed live in ``SOURCE_FLAGS``: each adds its own options and builds
+its source from them (``--http``, ``--files``, ``--cmq``). ``--workers N`` hands HTTP to the
+pre-fork supervisor (:mod:`mpsflow.cli.supervisor`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from mpsflow.cli.common import EXIT_OK, Command, load_app, positive_float, positive_int
+from mpsflow.cli.supervisor import serve_workers
+from mpsflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mpsflow.app import App
+    from mpsflow.sources.base import Source
+
+__all__ = ["COMMAND", "SOURCE_FLAGS", "SourceFlag"]
+
+_log = logging.getLogger("mpsflow.cli")
+
+_DEFAULT_HTTP = "127.0.0.1:8080"
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFlag:
+    """A source ``mpsflow run`` can feed: its options, and how to build it from them.
+
+    ``build(args, app)`` returns ``None`` when the options were not given. ``workers``:
+    whether ``--workers N`` can serve it from N processes (pre-bound listening socket).
+    """
+
+    name: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    build: Callable[[argparse.Namespace, App], Source | None]
+    workers: bool = False
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``, ``:PORT`` (all interfaces) or ``PORT`` (loopback)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text
+    host = host.strip("[]") or "0.0.0.0"  # ":PORT": every interface
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
+    return host, port
+
+
+def _http_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("HTTP callbacks (the default source)")
+    group.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        type=_parse_address,
+        help=f"serve MPS HTTP callbacks here (default {_DEFAULT_HTTP} when no source is given;"
+        " port 0 picks a free one)",
+    )
+    group.add_argument("--path", default="/mps/callback", help="callback path (%(default)s)")
+    group.add_argument(
+        "--max-in-flight",
+        type=positive_int,
+        default=256,
+        help="deliveries processed at once by each source (HTTP, CMQ); HTTP answers 503"
+        " beyond it (%(default)s)",
+    )
+    group.add_argument(
+        "--read-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a request body may take to arrive (%(default)s)",
+    )
+    group.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
+    group.add_argument("--keyfile", help="private key of --certfile (PEM)")
+
+
+def _http_source(
+    args: argparse.Namespace,
+    _app: App,
+    *,
+    sock: socket.socket | None = None,
+    metrics_dir: str | None = None,
+) -> Source | None:
+    from mpsflow.sources.http import HttpSource
+
+    address: tuple[str, int] | None = args.http
+    if address is None:
+        return None
+    host, port = address
+    return HttpSource(
+        host,
+        port,
+        args.path,
+        max_in_flight=args.max_in_flight,
+        read_timeout=args.read_timeout,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        sock=sock,
+        metrics_dir=metrics_dir,
+    )
+
+
+def _files_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("files (backfills, replays)")
+    group.add_argument(
+        "--files",
+        nargs="+",
+        metavar="PATH",
+        help="process .json/.jsonl files or folders of them, then exit",
+    )
+
+
+def _files_source(args: argparse.Namespace, app: App) -> Source | None:
+    from mpsflow.sources.file import FileSource
+
+    paths: list[str] | None = args.files
+    if not paths:
+        return None
+    return FileSource(*paths, clock=app.clock)
+
+
+_CMQ_KEYS = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY")
+_CMQ_QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def _cmq_endpoint(text: str) -> str:
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if (
+        not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected http(s)://HOST[:PORT] (the queue's API address), got {text!r}"
+        )
+    return text
+
+
+def _cmq_queue(text: str) -> str:
+    if not _CMQ_QUEUE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a CMQ queue name (a letter, then up to 63 letters, digits, - or _), "
+            f"got {text!r}"
+        )
+    return text
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _cmq_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "TDMQ-CMQ queue",
+        "API keys come from TENCENTCLOUD_SECRETID and TENCENTCLOUD_SECRETKEY (with "
+        "TENCENTCLOUD_SESSIONTOKEN for temporary keys), read again for every request. "
+        "--max-in-flight caps the messages received and not yet settled.",
+    )
+    group.add_argument(
+        "--cmq",
+        metavar="ENDPOINT",
+        type=_cmq_endpoint,
+        help="consume a queue at this API address, e.g. https://cmq-gz.public.tencenttdmq.com",
+    )
+    group.add_argument("--queue", metavar="NAME", type=_cmq_queue, help="the queue (with --cmq)")
+    group.add_argument(
+        "--pollers",
+        metavar="N",
+        type=positive_int,
+        default=2,
+        help="long polls at once (%(default)s)",
+    )
+    group.add_argument(
+        "--batch",
+        metavar="N",
+        type=_bounded_int(1, 16),
+        default=16,
+        help="messages per BatchReceiveMessage, 1-16 (%(default)s)",
+    )
+    group.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=_bounded_int(0, 30),
+        default=30,
+        help="long-poll seconds, 0-30 (%(default)s)",
+    )
+
+
+def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
+    endpoint: str | None = args.cmq
+    queue: str | None = args.queue
+    if endpoint is None:
+        if queue is not None:
+            raise ConfigurationError("--queue goes with --cmq ENDPOINT")
+        return None
+    if queue is None:
+        raise ConfigurationError("--cmq needs --queue NAME")
+    missing = [name for name in _CMQ_KEYS if not os.environ.get(name)]
+    if missing:
+        raise ConfigurationError(
+            f"--cmq needs API keys in the environment: set {' and '.join(missing)} "
+            "(and TENCENTCLOUD_SESSIONTOKEN for temporary keys)"
+        )
+    from mpsflow.sources.cmq import CmqSource
+    from mpsflow.tencentcloud.cmq.client import CmqClient
+    from mpsflow.tencentcloud.cmq.credentials import EnvironmentCredentials
+
+    client = CmqClient(endpoint, EnvironmentCredentials())
+    source = CmqSource(
+        client,
+        queue,
+        max_in_flight=args.max_in_flight,
+        pollers=args.pollers,
+        batch_size=args.batch,
+        wait_seconds=args.wait,
+        clock=app.clock,
+    )
+
+    async def announce() -> None:
+        _log.info("consuming CMQ queue %s at %s", queue, client.url)
+
+    app.on_startup(announce)
+    app.on_shutdown(client.aclose)  # its HTTP session lives as long as the app runs
+    return source
+
+
+SOURCE_FLAGS: list[SourceFlag] = [
+    SourceFlag("http", _http_arguments, _http_source, workers=True),
+    SourceFlag("files", _files_arguments, _files_source),
+    SourceFlag("cmq", _cmq_arguments, _cmq_source),
+]
+"""Sources of ``mpsflow run``, in the order their options are listed."""
+
+
+def _configure_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", metavar="MODULE:APP", help="the App to run, e.g. myapp.main:app")
+    for flag in SOURCE_FLAGS:
+        flag.add_arguments(parser)
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="serve HTTP from N processes sharing the port and the dedup store (%(default)s)",
+    )
+    dedup = parser.add_mutually_exclusive_group()
+    dedup.add_argument(
+        "--dedup",
+        metavar="PATH",
+        default="mpsflow-dedup.sqlite3",
+        help="SQLite dedup store used when the app configures none (%(default)s)",
+    )
+    dedup.add_argument(
+        "--no-dedup", action="store_true", help="do not add the default SQLite dedup store"
+    )
+    _log_level_argument(parser)
+    parser.set_defaults(run=_run)
+
+
+def _log_level_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="logging threshold (%(default)s)",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT, stream=sys.stderr)
+    app = load_app(args.app)
+    built = [(flag, source) for flag in SOURCE_FLAGS if (source := flag.build(args, app))]
+    if not built:
+        args.http = _parse_address(_DEFAULT_HTTP)
+        default = _http_source(args, app)
+        assert default is not None
+        built = [(SOURCE_FLAGS[0], default)]
+    others = [f"--{flag.name}" for flag, _ in built if not flag.workers]
+    if args.workers > 1 and others:
+        raise ConfigurationError(f"--workers applies to --http only, not {', '.join(others)}")
+    if not args.no_dedup:
+        app.use_default_idempotency(args.dedup)
+    if args.workers > 1:
+
+        def worker_source(sock: socket.socket, metrics_dir: str) -> Source:
+            source = _http_source(args, app, sock=sock, metrics_dir=metrics_dir)
+            assert source is not None
+            return source
+
+        return serve_workers(app, args, worker_source)
+    app.serve(*(source for _, source in built))
+    return EXIT_OK
+
+
+COMMAND = Command("run an app on HTTP callbacks (or other sources)", _configure_run)
+"""The ``run`` entry of :data:`mpsflow.cli.COMMANDS`."""

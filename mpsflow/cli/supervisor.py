@@ -1,0 +1,160 @@
+"""``mpsflow run --workers N``: a pre-fork supervisor that serves one HTTP port from N processes.
+
+The listening socket is bound before forking, so every worker accepts on the same port; the
+supervisor restarts workers that crash and forwards SIGTERM/SIGINT so each drains gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mpsflow.cli.common import EXIT_FAILED, EXIT_OK
+from mpsflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mpsflow.app import App
+    from mpsflow.sources.base import Source
+
+__all__ = ["Supervisor", "serve_workers"]
+
+_log = logging.getLogger("mpsflow.cli")
+
+
+class Supervisor:
+    """Forks N workers that serve one inherited listening socket; restarts crashed ones.
+
+    SIGTERM/SIGINT are forwarded to every worker (each drains gracefully); the supervisor
+    exits once they all have. A worker that keeps dying right after start (5 times in a
+    row) makes it give up and stop the others.
+    """
+
+    _QUICK_DEATH = 1.0
+    _GIVE_UP_AFTER = 5
+
+    def __init__(self, count: int, work: Callable[[], int]) -> None:
+        self.count = count
+        self.work = work
+        self.workers: dict[int, float] = {}  # pid -> start time
+        self.stopping = False
+        self._wake = threading.Event()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        self._wake.set()
+        for pid in list(self.workers):
+            _kill(pid, signal.SIGTERM)
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = EXIT_FAILED
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = self.work()
+            except BaseException:
+                _log.exception("worker failed")
+            finally:
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.workers[pid] = time.monotonic()
+        _log.info("worker %d started", pid)
+
+    def run(self) -> int:
+        """Start the workers and supervise them until all have exited; the exit code."""
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        failed = False
+        quick_deaths = 0
+        try:
+            for _ in range(self.count):
+                self._spawn()
+            while self.workers:
+                pid, status = os.wait()
+                started = self.workers.pop(pid, None)
+                if started is None:
+                    continue
+                code = os.waitstatus_to_exitcode(status)
+                if self.stopping:
+                    failed |= code != 0
+                    _log.info("worker %d exited (%d)", pid, code)
+                    continue
+                _log.error("worker %d exited unexpectedly (%d); restarting it", pid, code)
+                quick_deaths = (
+                    quick_deaths + 1 if time.monotonic() - started < self._QUICK_DEATH else 0
+                )
+                if quick_deaths >= self._GIVE_UP_AFTER:
+                    _log.error("workers keep dying at start; giving up")
+                    failed = True
+                    self._on_signal(signal.SIGTERM, None)
+                    continue
+                if quick_deaths:
+                    self._wake.wait(min(0.1 * 2**quick_deaths, 5.0))
+                if not self.stopping:
+                    self._spawn()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return EXIT_FAILED if failed else EXIT_OK
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def serve_workers(
+    app: App,
+    args: argparse.Namespace,
+    http_source: Callable[[socket.socket, str], Source],
+) -> int:
+    """Bind ``args.http``, then serve ``app`` from ``args.workers`` forked processes.
+
+    ``http_source(sock, metrics_dir)`` builds each worker's HTTP source on the shared socket;
+    every worker publishes its counters in ``metrics_dir``, so any of them answers /metrics.
+    """
+    if not hasattr(os, "fork"):
+        raise ConfigurationError("--workers needs a platform with fork()")
+    host, port = args.http
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    bound_port = sock.getsockname()[1]
+    args.http = (host, bound_port)
+    scheme = "https" if args.certfile else "http"
+    shown = f"[{host}]" if ":" in host else host
+    _log.info(
+        "serving MPS callbacks on %s://%s:%d%s with %d workers",
+        scheme,
+        shown,
+        bound_port,
+        args.path,
+        args.workers,
+    )
+
+    # Each worker publishes its counters here, so any of them answers /metrics for all.
+    metrics_dir = tempfile.mkdtemp(prefix="mpsflow-metrics-")
+
+    def work() -> int:
+        app.serve(http_source(sock, metrics_dir))
+        return EXIT_OK
+
+    try:
+        return Supervisor(args.workers, work).run()
+    finally:
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,152 @@
+"""The command line of the local CMQ server: ``python -m mpsflow.devservers.cmq`` and
+``mpsflow cmq-server`` share these options and run the server until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+import anyio
+import msgspec
+
+from mpsflow.devservers.cmq.queue import DEFAULT_MAX_MSG_SIZE, DEFAULT_VISIBILITY_TIMEOUT
+from mpsflow.devservers.cmq.server import CmqServer
+from mpsflow.errors import ConfigurationError
+
+__all__ = ["DESCRIPTION", "add_arguments", "build_parser", "main", "run_server"]
+
+
+DESCRIPTION: Final = (
+    "A local CMQ-compatible server for development and tests (not for production): "
+    "the TDMQ-CMQ /v2/index.php message API over in-memory queues, with signature "
+    "checks, long polling, visibility timeouts and optional JSON persistence."
+)
+"""What the server is, as its ``--help`` says (shared with ``mpsflow cmq-server``)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python -m mpsflow.devservers.cmq`` / ``mpsflow cmq-server``."""
+    parser = argparse.ArgumentParser(prog="mpsflow cmq-server", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the server's options to ``parser`` (its own, or the ``mpsflow cmq-server`` one)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9800, help="port; 0 picks a free one (9800)")
+    parser.add_argument(
+        "--secret-id",
+        help="SecretId to accept (default: $MPSFLOW_CMQ_SECRET_ID, else $TENCENTCLOUD_SECRETID)",
+    )
+    parser.add_argument(
+        "--secret-key",
+        help="its SecretKey (default: $MPSFLOW_CMQ_SECRET_KEY or $TENCENTCLOUD_SECRETKEY)",
+    )
+    parser.add_argument(
+        "--queue", action="append", default=[], metavar="NAME", help="create a queue (repeatable)"
+    )
+    parser.add_argument(
+        "--no-auto-create",
+        dest="auto_create",
+        action="store_false",
+        help="answer 4440 for unknown queues instead of creating them",
+    )
+    parser.add_argument(
+        "--visibility-timeout",
+        type=int,
+        default=DEFAULT_VISIBILITY_TIMEOUT,
+        help="seconds a received message stays hidden (30)",
+    )
+    parser.add_argument(
+        "--max-msg-size",
+        type=int,
+        default=DEFAULT_MAX_MSG_SIZE,
+        help="largest message in bytes (65536)",
+    )
+    parser.add_argument(
+        "--polling-wait",
+        type=int,
+        default=0,
+        help="long-poll seconds when a receive does not say (0)",
+    )
+    parser.add_argument("--data", metavar="FILE", help="load queues from FILE and save them back")
+    parser.add_argument(
+        "--save-interval", type=float, default=5.0, help="seconds between saves of --data (5)"
+    )
+    parser.add_argument(
+        "--max-clock-skew",
+        type=float,
+        default=None,
+        help="reject requests whose Timestamp is further off than this many seconds",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+
+
+def _resolve(value: str | None, *names: str) -> str:
+    if value:
+        return value
+    for name in names:
+        found = os.environ.get(name)
+        if found:
+            return found
+    return ""
+
+
+async def _serve(server: CmqServer, host: str, port: int) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        await server.start(host, port)
+        try:
+            print(f"mpsflow cmq-server listening on {server.url}", flush=True)
+            async for _ in signals:
+                break
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGINT or SIGTERM; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run_server(args)
+    except ConfigurationError as exc:
+        parser.error(str(exc))
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Run the server from parsed :func:`add_arguments` options until SIGINT or SIGTERM.
+
+    Raises ConfigurationError when no key pair is given; returns the exit status otherwise.
+    """
+    secret_id = _resolve(args.secret_id, "MPSFLOW_CMQ_SECRET_ID", "TENCENTCLOUD_SECRETID")
+    secret_key = _resolve(args.secret_key, "MPSFLOW_CMQ_SECRET_KEY", "TENCENTCLOUD_SECRETKEY")
+    if not secret_id or not secret_key:
+        raise ConfigurationError(
+            "a SecretId and a SecretKey are required (--secret-id/--secret-key)"
+        )
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    try:
+        server = CmqServer(
+            {secret_id: secret_key},
+            visibility_timeout=args.visibility_timeout,
+            max_msg_size=args.max_msg_size,
+            polling_wait_seconds=args.polling_wait,
+            queues=args.queue,
+            auto_create=args.auto_create,
+            data_path=args.data,
+            save_interval=args.save_interval,
+            max_clock_skew=args.max_clock_skew,
+        )
+    except (ValueError, msgspec.DecodeError, OSError) as exc:
+        print(f"mpsflow cmq-server: {exc}", file=sys.stderr)
+        return 2
+    anyio.run(_serve, server, args.host, args.port)
+    return 0

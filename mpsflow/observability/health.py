@@ -1,0 +1,74 @@
+"""Readiness: may this process take traffic now, and if not, why not.
+
+An app is ready once it has started and every readiness check (an async ``() -> bool``, e.g.
+the dedup store's ``ping``) passes within a few seconds. Sources that answer probes (the HTTP
+source's ``/readyz``) ask through a :data:`ReadinessProbe` they are handed, never the app.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import anyio
+
+__all__ = [
+    "CHECK_TIMEOUT",
+    "READY",
+    "Readiness",
+    "ReadinessCheck",
+    "ReadinessProbe",
+    "always_ready",
+    "probe",
+]
+
+_log = logging.getLogger("mpsflow.observability.health")
+
+CHECK_TIMEOUT = 5.0
+"""Seconds one readiness check may take before it counts as failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether to take traffic now; ``reason`` says why not (log-safe)."""
+
+    ready: bool
+    reason: str = ""
+
+
+READY = Readiness(True)
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+"""One async check (the store answers, …): True when it passes."""
+
+ReadinessProbe = Callable[[], Awaitable[Readiness]]
+"""The whole answer: started and every check passing, or the first reason why not."""
+
+
+async def always_ready() -> Readiness:
+    """The probe of a runtime that has nothing to check."""
+    return READY
+
+
+async def probe(
+    checks: Iterable[ReadinessCheck], *, started: bool = True, within: float = CHECK_TIMEOUT
+) -> Readiness:
+    """Not ready before ``started``, nor while a check fails, raises or takes over ``within``
+    seconds; the reason names the first check that failed."""
+    if not started:
+        return Readiness(False, "app not started")
+    for check in checks:
+        if not await _passes(check, within):
+            name = getattr(check, "__qualname__", type(check).__name__)
+            return Readiness(False, f"readiness check failed: {name}")
+    return READY
+
+
+async def _passes(check: ReadinessCheck, within: float) -> bool:
+    try:
+        with anyio.fail_after(within):
+            return bool(await check())
+    except Exception:
+        _log.warning("readiness check %r failed", check, exc_info=True)
+        return False

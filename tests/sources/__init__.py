@@ -1,0 +1,1 @@
+"""The Source contract suite: one set of cases, run against every source."""
