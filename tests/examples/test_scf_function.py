@@ -15,7 +15,7 @@ import pytest
 from mpsflow import App, Context
 from mpsflow.errors import InvocationFailed
 
-FUNCTION = Path(__file__).resolve().parents[1] / "examples" / "scf_function" / "index.py"
+FUNCTION = Path(__file__).resolve().parents[2] / "examples" / "scf_function" / "index.py"
 CONTEXT = {
     "time_limit_in_ms": 3000,
     "memory_limit_in_mb": 128,

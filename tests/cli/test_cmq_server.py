@@ -30,7 +30,7 @@ from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
 from tests.process_output import mpsflow_process
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "mps-notify"
 KEY_VARIABLES = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN")
 CONSUMING = re.compile(r"consuming CMQ queue (\S+) at (\S+)")

@@ -20,7 +20,7 @@ from mpsflow.dedup.stores import SQLiteStore
 from mpsflow.dedup.stores.base import ClaimState
 from mpsflow.errors import StoreUnavailable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 LEASE = 30.0
 
 _WORKER = """

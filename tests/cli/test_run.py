@@ -17,7 +17,7 @@ import pytest
 from mpsflow.testing import build_notification, media_result
 from tests.process_output import mpsflow_process
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

@@ -32,7 +32,7 @@ from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY, CmqServerFac
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "scaleout"
 WORKERS = 3
 UNIQUE = 60

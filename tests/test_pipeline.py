@@ -181,7 +181,7 @@ async def test_one_failing_handler_does_not_stop_the_others() -> None:
     assert result.dead_lettered
     assert second.dead_lettered
     assert [f.handler for f in result.dead_letters[0].failures] == [
-        "tests.test_engine_pipeline.test_one_failing_handler_does_not_stop_the_others.<locals>.bad"
+        "tests.test_pipeline.test_one_failing_handler_does_not_stop_the_others.<locals>.bad"
     ]
 
 

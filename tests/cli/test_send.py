@@ -17,9 +17,9 @@ from mpsflow import Context
 from mpsflow.cli.send import Pacer, SendItem, signed_body
 from mpsflow.clock import FakeClock
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
-from tests.test_http_source import make_app, serve
+from tests.sources.test_http import make_app, serve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

@@ -14,7 +14,7 @@ import pytest
 import mpsflow.events
 from mpsflow.events import _generated
 
-_ROOT = Path(__file__).resolve().parents[1]
+_ROOT = Path(__file__).resolve().parents[2]
 _MODULES = sorted(
     ".".join(path.relative_to(_ROOT).with_suffix("").parts).removesuffix(".__init__")
     for path in (_ROOT / "mpsflow").rglob("*.py")

@@ -31,7 +31,7 @@ from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.testing import build_notification, media_result
 from tests.plugins.samples import SAMPLE_KEY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 HOUR = 3600.0
 S3_ID = "AKID-s3-secret-id-value"

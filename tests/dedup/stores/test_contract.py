@@ -256,5 +256,5 @@ def test_package_exports_everything_and_loads_redis_lazily() -> None:
         "assert 'redis' not in sys.modules, 'redis imported eagerly'; "
         "mpsflow.dedup.stores.RedisStore; assert 'redis' in sys.modules"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     subprocess.run([sys.executable, "-c", probe], check=True, env=env, timeout=60)

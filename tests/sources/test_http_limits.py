@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from mpsflow import Context
 from mpsflow.sources.http import HttpSource
-from tests.test_http_source import base_url, make_app, records, seed_like, serve
+from tests.sources.test_http import base_url, make_app, records, seed_like, serve
 
 LIMIT = 4096
 
