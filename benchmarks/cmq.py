@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._data import SHARED_DIR
+from benchmarks._process import cpu_seconds, pinned
 from benchmarks.cmq_bare import bare_consume
 from mpsflow import App, Context
 from mpsflow.dedup.stores.memory import MemoryStore
@@ -167,15 +167,6 @@ async def pipeline_run(
         app.stop()
 
 
-def _server_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _measure(
     name: str,
     run: Callable[[CmqClient, Stopwatch], Awaitable[object]],
@@ -187,11 +178,11 @@ async def _measure(
     # for up to its wait (1 s); it would take messages of this fill and hide them. Let it end.
     await anyio.sleep(1.5)
     await _fill(client, bodies)
-    server_before = _server_cpu(server_pid)
+    server_before = cpu_seconds(server_pid)
     watch = Stopwatch()
     await run(client, watch)
     watch.stop()
-    server_after = _server_cpu(server_pid)
+    server_after = cpu_seconds(server_pid)
     assert watch.elapsed is not None
     count = len(bodies)
     server_us = (
@@ -206,14 +197,12 @@ def _start_server(core: int | None) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "mpsflow.devservers.cmq", "--host", "127.0.0.1", "--port", "0"]
     command += ["--secret-id", CREDENTIAL.secret_id, "--secret-key", CREDENTIAL.secret_key]
     command += ["--queue", QUEUE, "--visibility-timeout", "600", "--log-level", "WARNING"]
-    if core is not None and shutil.which("taskset"):
-        command = ["taskset", "-c", str(core), *command]
     root = str(Path(__file__).resolve().parents[1])
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.getenv("PYTHONPATH")])),
     }
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(pinned(core, command), stdout=subprocess.PIPE, text=True, env=env)
     assert process.stdout is not None
     line = process.stdout.readline()
     if "listening on " not in line:

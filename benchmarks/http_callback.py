@@ -36,6 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._data import SHARED_DIR
+from benchmarks._process import cpu_seconds, free_port, pinned
+
 __all__ = [
     "SERVERS",
     "Result",
@@ -48,8 +53,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MPSFLOW_SHARED") or ROOT.parent / "shared")
-SEED = SHARED / "samples" / "01_workflow_task_seed_verbatim.json"
+SEED = SHARED_DIR / "samples" / "01_workflow_task_seed_verbatim.json"
 KEY = "benchmark-notify-key"
 PATH = "/mps/callback"
 TASK_MARK = "@@TASK@@"
@@ -184,19 +188,6 @@ def serve_mpsflow(port: int, dead_letters: str, *, full: bool = True) -> None:
 # -- driving a run -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _pinned(core: int | None, command: list[str]) -> list[str]:
-    if core is None or shutil.which("taskset") is None:
-        return command
-    return ["taskset", "-c", str(core), *command]
-
-
 def _wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -224,7 +215,7 @@ def run_wrk(
         "--latency",
         url,
     ]
-    completed = subprocess.run(_pinned(core, command), capture_output=True, text=True, check=False)
+    completed = subprocess.run(pinned(core, command), capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"wrk failed: {completed.stdout.strip()} {completed.stderr.strip()}")
     output = completed.stdout
@@ -240,32 +231,23 @@ def run_wrk(
     )
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux ``/proc``; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _measure(name: str, args: argparse.Namespace, script: Path, tmp: Path) -> Result:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, __file__, "--serve", name, "--port", str(port), "--tmp", str(tmp)]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    process = subprocess.Popen(_pinned(args.server_core, command), env=env)
+    process = subprocess.Popen(pinned(args.server_core, command), env=env)
     try:
         _wait_until_up(port, process)
         url = f"http://127.0.0.1:{port}{PATH}"
         run_wrk(url, script, duration=args.warmup, connections=args.connections, core=args.wrk_core)
-        cpu_before = _cpu_seconds(process.pid)
+        cpu_before = cpu_seconds(process.pid)
         rate, total, non_2xx, errors = run_wrk(
             url, script, duration=args.duration, connections=args.connections, core=args.wrk_core
         )
-        cpu_after = _cpu_seconds(process.pid)
+        cpu_after = cpu_seconds(process.pid)
         cpu = (
             (cpu_after - cpu_before) / total * 1e6
             if cpu_before is not None and cpu_after is not None and total

@@ -32,6 +32,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._data import SHARED_DIR
+from benchmarks._process import free_port
 from mpsflow import App, Context, Settlement, decode
 from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.stores.base import IdempotencyStore
@@ -96,13 +97,6 @@ def bench_pipeline(data: list[bytes], app_factory: Callable[[], App]) -> float:
     return len(data) / seconds
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def redis_server() -> Iterator[str | None]:
     binary = shutil.which("redis-server")
@@ -110,7 +104,7 @@ def redis_server() -> Iterator[str | None]:
         print("redis-server not found: apt-get install redis-server (Redis row skipped)")
         yield None
         return
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

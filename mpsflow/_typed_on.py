@@ -12,79 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
 
+from mpsflow import events
 from mpsflow.context import Context
-from mpsflow.events import (
-    AiAnalysisResult,
-    AiAnalysisTaskClassificationResult,
-    AiAnalysisTaskCoverResult,
-    AiAnalysisTaskCutoutResult,
-    AiAnalysisTaskDelLogoResult,
-    AiAnalysisTaskDescriptionResult,
-    AiAnalysisTaskDubbingResult,
-    AiAnalysisTaskFrameTagResult,
-    AiAnalysisTaskGenericResult,
-    AiAnalysisTaskHeadTailResult,
-    AiAnalysisTaskHighlightResult,
-    AiAnalysisTaskHorizontalToVerticalResult,
-    AiAnalysisTaskReelResult,
-    AiAnalysisTaskSegmentResult,
-    AiAnalysisTaskTagResult,
-    AiAnalysisTaskVideoComprehensionResult,
-    AiAnalysisTaskVideoRemakeResult,
-    AiContentReviewResult,
-    AIDubbingTaskResult,
-    AiRecognitionResult,
-    AiRecognitionTaskAsrFullTextResult,
-    AiRecognitionTaskAsrWordsResult,
-    AiRecognitionTaskFaceResult,
-    AiRecognitionTaskObjectResult,
-    AiRecognitionTaskOcrFullTextResult,
-    AiRecognitionTaskOcrWordsResult,
-    AiRecognitionTaskTransTextResult,
-    AiReviewTaskPoliticalAsrResult,
-    AiReviewTaskPoliticalOcrResult,
-    AiReviewTaskPoliticalResult,
-    AiReviewTaskPornAsrResult,
-    AiReviewTaskPornOcrResult,
-    AiReviewTaskPornResult,
-    AiReviewTaskProhibitedAsrResult,
-    AiReviewTaskProhibitedOcrResult,
-    AiReviewTaskTerrorismOcrResult,
-    AiReviewTaskTerrorismResult,
-    BatchSmartSubtitlesResult,
-    BatchSubTaskResult,
-    EditMediaTask,
-    ExtractBlindWatermarkTask,
-    LiveStreamAiAnalysisResultInfo,
-    LiveStreamAiQualityControlResultInfo,
-    LiveStreamAiRecognitionResultInfo,
-    LiveStreamAiReviewResultInfo,
-    LiveStreamAiSmartSubtitleResultInfo,
-    LiveStreamProcessErrorInfo,
-    LiveStreamRecordResultInfo,
-    MediaProcessTaskAdaptiveDynamicStreamingResult,
-    MediaProcessTaskAnimatedGraphicResult,
-    MediaProcessTaskImageSpriteResult,
-    MediaProcessTaskResult,
-    MediaProcessTaskSampleSnapshotResult,
-    MediaProcessTaskSnapshotByTimeOffsetResult,
-    MediaProcessTaskTranscodeResult,
-    MpsStruct,
-    PureSubtitleTransResult,
-    ScheduleAnalysisTaskResult,
-    ScheduleExecRuleTaskResult,
-    ScheduleQualityControlTaskResult,
-    ScheduleRecognitionTaskResult,
-    ScheduleReviewTaskResult,
-    ScheduleSmartSubtitleTaskResult,
-    ScheduleTask,
-    SmartEraseTaskResult,
-    SmartSubtitlesResult,
-    SmartSubtitleTaskAsrFullTextResult,
-    SmartSubtitleTaskFullTextResult,
-    SmartSubtitleTaskTransTextResult,
-    WorkflowTask,
-)
 from mpsflow.middleware.base import Middleware
 from mpsflow.retry import RetryPolicy
 from mpsflow.routing import HandlerFunc
@@ -129,14 +58,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AIDubbingTaskResult], bool] | None = None,
+        when: Callable[[events.AIDubbingTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AIDubbingTaskResult]], Handler[AIDubbingTaskResult]]: ...
+    ) -> Callable[[Handler[events.AIDubbingTaskResult]], Handler[events.AIDubbingTaskResult]]: ...
 
     @overload
     def on(
@@ -146,14 +75,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisResult]], Handler[AiAnalysisResult]]: ...
+    ) -> Callable[[Handler[events.AiAnalysisResult]], Handler[events.AiAnalysisResult]]: ...
 
     @overload
     def on(
@@ -163,7 +92,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskClassificationResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskClassificationResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -171,7 +100,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiAnalysisTaskClassificationResult]], Handler[AiAnalysisTaskClassificationResult]
+        [Handler[events.AiAnalysisTaskClassificationResult]],
+        Handler[events.AiAnalysisTaskClassificationResult],
     ]: ...
 
     @overload
@@ -182,14 +112,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskCoverResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskCoverResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisTaskCoverResult]], Handler[AiAnalysisTaskCoverResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiAnalysisTaskCoverResult]], Handler[events.AiAnalysisTaskCoverResult]
+    ]: ...
 
     @overload
     def on(
@@ -199,14 +131,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskCutoutResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskCutoutResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisTaskCutoutResult]], Handler[AiAnalysisTaskCutoutResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiAnalysisTaskCutoutResult]], Handler[events.AiAnalysisTaskCutoutResult]
+    ]: ...
 
     @overload
     def on(
@@ -216,14 +150,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskDelLogoResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskDelLogoResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisTaskDelLogoResult]], Handler[AiAnalysisTaskDelLogoResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiAnalysisTaskDelLogoResult]], Handler[events.AiAnalysisTaskDelLogoResult]
+    ]: ...
 
     @overload
     def on(
@@ -233,7 +169,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskDescriptionResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskDescriptionResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -241,7 +177,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiAnalysisTaskDescriptionResult]], Handler[AiAnalysisTaskDescriptionResult]
+        [Handler[events.AiAnalysisTaskDescriptionResult]],
+        Handler[events.AiAnalysisTaskDescriptionResult],
     ]: ...
 
     @overload
@@ -252,14 +189,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskDubbingResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskDubbingResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisTaskDubbingResult]], Handler[AiAnalysisTaskDubbingResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiAnalysisTaskDubbingResult]], Handler[events.AiAnalysisTaskDubbingResult]
+    ]: ...
 
     @overload
     def on(
@@ -269,7 +208,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskFrameTagResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskFrameTagResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -277,7 +216,7 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiAnalysisTaskFrameTagResult]], Handler[AiAnalysisTaskFrameTagResult]
+        [Handler[events.AiAnalysisTaskFrameTagResult]], Handler[events.AiAnalysisTaskFrameTagResult]
     ]: ...
 
     @overload
@@ -288,14 +227,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskGenericResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskGenericResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisTaskGenericResult]], Handler[AiAnalysisTaskGenericResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiAnalysisTaskGenericResult]], Handler[events.AiAnalysisTaskGenericResult]
+    ]: ...
 
     @overload
     def on(
@@ -305,7 +246,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskHeadTailResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskHeadTailResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -313,7 +254,7 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiAnalysisTaskHeadTailResult]], Handler[AiAnalysisTaskHeadTailResult]
+        [Handler[events.AiAnalysisTaskHeadTailResult]], Handler[events.AiAnalysisTaskHeadTailResult]
     ]: ...
 
     @overload
@@ -324,7 +265,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskHighlightResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskHighlightResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -332,7 +273,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiAnalysisTaskHighlightResult]], Handler[AiAnalysisTaskHighlightResult]
+        [Handler[events.AiAnalysisTaskHighlightResult]],
+        Handler[events.AiAnalysisTaskHighlightResult],
     ]: ...
 
     @overload
@@ -343,7 +285,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskHorizontalToVerticalResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskHorizontalToVerticalResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -351,8 +293,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiAnalysisTaskHorizontalToVerticalResult]],
-        Handler[AiAnalysisTaskHorizontalToVerticalResult],
+        [Handler[events.AiAnalysisTaskHorizontalToVerticalResult]],
+        Handler[events.AiAnalysisTaskHorizontalToVerticalResult],
     ]: ...
 
     @overload
@@ -363,14 +305,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskReelResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskReelResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisTaskReelResult]], Handler[AiAnalysisTaskReelResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiAnalysisTaskReelResult]], Handler[events.AiAnalysisTaskReelResult]
+    ]: ...
 
     @overload
     def on(
@@ -380,14 +324,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskSegmentResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskSegmentResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisTaskSegmentResult]], Handler[AiAnalysisTaskSegmentResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiAnalysisTaskSegmentResult]], Handler[events.AiAnalysisTaskSegmentResult]
+    ]: ...
 
     @overload
     def on(
@@ -397,14 +343,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskTagResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskTagResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiAnalysisTaskTagResult]], Handler[AiAnalysisTaskTagResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiAnalysisTaskTagResult]], Handler[events.AiAnalysisTaskTagResult]
+    ]: ...
 
     @overload
     def on(
@@ -414,7 +362,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskVideoComprehensionResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskVideoComprehensionResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -422,8 +370,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiAnalysisTaskVideoComprehensionResult]],
-        Handler[AiAnalysisTaskVideoComprehensionResult],
+        [Handler[events.AiAnalysisTaskVideoComprehensionResult]],
+        Handler[events.AiAnalysisTaskVideoComprehensionResult],
     ]: ...
 
     @overload
@@ -434,7 +382,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiAnalysisTaskVideoRemakeResult], bool] | None = None,
+        when: Callable[[events.AiAnalysisTaskVideoRemakeResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -442,7 +390,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiAnalysisTaskVideoRemakeResult]], Handler[AiAnalysisTaskVideoRemakeResult]
+        [Handler[events.AiAnalysisTaskVideoRemakeResult]],
+        Handler[events.AiAnalysisTaskVideoRemakeResult],
     ]: ...
 
     @overload
@@ -453,14 +402,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiContentReviewResult], bool] | None = None,
+        when: Callable[[events.AiContentReviewResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiContentReviewResult]], Handler[AiContentReviewResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiContentReviewResult]], Handler[events.AiContentReviewResult]
+    ]: ...
 
     @overload
     def on(
@@ -470,14 +421,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiRecognitionResult], bool] | None = None,
+        when: Callable[[events.AiRecognitionResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiRecognitionResult]], Handler[AiRecognitionResult]]: ...
+    ) -> Callable[[Handler[events.AiRecognitionResult]], Handler[events.AiRecognitionResult]]: ...
 
     @overload
     def on(
@@ -487,7 +438,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiRecognitionTaskAsrFullTextResult], bool] | None = None,
+        when: Callable[[events.AiRecognitionTaskAsrFullTextResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -495,7 +446,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiRecognitionTaskAsrFullTextResult]], Handler[AiRecognitionTaskAsrFullTextResult]
+        [Handler[events.AiRecognitionTaskAsrFullTextResult]],
+        Handler[events.AiRecognitionTaskAsrFullTextResult],
     ]: ...
 
     @overload
@@ -506,7 +458,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiRecognitionTaskAsrWordsResult], bool] | None = None,
+        when: Callable[[events.AiRecognitionTaskAsrWordsResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -514,7 +466,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiRecognitionTaskAsrWordsResult]], Handler[AiRecognitionTaskAsrWordsResult]
+        [Handler[events.AiRecognitionTaskAsrWordsResult]],
+        Handler[events.AiRecognitionTaskAsrWordsResult],
     ]: ...
 
     @overload
@@ -525,14 +478,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiRecognitionTaskFaceResult], bool] | None = None,
+        when: Callable[[events.AiRecognitionTaskFaceResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiRecognitionTaskFaceResult]], Handler[AiRecognitionTaskFaceResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiRecognitionTaskFaceResult]], Handler[events.AiRecognitionTaskFaceResult]
+    ]: ...
 
     @overload
     def on(
@@ -542,7 +497,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiRecognitionTaskObjectResult], bool] | None = None,
+        when: Callable[[events.AiRecognitionTaskObjectResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -550,7 +505,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiRecognitionTaskObjectResult]], Handler[AiRecognitionTaskObjectResult]
+        [Handler[events.AiRecognitionTaskObjectResult]],
+        Handler[events.AiRecognitionTaskObjectResult],
     ]: ...
 
     @overload
@@ -561,7 +517,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiRecognitionTaskOcrFullTextResult], bool] | None = None,
+        when: Callable[[events.AiRecognitionTaskOcrFullTextResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -569,7 +525,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiRecognitionTaskOcrFullTextResult]], Handler[AiRecognitionTaskOcrFullTextResult]
+        [Handler[events.AiRecognitionTaskOcrFullTextResult]],
+        Handler[events.AiRecognitionTaskOcrFullTextResult],
     ]: ...
 
     @overload
@@ -580,7 +537,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiRecognitionTaskOcrWordsResult], bool] | None = None,
+        when: Callable[[events.AiRecognitionTaskOcrWordsResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -588,7 +545,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiRecognitionTaskOcrWordsResult]], Handler[AiRecognitionTaskOcrWordsResult]
+        [Handler[events.AiRecognitionTaskOcrWordsResult]],
+        Handler[events.AiRecognitionTaskOcrWordsResult],
     ]: ...
 
     @overload
@@ -599,7 +557,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiRecognitionTaskTransTextResult], bool] | None = None,
+        when: Callable[[events.AiRecognitionTaskTransTextResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -607,7 +565,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiRecognitionTaskTransTextResult]], Handler[AiRecognitionTaskTransTextResult]
+        [Handler[events.AiRecognitionTaskTransTextResult]],
+        Handler[events.AiRecognitionTaskTransTextResult],
     ]: ...
 
     @overload
@@ -618,7 +577,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskPoliticalAsrResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskPoliticalAsrResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -626,7 +585,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiReviewTaskPoliticalAsrResult]], Handler[AiReviewTaskPoliticalAsrResult]
+        [Handler[events.AiReviewTaskPoliticalAsrResult]],
+        Handler[events.AiReviewTaskPoliticalAsrResult],
     ]: ...
 
     @overload
@@ -637,7 +597,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskPoliticalOcrResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskPoliticalOcrResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -645,7 +605,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiReviewTaskPoliticalOcrResult]], Handler[AiReviewTaskPoliticalOcrResult]
+        [Handler[events.AiReviewTaskPoliticalOcrResult]],
+        Handler[events.AiReviewTaskPoliticalOcrResult],
     ]: ...
 
     @overload
@@ -656,14 +617,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskPoliticalResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskPoliticalResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiReviewTaskPoliticalResult]], Handler[AiReviewTaskPoliticalResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiReviewTaskPoliticalResult]], Handler[events.AiReviewTaskPoliticalResult]
+    ]: ...
 
     @overload
     def on(
@@ -673,14 +636,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskPornAsrResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskPornAsrResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiReviewTaskPornAsrResult]], Handler[AiReviewTaskPornAsrResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiReviewTaskPornAsrResult]], Handler[events.AiReviewTaskPornAsrResult]
+    ]: ...
 
     @overload
     def on(
@@ -690,14 +655,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskPornOcrResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskPornOcrResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiReviewTaskPornOcrResult]], Handler[AiReviewTaskPornOcrResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiReviewTaskPornOcrResult]], Handler[events.AiReviewTaskPornOcrResult]
+    ]: ...
 
     @overload
     def on(
@@ -707,14 +674,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskPornResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskPornResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiReviewTaskPornResult]], Handler[AiReviewTaskPornResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiReviewTaskPornResult]], Handler[events.AiReviewTaskPornResult]
+    ]: ...
 
     @overload
     def on(
@@ -724,7 +693,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskProhibitedAsrResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskProhibitedAsrResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -732,7 +701,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiReviewTaskProhibitedAsrResult]], Handler[AiReviewTaskProhibitedAsrResult]
+        [Handler[events.AiReviewTaskProhibitedAsrResult]],
+        Handler[events.AiReviewTaskProhibitedAsrResult],
     ]: ...
 
     @overload
@@ -743,7 +713,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskProhibitedOcrResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskProhibitedOcrResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -751,7 +721,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiReviewTaskProhibitedOcrResult]], Handler[AiReviewTaskProhibitedOcrResult]
+        [Handler[events.AiReviewTaskProhibitedOcrResult]],
+        Handler[events.AiReviewTaskProhibitedOcrResult],
     ]: ...
 
     @overload
@@ -762,7 +733,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskTerrorismOcrResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskTerrorismOcrResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -770,7 +741,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[AiReviewTaskTerrorismOcrResult]], Handler[AiReviewTaskTerrorismOcrResult]
+        [Handler[events.AiReviewTaskTerrorismOcrResult]],
+        Handler[events.AiReviewTaskTerrorismOcrResult],
     ]: ...
 
     @overload
@@ -781,14 +753,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[AiReviewTaskTerrorismResult], bool] | None = None,
+        when: Callable[[events.AiReviewTaskTerrorismResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[AiReviewTaskTerrorismResult]], Handler[AiReviewTaskTerrorismResult]]: ...
+    ) -> Callable[
+        [Handler[events.AiReviewTaskTerrorismResult]], Handler[events.AiReviewTaskTerrorismResult]
+    ]: ...
 
     @overload
     def on(
@@ -798,14 +772,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[BatchSmartSubtitlesResult], bool] | None = None,
+        when: Callable[[events.BatchSmartSubtitlesResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[BatchSmartSubtitlesResult]], Handler[BatchSmartSubtitlesResult]]: ...
+    ) -> Callable[
+        [Handler[events.BatchSmartSubtitlesResult]], Handler[events.BatchSmartSubtitlesResult]
+    ]: ...
 
     @overload
     def on(
@@ -815,14 +791,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[BatchSubTaskResult], bool] | None = None,
+        when: Callable[[events.BatchSubTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[BatchSubTaskResult]], Handler[BatchSubTaskResult]]: ...
+    ) -> Callable[[Handler[events.BatchSubTaskResult]], Handler[events.BatchSubTaskResult]]: ...
 
     @overload
     def on(
@@ -832,14 +808,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[EditMediaTask], bool] | None = None,
+        when: Callable[[events.EditMediaTask], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[EditMediaTask]], Handler[EditMediaTask]]: ...
+    ) -> Callable[[Handler[events.EditMediaTask]], Handler[events.EditMediaTask]]: ...
 
     @overload
     def on(
@@ -849,14 +825,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[ExtractBlindWatermarkTask], bool] | None = None,
+        when: Callable[[events.ExtractBlindWatermarkTask], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[ExtractBlindWatermarkTask]], Handler[ExtractBlindWatermarkTask]]: ...
+    ) -> Callable[
+        [Handler[events.ExtractBlindWatermarkTask]], Handler[events.ExtractBlindWatermarkTask]
+    ]: ...
 
     @overload
     def on(
@@ -866,7 +844,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[LiveStreamAiAnalysisResultInfo], bool] | None = None,
+        when: Callable[[events.LiveStreamAiAnalysisResultInfo], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -874,7 +852,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[LiveStreamAiAnalysisResultInfo]], Handler[LiveStreamAiAnalysisResultInfo]
+        [Handler[events.LiveStreamAiAnalysisResultInfo]],
+        Handler[events.LiveStreamAiAnalysisResultInfo],
     ]: ...
 
     @overload
@@ -885,7 +864,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[LiveStreamAiQualityControlResultInfo], bool] | None = None,
+        when: Callable[[events.LiveStreamAiQualityControlResultInfo], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -893,8 +872,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[LiveStreamAiQualityControlResultInfo]],
-        Handler[LiveStreamAiQualityControlResultInfo],
+        [Handler[events.LiveStreamAiQualityControlResultInfo]],
+        Handler[events.LiveStreamAiQualityControlResultInfo],
     ]: ...
 
     @overload
@@ -905,7 +884,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[LiveStreamAiRecognitionResultInfo], bool] | None = None,
+        when: Callable[[events.LiveStreamAiRecognitionResultInfo], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -913,7 +892,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[LiveStreamAiRecognitionResultInfo]], Handler[LiveStreamAiRecognitionResultInfo]
+        [Handler[events.LiveStreamAiRecognitionResultInfo]],
+        Handler[events.LiveStreamAiRecognitionResultInfo],
     ]: ...
 
     @overload
@@ -924,7 +904,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[LiveStreamAiReviewResultInfo], bool] | None = None,
+        when: Callable[[events.LiveStreamAiReviewResultInfo], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -932,7 +912,7 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[LiveStreamAiReviewResultInfo]], Handler[LiveStreamAiReviewResultInfo]
+        [Handler[events.LiveStreamAiReviewResultInfo]], Handler[events.LiveStreamAiReviewResultInfo]
     ]: ...
 
     @overload
@@ -943,7 +923,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[LiveStreamAiSmartSubtitleResultInfo], bool] | None = None,
+        when: Callable[[events.LiveStreamAiSmartSubtitleResultInfo], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -951,7 +931,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[LiveStreamAiSmartSubtitleResultInfo]], Handler[LiveStreamAiSmartSubtitleResultInfo]
+        [Handler[events.LiveStreamAiSmartSubtitleResultInfo]],
+        Handler[events.LiveStreamAiSmartSubtitleResultInfo],
     ]: ...
 
     @overload
@@ -962,14 +943,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[LiveStreamProcessErrorInfo], bool] | None = None,
+        when: Callable[[events.LiveStreamProcessErrorInfo], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[LiveStreamProcessErrorInfo]], Handler[LiveStreamProcessErrorInfo]]: ...
+    ) -> Callable[
+        [Handler[events.LiveStreamProcessErrorInfo]], Handler[events.LiveStreamProcessErrorInfo]
+    ]: ...
 
     @overload
     def on(
@@ -979,14 +962,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[LiveStreamRecordResultInfo], bool] | None = None,
+        when: Callable[[events.LiveStreamRecordResultInfo], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[LiveStreamRecordResultInfo]], Handler[LiveStreamRecordResultInfo]]: ...
+    ) -> Callable[
+        [Handler[events.LiveStreamRecordResultInfo]], Handler[events.LiveStreamRecordResultInfo]
+    ]: ...
 
     @overload
     def on(
@@ -996,7 +981,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[MediaProcessTaskAdaptiveDynamicStreamingResult], bool] | None = None,
+        when: Callable[[events.MediaProcessTaskAdaptiveDynamicStreamingResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1004,8 +989,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[MediaProcessTaskAdaptiveDynamicStreamingResult]],
-        Handler[MediaProcessTaskAdaptiveDynamicStreamingResult],
+        [Handler[events.MediaProcessTaskAdaptiveDynamicStreamingResult]],
+        Handler[events.MediaProcessTaskAdaptiveDynamicStreamingResult],
     ]: ...
 
     @overload
@@ -1016,7 +1001,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[MediaProcessTaskAnimatedGraphicResult], bool] | None = None,
+        when: Callable[[events.MediaProcessTaskAnimatedGraphicResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1024,8 +1009,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[MediaProcessTaskAnimatedGraphicResult]],
-        Handler[MediaProcessTaskAnimatedGraphicResult],
+        [Handler[events.MediaProcessTaskAnimatedGraphicResult]],
+        Handler[events.MediaProcessTaskAnimatedGraphicResult],
     ]: ...
 
     @overload
@@ -1036,7 +1021,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[MediaProcessTaskImageSpriteResult], bool] | None = None,
+        when: Callable[[events.MediaProcessTaskImageSpriteResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1044,7 +1029,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[MediaProcessTaskImageSpriteResult]], Handler[MediaProcessTaskImageSpriteResult]
+        [Handler[events.MediaProcessTaskImageSpriteResult]],
+        Handler[events.MediaProcessTaskImageSpriteResult],
     ]: ...
 
     @overload
@@ -1055,14 +1041,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[MediaProcessTaskResult], bool] | None = None,
+        when: Callable[[events.MediaProcessTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[MediaProcessTaskResult]], Handler[MediaProcessTaskResult]]: ...
+    ) -> Callable[
+        [Handler[events.MediaProcessTaskResult]], Handler[events.MediaProcessTaskResult]
+    ]: ...
 
     @overload
     def on(
@@ -1072,7 +1060,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[MediaProcessTaskSampleSnapshotResult], bool] | None = None,
+        when: Callable[[events.MediaProcessTaskSampleSnapshotResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1080,8 +1068,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[MediaProcessTaskSampleSnapshotResult]],
-        Handler[MediaProcessTaskSampleSnapshotResult],
+        [Handler[events.MediaProcessTaskSampleSnapshotResult]],
+        Handler[events.MediaProcessTaskSampleSnapshotResult],
     ]: ...
 
     @overload
@@ -1092,7 +1080,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[MediaProcessTaskSnapshotByTimeOffsetResult], bool] | None = None,
+        when: Callable[[events.MediaProcessTaskSnapshotByTimeOffsetResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1100,8 +1088,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[MediaProcessTaskSnapshotByTimeOffsetResult]],
-        Handler[MediaProcessTaskSnapshotByTimeOffsetResult],
+        [Handler[events.MediaProcessTaskSnapshotByTimeOffsetResult]],
+        Handler[events.MediaProcessTaskSnapshotByTimeOffsetResult],
     ]: ...
 
     @overload
@@ -1112,7 +1100,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[MediaProcessTaskTranscodeResult], bool] | None = None,
+        when: Callable[[events.MediaProcessTaskTranscodeResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1120,7 +1108,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[MediaProcessTaskTranscodeResult]], Handler[MediaProcessTaskTranscodeResult]
+        [Handler[events.MediaProcessTaskTranscodeResult]],
+        Handler[events.MediaProcessTaskTranscodeResult],
     ]: ...
 
     @overload
@@ -1131,14 +1120,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[MpsStruct], bool] | None = None,
+        when: Callable[[events.MpsStruct], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[MpsStruct]], Handler[MpsStruct]]: ...
+    ) -> Callable[[Handler[events.MpsStruct]], Handler[events.MpsStruct]]: ...
 
     @overload
     def on(
@@ -1148,14 +1137,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[PureSubtitleTransResult], bool] | None = None,
+        when: Callable[[events.PureSubtitleTransResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[PureSubtitleTransResult]], Handler[PureSubtitleTransResult]]: ...
+    ) -> Callable[
+        [Handler[events.PureSubtitleTransResult]], Handler[events.PureSubtitleTransResult]
+    ]: ...
 
     @overload
     def on(
@@ -1165,14 +1156,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[ScheduleAnalysisTaskResult], bool] | None = None,
+        when: Callable[[events.ScheduleAnalysisTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[ScheduleAnalysisTaskResult]], Handler[ScheduleAnalysisTaskResult]]: ...
+    ) -> Callable[
+        [Handler[events.ScheduleAnalysisTaskResult]], Handler[events.ScheduleAnalysisTaskResult]
+    ]: ...
 
     @overload
     def on(
@@ -1182,14 +1175,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[ScheduleExecRuleTaskResult], bool] | None = None,
+        when: Callable[[events.ScheduleExecRuleTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[ScheduleExecRuleTaskResult]], Handler[ScheduleExecRuleTaskResult]]: ...
+    ) -> Callable[
+        [Handler[events.ScheduleExecRuleTaskResult]], Handler[events.ScheduleExecRuleTaskResult]
+    ]: ...
 
     @overload
     def on(
@@ -1199,7 +1194,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[ScheduleQualityControlTaskResult], bool] | None = None,
+        when: Callable[[events.ScheduleQualityControlTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1207,7 +1202,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[ScheduleQualityControlTaskResult]], Handler[ScheduleQualityControlTaskResult]
+        [Handler[events.ScheduleQualityControlTaskResult]],
+        Handler[events.ScheduleQualityControlTaskResult],
     ]: ...
 
     @overload
@@ -1218,7 +1214,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[ScheduleRecognitionTaskResult], bool] | None = None,
+        when: Callable[[events.ScheduleRecognitionTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1226,7 +1222,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[ScheduleRecognitionTaskResult]], Handler[ScheduleRecognitionTaskResult]
+        [Handler[events.ScheduleRecognitionTaskResult]],
+        Handler[events.ScheduleRecognitionTaskResult],
     ]: ...
 
     @overload
@@ -1237,14 +1234,16 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[ScheduleReviewTaskResult], bool] | None = None,
+        when: Callable[[events.ScheduleReviewTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[ScheduleReviewTaskResult]], Handler[ScheduleReviewTaskResult]]: ...
+    ) -> Callable[
+        [Handler[events.ScheduleReviewTaskResult]], Handler[events.ScheduleReviewTaskResult]
+    ]: ...
 
     @overload
     def on(
@@ -1254,7 +1253,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[ScheduleSmartSubtitleTaskResult], bool] | None = None,
+        when: Callable[[events.ScheduleSmartSubtitleTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1262,7 +1261,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[ScheduleSmartSubtitleTaskResult]], Handler[ScheduleSmartSubtitleTaskResult]
+        [Handler[events.ScheduleSmartSubtitleTaskResult]],
+        Handler[events.ScheduleSmartSubtitleTaskResult],
     ]: ...
 
     @overload
@@ -1273,14 +1273,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[ScheduleTask], bool] | None = None,
+        when: Callable[[events.ScheduleTask], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[ScheduleTask]], Handler[ScheduleTask]]: ...
+    ) -> Callable[[Handler[events.ScheduleTask]], Handler[events.ScheduleTask]]: ...
 
     @overload
     def on(
@@ -1290,14 +1290,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[SmartEraseTaskResult], bool] | None = None,
+        when: Callable[[events.SmartEraseTaskResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[SmartEraseTaskResult]], Handler[SmartEraseTaskResult]]: ...
+    ) -> Callable[[Handler[events.SmartEraseTaskResult]], Handler[events.SmartEraseTaskResult]]: ...
 
     @overload
     def on(
@@ -1307,7 +1307,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[SmartSubtitleTaskAsrFullTextResult], bool] | None = None,
+        when: Callable[[events.SmartSubtitleTaskAsrFullTextResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1315,7 +1315,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[SmartSubtitleTaskAsrFullTextResult]], Handler[SmartSubtitleTaskAsrFullTextResult]
+        [Handler[events.SmartSubtitleTaskAsrFullTextResult]],
+        Handler[events.SmartSubtitleTaskAsrFullTextResult],
     ]: ...
 
     @overload
@@ -1326,7 +1327,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[SmartSubtitleTaskFullTextResult], bool] | None = None,
+        when: Callable[[events.SmartSubtitleTaskFullTextResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1334,7 +1335,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[SmartSubtitleTaskFullTextResult]], Handler[SmartSubtitleTaskFullTextResult]
+        [Handler[events.SmartSubtitleTaskFullTextResult]],
+        Handler[events.SmartSubtitleTaskFullTextResult],
     ]: ...
 
     @overload
@@ -1345,7 +1347,7 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[SmartSubtitleTaskTransTextResult], bool] | None = None,
+        when: Callable[[events.SmartSubtitleTaskTransTextResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
@@ -1353,7 +1355,8 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[
-        [Handler[SmartSubtitleTaskTransTextResult]], Handler[SmartSubtitleTaskTransTextResult]
+        [Handler[events.SmartSubtitleTaskTransTextResult]],
+        Handler[events.SmartSubtitleTaskTransTextResult],
     ]: ...
 
     @overload
@@ -1364,14 +1367,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[SmartSubtitlesResult], bool] | None = None,
+        when: Callable[[events.SmartSubtitlesResult], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[SmartSubtitlesResult]], Handler[SmartSubtitlesResult]]: ...
+    ) -> Callable[[Handler[events.SmartSubtitlesResult]], Handler[events.SmartSubtitlesResult]]: ...
 
     @overload
     def on(
@@ -1381,14 +1384,14 @@ class TypedOn:
         status: str | Collection[str] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
-        when: Callable[[WorkflowTask], bool] | None = None,
+        when: Callable[[events.WorkflowTask], bool] | None = None,
         name: str | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Handler[WorkflowTask]], Handler[WorkflowTask]]: ...
+    ) -> Callable[[Handler[events.WorkflowTask]], Handler[events.WorkflowTask]]: ...
 
     @overload
     def on(

@@ -15,6 +15,7 @@ from mpsflow.clock import Clock, FakeClock
 from mpsflow.deadletter import DeadLetter
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import Reject, Retry
+from mpsflow.events.envelope import EVENT_FIELDS
 from mpsflow.middleware.base import Call, CallNext, Middleware
 from mpsflow.signing.verifier import sign_notification
 from mpsflow.sinks.base import Sink
@@ -44,14 +45,6 @@ _MEDIA_TASK_FIELDS = {
     "SampleSnapshot": "SampleSnapshotTask",
     "ImageSprites": "ImageSpriteTask",
     "AdaptiveDynamicStreaming": "AdaptiveDynamicStreamingTask",
-}
-
-_EVENT_FIELDS = {
-    "WorkflowTask": "WorkflowTaskEvent",
-    "EditMediaTask": "EditMediaTaskEvent",
-    "ScheduleTask": "ScheduleTaskEvent",
-    "BatchTask": "BatchTaskEvent",
-    "ExtractBlindWatermark": "ExtractBlindWatermarkTask",
 }
 
 
@@ -115,7 +108,7 @@ def build_notification(
     or extends the generated ``…Event`` object for other shapes.
     """
     try:
-        event_field = _EVENT_FIELDS[event_type]
+        event_field = EVENT_FIELDS[event_type]
     except KeyError:
         raise ValueError(f"unknown EventType {event_type!r}") from None
     task_id = task_id or f"1250000000-{event_type}-{next(_task_numbers):032x}t0"

@@ -130,13 +130,11 @@ def render() -> str:
     for registry in (EVENT_KEYS, SUBTASK_KEYS, LIVE_KEYS):
         for key, cls in registry.items():
             by_type[cls].append(key)
-    names = sorted({cls.__name__ for cls in by_type})
-    events = "from mpsflow.events import " + ", ".join(names)
     fields = "\n".join(f"    {o.name}: {annotation(o.annotation, 'Any')}" for o in ON_OPTIONS)
-    parts = [HEADER.format(imports=f"{imports()}\n{events}", fields=fields)]
+    parts = [HEADER.format(imports=f"{imports()}\nfrom mpsflow import events", fields=fields)]
     for cls in sorted(by_type, key=lambda c: c.__name__):
         keys = ", ".join(f'"{k}"' for k in sorted(by_type[cls]))
-        t = cls.__name__
+        t = f"events.{cls.__name__}"
         parts.append(overload(f"Literal[{keys}]", t, f"Callable[[Handler[{t}]], Handler[{t}]]"))
     parts.append(overload("str", "Any", "Callable[[HandlerFunc], HandlerFunc]"))
     options = "\n".join(f"        * ``{o.name}``: {o.doc}." for o in ON_OPTIONS)

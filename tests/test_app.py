@@ -34,6 +34,22 @@ def quiet_app(**kwargs: Any) -> App:
     return App(**kwargs)
 
 
+class Overlap:
+    """How many runs are inside ``visit`` at once (``running``), and the most ever (``peak``)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+
+    async def visit(self) -> None:
+        """Stay a few scheduling rounds, long enough for other runs to come in."""
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        self.running -= 1
+
+
 async def test_memory_source_runs_to_completion_and_reports() -> None:
     app = quiet_app()
     done: list[str] = []
@@ -51,54 +67,36 @@ async def test_memory_source_runs_to_completion_and_reports() -> None:
 
 async def test_max_in_flight_is_enforced_before_pulling_more() -> None:
     app = quiet_app()
-    running = 0
-    peak = 0
+    handlers = Overlap()
 
     @app.on("WorkflowTask")
     async def handler(event: WorkflowTask, ctx: Context) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        for _ in range(5):
-            await anyio.lowlevel.checkpoint()
-        running -= 1
+        await handlers.visit()
 
     source = MemorySource([note(i) for i in range(30)], max_in_flight=3)
     await app.run(source, handle_signals=False)
-    assert peak == 3
+    assert handlers.peak == 3
     assert len(source.report) == 30
 
 
 async def test_per_handler_concurrency_limit_holds() -> None:
     app = quiet_app()
-    running = 0
-    peak = 0
-    other_peak = 0
-    other_running = 0
+    limited_runs = Overlap()
+    unlimited_runs = Overlap()
 
     @app.on("WorkflowTask", max_concurrency=2)
     async def limited(event: WorkflowTask, ctx: Context) -> None:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        for _ in range(5):
-            await anyio.lowlevel.checkpoint()
-        running -= 1
+        await limited_runs.visit()
 
     @app.on("Transcode")
     async def unlimited(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
-        nonlocal other_running, other_peak
-        other_running += 1
-        other_peak = max(other_peak, other_running)
-        for _ in range(5):
-            await anyio.lowlevel.checkpoint()
-        other_running -= 1
+        await unlimited_runs.visit()
 
     await app.run(
         MemorySource([note(i) for i in range(20)], max_in_flight=10), handle_signals=False
     )
-    assert peak == 2
-    assert other_peak > 2
+    assert limited_runs.peak == 2
+    assert unlimited_runs.peak > 2
 
 
 async def test_in_process_retries_use_the_clock_not_sleeps() -> None:

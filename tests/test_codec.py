@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -88,27 +89,24 @@ def test_url_encoded_plus_literal_survives() -> None:
         assert decode(body).session_context == "a+b c"
 
 
-def test_decode_any(seed_sample: bytes) -> None:
-    assert isinstance(decode_any(seed_sample), Notification)
-    live = {"NotificationType": "ProcessEof", "TaskId": "l", "ProcessEofInfo": {"ErrCode": 0}}
-    assert isinstance(decode_any(live), LiveStreamNotification)
-    assert isinstance(decode_any(json.dumps(live)), LiveStreamNotification)
+def _bad(data: Any, decoder: Callable[..., object] = decode, **kwargs: Any) -> DecodeError:
+    """The ``DecodeError`` ``decoder`` raises for ``data`` (checked for what every one has)."""
     with pytest.raises(DecodeError) as info:
-        decode_any(b'{"TaskId": "x"}')
-    assert info.value.path == "$.EventType"
-    with pytest.raises(DecodeError) as info:
-        decode_any(b'{"NotificationType": 5}')
-    assert info.value.path == "$.NotificationType"
-
-
-def _bad(data: Any, **kwargs: Any) -> DecodeError:
-    with pytest.raises(DecodeError) as info:
-        decode(data, **kwargs)
+        decoder(data, **kwargs)
     err = info.value
     assert isinstance(err, ValueError)
     assert err.path.startswith("$")
     assert "at `$" not in str(err)  # the path is in .path only, never repeated in the message
     return err
+
+
+def test_decode_any(seed_sample: bytes) -> None:
+    assert isinstance(decode_any(seed_sample), Notification)
+    live = {"NotificationType": "ProcessEof", "TaskId": "l", "ProcessEofInfo": {"ErrCode": 0}}
+    assert isinstance(decode_any(live), LiveStreamNotification)
+    assert isinstance(decode_any(json.dumps(live)), LiveStreamNotification)
+    assert _bad(b'{"TaskId": "x"}', decode_any).path == "$.EventType"
+    assert _bad(b'{"NotificationType": 5}', decode_any).path == "$.NotificationType"
 
 
 def test_wrong_type_names_the_json_path(seed_doc: dict[str, Any]) -> None:
@@ -196,12 +194,9 @@ def test_size_limit(seed_sample: bytes, seed_doc: dict[str, Any]) -> None:
 
 
 def test_live_errors() -> None:
-    with pytest.raises(DecodeError) as info:
-        decode_live(b'{"TaskId": "l"}')
-    assert info.value.path == "$.NotificationType"
-    with pytest.raises(DecodeError) as info:
-        decode_live(b'{"NotificationType": "ProcessEof", "ProcessEofInfo": {"ErrCode": "0"}}')
-    assert info.value.path == "$.ProcessEofInfo.ErrCode"
+    assert _bad(b'{"TaskId": "l"}', decode_live).path == "$.NotificationType"
+    bad_code = b'{"NotificationType": "ProcessEof", "ProcessEofInfo": {"ErrCode": "0"}}'
+    assert _bad(bad_code, decode_live).path == "$.ProcessEofInfo.ErrCode"
 
 
 def test_error_messages_never_carry_values() -> None:

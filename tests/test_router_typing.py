@@ -130,22 +130,6 @@ def test_mismatched_handlers_are_type_errors(tmp_path: Path) -> None:
     assert "MediaProcessTaskSnapshotByTimeOffsetResult" in out
 
 
-def test_typed_overloads_are_up_to_date() -> None:
-    """``mpsflow/_typed_on.py`` matches the routing keys (regenerate with the script)."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, str(root / "scripts" / "gen_typed_on.py"), "--check"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=root,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_on_takes_exactly_the_option_table() -> None:
     """``on``'s runtime keywords are ``ON_OPTIONS``, in order, with their defaults."""
     params = list(inspect.signature(Router.on).parameters.values())[2:]

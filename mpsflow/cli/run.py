@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from mpsflow.cli.common import EXIT_OK, Command, load_app, positive_float, positive_int
+from mpsflow.cli.common import (
+    EXIT_OK,
+    Command,
+    bounded_int,
+    load_app,
+    positive_float,
+    positive_int,
+)
 from mpsflow.cli.supervisor import serve_workers
 from mpsflow.errors import ConfigurationError
 
@@ -166,19 +173,6 @@ def _cmq_queue(text: str) -> str:
     return text
 
 
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {low} to {high}, got {value}")
-        return value
-
-    return parse
-
-
 def _cmq_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "TDMQ-CMQ queue",
@@ -203,14 +197,14 @@ def _cmq_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--batch",
         metavar="N",
-        type=_bounded_int(1, 16),
+        type=bounded_int(1, 16),
         default=16,
         help="messages per BatchReceiveMessage, 1-16 (%(default)s)",
     )
     group.add_argument(
         "--wait",
         metavar="SECONDS",
-        type=_bounded_int(0, 30),
+        type=bounded_int(0, 30),
         default=30,
         help="long-poll seconds, 0-30 (%(default)s)",
     )

@@ -27,8 +27,10 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import msgspec
 
 from mpsflow.errors import DecodeError
+from mpsflow.events._tables import EVENT_TYPES
 
 __all__ = [
+    "EVENT_FIELDS",
     "Carried",
     "EventView",
     "Identity",
@@ -52,13 +54,9 @@ _RESPONSE = "Response"
 _RESPONSE_PATH = "$.Response"
 _RESPONSE_PREFIX = re.compile(rb'^\s*\{\s*"Response"\s*:')
 _PATH_SUFFIX = re.compile(r" - at (`key` in )?`(\$[^`]*)`$")  # msgspec's " - at `$.X`"
-_EVENT_FIELDS = {
-    "WorkflowTask": "WorkflowTaskEvent",
-    "EditMediaTask": "EditMediaTaskEvent",
-    "ScheduleTask": "ScheduleTaskEvent",
-    "BatchTask": "BatchTaskEvent",
-    "ExtractBlindWatermark": "ExtractBlindWatermarkTask",
-}
+EVENT_FIELDS: Mapping[str, str] = {event: wire for event, (_attr, wire) in EVENT_TYPES.items()}
+"""``EventType`` -> the top-level field holding its event (``WorkflowTask`` ->
+``WorkflowTaskEvent``...), in document order."""
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -292,7 +290,7 @@ class Peek(msgspec.Struct, Generic[_E]):
 
     def event(self) -> _E | None:
         """The event object ``EventType`` names (None for an unknown or missing type)."""
-        field = _EVENT_FIELDS.get(self.EventType or "")
+        field = EVENT_FIELDS.get(self.EventType or "")
         found: _E | None = getattr(self, field) if field is not None else None
         return found
 
@@ -301,7 +299,7 @@ class Peek(msgspec.Struct, Generic[_E]):
         named = self.event()
         if named is not None:
             return named
-        for field in _EVENT_FIELDS.values():
+        for field in EVENT_FIELDS.values():
             found: _E | None = getattr(self, field)
             if found is not None:
                 return found

@@ -10,8 +10,9 @@ same metric names, so dashboards do not care which one an app runs with.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mpsflow.errors import ConfigurationError
 from mpsflow.observability.metrics import InMemoryMetrics
@@ -50,6 +51,7 @@ DEFAULT_BUCKETS = (
 )
 """Latency buckets in seconds: handling takes from under a millisecond to tens of seconds."""
 
+
 _HELP = {
     "deliveries": "Deliveries, by source and outcome (ack, retry, dead_lettered, rejected).",
     "delivery_duration_seconds": "Time from receiving a delivery to its outcome.",
@@ -61,6 +63,27 @@ _HELP = {
     "duplicates_skipped": "Handler runs skipped because they had already completed.",
     "unmatched": "Notifications that reached no handler, by event type.",
 }
+
+
+class _Family(NamedTuple):
+    name: str
+    kind: str
+    """``counter``, ``gauge`` or ``histogram`` (kept as totals in memory: a summary there)."""
+    labels: tuple[str, ...]
+
+
+_FAMILIES = (
+    _Family("deliveries", "counter", ("source", "outcome")),
+    _Family("delivery_duration_seconds", "histogram", ("source",)),
+    _Family("handler_runs", "counter", ("key", "outcome")),
+    _Family("handler_duration_seconds", "histogram", ("key",)),
+    _Family("in_flight", "gauge", ("source",)),
+    _Family("dead_letters", "counter", ("kind",)),
+    _Family("signature_rejections", "counter", ("reason",)),
+    _Family("duplicates_skipped", "counter", ("key",)),
+    _Family("unmatched", "counter", ("event_type",)),
+)
+"""Every metric family, in export order: both exports take names and labels from here."""
 
 
 class PrometheusMetrics:
@@ -88,71 +111,47 @@ class PrometheusMetrics:
             registry if registry is not None else prom.CollectorRegistry(auto_describe=True)
         )
         self._generate = prom.generate_latest
-        bounds = tuple(buckets)
         common: dict[str, Any] = {"namespace": namespace, "registry": self.registry}
-        self._deliveries = prom.Counter(
-            "deliveries", _HELP["deliveries"], ("source", "outcome"), **common
-        )
-        self._delivery_seconds = prom.Histogram(
-            "delivery_duration_seconds",
-            _HELP["delivery_duration_seconds"],
-            ("source",),
-            buckets=bounds,
-            **common,
-        )
-        self._handler_runs = prom.Counter(
-            "handler_runs", _HELP["handler_runs"], ("key", "outcome"), **common
-        )
-        self._handler_seconds = prom.Histogram(
-            "handler_duration_seconds",
-            _HELP["handler_duration_seconds"],
-            ("key",),
-            buckets=bounds,
-            **common,
-        )
-        self._in_flight = prom.Gauge("in_flight", _HELP["in_flight"], ("source",), **common)
-        self._dead_letters = prom.Counter(
-            "dead_letters", _HELP["dead_letters"], ("kind",), **common
-        )
-        self._signature = prom.Counter(
-            "signature_rejections", _HELP["signature_rejections"], ("reason",), **common
-        )
-        self._duplicates = prom.Counter(
-            "duplicates_skipped", _HELP["duplicates_skipped"], ("key",), **common
-        )
-        self._unmatched = prom.Counter("unmatched", _HELP["unmatched"], ("event_type",), **common)
-        self._children: dict[tuple[object, ...], Any] = {}
+        make: dict[str, Any] = {
+            "counter": prom.Counter,
+            "gauge": prom.Gauge,
+            "histogram": functools.partial(prom.Histogram, buckets=tuple(buckets)),
+        }
+        self._families: dict[str, Any] = {
+            f.name: make[f.kind](f.name, _HELP[f.name], f.labels, **common) for f in _FAMILIES
+        }
+        self._children: dict[tuple[str, ...], Any] = {}
 
-    def _child(self, family: Any, *labels: str) -> Any:
-        key = (id(family), *labels)
+    def _child(self, family: str, *labels: str) -> Any:
+        key = (family, *labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = family.labels(*labels)
+            child = self._children[key] = self._families[family].labels(*labels)
         return child
 
     def delivery_started(self, source: str) -> None:
-        self._child(self._in_flight, source).inc()
+        self._child("in_flight", source).inc()
 
     def delivery(self, source: str, outcome: str, seconds: float) -> None:
-        self._child(self._in_flight, source).dec()
-        self._child(self._deliveries, source, outcome).inc()
-        self._child(self._delivery_seconds, source).observe(seconds)
+        self._child("in_flight", source).dec()
+        self._child("deliveries", source, outcome).inc()
+        self._child("delivery_duration_seconds", source).observe(seconds)
 
     def handler_run(self, key: str, outcome: str, seconds: float) -> None:
-        self._child(self._handler_runs, key, outcome).inc()
-        self._child(self._handler_seconds, key).observe(seconds)
+        self._child("handler_runs", key, outcome).inc()
+        self._child("handler_duration_seconds", key).observe(seconds)
 
     def dead_letter(self, kind: str) -> None:
-        self._child(self._dead_letters, kind).inc()
+        self._child("dead_letters", kind).inc()
 
     def signature_rejected(self, reason: str) -> None:
-        self._child(self._signature, reason).inc()
+        self._child("signature_rejections", reason).inc()
 
     def duplicate_skipped(self, key: str) -> None:
-        self._child(self._duplicates, key).inc()
+        self._child("duplicates_skipped", key).inc()
 
     def unmatched(self, event_type: str) -> None:
-        self._child(self._unmatched, event_type).inc()
+        self._child("unmatched", event_type).inc()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
@@ -209,63 +208,27 @@ def render_in_memory(metrics: InMemoryMetrics, namespace: str = "mpsflow") -> by
     Latencies are only kept as totals there, so they are exported as summaries without
     quantiles (``_sum`` and ``_count``).
     """
-    ns = f"{namespace}_"
-    parts = [
-        format_family(
-            ns + "deliveries",
-            "counter",
-            _HELP["deliveries"],
-            _labelled(("source", "outcome"), metrics.deliveries),
-        ),
-        _summary(
-            ns + "delivery_duration_seconds",
-            _HELP["delivery_duration_seconds"],
-            metrics.delivery_seconds,
-            sum(metrics.deliveries.values()),
-        ),
-        format_family(
-            ns + "handler_runs",
-            "counter",
-            _HELP["handler_runs"],
-            _labelled(("key", "outcome"), metrics.handler_runs),
-        ),
-        _summary(
-            ns + "handler_duration_seconds",
-            _HELP["handler_duration_seconds"],
-            metrics.handler_seconds,
-            sum(metrics.handler_runs.values()),
-        ),
-        format_family(
-            ns + "in_flight",
-            "gauge",
-            _HELP["in_flight"],
-            _labelled(("source",), metrics.in_flight_now),
-        ),
-        format_family(
-            ns + "dead_letters",
-            "counter",
-            _HELP["dead_letters"],
-            _labelled(("kind",), metrics.dead_letters),
-        ),
-        format_family(
-            ns + "signature_rejections",
-            "counter",
-            _HELP["signature_rejections"],
-            _labelled(("reason",), metrics.signature_rejections),
-        ),
-        format_family(
-            ns + "duplicates_skipped",
-            "counter",
-            _HELP["duplicates_skipped"],
-            _labelled(("key",), metrics.duplicates),
-        ),
-        format_family(
-            ns + "unmatched",
-            "counter",
-            _HELP["unmatched"],
-            _labelled(("event_type",), metrics.unmatched_events),
-        ),
-    ]
+    counts: dict[str, Mapping[Any, int]] = {
+        "deliveries": metrics.deliveries,
+        "handler_runs": metrics.handler_runs,
+        "in_flight": metrics.in_flight_now,
+        "dead_letters": metrics.dead_letters,
+        "signature_rejections": metrics.signature_rejections,
+        "duplicates_skipped": metrics.duplicates,
+        "unmatched": metrics.unmatched_events,
+    }
+    totals = {
+        "delivery_duration_seconds": (metrics.delivery_seconds, sum(metrics.deliveries.values())),
+        "handler_duration_seconds": (metrics.handler_seconds, sum(metrics.handler_runs.values())),
+    }
+    parts = []
+    for family in _FAMILIES:
+        name = f"{namespace}_{family.name}"
+        if family.kind == "histogram":
+            parts.append(_summary(name, _HELP[family.name], *totals[family.name]))
+        else:
+            samples = _labelled(family.labels, counts[family.name])
+            parts.append(format_family(name, family.kind, _HELP[family.name], samples))
     return "".join(parts).encode()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["KeyedSink", "RecentKeys", "Sink", "keyed_sender"]
+__all__ = ["KeyedSink", "KeyedSinkBase", "RecentKeys", "Sink", "check_keys", "keyed_sender"]
 
 
 @runtime_checkable
@@ -50,6 +50,25 @@ class KeyedSink(Sink, Protocol):
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         """Deliver every record of ``batch`` (with its key) or raise ``SinkError``."""
         ...
+
+
+class KeyedSinkBase:
+    """Base of a sink that implements ``send_keyed``: its ``send`` is ``send_keyed`` with no
+    keys, as the ``KeyedSink`` contract requires."""
+
+    async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
+        """Deliver every record of ``batch`` (with its key) or raise ``SinkError``."""
+        raise NotImplementedError
+
+    async def send(self, batch: Sequence[object]) -> None:
+        """Deliver every record of ``batch``, none of them keyed."""
+        await self.send_keyed(batch, [None] * len(batch))
+
+
+def check_keys(batch: Sequence[object], keys: Sequence[str | None]) -> None:
+    """Refuse (``ValueError``) a ``send_keyed`` call whose keys do not match its records."""
+    if len(keys) != len(batch):
+        raise ValueError("send_keyed needs one key per record")
 
 
 def keyed_sender(sink: Sink) -> KeyedSink | None:

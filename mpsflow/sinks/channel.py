@@ -23,7 +23,6 @@ import collections
 import logging
 import random
 from collections.abc import Sequence
-from types import TracebackType
 
 import anyio
 import anyio.abc
@@ -184,12 +183,7 @@ class SinkChannel:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     # -- producers -------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import anyio
 from mpsflow._json import dumps, identify
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, SinkError
+from mpsflow.sinks.base import KeyedSinkBase, check_keys
 from mpsflow.tencentcloud.cmq.credentials import (
     Credential,
     CredentialProvider,
@@ -112,7 +113,7 @@ def _check_keyed_template(template: str) -> None:
         )
 
 
-class S3Sink:
+class S3Sink(KeyedSinkBase):
     """Writes every record to ``bucket`` as its own object (``put_object``).
 
     ``endpoint_url``: ``cos_endpoint(region)`` for COS (or use ``S3Sink.for_cos``), any
@@ -279,13 +280,9 @@ class S3Sink:
             client = await self._client_or_fail()
         return await self._put(client, record, idempotency_key)
 
-    async def send(self, batch: Sequence[object]) -> None:
-        await self.send_keyed(batch, [None] * len(batch))
-
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         """Write each record as an object; keyed records under their deterministic name."""
-        if len(keys) != len(batch):
-            raise ValueError("send_keyed needs one key per record")
+        check_keys(batch, keys)
         async with self._lock:
             client = await self._client_or_fail()
         errors: list[SinkError] = []

@@ -33,7 +33,7 @@ import msgspec
 
 from mpsflow._json import dumps_line
 from mpsflow.errors import DecodeError, SinkError
-from mpsflow.sinks.base import RecentKeys
+from mpsflow.sinks.base import KeyedSinkBase, RecentKeys, check_keys
 
 __all__ = ["FsyncPolicy", "JsonlSink", "read_jsonl"]
 
@@ -48,7 +48,7 @@ _PERMANENT_ERRNOS = frozenset(
 _TAIL_BLOCK = 64 * 1024
 
 
-class JsonlSink:
+class JsonlSink(KeyedSinkBase):
     """Appends one JSON object per line to ``path``.
 
     Records may be dicts, msgspec Structs, dataclasses or raw JSON bytes (re-formatted onto
@@ -94,13 +94,9 @@ class JsonlSink:
         async with self._lock:
             await self._in_thread(self._open)
 
-    async def send(self, batch: Sequence[object]) -> None:
-        await self.send_keyed(batch, [None] * len(batch))
-
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         """Append the records, skipping any whose key is in the dedup window."""
-        if len(keys) != len(batch):
-            raise ValueError("send_keyed needs one key per record")
+        check_keys(batch, keys)
         lines: list[bytes] = []
         for index, record in enumerate(batch):
             try:
@@ -303,11 +299,7 @@ class JsonlSink:
 
     def _close_keys(self) -> None:
         file, self._keys_file = self._keys_file, None
-        if file is not None:
-            try:
-                file.close()
-            except OSError:
-                _log.warning("closing %s failed", self.keys_path)
+        _close_logged(file, self.keys_path)
 
     def _close(self) -> None:
         self._close_keys()
@@ -321,16 +313,22 @@ class JsonlSink:
 
     def _close_quietly(self) -> None:
         file, self._file = self._file, None
-        if file is not None:
-            try:
-                file.close()
-            except OSError:
-                _log.warning("closing %s failed", self.path)
+        _close_logged(file, self.path)
 
     def __repr__(self) -> str:
         return (
             f"JsonlSink({str(self.path)!r}, fsync={self.fsync!r}, rotate_bytes={self.rotate_bytes})"
         )
+
+
+def _close_logged(file: io.FileIO | None, path: Path) -> None:
+    """Close ``file`` (if any), logging a failure instead of raising it: the caller is giving
+    the file up, and being unbuffered it holds nothing that was not written already."""
+    if file is not None:
+        try:
+            file.close()
+        except OSError:
+            _log.warning("closing %s failed", path)
 
 
 def _rotated(path: Path, index: int) -> Path:

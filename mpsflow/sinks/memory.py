@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from mpsflow.errors import SinkError
+from mpsflow.sinks.base import KeyedSinkBase
 
 __all__ = ["MemorySink"]
 
 
-class MemorySink:
+class MemorySink(KeyedSinkBase):
     """A sink that appends every delivered record to ``records`` (and each batch to ``batches``).
 
     ``keys`` holds each delivered record's idempotency key (``None`` when it had none), in
@@ -56,9 +57,6 @@ class MemorySink:
 
     async def start(self) -> None:
         self.started = True
-
-    async def send(self, batch: Sequence[object]) -> None:
-        await self.send_keyed(batch, [None] * len(batch))
 
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         self.attempts += 1

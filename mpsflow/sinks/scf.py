@@ -35,10 +35,12 @@ import aiohttp
 import msgspec
 from yarl import URL
 
+from mpsflow._http import SessionHolder
 from mpsflow._json import dumps_line, identify
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import SinkError
 from mpsflow.sinks._post import post
+from mpsflow.sinks.base import KeyedSinkBase, check_keys
 from mpsflow.sinks.cos import ObjectRef
 from mpsflow.tencentcloud.cmq.credentials import (
     Credential,
@@ -124,7 +126,7 @@ _reply_decoder = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.json.Encoder()
 
 
-class ScfInvokeSink:
+class ScfInvokeSink(KeyedSinkBase):
     """Invokes ``function_name`` asynchronously once per record.
 
     ``credentials``: a ``Credential`` or provider; by default the ``TENCENTCLOUD_*`` keys SCF
@@ -167,14 +169,11 @@ class ScfInvokeSink:
         self.max_client_context = max_client_context
         self.key_field = key_field
         self._clock: Clock = clock or SystemClock()
-        self._session = session
-        self._owns_session = session is None
+        self._session = SessionHolder(session)
 
     async def start(self) -> None:
         await self._credentials.get_credential()  # fail at startup when no keys are set
-        if self._session is None or (self._owns_session and self._session.closed):
-            self._session = aiohttp.ClientSession()
-            self._owns_session = True
+        self._session.open()
         if not isinstance(self.overflow, str):
             await self.overflow.start()
 
@@ -183,17 +182,11 @@ class ScfInvokeSink:
             if not isinstance(self.overflow, str):
                 await self.overflow.close()
         finally:
-            if self._owns_session and self._session is not None:
-                await self._session.close()
-                self._session = None
-
-    async def send(self, batch: Sequence[object]) -> None:
-        await self.send_keyed(batch, [None] * len(batch))
+            await self._session.close()
 
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         """Invoke the function once per record, passing each record's key along."""
-        if len(keys) != len(batch):
-            raise ValueError("send_keyed needs one key per record")
+        check_keys(batch, keys)
         # Refuse or offload every record before invoking any, so a record refused for its
         # size does not cause the others to be invoked twice when the batch is split.
         contexts = [
@@ -243,7 +236,8 @@ class ScfInvokeSink:
         return _encoder.encode(reference).decode()
 
     async def _invoke(self, client_context: str) -> None:
-        if self._session is None:
+        session = self._session.session
+        if session is None:
             raise SinkError(f"SCF sink for {self.function_name!r} is not started", transient=True)
         payload = _encoder.encode(
             {
@@ -268,7 +262,7 @@ class ScfInvokeSink:
             region=self.region,
         )
         status, reply = await post(
-            self._session,
+            session,
             self._url,
             payload,
             headers,

@@ -42,11 +42,12 @@ from collections.abc import Callable, Mapping, Sequence
 import aiohttp
 from yarl import URL
 
+from mpsflow._http import SessionHolder
 from mpsflow._json import dumps
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import SinkError
 from mpsflow.sinks._post import post
-from mpsflow.sinks.base import RecentKeys
+from mpsflow.sinks.base import KeyedSinkBase, RecentKeys, check_keys
 
 __all__ = [
     "Template",
@@ -143,7 +144,7 @@ class _RateLimit:
             await self._clock.sleep(self._sent[0] + self._window - now)
 
 
-class WebhookSink:
+class WebhookSink(KeyedSinkBase):
     """POSTs records (through ``template``) as JSON to ``url``.
 
     ``session``: an ``aiohttp.ClientSession`` to share (not closed by the sink); by default
@@ -184,29 +185,20 @@ class WebhookSink:
         self.batch_body = batch_body
         self._clock: Clock = clock or SystemClock()
         self._rate = _RateLimit(*rate_limit, self._clock) if rate_limit else None
-        self._session = session
-        self._owns_session = session is None
+        self._session = SessionHolder(session)
         self.idempotency_header = idempotency_header
         self.remember_keys = remember_keys
         self._delivered = RecentKeys(remember_keys)
 
     async def start(self) -> None:
-        if self._session is None or (self._owns_session and self._session.closed):
-            self._session = aiohttp.ClientSession()
-            self._owns_session = True
+        self._session.open()
 
     async def close(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def send(self, batch: Sequence[object]) -> None:
-        await self.send_keyed(batch, [None] * len(batch))
+        await self._session.close()
 
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         """POST the records, each with its key; records whose key was delivered are skipped."""
-        if len(keys) != len(batch):
-            raise ValueError("send_keyed needs one key per record")
+        check_keys(batch, keys)
         todo: list[tuple[bytes, str | None]] = []
         seen: set[str] = set()
         for index, (record, key) in enumerate(zip(batch, keys, strict=True)):
@@ -251,7 +243,8 @@ class WebhookSink:
             ) from None
 
     async def _post(self, body: bytes, key: str | None = None) -> None:
-        if self._session is None:
+        session = self._session.session
+        if session is None:
             raise SinkError(f"webhook {self.safe_url} is not started", transient=True)
         headers = dict(self._headers)
         if key is not None and self.idempotency_header:
@@ -263,7 +256,7 @@ class WebhookSink:
         if self._rate is not None:
             await self._rate.acquire()
         status, reply = await post(
-            self._session,
+            session,
             self._url,
             body,
             headers,

@@ -23,14 +23,13 @@ from mpsflow.delivery import Delivery, Outcome
 from mpsflow.retry import RetryPolicy
 from mpsflow.sources.base import PullSource
 from mpsflow.sources.runtime import SourceRuntime
-from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.client import MAX_BATCH, MAX_POLLING_WAIT, CmqClient
 from mpsflow.tencentcloud.cmq.errors import CmqError
 
 __all__ = ["CmqSource"]
 
 _log = logging.getLogger("mpsflow.sources.cmq")
 
-_MAX_BATCH = 16
 _RECEIPT = "receipt_handle"
 
 
@@ -53,17 +52,17 @@ class CmqSource(PullSource):
         name: str = "cmq",
         max_in_flight: int = 64,
         pollers: int = 2,
-        batch_size: int = _MAX_BATCH,
+        batch_size: int = MAX_BATCH,
         wait_seconds: int = 30,
         delete_delay: float = 0.05,
         clock: Clock | None = None,
         error_backoff: RetryPolicy | None = None,
     ) -> None:
         super().__init__(max_in_flight=max_in_flight, pollers=pollers)
-        if not 1 <= batch_size <= _MAX_BATCH:
-            raise ValueError("batch_size must be between 1 and 16")
-        if not 0 <= wait_seconds <= 30:
-            raise ValueError("wait_seconds must be between 0 and 30")
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
+        if not 0 <= wait_seconds <= MAX_POLLING_WAIT:
+            raise ValueError(f"wait_seconds must be between 0 and {MAX_POLLING_WAIT}")
         self.name = name
         self.client = client
         self.queue = queue
@@ -140,7 +139,7 @@ class CmqSource(PullSource):
             return  # visible again after the visibility timeout, with dequeueCount + 1
         self._pending.append(delivery.meta[_RECEIPT])
         self._wake.set()
-        if len(self._pending) >= _MAX_BATCH:
+        if len(self._pending) >= MAX_BATCH:
             self._full.set()
 
     async def _delete_loop(self, done: anyio.Event) -> None:
@@ -154,12 +153,12 @@ class CmqSource(PullSource):
                     continue
                 await self._wake.wait()
                 continue
-            if len(self._pending) < _MAX_BATCH and not done.is_set():
+            if len(self._pending) < MAX_BATCH and not done.is_set():
                 with anyio.move_on_after(self.delete_delay):
                     await self._full.wait()
             if self._full.is_set():
                 self._full = anyio.Event()
-            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             with anyio.CancelScope(shield=True):
                 await self._delete(batch)
 

@@ -35,6 +35,10 @@ class FileSource(InProcessSource):
     A ``.json`` file holds one notification (pretty-printed is fine); a ``.jsonl``/``.ndjson``
     file holds one per line (blank lines skipped). Each delivery's id is ``path:line``.
     Retries happen in process; exhausted ones go to the app's dead-letter sink as usual.
+    Files are read once per source object: running the same object again after a stop
+    resumes where it stopped (what the shutdown timeout cut off first, see
+    :class:`~mpsflow.sources.inprocess.InProcessSource`); a new ``FileSource`` reads the
+    files from the start.
     """
 
     def __init__(

@@ -23,7 +23,9 @@ class MemorySource(InProcessSource):
 
     Bodies may be bytes, str, a parsed dict (like an SCF event) or ready ``Delivery``
     objects. Failed deliveries are retried in process after their backoff (via ``clock``).
-    ``report`` lists every settlement (``keep_report=False`` keeps only ``counts``).
+    ``report`` lists every settlement (``keep_report=False`` keeps only ``counts``). The
+    queue outlives a run: what a stop leaves, including deliveries the shutdown timeout cut
+    off (queued again first, same attempt), is delivered when the same source runs again.
     """
 
     def __init__(

@@ -13,8 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from typing import TYPE_CHECKING, TypedDict
 
-__all__ = ["ALGORITHM", "tc3_authorization", "tc3_headers", "tc3_signature"]
+if TYPE_CHECKING:
+    from typing_extensions import NotRequired, Unpack
+
+__all__ = ["ALGORITHM", "Tc3Request", "tc3_authorization", "tc3_headers", "tc3_signature"]
 
 ALGORITHM = "TC3-HMAC-SHA256"
 _SIGNED_HEADERS = "content-type;host"
@@ -28,27 +32,35 @@ def _utc_date(timestamp: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
-def tc3_signature(
-    secret_key: str,
-    *,
-    service: str,
-    timestamp: int,
-    method: str,
-    host: str,
-    content_type: str,
-    payload: bytes,
-    uri: str = "/",
-    query: str = "",
-) -> str:
+class Tc3Request(TypedDict):
+    """What a TC3 signature covers: the keyword arguments of the signing functions."""
+
+    service: str
+    timestamp: int
+    method: str
+    host: str
+    content_type: str
+    payload: bytes
+    uri: NotRequired[str]
+    """The request path, ``/`` when left out."""
+    query: NotRequired[str]
+    """The canonical query string, empty when left out."""
+
+
+def tc3_signature(secret_key: str, **request: Unpack[Tc3Request]) -> str:
     """Return the hex signature of one request (the ``Signature=`` part)."""
+    service = request["service"]
+    timestamp = request["timestamp"]
+    content_type = request["content_type"]
+    host = request["host"]
     canonical_request = "\n".join(
         (
-            method.upper(),
-            uri,
-            query,
+            request["method"].upper(),
+            request.get("uri", "/"),
+            request.get("query", ""),
             f"content-type:{content_type}\nhost:{host}\n",
             _SIGNED_HEADERS,
-            hashlib.sha256(payload).hexdigest(),
+            hashlib.sha256(request["payload"]).hexdigest(),
         )
     )
     date = _utc_date(timestamp)
@@ -64,32 +76,10 @@ def tc3_signature(
     return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
-def tc3_authorization(
-    secret_id: str,
-    secret_key: str,
-    *,
-    service: str,
-    timestamp: int,
-    method: str,
-    host: str,
-    content_type: str,
-    payload: bytes,
-    uri: str = "/",
-    query: str = "",
-) -> str:
+def tc3_authorization(secret_id: str, secret_key: str, **request: Unpack[Tc3Request]) -> str:
     """Return the ``Authorization`` header value for one request."""
-    signature = tc3_signature(
-        secret_key,
-        service=service,
-        timestamp=timestamp,
-        method=method,
-        host=host,
-        content_type=content_type,
-        payload=payload,
-        uri=uri,
-        query=query,
-    )
-    scope = f"{_utc_date(timestamp)}/{service}/tc3_request"
+    signature = tc3_signature(secret_key, **request)
+    scope = f"{_utc_date(request['timestamp'])}/{request['service']}/tc3_request"
     return (
         f"{ALGORITHM} Credential={secret_id}/{scope}, "
         f"SignedHeaders={_SIGNED_HEADERS}, Signature={signature}"

@@ -30,6 +30,7 @@ from mpsflow.delivery import Delivery
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.testing import build_notification, media_result
 from tests.plugins.samples import SAMPLE_KEY
+from tests.sinks.peers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -447,16 +448,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     server = web.Application()
     server.router.add_post("/mps/callback", callback)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    state.url = f"http://127.0.0.1:{port}/mps/callback"
-    try:
+    async with serve(server) as base:
+        state.url = f"{base}/mps/callback"
         yield state
-    finally:
-        await runner.cleanup()
 
 
 async def run_in_thread(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

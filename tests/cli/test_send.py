@@ -13,11 +13,11 @@ from typing import Any
 import anyio
 import pytest
 
-from mpsflow import Context
+from mpsflow import App, Context
 from mpsflow.cli.send import Pacer, SendItem, signed_body
 from mpsflow.clock import FakeClock
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
-from tests.sources.test_http import make_app, serve
+from tests.sources.http_app import make_app, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
@@ -34,6 +34,23 @@ async def send(*args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
+async def send_to(app: App, *args: str) -> tuple[int, str, str]:
+    """``send`` to ``app``, served on loopback for the run (its URL the first argument)."""
+    async with serve(app) as source:
+        return await send(source.url, *args)
+
+
+def task_ids(app: App, key: str) -> list[str]:
+    """The task ids a handler on ``key``, registered on ``app`` now, will be called with."""
+    seen: list[str] = []
+
+    @app.on(key)
+    async def handler(event: Any, ctx: Context) -> None:
+        seen.append(ctx.task_id)
+
+    return seen
+
+
 def summary(stdout: str) -> dict[str, int]:
     """The status-code lines of the summary: ``{"200": 20, ...}``."""
     counts: dict[str, int] = {}
@@ -45,24 +62,18 @@ def summary(stdout: str) -> dict[str, int]:
 
 async def test_send_signs_afresh_and_summarises(samples_dir: Path) -> None:
     app, dead = make_app(notify_keys=[SAMPLE_KEY])
-    seen: list[str] = []
-
-    @app.on("WorkflowTask")
-    async def handler(event: Any, ctx: Context) -> None:
-        seen.append(ctx.task_id)
-
-    async with serve(app) as source:
-        code, out, err = await send(
-            source.url,
-            str(samples_dir),
-            str(samples_dir / "live"),
-            "--sign-key",
-            SAMPLE_KEY,
-            "--repeat",
-            "2",
-            "--concurrency",
-            "4",
-        )
+    seen = task_ids(app, "WorkflowTask")
+    code, out, err = await send_to(
+        app,
+        str(samples_dir),
+        str(samples_dir / "live"),
+        "--sign-key",
+        SAMPLE_KEY,
+        "--repeat",
+        "2",
+        "--concurrency",
+        "4",
+    )
     total = 2 * (len(SAMPLE_PATHS) + len(LIVE_SAMPLE_PATHS))
     assert code == 0, out + err
     assert out.splitlines()[0].startswith(f"sent {total} notification(s) in ")
@@ -80,32 +91,25 @@ async def test_send_signs_afresh_and_summarises(samples_dir: Path) -> None:
 
 async def test_send_reports_failures_and_exits_non_zero(samples_dir: Path) -> None:
     app, _ = make_app(notify_keys=[SAMPLE_KEY])
-    async with serve(app) as source:
-        # The samples' own signatures expired long ago: sent as they are, they are refused.
-        code, out, _ = await send(source.url, str(samples_dir / "07_edit_media_task_failure.json"))
+    # The samples' own signatures expired long ago: sent as they are, they are refused.
+    code, out, _ = await send_to(app, str(samples_dir / "07_edit_media_task_failure.json"))
     assert code == 1
     assert summary(out) == {"401": 1}
 
 
 async def test_send_with_a_rate_sends_them_all(samples_dir: Path) -> None:
     app, _ = make_app()
-    handled: list[str] = []
-
-    @app.on("EditMediaTask")
-    async def handler(event: Any, ctx: Context) -> None:
-        handled.append(ctx.task_id)
-
-    async with serve(app) as source:
-        code, out, _ = await send(
-            source.url,
-            str(samples_dir / "06_edit_media_task_success.json"),
-            "--repeat",
-            "5",
-            "--rate",
-            "50",
-            "--concurrency",
-            "5",
-        )
+    handled = task_ids(app, "EditMediaTask")
+    code, out, _ = await send_to(
+        app,
+        str(samples_dir / "06_edit_media_task_success.json"),
+        "--repeat",
+        "5",
+        "--rate",
+        "50",
+        "--concurrency",
+        "5",
+    )
     assert code == 0, out
     assert summary(out) == {"200": 5}
     assert len(handled) == 5

@@ -63,9 +63,17 @@ def test_events_package_exports_every_struct() -> None:
         assert name in exported
 
 
-def test_generated_module_is_up_to_date() -> None:
+@pytest.mark.parametrize(
+    "script",
+    [
+        "gen_events.py",  # mpsflow/events/_generated.py: the event structs
+        "gen_typed_on.py",  # mpsflow/_typed_on.py: the typed overloads of ``on``
+    ],
+)
+def test_generated_module_is_up_to_date(script: str) -> None:
+    """The generated module matches its sources (regenerate it with the script)."""
     result = subprocess.run(
-        [sys.executable, str(_ROOT / "scripts" / "gen_events.py"), "--check"],
+        [sys.executable, str(_ROOT / "scripts" / script), "--check"],
         capture_output=True,
         text=True,
         check=False,

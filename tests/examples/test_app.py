@@ -10,10 +10,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from mpsflow.testing import TestClient
 from tests.plugins.samples import SAMPLE_PATHS
+from tests.sinks.peers import RobotPeer
 
 
 def fresh_import(name: str) -> ModuleType:
@@ -48,39 +48,17 @@ async def test_example_app_catalogues_alerts_and_collects(example_app: Any) -> N
 
 
 async def test_wecom_example_posts_markdown_for_failed_tasks(
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    aiohttp_robot: tuple[str, list[dict[str, Any]]],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    url, received = aiohttp_robot
-    monkeypatch.setenv("WECOM_WEBHOOK_URL", url)
     monkeypatch.chdir(tmp_path)  # the example's default dead-letter file lands here
-    module = fresh_import("examples.wecom_alerts")
     seed = next(p for p in SAMPLE_PATHS if p.name.startswith("01_"))
-    async with TestClient(module.app, capture_sinks=False) as client:
-        result = await client.send(seed.read_bytes())
+    async with RobotPeer("test-robot-key").running() as robot:
+        monkeypatch.setenv("WECOM_WEBHOOK_URL", robot.url)
+        module = fresh_import("examples.wecom_alerts")
+        async with TestClient(module.app, capture_sinks=False) as client:
+            result = await client.send(seed.read_bytes())
     assert result.acked
-    [message] = received
+    [message] = robot.messages
     assert message["msgtype"] == "markdown"
     assert "AnimatedGraphics" in message["markdown"]["content"]
     assert "30010" in message["markdown"]["content"]
-
-
-@pytest.fixture
-async def aiohttp_robot() -> Any:
-    """A stand-in WeCom robot on loopback that records the messages it receives."""
-    received: list[dict[str, Any]] = []
-
-    async def send(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.json_response({"errcode": 0, "errmsg": "ok"})
-
-    web_app = web.Application()
-    web_app.router.add_post("/cgi-bin/webhook/send", send)
-    runner = web.AppRunner(web_app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/cgi-bin/webhook/send?key=test-robot-key", received
-    await runner.cleanup()

@@ -24,8 +24,8 @@ from mpsflow.dedup.stores import RedisStore
 from mpsflow.sources.http import HttpSource
 from tests.guarantee.conftest import report
 from tests.guarantee.model import Ledger, Verdicts, assert_exactly_once, build_app, expected
-from tests.guarantee.test_sources import recording
 from tests.guarantee.traffic import Send, generate, traffic
+from tests.guarantee.transports import recording, running
 from tests.plugins.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -70,13 +70,12 @@ async def test_redis_stopped_for_5s_under_load(redis_spawn: Callable[[], RedisSe
         resumed.set()
 
     with anyio.fail_after(OUTAGE + AFTER_RESUME + 30):  # a hang fails here, not at CI's limit
-        async with app, anyio.create_task_group() as tg:
-            stop = anyio.Event()
-            consume = recording(app, notices, ledger, verdicts)
-            tg.start_soon(source.run, app.source_runtime(stop, consumer=consume))
+        async with (
+            running(app, source, recording(app, notices, ledger, verdicts)),
+            anyio.create_task_group() as tg,
+        ):
             await source.wait_serving()
-            assert source.address is not None
-            url = f"http://{source.address[0]}:{source.address[1]}{source.path}"
+            url = source.url
             tg.start_soon(outage)
             limiter = anyio.CapacityLimiter(8)
             async with aiohttp.ClientSession() as session, anyio.create_task_group() as senders:
@@ -89,7 +88,6 @@ async def test_redis_stopped_for_5s_under_load(redis_spawn: Callable[[], RedisSe
                     senders.start_soon(one, send)
                     await anyio.sleep(0.02)  # a steady load across the outage
             await resumed.wait()
-            stop.set()
     assert not stuck, f"still not 200 {AFTER_RESUME}s after Redis was back: {stuck[:5]}"
     assert statuses.get(503), "the outage never showed: the load ended before it"
     counts = assert_exactly_once(ledger, expected(s.notice for s in sends), verdicts)

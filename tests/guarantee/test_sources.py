@@ -10,7 +10,6 @@ was not deleted after the visibility timeout (1 s here).
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import anyio
@@ -18,7 +17,6 @@ import pytest
 
 from mpsflow import App
 from mpsflow.clock import SystemClock
-from mpsflow.delivery import Delivery, Outcome
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.sources.http import HttpSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
@@ -26,7 +24,8 @@ from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.guarantee.conftest import STORES, StoreFactory, report
 from tests.guarantee.faults import FaultyStore
 from tests.guarantee.model import Ledger, Verdicts, assert_exactly_once, build_app, expected
-from tests.guarantee.traffic import Notice, Send, generate, traffic
+from tests.guarantee.traffic import Send, generate, traffic
+from tests.guarantee.transports import recording, running
 from tests.plugins.cmq_server import CmqServerFactory
 
 pytestmark = pytest.mark.slow
@@ -36,30 +35,6 @@ QUEUE = "guarantee"
 RESEND_LIMIT = 400
 RESEND_PAUSE = 0.01
 DEADLINE = 60.0
-
-
-def recording(
-    app: App,
-    notices: dict[bytes, Notice],
-    ledger: Ledger,
-    verdicts: Verdicts,
-    settled: set[str] | None = None,
-) -> Callable[[Delivery], Awaitable[Outcome]]:
-    """``app.process`` that settles the verdict of every delivery that ends (and notes the
-    ids of the settled deliveries in ``settled``)."""
-
-    async def consume(delivery: Delivery) -> Outcome:
-        outcome = await app.process(delivery)
-        if outcome.settled:
-            if settled is not None:
-                settled.add(delivery.id)
-            body = delivery.body
-            assert isinstance(body, bytes)  # HTTP and CMQ hand over the raw bytes
-            notice = notices[body]
-            verdicts.settle(notice, outcome, ledger, doomed_handler=False)
-        return outcome
-
-    return consume
 
 
 async def send_http(url: str, sends: list[Send]) -> list[str]:
@@ -117,15 +92,9 @@ async def test_http_source(kind: str, mode: str, make_store: StoreFactory) -> No
     notices = {send.body: send.notice for send in sends}
     source = HttpSource(host="127.0.0.1", port=0)
     with anyio.fail_after(DEADLINE):
-        async with app, anyio.create_task_group() as tg:
-            stop = anyio.Event()
-            consume = recording(app, notices, ledger, verdicts)
-            tg.start_soon(source.run, app.source_runtime(stop, consumer=consume))
+        async with running(app, source, recording(app, notices, ledger, verdicts)):
             await source.wait_serving()
-            assert source.address is not None
-            host, port = source.address
-            problems = await send_http(f"http://{host}:{port}{source.path}", sends)
-            stop.set()
+            problems = await send_http(source.url, sends)
     assert not problems, problems[:5]
     counts = assert_exactly_once(ledger, expected(s.notice for s in sends), verdicts)
     if faulty is not None:
@@ -155,12 +124,8 @@ async def test_cmq_source(
             client, QUEUE, wait_seconds=1, pollers=2, max_in_flight=8, delete_delay=0.01
         )
         with anyio.fail_after(DEADLINE):
-            async with app, anyio.create_task_group() as tg:
-                stop = anyio.Event()
-                consume = recording(app, notices, ledger, verdicts, settled)
-                tg.start_soon(source.run, app.source_runtime(stop, consumer=consume))
+            async with running(app, source, recording(app, notices, ledger, verdicts, settled)):
                 await source.wait_deleted(len(sends))
-                stop.set()
     assert len(server.queue(QUEUE)) == 0
     # A message whose processing outlived its visibility timeout is handed out again and
     # settled twice (the second time as a duplicate): every message at least once.

@@ -24,6 +24,7 @@ from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import (
     NotSettledError,
+    SendResult,
     TestClient,
     build_notification,
     media_result,
@@ -47,6 +48,19 @@ def app_with(**kwargs: Any) -> App:
     return App(**kwargs)
 
 
+async def send_unhandled(body: dict[str, Any] | bytes) -> tuple[App, SendResult]:
+    """Send ``body`` to an app that knows the key ``k1`` and whose handler must not run."""
+    clock = FakeClock(NOW)
+    app = app_with(notify_keys=["k1"], clock=clock)
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        raise AssertionError("must not run")
+
+    async with TestClient(app, clock=clock) as client:
+        return app, await client.send(body)
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -56,15 +70,7 @@ def app_with(**kwargs: Any) -> App:
     ],
 )
 async def test_bad_signatures_are_rejected_with_401(payload: dict[str, Any], reason: str) -> None:
-    clock = FakeClock(NOW)
-    app = app_with(notify_keys=["k1"], clock=clock)
-
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        raise AssertionError("must not run")
-
-    async with TestClient(app, clock=clock) as client:
-        result = await client.send(payload)
+    app, result = await send_unhandled(payload)
     assert result.outcome.settlement is Settlement.REJECTED
     assert result.outcome.cause is Cause.UNAUTHENTICATED  # HTTP 401
     assert result.outcome.reason == reason
@@ -84,14 +90,7 @@ async def test_bodies_the_model_rejects_are_still_checked_from_their_raw_fields(
     """Signed right, a malformed body is poison (400); signed wrong, it is a 401 rejection."""
     payload = signed(key)
     payload["WorkflowTaskEvent"]["MediaProcessResultSet"] = "not a list"
-    app = app_with(notify_keys=["k1"])
-
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        raise AssertionError("must not run")
-
-    async with TestClient(app, clock=FakeClock(NOW)) as client:
-        result = await client.send(payload)
+    _, result = await send_unhandled(payload)
     assert result.outcome.cause is cause  # HTTP 400 / 401
     assert [d.kind for d in result.dead_letters] == [kind]
 
@@ -120,14 +119,7 @@ async def test_a_valid_pair_below_the_top_level_is_not_the_signature(
     good = signed("k1")
     top_fields = None if top is None else {"Timestamp": top["Timestamp"], "Sign": top["Sign"]}
     body = _nested_pair_last(top_fields, {"Timestamp": good["Timestamp"], "Sign": good["Sign"]})
-    app = app_with(notify_keys=["k1"])
-
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        raise AssertionError("must not run")
-
-    async with TestClient(app, clock=FakeClock(NOW)) as client:
-        result = await client.send(body)
+    _, result = await send_unhandled(body)
     assert result.outcome.cause is Cause.UNAUTHENTICATED  # HTTP 401
     assert result.outcome.reason == reason
 

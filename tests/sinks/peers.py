@@ -3,7 +3,8 @@
 Every HTTP peer listens on a free port of 127.0.0.1 and can be told to fail its next requests
 (``faults``): with its own "try later" answer (a 5xx, a throttling code), by dropping the
 connection, or with its own final refusal (a 4xx or its equivalent). The per-sink tests and
-the sink contract (``tests/sinks/test_contract.py``) share them.
+the sink contract (``tests/sinks/test_contract.py``) share them; ``serve`` runs any other
+loopback endpoint a test needs, and ``send_once`` puts one batch through a sink's lifecycle.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import anyio.lowlevel
 import msgspec
 from aiohttp import web
 
+from mpsflow.sinks.base import KeyedSink, Sink
 from mpsflow.tencentcloud.cmq import CmqClient
 from mpsflow.tencentcloud.tc3 import tc3_authorization
 
@@ -35,6 +37,7 @@ __all__ = [
     "ScfApi",
     "Seen",
     "WebhookPeer",
+    "send_once",
     "serve",
 ]
 
@@ -64,6 +67,24 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+async def send_once(
+    sink: Sink, batch: Sequence[object], keys: Sequence[str | None] | None = None
+) -> None:
+    """Start ``sink``, send ``batch``, and close it (closed also when the send fails).
+
+    With ``keys`` (one per record, or ``None``), the batch goes through ``send_keyed``.
+    """
+    await sink.start()
+    try:
+        if keys is None:
+            await sink.send(batch)
+        else:
+            assert isinstance(sink, KeyedSink)
+            await sink.send_keyed(batch, keys)
+    finally:
+        await sink.close()
 
 
 class LoopbackPeer(abc.ABC):

@@ -15,7 +15,7 @@ from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.cos import S3Sink, cos_endpoint
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.plugins.moto_server import MotoServer, S3Bucket
-from tests.sinks.peers import serve
+from tests.sinks.peers import send_once, serve
 
 # 2023-11-14T22:13:20Z
 CLOCK_START = 1_700_000_000.0
@@ -50,16 +50,8 @@ def _sink(bucket: S3Bucket, **options: object) -> S3Sink:
     )
 
 
-async def _send(sink: S3Sink, batch: list[object]) -> None:
-    await sink.start()
-    try:
-        await sink.send(batch)
-    finally:
-        await sink.close()
-
-
 async def test_raw_notification_bytes_are_stored_as_is(s3_bucket: S3Bucket) -> None:
-    await _send(_sink(s3_bucket), [RAW])
+    await send_once(_sink(s3_bucket), [RAW])
     key = "mps/2023-11-14/1250000000-WorkflowTask-abc123t0-FINISH.json"
     assert s3_bucket.object_keys() == [key]
     assert s3_bucket.read(key) == RAW
@@ -74,7 +66,7 @@ async def test_objects_are_encoded_and_named_from_their_fields(s3_bucket: S3Buck
         {"NotificationType": "ProcessEof", "TaskId": "live-1"},
         {"something": "else"},
     ]
-    await _send(_sink(s3_bucket, prefix="/archive/"), records)
+    await send_once(_sink(s3_bucket, prefix="/archive/"), records)
     assert s3_bucket.object_keys() == [
         "archive/2023-11-14/e_1-FINISH.json",
         "archive/2023-11-14/live-1-unknown.json",
@@ -87,7 +79,7 @@ async def test_objects_are_encoded_and_named_from_their_fields(s3_bucket: S3Buck
 
 async def test_custom_key_template(s3_bucket: S3Bucket) -> None:
     sink = _sink(s3_bucket, key_template="{event_type}/{date}/{time}-{digest}.json", prefix="")
-    await _send(sink, [RAW])
+    await send_once(sink, [RAW])
     (key,) = s3_bucket.object_keys()
     assert key.startswith("WorkflowTask/2023-11-14/221320-")
     assert len(key.rsplit("-", 1)[1]) == len("0123456789abcdef.json")
@@ -102,8 +94,8 @@ def test_key_template_fields_are_checked() -> None:
 
 async def test_a_redelivery_overwrites_the_same_object(s3_bucket: S3Bucket) -> None:
     sink = _sink(s3_bucket)
-    await _send(sink, [RAW, RAW])
-    await _send(sink, [RAW])
+    await send_once(sink, [RAW, RAW])
+    await send_once(sink, [RAW])
     assert len(s3_bucket.object_keys()) == 1
 
 
@@ -113,7 +105,7 @@ async def test_credentials_from_the_scf_environment(
     monkeypatch.setenv("TENCENTCLOUD_SECRETID", "AKIDfromEnvironment")
     monkeypatch.setenv("TENCENTCLOUD_SECRETKEY", "secret-from-environment")
     monkeypatch.setenv("TENCENTCLOUD_SESSIONTOKEN", "token-from-environment")
-    await _send(_sink(s3_bucket, credentials=None), [RAW])
+    await send_once(_sink(s3_bucket, credentials=None), [RAW])
     assert len(s3_bucket.object_keys()) == 1
 
 
@@ -126,7 +118,7 @@ async def test_missing_bucket_is_permanent(moto_server: MotoServer) -> None:
         addressing_style="path",
     )
     with pytest.raises(SinkError, match="NoSuchBucket") as caught:
-        await _send(sink, [RAW])
+        await send_once(sink, [RAW])
     assert not caught.value.transient
 
 
@@ -139,7 +131,7 @@ async def test_unreachable_endpoint_is_transient() -> None:
         timeout=2.0,
     )
     with pytest.raises(SinkError) as caught:
-        await _send(sink, [RAW])
+        await send_once(sink, [RAW])
     assert caught.value.transient
 
 
@@ -181,7 +173,7 @@ async def test_keys_stay_out_of_reprs_errors_and_logs(
     caplog.set_level(logging.DEBUG, logger="mpsflow")
     secret = "very-secret-s3-key"
     sink = _sink(s3_bucket, credentials=Credential("AKIDvisible", secret, "tok-secret"))
-    await _send(sink, [RAW])
+    await send_once(sink, [RAW])
     missing = S3Sink(
         "no-such-bucket",
         endpoint_url=s3_bucket.server.endpoint_url,
@@ -190,7 +182,7 @@ async def test_keys_stay_out_of_reprs_errors_and_logs(
         addressing_style="path",
     )
     with pytest.raises(SinkError) as caught:
-        await _send(missing, [RAW])
+        await send_once(missing, [RAW])
     for text in (repr(sink), repr(missing), str(caught.value), caplog.text):
         assert secret not in text
         assert "tok-secret" not in text
@@ -219,16 +211,8 @@ async def test_send_before_start_is_transient() -> None:
 EFFECT = "0123456789abcdef0123456789abcdef"
 
 
-async def _send_keyed(sink: S3Sink, batch: list[object], keys: list[str | None]) -> None:
-    await sink.start()
-    try:
-        await sink.send_keyed(batch, keys)
-    finally:
-        await sink.close()
-
-
 async def test_keyed_records_get_deterministic_object_keys(s3_bucket: S3Bucket) -> None:
-    await _send_keyed(
+    await send_once(
         _sink(s3_bucket),
         [RAW, RAW, {"something": "else"}],
         [f"{EFFECT}-0", f"{EFFECT}-1", f"{EFFECT}-2"],
@@ -246,13 +230,13 @@ async def test_a_crash_rerun_overwrites_its_object_instead_of_adding_one(
     s3_bucket: S3Bucket,
 ) -> None:
     first = _sink(s3_bucket)
-    await _send_keyed(first, [RAW], [f"{EFFECT}-0"])
+    await send_once(first, [RAW], [f"{EFFECT}-0"])
     # The re-run: another process, a day later (the date no longer names the object).
     rerun = _sink(s3_bucket, clock=FakeClock(start=CLOCK_START + 86_400))
-    await _send_keyed(rerun, [RAW], [f"{EFFECT}-0"])
+    await send_once(rerun, [RAW], [f"{EFFECT}-0"])
     assert s3_bucket.object_keys() == [f"mps/1250000000-WorkflowTask-abc123t0/{EFFECT}-0.json"]
     # Unkeyed records keep the dated naming.
-    await _send(rerun, [RAW])
+    await send_once(rerun, [RAW])
     assert "mps/2023-11-15/1250000000-WorkflowTask-abc123t0-FINISH.json" in s3_bucket.object_keys()
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from mpsflow.errors import DecodeError, SinkError
 from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
+from tests.sinks.peers import send_once
 
 
 class _Struct(msgspec.Struct):
@@ -146,24 +147,25 @@ def test_read_jsonl_refuses_a_corrupt_line_in_the_middle(tmp_path: Path) -> None
     assert caught.value.path == "$[1]"
 
 
-async def test_start_cuts_a_torn_tail_before_appending(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("before", "after", "kept"),
+    [
+        (b'{"n": 1}\n{"n": 2, "torn', b'{"n": 1}\n{"n":3}\n', [1, 3]),
+        (b'{"n": 1}\n{"n": 2}', b'{"n": 1}\n{"n": 2}\n{"n":3}\n', [1, 2, 3]),
+    ],
+    ids=["cuts-a-torn-tail", "finishes-a-complete-last-line"],
+)
+async def test_start_repairs_the_last_line_before_appending(
+    tmp_path: Path, before: bytes, after: bytes, kept: list[int]
+) -> None:
     path = tmp_path / "crash.jsonl"
-    path.write_bytes(b'{"n": 1}\n{"n": 2, "torn')
+    path.write_bytes(before)
     sink = JsonlSink(path)
     await sink.start()
     await sink.send([{"n": 3}])
     await sink.close()
-    assert path.read_bytes() == b'{"n": 1}\n{"n":3}\n'
-
-
-async def test_start_finishes_a_complete_last_line(tmp_path: Path) -> None:
-    path = tmp_path / "nonl.jsonl"
-    path.write_bytes(b'{"n": 1}\n{"n": 2}')
-    sink = JsonlSink(path)
-    await sink.start()
-    await sink.send([{"n": 3}])
-    await sink.close()
-    assert [r["n"] for r in read_jsonl(path)] == [1, 2, 3]
+    assert path.read_bytes() == after
+    assert [r["n"] for r in read_jsonl(path)] == kept
 
 
 async def test_unencodable_record_fails_permanently_and_writes_nothing(tmp_path: Path) -> None:
@@ -236,11 +238,7 @@ async def test_the_window_is_bounded_and_the_sidecar_compacted(tmp_path: Path) -
     assert sink.keys_path.read_text().splitlines() == ['"k8"', '"k9"', '"k2"']
     # A restart loads the sidecar's last 3 keys: k8 is still a repeat, k7 no longer.
     again = JsonlSink(path, dedup_window=3)
-    await again.start()
-    try:
-        await again.send_keyed([{"n": 8}, {"n": 7}], ["k8", "k7"])
-    finally:
-        await again.close()
+    await send_once(again, [{"n": 8}, {"n": 7}], ["k8", "k7"])
     assert [r["n"] for r in read_jsonl(path)] == [*range(10), 2, 7]
     assert sink.keys_path.read_text().splitlines() == ['"k8"', '"k9"', '"k2"', '"k7"']
 
@@ -250,11 +248,7 @@ async def test_a_torn_sidecar_tail_is_repaired(tmp_path: Path) -> None:
     path.write_bytes(b'{"n":0}\n')
     (tmp_path / "out.jsonl.keys").write_bytes(b'"k0"\n"k1')  # the crash cut the last key
     sink = JsonlSink(path)
-    await sink.start()
-    try:
-        await sink.send_keyed([{"n": 0}, {"n": 1}], ["k0", "k1"])
-    finally:
-        await sink.close()
+    await send_once(sink, [{"n": 0}, {"n": 1}], ["k0", "k1"])
     assert list(read_jsonl(path)) == [{"n": 0}, {"n": 1}]
     assert sink.keys_path.read_text().splitlines() == ['"k0"', '"k1"']
 
@@ -265,11 +259,7 @@ async def test_dedup_can_be_turned_off_and_unkeyed_sinks_write_no_sidecar(
     off = JsonlSink(tmp_path / "off.jsonl", dedup_window=0)
     plain = JsonlSink(tmp_path / "plain.jsonl")
     for sink in (off, plain):
-        await sink.start()
-        try:
-            await sink.send_keyed([{"n": 0}, {"n": 0}], ["k", "k"] if sink is off else [None, None])
-        finally:
-            await sink.close()
+        await send_once(sink, [{"n": 0}, {"n": 0}], ["k", "k"] if sink is off else [None, None])
         assert len(list(read_jsonl(sink.path))) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["off.jsonl", "plain.jsonl"]
     with pytest.raises(ValueError, match="dedup_window"):
@@ -294,10 +284,6 @@ async def test_a_long_sidecar_is_compacted_when_loaded(tmp_path: Path) -> None:
     keys = tmp_path / "out.jsonl.keys"
     keys.write_text("".join(f'"k{n}"\n' for n in range(50)))  # written with a larger window
     sink = JsonlSink(path, dedup_window=5)
-    await sink.start()
-    try:
-        await sink.send_keyed([{"n": 49}, {"n": 44}], ["k49", "k44"])
-    finally:
-        await sink.close()
+    await send_once(sink, [{"n": 49}, {"n": 44}], ["k49", "k44"])
     assert list(read_jsonl(path)) == [{"n": 44}]
     assert keys.read_text().splitlines() == [f'"k{n}"' for n in (45, 46, 47, 48, 49, 44)]

@@ -17,7 +17,7 @@ from mpsflow.sinks.cos import S3Sink
 from mpsflow.sinks.scf import MAX_ASYNC_CLIENT_CONTEXT, ScfInvokeSink, scf_host
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.plugins.moto_server import S3Bucket
-from tests.sinks.peers import ScfApi
+from tests.sinks.peers import ScfApi, send_once
 
 SECRET_ID = "AKIDscfSinkTest0001"
 SECRET_KEY = "scf-sink-secret-key-value"
@@ -48,14 +48,6 @@ def _sink(api: ScfApi, **options: Any) -> ScfInvokeSink:
     )
 
 
-async def _send(sink: ScfInvokeSink, batch: list[object]) -> None:
-    await sink.start()
-    try:
-        await sink.send(batch)
-    finally:
-        await sink.close()
-
-
 def _big_event() -> bytes:
     event = dict(EVENT, SessionContext="x" * (MAX_ASYNC_CLIENT_CONTEXT + 1))
     return msgspec.json.encode(event)
@@ -63,7 +55,7 @@ def _big_event() -> bytes:
 
 async def test_each_record_is_one_signed_async_invoke(scf_api: ScfApi) -> None:
     pretty = b'{\n  "EventType": "EditMediaTask",\n  "Note": "\xe8\xa7\x86\xe9\xa2\x91"\n}'
-    await _send(_sink(scf_api, namespace="media", qualifier="2"), [EVENT, pretty])
+    await send_once(_sink(scf_api, namespace="media", qualifier="2"), [EVENT, pretty])
     assert [call["FunctionName"] for call in scf_api.invocations] == ["mps-fanout"] * 2
     first, second = scf_api.invocations
     assert first["InvocationType"] == "Event"
@@ -85,7 +77,7 @@ async def test_each_record_is_one_signed_async_invoke(scf_api: ScfApi) -> None:
 async def test_a_wrong_key_is_refused_permanently(scf_api: ScfApi) -> None:
     sink = _sink(scf_api, credentials=Credential(SECRET_ID, "not-the-key"))
     with pytest.raises(SinkError, match=r"AuthFailure\.SignatureFailure") as caught:
-        await _send(sink, [EVENT])
+        await send_once(sink, [EVENT])
     assert not caught.value.transient
 
 
@@ -106,7 +98,7 @@ async def test_api_error_codes_map_to_transient_or_permanent(
 ) -> None:
     scf_api.replies = [(200, {"Response": {"Error": {"Code": code}, "RequestId": "r-1"}})]
     with pytest.raises(SinkError, match=re.escape(code)) as caught:
-        await _send(_sink(scf_api), [EVENT])
+        await send_once(_sink(scf_api), [EVENT])
     assert caught.value.transient is transient
 
 
@@ -116,7 +108,7 @@ async def test_http_errors_map_to_transient_or_permanent(
 ) -> None:
     scf_api.replies = [(status, {})]
     with pytest.raises(SinkError, match=f"HTTP {status}") as caught:
-        await _send(_sink(scf_api), [EVENT])
+        await send_once(_sink(scf_api), [EVENT])
     assert caught.value.transient is transient
 
 
@@ -132,7 +124,7 @@ async def test_throttling_is_retried_by_the_channel(scf_api: ScfApi) -> None:
 
 async def test_oversized_record_is_rejected_by_default(scf_api: ScfApi) -> None:
     with pytest.raises(SinkError, match="over the 131072-byte limit") as caught:
-        await _send(_sink(scf_api), [EVENT, _big_event()])
+        await send_once(_sink(scf_api), [EVENT, _big_event()])
     assert not caught.value.transient
     assert scf_api.invocations == []  # nothing of the batch was invoked
 
@@ -154,7 +146,7 @@ def _offloader(s3_bucket: S3Bucket) -> S3Sink:
 async def test_oversized_record_is_offloaded_to_cos(scf_api: ScfApi, s3_bucket: S3Bucket) -> None:
     offloader = _offloader(s3_bucket)
     big = _big_event()
-    await _send(_sink(scf_api, overflow=offloader), [big, EVENT])
+    await send_once(_sink(scf_api, overflow=offloader), [big, EVENT])
     key = "overflow/2023-11-14/1250000000-WorkflowTask-f00dt0-FINISH.json"
     assert s3_bucket.object_keys() == [key]
     assert s3_bucket.read(key) == big
@@ -184,7 +176,7 @@ async def test_credentials_come_from_the_environment_by_default(
     monkeypatch.setenv("TENCENTCLOUD_SECRETID", SECRET_ID)
     monkeypatch.setenv("TENCENTCLOUD_SECRETKEY", SECRET_KEY)
     monkeypatch.delenv("TENCENTCLOUD_SESSIONTOKEN", raising=False)
-    await _send(_sink(scf_api, credentials=None), [EVENT])
+    await send_once(_sink(scf_api, credentials=None), [EVENT])
     assert len(scf_api.invocations) == 1
     assert "X-TC-Token" not in scf_api.headers[0]
 
@@ -204,7 +196,7 @@ async def test_unreachable_api_is_transient() -> None:
         credentials=Credential(SECRET_ID, SECRET_KEY),
     )
     with pytest.raises(SinkError) as caught:
-        await _send(sink, [EVENT])
+        await send_once(sink, [EVENT])
     assert caught.value.transient
 
 
@@ -213,10 +205,10 @@ async def test_keys_stay_out_of_reprs_errors_and_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sink = _sink(scf_api)
-    await _send(sink, [EVENT])
+    await send_once(sink, [EVENT])
     scf_api.replies = [(200, {"Response": {"Error": {"Code": "InternalError"}, "RequestId": "r"}})]
     with pytest.raises(SinkError) as caught:
-        await _send(sink, [EVENT])
+        await send_once(sink, [EVENT])
     for text in (repr(sink), str(caught.value), caplog.text):
         assert SECRET_KEY not in text
         assert TOKEN not in text
@@ -230,11 +222,7 @@ EFFECT = "0123456789abcdef0123456789abcdef"
 
 async def test_keys_are_not_added_to_the_event_by_default(scf_api: ScfApi) -> None:
     sink = _sink(scf_api)
-    await sink.start()
-    try:
-        await sink.send_keyed([EVENT], [f"{EFFECT}-0"])
-    finally:
-        await sink.close()
+    await send_once(sink, [EVENT], [f"{EFFECT}-0"])
     assert [msgspec.json.decode(c["ClientContext"]) for c in scf_api.invocations] == [EVENT]
 
 

@@ -19,7 +19,7 @@ from mpsflow.sinks.webhook import (
     sign_body,
     verify_signature,
 )
-from tests.sinks.peers import WebhookPeer
+from tests.sinks.peers import WebhookPeer, send_once
 
 SECRET = "webhook-shared-secret-42"
 ROBOT_KEY = "robot-key-3f1c9a77"
@@ -31,18 +31,10 @@ async def peer() -> AsyncIterator[WebhookPeer]:
         yield state
 
 
-async def _send(sink: WebhookSink, batch: list[object]) -> None:
-    await sink.start()
-    try:
-        await sink.send(batch)
-    finally:
-        await sink.close()
-
-
 async def test_one_signed_post_per_record(peer: WebhookPeer) -> None:
     clock = FakeClock(start=1_700_000_123.0)
     sink = WebhookSink(f"{peer.url}/hook", secret=SECRET, clock=clock)
-    await _send(sink, [{"TaskId": "t1"}, b'{"TaskId": "t2"}'])
+    await send_once(sink, [{"TaskId": "t1"}, b'{"TaskId": "t2"}'])
     assert [seen.body for seen in peer.requests] == [b'{"TaskId":"t1"}', b'{"TaskId": "t2"}']
     for seen in peer.requests:
         assert seen.path == "/hook"
@@ -78,7 +70,7 @@ async def test_template_custom_headers_and_batch_body(peer: WebhookPeer) -> None
         headers={"X-Env": "test"},
         batch_body=True,
     )
-    await _send(sink, [{"n": 1}, {"n": 2}])
+    await send_once(sink, [{"n": 1}, {"n": 2}])
     assert len(peer.requests) == 1
     assert peer.requests[0].body == b'[{"wrapped":{"n":1}},{"wrapped":{"n":2}}]'
     assert peer.requests[0].headers["X-Env"] == "test"
@@ -93,14 +85,14 @@ async def test_status_codes_map_to_transient_or_permanent(
 ) -> None:
     peer.replies = [(status, b"{}")]
     with pytest.raises(SinkError, match=f"answered {status}") as caught:
-        await _send(WebhookSink(peer.url), [{"n": 1}])
+        await send_once(WebhookSink(peer.url), [{"n": 1}])
     assert caught.value.transient is transient
 
 
 async def test_redirects_are_not_followed(peer: WebhookPeer) -> None:
     peer.replies = [(302, b"")]
     with pytest.raises(SinkError, match="answered 302") as caught:
-        await _send(WebhookSink(peer.url), [{"n": 1}])
+        await send_once(WebhookSink(peer.url), [{"n": 1}])
     assert not caught.value.transient
     assert len(peer.requests) == 1
 
@@ -108,14 +100,14 @@ async def test_redirects_are_not_followed(peer: WebhookPeer) -> None:
 async def test_connection_refused_is_transient(peer: WebhookPeer) -> None:
     dead = WebhookSink("http://127.0.0.1:1/hook")
     with pytest.raises(SinkError, match="cannot connect") as caught:
-        await _send(dead, [{"n": 1}])
+        await send_once(dead, [{"n": 1}])
     assert caught.value.transient
 
 
 async def test_timeout_is_transient(peer: WebhookPeer) -> None:
     peer.hold = anyio.Event()
     with pytest.raises(SinkError, match="timed out") as caught:
-        await _send(WebhookSink(peer.url, timeout=0.2), [{"n": 1}])
+        await send_once(WebhookSink(peer.url, timeout=0.2), [{"n": 1}])
     assert caught.value.transient
 
 
@@ -124,21 +116,21 @@ async def test_a_template_error_is_permanent(peer: WebhookPeer) -> None:
         raise KeyError("TaskId")
 
     with pytest.raises(SinkError, match="record 0") as caught:
-        await _send(WebhookSink(peer.url, template=broken), [{}])
+        await send_once(WebhookSink(peer.url, template=broken), [{}])
     assert not caught.value.transient
     assert peer.requests == []
 
 
 async def test_shared_session_is_left_open(peer: WebhookPeer) -> None:
     async with aiohttp.ClientSession() as session:
-        await _send(WebhookSink(peer.url, session=session), [{"n": 1}])
+        await send_once(WebhookSink(peer.url, session=session), [{"n": 1}])
         assert not session.closed
     assert len(peer.requests) == 1
 
 
 async def test_rate_limit_spaces_requests_on_the_clock(peer: WebhookPeer) -> None:
     clock = FakeClock()
-    await _send(WebhookSink(peer.url, rate_limit=(2, 60.0), clock=clock), [1, 2, 3, 4, 5])
+    await send_once(WebhookSink(peer.url, rate_limit=(2, 60.0), clock=clock), [1, 2, 3, 4, 5])
     assert len(peer.requests) == 5
     assert clock.sleeps == [60.0, 60.0]
 
@@ -153,11 +145,11 @@ async def test_secrets_stay_out_of_logs_errors_and_reprs(
     errors: list[str] = []
     for _ in range(2):
         with pytest.raises(SinkError) as caught:
-            await _send(sink, [{"n": 1}])
+            await send_once(sink, [{"n": 1}])
         errors.append(str(caught.value))
     dead = WebhookSink(f"http://127.0.0.1:1/send?key={ROBOT_KEY}", secret=SECRET)
     with pytest.raises(SinkError) as refused:
-        await _send(dead, [{"n": 1}])
+        await send_once(dead, [{"n": 1}])
     errors.append(str(refused.value))
     assert peer.requests[0].query == {"key": ROBOT_KEY}  # the real key was used on the wire
     shown = [caplog.text, repr(sink), repr(dead), *errors]
@@ -193,17 +185,9 @@ async def test_through_a_channel_a_5xx_is_retried_until_accepted(peer: WebhookPe
 KEY = "0123456789abcdef0123456789abcdef"
 
 
-async def _send_keyed(sink: WebhookSink, batch: list[object], keys: list[str | None]) -> None:
-    await sink.start()
-    try:
-        await sink.send_keyed(batch, keys)
-    finally:
-        await sink.close()
-
-
 async def test_each_request_carries_its_records_idempotency_key(peer: WebhookPeer) -> None:
     sink = WebhookSink(f"{peer.url}/hook", secret=SECRET)
-    await _send_keyed(sink, [{"n": 0}, {"n": 1}, {"n": 2}], [f"{KEY}-0", f"{KEY}-1", None])
+    await send_once(sink, [{"n": 0}, {"n": 1}, {"n": 2}], [f"{KEY}-0", f"{KEY}-1", None])
     assert [seen.headers.get("Idempotency-Key") for seen in peer.requests] == [
         f"{KEY}-0",
         f"{KEY}-1",
@@ -218,7 +202,7 @@ async def test_each_request_carries_its_records_idempotency_key(peer: WebhookPee
 async def test_a_crash_rerun_sends_the_same_idempotency_key(peer: WebhookPeer) -> None:
     # Two sink instances = two processes: the first run, and the re-run after a crash.
     for _ in range(2):
-        await _send_keyed(WebhookSink(f"{peer.url}/hook"), [{"TaskId": "t1"}], [f"{KEY}-0"])
+        await send_once(WebhookSink(f"{peer.url}/hook"), [{"TaskId": "t1"}], [f"{KEY}-0"])
     first, second = peer.requests
     assert first.body == second.body
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == f"{KEY}-0"
@@ -255,7 +239,7 @@ async def test_a_half_sent_batch_retried_by_the_channel_repeats_nothing(peer: We
 async def test_a_batch_body_carries_one_key_derived_from_its_records(peer: WebhookPeer) -> None:
     keys: list[str | None] = [f"{KEY}-0", None, f"{KEY}-1"]
     for _ in range(2):  # the same batch again (another process): the same key
-        await _send_keyed(WebhookSink(peer.url, batch_body=True), [1, 2, 3], keys)
+        await send_once(WebhookSink(peer.url, batch_body=True), [1, 2, 3], keys)
     first, second = peer.requests
     assert first.body == b"[1,2,3]"
     expected = batch_idempotency_key(keys)
@@ -264,13 +248,13 @@ async def test_a_batch_body_carries_one_key_derived_from_its_records(peer: Webho
     assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == expected
     assert batch_idempotency_key([f"{KEY}-1", None, f"{KEY}-0"]) != expected  # order matters
     assert batch_idempotency_key([None, None]) is None
-    await _send_keyed(WebhookSink(peer.url, batch_body=True), [4], [None])
+    await send_once(WebhookSink(peer.url, batch_body=True), [4], [None])
     assert "Idempotency-Key" not in peer.requests[-1].headers
 
 
 async def test_the_idempotency_header_can_be_renamed_or_turned_off(peer: WebhookPeer) -> None:
-    await _send_keyed(WebhookSink(peer.url, idempotency_header="X-Dedup-Key"), [1], [KEY])
-    await _send_keyed(WebhookSink(peer.url, idempotency_header=None), [2], [KEY])
+    await send_once(WebhookSink(peer.url, idempotency_header="X-Dedup-Key"), [1], [KEY])
+    await send_once(WebhookSink(peer.url, idempotency_header=None), [2], [KEY])
     assert peer.requests[0].headers["X-Dedup-Key"] == KEY
     assert "Idempotency-Key" not in peer.requests[0].headers
     assert "Idempotency-Key" not in peer.requests[1].headers
@@ -278,7 +262,7 @@ async def test_the_idempotency_header_can_be_renamed_or_turned_off(peer: Webhook
 
 
 async def test_keys_unfit_for_a_header_are_sent_as_their_digest(peer: WebhookPeer) -> None:
-    await _send_keyed(WebhookSink(peer.url), [1], ["line\nbreak 视频"])
+    await send_once(WebhookSink(peer.url), [1], ["line\nbreak 视频"])
     value = peer.requests[0].headers["Idempotency-Key"]
     assert len(value) == 32
     assert all(c in "0123456789abcdef" for c in value)

@@ -13,7 +13,7 @@ from mpsflow.clock import FakeClock
 from mpsflow.codec import decode, decode_live
 from mpsflow.errors import SinkError
 from mpsflow.sinks.wecom import WECOM_MARKDOWN_LIMIT, WeComRobotSink, wecom_markdown
-from tests.sinks.peers import RobotPeer
+from tests.sinks.peers import RobotPeer, send_once
 
 ROBOT_KEY = "693axxx6-7aoc-4bc4-97a0-0ec2sifa5aaa"
 
@@ -172,16 +172,8 @@ async def robot() -> AsyncIterator[RobotPeer]:
         yield state
 
 
-async def _send(sink: WeComRobotSink, batch: list[object]) -> None:
-    await sink.start()
-    try:
-        await sink.send(batch)
-    finally:
-        await sink.close()
-
-
 async def test_robot_sink_posts_one_markdown_message_per_record(robot: RobotPeer) -> None:
-    await _send(WeComRobotSink(robot.url), [WORKFLOW, EDIT_FAILED])
+    await send_once(WeComRobotSink(robot.url), [WORKFLOW, EDIT_FAILED])
     assert [m["msgtype"] for m in robot.messages] == ["markdown", "markdown"]
     assert robot.messages[0] == wecom_markdown(WORKFLOW)
     assert "EditMediaTask" in robot.messages[1]["markdown"]["content"]
@@ -195,7 +187,7 @@ async def test_robot_errcodes_map_to_sink_errors(
     robot.errcodes = [errcode]
     sink = WeComRobotSink(robot.url)
     with pytest.raises(SinkError, match=f"refused the message: {errcode}") as caught:
-        await _send(sink, [WORKFLOW])
+        await send_once(sink, [WORKFLOW])
     assert caught.value.transient is transient
     for text in (str(caught.value), caplog.text, repr(sink)):
         assert ROBOT_KEY not in text
@@ -203,7 +195,7 @@ async def test_robot_errcodes_map_to_sink_errors(
 
 async def test_robot_sink_keeps_to_twenty_messages_a_minute(robot: RobotPeer) -> None:
     clock = FakeClock()
-    await _send(WeComRobotSink(robot.url, clock=clock), [WORKFLOW] * 21)
+    await send_once(WeComRobotSink(robot.url, clock=clock), [WORKFLOW] * 21)
     assert len(robot.messages) == 21
     assert clock.sleeps == [60.0]
 

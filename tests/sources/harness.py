@@ -463,18 +463,10 @@ class InProcessFamily(SourceHarness):
             await anyio.lowlevel.checkpoint()
 
 
-_LOSES_CANCELLED_WORK = (
-    "a delivery still running at the shutdown timeout is cancelled and dropped: it is neither "
-    "settled nor queued again, so running the same source again never delivers it (while "
-    "App logs that unfinished deliveries are left for redelivery)"
-)
-
-
 class MemoryHarness(InProcessFamily):
     """One ``MemorySource`` (it ends once all is settled) fed with ``add``, kept across runs."""
 
     name = "memory"
-    violations: ClassVar[Mapping[Case, str]] = {Case.SHUTDOWN_TIMEOUT: _LOSES_CANCELLED_WORK}
 
     def _new_source(self) -> MemorySource:
         return MemorySource(**self._options())
@@ -489,7 +481,6 @@ class InProcessHarness(InProcessFamily):
     """One long-running ``InProcessSource`` fed ``Delivery`` objects by ``put``."""
 
     name = "inprocess"
-    violations: ClassVar[Mapping[Case, str]] = {Case.SHUTDOWN_TIMEOUT: _LOSES_CANCELLED_WORK}
 
     def _new_source(self) -> InProcessSource:
         return InProcessSource(name="inprocess", close_when_done=False, **self._options())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -11,6 +12,7 @@ import pytest
 from mpsflow import App, Call, CallNext, Context, Outcome, RetryPolicy, Settlement
 from mpsflow.clock import FakeClock
 from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.devservers.cmq import CmqServer
 from mpsflow.events import WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
@@ -48,11 +50,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+QueueServer = Callable[..., Awaitable[CmqServer]]
+
+
+@pytest.fixture
+def queue_server(cmq_server_factory: CmqServerFactory) -> QueueServer:
+    """Start a CMQ server (with any ``CmqServer`` options) that has the queue ``QUEUE``."""
+
+    async def start(**options: Any) -> CmqServer:
+        server = await cmq_server_factory(**options)
+        server.create_queue(QUEUE)
+        return server
+
+    return start
+
+
 async def test_messages_are_processed_then_deleted_in_batches(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+    queue_server: QueueServer, cmq_credential: Credential
 ) -> None:
-    server = await cmq_server_factory()
-    server.create_queue(QUEUE)
+    server = await queue_server()
     app, _ = make_app()
     seen: list[str] = []
     done = anyio.Event()
@@ -81,10 +97,9 @@ async def advance_after(clock: FakeClock, event: anyio.Event, seconds: float) ->
 
 
 async def test_failure_waits_for_the_visibility_timeout_and_counts_attempts(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential, clock: FakeClock
+    queue_server: QueueServer, cmq_credential: Credential, clock: FakeClock
 ) -> None:
-    server = await cmq_server_factory(clock=clock, visibility_timeout=30)
-    server.create_queue(QUEUE)
+    server = await queue_server(clock=clock, visibility_timeout=30)
     app, dead = make_app(retry=RetryPolicy(max_attempts=3))
     attempts: list[int] = []
     failed_once = anyio.Event()
@@ -110,10 +125,9 @@ async def test_failure_waits_for_the_visibility_timeout_and_counts_attempts(
 
 
 async def test_exhausted_and_poison_messages_are_dead_lettered_then_deleted(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential, clock: FakeClock
+    queue_server: QueueServer, cmq_credential: Credential, clock: FakeClock
 ) -> None:
-    server = await cmq_server_factory(clock=clock, visibility_timeout=30)
-    server.create_queue(QUEUE)
+    server = await queue_server(clock=clock, visibility_timeout=30)
     app, dead = make_app(retry=RetryPolicy(max_attempts=2))
     failed_once = anyio.Event()
     done = anyio.Event()
@@ -151,10 +165,9 @@ async def test_exhausted_and_poison_messages_are_dead_lettered_then_deleted(
 
 
 async def test_in_flight_limit_is_respected_before_receiving_more(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+    queue_server: QueueServer, cmq_credential: Credential
 ) -> None:
-    server = await cmq_server_factory()
-    server.create_queue(QUEUE)
+    server = await queue_server()
     app, _ = make_app()
     release = anyio.Event()
     started = 0
@@ -184,10 +197,9 @@ async def test_in_flight_limit_is_respected_before_receiving_more(
 
 
 async def test_expired_receipt_handle_is_not_lost_nor_processed_twice(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential, clock: FakeClock
+    queue_server: QueueServer, cmq_credential: Credential, clock: FakeClock
 ) -> None:
-    server = await cmq_server_factory(clock=clock, visibility_timeout=10)
-    server.create_queue(QUEUE)
+    server = await queue_server(clock=clock, visibility_timeout=10)
     app, dead = make_app(idempotency=MemoryStore(clock=clock), clock=clock)
     runs: list[int] = []
     first_started = anyio.Event()

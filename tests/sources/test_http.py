@@ -6,9 +6,6 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,58 +14,16 @@ import anyio
 import pytest
 
 from mpsflow import App, Context, Delivery, Outcome, Reject, RetryPolicy, Settlement
-from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import ConfigurationError
 from mpsflow.events.subtasks import EVENT_KEYS, LIVE_KEYS
 from mpsflow.observability.health import Readiness
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.workers import WorkerMetrics
-from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.http import HttpSource
 from mpsflow.sources.runtime import SourceRuntime
-from mpsflow.testing import build_notification, media_result, sign_payload
+from mpsflow.testing import build_notification, sign_payload
 from tests.plugins.samples import SAMPLE_KEY
-
-
-def make_app(**kwargs: Any) -> tuple[App, MemorySink]:
-    """An app whose dead letters land in memory and whose drain is short."""
-    dead = MemorySink()
-    kwargs.setdefault("shutdown_timeout", 5.0)
-    return App(dead_letters=dead, **kwargs), dead
-
-
-@asynccontextmanager
-async def serve(app: App, **options: Any) -> AsyncIterator[HttpSource]:
-    """Run ``app`` on an ``HttpSource`` on a free loopback port until the block ends."""
-    options.setdefault("port", 0)
-    source = HttpSource(**options)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(app.run, source, handle_signals=False))
-        await source.wait_serving()
-        try:
-            yield source
-        finally:
-            app.stop()
-
-
-def base_url(source: HttpSource) -> str:
-    assert source.address is not None
-    host, port = source.address
-    return f"http://{host}:{port}"
-
-
-def seed_like(task_id: str = "task-1", **kwargs: Any) -> bytes:
-    return json.dumps(
-        build_notification(
-            task_id=task_id,
-            media_results=[media_result("Transcode", output={"Path": "/out/a.mp4"})],
-            **kwargs,
-        )
-    ).encode()
-
-
-def records(sink: MemorySink) -> list[DeadLetter]:
-    return [r for r in sink.records if isinstance(r, DeadLetter)]
+from tests.sources.http_app import base_url, make_app, posted, records, seed_like, serve
 
 
 def recording_app() -> tuple[App, list[str]]:
@@ -87,29 +42,23 @@ def recording_app() -> tuple[App, list[str]]:
 # -- every sample ------------------------------------------------------------------------------
 
 
-async def test_every_task_sample_is_acked(sample_bytes: bytes) -> None:
+async def acked_keys(body: bytes) -> list[str]:
+    """POST ``body`` to a ``recording_app``, check that it is acked, and return the keys run."""
     app, seen = recording_app()
-    async with (
-        serve(app) as source,
-        aiohttp.ClientSession() as session,
-        session.post(source.url, data=sample_bytes) as response,
-    ):
+    async with posted(app, body) as response:
         assert response.status == 200
         assert await response.json() == {"code": 0}
         assert response.headers["X-Request-Id"]
-    assert seen == [json.loads(sample_bytes)["EventType"]]
+    return seen
+
+
+async def test_every_task_sample_is_acked(sample_bytes: bytes) -> None:
+    assert await acked_keys(sample_bytes) == [json.loads(sample_bytes)["EventType"]]
 
 
 async def test_every_live_sample_is_acked(live_sample_bytes: bytes) -> None:
-    app, seen = recording_app()
-    async with (
-        serve(app) as source,
-        aiohttp.ClientSession() as session,
-        session.post(source.url, data=live_sample_bytes) as response,
-    ):
-        assert response.status == 200
-        assert await response.json() == {"code": 0}
-    assert seen == [json.loads(live_sample_bytes)["NotificationType"]]
+    keys = await acked_keys(live_sample_bytes)
+    assert keys == [json.loads(live_sample_bytes)["NotificationType"]]
 
 
 async def test_wrapped_and_url_encoded_bodies_are_accepted(seed_sample: bytes) -> None:
@@ -168,11 +117,7 @@ async def test_request_id_and_remote_address_reach_the_delivery() -> None:
 )
 async def test_malformed_body_is_400_with_path_and_dead_lettered(body: bytes, path: str) -> None:
     app, dead = make_app()
-    async with (
-        serve(app) as source,
-        aiohttp.ClientSession() as session,
-        session.post(source.url, data=body) as response,
-    ):
+    async with posted(app, body) as response:
         assert response.status == 400
         error = await response.json()
     assert error["code"] == 400
@@ -271,11 +216,7 @@ async def test_handler_reject_is_dead_lettered_and_acked() -> None:
     async def refuse(event: Any, ctx: Context) -> None:
         raise Reject("no such asset")
 
-    async with (
-        serve(app) as source,
-        aiohttp.ClientSession() as session,
-        session.post(source.url, data=seed_like()) as response,
-    ):
+    async with posted(app, seed_like()) as response:
         assert response.status == 200
         assert await response.json() == {"code": 0}
     [record] = records(dead)

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from mpsflow import Context
 from mpsflow.sources.http import HttpSource
-from tests.sources.test_http import base_url, make_app, records, seed_like, serve
+from tests.sources.http_app import base_url, make_app, posted, records, seed_like, serve
 
 LIMIT = 4096
 
@@ -44,11 +44,7 @@ def blocking_app() -> tuple[Any, anyio.Event, anyio.Event]:
 
 async def test_oversize_with_content_length_is_413_before_reading() -> None:
     app, dead = make_app()
-    async with (
-        serve(app, max_body_size=LIMIT) as source,
-        aiohttp.ClientSession() as session,
-        session.post(source.url, data=b"x" * (LIMIT * 64)) as response,
-    ):
+    async with posted(app, b"x" * (LIMIT * 64), max_body_size=LIMIT) as response:
         assert response.status == 413
         assert (await response.json())["code"] == 413
     assert records(dead) == []
@@ -62,11 +58,7 @@ async def test_oversize_chunked_is_413_while_reading() -> None:
         for _ in range(64):
             yield b"y" * 1024
 
-    async with (
-        serve(app, max_body_size=LIMIT) as source,
-        aiohttp.ClientSession() as session,
-        session.post(source.url, data=chunks()) as response,
-    ):
+    async with posted(app, chunks(), max_body_size=LIMIT) as response:
         assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
         assert response.status == 413
 
@@ -195,11 +187,7 @@ async def test_readyz_is_503_until_the_app_has_started() -> None:
 async def test_source_can_serve_again_after_a_stop() -> None:
     for _ in range(2):
         app, _ = make_app()
-        async with (
-            serve(app) as source,
-            aiohttp.ClientSession() as session,
-            session.post(source.url, data=seed_like()) as response,
-        ):
+        async with posted(app, seed_like()) as response:
             assert response.status == 200
 
 

@@ -13,6 +13,7 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 from mpsflow.devservers.cmq.queue import LocalQueue, QueuedMessage
+from mpsflow.tencentcloud.cmq.client import MAX_BATCH, MAX_POLLING_WAIT
 from mpsflow.tencentcloud.cmq.errors import (
     CODE_BATCH_DELETE_ALL_FAILED,
     CODE_BATCH_DELETE_PARTIAL,
@@ -46,8 +47,6 @@ __all__ = [
 MAX_BATCH_BYTES: Final = 65536
 """Total size of the bodies of one BatchSendMessage (§A.4)."""
 
-_MAX_BATCH: Final = 16
-_MAX_WAIT: Final = 30
 _MAX_DELAY: Final = 1_296_000
 
 Action = Callable[[LocalQueue, Mapping[str, str], str], Awaitable[CmqResponse]]
@@ -106,8 +105,8 @@ def _numbered(params: Mapping[str, str], prefix: str) -> list[str]:
             found[int(suffix)] = value
     if not found:
         raise invalid_parameter(10000, f"missing parameter {prefix}n")
-    if len(found) > _MAX_BATCH:
-        raise invalid_parameter(10370, f"at most {_MAX_BATCH} items per batch")
+    if len(found) > MAX_BATCH:
+        raise invalid_parameter(10370, f"at most {MAX_BATCH} items per batch")
     start = min(found)
     if start not in (0, 1) or sorted(found) != list(range(start, start + len(found))):
         raise invalid_parameter(10380, f"{prefix}n must be consecutive from 0 or 1")
@@ -158,30 +157,18 @@ async def _batch_send(queue: LocalQueue, params: Mapping[str, str], request_id: 
 
 
 async def _receive(queue: LocalQueue, params: Mapping[str, str], request_id: str) -> CmqResponse:
-    wait = int_param(params, "pollingWaitSeconds", queue.polling_wait_seconds, 0, _MAX_WAIT)
+    wait = int_param(params, "pollingWaitSeconds", queue.polling_wait_seconds, 0, MAX_POLLING_WAIT)
     taken = await queue.poll(1, wait)
     if not taken:
         return CmqResponse(CODE_NO_MESSAGE, "no message", request_id)
-    m = _as_message(taken[0])
-    return ReceiveMessageResponse(
-        0,
-        "",
-        request_id,
-        msg_id=m.msg_id,
-        receipt_handle=m.receipt_handle,
-        msg_body=m.msg_body,
-        enqueue_time=m.enqueue_time,
-        first_dequeue_time=m.first_dequeue_time,
-        next_visible_time=m.next_visible_time,
-        dequeue_count=m.dequeue_count,
-    )
+    return ReceiveMessageResponse.from_message(_as_message(taken[0]), request_id)
 
 
 async def _batch_receive(
     queue: LocalQueue, params: Mapping[str, str], request_id: str
 ) -> CmqResponse:
-    count = int_param(params, "numOfMsg", None, 1, _MAX_BATCH)
-    wait = int_param(params, "pollingWaitSeconds", queue.polling_wait_seconds, 0, _MAX_WAIT)
+    count = int_param(params, "numOfMsg", None, 1, MAX_BATCH)
+    wait = int_param(params, "pollingWaitSeconds", queue.polling_wait_seconds, 0, MAX_POLLING_WAIT)
     taken = await queue.poll(count, wait)
     if not taken:
         return CmqResponse(CODE_NO_MESSAGE, "no message", request_id)

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import urlencode, urlsplit
 
@@ -22,6 +21,7 @@ import aiohttp
 import msgspec
 import yarl
 
+from mpsflow._http import SessionHolder
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.retry import RetryPolicy
 from mpsflow.tencentcloud.cmq.credentials import Credential, CredentialProvider, StaticCredentials
@@ -61,6 +61,7 @@ MAX_POLLING_WAIT: Final = 30
 
 _FORM: Final = {"Content-Type": "application/x-www-form-urlencoded"}
 _NO_CODES: Final[frozenset[int]] = frozenset()
+_POLLED: Final = frozenset({CODE_NO_MESSAGE})
 _DEFAULT_RETRY: Final = RetryPolicy(max_attempts=4, base_delay=0.2, max_delay=5.0)
 _log = logging.getLogger("mpsflow.tencentcloud.cmq")
 
@@ -152,8 +153,7 @@ class CmqClient:
         self._credentials: CredentialProvider = (
             StaticCredentials(credentials) if isinstance(credentials, Credential) else credentials
         )
-        self._session = session
-        self._owns_session = session is None
+        self._session = SessionHolder(session)
         self._signature_method = signature_method
         self._http_method = method
         self._request_timeout = request_timeout
@@ -172,22 +172,15 @@ class CmqClient:
         return self._url
 
     async def __aenter__(self: _C) -> _C:
-        self._ensure_session()
+        self._session.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP session if this client opened it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -213,17 +206,8 @@ class CmqClient:
 
         Returns None when no message arrived in time (code 7000).
         """
-        _check_wait(wait)
         params = {"queueName": queue}
-        if wait is not None:
-            params["pollingWaitSeconds"] = str(wait)
-        response = await self._call(
-            "ReceiveMessage",
-            params,
-            ReceiveMessageResponse,
-            timeout=self._poll_timeout(wait),
-            outcomes=frozenset({CODE_NO_MESSAGE}),
-        )
+        response = await self._poll("ReceiveMessage", params, ReceiveMessageResponse, wait)
         if response.code == CODE_NO_MESSAGE:
             return None
         return response.to_message()
@@ -231,18 +215,9 @@ class CmqClient:
     async def batch_receive(self, queue: str, n: int, wait: int | None = None) -> list[Message]:
         """BatchReceiveMessage of up to ``n`` (1-16) messages; ``[]`` when none arrived."""
         _check_batch(n, "messages")
-        _check_wait(wait)
         params = {"queueName": queue, "numOfMsg": str(n)}
-        if wait is not None:
-            params["pollingWaitSeconds"] = str(wait)
-        response = await self._call(
-            "BatchReceiveMessage",
-            params,
-            BatchReceiveMessageResponse,
-            timeout=self._poll_timeout(wait),
-            outcomes=frozenset({CODE_NO_MESSAGE}),
-        )
-        return response.msg_info_list
+        batch = await self._poll("BatchReceiveMessage", params, BatchReceiveMessageResponse, wait)
+        return batch.msg_info_list
 
     async def delete(self, queue: str, receipt_handle: str) -> None:
         """DeleteMessage; raises ``CmqReceiptHandleError`` (4430) if the handle expired."""
@@ -271,13 +246,18 @@ class CmqClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _poll_timeout(self, wait: int | None) -> float:
-        return (MAX_POLLING_WAIT if wait is None else wait) + self._poll_margin
+    async def _poll(
+        self, action: str, params: dict[str, str], response_type: type[_R], wait: int | None
+    ) -> _R:
+        """A receive action long-polling up to ``wait`` seconds; 7000 (no message) is an answer.
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
+        Its HTTP timeout is the wait plus the margin, so that the server always answers first.
+        """
+        _check_wait(wait)
+        if wait is not None:
+            params["pollingWaitSeconds"] = str(wait)
+        timeout = (MAX_POLLING_WAIT if wait is None else wait) + self._poll_margin
+        return await self._call(action, params, response_type, timeout=timeout, outcomes=_POLLED)
 
     async def _call(
         self,
@@ -327,7 +307,7 @@ class CmqClient:
         outcomes: frozenset[int],
     ) -> _R:
         form = await self._signed_form(action, params)
-        session = self._ensure_session()
+        session = self._session.open()
         client_timeout = aiohttp.ClientTimeout(total=timeout)
         try:
             if self._http_method == "POST":

@@ -83,6 +83,11 @@ class ReceiveMessageResponse(CmqResponse):
     next_visible_time: int = 0
     dequeue_count: int = 0
 
+    @classmethod
+    def from_message(cls, message: Message, request_id: str) -> ReceiveMessageResponse:
+        """The successful answer carrying ``message`` (what a server sends)."""
+        return cls(0, "", request_id, **msgspec.structs.asdict(message))
+
     def to_message(self) -> Message:
         """The message alone, without the envelope."""
         return Message(

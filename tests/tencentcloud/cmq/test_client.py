@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
 import aiohttp
 import anyio
 import pytest
@@ -23,6 +27,23 @@ from mpsflow.tencentcloud.cmq import (
 from tests.plugins.cmq_server import CmqServerFactory
 
 _NO_JITTER = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=10.0, jitter=0.0)
+
+OnFakeClock = Callable[..., AbstractAsyncContextManager[tuple[FakeClock, CmqServer, CmqClient]]]
+
+
+@pytest.fixture
+def on_fake_clock(cmq_server_factory: CmqServerFactory, cmq_credential: Credential) -> OnFakeClock:
+    """``async with on_fake_clock(**options) as (clock, server, client)``: a server on a
+    ``FakeClock`` (with any ``CmqServer`` options) and a client of it."""
+
+    @asynccontextmanager
+    async def start(**options: Any) -> AsyncIterator[tuple[FakeClock, CmqServer, CmqClient]]:
+        clock = FakeClock()
+        server = await cmq_server_factory(clock=clock, **options)
+        async with CmqClient(server.url, cmq_credential) as client:
+            yield clock, server, client
+
+    return start
 
 
 async def test_send_receive_delete_round_trip(cmq_client: CmqClient, cmq_server: CmqServer) -> None:
@@ -117,11 +138,9 @@ async def test_batch_long_poll_is_woken_by_a_send(
 
 
 async def test_empty_long_poll_ends_after_the_wait_on_the_server_clock(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+    on_fake_clock: OnFakeClock,
 ) -> None:
-    clock = FakeClock()
-    server = await cmq_server_factory(clock=clock)
-    async with CmqClient(server.url, cmq_credential) as client:
+    async with on_fake_clock() as (clock, _, client):
         assert await client.receive("idle", wait=7) is None
         assert clock.sleeps == [7]
         assert await client.batch_receive("idle", 4, wait=3) == []
@@ -129,11 +148,9 @@ async def test_empty_long_poll_ends_after_the_wait_on_the_server_clock(
 
 
 async def test_long_poll_returns_a_delayed_message_when_it_becomes_visible(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+    on_fake_clock: OnFakeClock,
 ) -> None:
-    clock = FakeClock()
-    server = await cmq_server_factory(clock=clock)
-    async with CmqClient(server.url, cmq_credential) as client:
+    async with on_fake_clock() as (clock, server, client):
         await client.send("later", "soon", delay_seconds=12)
         assert server.queue("later").delayed_count() == 1
         assert await client.receive("later", wait=0) is None
@@ -143,12 +160,8 @@ async def test_long_poll_returns_a_delayed_message_when_it_becomes_visible(
         assert clock.sleeps == [12]
 
 
-async def test_visibility_timeout_redelivers_with_a_new_handle(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
-) -> None:
-    clock = FakeClock()
-    server = await cmq_server_factory(clock=clock, visibility_timeout=30)
-    async with CmqClient(server.url, cmq_credential) as client:
+async def test_visibility_timeout_redelivers_with_a_new_handle(on_fake_clock: OnFakeClock) -> None:
+    async with on_fake_clock(visibility_timeout=30) as (clock, server, client):
         await client.send("vt", "payload")
         first = await client.receive("vt", 0)
         assert first is not None
@@ -170,13 +183,9 @@ async def test_visibility_timeout_redelivers_with_a_new_handle(
         assert len(server.queue("vt")) == 0
 
 
-async def test_handle_expires_at_next_visible_time(
-    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
-) -> None:
-    clock = FakeClock()
-    server = await cmq_server_factory(clock=clock)
-    server.create_queue("short", visibility_timeout=5)
-    async with CmqClient(server.url, cmq_credential) as client:
+async def test_handle_expires_at_next_visible_time(on_fake_clock: OnFakeClock) -> None:
+    async with on_fake_clock() as (clock, server, client):
+        server.create_queue("short", visibility_timeout=5)
         await client.send("short", "x")
         message = await client.receive("short", 0)
         assert message is not None

@@ -27,6 +27,7 @@ from mpsflow.devservers.cmq import CmqServer
 from mpsflow.tencentcloud.cmq import CmqClient, Credential
 from mpsflow.tencentcloud.cmq.signing import DEFAULT_PATH
 from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
+from tests.sinks.peers import serve
 
 with warnings.catch_warnings():
     # cmq.account imports cmq.subscription, which imports the deprecated stdlib mailcap.
@@ -145,15 +146,8 @@ async def recorder() -> AsyncIterator[tuple[str, list[tuple[str, dict[str, str]]
 
     app = web.Application()
     app.router.add_route("*", DEFAULT_PATH, record)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serve(app) as base:
+        yield base, seen
 
 
 @pytest.mark.parametrize("http_method", ["POST", "GET"])

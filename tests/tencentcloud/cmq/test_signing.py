@@ -27,66 +27,78 @@ def _common(nonce: int, method: str = "HmacSHA1") -> dict[str, object]:
     }
 
 
-def test_vector_1_receive_post_sha1_legacy_host() -> None:
-    params = {
-        **_common(11886),
-        "Action": "ReceiveMessage",
-        "queueName": "mps-notify",
-        "pollingWaitSeconds": 10,
-    }
-    text = string_to_sign("POST", LEGACY, DEFAULT_PATH, params)
-    assert text == (
-        "POSTcmq-queue-gz.api.qcloud.com/v2/index.php?Action=ReceiveMessage&Nonce=11886"
-        "&RequestClient=SDK_Python_1.3&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
-        "&SignatureMethod=HmacSHA1&Timestamp=1465185768&pollingWaitSeconds=10"
-        "&queueName=mps-notify"
-    )
-    assert sign(SK, text, "HmacSHA1") == "VG2/Phd19sykgayCWZifQzS+rJA="
+_RECEIVE = {"Action": "ReceiveMessage", "queueName": "mps-notify", "pollingWaitSeconds": 10}
+_NOTE = '{"EventType":"WorkflowTask","Note":"a b&c=d 视频"}'
 
 
-def test_vector_2_receive_post_sha256_tdmq_host() -> None:
-    params = {
-        **_common(11886, "HmacSHA256"),
-        "Action": "ReceiveMessage",
-        "queueName": "mps-notify",
-        "pollingWaitSeconds": 10,
-    }
-    text = string_to_sign("POST", TDMQ, DEFAULT_PATH, params)
-    assert text.startswith("POSTcmq-gz.public.tencenttdmq.com/v2/index.php?Action=ReceiveMessage")
-    assert sign(SK, text, "HmacSHA256") == "jypR/8auY4c78G7oLq4Qxnmjiwg0dWZUpoTQ9YLHpns="
-
-
-def test_vector_3_batch_delete_get_sha1_with_token() -> None:
-    params = {
-        **_common(42),
-        "Action": "BatchDeleteMessage",
-        "Token": "tmpToken123",
-        "queueName": "mps-notify",
-        "receiptHandle.1": "283748239349283",
-        "receiptHandle.2": "283748239349284",
-    }
-    text = string_to_sign("GET", LEGACY, DEFAULT_PATH, params)
-    assert text == (
-        "GETcmq-queue-gz.api.qcloud.com/v2/index.php?Action=BatchDeleteMessage&Nonce=42"
-        "&RequestClient=SDK_Python_1.3&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
-        "&SignatureMethod=HmacSHA1&Timestamp=1465185768&Token=tmpToken123"
-        "&queueName=mps-notify&receiptHandle.1=283748239349283&receiptHandle.2=283748239349284"
-    )
-    assert sign(SK, text, "HmacSHA1") == "O0oT8V96ogy9/9jHfIZWaYngq0M="
-
-
-def test_vector_4_send_raw_special_characters() -> None:
-    body = '{"EventType":"WorkflowTask","Note":"a b&c=d 视频"}'
-    params = {
-        **_common(7),
-        "Action": "SendMessage",
-        "delaySeconds": 0,
-        "msgBody": body,
-        "queueName": "mps-notify",
-    }
-    text = string_to_sign("POST", LEGACY, DEFAULT_PATH, params)
-    assert f"&msgBody={body}&queueName=mps-notify" in text
-    assert sign(SK, text, "HmacSHA1") == "MQKhlxBMhN8y+ds2I13PaXIKY0Y="
+@pytest.mark.parametrize(
+    ("method", "host", "params", "text", "signature"),
+    [
+        pytest.param(
+            "POST",
+            LEGACY,
+            {**_common(11886), **_RECEIVE},
+            "POSTcmq-queue-gz.api.qcloud.com/v2/index.php?Action=ReceiveMessage&Nonce=11886"
+            "&RequestClient=SDK_Python_1.3&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
+            "&SignatureMethod=HmacSHA1&Timestamp=1465185768&pollingWaitSeconds=10"
+            "&queueName=mps-notify",
+            "VG2/Phd19sykgayCWZifQzS+rJA=",
+            id="1-receive-post-sha1-legacy-host",
+        ),
+        pytest.param(
+            "POST",
+            TDMQ,
+            {**_common(11886, "HmacSHA256"), **_RECEIVE},
+            "POSTcmq-gz.public.tencenttdmq.com/v2/index.php?Action=ReceiveMessage&Nonce=11886"
+            "&RequestClient=SDK_Python_1.3&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
+            "&SignatureMethod=HmacSHA256&Timestamp=1465185768&pollingWaitSeconds=10"
+            "&queueName=mps-notify",
+            "jypR/8auY4c78G7oLq4Qxnmjiwg0dWZUpoTQ9YLHpns=",
+            id="2-receive-post-sha256-tdmq-host",
+        ),
+        pytest.param(
+            "GET",
+            LEGACY,
+            {
+                **_common(42),
+                "Action": "BatchDeleteMessage",
+                "Token": "tmpToken123",
+                "queueName": "mps-notify",
+                "receiptHandle.1": "283748239349283",
+                "receiptHandle.2": "283748239349284",
+            },
+            "GETcmq-queue-gz.api.qcloud.com/v2/index.php?Action=BatchDeleteMessage&Nonce=42"
+            "&RequestClient=SDK_Python_1.3&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
+            "&SignatureMethod=HmacSHA1&Timestamp=1465185768&Token=tmpToken123"
+            "&queueName=mps-notify&receiptHandle.1=283748239349283&receiptHandle.2=283748239349284",
+            "O0oT8V96ogy9/9jHfIZWaYngq0M=",
+            id="3-batch-delete-get-sha1-with-token",
+        ),
+        pytest.param(
+            "POST",
+            LEGACY,
+            {
+                **_common(7),
+                "Action": "SendMessage",
+                "delaySeconds": 0,
+                "msgBody": _NOTE,
+                "queueName": "mps-notify",
+            },
+            "POSTcmq-queue-gz.api.qcloud.com/v2/index.php?Action=SendMessage&Nonce=7"
+            "&RequestClient=SDK_Python_1.3&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"
+            f"&SignatureMethod=HmacSHA1&Timestamp=1465185768&delaySeconds=0&msgBody={_NOTE}"
+            "&queueName=mps-notify",
+            "MQKhlxBMhN8y+ds2I13PaXIKY0Y=",
+            id="4-send-raw-special-characters",
+        ),
+    ],
+)
+def test_vectors_1_to_4(
+    method: str, host: str, params: dict[str, object], text: str, signature: str
+) -> None:
+    """The protocol notes' worked examples 1-4: the whole string to sign, and its signature."""
+    assert string_to_sign(method, host, DEFAULT_PATH, params) == text
+    assert sign(SK, text, str(params["SignatureMethod"])) == signature
 
 
 @pytest.mark.parametrize(
