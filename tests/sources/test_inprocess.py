@@ -52,12 +52,19 @@ class Blocking:
         raise AssertionError("unreachable")
 
 
-async def cut_off(source: InProcessSource, consumer: Blocking) -> None:
-    """Run ``source`` until ``consumer`` has every delivery it waits for, then cancel the run
-    (what the app does at its shutdown timeout)."""
+async def cut_off(
+    source: InProcessSource,
+    consumer: Callable[[Delivery], Awaitable[Outcome]],
+    blocking: Blocking | None = None,
+) -> None:
+    """Run ``source`` into ``consumer`` until ``blocking`` (``consumer`` itself by default) has
+    every delivery it waits for, then cancel the run (what the app does at its shutdown
+    timeout)."""
+    held = blocking if blocking is not None else consumer
+    assert isinstance(held, Blocking)
     async with anyio.create_task_group() as tg:
         tg.start_soon(source.run, SourceRuntime(consumer=consumer, stop=anyio.Event()))
-        await consumer.all_started.wait()
+        await held.all_started.wait()
         tg.cancel_scope.cancel()
 
 
@@ -149,11 +156,7 @@ async def test_the_same_delivery_object_queued_again_is_cut_off_and_comes_back_e
         return await blocking(received)
 
     with anyio.fail_after(TIMEOUT):
-        async with anyio.create_task_group() as tg:
-            runtime = SourceRuntime(consumer=put_it_once_more, stop=anyio.Event())
-            tg.start_soon(source.run, runtime)
-            await blocking.all_started.wait()
-            tg.cancel_scope.cancel()
+        await cut_off(source, put_it_once_more, blocking)
         seen: list[Delivery] = []
         await source.run(SourceRuntime(consumer=acking(seen), stop=anyio.Event()))
     assert [d.id for d in seen] == [delivery.id] * 3
@@ -220,11 +223,7 @@ async def test_running_the_same_file_source_again_resumes_where_it_was_cut_off(
 
     blocking = Blocking(1)
     with anyio.fail_after(TIMEOUT):
-        async with anyio.create_task_group() as tg:
-            runtime = SourceRuntime(consumer=ack_first_then_block, stop=anyio.Event())
-            tg.start_soon(source.run, runtime)
-            await blocking.all_started.wait()
-            tg.cancel_scope.cancel()
+        await cut_off(source, ack_first_then_block, blocking)
         seen: list[Delivery] = []
         await source.run(SourceRuntime(consumer=acking(seen), stop=anyio.Event()))
 
