@@ -13,6 +13,7 @@ from typing import Any, Literal
 import anyio
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.codec import DEFAULT_MAX_SIZE
 from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.middleware import DedupMiddleware
 from mpsflow.dedup.stores.base import IdempotencyStore
@@ -41,7 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_DEAD_LETTER_PATH = "mpsflow-dead-letters.jsonl"
-DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_BODY_SIZE = DEFAULT_MAX_SIZE
+"""The default body size limit (16 MiB): the codec's."""
 
 _log = logging.getLogger("mpsflow.app")
 
@@ -147,11 +149,14 @@ class App(Router):
         )
         return sink
 
-    def replace_sink(self, name: str, sink: Sink) -> None:
-        """Swap the sink registered as ``name`` (keeps its channel options); used by tests."""
+    def replace_sink(self, name: str, sink: Sink) -> Sink:
+        """Swap the sink registered as ``name`` (keeps its channel options); return the one it
+        replaces. Used by tests."""
         if name not in self._sinks:
             raise ConfigurationError(f"no sink named {name!r}")
-        self._sinks[name] = (sink, self._sinks[name][1])
+        previous, options = self._sinks[name]
+        self._sinks[name] = (sink, options)
+        return previous
 
     @property
     def sink_names(self) -> tuple[str, ...]:
@@ -181,21 +186,38 @@ class App(Router):
         return Idempotency(configured, clock=self.clock)
 
     def add_middleware(
-        self, middleware: Middleware, *, scope: Literal["handler", "delivery"] = "handler"
+        self,
+        middleware: Middleware,
+        *,
+        scope: Literal["handler", "delivery"] = "handler",
+        first: bool = False,
     ) -> None:
         """Add app-wide middleware.
 
         ``scope="delivery"`` wraps each whole delivery before decoding (sees raw bytes);
         ``scope="handler"`` wraps every handler run (outermost of the handler-scope chain).
+        Middleware runs in the order added; ``first=True`` puts it before the others.
         """
+        chain = self._middleware_list(scope)
+        chain.insert(0 if first else len(chain), middleware)
+
+    def remove_middleware(
+        self, middleware: Middleware, *, scope: Literal["handler", "delivery"] = "handler"
+    ) -> None:
+        """Take out middleware added with ``add_middleware`` (e.g. by a test harness)."""
+        chain = self._middleware_list(scope)
+        if middleware not in chain:
+            raise ConfigurationError(f"{middleware!r} is not {scope}-scope middleware of this app")
+        chain.remove(middleware)
+
+    def _middleware_list(self, scope: str) -> list[Middleware]:
         if self._pipeline is not None:
-            raise ConfigurationError("add middleware before the app starts")
+            raise ConfigurationError("change middleware before the app starts")
         if scope == "delivery":
-            self._delivery_middleware.append(middleware)
-        elif scope == "handler":
-            self._app_handler_middleware.append(middleware)
-        else:
-            raise ConfigurationError("scope must be 'handler' or 'delivery'")
+            return self._delivery_middleware
+        if scope == "handler":
+            return self._app_handler_middleware
+        raise ConfigurationError("scope must be 'handler' or 'delivery'")
 
     def on_startup(self, hook: Hook) -> Hook:
         """Run ``hook`` when the app starts (after sinks are open)."""

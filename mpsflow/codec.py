@@ -26,6 +26,7 @@ import msgspec
 
 from mpsflow.errors import DecodeError, PayloadTooLarge
 from mpsflow.events import LiveStreamNotification, MpsStruct, Notification
+from mpsflow.events._base import attach_raw
 from mpsflow.events.envelope import as_decode_error, carried, carried_text, wrapped_json
 from mpsflow.events.subtasks import find_unknown_parts, has_unknown_parts
 
@@ -173,8 +174,8 @@ def _finish(
         if doc is None and buf is not None:
             doc = _ANY_DECODER.decode(buf)
         for part, keys in unknown:
-            part._set_raw(_follow(doc, keys))
-        obj._set_raw(doc)
+            attach_raw(part, _follow(doc, keys))
+        attach_raw(obj, doc)
     return obj
 
 

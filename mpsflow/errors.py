@@ -1,4 +1,4 @@
-"""Every exception mpsflow raises or understands, in one place.
+"""Every exception the framework raises or understands, in one place.
 
 ::
 
@@ -15,7 +15,8 @@
         └── CmqError              a CMQ API call failed (see :mod:`mpsflow.tencentcloud.cmq`)
 
 ``Retry`` and ``Reject`` are control flow for handlers, not failures of mpsflow, so they sit
-outside ``MpsflowError``.
+outside ``MpsflowError``. (``mpsflow.testing.NotSettledError`` is a test assertion, an
+``AssertionError``, and lives with the test client.)
 """
 
 from __future__ import annotations

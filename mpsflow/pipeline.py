@@ -465,7 +465,7 @@ def _from_outcome(spec: HandlerSpec, outcome: Outcome) -> _HandlerResult:
     """How a run ended whose handler-scope middleware answered for it (dedup)."""
     settlement = outcome.settlement
     if settlement is Settlement.ACK:
-        done = outcome.cause is Cause.ALREADY_DONE
+        done = outcome.cause is Cause.ALREADY_DONE or outcome.duplicates_skipped > 0
         return _HandlerResult(spec, Cause.ALREADY_DONE if done else Cause.OK)
     if settlement is Settlement.RETRY:
         return _HandlerResult(

@@ -270,19 +270,15 @@ class TestClient:
 
     async def __aenter__(self) -> TestClient:
         app = self.app
-        self._saved = {
-            "clock": app.clock,
-            "dead": app.dead_letter_sink,
-            "sinks": {name: app._sinks[name][0] for name in app.sink_names},
-            "mw": list(app._app_handler_middleware),
-        }
+        self._saved = {"clock": app.clock, "dead": app.dead_letter_sink, "sinks": {}}
         app.clock = self.clock
         if self._capture:
             app.dead_letter_sink = self.dead_letter_sink
             for name in app.sink_names:
                 self.sinks[name] = MemorySink()
-                app.replace_sink(name, self.sinks[name])
-        app._app_handler_middleware[:0] = [self._recorder, *self._extra_middleware]
+                self._saved["sinks"][name] = app.replace_sink(name, self.sinks[name])
+        for middleware in reversed((self._recorder, *self._extra_middleware)):
+            app.add_middleware(middleware, first=True)
         await app.__aenter__()
         return self
 
@@ -296,7 +292,8 @@ class TestClient:
             sinks: dict[str, Sink] = self._saved["sinks"]
             for name, sink in sinks.items():
                 app.replace_sink(name, sink)
-            app._app_handler_middleware[:] = self._saved["mw"]
+            for middleware in (self._recorder, *self._extra_middleware):
+                app.remove_middleware(middleware)
 
     @property
     def calls(self) -> list[HandlerCall]:

@@ -40,6 +40,7 @@ _NOT_REEXPORTED = {
     "MEDIA_RESULT_SET_PATH",
     "MediaRoute",
     "OutcomeMixin",
+    "attach_raw",
     "error_text",
     "media_routes",
     "media_subtask",

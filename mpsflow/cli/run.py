@@ -139,7 +139,7 @@ def _files_source(args: argparse.Namespace, app: App) -> Source | None:
     paths: list[str] | None = args.files
     if not paths:
         return None
-    return FileSource(*paths, clock=app.clock)
+    return FileSource(*paths)
 
 
 _CMQ_KEYS = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY")
@@ -237,7 +237,6 @@ def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
         pollers=args.pollers,
         batch_size=args.batch,
         wait_seconds=args.wait,
-        clock=app.clock,
     )
 
     async def announce() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "RawPayload",
     "RedactedSecrets",
     "TaskResult",
+    "attach_raw",
     "error_text",
 ]
 
@@ -173,8 +174,11 @@ class RawPayload:
         """The JSON object as received (only kept when mpsflow did not know its type)."""
         return getattr(self, "_raw", None)
 
-    def _set_raw(self, value: Any) -> None:
-        setattr(self, "_raw", value)  # noqa: B010 - the Struct has a __dict__ for it
+
+def attach_raw(part: object, value: Any) -> None:
+    """Keep the JSON ``value`` a part was decoded from, as its ``raw`` (the codec does this for
+    parts whose type mpsflow does not know)."""
+    setattr(part, "_raw", value)  # noqa: B010 - the Struct has a __dict__ for it
 
 
 class RedactedSecrets:

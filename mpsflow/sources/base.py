@@ -11,12 +11,16 @@ from typing import Protocol, runtime_checkable
 import anyio
 import anyio.abc
 
-from mpsflow.delivery import Delivery, Outcome
+from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.sources.runtime import Consumer, SourceRuntime
 
 __all__ = ["PullSource", "Source"]
 
 _log = logging.getLogger("mpsflow.sources")
+
+_CONSUMER_FAILED = Outcome(
+    Settlement.RETRY, retry_after=1.0, reason="the consumer failed", cause=Cause.ERROR
+)
 
 
 @runtime_checkable
@@ -174,10 +178,18 @@ class _Loop:
             if queue and not self.wake_pending:
                 self._wake_one()
             try:
-                outcome = await consumer(delivery)
+                try:
+                    outcome = await consumer(delivery)
+                except Exception:
+                    # The pipeline never raises; a consumer that does (a wrapper, an app that
+                    # is not started) leaves the delivery for redelivery, never unsettled.
+                    _log.exception(
+                        "source %s: the consumer failed on delivery %s", source.name, delivery.id
+                    )
+                    outcome = _CONSUMER_FAILED
                 await source.settle(delivery, outcome)
             except Exception:
-                # The pipeline never raises; a failing settle leaves it for redelivery.
+                # A failing settle leaves it for the transport's redelivery.
                 _log.exception("source %s could not settle delivery %s", source.name, delivery.id)
             finally:
                 self.unsettled -= 1

@@ -41,7 +41,7 @@ class CmqSource(PullSource):
     Deletes are sent as soon as 16 are pending or ``delete_delay`` seconds after the first.
     Receive errors that may pass (network, throttling) back off and poll again; others (bad
     credentials, missing queue) end the run so the app's supervisor restarts it with backoff
-    and logs it.
+    and logs it. ``clock`` defaults to the runtime's (the app's).
     """
 
     def __init__(
@@ -69,7 +69,9 @@ class CmqSource(PullSource):
         self.batch_size = batch_size
         self.wait_seconds = wait_seconds
         self.delete_delay = delete_delay
-        self._clock = clock or SystemClock()
+        self._given_clock = clock
+        """The clock given to the constructor; without one, each run uses the runtime's."""
+        self._clock: Clock = clock or SystemClock()
         self._backoff = error_backoff or RetryPolicy(
             max_attempts=1_000_000, base_delay=0.5, max_delay=30.0
         )
@@ -87,6 +89,8 @@ class CmqSource(PullSource):
         return f"CmqSource({self.client.url!r}, queue={self.queue!r})"
 
     async def run(self, runtime: SourceRuntime) -> None:
+        if self._given_clock is None:
+            self._clock = runtime.clock
         async with anyio.create_task_group() as tg:
             done = anyio.Event()
             tg.start_soon(self._delete_loop, done)

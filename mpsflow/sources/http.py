@@ -10,7 +10,9 @@ outcome (settlement, cause)        response
 acked                              200 ``{"code":0}``
 dead-lettered (Reject, exhausted)  200 ``{"code":0}``: recorded, MPS need not resend it
 dead-lettered, ``MALFORMED``       400 ``{"code":400,"error":…,"path":"$.X"}``
-dead-lettered, ``TOO_LARGE``       413 (``Content-Length`` checked before reading)
+dead-lettered, ``TOO_LARGE``       413
+body over the limit at the door    413, not read and not recorded (``Content-Length`` or
+                                   the bytes read so far are over ``max_body_size``)
 rejected, ``UNAUTHENTICATED``      401, never retried by the pipeline
 rejected otherwise                 400
 retry, ``ERROR``/``TIMEOUT``       500 with ``Retry-After``

@@ -60,7 +60,9 @@ class InProcessSource(PullSource):
     ) -> None:
         super().__init__(max_in_flight=max_in_flight, pollers=1)
         self.name = name
-        self._clock = clock or SystemClock()
+        self._given_clock = clock
+        """The clock given to the constructor; without one, each run uses the runtime's."""
+        self._clock: Clock = clock or SystemClock()
         self._close_when_done = close_when_done
         self._queue: deque[Delivery] = deque()
         self._more_items: Iterator[Delivery] | None = None
@@ -111,6 +113,8 @@ class InProcessSource(PullSource):
             changed.set()
 
     async def run(self, runtime: SourceRuntime) -> None:
+        if self._given_clock is None:
+            self._clock = runtime.clock
         if not self._more_started:
             self._more_started = True
             self._more_items = self._more()

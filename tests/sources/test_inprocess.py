@@ -230,3 +230,21 @@ async def test_running_the_same_file_source_again_resumes_where_it_was_cut_off(
     assert first_run == [f"{path}:1", f"{path}:2"]
     assert [(d.id, d.attempt) for d in seen] == [(f"{path}:2", 1), (f"{path}:3", 1)]
     assert [s.delivery.id for s in source.report] == [f"{path}:{n}" for n in (1, 2, 3)]
+
+
+async def test_a_consumer_that_raises_leaves_the_delivery_for_redelivery() -> None:
+    """The pipeline never raises, but a wrapper around it may: the delivery is retried, not
+    left unsettled (which would keep a finite source from ever finishing)."""
+    source = MemorySource([note(1)], clock=FakeClock())
+    seen: list[Delivery] = []
+
+    async def fail_once(delivery: Delivery) -> Outcome:
+        seen.append(delivery)
+        if len(seen) == 1:
+            raise RuntimeError("a broken wrapper")
+        return ACK
+
+    with anyio.fail_after(TIMEOUT):
+        await source.run(SourceRuntime(consumer=fail_once, stop=anyio.Event()))
+    assert [d.attempt for d in seen] == [1, 2]
+    assert source.counts == {Settlement.RETRY: 1, Settlement.ACK: 1}
