@@ -93,8 +93,9 @@ class SinkHarness(abc.ABC):
     """Nor when a new sink on the same peer (a re-run after a crash) resends it."""
     transient_faults: ClassVar[tuple[Fault, ...]] = (Fault.TRANSIENT,)
     """The transient failures the peer can be made to have."""
-    absorbed: ClassVar[frozenset[Fault]] = frozenset()
-    """Failures retried once below the sink, so the channel never sees them."""
+    client_retries: ClassVar[frozenset[Fault]] = frozenset()
+    """Failures the sink's own HTTP client may retry below the sink (whether it does depends
+    on the client's version), so the channel may never see them."""
     records_per_request: ClassVar[int] = 1
     """How many records of a batch go to the peer in one request (at most)."""
     impossible: ClassVar[Mapping[Case, str]] = {}
@@ -398,9 +399,10 @@ class S3Harness(_HttpHarness[S3Front]):
 
     name = "cos"
     ordered = False  # one object a record, written concurrently
-    # aiohttp (under aiobotocore) resends an idempotent PUT once when the connection drops
-    # (RFC 9112 9.3.1); it overwrites the same object, so the record is still stored once.
-    absorbed = frozenset({Fault.NETWORK})
+    # aiohttp under recent aiobotocore resends an idempotent PUT once when the connection
+    # drops (RFC 9112 9.3.1), older ones do not; either way the PUT overwrites the same
+    # object, so the record is still stored once.
+    client_retries = frozenset({Fault.NETWORK})
     dedup_in_process = True  # a keyed record is always written to the same object
     dedup_across_processes = True
     _KEYED = re.compile(r"mps/(?!\d{4}-\d\d-\d\d/)[^/]+/(?P<key>[^/]+)\.json")

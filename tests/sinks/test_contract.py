@@ -130,8 +130,9 @@ async def test_transient_failures_are_retried_until_delivered_once(harness: Sink
         await (await channel.submit(record(0), idempotency_key=key(0))).wait()
     assert await harness.ids() == [0]
     assert await harness.requests() == 3
-    retried = sum(fault not in harness.absorbed for fault in faults)  # by the channel
-    assert harness.sink_calls == 1 + retried
+    retried = harness.sink_calls - 1  # by the channel, each after its backoff
+    below = sum(fault in harness.client_retries for fault in faults)  # maybe by the client
+    assert len(faults) - below <= retried <= len(faults)
     assert len(clock.sleeps) == retried
 
 
