@@ -16,6 +16,7 @@ from mpsflow.errors import (
     Reject,
     Retry,
     SinkError,
+    StartupError,
     StoreUnavailable,
 )
 from mpsflow.events import LiveStreamNotification, Notification
@@ -53,6 +54,7 @@ __all__ = [
     "SinkError",
     "Source",
     "SourceRuntime",
+    "StartupError",
     "StoreUnavailable",
     "SystemClock",
     "current_context",

@@ -2,7 +2,8 @@
 
 Regenerate with ``python scripts/gen_typed_on.py``; the keyword options come from
 ``mpsflow.handler_options.ON_OPTIONS``. A handler registered for a key must accept that key's
-result type as its first parameter and a ``Context`` as its second; anything else is a type
+result type as its first parameter and a ``Context`` as its second, and ``status=`` must name
+statuses that key's results can have (``mpsflow.events.statuses``); anything else is a type
 error. A non-literal ``str`` key falls back to an untyped handler (still checked at
 registration time).
 """
@@ -14,16 +15,27 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
 
 from mpsflow import events
 from mpsflow.context import Context
+from mpsflow.events import statuses
 from mpsflow.middleware.base import Middleware
 from mpsflow.retry import RetryPolicy
 from mpsflow.routing import HandlerFunc
 
-__all__ = ["Handler", "OnOptions", "TypedOn"]
+__all__ = ["Handler", "OnOptions", "StatusOrWhenDoesNotFitKey", "TypedOn"]
 
 _T = TypeVar("_T")
 
 Handler = Callable[[_T, Context], Awaitable[object]]
 """An async handler of one result type: ``async def h(result: T, ctx: Context) -> None``."""
+
+
+class StatusOrWhenDoesNotFitKey:
+    """The only thing ``on`` takes, for mypy, when its ``status`` or ``when`` does not fit the key.
+
+    Decorating a handler is then a type error that names this class: a ``status`` the key's
+    results never have (``status="SUCESS"``, or any status for a key without one) or a
+    ``when`` that does not take the key's result type. At runtime ``on`` raises
+    ``ConfigurationError`` for the status, with the statuses the key has.
+    """
 
 
 class OnOptions(TypedDict):
@@ -51,11 +63,11 @@ class TypedOn:
         ) -> Callable[[HandlerFunc], HandlerFunc]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiDubbing"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AIDubbingTaskResult], bool] | None = None,
@@ -68,11 +80,11 @@ class TypedOn:
     ) -> Callable[[Handler[events.AIDubbingTaskResult]], Handler[events.AIDubbingTaskResult]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisResult], bool] | None = None,
@@ -85,11 +97,11 @@ class TypedOn:
     ) -> Callable[[Handler[events.AiAnalysisResult]], Handler[events.AiAnalysisResult]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Classification"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskClassificationResult], bool] | None = None,
@@ -105,11 +117,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Cover"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskCoverResult], bool] | None = None,
@@ -124,11 +136,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Cutout"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskCutoutResult], bool] | None = None,
@@ -143,11 +155,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.DeLogo"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskDelLogoResult], bool] | None = None,
@@ -162,11 +174,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Description"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskDescriptionResult], bool] | None = None,
@@ -182,11 +194,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Dubbing"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskDubbingResult], bool] | None = None,
@@ -201,11 +213,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.FrameTag"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskFrameTagResult], bool] | None = None,
@@ -220,11 +232,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Generic"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskGenericResult], bool] | None = None,
@@ -239,11 +251,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.HeadTailRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskHeadTailResult], bool] | None = None,
@@ -258,11 +270,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Highlight"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskHighlightResult], bool] | None = None,
@@ -278,11 +290,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.HorizontalToVertical"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskHorizontalToVerticalResult], bool] | None = None,
@@ -298,11 +310,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Reel"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskReelResult], bool] | None = None,
@@ -317,11 +329,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.SegmentRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskSegmentResult], bool] | None = None,
@@ -336,11 +348,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.Tag"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskTagResult], bool] | None = None,
@@ -355,11 +367,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.VideoComprehension"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskVideoComprehensionResult], bool] | None = None,
@@ -375,11 +387,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysis.VideoRemake"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiAnalysisTaskVideoRemakeResult], bool] | None = None,
@@ -395,11 +407,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiContentReviewResult], bool] | None = None,
@@ -414,11 +426,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiRecognitionResult], bool] | None = None,
@@ -431,11 +443,11 @@ class TypedOn:
     ) -> Callable[[Handler[events.AiRecognitionResult]], Handler[events.AiRecognitionResult]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognition.AsrFullTextRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiRecognitionTaskAsrFullTextResult], bool] | None = None,
@@ -451,11 +463,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognition.AsrWordsRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiRecognitionTaskAsrWordsResult], bool] | None = None,
@@ -471,11 +483,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognition.FaceRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiRecognitionTaskFaceResult], bool] | None = None,
@@ -490,11 +502,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognition.ObjectRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiRecognitionTaskObjectResult], bool] | None = None,
@@ -510,11 +522,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognition.OcrFullTextRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiRecognitionTaskOcrFullTextResult], bool] | None = None,
@@ -530,11 +542,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognition.OcrWordsRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiRecognitionTaskOcrWordsResult], bool] | None = None,
@@ -550,11 +562,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognition.TransTextRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiRecognitionTaskTransTextResult], bool] | None = None,
@@ -570,11 +582,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Political.Asr"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskPoliticalAsrResult], bool] | None = None,
@@ -590,11 +602,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Political.Ocr"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskPoliticalOcrResult], bool] | None = None,
@@ -610,11 +622,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Political"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskPoliticalResult], bool] | None = None,
@@ -629,11 +641,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Porn.Asr"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskPornAsrResult], bool] | None = None,
@@ -648,11 +660,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Porn.Ocr"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskPornOcrResult], bool] | None = None,
@@ -667,11 +679,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Porn"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskPornResult], bool] | None = None,
@@ -686,11 +698,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Prohibited.Asr"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskProhibitedAsrResult], bool] | None = None,
@@ -706,11 +718,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Prohibited.Ocr"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskProhibitedOcrResult], bool] | None = None,
@@ -726,11 +738,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Terrorism.Ocr"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskTerrorismOcrResult], bool] | None = None,
@@ -746,11 +758,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiContentReview.Terrorism"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.AiReviewTaskTerrorismResult], bool] | None = None,
@@ -765,11 +777,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["BatchSmartSubtitles"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.BatchSmartSubtitlesResult], bool] | None = None,
@@ -784,11 +796,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["BatchTask"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.BatchSubTaskResult], bool] | None = None,
@@ -801,11 +813,11 @@ class TypedOn:
     ) -> Callable[[Handler[events.BatchSubTaskResult]], Handler[events.BatchSubTaskResult]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["EditMediaTask"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskFlowStatus | Collection[statuses.TaskFlowStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.EditMediaTask], bool] | None = None,
@@ -818,11 +830,13 @@ class TypedOn:
     ) -> Callable[[Handler[events.EditMediaTask]], Handler[events.EditMediaTask]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["ExtractBlindWatermark"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.BlindWatermarkStatus
+        | Collection[statuses.BlindWatermarkStatus]
+        | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.ExtractBlindWatermarkTask], bool] | None = None,
@@ -837,11 +851,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiAnalysisResult"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.LiveStreamAiAnalysisResultInfo], bool] | None = None,
@@ -857,11 +871,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiQualityControlResult"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.LiveStreamAiQualityControlResultInfo], bool] | None = None,
@@ -877,11 +891,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiRecognitionResult"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.LiveStreamAiRecognitionResultInfo], bool] | None = None,
@@ -897,11 +911,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiReviewResult"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.LiveStreamAiReviewResultInfo], bool] | None = None,
@@ -916,11 +930,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiSmartSubtitleResult"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.LiveStreamAiSmartSubtitleResultInfo], bool] | None = None,
@@ -936,11 +950,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["ProcessEof"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.LiveStreamProcessErrorInfo], bool] | None = None,
@@ -955,11 +969,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["LiveRecordResult"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.LiveStreamRecordResultInfo], bool] | None = None,
@@ -974,11 +988,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AdaptiveDynamicStreaming"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.MediaProcessTaskAdaptiveDynamicStreamingResult], bool] | None = None,
@@ -994,11 +1008,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AnimatedGraphics"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.MediaProcessTaskAnimatedGraphicResult], bool] | None = None,
@@ -1014,11 +1028,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["ImageSprites"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.MediaProcessTaskImageSpriteResult], bool] | None = None,
@@ -1034,11 +1048,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["CoverBySnapshot"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.MediaProcessTaskResult], bool] | None = None,
@@ -1053,11 +1067,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["SampleSnapshot"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.MediaProcessTaskSampleSnapshotResult], bool] | None = None,
@@ -1073,11 +1087,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["SnapshotByTimeOffset"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.MediaProcessTaskSnapshotByTimeOffsetResult], bool] | None = None,
@@ -1093,11 +1107,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["Transcode"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.MediaProcessTaskTranscodeResult], bool] | None = None,
@@ -1113,11 +1127,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["Unknown"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.NoStatus | Collection[statuses.NoStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.MpsStruct], bool] | None = None,
@@ -1130,11 +1144,11 @@ class TypedOn:
     ) -> Callable[[Handler[events.MpsStruct]], Handler[events.MpsStruct]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["SmartSubtitles.PureSubtitleTrans"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.PureSubtitleTransResult], bool] | None = None,
@@ -1149,11 +1163,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["Schedule.AiAnalysis"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.ScheduleAnalysisTaskResult], bool] | None = None,
@@ -1168,11 +1182,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["ExecRule"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.ScheduleExecRuleTaskResult], bool] | None = None,
@@ -1187,11 +1201,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["AiQualityControl"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.ScheduleQualityControlTaskResult], bool] | None = None,
@@ -1207,11 +1221,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["Schedule.AiRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.ScheduleRecognitionTaskResult], bool] | None = None,
@@ -1227,11 +1241,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["Schedule.AiContentReview"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.ScheduleReviewTaskResult], bool] | None = None,
@@ -1246,11 +1260,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["Schedule.SmartSubtitles"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.ScheduleSmartSubtitleTaskResult], bool] | None = None,
@@ -1266,11 +1280,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["ScheduleTask"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskFlowStatus | Collection[statuses.TaskFlowStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.ScheduleTask], bool] | None = None,
@@ -1283,11 +1297,11 @@ class TypedOn:
     ) -> Callable[[Handler[events.ScheduleTask]], Handler[events.ScheduleTask]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["SmartErase"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.SmartEraseTaskResult], bool] | None = None,
@@ -1300,11 +1314,11 @@ class TypedOn:
     ) -> Callable[[Handler[events.SmartEraseTaskResult]], Handler[events.SmartEraseTaskResult]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["SmartSubtitles.AsrFullTextRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.SmartSubtitleTaskAsrFullTextResult], bool] | None = None,
@@ -1320,11 +1334,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["SmartSubtitles.OcrFullTextRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.SmartSubtitleTaskFullTextResult], bool] | None = None,
@@ -1340,11 +1354,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["SmartSubtitles.TransTextRecognition"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.SmartSubtitleTaskTransTextResult], bool] | None = None,
@@ -1360,11 +1374,11 @@ class TypedOn:
     ]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["SmartSubtitles"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskStatus | Collection[statuses.TaskStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.SmartSubtitlesResult], bool] | None = None,
@@ -1377,11 +1391,11 @@ class TypedOn:
     ) -> Callable[[Handler[events.SmartSubtitlesResult]], Handler[events.SmartSubtitlesResult]]: ...
 
     @overload
-    def on(
+    def on(  # type: ignore[overload-overlap]
         self,
         key: Literal["WorkflowTask"],
         *,
-        status: str | Collection[str] | None = None,
+        status: statuses.TaskFlowStatus | Collection[statuses.TaskFlowStatus] | None = None,
         failed: bool | None = None,
         ok: bool | None = None,
         when: Callable[[events.WorkflowTask], bool] | None = None,
@@ -1392,6 +1406,94 @@ class TypedOn:
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
     ) -> Callable[[Handler[events.WorkflowTask]], Handler[events.WorkflowTask]]: ...
+
+    @overload
+    def on(  # type: ignore[overload-overlap]
+        self,
+        key: Literal[
+            "AdaptiveDynamicStreaming",
+            "AiAnalysis",
+            "AiAnalysis.Classification",
+            "AiAnalysis.Cover",
+            "AiAnalysis.Cutout",
+            "AiAnalysis.DeLogo",
+            "AiAnalysis.Description",
+            "AiAnalysis.Dubbing",
+            "AiAnalysis.FrameTag",
+            "AiAnalysis.Generic",
+            "AiAnalysis.HeadTailRecognition",
+            "AiAnalysis.Highlight",
+            "AiAnalysis.HorizontalToVertical",
+            "AiAnalysis.Reel",
+            "AiAnalysis.SegmentRecognition",
+            "AiAnalysis.Tag",
+            "AiAnalysis.VideoComprehension",
+            "AiAnalysis.VideoRemake",
+            "AiAnalysisResult",
+            "AiContentReview",
+            "AiContentReview.Political",
+            "AiContentReview.Political.Asr",
+            "AiContentReview.Political.Ocr",
+            "AiContentReview.Porn",
+            "AiContentReview.Porn.Asr",
+            "AiContentReview.Porn.Ocr",
+            "AiContentReview.Prohibited.Asr",
+            "AiContentReview.Prohibited.Ocr",
+            "AiContentReview.Terrorism",
+            "AiContentReview.Terrorism.Ocr",
+            "AiDubbing",
+            "AiQualityControl",
+            "AiQualityControlResult",
+            "AiRecognition",
+            "AiRecognition.AsrFullTextRecognition",
+            "AiRecognition.AsrWordsRecognition",
+            "AiRecognition.FaceRecognition",
+            "AiRecognition.ObjectRecognition",
+            "AiRecognition.OcrFullTextRecognition",
+            "AiRecognition.OcrWordsRecognition",
+            "AiRecognition.TransTextRecognition",
+            "AiRecognitionResult",
+            "AiReviewResult",
+            "AiSmartSubtitleResult",
+            "AnimatedGraphics",
+            "BatchSmartSubtitles",
+            "BatchTask",
+            "CoverBySnapshot",
+            "EditMediaTask",
+            "ExecRule",
+            "ExtractBlindWatermark",
+            "ImageSprites",
+            "LiveRecordResult",
+            "ProcessEof",
+            "SampleSnapshot",
+            "Schedule.AiAnalysis",
+            "Schedule.AiContentReview",
+            "Schedule.AiRecognition",
+            "Schedule.SmartSubtitles",
+            "ScheduleTask",
+            "SmartErase",
+            "SmartSubtitles",
+            "SmartSubtitles.AsrFullTextRecognition",
+            "SmartSubtitles.OcrFullTextRecognition",
+            "SmartSubtitles.PureSubtitleTrans",
+            "SmartSubtitles.TransTextRecognition",
+            "SnapshotByTimeOffset",
+            "Transcode",
+            "Unknown",
+            "WorkflowTask",
+        ],
+        *,
+        status: str | Collection[str] | None = None,
+        failed: bool | None = None,
+        ok: bool | None = None,
+        when: Callable[[Any], bool] | None = None,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        middleware: Iterable[Middleware] = (),
+        emits: Iterable[str] = (),
+    ) -> Callable[[StatusOrWhenDoesNotFitKey], StatusOrWhenDoesNotFitKey]: ...
 
     @overload
     def on(
@@ -1424,7 +1526,7 @@ class TypedOn:
         max_concurrency: int | None = None,
         middleware: Iterable[Middleware] = (),
         emits: Iterable[str] = (),
-    ) -> Callable[[Any], Any]:
+    ) -> Any:
         """Register the decorated ``async def handler(result, ctx)`` for ``key``.
 
         ``key`` is an ``EventType`` (``"WorkflowTask"``), a subtask key (``"Transcode"``,
@@ -1432,7 +1534,7 @@ class TypedOn:
         ``ConfigurationError`` at once. The options filter results or set per-handler
         policies:
 
-        * ``status``: only results whose ``Status`` is this one (or one of these).
+        * ``status``: only results whose ``Status`` is this one (or one of these the key can have).
         * ``failed``: only failed results (``False``: only not failed).
         * ``ok``: only successful results (``False``: only not ok).
         * ``when``: only results this predicate accepts.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
@@ -18,10 +20,11 @@ from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.middleware import DedupMiddleware
 from mpsflow.dedup.stores.base import IdempotencyStore
 from mpsflow.delivery import Cause, Delivery, Outcome
-from mpsflow.errors import ConfigurationError
+from mpsflow.errors import ConfigurationError, MpsflowError
 from mpsflow.middleware.base import Middleware
-from mpsflow.observability.health import Readiness, ReadinessCheck, probe
+from mpsflow.observability.health import Readiness, ReadinessCheck, probe, require_store
 from mpsflow.observability.metrics import InMemoryMetrics, Metrics
+from mpsflow.observability.summaries import DEFERRAL_SUMMARY_INTERVAL, describe_in_flight
 from mpsflow.pipeline import Pipeline, UnmatchedPolicy
 from mpsflow.retry import RetryPolicy
 from mpsflow.router import Router
@@ -94,6 +97,10 @@ class App(Router):
         self.metrics: Metrics = metrics or InMemoryMetrics()
         self.max_body_size = max_body_size
         self.shutdown_timeout = shutdown_timeout
+        self.drain_report_interval = 5.0
+        """Seconds between two "draining: …" lines while ``run`` drains."""
+        self.deferral_summary_interval = DEFERRAL_SUMMARY_INTERVAL
+        """Seconds between two "deferred N handler runs …" summary lines, at most."""
         self.unmatched: UnmatchedPolicy = unmatched
         self._dead_letter_sink: Sink = (
             JsonlSink(os.fspath(dead_letters))
@@ -363,32 +370,49 @@ class App(Router):
             self._stop.set()
 
     async def run(self, *sources: Source, handle_signals: bool = True) -> None:
-        """Feed ``sources`` into the pipeline until they end or the app is stopped."""
+        """Feed ``sources`` into the pipeline until they end or the app is stopped.
+
+        Startup failures end it with a :class:`~mpsflow.errors.StartupError` (or the
+        ``ConfigurationError`` a source raised on its first run) instead of a restart loop: a
+        source that cannot start (a port in use, credentials refused), or a dedup store that
+        does not answer. A source that fails later is restarted with backoff. On SIGTERM or
+        SIGINT (``handle_signals``) in-flight work drains for up to ``shutdown_timeout``
+        seconds; the same signal again stops at once, leaves in-flight work for redelivery
+        and raises ``KeyboardInterrupt`` once the app is closed.
+        """
         if not sources:
             raise ConfigurationError("run() needs at least one source")
+        run = _Run(anyio.Event())
         async with self:
-            stop = self._stop = anyio.Event()
+            if self._dedup is not None:
+                await require_store(self._dedup.store)
+            self._stop = run.stop
             try:
                 async with anyio.create_task_group() as outer:
+                    run.scope = outer.cancel_scope
                     if handle_signals and threading.current_thread() is threading.main_thread():
-                        outer.start_soon(_stop_on_signals, stop)
-                    outer.start_soon(self._run_sources, sources, stop, outer.cancel_scope)
+                        outer.start_soon(self._stop_on_signals, run)
+                    outer.start_soon(self._run_sources, sources, run)
             finally:
                 self._stop = None
+                self._log_deferrals()
+        if run.failure is not None:
+            raise run.failure
+        if run.interrupted:
+            raise KeyboardInterrupt
 
-    async def _run_sources(
-        self, sources: Sequence[Source], stop: anyio.Event, done: anyio.CancelScope
-    ) -> None:
+    async def _run_sources(self, sources: Sequence[Source], run: _Run) -> None:
         """Run every source under supervision; past the shutdown timeout, cancel them."""
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._enforce_shutdown_timeout, stop, tg.cancel_scope)
+            tg.start_soon(self._drain, run, tg.cancel_scope)
+            tg.start_soon(self._summarize_deferrals)
             if self._dedup is not None:
                 tg.start_soon(self._settle_store_faults, self._dedup)
             async with anyio.create_task_group() as supervised:
                 for source in sources:
-                    supervised.start_soon(self._supervise, source, stop)
+                    supervised.start_soon(self._supervise, source, run)
             tg.cancel_scope.cancel()  # every source ended: the timeout watch is not needed
-        done.cancel()
+        run.scope.cancel()
 
     async def _settle_store_faults(self, idempotency: Idempotency) -> None:
         """Write what dedup store faults left (completions, lost claims) once the store is
@@ -402,35 +426,100 @@ class App(Router):
             if idempotency.unsettled:
                 await idempotency.settle_pending()
 
-    async def _enforce_shutdown_timeout(
-        self, stop: anyio.Event, drain_scope: anyio.CancelScope
-    ) -> None:
-        await stop.wait()
-        with anyio.move_on_after(self.shutdown_timeout) as waited:
-            await anyio.sleep_forever()
+    async def _summarize_deferrals(self) -> None:
+        """One summary line per interval while handler runs are deferred (in real time)."""
+        while True:
+            await anyio.sleep(self.deferral_summary_interval)
+            self._log_deferrals()
+
+    def _log_deferrals(self) -> None:
+        pipeline = self._pipeline
+        line = pipeline.deferrals.summary() if pipeline is not None else None
+        if line is not None:
+            _log.info("%s", line)
+
+    async def _drain(self, run: _Run, drain_scope: anyio.CancelScope) -> None:
+        """Once ``stop`` is set: say what the drain waits for, every ``drain_report_interval``
+        seconds, and cancel the sources when the shutdown timeout is reached."""
+        await run.stop.wait()
+        timeout = self.shutdown_timeout
+        deadline = anyio.current_time() + timeout
+        with anyio.move_on_after(timeout) as waited:
+            while True:
+                self._report_drain(deadline - anyio.current_time())
+                await anyio.sleep(self.drain_report_interval)
         if waited.cancelled_caught:
             _log.warning(
-                "shutdown timeout (%.1fs) reached; unfinished deliveries are left for redelivery",
-                self.shutdown_timeout,
+                "shutdown timeout (%gs) reached; leaving %s for redelivery",
+                timeout,
+                describe_in_flight(self._in_flight()),
             )
             drain_scope.cancel()
 
-    async def _supervise(self, source: Source, stop: anyio.Event) -> None:
+    def _in_flight(self) -> dict[str, int]:
+        pipeline = self._pipeline
+        return pipeline.in_flight if pipeline is not None else {}
+
+    def _report_drain(self, left: float) -> None:
+        in_flight = self._in_flight()
+        if in_flight:
+            _log.info(
+                "draining: %s; up to %ds left",
+                describe_in_flight(in_flight),
+                math.ceil(left),
+            )
+
+    async def _stop_on_signals(self, run: _Run) -> None:
+        """SIGTERM/SIGINT: drain. The same signal again: stop at once (``run.interrupted``)."""
+        seen: set[int] = set()
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if signum in seen:
+                    _log.warning(
+                        "received %s again: stopping now, leaving %s for redelivery",
+                        name,
+                        describe_in_flight(self._in_flight()),
+                    )
+                    run.interrupted = True
+                    run.scope.cancel()
+                    return
+                seen.add(signum)
+                _log.info(
+                    "received %s; draining for up to %gs (%s again stops at once)",
+                    name,
+                    self.shutdown_timeout,
+                    name,
+                )
+                run.stop.set()
+
+    async def _supervise(self, source: Source, run: _Run) -> None:
+        """Run ``source``, restarting it with backoff when it fails; a ``ConfigurationError``
+        (``StartupError`` included) on its first run stops the app instead."""
         name = getattr(source, "name", type(source).__name__)
-        runtime = self.source_runtime(stop)
+        runtime = self.source_runtime(run.stop)
         delay = 0.5
+        first = True
         while True:
             try:
                 await source.run(runtime)
                 return
-            except ConfigurationError as exc:  # a setting, not a bug: its message says it all
-                _log.error("source %s cannot run: %s; retrying in %.1fs", name, exc, delay)
-            except Exception:
-                _log.exception("source %s crashed; restarting in %.1fs", name, delay)
-            if stop.is_set():
+            except Exception as exc:
+                cause = _root_cause(exc)
+                if first and isinstance(cause, ConfigurationError):
+                    run.fail(cause)
+                    return
+                if isinstance(cause, ConfigurationError):  # a setting, not a bug
+                    _log.error("source %s cannot run: %s; restarting in %gs", name, cause, delay)
+                elif isinstance(cause, MpsflowError):  # expected (CMQ refused, …): its words
+                    _log.error("source %s failed: %s; restarting in %gs", name, cause, delay)
+                else:
+                    _log.error("source %s crashed; restarting in %gs", name, delay, exc_info=cause)
+            first = False
+            if run.stop.is_set():
                 return
             await self.clock.sleep(delay)
-            if stop.is_set():
+            if run.stop.is_set():
                 return
             delay = min(delay * 2, 30.0)
 
@@ -445,8 +534,36 @@ class App(Router):
         anyio.run(lambda: self.run(*sources))
 
 
-async def _stop_on_signals(stop: anyio.Event) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            _log.info("received %s; draining", signal.Signals(signum).name)
-            stop.set()
+@dataclass(slots=True)
+class _Run:
+    """One ``App.run``: its stop event, its outermost cancel scope, and how it ended."""
+
+    stop: anyio.Event
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    failure: ConfigurationError | None = None
+    """The first source that could not start: ``run`` raises it once the app is closed."""
+    interrupted: bool = False
+    """A second signal stopped the app at once: ``run`` raises ``KeyboardInterrupt``."""
+
+    def fail(self, error: ConfigurationError) -> None:
+        """A source cannot start: stop the others (they drain) and end with ``error``."""
+        if self.failure is None:
+            self.failure = error
+        self.stop.set()
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The failure an exception group stands for: its first ``ConfigurationError``, else its
+    first leaf (task groups wrap what a source's tasks raise)."""
+    leaves: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        inner = getattr(current, "exceptions", None)  # an (exception) group, also on 3.10
+        if isinstance(inner, tuple):
+            pending[:0] = [e for e in inner if isinstance(e, BaseException)]
+        else:
+            leaves.append(current)
+    return next(
+        (e for e in leaves if isinstance(e, ConfigurationError)), leaves[0] if leaves else exc
+    )

@@ -9,6 +9,7 @@
         ├── DecodeError           not a valid MPS notification (``path`` says where); ValueError
         │   └── PayloadTooLarge   over the size limit, refused before parsing
         ├── ConfigurationError    the app is wired wrongly: fix it and start again
+        │   └── StartupError      could not start (port in use, keys refused, store down)
         ├── StoreUnavailable      the idempotency store cannot be reached: retried later
         ├── SinkError             a sink could not deliver a record (``transient`` or not)
         ├── InvocationFailed      an SCF invocation failed retryably, so the platform retries it
@@ -35,6 +36,7 @@ __all__ = [
     "Reject",
     "Retry",
     "SinkError",
+    "StartupError",
     "StoreUnavailable",
 ]
 
@@ -82,6 +84,16 @@ class PayloadTooLarge(DecodeError):
 
 class ConfigurationError(MpsflowError):
     """The app is wired wrongly (unknown routing key, unknown sink name, bad option)."""
+
+
+class StartupError(ConfigurationError):
+    """The app could not start: what it was told to use refused it, so it stops at once.
+
+    Raised by a source before it has served (it cannot listen on its address, the queue
+    refused the credentials or does not exist) or by ``App.run`` when the idempotency store
+    does not answer at startup. ``App.run`` ends with it instead of restarting the source:
+    the message says what failed and what to do, in one line.
+    """
 
 
 class StoreUnavailable(MpsflowError):

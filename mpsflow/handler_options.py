@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["ON_OPTIONS", "RESULT", "OnOption"]
+__all__ = ["ON_OPTIONS", "RESULT", "STATUS", "OnOption"]
 
 RESULT = "{result}"
 """Placeholder in an annotation for the routing key's result type (``Any`` when untyped)."""
+
+STATUS = "{status}"
+"""Placeholder in an annotation for the ``Literal`` of the statuses the routing key's results
+can have (``mpsflow.events.statuses``; ``str`` when untyped)."""
 
 
 class OnOption(NamedTuple):
@@ -24,7 +28,8 @@ class OnOption(NamedTuple):
 
     name: str
     annotation: str
-    """The annotation as written in the signatures; ``RESULT`` stands for the result type."""
+    """The annotation as written in the signatures; ``RESULT`` stands for the result type,
+    ``STATUS`` for the status ``Literal``."""
     default: object
     """The default value; its ``repr`` is written into the signatures."""
     doc: str
@@ -36,9 +41,9 @@ class OnOption(NamedTuple):
 ON_OPTIONS: tuple[OnOption, ...] = (
     OnOption(
         "status",
-        "str | Collection[str] | None",
+        f"{STATUS} | Collection[{STATUS}] | None",
         None,
-        "only results whose ``Status`` is this one (or one of these)",
+        "only results whose ``Status`` is this one (or one of these the key can have)",
         ("collections.abc.Collection",),
     ),
     OnOption("failed", "bool | None", None, "only failed results (``False``: only not failed)"),

@@ -25,6 +25,7 @@ from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import DecodeError, PayloadTooLarge, Reject, Retry
 from mpsflow.middleware.base import Call, CallNext, chain
 from mpsflow.observability.metrics import Metrics
+from mpsflow.observability.summaries import DeferralCounter
 from mpsflow.retry import RetryPolicy
 from mpsflow.routing import HandlerSpec, PlannedSubtask, RouteTable, Work, plan
 
@@ -71,6 +72,11 @@ class Pipeline:
     Every handler is called the one way ``_handler_call`` builds (its context current, its
     limit and timeout applied, its emits awaited); handler-scope middleware, when a handler
     has some, wraps that same call, and without middleware ``_run`` calls it directly.
+
+    A failed handler run is logged at WARNING; a deferred one (routine: a duplicate in
+    progress elsewhere, a store briefly unavailable) at INFO, and counted in ``deferrals``
+    for the app's periodic summary line. ``in_flight`` says how many deliveries each source
+    has in the pipeline now (what a drain waits for).
     """
 
     def __init__(
@@ -96,6 +102,9 @@ class Pipeline:
         self._clock = clock
         self._max_body_size = max_body_size
         self._rng = rng or random.Random()
+        self._in_flight: dict[str, int] = {}
+        self.deferrals = DeferralCounter()
+        """Deferred handler runs since the last summary (see ``DeferralCounter``)."""
         self._ok_results: dict[HandlerSpec, _HandlerResult] = {}
         """One shared, never-mutated success result per handler (no allocation when it runs)."""
         self._calls: dict[HandlerSpec, tuple[_HandlerCall, CallNext | None]] = {}
@@ -117,6 +126,8 @@ class Pipeline:
         metrics = self._metrics
         source = delivery.source
         metrics.delivery_started(source)
+        in_flight = self._in_flight
+        in_flight[source] = in_flight.get(source, 0) + 1
         try:
             try:
                 process = self._process
@@ -130,10 +141,17 @@ class Pipeline:
             if outcome.settlement is Settlement.REJECTED and not delivery.dead_lettered:
                 outcome = await self._dead_letter_rejection(delivery, outcome)
         except BaseException:  # cancelled (shutdown): left for redelivery, no longer in flight
+            in_flight[source] -= 1
             metrics.delivery(source, "cancelled", perf_counter() - started)
             raise
+        in_flight[source] -= 1
         metrics.delivery(source, _SETTLEMENT_NAMES[outcome.settlement], perf_counter() - started)
         return outcome
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Deliveries in the pipeline now, by source name (sources with none left out)."""
+        return {source: count for source, count in self._in_flight.items() if count}
 
     async def dead_letter(
         self, delivery: Delivery, reason: str, *, cause: Cause = Cause.REJECTED, path: str = ""
@@ -262,6 +280,9 @@ class Pipeline:
         cause = result.cause
         if cause is Cause.ALREADY_DONE:
             self._metrics.duplicate_skipped(spec.key)
+        elif cause is Cause.DEFERRED:  # routine: counted for the summary line, not a warning
+            self.deferrals.add(result.reason)
+            ctx.log.info("handler %s deferred: %s", spec.name, result.reason)
         elif cause is not Cause.OK:
             ctx.log.warning("handler %s failed (%s): %s", spec.name, cause.value, result.reason)
         self._metrics.handler_run(spec.key, cause.value, perf_counter() - started)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mpsflow._typed_on import TypedOn
 from mpsflow.errors import ConfigurationError
 from mpsflow.middleware.base import Middleware
 from mpsflow.retry import RetryPolicy
-from mpsflow.routing import HandlerFunc, HandlerSpec, key_kind, normalise_status
+from mpsflow.routing import HandlerFunc, HandlerSpec, check_status, key_kind, normalise_status
 
 if TYPE_CHECKING:  # annotations only: the generator can then rewrite a stale _typed_on.py
     from mpsflow._typed_on import OnOptions
@@ -100,11 +102,13 @@ class Router(TypedOn):
         if failed is not None and ok is not None and failed == ok:
             raise ConfigurationError(f"on({key!r}): failed={failed} and ok={ok} never match")
         statuses = normalise_status(options["status"])
+        check_status(key, statuses)
         handler_mw = tuple(options["middleware"])
 
         def decorator(func: HandlerFunc) -> HandlerFunc:
             if not callable(func):
                 raise ConfigurationError(f"on({key!r}) decorates a callable")
+            _check_handler(func)
             spec = HandlerSpec(
                 func=func,
                 key=key,
@@ -134,6 +138,77 @@ def _duplicate_name(name: str) -> ConfigurationError:
         f"two handlers are named {name!r}; pass name= to tell them apart "
         "(names key the dedup records)"
     )
+
+
+def _check_handler(func: Callable[..., object]) -> None:
+    """ConfigurationError unless ``func`` can be called as ``await func(result, ctx)``.
+
+    It must be a coroutine function (an ``async def``, a ``functools.partial`` of one, an
+    object with ``async def __call__``, or a wrapper whose ``__wrapped__`` is one) taking two
+    positional arguments (``*args`` will do); parameters beyond those need defaults.
+    Signatures ``inspect`` cannot read are let through.
+    """
+    want = _wanted(func)
+    if not _is_async(func):
+        if _is_instance(func):
+            raise ConfigurationError(f"{want}: its __call__ is a plain def")
+        if getattr(func, "__name__", None) == "<lambda>":
+            raise ConfigurationError(f"{want}: it is a lambda, which cannot be async")
+        raise ConfigurationError(f"{want}: it is a plain def")
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return
+    kind = inspect.Parameter
+    positional = [p for p in params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind is kind.VAR_POSITIONAL for p in params):
+        n = len(positional)
+        raise ConfigurationError(
+            f"{want}: it takes {n} parameter{'' if n == 1 else 's'}, needs 2 (result, ctx)"
+        )
+    extra = [p.name for p in positional[2:] if p.default is kind.empty]
+    extra += [p.name for p in params if p.kind is kind.KEYWORD_ONLY and p.default is kind.empty]
+    if extra:
+        raise ConfigurationError(
+            f"{want}: it also requires {', '.join(extra)}; give extra parameters defaults"
+        )
+
+
+def _is_instance(func: object) -> bool:
+    """True for a callable object (not a function, method, partial or class)."""
+    return not (inspect.isroutine(func) or isinstance(func, (functools.partial, type)))
+
+
+def _is_async(func: object) -> bool:
+    """Whether calling ``func`` gives an awaitable, as far as its definition says."""
+    target: Any = func
+    for _ in range(100):  # a bound on __wrapped__ chains (inspect.unwrap has one too)
+        if inspect.iscoroutinefunction(target):
+            return True
+        if isinstance(target, functools.partial):
+            target = target.func
+        elif _is_instance(target):
+            call = getattr(type(target), "__call__", None)  # noqa: B004 (the method itself)
+            return call is not None and inspect.iscoroutinefunction(call)
+        elif hasattr(target, "__wrapped__"):
+            target = target.__wrapped__
+        else:
+            return False
+    return False
+
+
+def _wanted(func: object) -> str:
+    """``handler NAME must be 'async def NAME(result, ctx)'``: the start of each message."""
+    target = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    if _is_instance(target):
+        cls = type(target).__name__
+        return f"handler {cls}() must have 'async def __call__(self, result, ctx)'"
+    name = getattr(target, "__name__", None)
+    name = name if isinstance(name, str) else repr(target)
+    sig = name if name.isidentifier() else "handler"
+    return f"handler {name} must be 'async def {sig}(result, ctx)'"
 
 
 def _qualified_name(func: Callable[..., object]) -> str:

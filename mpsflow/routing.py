@@ -5,6 +5,9 @@ A key names an ``EventType`` (``WorkflowTask``…), a subtask type (``Transcode`
 checked when a handler registers, so a typo fails at import time instead of leaving a handler
 that never runs.
 
+Status filters are checked too: ``status=`` must name statuses the key's results can have
+(``mpsflow.events.statuses``), so ``status="SUCESS"`` fails at registration with a suggestion.
+
 Order: for one notification, handlers start in this order: event-type handlers first, then
 subtask handlers in the document order of the subtasks; handlers of the same key in
 registration order. They then run concurrently.
@@ -28,6 +31,7 @@ from mpsflow.events import (
     MediaProcessTaskResult,
     collect_subtasks,
 )
+from mpsflow.events.statuses import STATUSES
 from mpsflow.events.subtasks import (
     MEDIA_RESULT_SET_PATH,
     MediaRoute,
@@ -50,6 +54,7 @@ __all__ = [
     "PlannedSubtask",
     "RouteTable",
     "Work",
+    "check_status",
     "key_kind",
     "normalise_status",
     "plan",
@@ -123,7 +128,42 @@ def normalise_status(status: str | Collection[str] | None) -> frozenset[str] | N
         return None
     if isinstance(status, str):
         return frozenset({status})
+    if not isinstance(status, Collection) or not all(isinstance(s, str) for s in status):
+        raise ConfigurationError(
+            f"status= takes a status or a collection of statuses, not {status!r}"
+        )
     return frozenset(status)
+
+
+def check_status(key: str, statuses: frozenset[str] | None) -> None:
+    """ConfigurationError unless ``key``'s results can have every status in ``statuses``.
+
+    The statuses a key can have are ``mpsflow.events.statuses.STATUSES``; a key that table
+    does not list accepts any. A near miss gets a suggestion (``SUCESS`` → ``SUCCESS``).
+    """
+    if statuses is None:
+        return
+    if not statuses:
+        raise ConfigurationError(f"status= for {key} is empty, so the handler would never run")
+    known = STATUSES.get(key)
+    if known is None:
+        return
+    what = f"{key} {'events' if key in EVENT_KEYS else 'results'}"
+    if not known:
+        raise ConfigurationError(
+            f"status= never matches {key}: {what} have no Status "
+            "(filter with ok=, failed= or when= instead)"
+        )
+    for status in sorted(statuses):
+        if status in known:
+            continue
+        near = [s for s in known if s == status.upper()] or difflib.get_close_matches(
+            status.upper(), known, n=1
+        )
+        hint = f": did you mean {near[0]!r}?" if near else ""
+        raise ConfigurationError(
+            f"unknown status {status!r} for {key}{hint} ({what} have {', '.join(known)})"
+        )
 
 
 def _matches(spec: HandlerSpec, status: str | None, ok: bool, failed: bool, payload: Any) -> bool:

@@ -6,13 +6,16 @@ import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
 from mpsflow.app import App
-from mpsflow.clock import Clock, FakeClock
+from mpsflow.clock import Clock, FakeClock, SystemClock
 from mpsflow.deadletter import DeadLetter
+from mpsflow.dedup.idempotency import Idempotency
+from mpsflow.dedup.stores.base import IdempotencyStore
+from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import Reject, Retry
 from mpsflow.events.envelope import EVENT_FIELDS
@@ -23,6 +26,7 @@ from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.memory import MemorySource
 
 __all__ = [
+    "DEFAULT_EXPIRES_IN",
     "HandlerCall",
     "NotSettledError",
     "SendResult",
@@ -34,6 +38,10 @@ __all__ = [
 ]
 
 _task_numbers = itertools.count(1)
+
+DEFAULT_EXPIRES_IN = 600
+"""Seconds a notification signed without ``expires_at`` stays valid: MPS's own default (its
+``Timestamp`` is the expiry, send time + 10 minutes)."""
 
 
 # -- building notifications -------------------------------------------------------------------
@@ -48,10 +56,28 @@ _MEDIA_TASK_FIELDS = {
 }
 
 
-def sign_payload(payload: dict[str, Any], key: str, *, expires_at: int) -> dict[str, Any]:
+def sign_payload(
+    payload: dict[str, Any],
+    key: str,
+    *,
+    expires_at: int | None = None,
+    expires_in: float = DEFAULT_EXPIRES_IN,
+) -> dict[str, Any]:
     """Sign ``payload`` in place the way MPS does (see :func:`~mpsflow.signing.sign_notification`:
-    ``Sign = MD5(str(Timestamp) + NotifyKey)``, inside a wrapper when there is one)."""
-    return sign_notification(payload, key, expires_at=expires_at)
+    ``Sign = MD5(str(Timestamp) + NotifyKey)``, inside a wrapper when there is one).
+
+    ``Timestamp`` is the expiry: ``expires_at`` (Unix seconds) when given, else now on the
+    system clock plus ``expires_in`` (10 minutes, as MPS signs). That is valid on a
+    ``TestClient``'s default ``FakeClock``, which starts in the past (November 2023); a test
+    whose clock runs later than the real time passes ``expires_at``.
+    """
+    return sign_notification(payload, key, expires_at=_expiry(expires_at, expires_in))
+
+
+def _expiry(expires_at: int | None, expires_in: float) -> int:
+    if expires_at is not None:
+        return expires_at
+    return int(SystemClock().time() + expires_in)
 
 
 def media_result(
@@ -101,11 +127,13 @@ def build_notification(
     session_context: str = "",
     sign_key: str | None = None,
     expires_at: int | None = None,
+    expires_in: float = DEFAULT_EXPIRES_IN,
 ) -> dict[str, Any]:
     """A notification dict in wire form (PascalCase), signed when ``sign_key`` is given.
 
     ``media_results`` are ``media_result(...)`` items for a WorkflowTask; ``event`` replaces
-    or extends the generated ``…Event`` object for other shapes.
+    or extends the generated ``…Event`` object for other shapes. A signed notification
+    expires at ``expires_at``, or ``expires_in`` seconds from now (see :func:`sign_payload`).
     """
     try:
         event_field = EVENT_FIELDS[event_type]
@@ -133,7 +161,7 @@ def build_notification(
         "SessionContext": session_context,
     }
     if sign_key is not None:
-        sign_payload(payload, sign_key, expires_at=expires_at if expires_at is not None else 0)
+        sign_payload(payload, sign_key, expires_at=expires_at, expires_in=expires_in)
     return payload
 
 
@@ -144,10 +172,12 @@ def build_live_notification(
     task_id: str | None = None,
     sign_key: str | None = None,
     expires_at: int | None = None,
+    expires_in: float = DEFAULT_EXPIRES_IN,
 ) -> dict[str, Any]:
     """A live-stream notification: ``NotificationType`` plus its ``…Info`` object.
 
-    ``info`` goes under ``ProcessEofInfo`` for ``ProcessEof`` and ``<Type>Info`` otherwise.
+    ``info`` goes under ``ProcessEofInfo`` for ``ProcessEof`` and ``<Type>Info`` otherwise;
+    signing is as in :func:`build_notification`.
     """
     field_name = (
         "ProcessEofInfo" if notification_type == "ProcessEof" else f"{notification_type}Info"
@@ -160,7 +190,7 @@ def build_live_notification(
         "SessionContext": "",
     }
     if sign_key is not None:
-        sign_payload(payload, sign_key, expires_at=expires_at if expires_at is not None else 0)
+        sign_payload(payload, sign_key, expires_at=expires_at, expires_in=expires_in)
     return payload
 
 
@@ -245,8 +275,13 @@ class TestClient:
 
     ``async with TestClient(app) as client: result = await client.send(payload)``. By
     default every sink and the dead-letter sink are swapped for ``MemorySink`` (see
-    ``emitted`` and ``dead_letters``) and the app runs on a ``FakeClock``, so retries with
-    backoff finish at once. Everything is restored on exit.
+    ``emitted`` and ``dead_letters``), the app runs on a ``FakeClock``, so retries with
+    backoff finish at once, and its dedup store (if it has one) is swapped for a fresh
+    ``MemoryStore`` on that clock, so every ``TestClient`` starts from clean dedup state and a
+    test passes on every run, not only the first. ``dedup_store="app"`` keeps the app's own
+    store (its records persist between runs); passing a store uses that one. The app's
+    ``Idempotency`` options (TTLs, key functions) stay as configured. Everything is restored
+    on exit.
     """
 
     __test__ = False  # not a pytest test class
@@ -258,20 +293,55 @@ class TestClient:
         clock: Clock | None = None,
         capture_sinks: bool = True,
         middleware: Sequence[Middleware] = (),
+        dedup_store: IdempotencyStore | Literal["memory", "app"] = "memory",
     ) -> None:
+        if isinstance(dedup_store, str) and dedup_store not in ("memory", "app"):
+            raise ValueError(
+                f"dedup_store must be 'memory', 'app' or an IdempotencyStore, not {dedup_store!r}"
+            )
         self.app = app
         self.clock: Clock = clock or FakeClock()
         self._capture = capture_sinks
         self._extra_middleware = tuple(middleware)
+        self._dedup_choice = dedup_store
         self._recorder = _Recorder()
         self.sinks: dict[str, MemorySink] = {}
         self.dead_letter_sink = MemorySink()
         self._saved: dict[str, Any] = {}
 
+    @property
+    def dedup_store(self) -> IdempotencyStore | None:
+        """The dedup store the app uses under this client (``None`` without dedup)."""
+        configured = self.app.idempotency
+        if isinstance(configured, Idempotency):
+            return configured.store
+        return configured
+
+    def _swap_dedup_store(self) -> None:
+        choice = self._dedup_choice
+        configured = self.app.idempotency
+        if choice == "app" or (choice == "memory" and configured is None):
+            return
+        store = MemoryStore(clock=self.clock) if choice == "memory" else choice
+        if isinstance(configured, Idempotency):
+            self._saved["idempotency_store"] = configured.store
+            configured.store = store
+        else:
+            self._saved["idempotency"] = configured
+            self.app.idempotency = store
+
+    def _restore_dedup_store(self) -> None:
+        configured = self.app.idempotency
+        if "idempotency_store" in self._saved and isinstance(configured, Idempotency):
+            configured.store = self._saved["idempotency_store"]
+        elif "idempotency" in self._saved:
+            self.app.idempotency = self._saved["idempotency"]
+
     async def __aenter__(self) -> TestClient:
         app = self.app
         self._saved = {"clock": app.clock, "dead": app.dead_letter_sink, "sinks": {}}
         app.clock = self.clock
+        self._swap_dedup_store()
         if self._capture:
             app.dead_letter_sink = self.dead_letter_sink
             for name in app.sink_names:
@@ -279,21 +349,29 @@ class TestClient:
                 self._saved["sinks"][name] = app.replace_sink(name, self.sinks[name])
         for middleware in reversed((self._recorder, *self._extra_middleware)):
             app.add_middleware(middleware, first=True)
-        await app.__aenter__()
+        try:
+            await app.__aenter__()
+        except BaseException:
+            self._restore()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        app = self.app
         try:
-            await app.__aexit__(*exc_info)
+            await self.app.__aexit__(*exc_info)
         finally:
-            app.clock = self._saved["clock"]
-            app.dead_letter_sink = self._saved["dead"]
-            sinks: dict[str, Sink] = self._saved["sinks"]
-            for name, sink in sinks.items():
-                app.replace_sink(name, sink)
-            for middleware in (self._recorder, *self._extra_middleware):
-                app.remove_middleware(middleware)
+            self._restore()
+
+    def _restore(self) -> None:
+        app = self.app
+        app.clock = self._saved["clock"]
+        app.dead_letter_sink = self._saved["dead"]
+        sinks: dict[str, Sink] = self._saved["sinks"]
+        for name, sink in sinks.items():
+            app.replace_sink(name, sink)
+        for middleware in (self._recorder, *self._extra_middleware):
+            app.remove_middleware(middleware)
+        self._restore_dedup_store()
 
     @property
     def calls(self) -> list[HandlerCall]:

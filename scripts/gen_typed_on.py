@@ -1,9 +1,16 @@
 """Generate ``mpsflow/_typed_on.py``: ``Router.on`` overloads, one per result type.
 
 Each routing key (``mpsflow.events`` EVENT_KEYS / SUBTASK_KEYS / LIVE_KEYS) gets a ``Literal``
-overload whose decorator only accepts handlers taking that key's result type, so
-``@app.on("Transcode")`` on a handler of the wrong type is a mypy error. Every keyword
-option, in every signature, comes from ``mpsflow.handler_options.ON_OPTIONS``.
+overload whose decorator only accepts handlers taking that key's result type, and whose
+``status`` only takes the statuses that key's results can have
+(``mpsflow.events.statuses.STATUS_TYPES``), so ``@app.on("Transcode")`` on a handler of the
+wrong type, or ``status="SUCESS"``, is a mypy error. A known key whose call fits none of those
+overloads (a status or ``when`` that does not fit it) ends on an overload whose decorator takes
+only a ``StatusOrWhenDoesNotFitKey``, so decorating a handler with it is an error naming the
+problem, instead of falling back to the untyped ``str`` overload. (That overload returns a
+callable like the others, so calls whose arguments are ``Any``, e.g. a ``when=`` lambda, resolve
+as they did before it.) Every keyword option, in every signature, comes from
+``mpsflow.handler_options.ON_OPTIONS``.
 
 Run: ``python scripts/gen_typed_on.py`` (after regenerating the events or changing the
 options); ``--check`` only verifies that the committed module is current (a test runs it).
@@ -20,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mpsflow.events import EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS  # noqa: E402
-from mpsflow.handler_options import ON_OPTIONS, RESULT  # noqa: E402
+from mpsflow.events.statuses import STATUS_TYPES  # noqa: E402
+from mpsflow.handler_options import ON_OPTIONS, RESULT, STATUS  # noqa: E402
 
 TARGET = ROOT / "mpsflow" / "_typed_on.py"
 
@@ -42,7 +50,8 @@ HEADER = '''"""Typed ``on``: one overload per routing key's result type (GENERAT
 
 Regenerate with ``python scripts/gen_typed_on.py``; the keyword options come from
 ``mpsflow.handler_options.ON_OPTIONS``. A handler registered for a key must accept that key's
-result type as its first parameter and a ``Context`` as its second; anything else is a type
+result type as its first parameter and a ``Context`` as its second, and ``status=`` must name
+statuses that key's results can have (``mpsflow.events.statuses``); anything else is a type
 error. A non-literal ``str`` key falls back to an untyped handler (still checked at
 registration time).
 """
@@ -51,12 +60,22 @@ from __future__ import annotations
 
 {imports}
 
-__all__ = ["Handler", "OnOptions", "TypedOn"]
+__all__ = ["Handler", "OnOptions", "StatusOrWhenDoesNotFitKey", "TypedOn"]
 
 _T = TypeVar("_T")
 
 Handler = Callable[[_T, Context], Awaitable[object]]
 """An async handler of one result type: ``async def h(result: T, ctx: Context) -> None``."""
+
+
+class StatusOrWhenDoesNotFitKey:
+    """The only thing ``on`` takes, for mypy, when its ``status`` or ``when`` does not fit the key.
+
+    Decorating a handler is then a type error that names this class: a ``status`` the key's
+    results never have (``status="SUCESS"``, or any status for a key without one) or a
+    ``when`` that does not take the key's result type. At runtime ``on`` raises
+    ``ConfigurationError`` for the status, with the statuses the key has.
+    """
 
 
 class OnOptions(TypedDict):
@@ -97,22 +116,41 @@ DOC = '''
 '''
 
 
-def annotation(text: str, result: str) -> str:
-    """An option's annotation with ``RESULT`` replaced by the result type ``result``."""
-    return text.replace(RESULT, result)
+UNTYPED_STATUS = "str"
+"""The status type of a key without a status ``Literal`` (and of the untyped overloads)."""
+
+MARKER = "StatusOrWhenDoesNotFitKey"
+
+OVERLAP = "  # type: ignore[overload-overlap]"
+"""Each typed overload overlaps the marker overload, and that one the ``str`` fallback, with
+a return type they do not share: on purpose, the first that fits wins."""
 
 
-def signature(key: str, result: str, returns: str) -> str:
+def annotation(text: str, result: str, status: str = UNTYPED_STATUS) -> str:
+    """An option's annotation with ``RESULT``/``STATUS`` replaced by ``result``/``status``."""
+    return text.replace(RESULT, result).replace(STATUS, status)
+
+
+def signature(key: str, result: str, returns: str, status: str = UNTYPED_STATUS) -> str:
     """``def on(self, key, *, <every option>) -> returns:`` for handlers of ``result``."""
     params = "\n".join(
-        f"        {o.name}: {annotation(o.annotation, result)} = {o.default!r}," for o in ON_OPTIONS
+        f"        {o.name}: {annotation(o.annotation, result, status)} = {o.default!r},"
+        for o in ON_OPTIONS
     )
     return SIGNATURE.format(key=key, params=params, returns=returns)
 
 
-def overload(key: str, result: str, returns: str) -> str:
-    """One ``@overload`` stub of ``on``."""
-    return f"\n    @overload{signature(key, result, returns)} ...\n"
+def overload(key: str, result: str, returns: str, status: str = UNTYPED_STATUS) -> str:
+    """One ``@overload`` stub of ``on``; the typed ones carry the overlap ``ignore``."""
+    text = signature(key, result, returns, status)
+    if returns != "Callable[[HandlerFunc], HandlerFunc]":
+        text = text.replace("def on(", "def on(" + OVERLAP, 1)
+    return f"\n    @overload{text} ...\n"
+
+
+def literal(keys: list[str]) -> str:
+    """``Literal["a", "b"]`` of ``keys``, sorted."""
+    return "Literal[" + ", ".join(f'"{k}"' for k in sorted(keys)) + "]"
 
 
 def imports() -> str:
@@ -126,20 +164,25 @@ def imports() -> str:
 
 def render() -> str:
     """The module's source, imports sorted and formatted as ruff does it."""
-    by_type: dict[type, list[str]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for registry in (EVENT_KEYS, SUBTASK_KEYS, LIVE_KEYS):
         for key, cls in registry.items():
-            by_type[cls].append(key)
+            name = STATUS_TYPES.get(key)
+            status = f"statuses.{name}" if name else UNTYPED_STATUS
+            groups[cls.__name__, status].append(key)
     fields = "\n".join(f"    {o.name}: {annotation(o.annotation, 'Any')}" for o in ON_OPTIONS)
-    parts = [HEADER.format(imports=f"{imports()}\nfrom mpsflow import events", fields=fields)]
-    for cls in sorted(by_type, key=lambda c: c.__name__):
-        keys = ", ".join(f'"{k}"' for k in sorted(by_type[cls]))
-        t = f"events.{cls.__name__}"
-        parts.append(overload(f"Literal[{keys}]", t, f"Callable[[Handler[{t}]], Handler[{t}]]"))
+    module_imports = f"{imports()}\nfrom mpsflow import events\nfrom mpsflow.events import statuses"
+    parts = [HEADER.format(imports=module_imports, fields=fields)]
+    for cls_name, status in sorted(groups):
+        t = f"events.{cls_name}"
+        returns = f"Callable[[Handler[{t}]], Handler[{t}]]"
+        parts.append(overload(literal(groups[cls_name, status]), t, returns, status))
+    every_key = [key for keys in groups.values() for key in keys]
+    parts.append(overload(literal(every_key), "Any", f"Callable[[{MARKER}], {MARKER}]"))
     parts.append(overload("str", "Any", "Callable[[HandlerFunc], HandlerFunc]"))
     options = "\n".join(f"        * ``{o.name}``: {o.doc}." for o in ON_OPTIONS)
     forward = ", ".join(f"{o.name}={o.name}" for o in ON_OPTIONS)
-    parts.append(signature("str", "Any", "Callable[[Any], Any]"))
+    parts.append(signature("str", "Any", "Any"))
     parts.append(DOC.format(options=options, forward=forward))
     text = "".join(parts)
     for command in (["check", "--select", "I", "--fix", "--quiet"], ["format"]):

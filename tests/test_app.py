@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from mpsflow import App, Context, Delivery, RetryPolicy, Settlement
+from mpsflow import App, Call, CallNext, Context, Delivery, Outcome, RetryPolicy, Settlement
 from mpsflow.clock import FakeClock
-from mpsflow.errors import ConfigurationError
+from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.errors import ConfigurationError, StartupError, StoreUnavailable
 from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.file import FileSource
@@ -223,22 +229,262 @@ async def test_a_crashing_source_is_restarted_with_backoff(
     assert source.runs == 3
     assert source.outcomes == ["ack"]
     assert clock.sleeps == [0.5, 1.0]
-    assert sum("source crashy crashed" in r.getMessage() for r in caplog.records) == 2
+    lines = [r for r in caplog.records if "source crashy" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        "source crashy crashed; restarting in 0.5s",
+        "source crashy crashed; restarting in 1s",
+    ]
+    assert all(isinstance(r.exc_info[1], ConnectionError) for r in lines if r.exc_info)
 
 
-async def test_a_source_missing_a_setting_logs_one_line_per_try_not_a_traceback(
+class GroupCrashingSource(CrashingSource):
+    """Fails inside a task group, as sources with several tasks do: an exception group."""
+
+    async def run(self, runtime: SourceRuntime) -> None:
+        async with anyio.create_task_group() as tg:  # what fails in it: an ExceptionGroup
+            tg.start_soon(super().run, runtime)
+
+
+async def test_a_restart_logs_the_root_cause_not_the_exception_group(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    source = CrashingSource(ConfigurationError("TENCENTCLOUD_SECRETID and … must both be set"))
+    source = GroupCrashingSource()
+    source.runs = 1  # its first run served: a crash now is a restart, not a startup failure
     await run_until_it_delivers(source)
-    assert source.outcomes == ["ack"]  # retried with backoff, and it recovers once set
-    lines = [r for r in caplog.records if "cannot run" in r.getMessage()]
+    [line] = [r for r in caplog.records if "source crashy" in r.getMessage()]
+    assert line.getMessage() == "source crashy crashed; restarting in 0.5s"
+    assert line.exc_info is not None
+    assert line.exc_info[1] is source.error
+
+
+async def test_a_source_that_cannot_start_ends_run_with_its_error_at_once() -> None:
+    error = StartupError("cannot listen on 127.0.0.1:8080: address already in use")
+    source = CrashingSource(error)
+    other = MemorySource([], close_when_done=False)  # would run forever: stopped, drained
+    clock = FakeClock()
+    app = quiet_app(clock=clock)
+    with pytest.raises(StartupError) as raised:
+        await app.run(source, other, handle_signals=False)
+    assert raised.value is error  # the error itself, not an exception group around it
+    assert source.runs == 1  # not restarted
+    assert clock.sleeps == []
+    assert not app.started
+
+
+async def test_a_startup_error_inside_an_exception_group_is_unwrapped() -> None:
+    error = StartupError("CMQ refused the credentials (code 4100): check the keys")
+    with pytest.raises(StartupError) as raised:
+        await quiet_app().run(GroupCrashingSource(error), handle_signals=False)
+    assert raised.value is error
+
+
+async def test_a_setting_missing_on_the_first_run_ends_run() -> None:
+    error = ConfigurationError("TENCENTCLOUD_SECRETID and … must both be set")
+    source = CrashingSource(error)
+    with pytest.raises(ConfigurationError) as raised:
+        await quiet_app().run(source, handle_signals=False)
+    assert raised.value is error
+    assert source.runs == 1
+
+
+class LaterFailingSource(CrashingSource):
+    """Serves on its first run, then crashes; its restarts cannot start twice (``errors``)."""
+
+    def __init__(self, errors: list[Exception]) -> None:
+        super().__init__()
+        self.errors = errors
+
+    async def run(self, runtime: SourceRuntime) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise ConnectionError("lost the connection after serving")
+        if self.errors:
+            raise self.errors.pop(0)
+        outcome = await runtime.consumer(Delivery(note(7), source=self.name))
+        self.outcomes.append(outcome.settlement.value)
+
+
+async def test_a_source_that_cannot_restart_is_retried_with_one_line_per_try(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = LaterFailingSource(
+        [StartupError("the port is taken"), ConfigurationError("a key is missing")]
+    )
+    clock = await run_until_it_delivers(source)
+    assert source.outcomes == ["ack"]  # it recovers once the cause is gone
+    assert clock.sleeps == [0.5, 1.0, 2.0]
+    lines = [r for r in caplog.records if "source crashy" in r.getMessage()]
     assert [r.getMessage() for r in lines] == [
-        "source crashy cannot run: TENCENTCLOUD_SECRETID and … must both be set; "
-        f"retrying in {delay}s"
-        for delay in ("0.5", "1.0")
+        "source crashy crashed; restarting in 0.5s",
+        "source crashy cannot run: the port is taken; restarting in 1s",
+        "source crashy cannot run: a key is missing; restarting in 2s",
     ]
-    assert all(r.exc_info is None and r.levelname == "ERROR" for r in lines)
+    assert [r.exc_info is None for r in lines] == [False, True, True]
+    assert all(r.levelname == "ERROR" for r in lines)
+
+
+class DownStore(MemoryStore):
+    """A store that does not answer: ``ping`` says no, and every call raises why."""
+
+    async def ping(self) -> bool:
+        return False
+
+    async def release(self, key: str, token: str) -> bool:
+        raise StoreUnavailable("idempotency store redis://db:6379/0 unavailable (refused)")
+
+
+async def test_run_does_not_start_without_the_dedup_store() -> None:
+    store = DownStore()
+    app = quiet_app(idempotency=store)
+    source = CrashingSource()
+    with pytest.raises(StartupError) as raised:
+        await app.run(source, handle_signals=False)
+    assert str(raised.value) == (
+        "idempotency store redis://db:6379/0 unavailable (refused): start it or fix its "
+        "address (dedup cannot run without it)"
+    )
+    assert source.runs == 0
+    assert not app.started
+
+
+async def test_run_starts_when_the_dedup_store_answers() -> None:
+    source = CrashingSource()
+    source.runs = 2
+    app = quiet_app(idempotency=MemoryStore())
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        pass
+
+    await app.run(source, handle_signals=False)
+    assert source.outcomes == ["ack"]
+
+
+class LogWatch(logging.Handler):
+    """Collects the messages of one logger and sets ``seen`` once ``count`` match ``text``."""
+
+    def __init__(self, text: str, count: int) -> None:
+        super().__init__()
+        self.text = text
+        self.count = count
+        self.messages: list[str] = []
+        self.seen = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        if sum(self.text in m for m in self.messages) >= self.count:
+            self.seen.set()
+
+
+@pytest.fixture
+def app_log() -> Iterator[Callable[[str, int], LogWatch]]:
+    logger = logging.getLogger("mpsflow.app")
+    watches: list[LogWatch] = []
+
+    def watch(text: str, count: int = 1) -> LogWatch:
+        handler = LogWatch(text, count)
+        logger.addHandler(handler)
+        watches.append(handler)
+        return handler
+
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield watch
+    logger.setLevel(level)
+    for handler in watches:
+        logger.removeHandler(handler)
+
+
+async def test_the_drain_says_what_it_waits_for_until_done(
+    app_log: Callable[[str, int], LogWatch],
+) -> None:
+    app = quiet_app(shutdown_timeout=60)
+    app.drain_report_interval = 0.001
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def slow(event: WorkflowTask, ctx: Context) -> None:
+        started.set()
+        await release.wait()
+
+    watch = app_log("draining: ", 3)
+    source = MemorySource([note(1)], close_when_done=False, name="queue")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: app.run(source, handle_signals=False))
+        await started.wait()
+        app.stop()
+        with anyio.fail_after(10):
+            await watch.seen.wait()  # reported at once, then again every interval
+        release.set()
+    draining = [m for m in watch.messages if m.startswith("draining: ")]
+    assert draining[0] == "draining: 1 delivery in flight (queue 1); up to 60s left"
+    assert all(
+        re.fullmatch(r"draining: 1 delivery in flight \(queue 1\); up to \d+s left", m)
+        for m in draining
+    )
+    assert [s.outcome.settlement for s in source.report] == [Settlement.ACK]
+
+
+async def test_the_shutdown_timeout_says_what_it_leaves_for_redelivery(
+    app_log: Callable[[str, int], LogWatch],
+) -> None:
+    app = quiet_app(shutdown_timeout=0.01)
+    started = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def stuck(event: WorkflowTask, ctx: Context) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    watch = app_log("shutdown timeout", 1)
+    source = MemorySource([note(1), note(2)], close_when_done=False, max_in_flight=2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: app.run(source, handle_signals=False))
+        await started.wait()
+        await anyio.wait_all_tasks_blocked()
+        app.stop()
+    assert watch.messages[-1] == (
+        "shutdown timeout (0.01s) reached; leaving 2 deliveries in flight (memory 2) for redelivery"
+    )
+
+
+async def test_deferred_runs_are_info_lines_and_one_summary(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    app = quiet_app(clock=clock)
+    reasons = ["a duplicate is in progress elsewhere"] * 2 + ["idempotency store unavailable"]
+
+    async def defer_three(call: Call, call_next: CallNext) -> Outcome:
+        if reasons:
+            return Outcome(Settlement.RETRY, retry_after=5, reason=reasons.pop(0))
+        return await call_next(call)
+
+    app.add_middleware(defer_three)
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        pass
+
+    caplog.set_level(logging.INFO)
+    source = MemorySource([note(1)])
+    await app.run(source, handle_signals=False)
+    assert [s.outcome.settlement for s in source.report][-1] is Settlement.ACK
+    deferred = [r for r in caplog.records if "deferred" in r.getMessage()]
+    assert [(r.levelname, r.getMessage().partition(".handler ")[2]) for r in deferred[:3]] == [
+        ("INFO", "deferred: a duplicate is in progress elsewhere"),
+        ("INFO", "deferred: a duplicate is in progress elsewhere"),
+        ("INFO", "deferred: idempotency store unavailable"),
+    ]
+    [summary] = deferred[3:]  # the last one, when run ends
+    assert summary.levelname == "INFO"
+    assert re.fullmatch(
+        r"deferred 3 handler runs in the last \d+s \(a duplicate is in progress elsewhere: 2, "
+        r"idempotency store unavailable: 1\)",
+        summary.getMessage(),
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_file_source_reads_jsonl_and_folders(tmp_path: Path) -> None:
@@ -285,4 +531,29 @@ async def test_an_app_can_be_cancelled_from_outside_and_closes_its_sinks() -> No
         await anyio.wait_all_tasks_blocked()
         tg.cancel_scope.cancel()
     assert sink.closed
+    assert not app.started
+
+
+async def test_the_same_signal_twice_stops_at_once_and_raises_keyboard_interrupt(
+    app_log: Callable[[str, int], LogWatch],
+) -> None:
+    app = quiet_app(shutdown_timeout=600)
+    draining = app_log("draining: ", 1)
+
+    @app.on("WorkflowTask")
+    async def interrupting(event: WorkflowTask, ctx: Context) -> None:
+        # app.run handles SIGINT here: its receiver was installed before the sources started
+        os.kill(os.getpid(), signal.SIGINT)
+        await draining.seen.wait()  # the app drains, waiting for this run
+        os.kill(os.getpid(), signal.SIGINT)
+        await anyio.sleep_forever()
+
+    source = MemorySource([note(1)], close_when_done=False)
+    with anyio.fail_after(10), pytest.raises(KeyboardInterrupt):
+        await app.run(source)
+    assert draining.messages[-1] == (
+        "received SIGINT again: stopping now, leaving 1 delivery in flight (memory 1) "
+        "for redelivery"
+    )
+    assert source.report == []  # not settled: left for redelivery
     assert not app.started

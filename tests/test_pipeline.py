@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import anyio
 import pytest
 
-from mpsflow import App, Cause, Context, Delivery, Reject, Retry, RetryPolicy, Settlement
+from mpsflow import (
+    App,
+    Call,
+    CallNext,
+    Cause,
+    Context,
+    Delivery,
+    Outcome,
+    Reject,
+    Retry,
+    RetryPolicy,
+    Settlement,
+)
 from mpsflow.clock import FakeClock
 from mpsflow.deadletter import DeadLetter
 from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
+from mpsflow.observability.summaries import DeferralCounter
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import TestClient, build_notification, media_result
 
@@ -329,3 +343,76 @@ async def test_a_source_can_dead_letter_a_body_without_the_pipeline() -> None:
         "d-1",
     )
     assert record.raw_body() == delivery.body
+
+
+async def test_in_flight_counts_deliveries_by_source_while_they_run() -> None:
+    app = App(dead_letters=MemorySink())
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def slow(event: WorkflowTask, ctx: Context) -> None:
+        started.set()
+        await release.wait()
+
+    body = json.dumps(build_notification()).encode()
+    async with app, anyio.create_task_group() as tg:
+        pipeline = app._pipeline
+        assert pipeline is not None
+        tg.start_soon(app.process, Delivery(body, source="http"))
+        await started.wait()
+        assert pipeline.in_flight == {"http": 1}
+        release.set()
+        await anyio.wait_all_tasks_blocked()
+        assert pipeline.in_flight == {}
+
+
+async def test_a_deferred_run_is_an_info_line_and_a_failed_one_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App(dead_letters=MemorySink(), retry=NO_JITTER)
+
+    async def defer(call: Call, call_next: CallNext) -> Outcome:
+        return Outcome(Settlement.RETRY, retry_after=5, reason="a duplicate is in progress")
+
+    @app.on("WorkflowTask", middleware=[defer])
+    async def deferred(event: WorkflowTask, ctx: Context) -> None:
+        pass
+
+    @app.on("Transcode")
+    async def failing(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        raise ConnectionError("catalogue down")
+
+    caplog.set_level(logging.INFO)
+    body = json.dumps(transcode_notification()).encode()
+    async with app:
+        outcome = await app.process(Delivery(body))
+        pipeline = app._pipeline
+        assert pipeline is not None
+        assert pipeline.deferrals.total == 1
+    assert outcome.settlement is Settlement.RETRY
+    lines = {r.getMessage().split(".")[-1]: r.levelname for r in caplog.records}
+    assert lines["deferred deferred: a duplicate is in progress"] == "INFO"
+    assert lines["failing failed (error): ConnectionError: catalogue down"] == "WARNING"
+
+
+def test_deferral_summary_counts_by_reason_since_the_last_line() -> None:
+    now = [100.0]
+    counter = DeferralCounter(now=lambda: now[0])
+    assert counter.summary() is None  # nothing deferred: no line
+    for reason in [
+        "a duplicate is in progress elsewhere",
+        "idempotency store unavailable: redis://db:6379/0 refused",
+        "a duplicate is in progress elsewhere",
+        "idempotency store unavailable: timeout",
+    ]:
+        counter.add(reason)
+    now[0] += 60.2
+    assert counter.summary() == (
+        "deferred 4 handler runs in the last 60s "
+        "(a duplicate is in progress elsewhere: 2, idempotency store unavailable: 2)"
+    )
+    assert counter.summary() is None  # a new count from the last line on
+    counter.add("busy")
+    now[0] += 30
+    assert counter.summary() == "deferred 1 handler run in the last 30s (busy: 1)"

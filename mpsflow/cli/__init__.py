@@ -60,20 +60,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``mpsflow`` / ``python -m mpsflow``; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.run
+    """Entry point of ``mpsflow`` / ``python -m mpsflow``; returns the exit code.
+
+    A reader that goes away (``mpsflow deadletters list FILE | head``) ends the command
+    quietly with status 0, as for any command that writes to a closed pipe: standard output is
+    pointed at the null device, so that nothing is reported at exit either.
+    """
+    command = "mpsflow"
     try:
-        return handler(args)
-    except ConfigurationError as exc:
-        print(f"mpsflow {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:  # `mpsflow decode … | head`: the reader has gone
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"mpsflow {args.command}"
+        handler: Callable[[argparse.Namespace], int] = args.run
+        try:
+            code = handler(args)
+        except ConfigurationError as exc:
+            print(f"{command}: error: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+        sys.stdout.flush()  # a closed pipe shows here, not when the interpreter exits
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except OSError as exc:
-        print(f"mpsflow {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if _only_broken_pipes(exc):  # raised inside a task group
+            return _reader_gone()
+        raise
+
+
+def _only_broken_pipes(exc: BaseException) -> bool:
+    """Whether ``exc`` is a BrokenPipeError, or an exception group of nothing else."""
+    inner: Sequence[BaseException] | None = getattr(exc, "exceptions", None)
+    if isinstance(exc, BrokenPipeError):
+        return True
+    return bool(inner) and all(_only_broken_pipes(e) for e in inner or ())
+
+
+def _reader_gone() -> int:
+    """Standard output's reader has closed the pipe: stop writing to it, and exit 0."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (captured output): nothing to redirect
+        pass
+    return EXIT_OK

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_STARTUP",
     "EXIT_USAGE",
     "Command",
     "bounded_int",
@@ -32,7 +34,14 @@ _N = TypeVar("_N", int, float)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+"""The command failed (``run --files``: something was dead-lettered)."""
 EXIT_USAGE = 2
+"""Wrong arguments or a misconfigured app: fix the command line or the app."""
+EXIT_STARTUP = 3
+"""``run`` could not start: a port in use, credentials refused, a store that does not answer
+(:class:`~mpsflow.errors.StartupError`; the one line printed says what to do)."""
+EXIT_INTERRUPTED = 130
+"""Stopped at once by a second SIGINT/SIGTERM; in-flight work was left for redelivery."""
 
 
 @dataclass(frozen=True, slots=True)

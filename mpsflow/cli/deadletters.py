@@ -3,8 +3,15 @@
 ``list`` prints one line per record with filters and a count by kind; ``show`` prints one
 record in full (tracebacks, the body pretty-printed with secrets masked); ``replay`` sends
 the records' raw bodies again, to a callback URL or straight into an app, once the bug that
-dead-lettered them is fixed. The dead-letter file is only ever read: replayed records are
-noted in ``FILE.replayed`` (a JSON line per record), so a second replay skips them.
+dead-lettered them is fixed. Replayed records are noted in ``FILE.replayed`` (a JSON line per
+record), so a second replay skips them.
+
+The dead-letter file is only ever appended to, never rewritten, so an ``mpsflow run`` writing to
+it meanwhile loses nothing. A record that fails again when replayed into an app (``--app``) is
+appended anew under its own id, with the new reason, failures and kind and the attempts added
+up: the last line with an id is the record, and every command reads the file that way, so the
+record is updated, not duplicated, and the next replay sends it once. ``replay --app`` uses the
+dedup store ``mpsflow run`` uses, so handlers that have already succeeded do not run again.
 """
 
 from __future__ import annotations
@@ -14,29 +21,31 @@ import json
 import os
 import re
 import sys
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, Command, load_app, positive_float, positive_int
+from mpsflow.cli.common import EXIT_OK, Command, positive_int
 from mpsflow.deadletter import DeadLetter
-from mpsflow.errors import ConfigurationError, DecodeError, SinkError
-from mpsflow.signing import sign_notification
-from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
+from mpsflow.errors import ConfigurationError, DecodeError
+from mpsflow.sinks.jsonl import read_jsonl
 
-if TYPE_CHECKING:
-    import aiohttp
-
-    from mpsflow.app import App
-
-__all__ = ["COMMAND", "KINDS", "read_dead_letters", "redact"]
+__all__ = [
+    "COMMAND",
+    "KINDS",
+    "SHORT_ID",
+    "compact_body",
+    "find_record",
+    "one_line",
+    "read_dead_letters",
+    "redact",
+    "unique_records",
+    "utc_time",
+]
 
 KINDS = ("exhausted", "rejected", "poison", "unmatched", "signature")
 """The kinds of dead letter the pipeline writes."""
@@ -47,36 +56,40 @@ _SECRET_TEXT = re.compile(
     r'("(?:' + "|".join(sorted(_SECRET_FIELDS)) + r')"\s*:\s*)"(?:[^"\\]|\\.)*"?'
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_SHORT_ID = 8
-_RESPONSE_SHOWN = 200
+SHORT_ID = 8
+"""Characters of a record id shown in listings."""
 
 
 # -- reading ----------------------------------------------------------------------------------
 
 
 def read_dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
-    """Every record of a dead-letter file, oldest first (a torn last line is skipped).
+    """The records of a dead-letter file, oldest first (a torn last line is skipped).
 
-    Raises ``ConfigurationError`` when the file is missing or holds something else.
+    A record written again under the same id (a replay that failed again) counts once: its
+    last version, in the place of that line. Raises ``ConfigurationError`` when the file is
+    missing or holds something else.
     """
     file = Path(path)
     if not file.is_file():
         raise ConfigurationError(f"no dead-letter file at {os.fspath(path)}")
-    records: list[DeadLetter] = []
+    latest: dict[str, DeadLetter] = {}
     try:
         for number, value in enumerate(read_jsonl(file), start=1):
             try:
-                records.append(msgspec.convert(value, DeadLetter))
+                record = msgspec.convert(value, DeadLetter)
             except msgspec.ValidationError as exc:
                 raise ConfigurationError(
                     f"{file}: record {number} is not a dead letter ({exc})"
                 ) from None
+            latest.pop(record.id, None)  # a newer version goes where it was written
+            latest[record.id] = record
     except DecodeError as exc:
         raise ConfigurationError(str(exc)) from None
-    return records
+    return list(latest.values())
 
 
-def _find(records: Sequence[DeadLetter], wanted: str) -> DeadLetter:
+def find_record(records: Sequence[DeadLetter], wanted: str) -> DeadLetter:
     """The one record whose id starts with ``wanted``."""
     prefix = wanted.strip().lower()
     matches = {r.id: r for r in records if prefix and r.id.lower().startswith(prefix)}
@@ -90,7 +103,7 @@ def _find(records: Sequence[DeadLetter], wanted: str) -> DeadLetter:
     return next(iter(matches.values()))
 
 
-def _unique(records: Iterable[DeadLetter]) -> list[DeadLetter]:
+def unique_records(records: Iterable[DeadLetter]) -> list[DeadLetter]:
     """``records`` without repeated ids (the first of each is kept)."""
     seen: dict[str, DeadLetter] = {}
     for record in records:
@@ -118,11 +131,12 @@ def _safe(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """``text`` on one line, terminal escapes shown as ``\\xNN``."""
     return _safe(" ".join(text.split()))
 
 
-def _when(timestamp: float) -> str:
+def utc_time(timestamp: float) -> str:
     try:
         moment = datetime.fromtimestamp(timestamp, timezone.utc)
     except (OverflowError, OSError, ValueError):
@@ -160,13 +174,13 @@ def _body_lines(record: DeadLetter) -> tuple[str, list[str]]:
     return f"{len(raw)} bytes, JSON, secrets redacted", _safe(pretty).splitlines()
 
 
-def _compact(body: bytes) -> str:
+def compact_body(body: bytes) -> str:
     """One displayable line of a body, secrets masked (for ``--dry-run``)."""
     try:
         document = json.loads(body)
     except ValueError:
         text = body.decode("utf-8", "replace")
-        return _one_line(_SECRET_TEXT.sub(rf'\1"{_REDACTED}"', text))
+        return one_line(_SECRET_TEXT.sub(rf'\1"{_REDACTED}"', text))
     return _safe(json.dumps(redact(document), ensure_ascii=False, separators=(",", ":")))
 
 
@@ -227,14 +241,14 @@ def _list(args: argparse.Namespace) -> int:
         rows = [["TIME", "ID", "KIND", "EVENT", "TASK", "ATTEMPT", "FAILURE", "REASON"]]
         rows += [
             [
-                _when(r.time),
-                r.id[:_SHORT_ID],
-                _one_line(r.kind),
-                _one_line(r.event_type) or "-",
-                _one_line(r.task_id) or "-",
+                utc_time(r.time),
+                r.id[:SHORT_ID],
+                one_line(r.kind),
+                one_line(r.event_type) or "-",
+                one_line(r.task_id) or "-",
                 str(r.attempt),
-                _one_line(_first_failure(r)),
-                _one_line(r.reason) or "-",
+                one_line(_first_failure(r)),
+                one_line(r.reason) or "-",
             ]
             for r in shown
         ]
@@ -256,7 +270,7 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    record = _find(read_dead_letters(args.file), args.id)
+    record = find_record(read_dead_letters(args.file), args.id)
     for line in _describe(record):
         print(line)
     return EXIT_OK
@@ -265,7 +279,7 @@ def _show(args: argparse.Namespace) -> int:
 def _describe(record: DeadLetter) -> Iterator[str]:
     fields = [
         ("id", record.id),
-        ("time", f"{_when(record.time)} ({record.time})"),
+        ("time", f"{utc_time(record.time)} ({record.time})"),
         ("kind", record.kind),
         ("reason", record.reason),
         ("source", record.source),
@@ -275,14 +289,14 @@ def _describe(record: DeadLetter) -> Iterator[str]:
         ("task", record.task_id),
     ]
     for name, value in fields:
-        yield f"{name + ':':<10}{_one_line(value) or '-'}"
+        yield f"{name + ':':<10}{one_line(value) or '-'}"
     yield f"failures: {len(record.failures)}"
     for number, failure in enumerate(record.failures, start=1):
         where = f"handler {failure.handler}" if failure.handler else "the delivery"
         key = f" (key {failure.key})" if failure.key else ""
-        yield "  " + _one_line(f"{number}. {where}{key}: {failure.kind} {failure.error_type}")
+        yield "  " + one_line(f"{number}. {where}{key}: {failure.kind} {failure.error_type}")
         if failure.message:
-            yield f"     message: {_one_line(failure.message)}"
+            yield f"     message: {one_line(failure.message)}"
         if failure.traceback:
             yield "     traceback:"
             for line in _safe(failure.traceback).rstrip().splitlines():
@@ -293,278 +307,17 @@ def _describe(record: DeadLetter) -> Iterator[str]:
         yield f"  {line}"
 
 
-# -- replay -----------------------------------------------------------------------------------
-
-
-def _configure_replay(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="dead-letter file (JSON lines)")
-    parser.add_argument(
-        "ids", nargs="*", metavar="ID", help="records to replay (unique id prefixes; default all)"
-    )
-    parser.add_argument("--kind", choices=KINDS, help="only dead letters of this kind")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to", metavar="URL", help="POST each body to this callback URL")
-    target.add_argument(
-        "--app", metavar="MODULE:APP", help="run each body through this App in-process"
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="show what would be sent; send nothing"
-    )
-    parser.add_argument(
-        "--sign-key",
-        metavar="KEY",
-        default=os.environ.get("MPSFLOW_SIGN_KEY"),
-        help="re-sign bodies with this NotifyKey (default: $MPSFLOW_SIGN_KEY; else sent as is)",
-    )
-    parser.add_argument(
-        "--expires-in",
-        metavar="SECONDS",
-        type=int,
-        default=600,
-        help="signature lifetime in seconds: Timestamp = now + this (%(default)s)",
-    )
-    parser.add_argument(
-        "--keep-going", action="store_true", help="go on after a failure (default: stop)"
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="replay records FILE.replayed lists as done, too"
-    )
-    parser.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=positive_float,
-        default=30.0,
-        help="seconds per HTTP request (%(default)s)",
-    )
-    parser.set_defaults(run=_replay)
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    ok: bool
-    detail: str
-    """HTTP status and response, or the settlement: what the operator reads."""
-
-
-class _Replayed(msgspec.Struct, kw_only=True):
-    """One line of ``FILE.replayed``."""
-
-    id: str
-    time: float
-    via: str
-    result: str
-
-
-_Deliver = Callable[[DeadLetter, bytes], Awaitable[_Result]]
-
-
-def _journal_path(file: str) -> Path:
-    path = Path(file)
-    return path.with_name(path.name + ".replayed")
-
-
-def _replayed_before(journal: Path) -> dict[str, float]:
-    """Record id → when it was replayed, from ``FILE.replayed``."""
-    if not journal.is_file():
-        return {}
-    done: dict[str, float] = {}
-    try:
-        for entry in read_jsonl(journal):
-            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                stamp = entry.get("time")
-                done[entry["id"]] = float(stamp) if isinstance(stamp, int | float) else 0.0
-    except DecodeError as exc:
-        raise ConfigurationError(str(exc)) from None
-    return done
-
-
-def _resigned(body: bytes, key: str, expires_in: int) -> bytes | None:
-    """``body`` signed afresh the way MPS signs; ``None`` when it is not a JSON object."""
-    try:
-        return sign_notification(body, key, expires_at=int(time.time()) + expires_in)
-    except DecodeError:
-        return None
-
-
-def _select(args: argparse.Namespace, records: list[DeadLetter]) -> list[DeadLetter]:
-    chosen = _unique(_find(records, wanted) for wanted in args.ids) if args.ids else records
-    return _unique(r for r in chosen if args.kind is None or r.kind == args.kind)
-
-
-def _replay(args: argparse.Namespace) -> int:
-    import anyio
-
-    records = _select(args, read_dead_letters(args.file))
-    journal = _journal_path(args.file)
-    done = {} if args.force else _replayed_before(journal)
-    pending = [r for r in records if r.id not in done]
-    for record in records:
-        if record.id in done:
-            print(f"{_label(record)}  skipped: replayed at {_when(done[record.id])}")
-    if args.dry_run:
-        for record in pending:
-            _print_plan(args, record)
-        print(_summary(would=len(pending), skipped=len(records) - len(pending)))
-        return EXIT_OK
-    succeeded = failed = 0
-    if pending:
-        app = load_app(args.app) if args.app else None
-        succeeded, failed = anyio.run(_replay_all, args, pending, journal, app)
-    print(
-        _summary(
-            succeeded=succeeded,
-            failed=failed,
-            skipped=len(records) - len(pending),
-            stopped=len(pending) - succeeded - failed,
-        )
-    )
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-def _label(record: DeadLetter) -> str:
-    event = _one_line(record.event_type) or "-"
-    task = _one_line(record.task_id) or "-"
-    return f"{record.id[:_SHORT_ID]}  {_one_line(record.kind)}  {event}  {task}"
-
-
-def _print_plan(args: argparse.Namespace, record: DeadLetter) -> None:
-    body, note = _body_to_send(args, record)
-    where = f"POST {len(body)} bytes to {args.to}" if args.to else f"process with {args.app}"
-    print(f"{_label(record)}  would {where}{note}")
-    print(f"  {_compact(body)}")
-
-
-def _body_to_send(args: argparse.Namespace, record: DeadLetter) -> tuple[bytes, str]:
-    """The bytes to replay and a note on how they differ from the record's."""
-    raw = record.raw_body()
-    if not args.sign_key:
-        return raw, ""
-    signed = _resigned(raw, args.sign_key, args.expires_in)
-    if signed is None:
-        return raw, " (not a JSON object: sent unsigned, as it was)"
-    return signed, " (re-signed)"
-
-
-_SUMMARY_WORDS = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "would": "would be replayed",
-    "skipped": "skipped (replayed before; --force replays them again)",
-    "stopped": "not tried (stopped at the first failure; --keep-going goes on)",
-}
-
-
-def _summary(**counts: int) -> str:
-    """``replay: 2 succeeded, 1 failed, …``: the main counts always, others when not 0."""
-    parts = [
-        f"{n} {_SUMMARY_WORDS[name]}"
-        for name, n in counts.items()
-        if n or name in ("succeeded", "failed", "would")
-    ]
-    prefix = "dry run: " if "would" in counts else "replay: "
-    return prefix + ", ".join(parts)
-
-
-async def _replay_all(
-    args: argparse.Namespace, records: list[DeadLetter], journal: Path, app: App | None
-) -> tuple[int, int]:
-    """Replay ``records`` in order; note each success in ``journal``; (succeeded, failed)."""
-    succeeded = failed = 0
-    sink = JsonlSink(journal, fsync="always")
-    async with AsyncExitStack() as stack:
-        stack.push_async_callback(sink.close)
-        deliver = await _open_target(args, app, stack)
-        for record in records:
-            body, note = _body_to_send(args, record)
-            result = await deliver(record, body)
-            verdict = "ok" if result.ok else "FAILED"
-            print(f"{_label(record)}  -> {result.detail}  {verdict}{note}", flush=True)
-            if not result.ok:
-                failed += 1
-                if not args.keep_going:
-                    break
-                continue
-            entry = _Replayed(
-                id=record.id, time=time.time(), via="app" if app else "http", result=result.detail
-            )
-            try:
-                await sink.send([entry])
-            except SinkError as exc:
-                print(
-                    f"mpsflow deadletters: error: {record.id} was replayed, but {exc}; "
-                    "a new replay would send it again",
-                    file=sys.stderr,
-                )
-                failed += 1
-                break
-            succeeded += 1
-    return succeeded, failed
-
-
-async def _open_target(
-    args: argparse.Namespace, app: App | None, stack: AsyncExitStack
-) -> _Deliver:
-    if app is not None:
-        await stack.enter_async_context(app)
-        return _app_target(app)
-    import aiohttp
-
-    timeout = aiohttp.ClientTimeout(total=args.timeout)
-    session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
-    return _http_target(session, args.to)
-
-
-def _app_target(app: App) -> _Deliver:
-    from mpsflow.delivery import Delivery, Settlement
-
-    async def deliver(record: DeadLetter, body: bytes) -> _Result:
-        outcome = await app.process(Delivery(body, source="replay", id=record.id))
-        detail = outcome.settlement.value
-        if outcome.reason:
-            detail += f" ({_one_line(outcome.reason)})"
-        return _Result(outcome.settlement is Settlement.ACK, detail)
-
-    return deliver
-
-
-def _http_target(session: aiohttp.ClientSession, url: str) -> _Deliver:
-    import aiohttp
-
-    headers = {"Content-Type": "application/json"}
-
-    async def deliver(record: DeadLetter, body: bytes) -> _Result:
-        try:
-            async with session.post(
-                url, data=body, headers={**headers, "X-Request-Id": record.id}
-            ) as response:
-                status: int = response.status
-                answer: bytes = await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return _Result(False, f"error ({type(exc).__name__})")
-        text = _one_line(answer.decode("utf-8", "replace"))[:_RESPONSE_SHOWN]
-        return _Result(200 <= status < 300 and _code_zero(answer), f"{status} {text}".rstrip())
-
-    return deliver
-
-
-def _code_zero(answer: bytes) -> bool:
-    """True for the answer of a callback that took the notification: ``{"code": 0}``."""
-    try:
-        document = json.loads(answer)
-    except ValueError:
-        return False
-    return isinstance(document, dict) and document.get("code") == 0
-
-
 # -- the command ------------------------------------------------------------------------------
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
+    from mpsflow.cli.deadletters_replay import configure_replay  # it imports this module
+
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, help_text, configure in (
         ("list", "one line per dead letter, with filters and a count by kind", _configure_list),
         ("show", "one dead letter in full: failures, tracebacks and body", _configure_show),
-        ("replay", "send dead letters' bodies again, to a URL or an app", _configure_replay),
+        ("replay", "send dead letters' bodies again, to a URL or an app", configure_replay),
     ):
         configure(actions.add_parser(name, help=help_text, description=help_text))
 

@@ -3,6 +3,12 @@
 The sources ``run`` can feed live in ``SOURCE_FLAGS``: each adds its own options and builds
 its source from them (``--http``, ``--files``, ``--cmq``). ``--workers N`` hands HTTP to the
 pre-fork supervisor (:mod:`mpsflow.cli.supervisor`).
+
+Exit codes: 0 when stopped (SIGTERM/SIGINT) after draining, or when ``--files`` dead-lettered
+nothing; 1 when ``--files`` dead-lettered something; 2 for a wrong command line or app
+configuration; 3 when it could not start (a :class:`~mpsflow.errors.StartupError`: a port in
+use, credentials refused, a dedup store that does not answer; printed as one line saying what
+to do); 130 when the same signal came twice and stopped it at once.
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ import os
 import re
 import socket
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mpsflow.cli.common import (
+    EXIT_FAILED,
     EXIT_OK,
+    EXIT_STARTUP,
     Command,
     bounded_int,
     load_app,
@@ -27,11 +36,12 @@ from mpsflow.cli.common import (
     positive_int,
 )
 from mpsflow.cli.supervisor import serve_workers
-from mpsflow.errors import ConfigurationError
+from mpsflow.errors import ConfigurationError, StartupError
 
 if TYPE_CHECKING:
     from mpsflow.app import App
     from mpsflow.sources.base import Source
+    from mpsflow.sources.inprocess import InProcessSource
 
 __all__ = ["COMMAND", "SOURCE_FLAGS", "SourceFlag"]
 
@@ -265,6 +275,14 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="serve HTTP from N processes sharing the port and the dedup store (%(default)s)",
     )
+    parser.add_argument(
+        "--shutdown-timeout",
+        metavar="SECONDS",
+        type=positive_float,
+        help="on SIGTERM/SIGINT, how long in-flight work may take to finish before it is left"
+        " for redelivery (default: App(shutdown_timeout=…), 30); the same signal again stops"
+        " at once",
+    )
     dedup = parser.add_mutually_exclusive_group()
     dedup.add_argument(
         "--dedup",
@@ -302,16 +320,72 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--workers applies to --http only, not {', '.join(others)}")
     if not args.no_dedup:
         app.use_default_idempotency(args.dedup)
-    if args.workers > 1:
+    if args.shutdown_timeout is not None:
+        app.shutdown_timeout = args.shutdown_timeout
+    try:
+        if args.workers > 1:
 
-        def worker_source(sock: socket.socket, metrics_dir: str) -> Source:
-            source = _http_source(args, app, sock=sock, metrics_dir=metrics_dir)
-            assert source is not None
-            return source
+            def worker_source(sock: socket.socket, metrics_dir: str) -> Source:
+                source = _http_source(args, app, sock=sock, metrics_dir=metrics_dir)
+                assert source is not None
+                return source
 
-        return serve_workers(app, args, worker_source)
-    app.serve(*(source for _, source in built))
-    return EXIT_OK
+            return serve_workers(app, args, worker_source)
+        return _serve(app, [source for _, source in built])
+    except StartupError as exc:
+        print(f"mpsflow run: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+
+
+def _serve(app: App, sources: list[Source]) -> int:
+    """Serve ``sources``; after ``--files``, print what became of them (exit 1 when anything
+    was dead-lettered)."""
+    from mpsflow.sources.file import FileSource
+
+    files = [source for source in sources if isinstance(source, FileSource)]
+    try:
+        app.serve(*sources)
+    except KeyboardInterrupt:
+        for source in files:
+            print(_files_summary(source, app, stopped=True))
+        raise
+    for source in files:
+        print(_files_summary(source, app))
+    return EXIT_FAILED if any(_dead_lettered(source) for source in files) else EXIT_OK
+
+
+def _dead_lettered(source: InProcessSource) -> Counter[str]:
+    """Dead-letter records the source's deliveries made, by kind."""
+    from mpsflow.deadletter import dead_letter_kind
+    from mpsflow.delivery import Settlement
+
+    return Counter(
+        dead_letter_kind(settled.outcome.cause)
+        for settled in source.report
+        if settled.outcome.settlement in (Settlement.DEAD_LETTERED, Settlement.REJECTED)
+    )
+
+
+def _files_summary(source: InProcessSource, app: App, *, stopped: bool = False) -> str:
+    """``file: 4 acked (1 with no handler), 2 dead-lettered (exhausted 1, poison 1), 3
+    retries; dead letters are in dead.jsonl``: what became of the deliveries of ``--files``."""
+    from mpsflow.delivery import Cause, Settlement
+    from mpsflow.sinks.jsonl import JsonlSink
+
+    report = source.report
+    acked = [s for s in report if s.outcome.settlement is Settlement.ACK]
+    unmatched = sum(1 for s in acked if s.outcome.cause is Cause.UNMATCHED)
+    retries = sum(1 for s in report if s.outcome.settlement is Settlement.RETRY)
+    dead = _dead_lettered(source)
+    parts = [f"{len(acked)} acked" + (f" ({unmatched} with no handler)" if unmatched else "")]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(dead.items()))
+    parts.append(f"{dead.total()} dead-lettered" + (f" ({kinds})" if kinds else ""))
+    parts.append(f"{retries} {'retry' if retries == 1 else 'retries'}")
+    end = "; stopped before the end" if stopped else ""
+    sink = app.dead_letter_sink
+    if dead and isinstance(sink, JsonlSink):
+        end += f"; dead letters are in {sink.path}"
+    return f"{source.name}: {', '.join(parts)}{end}"
 
 
 COMMAND = Command("run an app on HTTP callbacks (or other sources)", _configure_run)

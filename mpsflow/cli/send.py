@@ -1,34 +1,120 @@
-"""``mpsflow send``: POST sample notifications to a callback URL, freshly signed.
+"""``mpsflow send``: POST sample notifications to a callback URL, or put them on a CMQ queue.
 
 Bodies come from .json/.jsonl files or folders; with a key each is re-signed the way MPS signs,
 so a real app's signature check accepts them. ``--rate``, ``--concurrency`` and ``--repeat``
-shape a load test; the summary counts answers by HTTP status.
+shape a load test. The summary counts answers: by HTTP status, where a 2xx answer whose JSON
+body carries a non-zero ``code`` (a CMQ error, a callback's refusal) is a failure; or, with
+``--cmq ENDPOINT --queue NAME``, messages queued with ``BatchSendMessage`` and the CMQ errors.
+The command exits 1 when anything failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, TextIO
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TextIO
+from urllib.parse import urlsplit
 
-from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, Command, positive_float, positive_int
+from mpsflow.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Command,
+    bounded_int,
+    positive_float,
+    positive_int,
+)
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError
 from mpsflow.signing import sign_notification
 
-__all__ = ["COMMAND", "Pacer", "SendItem", "signed_body"]
+if TYPE_CHECKING:
+    from mpsflow.tencentcloud.cmq.client import CmqClient
+
+__all__ = [
+    "CMQ_KEYS",
+    "COMMAND",
+    "Pacer",
+    "SendItem",
+    "Tally",
+    "cmq_endpoint",
+    "cmq_queue",
+    "require_cmq_keys",
+    "signed_body",
+]
 
 _log = logging.getLogger("mpsflow.cli")
 
+CMQ_KEYS: Final = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY")
+"""The environment variables a CMQ command signs with (plus TENCENTCLOUD_SESSIONTOKEN)."""
+
+_CMQ_QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_CMQ_BATCH: Final = 16
+"""The most messages one BatchSendMessage takes."""
+_CMQ_BATCH_BYTES: Final = 65536
+"""The most bytes of bodies one BatchSendMessage takes."""
+_SIGNATURE_ROOM: Final = 128
+"""Bytes a fresh ``Timestamp`` and ``Sign`` may add to a body."""
+_DETAIL: Final = 160
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+# -- the CMQ options, as `mpsflow run --cmq` takes them ----------------------------------------
+
+
+def cmq_endpoint(text: str) -> str:
+    """argparse type: a CMQ API address, ``http(s)://HOST[:PORT]``."""
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if (
+        not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected http(s)://HOST[:PORT] (the queue's API address), got {text!r}"
+        )
+    return text
+
+
+def cmq_queue(text: str) -> str:
+    """argparse type: a CMQ queue name."""
+    if not _CMQ_QUEUE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a CMQ queue name (a letter, then up to 63 letters, digits, - or _), "
+            f"got {text!r}"
+        )
+    return text
+
+
+def require_cmq_keys(flag: str = "--cmq") -> None:
+    """Raise ConfigurationError naming the CMQ key variables missing from the environment."""
+    missing = [name for name in CMQ_KEYS if not os.environ.get(name)]
+    if missing:
+        raise ConfigurationError(
+            f"{flag} needs API keys in the environment: set {' and '.join(missing)} "
+            "(and TENCENTCLOUD_SESSIONTOKEN for temporary keys)"
+        )
+
 
 def _configure_send(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="callback URL, e.g. http://127.0.0.1:8080/mps/callback")
+    parser.add_argument(
+        "url",
+        nargs="?",
+        metavar="URL",
+        help="callback URL, e.g. http://127.0.0.1:8080/mps/callback (not with --cmq)",
+    )
     parser.add_argument(
         "paths", nargs="+", metavar="FILE|DIR", help=".json/.jsonl files or folders"
     )
@@ -43,7 +129,11 @@ def _configure_send(parser: argparse.ArgumentParser) -> None:
         default=600,
         help="signature lifetime in seconds: Timestamp = now + this (%(default)s, as MPS)",
     )
-    parser.add_argument("--rate", type=positive_float, help="at most N requests per second")
+    parser.add_argument(
+        "--rate",
+        type=positive_float,
+        help="at most N requests per second (with --cmq a request is one batch)",
+    )
     parser.add_argument(
         "--concurrency", type=positive_int, default=8, help="requests at once (%(default)s)"
     )
@@ -52,6 +142,27 @@ def _configure_send(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout", type=positive_float, default=30.0, help="seconds per request (%(default)s)"
+    )
+    group = parser.add_argument_group(
+        "TDMQ-CMQ queue (instead of a URL)",
+        "Put the notifications on a queue, as MPS does, for `mpsflow run --cmq` to consume. "
+        "API keys come from TENCENTCLOUD_SECRETID and TENCENTCLOUD_SECRETKEY (with "
+        "TENCENTCLOUD_SESSIONTOKEN for temporary keys); a local `mpsflow cmq-server` accepts "
+        "the pair it was started with.",
+    )
+    group.add_argument(
+        "--cmq",
+        metavar="ENDPOINT",
+        type=cmq_endpoint,
+        help="the queue's API address, e.g. http://127.0.0.1:9800 (mpsflow cmq-server)"
+        " or https://cmq-gz.public.tencenttdmq.com",
+    )
+    group.add_argument("--queue", metavar="NAME", type=cmq_queue, help="the queue (with --cmq)")
+    group.add_argument(
+        "--batch",
+        metavar="N",
+        type=bounded_int(1, 16),
+        help=f"messages per BatchSendMessage, 1-16 ({_CMQ_BATCH})",
     )
     parser.set_defaults(run=_send)
 
@@ -146,30 +257,131 @@ class _Progress:
         self.out.flush()
 
 
+@dataclass(slots=True)
+class Tally:
+    """What came of the notifications sent: a count per answer, and which answers are failures.
+
+    ``hints`` are lines that say what to do about a failure, each printed once.
+    """
+
+    counts: Counter[str] = field(default_factory=Counter)
+    failed: set[str] = field(default_factory=set)
+    hints: dict[str, None] = field(default_factory=dict)
+
+    def add(self, answer: str, n: int = 1, *, ok: bool = True) -> None:
+        self.counts[answer] += n
+        if not ok:
+            self.failed.add(answer)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, control characters dropped, cut to a readable length."""
+    flat = _CONTROL.sub("", " ".join(text.split()))
+    return flat if len(flat) <= _DETAIL else flat[: _DETAIL - 1] + "…"
+
+
+def _refusal(answer: bytes) -> tuple[int, str, bool] | None:
+    """``(code, message, from CMQ)`` when a JSON answer carries a non-zero ``code``.
+
+    CMQ answers every error with HTTP 200 and ``{"code": 4100, "message": …, "requestId": …}``;
+    a callback's ``{"code": 0}`` means it took the notification.
+    """
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    code = document.get("code")
+    if not isinstance(code, int) or isinstance(code, bool) or code == 0:
+        return None
+    message = next(
+        (v for k in ("message", "error", "msg") if isinstance(v := document.get(k), str) and v),
+        "",
+    )
+    return code, _one_line(message), "requestId" in document
+
+
+def _http_answer(tally: Tally, status: int, answer: bytes) -> None:
+    """Count one HTTP answer: a 2xx is a success unless its JSON says otherwise."""
+    if not 200 <= status < 300:
+        tally.add(str(status), ok=False)
+        return
+    refusal = _refusal(answer)
+    if refusal is None:
+        tally.add(str(status))
+        return
+    code, message, from_cmq = refusal
+    tally.add(f"{status} code {code}" + (f" ({message})" if message else ""), ok=False)
+    if from_cmq:
+        tally.hints[
+            "the answers come from a CMQ API, not a callback: to put notifications on a queue,"
+            " use mpsflow send --cmq ENDPOINT --queue NAME FILE|DIR…"
+        ] = None
+
+
+def _target(args: argparse.Namespace) -> list[str]:
+    """Check where the notifications go; the paths to read them from."""
+    paths: list[str] = list(args.paths)
+    looks_like_url = args.url is not None and urlsplit(args.url).scheme in ("http", "https")
+    if args.cmq is None:
+        for flag, value in (("--queue", args.queue), ("--batch", args.batch)):
+            if value is not None:
+                raise ConfigurationError(f"{flag} goes with --cmq ENDPOINT")
+        if args.url is None:
+            raise ConfigurationError(
+                "give the callback URL before the files (e.g. http://127.0.0.1:8080/mps/callback)"
+                ", or --cmq ENDPOINT --queue NAME to put them on a queue"
+            )
+        if not looks_like_url:
+            raise ConfigurationError(
+                f"expected the callback URL first (http(s)://HOST:PORT/PATH), got {args.url!r}"
+            )
+        return paths
+    if args.queue is None:
+        raise ConfigurationError("--cmq needs --queue NAME")
+    if looks_like_url:
+        raise ConfigurationError(
+            f"--cmq puts the notifications on a queue: give no callback URL ({args.url})"
+        )
+    require_cmq_keys()
+    return paths if args.url is None else [args.url, *paths]
+
+
 def _send(args: argparse.Namespace) -> int:
     import anyio
 
-    items = _load_items(args.paths, signing=args.sign_key is not None)
+    paths = _target(args)
+    items = _load_items(paths, signing=args.sign_key is not None)
     if not items:
         raise ConfigurationError("no notifications found in the given paths")
     started = time.monotonic()
-    counts = anyio.run(_send_all, args, items)
+    tally = anyio.run(_send_all if args.cmq is None else _queue_all, args, items)
     elapsed = time.monotonic() - started
-    total = sum(counts.values())
-    print(f"sent {total} notification(s) in {elapsed:.2f}s ({total / max(elapsed, 1e-9):.1f}/s)")
-    for status, n in sorted(counts.items()):
-        print(f"  {status}: {n}")
-    ok = all(status.isdigit() and 200 <= int(status) < 300 for status in counts)
-    return EXIT_OK if ok else EXIT_FAILED
+    total = sum(tally.counts.values())
+    where = f" to queue {args.queue}" if args.cmq else ""
+    print(
+        f"sent {total} notification(s){where} in {elapsed:.2f}s"
+        f" ({total / max(elapsed, 1e-9):.1f}/s)"
+    )
+    for answer, n in sorted(tally.counts.items()):
+        print(f"  {answer}: {n}")
+    for hint in tally.hints:
+        print(f"mpsflow send: {hint}", file=sys.stderr)
+    return EXIT_OK if tally.ok else EXIT_FAILED
 
 
-async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Counter[str]:
+async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
     import aiohttp
     import anyio
 
     plan = iter([item for _ in range(args.repeat) for item in items])
     progress = _Progress(len(items) * args.repeat, sys.stderr)
-    counts: Counter[str] = Counter()
+    tally = Tally()
     pacer = Pacer(args.rate)
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -180,10 +392,10 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Counter[
                 async with session.post(
                     args.url, data=body, headers={"Content-Type": "application/json"}
                 ) as response:
-                    await response.read()
-                    counts[str(response.status)] += 1
+                    answer = await response.read()
+                    _http_answer(tally, response.status, answer)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                counts[f"error ({type(exc).__name__})"] += 1
+                tally.add(f"error ({type(exc).__name__})", ok=False)
             progress.advance()
 
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -194,8 +406,89 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Counter[
     ):
         for _ in range(args.concurrency):
             tg.start_soon(worker, session)
-    return counts
+    return tally
 
 
-COMMAND = Command("POST sample notifications to a callback URL, freshly signed", _configure_send)
+def _batches(items: Sequence[SendItem], size: int, tally: Tally) -> Iterator[list[SendItem]]:
+    """``items`` in BatchSendMessage batches: at most ``size`` and 64 KB of bodies each.
+
+    A body that is not UTF-8 cannot be a CMQ message: it is counted as a failure, not sent.
+    """
+    batch: list[SendItem] = []
+    used = 0
+    for item in items:
+        try:
+            item.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            tally.add("not sent (not UTF-8 text; a CMQ message is text)", ok=False)
+            continue
+        room = len(item.raw) + _SIGNATURE_ROOM
+        if batch and (len(batch) == size or used + room > _CMQ_BATCH_BYTES):
+            yield batch
+            batch, used = [], 0
+        batch.append(item)
+        used += room
+    if batch:
+        yield batch
+
+
+async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
+    """Put every item on the queue ``--repeat`` times, in batches, ``--concurrency`` at once."""
+    import anyio
+
+    from mpsflow.tencentcloud.cmq.client import CmqClient
+    from mpsflow.tencentcloud.cmq.credentials import EnvironmentCredentials
+
+    tally = Tally()
+    every = [item for _ in range(args.repeat) for item in items]
+    plan = iter(list(_batches(every, args.batch or _CMQ_BATCH, tally)))
+    progress = _Progress(len(every), sys.stderr)
+    progress.done = sum(tally.counts.values())  # those left out of every batch
+    pacer = Pacer(args.rate)
+    client = CmqClient(args.cmq, EnvironmentCredentials(), request_timeout=args.timeout)
+
+    async def worker() -> None:
+        for batch in plan:
+            await pacer.wait()
+            await _queue_batch(client, args, batch, tally)
+            for _ in batch:
+                progress.advance()
+
+    async with client, anyio.create_task_group() as tg:
+        for _ in range(args.concurrency):
+            tg.start_soon(worker)
+    return tally
+
+
+async def _queue_batch(
+    client: CmqClient, args: argparse.Namespace, batch: list[SendItem], tally: Tally
+) -> None:
+    """One BatchSendMessage; its messages counted as queued, or as the error that refused them."""
+    from mpsflow.tencentcloud.cmq.errors import (
+        CODE_AUTH_FAILED,
+        CmqError,
+        CmqServerError,
+    )
+
+    bodies = [signed_body(item, args.sign_key, args.expires_in).decode() for item in batch]
+    try:
+        await client.batch_send(args.queue, bodies)
+    except CmqServerError as exc:
+        detail = _one_line(exc.cmq_message)
+        tally.add(f"code {exc.code}" + (f" ({detail})" if detail else ""), len(batch), ok=False)
+        if exc.code == CODE_AUTH_FAILED:
+            tally.hints[
+                "the queue refused the API keys: check TENCENTCLOUD_SECRETID and "
+                "TENCENTCLOUD_SECRETKEY (mpsflow cmq-server accepts the pair it was started with)"
+            ] = None
+    except CmqError as exc:
+        tally.add(f"error ({_one_line(str(exc))})", len(batch), ok=False)
+    else:
+        tally.add("queued", len(batch))
+
+
+COMMAND = Command(
+    "POST notifications to a callback URL, or put them on a CMQ queue, freshly signed",
+    _configure_send,
+)
 """The ``send`` entry of :data:`mpsflow.cli.COMMANDS`."""

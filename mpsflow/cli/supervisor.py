@@ -1,7 +1,10 @@
 """``mpsflow run --workers N``: a pre-fork supervisor that serves one HTTP port from N processes.
 
 The listening socket is bound before forking, so every worker accepts on the same port; the
-supervisor restarts workers that crash and forwards SIGTERM/SIGINT so each drains gracefully.
+supervisor restarts workers that crash and forwards SIGTERM/SIGINT so each drains gracefully
+(the same signal again makes them stop at once). A worker that cannot start (a
+:class:`~mpsflow.errors.StartupError`, e.g. its dedup store does not answer) is not restarted:
+the supervisor stops the others and ends with that error, reported once.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -20,8 +24,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mpsflow.cli.common import EXIT_FAILED, EXIT_OK
-from mpsflow.errors import ConfigurationError
+from mpsflow.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STARTUP
+from mpsflow.errors import ConfigurationError, StartupError
 
 if TYPE_CHECKING:
     from mpsflow.app import App
@@ -36,8 +40,10 @@ class Supervisor:
     """Forks N workers that serve one inherited listening socket; restarts crashed ones.
 
     SIGTERM/SIGINT are forwarded to every worker (each drains gracefully); the supervisor
-    exits once they all have. A worker that keeps dying right after start (5 times in a
-    row) makes it give up and stop the others.
+    exits once they all have. A second signal is forwarded too (each worker then stops at
+    once) and the supervisor exits with 130. A worker that keeps dying right after start (5
+    times in a row) makes it give up and stop the others; one that cannot start
+    (``StartupError``) makes it stop the others at once, and ``startup_error`` says why.
     """
 
     _QUICK_DEATH = 1.0
@@ -48,9 +54,22 @@ class Supervisor:
         self.work = work
         self.workers: dict[int, float] = {}  # pid -> start time
         self.stopping = False
+        self.interrupted = False
+        """A second signal came: the workers were told to stop at once."""
+        self.startup_error: str | None = None
+        """Why a worker could not start (its ``StartupError``), when one could not."""
+        self._signals = 0
         self._wake = threading.Event()
+        self._reports: tuple[int, int] | None = None
+        """A pipe on which a worker that cannot start writes why, for the supervisor."""
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.interrupted = True
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
         self.stopping = True
         self._wake.set()
         for pid in list(self.workers):
@@ -64,6 +83,11 @@ class Supervisor:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 code = self.work()
+            except StartupError as exc:
+                self._report(str(exc))
+                code = EXIT_STARTUP
+            except KeyboardInterrupt:  # stopped at once by a second signal
+                code = EXIT_INTERRUPTED
             except BaseException:
                 _log.exception("worker failed")
             finally:
@@ -74,6 +98,22 @@ class Supervisor:
         self.workers[pid] = time.monotonic()
         _log.info("worker %d started", pid)
 
+    def _report(self, message: str) -> None:
+        """In a worker: tell the supervisor why this worker cannot start."""
+        if self._reports is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._reports[1], message.encode()[: select.PIPE_BUF - 1] + b"\n")
+
+    def _read_report(self) -> str:
+        """In the supervisor: the first reason a worker gave for not starting."""
+        if self._reports is None:
+            return ""
+        try:
+            data = os.read(self._reports[0], 65536)
+        except BlockingIOError:
+            return ""
+        return data.decode(errors="replace").split("\n", 1)[0]
+
     def run(self) -> int:
         """Start the workers and supervise them until all have exited; the exit code."""
         previous = {
@@ -81,6 +121,8 @@ class Supervisor:
         }
         failed = False
         quick_deaths = 0
+        self._reports = os.pipe()
+        os.set_blocking(self._reports[0], False)
         try:
             for _ in range(self.count):
                 self._spawn()
@@ -90,6 +132,11 @@ class Supervisor:
                 if started is None:
                     continue
                 code = os.waitstatus_to_exitcode(status)
+                if code == EXIT_STARTUP and self.startup_error is None:
+                    self.startup_error = self._read_report() or "a worker could not start"
+                    failed = True
+                    self._stop_workers()  # the others too; none is restarted
+                    continue
                 if self.stopping:
                     failed |= code != 0
                     _log.info("worker %d exited (%d)", pid, code)
@@ -101,7 +148,7 @@ class Supervisor:
                 if quick_deaths >= self._GIVE_UP_AFTER:
                     _log.error("workers keep dying at start; giving up")
                     failed = True
-                    self._on_signal(signal.SIGTERM, None)
+                    self._stop_workers()
                     continue
                 if quick_deaths:
                     self._wake.wait(min(0.1 * 2**quick_deaths, 5.0))
@@ -110,6 +157,11 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            for end in self._reports:
+                os.close(end)
+            self._reports = None
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -130,9 +182,10 @@ def serve_workers(
     """
     if not hasattr(os, "fork"):
         raise ConfigurationError("--workers needs a platform with fork()")
+    from mpsflow.sources.http import listen
+
     host, port = args.http
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock = listen(host, port)  # StartupError saying what to do when the port is taken
     bound_port = sock.getsockname()[1]
     args.http = (host, bound_port)
     scheme = "https" if args.certfile else "http"
@@ -153,8 +206,12 @@ def serve_workers(
         app.serve(http_source(sock, metrics_dir))
         return EXIT_OK
 
+    supervisor = Supervisor(args.workers, work)
     try:
-        return Supervisor(args.workers, work).run()
+        code = supervisor.run()
     finally:
         sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    if supervisor.startup_error is not None:
+        raise StartupError(supervisor.startup_error)
+    return code

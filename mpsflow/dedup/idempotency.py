@@ -45,7 +45,7 @@ from mpsflow.dedup.keys import (
     typed_notification_key,
     typed_payload_hash,
 )
-from mpsflow.dedup.stores.base import ClaimState, IdempotencyStore
+from mpsflow.dedup.stores.base import ClaimState, IdempotencyStore, unavailable_message
 from mpsflow.errors import ConfigurationError, StoreUnavailable
 from mpsflow.events import LiveStreamNotification, Notification
 from mpsflow.events.envelope import document
@@ -167,6 +167,11 @@ class Idempotency:
         return f"Idempotency(store={self.store!r}, completed_ttl={self.completed_ttl})"
 
     @property
+    def clock(self) -> Clock:
+        """The clock leases, deadlines and retries are measured on."""
+        return self._clock
+
+    @property
     def unsettled(self) -> int:
         """Completions not yet written plus lost claims not yet released (0 when healthy)."""
         return len(self._unwritten) + len(self._orphans)
@@ -281,7 +286,7 @@ class Idempotency:
             _log.warning(
                 "could not record %s as completed (%s); retrying until its lease ends",
                 decision.record_key,
-                exc,
+                unavailable_message(exc, self.store),
             )
             return False
         if not done:
@@ -300,10 +305,11 @@ class Idempotency:
         _require_run(decision)
         try:
             return await self.store.release(decision.record_key, decision.token)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             _log.warning(
-                "could not release %s: store unavailable; releasing it once the store is back",
+                "could not release %s (%s); releasing it once the store is back",
                 decision.record_key,
+                unavailable_message(exc, self.store),
             )
             self._orphans[(decision.record_key, decision.token)] = None
             return False

@@ -10,6 +10,11 @@ twice; a store that is down makes it retry later too, never run unclaimed.
 The store's :class:`~mpsflow.dedup.stores.base.ClaimState` says what the claim found; this
 middleware turns it into the pipeline's words: COMPLETED is ``Cause.ALREADY_DONE``,
 IN_PROGRESS is ``Cause.DEFERRED``, CLAIMED runs the handler.
+
+A store that is down is logged at WARNING on ``mpsflow.dedup.idempotency`` with the store's
+address and the cause: the first failure at once, then at most one line per ``log_interval``
+seconds (on the idempotency's clock) saying how many handler runs were deferred meanwhile, and
+an INFO line once the store answers again (at most one per ``log_interval`` too).
 """
 
 from __future__ import annotations
@@ -18,9 +23,16 @@ import logging
 
 import anyio
 
+from mpsflow._throttle import LogThrottle
+from mpsflow.clock import Clock
 from mpsflow.dedup.effects import effect_key
 from mpsflow.dedup.idempotency import Decision, Idempotency
-from mpsflow.dedup.stores.base import ClaimState, settles_in_place
+from mpsflow.dedup.stores.base import (
+    ClaimState,
+    describe_store,
+    settles_in_place,
+    unavailable_message,
+)
 from mpsflow.delivery import Cause, Outcome, Settlement
 from mpsflow.errors import StoreUnavailable
 from mpsflow.events import Notification
@@ -44,6 +56,8 @@ class DedupMiddleware:
         *,
         store_retry_after: float = 5.0,
         busy_retry_after: float = 5.0,
+        clock: Clock | None = None,
+        log_interval: float = 10.0,
     ) -> None:
         self.idempotency = idempotency
         self.store_retry_after = store_retry_after
@@ -52,6 +66,13 @@ class DedupMiddleware:
         (the duplicate usually finishes in milliseconds; its lease bounds only a crash)."""
         self._shield = not settles_in_place(idempotency.store)
         """Shield the settling store call from cancellation (not needed when it cannot wait)."""
+        clock = clock or idempotency.clock
+        self._throttle = LogThrottle(clock, log_interval)
+        """Store-down lines: the first, then one per ``log_interval``."""
+        self._back_throttle = LogThrottle(clock, log_interval)
+        """Store-back lines, so a flapping store is not a line per flap either."""
+        self._deferred = 0
+        """Handler runs deferred since the store last answered (0 while it is healthy)."""
 
     def __repr__(self) -> str:
         return f"DedupMiddleware({self.idempotency!r})"
@@ -89,14 +110,16 @@ class DedupMiddleware:
             decision = await self.idempotency.begin(
                 key, call.handler.name, payload_hash, deadline=call.delivery.deadline
             )
-        except StoreUnavailable:
-            _log.warning("idempotency store unavailable; %s will be retried", call.handler.name)
+        except StoreUnavailable as exc:
+            self._store_down(exc, call.handler.name)
             return Outcome(
                 Settlement.RETRY,
                 retry_after=self.store_retry_after,
                 reason="idempotency store unavailable",
                 cause=Cause.DEFERRED,
             )
+        if self._deferred:
+            self._store_back()
         if call.context is not None:
             call.context.effect_key = effect_key(decision.record_key)
         claim = decision.state
@@ -116,6 +139,34 @@ class DedupMiddleware:
             raise
         await self._settle(decision, succeeded=outcome.settlement is Settlement.ACK)
         return outcome
+
+    def _store_down(self, exc: StoreUnavailable, handler: str) -> None:
+        self._deferred += 1
+        held = self._throttle.admit()
+        if held is None:
+            return
+        more = ""
+        if held:
+            more = f"; {held.total()} more handler runs deferred since the last such line"
+        _log.warning(
+            "%s; handler %s will be retried in %gs%s",
+            unavailable_message(exc, self.idempotency.store),
+            handler,
+            self.store_retry_after,
+            more,
+            extra={"handler": handler, "suppressed": held.total()},
+        )
+
+    def _store_back(self) -> None:
+        if self._back_throttle.admit() is None:
+            return
+        deferred, self._deferred = self._deferred, 0
+        _log.info(
+            "idempotency store %s answers again; %d handler runs were deferred while it was "
+            "unavailable",
+            describe_store(self.idempotency.store),
+            deferred,
+        )
 
     async def _settle(self, decision: Decision, *, succeeded: bool) -> None:
         settle = self.idempotency.succeeded if succeeded else self.idempotency.failed

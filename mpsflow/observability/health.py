@@ -3,6 +3,7 @@
 An app is ready once it has started and every readiness check (an async ``() -> bool``, e.g.
 the dedup store's ``ping``) passes within a few seconds. Sources that answer probes (the HTTP
 source's ``/readyz``) ask through a :data:`ReadinessProbe` they are handed, never the app.
+``App.run`` starts only when its dedup store answers (:func:`require_store`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from dataclasses import dataclass
 
 import anyio
 
+from mpsflow.dedup.stores.base import (
+    IdempotencyStore,
+    describe_store,
+    store_unavailable,
+    unavailable_message,
+)
+from mpsflow.errors import StartupError, StoreUnavailable
+
 __all__ = [
     "CHECK_TIMEOUT",
     "READY",
@@ -21,6 +30,7 @@ __all__ = [
     "ReadinessProbe",
     "always_ready",
     "probe",
+    "require_store",
 ]
 
 _log = logging.getLogger("mpsflow.observability.health")
@@ -72,3 +82,26 @@ async def _passes(check: ReadinessCheck, within: float) -> bool:
     except Exception:
         _log.warning("readiness check %r failed", check, exc_info=True)
         return False
+
+
+_PROBE_KEY = "mpsflow:startup-check"
+"""A key no claim uses: releasing it with a token nobody holds changes nothing."""
+
+
+async def require_store(store: IdempotencyStore, *, within: float = CHECK_TIMEOUT) -> None:
+    """Raise :class:`~mpsflow.errors.StartupError` naming ``store`` and the cause unless it
+    answers a ping within ``within`` seconds."""
+    try:
+        with anyio.fail_after(within):
+            if await store.ping():
+                return
+            # ping says only "no": a harmless call that fails the store's way says why
+            await store.release(_PROBE_KEY, "-")
+        problem = f"idempotency store {describe_store(store)} does not answer a ping"
+    except StoreUnavailable as exc:
+        problem = unavailable_message(exc, store)
+    except TimeoutError:
+        problem = f"idempotency store {describe_store(store)} did not answer within {within:g}s"
+    except Exception as exc:
+        problem = str(store_unavailable(describe_store(store), exc))
+    raise StartupError(f"{problem}: start it or fix its address (dedup cannot run without it)")

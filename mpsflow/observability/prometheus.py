@@ -105,7 +105,8 @@ class PrometheusMetrics:
             import prometheus_client as prom
         except ImportError:
             raise ConfigurationError(
-                "PrometheusMetrics needs prometheus-client: pip install 'mpsflow[metrics]'"
+                "PrometheusMetrics needs the metrics extra (prometheus-client): "
+                "pip install 'mpsflow[metrics]'"
             ) from None
         self.registry: CollectorRegistry = (
             registry if registry is not None else prom.CollectorRegistry(auto_describe=True)

@@ -17,10 +17,24 @@ the decoded notification; no encoding can slip past the check. A decoded notific
 handed on in ``call.notification`` so the pipeline does not decode it again. A rejection is
 REJECTED because ``Cause.UNAUTHENTICATED``: the pipeline records a ``signature`` dead letter,
 nothing retries it, and each source answers the way its delivery contract says.
+
+Every rejection is counted (``signature_rejections`` by reason) and logged at WARNING on
+``mpsflow.signing``: the first at once, then at most one line per ``log_interval`` seconds on
+the app's clock, saying how many were held back. A line names the reason, the TaskId when the
+body shows one, and the peer (the HTTP client's address, else the source's name), and what to
+check; never a key, the ``Sign`` or the body.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from mpsflow._throttle import LogThrottle
+from mpsflow.clock import Clock
 from mpsflow.codec import DEFAULT_MAX_SIZE, decode_any
 from mpsflow.delivery import Cause, Outcome, Settlement
 from mpsflow.errors import DecodeError
@@ -28,12 +42,35 @@ from mpsflow.middleware.base import Call, CallNext
 from mpsflow.observability.metrics import Metrics
 from mpsflow.signing.verifier import (
     SignatureVerifier,
+    VerifyReason,
     VerifyResult,
     extract_timestamp_sign,
+    notification_ref,
     scan_timestamp_sign,
 )
 
 __all__ = ["SignatureMiddleware"]
+
+_log = logging.getLogger("mpsflow.signing")
+
+_HINTS = {
+    VerifyReason.MISSING: (
+        "it carries no Sign (or no Timestamp): start the MPS task with a NotifyKey, or accept "
+        "unsigned notifications with allow_unsigned"
+    ),
+    VerifyReason.MALFORMED: "its Timestamp or Sign is not in MPS's format",
+    VerifyReason.EXPIRED: (
+        "it is signed with a known key but its Timestamp (the expiry) has passed: a replay, a "
+        "late redelivery, or a clock that is off (see signature_skew)"
+    ),
+    VerifyReason.MISMATCH: (
+        "its Sign matches none of notify_keys: check the NotifyKey the MPS task was started "
+        "with against notify_keys"
+    ),
+}
+_PLAIN = re.compile(r"[A-Za-z0-9._:/@\[\]-]{1,128}")
+"""A TaskId or peer address logged as it is; anything else is quoted (it is unauthenticated
+input, so it must not forge log lines)."""
 
 
 class SignatureMiddleware:
@@ -45,10 +82,15 @@ class SignatureMiddleware:
         *,
         metrics: Metrics | None = None,
         max_size: int = DEFAULT_MAX_SIZE,
+        clock: Clock | None = None,
+        log_interval: float = 10.0,
     ) -> None:
         self.verifier = verifier
         self._metrics = metrics
         self._max_size = max_size
+        self._throttle = LogThrottle(clock or verifier.clock, log_interval)
+        """Rejection log lines: the first, then one per ``log_interval`` (the verifier's clock,
+        the app's, unless ``clock`` is given)."""
 
     def __repr__(self) -> str:
         return f"SignatureMiddleware({self.verifier!r})"
@@ -73,13 +115,57 @@ class SignatureMiddleware:
         result: VerifyResult = self.verifier.verify(timestamp, sign, payload=body)
         if result.ok:
             return await call_next(call)
-        call.notification = None
+        notification, call.notification = call.notification, None
         reason = result.reason.value
         if self._metrics is not None:
             self._metrics.signature_rejected(reason)
+        held = self._throttle.admit(reason)
+        if held is not None:
+            task_id = getattr(notification, "task_id", None)
+            self._log_rejection(call, result.reason, task_id, held)
         return Outcome(
             Settlement.REJECTED, reason=f"signature {reason}", cause=Cause.UNAUTHENTICATED
         )
+
+    def _log_rejection(
+        self, call: Call, reason: VerifyReason, task_id: object, held: Counter[str]
+    ) -> None:
+        """One WARNING line about this rejection and the ones held back before it."""
+        delivery = call.delivery
+        if not (isinstance(task_id, str) and task_id):
+            task_id = self._task_id(delivery.body)
+        what = f"TaskId {_safe(task_id)}" if task_id else "a notification (no readable TaskId)"
+        remote = delivery.meta.get("remote", "")
+        where = (
+            f"from {_safe(remote)} via {_safe(delivery.source)}"
+            if remote
+            else f"from source {_safe(delivery.source)}"
+        )
+        more = ""
+        if held:
+            counts = ", ".join(f"{kind} {count}" for kind, count in sorted(held.items()))
+            more = f"; {held.total()} more rejected since the last such line, not logged ({counts})"
+        _log.warning(
+            "signature %s: rejected %s %s; %s%s",
+            reason.value,
+            what,
+            where,
+            _HINTS.get(reason, "it does not verify"),
+            more,
+            extra={
+                "reason": reason.value,
+                "task_id": task_id[:128],
+                "remote": remote,
+                "source": delivery.source,
+                "suppressed": held.total(),
+            },
+        )
+
+    def _task_id(self, body: bytes | Mapping[str, Any]) -> str:
+        """The TaskId the raw body shows, or ``""`` (never raises, never reads a huge body)."""
+        if isinstance(body, bytes) and len(body) > self._max_size:
+            return ""
+        return notification_ref(body).task_id
 
     def _passes_fast(self, call: Call, body: bytes) -> bool:
         """True when the scanned pair verifies and is the decoded notification's own.
@@ -96,3 +182,10 @@ class SignatureMiddleware:
             return False
         call.notification = notification
         return notification.timestamp == scanned[0] and notification.sign == scanned[1]
+
+
+def _safe(text: str) -> str:
+    """``text`` as it is when plain (addresses, ids), else quoted and cut short."""
+    if _PLAIN.fullmatch(text):
+        return text
+    return ascii(text[:64])

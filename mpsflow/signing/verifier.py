@@ -137,6 +137,11 @@ class SignatureVerifier:
     def __repr__(self) -> str:
         return f"SignatureVerifier(keys=<{len(self._keys)} keys>, skew_seconds={self._skew})"
 
+    @property
+    def clock(self) -> Clock:
+        """The clock expiry is checked against."""
+        return self._clock
+
     def verify(
         self,
         timestamp: object,

@@ -13,7 +13,8 @@ time or digest), so a re-run overwrites the object the first run wrote instead o
 second one. Records without a key keep the ``key_template`` naming.
 
 Raw notification bytes are stored exactly as received; other records are encoded as JSON.
-Needs the ``cos`` extra (``aiobotocore``), imported only on ``start``.
+Needs the ``cos`` extra (``aiobotocore``), imported only on ``start``: without it, ``start``
+raises ``ConfigurationError`` saying ``pip install 'mpsflow[cos]'``.
 
 Credentials, in order: the ``credentials`` argument (a ``Credential`` or a provider, asked
 before every batch so rotating keys are honoured), the ``TENCENTCLOUD_SECRETID`` /
@@ -174,8 +175,10 @@ class S3Sink(KeyedSinkBase):
     async def start(self) -> None:
         try:
             from aiobotocore.session import get_session
-        except ImportError as exc:  # pragma: no cover - depends on the installed extras
-            raise ConfigurationError("S3Sink needs aiobotocore: pip install mpsflow[cos]") from exc
+        except ImportError:
+            raise ConfigurationError(
+                "S3Sink needs the cos extra (aiobotocore): pip install 'mpsflow[cos]'"
+            ) from None
         if self._provider is None and os.environ.get("TENCENTCLOUD_SECRETID"):
             self._provider = EnvironmentCredentials()
         self._session = get_session()

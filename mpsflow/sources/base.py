@@ -32,6 +32,11 @@ class Source(Protocol):
     ``runtime.stop`` is set and every delivery it started has been settled, or when a finite
     source (file, memory) is exhausted. Push sources (HTTP) implement ``run`` around their
     server; pull sources (CMQ, files, memory) subclass ``PullSource``.
+
+    A source that cannot start (its address is taken, its credentials are refused) raises
+    :class:`~mpsflow.errors.StartupError` saying what to do, before it has served. On its
+    first run, ``App.run`` then ends with that error (or any ``ConfigurationError``) instead
+    of restarting it; other failures, and any failure on a later run, restart it with backoff.
     """
 
     name: str

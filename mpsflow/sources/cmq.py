@@ -20,11 +20,17 @@ import anyio.abc
 
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.delivery import Delivery, Outcome
+from mpsflow.errors import StartupError
 from mpsflow.retry import RetryPolicy
 from mpsflow.sources.base import PullSource
 from mpsflow.sources.runtime import SourceRuntime
 from mpsflow.tencentcloud.cmq.client import MAX_BATCH, MAX_POLLING_WAIT, CmqClient
-from mpsflow.tencentcloud.cmq.errors import CmqError
+from mpsflow.tencentcloud.cmq.errors import (
+    CmqAuthError,
+    CmqError,
+    CmqQueueNotFoundError,
+    CmqServerError,
+)
 
 __all__ = ["CmqSource"]
 
@@ -39,9 +45,12 @@ class CmqSource(PullSource):
     ``wait_seconds`` is the long-poll wait (0-30 s); ``batch_size`` caps each
     ``BatchReceiveMessage`` (1-16) and is further capped by the free in-flight slots.
     Deletes are sent as soon as 16 are pending or ``delete_delay`` seconds after the first.
-    Receive errors that may pass (network, throttling) back off and poll again; others (bad
-    credentials, missing queue) end the run so the app's supervisor restarts it with backoff
-    and logs it. ``clock`` defaults to the runtime's (the app's).
+    Receive errors that may pass (network, throttling) back off and poll again. Others (bad
+    credentials, missing queue) end the run: before the first receive of a run succeeded as
+    a :class:`~mpsflow.errors.StartupError` saying what to check (``App.run`` then ends with
+    it, when this is the source's first run), later as the ``CmqError`` itself, so the app's
+    supervisor restarts the source with backoff and logs it. ``clock`` defaults to the
+    runtime's (the app's).
     """
 
     def __init__(
@@ -76,6 +85,8 @@ class CmqSource(PullSource):
             max_attempts=1_000_000, base_delay=0.5, max_delay=30.0
         )
         self._receive_failures = 0
+        self._received = False
+        """A receive of this run succeeded: the queue exists and took the credentials."""
         self._pending: list[str] = []
         self._wake = anyio.Event()
         self._full = anyio.Event()
@@ -91,6 +102,7 @@ class CmqSource(PullSource):
     async def run(self, runtime: SourceRuntime) -> None:
         if self._given_clock is None:
             self._clock = runtime.clock
+        self._received = False
         async with anyio.create_task_group() as tg:
             done = anyio.Event()
             tg.start_soon(self._delete_loop, done)
@@ -112,6 +124,8 @@ class CmqSource(PullSource):
             messages = await self.client.batch_receive(self.queue, count, self.wait_seconds)
         except CmqError as exc:
             if not exc.retryable:
+                if not self._received:
+                    raise StartupError(self._cannot_start(exc)) from exc
                 raise
             self._receive_failures += 1
             delay = self._backoff.delay(self._receive_failures)
@@ -121,6 +135,7 @@ class CmqSource(PullSource):
             await self._clock.sleep(delay)
             return []
         self._receive_failures = 0
+        self._received = True
         now, mono = self._clock.time(), self._clock.monotonic()
         return [
             Delivery(
@@ -137,6 +152,24 @@ class CmqSource(PullSource):
             )
             for message in messages
         ]
+
+    def _cannot_start(self, exc: CmqError) -> str:
+        """What a receive error that will not pass means, and what to check."""
+        where = f"CMQ queue {self.queue} at {self.client.url}"
+        if isinstance(exc, CmqAuthError):
+            return (
+                f"CMQ refused the credentials for queue {self.queue} at {self.client.url} "
+                f"(code {exc.code}: {exc.cmq_message}): "
+                "check TENCENTCLOUD_SECRETID/TENCENTCLOUD_SECRETKEY"
+            )
+        if isinstance(exc, CmqQueueNotFoundError):
+            return (
+                f"{where} does not exist (code {exc.code}): create it, or check the queue "
+                "name and the endpoint's region"
+            )
+        if isinstance(exc, CmqServerError):
+            return f"cannot receive from {where}: code {exc.code}: {exc.cmq_message}"
+        return f"cannot receive from {where}: {exc} (is it the queue's API address?)"
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         if not outcome.settled:

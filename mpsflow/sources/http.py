@@ -39,6 +39,7 @@ knows of the app comes from the :class:`~mpsflow.sources.runtime.SourceRuntime` 
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import math
@@ -54,14 +55,14 @@ import msgspec
 from aiohttp import StreamReader, web
 
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
-from mpsflow.errors import ConfigurationError
+from mpsflow.errors import ConfigurationError, StartupError
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.observability.workers import WorkerMetrics
 from mpsflow.sources.redelivery import RedeliveryCounter
 from mpsflow.sources.runtime import SourceRuntime
 
-__all__ = ["HttpSource"]
+__all__ = ["HttpSource", "listen"]
 
 _log = logging.getLogger("mpsflow.sources.http")
 
@@ -240,7 +241,7 @@ class HttpSource:
             self._draining = True
             if self.drain_delay > 0:
                 await anyio.sleep(self.drain_delay)
-            _log.info("draining %d in-flight callback(s)", self._in_flight)
+            _log.debug("draining %d in-flight callback(s)", self._in_flight)
             await runner.cleanup()
         finally:
             self._draining = True
@@ -298,13 +299,7 @@ class HttpSource:
                 shared.record(metrics, self.responses)
 
     def _listen(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        return socket.create_server(
-            (self.host, self.port),
-            family=family,
-            backlog=self.backlog,
-            reuse_port=self.reuse_port,
-        )
+        return listen(self.host, self.port, backlog=self.backlog, reuse_port=self.reuse_port)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -419,6 +414,48 @@ class HttpSource:
         response = web.Response(body=text + own.encode())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
+
+
+def listen(host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+    """A listening socket on ``host``/``port`` (IPv6 when ``host`` has a colon).
+
+    Raises :class:`~mpsflow.errors.StartupError` saying what to do when the address cannot
+    be used (already in use, a privileged port, not an address of this machine).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server(
+            (host, port), family=family, backlog=backlog, reuse_port=reuse_port
+        )
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        raise StartupError(
+            f"cannot listen on {shown}:{port}: {_listen_problem(exc, host, port)}"
+        ) from exc
+
+
+_LOOKUP_FAILED = frozenset(
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL", "EAI_AGAIN")
+    if hasattr(socket, name)
+)
+
+
+def _listen_problem(exc: OSError, host: str, port: int) -> str:
+    """Why ``host:port`` cannot be listened on, and what to do about it."""
+    # create_server re-raises a failed name lookup as a plain OSError with the lookup's errno
+    if isinstance(exc, socket.gaierror) or exc.errno in _LOOKUP_FAILED:
+        return f"unknown host {host!r} (use an IP address or a name this machine resolves)"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            "address already in use (is another mpsflow running? "
+            "pick another port with --http HOST:PORT)"
+        )
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return "permission denied (ports below 1024 need privileges: pick one from 1024 up)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"address not available (is {host} an address of this machine?)"
+    return exc.strerror or str(exc)
 
 
 class _TooLarge(Exception):

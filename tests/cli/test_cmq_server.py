@@ -336,3 +336,104 @@ async def test_cmq_server_command_serves_the_queue_api_until_sigterm(tmp_path: P
             assert await process.wait() == 0
     assert "Traceback" not in output.text
     assert CMQ_SECRET_KEY not in output.text
+
+
+# -- the local CMQ loop: cmq-server, run --cmq, send --cmq ------------------------------------
+
+LOOP_APP = """
+from mpsflow import App, Context
+
+app = App(dead_letters="dead.jsonl")
+
+
+@app.on("WorkflowTask")
+async def handled(event, ctx: Context) -> None:
+    print(f"handled {ctx.task_id} attempt {ctx.delivery.attempt}", flush=True)
+"""
+
+
+def handled(task_id: str) -> re.Pattern[str]:
+    return re.compile(rf"handled {re.escape(task_id)} attempt (\d+)")
+
+
+async def send_cli(cwd: Path, env: dict[str, str], url: str, *paths: str) -> str:
+    """``mpsflow send --cmq URL --queue QUEUE PATHS``, as the README shows it; its stdout."""
+    result = await anyio.run_process(
+        [sys.executable, "-m", "mpsflow", "send", "--cmq", url, "--queue", QUEUE, *paths],
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    return out
+
+
+def write_loop(tmp_path: Path) -> dict[str, str]:
+    """The loop's app and notifications in ``tmp_path``; the environment of its commands."""
+    (tmp_path / "loopapp.py").write_text(LOOP_APP)
+    for task in ("first", "second", "third"):
+        (tmp_path / f"{task}.json").write_text(body(task))
+    return child_env(TENCENTCLOUD_SECRETID=CMQ_SECRET_ID, TENCENTCLOUD_SECRETKEY=CMQ_SECRET_KEY)
+
+
+async def test_the_local_cmq_loop_as_the_readme_shows_it(tmp_path: Path) -> None:
+    env = write_loop(tmp_path)
+    # One key pair in the environment serves all three commands.
+    async with mpsflow_process(tmp_path, env, "cmq-server", "--port", "0") as (server, out):
+        url = (await out.wait_for(LISTENING)).group(1)
+        run_args = ["run", "loopapp:app", "--cmq", url, "--queue", QUEUE]
+        async with mpsflow_process(tmp_path, env, *run_args) as (consumer, consumed):
+            await consumed.wait_for(CONSUMING)
+            sent = await send_cli(tmp_path, env, url, "first.json", "second.json")
+            assert "  queued: 2" in sent.splitlines()
+            for task in ("first", "second"):
+                assert (await consumed.wait_for(handled(task))).group(1) == "1"
+            consumer.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await consumer.wait() == 0
+        # A new consumer gets what is sent next at once, not after a visibility timeout.
+        async with mpsflow_process(tmp_path, env, *run_args) as (consumer, consumed):
+            await consumed.wait_for(CONSUMING)
+            await send_cli(tmp_path, env, url, "third.json")
+            with anyio.fail_after(15):
+                assert (await consumed.wait_for(handled("third"))).group(1) == "1"
+            consumer.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await consumer.wait() == 0
+        server.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await server.wait() == 0
+    assert "Traceback" not in out.text + consumed.text
+    assert CMQ_SECRET_KEY not in out.text + consumed.text
+
+
+async def test_a_killed_consumers_long_polls_end_so_its_successor_gets_new_messages_at_once(
+    tmp_path: Path, cmq_server: CmqServer
+) -> None:
+    env = write_loop(tmp_path)
+    queue = cmq_server.create_queue(QUEUE, visibility_timeout=30)
+    run_args = ["run", "loopapp:app", "--cmq", cmq_server.url, "--queue", QUEUE, "--no-dedup"]
+    async with mpsflow_process(tmp_path, env, *run_args, "--pollers", "2") as (first, consumed):
+        await send_cli(tmp_path, env, cmq_server.url, "first.json")
+        await consumed.wait_for(handled("first"))
+        await queue.wait_for_waiting(2)  # both pollers parked in 30 s long polls
+        os.killpg(first.pid, signal.SIGKILL)  # no goodbye: the kernel closes its sockets
+        await first.wait()
+    with anyio.fail_after(10):
+        await queue.wait_for_waiting(0)  # the server ended the dead consumer's polls
+    await send_cli(tmp_path, env, cmq_server.url, "second.json")
+    # Nothing took it and hid it. ("first" may still be in flight: the dead consumer's delete
+    # may not have gone out before it was killed.)
+    assert queue.visible_count() == 1
+    async with mpsflow_process(tmp_path, env, *run_args) as (_, consumed):
+        with anyio.fail_after(15):  # well inside the 30 s visibility timeout
+            match = await consumed.wait_for(handled("second"))
+        assert match.group(1) == "1"  # its first delivery: no poll had received it before
+
+
+def test_cmq_server_help_says_the_keys_are_required(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["cmq-server", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "API keys (required)" in out
+    assert "TENCENTCLOUD_SECRETID and TENCENTCLOUD_SECRETKEY" in out

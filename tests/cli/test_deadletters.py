@@ -29,6 +29,7 @@ from mpsflow.deadletter import DeadLetter
 from mpsflow.delivery import Delivery
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.testing import build_notification, media_result
+from tests.cli.test_decode import closed_pipe
 from tests.plugins.samples import SAMPLE_KEY
 from tests.sinks.peers import serve
 
@@ -40,11 +41,12 @@ S3_KEY = "s3-secret-key-value"
 OLD_SIGN = hashlib.md5(f"{int(START) + 600}{SAMPLE_KEY}".encode()).hexdigest()
 
 REPLAY_APP = """
-from mpsflow import App
+from mpsflow import App, RetryPolicy
 from mpsflow.sinks.memory import MemorySink
 
 SEEN = []
-app = App(dead_letters=MemorySink())
+OWN_DEAD_LETTERS = MemorySink()
+app = App(dead_letters=OWN_DEAD_LETTERS, retry=RetryPolicy(max_attempts=RETRIES))
 
 
 @app.on("WorkflowTask")
@@ -343,12 +345,17 @@ def test_redact_masks_secret_fields_at_any_depth() -> None:
 # -- replay --app -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def replay_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fixed app module on ``sys.path``; yields its ``MODULE:APP``."""
+@pytest.fixture(params=[1])
+def replay_app(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fixed app module on ``sys.path`` (its retry policy's ``max_attempts`` the param),
+    run from ``tmp_path`` as ``mpsflow`` would be from a project folder; yields its
+    ``MODULE:APP``."""
     name = f"replay_app_{os.getpid()}_{tmp_path.name}".replace("-", "_")
-    (tmp_path / f"{name}.py").write_text(REPLAY_APP)
+    (tmp_path / f"{name}.py").write_text(REPLAY_APP.replace("RETRIES", str(request.param)))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
     yield f"{name}:app"
     sys.modules.pop(name, None)
 
@@ -365,7 +372,7 @@ def journal(letters: Letters) -> list[str]:
 
 
 def test_replay_into_an_app(
-    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+    letters: Letters, replay_app: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = letters.path.read_bytes()
     code, out, _ = run(capsys, "replay", str(letters.path), "--app", replay_app)
@@ -373,7 +380,9 @@ def test_replay_into_an_app(
     lines = out.splitlines()
     assert lines[0].startswith(f"{letters.ids['a'][:8]}  exhausted  WorkflowTask  task-a  -> ack")
     assert lines[0].endswith("ok")
-    assert lines[1].startswith(f"{letters.ids['b'][:8]}  exhausted  WorkflowTask  task-b  -> retry")
+    assert lines[1].startswith(
+        f"{letters.ids['b'][:8]}  exhausted  WorkflowTask  task-b  -> dead_lettered"
+    )
     assert lines[1].endswith("FAILED")
     assert lines[-1] == (
         "replay: 1 succeeded, 1 failed, "
@@ -384,6 +393,7 @@ def test_replay_into_an_app(
         ("task-b", "replay", letters.ids["b"]),
     ]
     assert journal(letters) == [letters.ids["a"]]
+    assert (tmp_path / "mpsflow-dedup.sqlite3").is_file()  # the store `mpsflow run` uses
 
     # Again, going on after failures: task-a is skipped, the rest tried.
     code, out, _ = run(capsys, "replay", str(letters.path), "--app", replay_app, "--keep-going")
@@ -397,15 +407,137 @@ def test_replay_into_an_app(
     )
     assert journal(letters) == [letters.ids["a"], letters.ids["c"]]
 
-    # --force sends a recorded one again; ids select records.
+    # --force sends a recorded one again; ids select records. Its handler succeeded before,
+    # and the dedup store remembers it: the delivery is acked without running it again.
     code, out, _ = run(
         capsys, "replay", str(letters.path), letters.ids["a"][:8], "--app", replay_app, "--force"
     )
     assert code == 0
+    assert "-> ack (already done: the dedup store remembers its handlers)  ok" in out
     assert out.splitlines()[-1] == "replay: 1 succeeded, 0 failed"
     tasks = [task for task, _, _ in seen(replay_app)]
-    assert tasks == ["task-a", "task-b", "task-b", "reject-c", "task-a"]
-    assert letters.path.read_bytes() == before  # the dead-letter file is never rewritten
+    assert tasks == ["task-a", "task-b", "reject-c", "task-b"]  # b's newer version is last
+    # The file was only appended to (the failed records' newer versions), and still holds
+    # five dead letters: the ones that failed again were updated, not duplicated.
+    assert letters.path.read_bytes().startswith(before)
+    records = {r.id: r for r in read_dead_letters(letters.path)}
+    assert set(records) == set(letters.ids.values())
+    assert records[letters.ids["b"]].attempt == 3  # 1, then two replays
+    assert records[letters.ids["poison"]].attempt == 2
+    assert records[letters.ids["a"]].attempt == 1  # replayed fine: as it was
+    module = sys.modules[replay_app.partition(":")[0]]
+    assert module.OWN_DEAD_LETTERS.records == []  # nothing went to the app's own sink
+    assert module.app.dead_letter_sink is module.OWN_DEAD_LETTERS  # and it is the app's again
+
+
+def test_a_replay_that_fails_again_updates_the_record_and_the_next_sends_it_once(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b = letters.ids["b"]
+    original = {r.id: r for r in read_dead_letters(letters.path)}[b]
+    for replay in (1, 2, 3):
+        code, out, _ = run(capsys, "replay", str(letters.path), b, "--app", replay_app)
+        assert code == 1
+        assert out.splitlines()[-1] == "replay: 0 succeeded, 1 failed"
+        assert [task for task, _, _ in seen(replay_app)] == ["task-b"] * replay  # once each time
+        records = read_dead_letters(letters.path)
+        assert len(records) == len(BODIES)
+        [record] = [r for r in records if r.id == b]
+        assert record.attempt == original.attempt + replay
+        # The replay's failure, not the first one.
+        assert [f.message for f in original.failures] == ["RuntimeError: bug for task-b"]
+        assert [f.message for f in record.failures] == ["RuntimeError: still broken"]
+        assert (record.body, record.source, record.delivery_id) == (
+            original.body,
+            original.source,
+            original.delivery_id,
+        )
+    code, out, _ = run(capsys, "list", str(letters.path))
+    assert out.splitlines()[-1] == "5 dead letter(s): exhausted 2, rejected 1, poison 2"
+    assert out.splitlines()[-2].split()[1] == b[:8]  # the latest version: listed last
+    assert out.splitlines()[-2].split()[5] == "4"  # attempts: 1 and three replays
+
+
+@pytest.mark.parametrize("replay_app", [3], indirect=True)
+def test_a_replay_that_asks_for_a_retry_leaves_the_record_as_it_was(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = letters.path.read_bytes()
+    code, out, _ = run(capsys, "replay", str(letters.path), letters.ids["b"], "--app", replay_app)
+    assert code == 1
+    assert f"{letters.ids['b'][:8]}  exhausted  WorkflowTask  task-b  -> retry" in out
+    assert letters.path.read_bytes() == before  # no new version: nothing was dead-lettered
+
+
+def test_replay_appends_so_a_running_app_loses_no_dead_letter(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def scenario() -> None:
+        # A running app holds the file open for appending: its writes and the replay's
+        # updates go to the same file, one after another.
+        async with App(dead_letters=JsonlSink(letters.path)) as running:
+            await running.process(Delivery(b"{poison before", source="http", id="before"))
+            code = await anyio.to_thread.run_sync(
+                main,
+                ["deadletters", "replay", str(letters.path), "--app", replay_app, "--keep-going"],
+            )
+            assert code == 1
+            await running.process(Delivery(b"{poison after", source="http", id="after"))
+
+    anyio.run(scenario)
+    capsys.readouterr()
+    records = read_dead_letters(letters.path)
+    assert len(records) == len(BODIES) + 2
+    assert {"before", "after"} <= {r.delivery_id for r in records}
+    assert [task for task, _, _ in seen(replay_app)] == ["task-a", "task-b", "reject-c"]
+
+
+def test_a_record_dead_lettered_again_after_its_replay_is_replayed_again(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = letters.ids["a"]
+    assert run(capsys, "replay", str(letters.path), a, "--app", replay_app)[0] == 0
+    code, out, _ = run(capsys, "replay", str(letters.path), a, "--app", replay_app)
+    assert code == 0
+    assert "skipped: replayed at " in out
+    # A newer version of the record, written after the replay (a --force replay that failed):
+    # the record is pending again.
+    [record] = [r for r in read_dead_letters(letters.path) if r.id == a]
+    newer = msgspec.structs.replace(record, time=time.time() + 1, attempt=2)
+    with letters.path.open("ab") as file:
+        file.write(msgspec.json.encode(newer) + b"\n")
+    code, out, _ = run(capsys, "replay", str(letters.path), a, "--app", replay_app, "--no-dedup")
+    assert code == 0
+    assert out.splitlines()[-1] == "replay: 1 succeeded, 0 failed"
+    assert [task for task, _, _ in seen(replay_app)] == ["task-a", "task-a"]
+
+
+def test_replay_dedup_options(
+    letters: Letters, replay_app: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = letters.ids["a"]
+    store = tmp_path / "elsewhere" / "dedup.sqlite3"
+    store.parent.mkdir()
+    code, _, _ = run(
+        capsys, "replay", str(letters.path), a, "--app", replay_app, "--dedup", str(store)
+    )
+    assert code == 0
+    assert store.is_file()
+    assert not (tmp_path / "mpsflow-dedup.sqlite3").exists()
+    # The same store: the handler is not run again.
+    argv = ["replay", str(letters.path), a, "--app", replay_app, "--force"]
+    assert run(capsys, *argv, "--dedup", str(store))[0] == 0
+    assert len(seen(replay_app)) == 1
+    # --no-dedup: every handler runs again, as before dedup existed.
+    assert run(capsys, *argv, "--no-dedup")[0] == 0
+    assert len(seen(replay_app)) == 2
+    assert not (tmp_path / "mpsflow-dedup.sqlite3").exists()
+    # With --to, the app behind the URL has its own store: the options are refused.
+    code, _, err = run(
+        capsys, "replay", str(letters.path), "--to", "http://127.0.0.1:9/", "--no-dedup"
+    )
+    assert code == 2
+    assert "--dedup and --no-dedup go with --app" in err
 
 
 def test_replay_selects_by_kind_and_refuses_unknown_ids(
@@ -543,6 +675,27 @@ async def test_replay_reports_an_unreachable_url(
 
 
 # -- the real entry point ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["list"], ["list", "--json"], ["show", "{a}"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    letters: Letters, args: list[str]
+) -> None:
+    argv = [a.format(a=letters.ids["a"]) for a in args]
+    result = closed_pipe("deadletters", argv[0], str(letters.path), *argv[1:])
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_a_replay_whose_reader_goes_away_has_noted_what_it_replayed(
+    letters: Letters, replay_app: str, tmp_path: Path
+) -> None:
+    # `replay … | head`: the first line cannot be printed, but its record was replayed and is
+    # noted before anything is printed, so the next replay does not send it again.
+    result = closed_pipe(
+        "deadletters", "replay", str(letters.path), "--app", replay_app, cwd=tmp_path
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert journal(letters) == [letters.ids["a"]]
 
 
 def test_python_m_mpsflow_deadletters_list(letters: Letters) -> None:

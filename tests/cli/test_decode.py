@@ -137,3 +137,45 @@ def test_run_rejects_workers_with_files(tmp_path: Path, capsys: pytest.CaptureFi
     args = ["run", "examples.app:app", "--files", str(tmp_path), "--workers", "2", "--no-dedup"]
     assert main(args) == 2
     assert "--workers applies to --http only, not --files" in capsys.readouterr().err
+
+
+def closed_pipe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m mpsflow ARGS`` writing to a pipe whose reader has gone, as ``… | head`` leaves
+    it: the reader's end is closed before the command starts, so its first write fails."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "mpsflow", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["decode", "{seed}"],
+        ["decode", "--json", "{seed}"],
+        ["--help"],
+        ["run", "--help"],
+        ["cmq-server", "--help"],
+    ],
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    samples_dir: Path, args: list[str]
+) -> None:
+    seed = str(samples_dir / "01_workflow_task_seed_verbatim.json")
+    result = closed_pipe(*(a.format(seed=seed) for a in args))
+    assert (result.returncode, result.stderr) == (0, "")

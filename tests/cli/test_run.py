@@ -1,4 +1,6 @@
-"""``mpsflow run`` as a real process: serve, SIGTERM, exit 0; ``--workers``; ``--files``."""
+"""``mpsflow run`` as a real process: serve, SIGTERM, exit 0; ``--workers``; ``--files`` and
+its summary; startup failures (one line, exit 3); the drain, ``--shutdown-timeout`` and a
+second SIGINT (exit 130); deferrals logged at INFO with a summary line."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import anyio.abc
 import pytest
 
 from mpsflow.testing import build_notification, media_result
+from tests.plugins.cmq_server import CmqServerFactory
 from tests.process_output import mpsflow_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,18 +155,298 @@ async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> No
             os.kill(pid, 0)
 
 
+async def run_mpsflow(cwd: Path, *args: str) -> tuple[int, str, str]:
+    """``python -m mpsflow ARGS`` to the end: exit code, stdout, stderr."""
+    result = await anyio.run_process(
+        [sys.executable, "-W", "error::ResourceWarning", "-m", "mpsflow", *args],
+        cwd=cwd,
+        env=ENV,
+        check=False,
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
 async def test_run_files_processes_them_and_exits(tmp_path: Path) -> None:
     write_app(tmp_path)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "one.json").write_bytes(note("f-1"))
     (inbox / "more.jsonl").write_bytes(note("f-2") + b"\n" + note("f-3") + b"\n")
-    result = await anyio.run_process(
-        [sys.executable, "-m", "mpsflow", "run", "cliapp:app", "--files", str(inbox), "--no-dedup"],
-        cwd=tmp_path,
-        env=ENV,
-        check=False,
+    code, out, err = await run_mpsflow(
+        tmp_path, "run", "cliapp:app", "--files", str(inbox), "--no-dedup"
     )
-    assert result.returncode == 0, result.stderr.decode()
+    assert code == 0, err
+    assert out == "file: 3 acked, 0 dead-lettered, 0 retries\n"
     assert sorted(str(r["task"]) for r in seen(tmp_path)) == ["f-1", "f-2", "f-3"]
     assert not (tmp_path / "mpsflow-dedup.sqlite3").exists()
+
+
+FLAKY_APP = """
+from mpsflow import App, Context, RetryPolicy
+from mpsflow.clock import FakeClock
+
+app = App(dead_letters="dead.jsonl", retry=RetryPolicy(max_attempts=2), clock=FakeClock())
+
+
+@app.on("WorkflowTask")
+async def flaky(event, ctx: Context) -> None:
+    if ctx.task_id.startswith("bad") or ctx.attempt == 1:
+        raise RuntimeError("downstream refused")
+"""
+
+
+async def test_run_files_summary_counts_dead_letters_by_kind_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "flakyapp.py").write_text(FLAKY_APP)
+    other = json.dumps(build_notification("EditMediaTask", task_id="no-handler")).encode()
+    lines = [note("ok-1"), note("ok-2"), note("bad-1"), b"{not json", other]
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    code, out, err = await run_mpsflow(
+        tmp_path, "run", "flakyapp:app", "--files", "in.jsonl", "--no-dedup"
+    )
+    assert code == 1, err
+    assert out == (
+        "file: 3 acked (1 with no handler), 2 dead-lettered (exhausted 1, poison 1), "
+        "3 retries; dead letters are in dead.jsonl\n"
+    )
+    kinds = [
+        json.loads(line)["kind"] for line in (tmp_path / "dead.jsonl").read_text().splitlines()
+    ]
+    assert sorted(kinds) == ["exhausted", "poison"]
+
+
+# -- startup failures: one line, a non-zero exit, no restart loop ------------------------------
+
+EXIT_STARTUP = 3
+
+
+async def test_a_port_in_use_exits_3_with_one_line(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for workers in ("1", "2"):
+            code, out, err = await run_mpsflow(
+                tmp_path, "run", "cliapp:app", "--http", f"127.0.0.1:{port}", "--workers", workers
+            )
+            assert code == EXIT_STARTUP
+            assert err == (
+                f"mpsflow run: error: cannot listen on 127.0.0.1:{port}: address already in use "
+                "(is another mpsflow running? pick another port with --http HOST:PORT)\n"
+            )
+            assert out == ""
+
+
+async def test_an_unusable_dedup_store_exits_3_with_one_line(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    missing = tmp_path / "no-such-folder" / "dedup.sqlite3"
+    for workers in ("1", "2"):
+        code, _, err = await run_mpsflow(
+            tmp_path,
+            "run",
+            "cliapp:app",
+            "--http",
+            "127.0.0.1:0",
+            "--dedup",
+            str(missing),
+            "--workers",
+            workers,
+        )
+        assert code == EXIT_STARTUP, err
+        errors = [line for line in err.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1, err  # once, also when every worker fails the same way
+        assert errors[0].startswith("mpsflow run: error: idempotency store ")
+        assert str(missing) in errors[0]
+        assert errors[0].endswith(": start it or fix its address (dedup cannot run without it)")
+        assert "Traceback" not in err
+        assert "restarting" not in err
+
+
+async def test_cmq_credentials_refused_exit_3_with_one_line(
+    tmp_path: Path, cmq_server_factory: CmqServerFactory
+) -> None:
+    server = await cmq_server_factory()
+    server.create_queue("notify")
+    write_app(tmp_path)
+    env = {**ENV, "TENCENTCLOUD_SECRETID": "AKIDwrong", "TENCENTCLOUD_SECRETKEY": "wrong"}
+    result = await anyio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "mpsflow",
+            "run",
+            "cliapp:app",
+            "--cmq",
+            server.url,
+            "--queue",
+            "notify",
+            "--wait",
+            "0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == EXIT_STARTUP, err
+    [line] = [line for line in err.splitlines() if "error" in line]
+    assert line.startswith("mpsflow run: error: CMQ refused the credentials for queue notify at ")
+    assert line.endswith("): check TENCENTCLOUD_SECRETID/TENCENTCLOUD_SECRETKEY")
+    assert "Traceback" not in err
+    assert "restarting" not in err
+
+
+# -- shutdown ----------------------------------------------------------------------------------
+
+STUCK_APP = """
+import anyio
+
+from mpsflow import App, Context
+
+app = App(dead_letters="dead.jsonl")
+
+
+@app.on("WorkflowTask")
+async def stuck(event, ctx: Context) -> None:
+    print("handler started", flush=True)
+    await anyio.sleep_forever()
+"""
+
+
+async def post_in_background(url: str, body: bytes, results: list[BaseException | int]) -> None:
+    """POST ``body``; record the status, or the error when the server hangs up."""
+    try:
+        async with aiohttp.ClientSession() as session, session.post(url, data=body) as response:
+            results.append(response.status)
+    except aiohttp.ClientError as exc:
+        results.append(exc)
+
+
+async def test_a_second_sigint_stops_at_once_and_exits_130(tmp_path: Path) -> None:
+    (tmp_path / "stuckapp.py").write_text(STUCK_APP)
+    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--shutdown-timeout", "600")
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        url = (await output.wait_for(SERVING)).group(1)
+        results: list[BaseException | int] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post_in_background, url, note("s-1"), results)
+            tg.start_soon(post_in_background, url, note("s-2"), results)
+            await output.wait_for_all(re.compile("handler started"), 2)
+            process.send_signal(signal.SIGINT)
+            draining = await output.wait_for(re.compile(r"draining: .*"))
+            assert draining.group(0) == (
+                "draining: 2 deliveries in flight (http 2); up to 600s left"
+            )
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(30):
+                assert await process.wait() == 130
+    assert len(results) == 2
+    assert all(isinstance(r, BaseException) for r in results)  # left: no answer at all
+    text = output.text
+    assert "received SIGINT; draining for up to 600s (SIGINT again stops at once)" in text
+    assert (
+        "received SIGINT again: stopping now, leaving 2 deliveries in flight (http 2) for "
+        "redelivery" in text
+    )
+    assert "Traceback" not in text
+
+
+async def test_a_second_sigint_stops_workers_at_once_and_exits_130(tmp_path: Path) -> None:
+    (tmp_path / "stuckapp.py").write_text(STUCK_APP)
+    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--workers", "2")
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        await output.wait_for_all(SERVING, 3)  # the supervisor's line and each worker's
+        url = (await output.wait_for(SERVING)).group(1)
+        results: list[BaseException | int] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post_in_background, url, note("s-1"), results)
+            await output.wait_for(re.compile("handler started"))
+            process.send_signal(signal.SIGINT)
+            await output.wait_for(re.compile(r"draining: 1 delivery in flight \(http 1\)"))
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(30):
+                assert await process.wait() == 130
+    assert isinstance(results[0], BaseException)
+    assert "stopping now, leaving 1 delivery in flight (http 1) for redelivery" in output.text
+    assert "Traceback" not in output.text
+
+
+async def test_the_shutdown_timeout_leaves_stuck_work_for_redelivery(tmp_path: Path) -> None:
+    (tmp_path / "stuckapp.py").write_text(STUCK_APP)
+    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--shutdown-timeout", "0.5")
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        url = (await output.wait_for(SERVING)).group(1)
+        results: list[BaseException | int] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post_in_background, url, note("s-1"), results)
+            await output.wait_for(re.compile("handler started"))
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await process.wait() == 0
+    assert (
+        "shutdown timeout (0.5s) reached; leaving 1 delivery in flight (http 1) for redelivery"
+        in output.text
+    )
+    assert "Traceback" not in output.text
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+GATED_APP = """
+import os
+
+import anyio
+
+from mpsflow import App, Context
+
+app = App(dead_letters="dead.jsonl")
+
+
+@app.on("WorkflowTask")
+async def gated(event, ctx: Context) -> None:
+    print("handler started", flush=True)
+    while not os.path.exists("release"):
+        await anyio.sleep(0.01)
+"""
+
+
+async def test_concurrent_duplicates_are_info_lines_and_one_summary(tmp_path: Path) -> None:
+    (tmp_path / "gatedapp.py").write_text(GATED_APP)
+    args = ("gatedapp:app", "--http", "127.0.0.1:0")
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        url = (await output.wait_for(SERVING)).group(1)
+        first: list[BaseException | int] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post_in_background, url, note("dup"), first)
+            await output.wait_for(re.compile("handler started"))
+            # the same notification again, 10 times at once, while the first still runs
+            duplicates = await asyncio_gather_posts(url, note("dup"), 10)
+            assert duplicates == [503] * 10
+            (tmp_path / "release").touch()
+        assert first == [200]
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    lines = output.lines
+    deferred = [line for line in lines if " deferred: " in line]
+    assert len(deferred) == 10
+    assert all(" INFO mpsflow.handler " in line for line in deferred)
+    assert not [line for line in lines if " WARNING " in line]
+    [summary] = [line for line in lines if "handler runs in the last" in line]
+    assert re.search(
+        r" INFO mpsflow\.app \[\d+\] deferred 10 handler runs in the last \d+s "
+        r"\(a duplicate is in progress elsewhere: 10\)$",
+        summary,
+    )
+
+
+async def asyncio_gather_posts(url: str, body: bytes, count: int) -> list[int]:
+    """POST ``body`` ``count`` times at once; the statuses."""
+    statuses: list[int] = []
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        async with session.post(url, data=body) as response:
+            statuses.append(response.status)
+
+    async with aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(one, session)
+    return statuses

@@ -1,4 +1,5 @@
-"""``mpsflow send`` against a real HTTP source: fresh signatures, repeats, rate, a summary."""
+"""``mpsflow send`` against a real HTTP source and the local CMQ server: fresh signatures,
+repeats, rate, batches, a summary, and answers that say no."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ import json
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
+from aiohttp import web
 
 from mpsflow import App, Context
 from mpsflow.cli.send import Pacer, SendItem, signed_body
 from mpsflow.clock import FakeClock
+from mpsflow.devservers.cmq import CmqServer
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
+from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
+from tests.sinks.peers import serve as serve_peer
 from tests.sources.http_app import make_app, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +170,237 @@ def test_send_with_no_notifications(tmp_path: Path, capsys: pytest.CaptureFixtur
 
     assert main(["send", "http://127.0.0.1:9/x", str(tmp_path)]) == 2
     assert "no notifications found" in capsys.readouterr().err
+
+
+# -- answers that say no ----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def answering(body: bytes, status: int = 200) -> AsyncIterator[str]:
+    """A callback URL on loopback that answers every POST with ``status`` and ``body``."""
+
+    async def callback(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    server = web.Application()
+    server.router.add_post("/cb", callback)
+    async with serve_peer(server) as base:
+        yield f"{base}/cb"
+
+
+@pytest.mark.parametrize(
+    ("answer", "key", "ok"),
+    [
+        (b'{"code":0}', "200", True),
+        (b"OK", "200", True),  # not JSON: the status says it all
+        (b'{"code":"0"}', "200", True),
+        (b'{"code":1,"error":"not today"}', "200 code 1 (not today)", False),
+        (b'{"code":4100,"message":"auth\\nfailed","requestId":"r-1"}', "200 code 4100", False),
+    ],
+    ids=["code 0", "not JSON", "not a number", "a refusal", "a CMQ error"],
+)
+async def test_a_2xx_whose_json_carries_a_non_zero_code_is_a_failure(
+    tmp_path: Path, seed_sample: bytes, answer: bytes, key: str, ok: bool
+) -> None:
+    body = tmp_path / "seed.json"
+    body.write_bytes(seed_sample)
+    async with answering(answer) as url:
+        code, out, err = await send(url, str(body))
+    assert code == (0 if ok else 1), out + err
+    [(status, count)] = summary(out).items()
+    assert (status.startswith(key), count) == (True, 1), out
+    assert "\n" not in status
+    assert ("--cmq ENDPOINT --queue NAME" in err) == (b"requestId" in answer)
+
+
+async def test_send_to_the_cmq_api_as_a_callback_is_a_failure_that_says_what_to_do(
+    cmq_server: CmqServer, tmp_path: Path, seed_sample: bytes
+) -> None:
+    # The trap: the CMQ API answers every error with HTTP 200 and a code in the body.
+    body = tmp_path / "seed.json"
+    body.write_bytes(seed_sample)
+    code, out, err = await send(f"{cmq_server.url}/v2/index.php", str(body))
+    assert code == 1
+    [(status, count)] = summary(out).items()
+    assert status.startswith("200 code 4100 (")
+    assert count == 1
+    assert "mpsflow send: the answers come from a CMQ API, not a callback" in err
+    assert "mpsflow send --cmq ENDPOINT --queue NAME" in err
+
+
+# -- onto a CMQ queue -------------------------------------------------------------------------
+
+QUEUE = "mps-events"
+
+
+def cmq_env(secret_key: str = CMQ_SECRET_KEY) -> dict[str, str]:
+    env = {k: v for k, v in ENV.items() if not k.startswith("TENCENTCLOUD_")}
+    return {**env, "TENCENTCLOUD_SECRETID": CMQ_SECRET_ID, "TENCENTCLOUD_SECRETKEY": secret_key}
+
+
+async def send_cmq(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    result = await anyio.run_process(
+        [sys.executable, "-m", "mpsflow", "send", *args], env=env, check=False
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def drain(server: CmqServer, queue: str) -> list[str]:
+    """Every message body on ``queue`` (received and deleted)."""
+    bodies: list[str] = []
+    async with CmqClient(server.url, Credential(CMQ_SECRET_ID, CMQ_SECRET_KEY)) as client:
+        while messages := await client.batch_receive(queue, 16, 0):
+            bodies += [m.msg_body for m in messages]
+            await client.batch_delete(queue, [m.receipt_handle for m in messages])
+    return bodies
+
+
+async def test_send_puts_notifications_on_a_cmq_queue_freshly_signed(
+    cmq_server: CmqServer, samples_dir: Path
+) -> None:
+    queue = cmq_server.create_queue(QUEUE)
+    total = 2 * len(SAMPLE_PATHS)
+    started = int(time.time())
+    code, out, err = await send_cmq(
+        cmq_env(),
+        *("--cmq", cmq_server.url, "--queue", QUEUE, "--batch", "4", "--repeat", "2"),
+        *("--sign-key", SAMPLE_KEY, str(samples_dir)),
+    )
+    assert code == 0, out + err
+    assert out.splitlines()[0].startswith(f"sent {total} notification(s) to queue {QUEUE} in ")
+    assert summary(out) == {"queued": total}
+    assert len(queue) == total
+    bodies = [json.loads(body) for body in await drain(cmq_server, QUEUE)]
+    for body in bodies:  # each signed when it went, the way MPS signs
+        assert body["Timestamp"] >= started + 600
+        expected = hashlib.md5(f"{body['Timestamp']}{SAMPLE_KEY}".encode()).hexdigest()
+        assert body["Sign"] == expected
+    sent_types = sorted(b.get("EventType") for b in bodies)
+    assert sent_types == sorted(2 * [json.loads(p.read_bytes())["EventType"] for p in SAMPLE_PATHS])
+    assert CMQ_SECRET_KEY not in out + err
+    assert SAMPLE_KEY not in out + err
+
+
+async def test_send_to_cmq_splits_batches_at_64_kb(cmq_server: CmqServer, tmp_path: Path) -> None:
+    # 20 notifications of 12 KB: 16 to a batch would be 192 KB, which CMQ refuses (4400).
+    padding = "x" * 12_000
+    lines = [json.dumps({"EventType": "WorkflowTask", "Pad": padding, "N": n}) for n in range(20)]
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    code, out, err = await send_cmq(
+        cmq_env(), "--cmq", cmq_server.url, "--queue", QUEUE, str(tmp_path / "big.jsonl")
+    )
+    assert code == 0, out + err
+    assert summary(out) == {"queued": 20}
+    assert sorted(json.loads(b)["N"] for b in await drain(cmq_server, QUEUE)) == list(range(20))
+
+
+async def test_send_to_cmq_with_refused_keys_fails_and_says_which_keys(
+    cmq_server: CmqServer, tmp_path: Path, seed_sample: bytes
+) -> None:
+    (tmp_path / "seed.json").write_bytes(seed_sample)
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe not text")
+    code, out, err = await send_cmq(
+        cmq_env("not-the-server-key"), "--cmq", cmq_server.url, "--queue", QUEUE, str(tmp_path)
+    )
+    assert code == 1
+    counts = summary(out)
+    [refused] = [key for key in counts if key.startswith("code 4100")]
+    assert counts[refused] == 1
+    assert counts["not sent (not UTF-8 text; a CMQ message is text)"] == 1
+    assert "TENCENTCLOUD_SECRETID and TENCENTCLOUD_SECRETKEY" in err
+    assert "not-the-server-key" not in out + err
+    assert cmq_server.queue_names == []  # refused before any queue was made
+
+
+async def test_send_to_an_unreachable_cmq_endpoint_fails(
+    tmp_path: Path, seed_sample: bytes
+) -> None:
+    (tmp_path / "seed.json").write_bytes(seed_sample)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()
+    code, out, _ = await send_cmq(
+        cmq_env(), "--cmq", f"http://127.0.0.1:{port}", "--queue", QUEUE, str(tmp_path)
+    )
+    assert code == 1
+    [(status, count)] = summary(out).items()
+    assert status.startswith("error (")
+    assert count == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--queue", QUEUE, "{dir}"], "--queue goes with --cmq ENDPOINT"),
+        (["http://127.0.0.1:8080/cb", "{dir}", "--batch", "2"], "--batch goes with --cmq"),
+        (["--cmq", "http://127.0.0.1:9800", "{dir}"], "--cmq needs --queue NAME"),
+        (
+            [
+                "--cmq",
+                "http://127.0.0.1:9800",
+                "--queue",
+                QUEUE,
+                "http://127.0.0.1:8080/cb",
+                "{dir}",
+            ],
+            "give no callback URL",
+        ),
+        (["{dir}"], "give the callback URL before the files"),
+        (["127.0.0.1:8080", "{dir}"], "expected the callback URL first"),
+    ],
+)
+def test_send_says_what_is_missing(
+    tmp_path: Path,
+    argv: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mpsflow.cli import main
+
+    monkeypatch.setenv("TENCENTCLOUD_SECRETID", CMQ_SECRET_ID)
+    monkeypatch.setenv("TENCENTCLOUD_SECRETKEY", CMQ_SECRET_KEY)
+    assert main(["send", *(a.format(dir=tmp_path) for a in argv)]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("present", [(), ("TENCENTCLOUD_SECRETID",), ("TENCENTCLOUD_SECRETKEY",)])
+def test_send_to_cmq_without_keys_in_the_environment_exits_2(
+    tmp_path: Path,
+    present: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mpsflow.cli import main
+
+    for name in ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY", "TENCENTCLOUD_SESSIONTOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name in present:
+        monkeypatch.setenv(name, "value-that-must-not-be-shown")
+    argv = ["send", "--cmq", "http://127.0.0.1:9800", "--queue", QUEUE, str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--cmq needs API keys in the environment" in err
+    for name in ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY"):
+        assert (name in err) == (name not in present)
+    assert "value-that-must-not-be-shown" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cmq", "ftp://127.0.0.1:9800", "--queue", QUEUE], "http(s)://HOST[:PORT]"),
+        (["--cmq", "http://127.0.0.1:9800", "--queue", "9-lives"], "queue name"),
+        (["--cmq", "http://127.0.0.1:9800", "--queue", QUEUE, "--batch", "17"], "1 to 16"),
+    ],
+)
+def test_send_checks_the_cmq_options_as_run_does(
+    tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mpsflow.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["send", *argv, str(tmp_path)])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err

@@ -96,7 +96,7 @@ async def test_sample_04_handles_both_renditions_once(samples_dir: Path, tmp_pat
         assert task.input is not None
         seen.append((task.input.definition, task.status))
 
-    async with TestClient(app, clock=clock) as client:
+    async with TestClient(app, clock=clock, dedup_store="app") as client:  # the SQLite store
         results = [await client.send(_sample_04(samples_dir)) for _ in range(3)]
     assert [r.outcomes[0].settlement for r in results] == [Settlement.ACK] * 3  # HTTP 200
     assert [r.outcomes[0].cause for r in results] == [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import anyio
+import anyio.abc
 import pytest
 
 from mpsflow.clock import FakeClock
@@ -283,6 +285,92 @@ async def test_queue_counts_follow_the_message_lifecycle(
         server.queue("missing")
     with pytest.raises(ValueError, match="queue name"):
         server.create_queue("no spaces")
+
+
+async def _park_raw_long_poll(server: CmqServer, queue: str) -> anyio.abc.SocketStream:
+    """A BatchReceiveMessage long poll (30 s) sent over a bare TCP connection, once parked."""
+    form = _signed(
+        "BatchReceiveMessage",
+        {"queueName": queue, "numOfMsg": "16", "pollingWaitSeconds": "30"},
+        host=_host(server),
+    )
+    body = urlencode(form).encode()
+    head = (
+        f"POST {DEFAULT_PATH} HTTP/1.1\r\nHost: {_host(server)}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    stream = await anyio.connect_tcp("127.0.0.1", server.port)
+    await stream.send(head + body)
+    await server.queue(queue).wait_for_waiting(1)
+    return stream
+
+
+async def _park_client_long_poll(
+    server: CmqServer, queue: str, credential: Credential, tg: anyio.abc.TaskGroup
+) -> CmqClient:
+    """The same long poll from a ``CmqClient`` in a task of ``tg``, once parked."""
+    client = CmqClient(server.url, credential)
+
+    async def poll() -> None:
+        await client.batch_receive(queue, 16, 30)
+        raise AssertionError("the poll was not meant to end")
+
+    tg.start_soon(poll)
+    await server.queue(queue).wait_for_waiting(1)
+    return client
+
+
+@pytest.mark.parametrize("how", ["socket closed", "consumer stopped"])
+async def test_a_long_poll_ends_on_the_server_when_its_client_goes_away(
+    cmq_server_factory: CmqServerFactory,
+    cmq_credential: Credential,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
+) -> None:
+    # A consumer killed or restarted mid-poll must not leave its long polls parked: they
+    # would take the next messages and hide them for a visibility timeout from the consumer
+    # that replaces it.
+    caplog.set_level(logging.INFO, "mpsflow.devservers.cmq")
+    server = await cmq_server_factory(queues=["gone"], visibility_timeout=30)
+    queue = server.queue("gone")
+    if how == "socket closed":
+        stream = await _park_raw_long_poll(server, "gone")
+        await stream.aclose()
+    else:
+        async with anyio.create_task_group() as tg:
+            client = await _park_client_long_poll(server, "gone", cmq_credential, tg)
+            tg.cancel_scope.cancel()
+        await client.aclose()
+    with anyio.fail_after(10):  # far less than the 30 s the poll would have waited
+        await queue.wait_for_waiting(0)
+    async with CmqClient(server.url, cmq_credential) as client:
+        await client.send("gone", "after the consumer left")
+        [message] = await client.batch_receive("gone", 16, 0)
+    assert message.msg_body == "after the consumer left"
+    assert message.dequeue_count == 1  # the gone poll took nothing
+    assert "the client went away" in caplog.text
+
+
+async def test_a_long_poll_of_a_live_client_still_gets_what_arrives(
+    cmq_server: CmqServer, cmq_credential: Credential
+) -> None:
+    cmq_server.create_queue("live")
+    got: list[str] = []
+    async with (
+        CmqClient(cmq_server.url, cmq_credential) as polling,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def poll() -> None:
+            got.extend(m.msg_body for m in await polling.batch_receive("live", 16, 30))
+
+        tg.start_soon(poll)
+        await cmq_server.queue("live").wait_for_waiting(1)
+        async with CmqClient(cmq_server.url, cmq_credential) as sender:
+            await sender.send("live", "woken")
+    assert got == ["woken"]
+    assert cmq_server.queue("live").waiting_count() == 0
 
 
 async def test_state_survives_a_restart_with_a_data_file(

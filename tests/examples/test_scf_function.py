@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
+import os
+import shlex
+import shutil
+import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +20,8 @@ import pytest
 
 from mpsflow import App, Context
 from mpsflow.errors import InvocationFailed
+from mpsflow.testing import sign_payload
+from tests.test_readme import CLONE, block, command_lines, copy_checkout
 
 FUNCTION = Path(__file__).resolve().parents[2] / "examples" / "scf_function" / "index.py"
 CONTEXT = {
@@ -100,3 +108,119 @@ def test_unknown_event_shape_is_dead_lettered(function: ModuleType, tmp_path: Pa
     summary = function.main_handler({"Records": [{"CMQ": {"msgBody": "{"}}]}, CONTEXT)
     assert summary["status"] == "dead_lettered"
     assert [r["kind"] for r in lines(tmp_path / "dead.jsonl")] == ["poison"]
+
+
+# -- the deployment folder, built the way the example's README says ----------------------------
+
+SCF_README = FUNCTION.parent / "README.md"
+INVOKE = """
+import json, sys
+import index, mpsflow
+
+signed, unsigned = (json.load(open(path)) for path in sys.argv[1:3])
+context = json.loads(sys.argv[3])
+print(json.dumps({
+    "signed": index.main_handler(signed, context),
+    "unsigned": index.main_handler(unsigned, context),
+    "mpsflow": mpsflow.__file__,
+    "index": index.__file__,
+}))
+"""
+
+
+@pytest.mark.slow
+def test_the_deployment_folder_built_from_this_checkout_runs_main_handler(tmp_path: Path) -> None:
+    """The README's build commands, in a copy of this checkout; then main_handler from the zip.
+
+    mpsflow itself is built into a wheel from the checkout and installed into the folder; its
+    dependencies (msgspec, anyio, aiohttp) come from this test's environment (``--no-deps``), so
+    the test stays offline-fast. What the zip holds is then unpacked, as SCF does, and invoked
+    with this interpreter: mpsflow must be imported from the folder, not from the checkout.
+    """
+    if shutil.which("zip") is None:
+        pytest.skip("the README's build ends with zip, which is not installed")
+    clone = copy_checkout(tmp_path / "mpsflow")
+    commands = command_lines(block("Deploy", lang="sh", path=SCF_README))
+    assert commands[0] == f"cd {CLONE}"
+    script = [f"cd {shlex.quote(str(clone))}"]
+    for command in commands[1:]:  # the dependencies come from this test's environment:
+        no_deps = " --no-deps" if command.startswith("pip install --target") else ""
+        script.append(command + no_deps)
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    env.pop("PYTHONPATH", None)
+    built = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "\n".join(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    package = clone / "build" / "scf" / "function.zip"
+    instance = tmp_path / "var-user"  # where SCF unpacks the code package
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(instance)
+    assert (instance / "index.py").is_file()
+    assert (instance / "mpsflow" / "py.typed").is_file()
+
+    key = "scf-notify-key"
+    seed = json.loads(
+        (clone / "examples" / "notifications" / "01_workflow_task_seed_verbatim.json").read_bytes()
+    )
+    events = tmp_path / "events"
+    events.mkdir()
+    (events / "signed.json").write_text(json.dumps(sign_payload(copy.deepcopy(seed), key)))
+    (events / "unsigned.json").write_text(json.dumps(seed))
+    run_env = {
+        **env,
+        "PYTHONPATH": str(instance),
+        "MPS_NOTIFY_KEYS": key,
+        "MPSFLOW_DEAD_LETTERS": str(tmp_path / "dead.jsonl"),
+        "MPSFLOW_OUTPUTS": str(tmp_path / "outputs.jsonl"),
+    }
+    invoked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            INVOKE,
+            str(events / "signed.json"),
+            str(events / "unsigned.json"),
+            json.dumps(CONTEXT),
+        ],
+        cwd=instance,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert invoked.returncode == 0, invoked.stdout + invoked.stderr
+    answer = json.loads(invoked.stdout.splitlines()[-1])
+    assert Path(answer["mpsflow"]).is_relative_to(instance)
+    assert Path(answer["index"]).is_relative_to(instance)
+    task_id = seed["WorkflowTaskEvent"]["TaskId"]
+    assert answer["signed"] == {"status": "ok", "taskId": task_id, "handlers": 1}
+    assert answer["unsigned"]["status"] == "rejected"
+    assert len(lines(tmp_path / "outputs.jsonl")) == 4
+    assert [r["kind"] for r in lines(tmp_path / "dead.jsonl")] == ["signature"]
+
+    # "Try it locally", verbatim, in the unpacked folder (no MPS_NOTIFY_KEYS: nothing is checked)
+    edit = clone / "examples" / "notifications" / "06_edit_media_task_success.json"
+    shutil.copy(edit, instance / "notification.json")
+    local_env = {k: v for k, v in run_env.items() if k != "MPS_NOTIFY_KEYS"}
+    tried = subprocess.run(
+        [sys.executable, "-c", block("Try it locally", path=SCF_README)],
+        cwd=instance,
+        env=local_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert tried.returncode == 0, tried.stdout + tried.stderr
+    assert "'status': 'ok'" in tried.stdout

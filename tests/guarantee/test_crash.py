@@ -99,7 +99,7 @@ async def test_a_dead_process_is_taken_over_once_its_lease_ends(
 
     store_b = FaultyStore(backend, close_inner=False)
     app_b = make_app("b", store_b, external, die=None, dying=dying)
-    async with TestClient(app_b, clock=clock) as client:
+    async with TestClient(app_b, clock=clock, dedup_store="app") as client:  # A's backend
         first = await client.send(body)
         again = await client.send(body)
     assert first.acked

@@ -55,7 +55,7 @@ def test_any_order_of_arrivals_and_store_faults(
         ledger, verdicts = Ledger(), Verdicts()
         app = build_app(store, ledger)
         sent: list[Notice] = []
-        async with TestClient(app, clock=clock) as client:
+        async with TestClient(app, clock=clock, dedup_store="app") as client:  # the faulty store
 
             async def deliver(index: int, resigned: int) -> None:
                 notice = notices[index]

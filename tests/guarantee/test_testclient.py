@@ -71,7 +71,7 @@ async def test_every_effect_exactly_once(
         store = faulty
     ledger = Ledger()
     app = build_app(store, ledger, flaky=mode == "flaky+doomed", doomed=mode == "flaky+doomed")
-    async with TestClient(app, clock=clock) as client:
+    async with TestClient(app, clock=clock, dedup_store="app") as client:  # the store under test
         doomed = mode == "flaky+doomed"
         verdicts = await run(client, sends, ledger, concurrency=concurrency, doomed=doomed)
         dead = client.dead_letters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -291,7 +292,7 @@ async def test_test_client_gives_up_on_a_delivery_deferred_for_good() -> None:
     async def handler(event: WorkflowTask, ctx: Context) -> None:
         raise AssertionError("must not run")
 
-    async with TestClient(app) as client:
+    async with TestClient(app, dedup_store="app") as client:
         await store.close()
         with pytest.raises(NotSettledError, match=r"after 20 pipeline runs.*retry.*defer"):
             await client.send(signed(), max_runs=20)
@@ -333,3 +334,121 @@ def test_user_key_function_wins(tmp_path: Path) -> None:
     payload = signed(session_id="s-1")
     key, _ = idem.keys_for(decode(json.dumps(payload).encode()), json.dumps(payload).encode())
     assert key == "custom:s-1"
+
+
+# -- rejections are logged, rate-limited, without secrets -------------------------------------
+
+SECRET_KEY = "the-notify-key-0123456789"
+
+
+def _rejection_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "mpsflow.signing"]
+
+
+async def test_a_rejection_is_logged_with_reason_task_id_and_peer_never_a_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mpsflow.signing")
+    app = app_with(notify_keys=[SECRET_KEY])
+    forged = signed("stolen-key", task_id="1250000000-WorkflowTask-forged")
+    body = json.dumps(forged).encode()
+    async with app:
+        outcome = await app.process(Delivery(body, source="http", meta={"remote": "203.0.113.7"}))
+    assert outcome.cause is Cause.UNAUTHENTICATED  # HTTP 401
+    [record] = [r for r in caplog.records if r.name == "mpsflow.signing"]
+    assert record.levelno == logging.WARNING
+    line = record.getMessage()
+    assert line.startswith(
+        "signature mismatch: rejected TaskId 1250000000-WorkflowTask-forged "
+        "from 203.0.113.7 via http; "
+    )
+    assert "notify_keys" in line  # what to check
+    for secret in (SECRET_KEY, "stolen-key", forged["Sign"], str(forged["Timestamp"])):
+        assert secret not in line
+    assert "/o.mp4" not in line  # nothing from the body but the TaskId
+    assert record.__dict__["reason"] == "mismatch"
+    assert record.__dict__["remote"] == "203.0.113.7"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "hint"),
+    [
+        (signed("k1", expires_at=int(NOW) - 3600), "expired", "signature_skew"),
+        (build_notification(task_id="t-unsigned"), "missing", "allow_unsigned"),
+    ],
+)
+async def test_each_reason_says_what_to_check(
+    caplog: pytest.LogCaptureFixture, payload: dict[str, Any], reason: str, hint: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mpsflow.signing")
+    app = app_with(notify_keys=["k1"])
+    async with app:
+        await app.process(Delivery(json.dumps(payload).encode(), source="cmq"))
+    [line] = _rejection_lines(caplog)
+    task_id = payload["WorkflowTaskEvent"]["TaskId"]
+    assert line.startswith(f"signature {reason}: rejected TaskId {task_id} from source cmq; ")
+    assert hint in line
+
+
+async def test_rejections_are_rate_limited_on_the_app_clock_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first rejection is logged; the rest of a 10 s window are counted into the next line."""
+    caplog.set_level(logging.DEBUG, logger="mpsflow.signing")
+    clock = FakeClock(NOW)
+    app = app_with(notify_keys=["k1"], clock=clock)
+    burst = [
+        signed("wrong"),
+        signed("wrong"),
+        signed("k1", expires_at=int(NOW) - 3600),
+        build_notification(),
+    ]
+    async with app:
+        for payload in [signed("wrong"), *burst]:
+            await app.process(Delivery(json.dumps(payload).encode()))
+            clock.advance(1.0)
+        assert len(_rejection_lines(caplog)) == 1
+        clock.advance(10.0)
+        last = signed("wrong", task_id="t-after-the-window")
+        await app.process(Delivery(json.dumps(last).encode()))
+    first, second = _rejection_lines(caplog)
+    assert first.startswith("signature mismatch: ")
+    assert second.startswith("signature mismatch: rejected TaskId t-after-the-window ")
+    assert second.endswith(
+        "; 4 more rejected since the last such line, not logged (expired 1, mismatch 2, missing 1)"
+    )
+    snapshot = app.metrics.snapshot()  # type: ignore[attr-defined]
+    assert sum(snapshot["signature_rejections"].values()) == 6  # every one is counted
+
+
+async def test_unreadable_or_hostile_fields_cannot_forge_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mpsflow.signing")
+    clock = FakeClock(NOW)
+    app = app_with(notify_keys=["k1"], clock=clock)
+    hostile = signed("wrong", task_id="t1\nERROR forged line")
+    async with app:
+        await app.process(Delivery(json.dumps(hostile).encode(), meta={"remote": "a\nb"}))
+        clock.advance(60)
+        await app.process(Delivery(b'{"Sign": "00", "Timestamp": 1}', source="file"))
+    hostile_line, unreadable_line = _rejection_lines(caplog)
+    assert "\n" not in hostile_line
+    assert "'t1\\nERROR forged line'" in hostile_line
+    assert "from 'a\\nb' via memory" in hostile_line
+    assert unreadable_line.startswith(
+        "signature malformed: rejected a notification (no readable TaskId) from source file; "
+    )
+
+
+async def test_a_url_encoded_rejection_still_names_its_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mpsflow.signing")
+    app = app_with(notify_keys=["k1"])
+    form = urllib.parse.quote(json.dumps(signed("wrong", task_id="t-form"))).encode()
+    async with app:
+        outcome = await app.process(Delivery(form))
+    assert outcome.cause is Cause.UNAUTHENTICATED
+    [line] = _rejection_lines(caplog)
+    assert line.startswith("signature mismatch: rejected TaskId t-form from source memory; ")

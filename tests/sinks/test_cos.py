@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -197,6 +198,19 @@ def test_cos_endpoint_and_for_cos() -> None:
     assert repr(sink) == (
         "S3Sink('media-1250000000', prefix='notes', "
         "endpoint_url='https://cos.ap-shanghai.myqcloud.com')"
+    )
+
+
+async def test_without_aiobotocore_start_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("aiobotocore", "aiobotocore.session"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if the cos extra were not installed
+    sink = S3Sink("bucket")  # building the app works; starting it says what is missing
+    with pytest.raises(ConfigurationError) as caught:
+        await sink.start()
+    assert str(caught.value) == (
+        "S3Sink needs the cos extra (aiobotocore): pip install 'mpsflow[cos]'"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,11 +14,13 @@ from mpsflow import App, Call, CallNext, Context, Outcome, RetryPolicy, Settleme
 from mpsflow.clock import FakeClock
 from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.devservers.cmq import CmqServer
+from mpsflow.errors import StartupError
 from mpsflow.events import WorkflowTask
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.credentials import Credential
+from mpsflow.tencentcloud.cmq.errors import CmqAuthError
 from tests.plugins.cmq_server import CmqServerFactory
 
 QUEUE = "mps-notify"
@@ -249,3 +252,109 @@ async def test_expired_receipt_handle_is_not_lost_nor_processed_twice(
     assert source.expired_handles == 1
     assert len(server.queue(QUEUE)) == 0
     assert dead.records == []
+
+
+# -- startup failures and restarts -------------------------------------------------------------
+
+
+async def test_wrong_credentials_end_run_with_one_startup_error(queue_server: QueueServer) -> None:
+    server = await queue_server()
+    app, _ = make_app()
+    async with CmqClient(server.url, Credential("AKIDwrong", "wrong-key")) as client:
+        source = CmqSource(client, QUEUE, wait_seconds=0, pollers=2)
+        with pytest.raises(StartupError) as raised:
+            await app.run(source, handle_signals=False)
+    message = str(raised.value)
+    assert message.startswith(f"CMQ refused the credentials for queue {QUEUE} at {client.url} ")
+    assert "(code 4100: " in message
+    assert message.endswith("): check TENCENTCLOUD_SECRETID/TENCENTCLOUD_SECRETKEY")
+    assert isinstance(raised.value.__cause__, CmqAuthError)
+
+
+async def test_a_missing_queue_ends_run_with_one_startup_error(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+) -> None:
+    server = await cmq_server_factory(auto_create=False)
+    app, _ = make_app()
+    async with CmqClient(server.url, cmq_credential) as client:
+        source = CmqSource(client, "missing", wait_seconds=0, pollers=1)
+        with pytest.raises(StartupError) as raised:
+            await app.run(source, handle_signals=False)
+    assert str(raised.value) == (
+        f"CMQ queue missing at {client.url} does not exist (code 4440): create it, or check "
+        "the queue name and the endpoint's region"
+    )
+
+
+class RestartWatch(logging.Handler):
+    """Sets ``seen`` once ``count`` "restarting in" lines were logged."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+        self.seen = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "restarting in" in record.getMessage():
+            self.count -= 1
+            if self.count <= 0:
+                self.seen.set()
+
+
+class SwitchableKeys:
+    """Credentials that can be swapped while the source runs (keys revoked, then fixed)."""
+
+    def __init__(self, credential: Credential) -> None:
+        self.credential = credential
+
+    async def get_credential(self) -> Credential:
+        return self.credential
+
+
+async def test_credentials_refused_after_serving_restart_the_source_with_backoff(
+    queue_server: QueueServer,
+    cmq_credential: Credential,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await queue_server()
+    app, _ = make_app(clock=clock)
+    keys = SwitchableKeys(cmq_credential)
+    seen: list[str] = []
+    first = anyio.Event()
+    done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        seen.append(ctx.task_id)
+        if len(seen) == 1:
+            keys.credential = Credential("AKIDrevoked", "revoked")  # the next receive fails
+            first.set()
+        else:
+            done.set()
+
+    restarts = RestartWatch(2)
+    logging.getLogger("mpsflow.app").addHandler(restarts)
+
+    async def fix_keys_after_two_restarts() -> None:
+        await restarts.seen.wait()
+        keys.credential = cmq_credential
+        async with CmqClient(server.url, cmq_credential) as sender:
+            await sender.send(QUEUE, body(2))
+
+    try:
+        async with CmqClient(server.url, keys) as client:
+            await client.send(QUEUE, body(1))
+            source = CmqSource(client, QUEUE, wait_seconds=0, pollers=1, clock=FakeClock())
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fix_keys_after_two_restarts)
+                await run_until(app, source, done)
+    finally:
+        logging.getLogger("mpsflow.app").removeHandler(restarts)
+    assert seen == ["task-1", "task-2"]
+    assert clock.sleeps[:2] == [0.5, 1.0]
+    lines = [r.getMessage() for r in caplog.records if r.name == "mpsflow.app"]
+    assert lines[0].startswith("source cmq failed: BatchReceiveMessage failed: code 4100")
+    assert lines[0].endswith("; restarting in 0.5s")
+    assert lines[1].startswith("source cmq cannot run: CMQ refused the credentials for queue")
+    assert lines[1].endswith("; restarting in 1s")

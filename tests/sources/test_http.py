@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import urllib.parse
 from pathlib import Path
@@ -14,12 +15,12 @@ import anyio
 import pytest
 
 from mpsflow import App, Context, Delivery, Outcome, Reject, RetryPolicy, Settlement
-from mpsflow.errors import ConfigurationError
+from mpsflow.errors import ConfigurationError, StartupError
 from mpsflow.events.subtasks import EVENT_KEYS, LIVE_KEYS
 from mpsflow.observability.health import Readiness
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.workers import WorkerMetrics
-from mpsflow.sources.http import HttpSource
+from mpsflow.sources.http import HttpSource, listen
 from mpsflow.sources.runtime import SourceRuntime
 from mpsflow.testing import build_notification, sign_payload
 from tests.plugins.samples import SAMPLE_KEY
@@ -468,3 +469,29 @@ async def test_metrics_with_prometheus_client() -> None:
     assert 'mpsflow_deliveries_total{outcome="ack",source="http"} 3.0' in lines
     assert 'mpsflow_delivery_duration_seconds_count{source="http"} 3.0' in lines
     assert 'mpsflow_http_callback_responses_total{code="200"} 3' in lines
+
+
+# -- startup failures --------------------------------------------------------------------------
+
+
+async def test_a_port_in_use_is_a_startup_error_that_says_what_to_do() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(StartupError) as raised:
+            listen("127.0.0.1", port)
+        assert str(raised.value) == (
+            f"cannot listen on 127.0.0.1:{port}: address already in use (is another mpsflow "
+            "running? pick another port with --http HOST:PORT)"
+        )
+        assert isinstance(raised.value.__cause__, OSError)
+
+        app, _ = make_app()
+        source = HttpSource("127.0.0.1", port)
+        with pytest.raises(StartupError) as ended:  # app.run ends: no restart loop
+            await app.run(source, handle_signals=False)
+        assert str(ended.value) == str(raised.value)
+
+
+async def test_an_unknown_host_is_a_startup_error() -> None:
+    with pytest.raises(StartupError, match=r"^cannot listen on no-such-host\.invalid:0: unknown"):
+        listen("no-such-host.invalid", 0)

@@ -1,7 +1,8 @@
 """Idempotency stores: one protocol, three backends (memory, SQLite, Redis).
 
 ``RedisStore`` is imported on first use, so this package works without the optional
-``redis`` dependency (``pip install mpsflow[redis]``).
+``redis`` dependency; without it, using ``RedisStore`` raises ``ModuleNotFoundError`` saying
+``pip install 'mpsflow[redis]'``.
 """
 
 from __future__ import annotations

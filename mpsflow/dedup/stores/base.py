@@ -1,4 +1,5 @@
-"""The idempotency store protocol shared by the in-memory, SQLite and Redis stores."""
+"""The idempotency store protocol shared by the in-memory, SQLite and Redis stores, and the
+words a store's failure is reported in."""
 
 from __future__ import annotations
 
@@ -6,7 +7,20 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Claim", "ClaimState", "IdempotencyStore", "settles_in_place"]
+from mpsflow.errors import StoreUnavailable
+
+__all__ = [
+    "Claim",
+    "ClaimState",
+    "IdempotencyStore",
+    "describe_store",
+    "settles_in_place",
+    "store_unavailable",
+    "unavailable_message",
+]
+
+_PREFIX = "idempotency store "
+_MAX_CAUSE = 300
 
 
 class ClaimState(enum.Enum):
@@ -40,6 +54,10 @@ class IdempotencyStore(Protocol):
     Every method raises :class:`mpsflow.errors.StoreUnavailable` when the backend cannot be
     reached, so the caller retries the delivery later instead of running unclaimed.
     Times are wall-clock seconds (``time.time()`` scale) from the store's clock.
+
+    A store may also define ``describe() -> str``, where it is in words that are safe to log
+    (``redis://host:6379/0``, a file path; never a password): errors and log lines name the
+    store with it (see :func:`describe_store`).
 
     A store whose methods never suspend (an in-process store) may set the class attribute
     ``settles_in_place = True``: callers then skip shielding ``complete``/``release`` from
@@ -77,3 +95,53 @@ class IdempotencyStore(Protocol):
 def settles_in_place(store: IdempotencyStore) -> bool:
     """True when ``store`` declares that its methods never suspend (see the protocol)."""
     return getattr(store, "settles_in_place", False) is True
+
+
+def describe_store(store: object) -> str:
+    """Where ``store`` is, safe to log: its ``describe()``, else its class name."""
+    describe = getattr(store, "describe", None)
+    if callable(describe):
+        try:
+            text = describe()
+        except Exception:
+            text = None
+        if isinstance(text, str) and text:
+            return text
+    return type(store).__name__
+
+
+def store_unavailable(
+    description: str, cause: BaseException | str, *, secrets: tuple[str, ...] = ()
+) -> StoreUnavailable:
+    """The :class:`StoreUnavailable` a store raises: it names the store and the cause.
+
+    ``idempotency store redis://127.0.0.1:6379/0 unavailable (ConnectionError: ...)``. Any of
+    ``secrets`` found in the cause's text is masked; the cause stays the caller's to chain
+    (``raise store_unavailable(...) from exc``).
+    """
+    if isinstance(cause, BaseException):
+        detail = str(cause).strip()
+        text = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+    else:
+        text = cause
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    if len(text) > _MAX_CAUSE:
+        text = text[: _MAX_CAUSE - 3] + "..."
+    return StoreUnavailable(f"{_PREFIX}{description} unavailable ({text})")
+
+
+def unavailable_message(exc: StoreUnavailable, store: object) -> str:
+    """What to log about ``exc`` raised by ``store``: which store, and why.
+
+    The message of a store built on :func:`store_unavailable` already says both; any other
+    store's message is wrapped in the same words.
+    """
+    text = str(exc)
+    if text.startswith(_PREFIX):
+        return text
+    cause = exc.__cause__
+    reason = text or (type(cause).__name__ if cause is not None else "no reason given")
+    return str(store_unavailable(describe_store(store), reason))

@@ -16,8 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.dedup.stores.base import Claim, ClaimState
-from mpsflow.errors import StoreUnavailable
+from mpsflow.dedup.stores.base import Claim, ClaimState, store_unavailable
 
 __all__ = ["MemoryStore"]
 
@@ -61,6 +60,10 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(entries={len(self._records)}, max_entries={self._max_entries})"
+
+    def describe(self) -> str:
+        """``memory`` (this process only)."""
+        return "memory"
 
     def __len__(self) -> int:
         """Number of records held, live or expired but not yet purged."""
@@ -120,7 +123,7 @@ class MemoryStore:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreUnavailable("memory store is closed")
+            raise store_unavailable(self.describe(), "closed")
 
     def _owned(self, key: str, token: str, now: float) -> _Record | None:
         record = self._records.get(key)
@@ -159,8 +162,9 @@ class MemoryStore:
 
     def _evict_oldest_completed(self) -> None:
         if not self._completed:
-            raise StoreUnavailable(
-                f"memory store is full of live leases (max_entries={self._max_entries})"
+            raise store_unavailable(
+                self.describe(),
+                f"full of live leases (max_entries={self._max_entries}); raise max_entries",
             )
         key, _ = self._completed.popitem(last=False)
         del self._records[key]

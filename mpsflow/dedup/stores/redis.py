@@ -18,15 +18,23 @@ import math
 import secrets
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+try:
+    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.connection import SSLConnection
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.commands.core import AsyncScript
+    from redis.exceptions import RedisError
+except ModuleNotFoundError as _missing:
+    if _missing.name != "redis" and not (_missing.name or "").startswith("redis."):
+        raise
+    raise ModuleNotFoundError(
+        "RedisStore needs the redis extra: pip install 'mpsflow[redis]'", name="redis"
+    ) from None
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.dedup.stores.base import Claim, ClaimState
-from mpsflow.errors import ConfigurationError, StoreUnavailable
+from mpsflow.dedup.stores.base import Claim, ClaimState, store_unavailable
+from mpsflow.errors import ConfigurationError
 
 __all__ = ["RedisStore"]
 
@@ -121,6 +129,7 @@ class RedisStore:
             self._client = url_or_client
             self._owns_client = False
         self._prefix = prefix
+        self._description, self._secrets = _where(self._client)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._claim = self._client.register_script(_CLAIM)
         self._complete = self._client.register_script(_COMPLETE)
@@ -128,8 +137,13 @@ class RedisStore:
         self._closed = False
 
     def __repr__(self) -> str:
-        # Never the URL: it may carry a password.
-        return f"RedisStore(prefix={self._prefix!r})"
+        # Never the URL as given: it may carry a password.
+        return f"RedisStore({self._description!r}, prefix={self._prefix!r})"
+
+    def describe(self) -> str:
+        """The server as ``redis://host:port/db`` (``rediss://`` over TLS, ``unix://path?db=n``
+        for a socket), without username or password."""
+        return self._description
 
     async def claim(
         self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
@@ -176,11 +190,30 @@ class RedisStore:
 
     async def _call(self, script: AsyncScript, key: str, args: tuple[str | int, ...]) -> Any:
         if self._closed:
-            raise StoreUnavailable("redis store is closed")
+            raise store_unavailable(self._description, "closed")
         try:
             return await script(keys=[self._prefix + key], args=args)
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis store unavailable: {type(exc).__name__}") from exc
+            raise store_unavailable(self._description, exc, secrets=self._secrets) from exc
+
+
+def _where(client: Redis) -> tuple[str, tuple[str, ...]]:
+    """(the client's server, safe to log; its password, to mask wherever it might show up)."""
+    try:
+        pool = client.connection_pool
+        options = pool.connection_kwargs
+        password = options.get("password")
+        secrets = (password,) if isinstance(password, str) and len(password) >= 4 else ()
+        db = options.get("db", 0)
+        if options.get("path"):
+            return f"unix://{options['path']}?db={db}", secrets
+        scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+        host = str(options.get("host", "localhost"))
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{options.get('port', 6379)}/{db}", secrets
+    except Exception:  # a client of an unexpected shape: say what it is, nothing more
+        return f"redis ({type(client).__name__})", ()
 
 
 def _text(value: bytes | str) -> str:

@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.dedup.stores.base import Claim, ClaimState
+from mpsflow.dedup.stores.base import Claim, ClaimState, store_unavailable
 from mpsflow.errors import StoreUnavailable
 
 __all__ = ["SQLiteStore"]
@@ -88,6 +88,11 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore(path={self._path!r})"
 
+    def describe(self) -> str:
+        """``sqlite:`` and the database file's absolute path."""
+        path = self._path
+        return f"sqlite:{path if path == ':memory:' else os.path.abspath(path)}"
+
     async def claim(
         self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
     ) -> Claim:
@@ -127,11 +132,11 @@ class SQLiteStore:
 
     async def _run(self, func: Callable[..., _T], *args: object) -> _T:
         if self._closed:
-            raise StoreUnavailable("sqlite store is closed")
+            raise store_unavailable(self.describe(), "closed")
         try:
             return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+            raise store_unavailable(self.describe(), exc) from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:

@@ -1,5 +1,7 @@
 """The message API of the local CMQ server: its six actions, their parameters, limits and
-CMQ-shaped errors (``protocol/cmq-and-scf.md`` §A).
+CMQ-shaped errors, as Tencent documents them for the CMQ message API (SendMessage,
+BatchReceiveMessage, BatchDeleteMessage, …: cloud.tencent.com/document/product/406/5837 onwards;
+error codes: /406/5903).
 
 Each action takes the queue, the request's form parameters and its request id, and answers a
 :class:`~mpsflow.tencentcloud.cmq.models.CmqResponse`; a business error is raised as

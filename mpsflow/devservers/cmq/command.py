@@ -41,13 +41,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the server's options to ``parser`` (its own, or the ``mpsflow cmq-server`` one)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=9800, help="port; 0 picks a free one (9800)")
-    parser.add_argument(
-        "--secret-id",
-        help="SecretId to accept (default: $MPSFLOW_CMQ_SECRET_ID, else $TENCENTCLOUD_SECRETID)",
+    keys = parser.add_argument_group(
+        "API keys (required)",
+        "The server accepts requests signed with one SecretId/SecretKey pair: give it with "
+        "--secret-id and --secret-key, or set MPSFLOW_CMQ_SECRET_ID and MPSFLOW_CMQ_SECRET_KEY, "
+        "or TENCENTCLOUD_SECRETID and TENCENTCLOUD_SECRETKEY, the pair `mpsflow run --cmq` "
+        "and `mpsflow send --cmq` sign with, so one pair in the environment serves all three.",
     )
-    parser.add_argument(
+    keys.add_argument(
+        "--secret-id",
+        metavar="ID",
+        help="SecretId to accept (required; default: $MPSFLOW_CMQ_SECRET_ID, "
+        "else $TENCENTCLOUD_SECRETID)",
+    )
+    keys.add_argument(
         "--secret-key",
-        help="its SecretKey (default: $MPSFLOW_CMQ_SECRET_KEY or $TENCENTCLOUD_SECRETKEY)",
+        metavar="KEY",
+        help="its SecretKey (required; default: $MPSFLOW_CMQ_SECRET_KEY, "
+        "else $TENCENTCLOUD_SECRETKEY)",
     )
     parser.add_argument(
         "--queue", action="append", default=[], metavar="NAME", help="create a queue (repeatable)"
@@ -130,7 +141,9 @@ def run_server(args: argparse.Namespace) -> int:
     secret_key = _resolve(args.secret_key, "MPSFLOW_CMQ_SECRET_KEY", "TENCENTCLOUD_SECRETKEY")
     if not secret_id or not secret_key:
         raise ConfigurationError(
-            "a SecretId and a SecretKey are required (--secret-id/--secret-key)"
+            "a SecretId and a SecretKey are required: pass --secret-id ID --secret-key KEY, or "
+            "set TENCENTCLOUD_SECRETID and TENCENTCLOUD_SECRETKEY (the pair `mpsflow run --cmq` "
+            "and `mpsflow send --cmq` sign with)"
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     try:

@@ -1,6 +1,9 @@
 """One in-memory queue of the local CMQ server: send, receive with visibility timeouts and fresh
 receipt handles, delete, delayed messages and long polls woken by sends.
 
+A long poll that is cancelled while it waits (the server cancels it when its client goes away)
+takes nothing: messages are marked received only by the poll that returns them.
+
 Time comes from an injectable :class:`~mpsflow.clock.Clock`, so tests expire visibility with a
 :class:`~mpsflow.clock.FakeClock` instead of sleeping.
 """
@@ -70,6 +73,7 @@ class LocalQueue:
         self._handle_seq = itertools.count(1)
         self._arrival: anyio.Event | None = None
         self._waiting = 0
+        self._waiting_changed: anyio.Event | None = None
         self.closed = False
         """Set while the server shuts down: long polls return at once."""
         self.dirty = False
@@ -95,6 +99,19 @@ class LocalQueue:
     def waiting_count(self) -> int:
         """Long polls currently parked on this queue."""
         return self._waiting
+
+    async def wait_for_waiting(self, count: int) -> None:
+        """Return once exactly ``count`` long polls are parked on this queue (for tests)."""
+        while self._waiting != count:
+            if self._waiting_changed is None:
+                self._waiting_changed = anyio.Event()
+            await self._waiting_changed.wait()
+
+    def _set_waiting(self, delta: int) -> None:
+        self._waiting += delta
+        if self._waiting_changed is not None:
+            self._waiting_changed.set()
+            self._waiting_changed = None
 
     def put(self, body: str, delay: int = 0) -> str:
         """Enqueue ``body``; it becomes receivable after ``delay`` seconds."""
@@ -152,11 +169,11 @@ class LocalQueue:
             upcoming = self.next_visible_at()
             if upcoming is not None:
                 remaining = min(remaining, max(upcoming - now, 0.0))
-            self._waiting += 1
+            self._set_waiting(1)
             try:
                 await _wait(arrival, self._clock, remaining)
             finally:
-                self._waiting -= 1
+                self._set_waiting(-1)
 
     def close(self) -> None:
         """Release every parked long poll (they answer "no message")."""

@@ -183,7 +183,15 @@ class CmqServer:
             queue.closed = False
         app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        # handler_cancellation: a client that goes away during a long poll cancels it, so the
+        # poll takes no message (aiohttp stopped cancelling handlers by default in 3.9).
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5.0,
+            handler_cancellation=True,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
@@ -282,6 +290,14 @@ class CmqServer:
                 raise ActionFailure(CODE_THROTTLED, "request frequency too high")
             self._authenticate(request.method, request.host, params)
             response = await self._dispatch(params, request_id)
+        except asyncio.CancelledError:
+            if request.transport is None or request.transport.is_closing():
+                _log.info(
+                    "%s on %s: the client went away; its long poll ended, no message taken",
+                    params.get("Action", "?"),
+                    params.get("queueName", "?"),
+                )
+            raise
         except ActionFailure as failure:
             response = CmqResponse(failure.code, failure.message, request_id)
         return web.Response(body=_ENCODER.encode(response), content_type="application/json")

@@ -1,11 +1,14 @@
 """An asyncio client for the CMQ / TDMQ-CMQ data-plane HTTP API (queue message actions).
 
-It speaks the form API of ``protocol/cmq-and-scf.md`` §A: POST (or GET) to ``/v2/index.php``
-with ``Action``, the common parameters and a signature (§A.3), JSON answers with ``code``. It
-sends, receives and deletes messages, one at a time or in batches of up to 16; ``7000`` (queue
-empty after the long poll) comes back as ``None`` / ``[]``, and a partly failed batch delete as
-the list of handles that failed. Network errors, throttling (4420) and internal errors (6000)
-are retried with backoff on an injectable clock; authentication failures (4100) never are.
+It speaks the CMQ form API that TDMQ-CMQ keeps for its data flow (Tencent Cloud docs: TDMQ for
+CMQ "HTTP data-flow SDK"; CMQ API 2.0 "common parameters" and message APIs,
+cloud.tencent.com/document/product/406/5883 and /406/5837 onwards): POST (or GET) to
+``/v2/index.php`` with ``Action``, the common parameters and a signature (see
+:mod:`mpsflow.tencentcloud.cmq.signing`), JSON answers with ``code``. It sends, receives and
+deletes messages, one at a time or in batches of up to 16; ``7000`` (queue empty after the long
+poll) comes back as ``None`` / ``[]``, and a partly failed batch delete as the list of handles
+that failed. Network errors, throttling (4420) and internal errors (6000) are retried with
+backoff on an injectable clock; authentication failures (4100) never are.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """API keys for signing CMQ requests: permanent keys, SCF-injected temporary keys, refreshing ones.
 
 Temporary (STS) credentials add a ``Token`` parameter that is signed like any other
-(``protocol/cmq-and-scf.md`` §A.2). The client asks its provider for a credential before every
+(CMQ API 2.0 common parameters, cloud.tencent.com/document/product/406/5883; the ``Token`` of
+the SDK's ``supportTmpKey`` branch). The client asks its provider for a credential before every
 request attempt, so a provider that refreshes is honoured without reconnecting.
 """
 
@@ -70,8 +71,9 @@ class EnvironmentCredentials:
     """The keys SCF injects for the function's role, read afresh on every request.
 
     ``TENCENTCLOUD_SECRETID``, ``TENCENTCLOUD_SECRETKEY`` and (for role keys)
-    ``TENCENTCLOUD_SESSIONTOKEN`` (``protocol/cmq-and-scf.md`` §B.1). Reading them each time
-    picks up keys the runtime rotates between warm invocations.
+    ``TENCENTCLOUD_SESSIONTOKEN`` (Tencent Cloud SCF docs, "Environment variables": the built-in
+    variables that carry the run role's keys). Reading them each time picks up keys the runtime
+    rotates between warm invocations.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:

@@ -1,10 +1,11 @@
 """CMQ failures as exceptions that carry the CMQ ``code`` and ``requestId``.
 
-Codes follow ``protocol/cmq-and-scf.md`` §A.4. ``7000`` (no message) and the batch-delete
-partial codes ``6010``/``6020`` are outcomes, not errors: the client turns them into ``None``,
-``[]`` and a per-handle error list. ``retryable`` says whether the same request may succeed if
-sent again later (network trouble, throttling, an internal error); the client retries exactly
-those, never an authentication failure.
+Codes are those of the CMQ API's ``code`` field (Tencent Cloud CMQ docs, "Error codes",
+cloud.tencent.com/document/product/406/5903; the official SDK's ``CMQServerException``).
+``7000`` (no message) and the batch-delete partial codes ``6010``/``6020`` are outcomes, not
+errors: the client turns them into ``None``, ``[]`` and a per-handle error list. ``retryable``
+says whether the same request may succeed if sent again later (network trouble, throttling, an
+internal error); the client retries exactly those, never an authentication failure.
 """
 
 from __future__ import annotations

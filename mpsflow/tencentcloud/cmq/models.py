@@ -1,7 +1,9 @@
 """Typed CMQ responses as msgspec Structs, shared by the client (decode) and the server (encode).
 
 Field names are the wire's lower-camel keys in snake case (``rename="camel"``), per the response
-shapes of ``protocol/cmq-and-scf.md`` §A.4. Every action field has a default so that one decode
+shapes Tencent documents for the CMQ message API (``msgInfoList``, ``receiptHandle``,
+``dequeueCount``, ``errorList``, …: cloud.tencent.com/document/product/406/5837 onwards, and the
+official SDKs' ``queue.py`` / ``Queue.java``). Every action field has a default so that one decode
 handles both the success shape and the bare ``{code, message, requestId}`` error shape.
 """
 

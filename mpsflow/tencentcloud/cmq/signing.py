@@ -1,10 +1,11 @@
 """The CMQ data-plane request signature (HmacSHA1 / HmacSHA256), shared by client and server.
 
-The rules are those of the official SDKs (``cmq/sign.py``, ``CMQClient.java``), written down in
-``protocol/cmq-and-scf.md`` §A.3: every parameter but ``Signature`` is signed, names are sorted by
-code point and have ``_`` replaced by ``.`` *after* sorting, values go in raw (not URL-encoded),
-and the string to sign is ``METHOD + host + path + "?" + "k=v&k=v"``. The signature is the
-base64 of the HMAC keyed with the SecretKey.
+The rules are those of the official SDKs (``cmq/sign.py`` of ``qcloud-cmq-sdk-py3``,
+``CMQClient.java`` of ``tencentyun/cmq-java-sdk``) and of Tencent's CMQ "Signature" page
+(cloud.tencent.com/document/product/406/5906): every parameter but ``Signature`` is signed,
+names are sorted by code point and have ``_`` replaced by ``.`` *after* sorting, values go in
+raw (not URL-encoded), and the string to sign is ``METHOD + host + path + "?" + "k=v&k=v"``.
+The signature is the base64 of the HMAC keyed with the SecretKey.
 """
 
 from __future__ import annotations

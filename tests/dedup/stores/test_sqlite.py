@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -147,7 +148,10 @@ async def test_a_locked_database_is_unavailable_then_recovers(tmp_path: Path) ->
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
-        with pytest.raises(StoreUnavailable, match=r"^sqlite store unavailable: ") as caught:
+        address = re.escape(f"sqlite:{path}")
+        with pytest.raises(
+            StoreUnavailable, match=rf"^idempotency store {address} unavailable \(.+\)$"
+        ) as caught:
             await store.claim("k", lease_seconds=LEASE, payload_hash="h")
         cause = caught.value.__cause__
         assert isinstance(cause, sqlite3.OperationalError)

@@ -1,0 +1,401 @@
+"""``mpsflow deadletters replay``: send dead letters' bodies again, to a URL or into an app.
+
+Each success is noted in ``FILE.replayed`` (a JSON line per record) before it is printed, so a
+second replay skips it, unless the record was dead-lettered again since. Replaying into an app
+(``--app``) uses the dedup store ``mpsflow run`` uses (``--dedup PATH``, ``--no-dedup``), so
+handlers that have already succeeded do not run again; and a record that fails again is
+appended to FILE anew under its own id (the file is never rewritten, so an ``mpsflow run``
+appending to it meanwhile loses nothing), which
+:func:`~mpsflow.cli.deadletters.read_dead_letters` reads as the record's newer version: the
+record is updated, not duplicated.
+
+With ``--to URL`` the app behind the URL dead-letters a body again in its own way (a new record
+with a new id) and answers ``{"code": 0}``: the replay counts as done, and the new record is
+the one a later replay sends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, load_app, positive_float
+from mpsflow.cli.deadletters import (
+    KINDS,
+    SHORT_ID,
+    compact_body,
+    find_record,
+    one_line,
+    read_dead_letters,
+    unique_records,
+    utc_time,
+)
+from mpsflow.deadletter import DeadLetter
+from mpsflow.errors import ConfigurationError, DecodeError, SinkError
+from mpsflow.signing import sign_notification
+from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from mpsflow.app import App
+
+__all__ = ["DEFAULT_DEDUP_PATH", "configure_replay"]
+
+_RESPONSE_SHOWN = 200
+
+DEFAULT_DEDUP_PATH = "mpsflow-dedup.sqlite3"
+"""The SQLite dedup store ``replay --app`` uses when the app configures none (as ``run``)."""
+
+
+def configure_replay(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="dead-letter file (JSON lines)")
+    parser.add_argument(
+        "ids", nargs="*", metavar="ID", help="records to replay (unique id prefixes; default all)"
+    )
+    parser.add_argument("--kind", choices=KINDS, help="only dead letters of this kind")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="URL", help="POST each body to this callback URL")
+    target.add_argument(
+        "--app",
+        metavar="MODULE:APP",
+        help="run each body through this App in-process; a record that fails again is"
+        " updated in FILE (its reason, failures and attempts), not added to the app's dead letters",
+    )
+    dedup = parser.add_mutually_exclusive_group()
+    dedup.add_argument(
+        "--dedup",
+        metavar="PATH",
+        help="with --app: the SQLite dedup store used when the app configures none, as"
+        " `mpsflow run` uses it, so handlers that succeeded do not run again"
+        f" ({DEFAULT_DEDUP_PATH})",
+    )
+    dedup.add_argument(
+        "--no-dedup",
+        action="store_true",
+        help="with --app: no default dedup store (handlers that succeeded before run again)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show what would be sent; send nothing"
+    )
+    parser.add_argument(
+        "--sign-key",
+        metavar="KEY",
+        default=os.environ.get("MPSFLOW_SIGN_KEY"),
+        help="re-sign bodies with this NotifyKey (default: $MPSFLOW_SIGN_KEY; else sent as is)",
+    )
+    parser.add_argument(
+        "--expires-in",
+        metavar="SECONDS",
+        type=int,
+        default=600,
+        help="signature lifetime in seconds: Timestamp = now + this (%(default)s)",
+    )
+    parser.add_argument(
+        "--keep-going", action="store_true", help="go on after a failure (default: stop)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replay records FILE.replayed lists as done, too"
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=positive_float,
+        default=30.0,
+        help="seconds per HTTP request (%(default)s)",
+    )
+    parser.set_defaults(run=_replay)
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    ok: bool
+    detail: str
+    """HTTP status and response, or the settlement: what the operator reads."""
+
+
+class _Replayed(msgspec.Struct, kw_only=True):
+    """One line of ``FILE.replayed``."""
+
+    id: str
+    time: float
+    via: str
+    result: str
+
+
+_Deliver = Callable[[DeadLetter, bytes], Awaitable[_Result]]
+
+
+def _journal_path(file: str) -> Path:
+    path = Path(file)
+    return path.with_name(path.name + ".replayed")
+
+
+def _replayed_before(journal: Path) -> dict[str, float]:
+    """Record id → when it was last replayed, from ``FILE.replayed``."""
+    if not journal.is_file():
+        return {}
+    done: dict[str, float] = {}
+    try:
+        for entry in read_jsonl(journal):
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                stamp = entry.get("time")
+                done[entry["id"]] = float(stamp) if isinstance(stamp, int | float) else 0.0
+    except DecodeError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return done
+
+
+def _resigned(body: bytes, key: str, expires_in: int) -> bytes | None:
+    """``body`` signed afresh the way MPS signs; ``None`` when it is not a JSON object."""
+    try:
+        return sign_notification(body, key, expires_at=int(time.time()) + expires_in)
+    except DecodeError:
+        return None
+
+
+def _select(args: argparse.Namespace, records: list[DeadLetter]) -> list[DeadLetter]:
+    chosen = (
+        unique_records(find_record(records, wanted) for wanted in args.ids) if args.ids else records
+    )
+    return unique_records(r for r in chosen if args.kind is None or r.kind == args.kind)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import anyio
+
+    if args.to and (args.dedup is not None or args.no_dedup):
+        raise ConfigurationError(
+            "--dedup and --no-dedup go with --app (the app behind --to uses its own store)"
+        )
+    records = _select(args, read_dead_letters(args.file))
+    journal = _journal_path(args.file)
+    done = {} if args.force else _replayed_before(journal)
+    # Replayed, and not dead-lettered again since (a newer version of the record is pending).
+    skipped = {r.id: done[r.id] for r in records if r.id in done and done[r.id] >= r.time}
+    pending = [r for r in records if r.id not in skipped]
+    for record in records:
+        if record.id in skipped:
+            print(f"{_label(record)}  skipped: replayed at {utc_time(skipped[record.id])}")
+    if args.dry_run:
+        for record in pending:
+            _print_plan(args, record)
+        print(_summary(would=len(pending), skipped=len(skipped)))
+        return EXIT_OK
+    succeeded = failed = 0
+    if pending:
+        app = load_app(args.app) if args.app else None
+        succeeded, failed = anyio.run(_replay_all, args, pending, journal, app)
+    print(
+        _summary(
+            succeeded=succeeded,
+            failed=failed,
+            skipped=len(skipped),
+            stopped=len(pending) - succeeded - failed,
+        )
+    )
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _label(record: DeadLetter) -> str:
+    event = one_line(record.event_type) or "-"
+    task = one_line(record.task_id) or "-"
+    return f"{record.id[:SHORT_ID]}  {one_line(record.kind)}  {event}  {task}"
+
+
+def _print_plan(args: argparse.Namespace, record: DeadLetter) -> None:
+    body, note = _body_to_send(args, record)
+    where = f"POST {len(body)} bytes to {args.to}" if args.to else f"process with {args.app}"
+    print(f"{_label(record)}  would {where}{note}")
+    print(f"  {compact_body(body)}")
+
+
+def _body_to_send(args: argparse.Namespace, record: DeadLetter) -> tuple[bytes, str]:
+    """The bytes to replay and a note on how they differ from the record's."""
+    raw = record.raw_body()
+    if not args.sign_key:
+        return raw, ""
+    signed = _resigned(raw, args.sign_key, args.expires_in)
+    if signed is None:
+        return raw, " (not a JSON object: sent unsigned, as it was)"
+    return signed, " (re-signed)"
+
+
+_SUMMARY_WORDS = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "would": "would be replayed",
+    "skipped": "skipped (replayed before; --force replays them again)",
+    "stopped": "not tried (stopped at the first failure; --keep-going goes on)",
+}
+
+
+def _summary(**counts: int) -> str:
+    """``replay: 2 succeeded, 1 failed, …``: the main counts always, others when not 0."""
+    parts = [
+        f"{n} {_SUMMARY_WORDS[name]}"
+        for name, n in counts.items()
+        if n or name in ("succeeded", "failed", "would")
+    ]
+    prefix = "dry run: " if "would" in counts else "replay: "
+    return prefix + ", ".join(parts)
+
+
+async def _replay_all(
+    args: argparse.Namespace, records: list[DeadLetter], journal: Path, app: App | None
+) -> tuple[int, int]:
+    """Replay ``records`` in order; note each success in ``journal``; (succeeded, failed)."""
+    succeeded = failed = 0
+    sink = JsonlSink(journal, fsync="always", dedup_window=0)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(sink.close)
+        deliver = await _open_target(args, app, records, stack)
+        for record in records:
+            body, note = _body_to_send(args, record)
+            result = await deliver(record, body)
+            problem = await _note_replayed(sink, record, result, "app" if app else "http")
+            verdict = "ok" if result.ok else "FAILED"
+            print(f"{_label(record)}  -> {result.detail}  {verdict}{note}", flush=True)
+            if problem:
+                print(f"mpsflow deadletters: error: {problem}", file=sys.stderr)
+                failed += 1
+                break
+            if result.ok:
+                succeeded += 1
+                continue
+            failed += 1
+            if not args.keep_going:
+                break
+    return succeeded, failed
+
+
+async def _note_replayed(sink: JsonlSink, record: DeadLetter, result: _Result, via: str) -> str:
+    """Journal a success (before anything is printed); what went wrong, or ``""``."""
+    if not result.ok:
+        return ""
+    entry = _Replayed(id=record.id, time=time.time(), via=via, result=result.detail)
+    try:
+        await sink.send([entry])
+    except SinkError as exc:
+        return f"{record.id} was replayed, but {exc}; a new replay would send it again"
+    return ""
+
+
+async def _open_target(
+    args: argparse.Namespace, app: App | None, records: list[DeadLetter], stack: AsyncExitStack
+) -> _Deliver:
+    if app is not None:
+        _use_replay_settings(args, app, records, stack)
+        await stack.enter_async_context(app)
+        return _app_target(app)
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
+    return _http_target(session, args.to)
+
+
+def _use_replay_settings(
+    args: argparse.Namespace, app: App, records: list[DeadLetter], stack: AsyncExitStack
+) -> None:
+    """For the replay (undone when it ends): the dedup store ``run`` would use, and dead
+    letters that update the records of FILE instead of adding new ones."""
+    store, dead_letters = app.idempotency, app.dead_letter_sink
+    stack.callback(setattr, app, "idempotency", store)
+    stack.callback(setattr, app, "dead_letter_sink", dead_letters)
+    if not args.no_dedup:
+        app.use_default_idempotency(args.dedup or DEFAULT_DEDUP_PATH)
+    app.dead_letter_sink = _Updates(args.file, records)
+
+
+class _Updates:
+    """The dead-letter sink of a replay into an app: a record that fails again is appended to
+    FILE anew under its own id (its newer version, see the module doc), never as a new record.
+
+    Appending keeps the file whole while ``mpsflow run`` may be appending to it too.
+    """
+
+    def __init__(self, path: str, records: Iterable[DeadLetter]) -> None:
+        self._file = JsonlSink(path, fsync="always", dedup_window=0)
+        self._records = {record.id: record for record in records}
+
+    async def start(self) -> None:
+        await self._file.start()
+
+    async def send(self, batch: Sequence[object]) -> None:
+        await self._file.send([self._updated(item) for item in batch])
+
+    async def close(self) -> None:
+        await self._file.close()
+
+    def _updated(self, item: object) -> object:
+        """The replayed record with what its new failure says (a delivery's id is its id)."""
+        if not isinstance(item, DeadLetter) or item.delivery_id not in self._records:
+            return item
+        record = self._records[item.delivery_id]
+        updated = msgspec.structs.replace(
+            record,
+            time=time.time(),
+            kind=item.kind,
+            reason=item.reason,
+            attempt=record.attempt + item.attempt,
+            failures=item.failures,
+            event_type=item.event_type or record.event_type,
+            task_id=item.task_id or record.task_id,
+        )
+        self._records[record.id] = updated
+        return updated
+
+
+def _app_target(app: App) -> _Deliver:
+    from mpsflow.delivery import Cause, Delivery, Settlement
+
+    async def deliver(record: DeadLetter, body: bytes) -> _Result:
+        outcome = await app.process(Delivery(body, source="replay", id=record.id))
+        detail = outcome.settlement.value
+        if outcome.cause is Cause.ALREADY_DONE:
+            detail += " (already done: the dedup store remembers its handlers)"
+        elif outcome.reason:
+            detail += f" ({one_line(outcome.reason)})"
+        return _Result(outcome.settlement is Settlement.ACK, detail)
+
+    return deliver
+
+
+def _http_target(session: aiohttp.ClientSession, url: str) -> _Deliver:
+    import aiohttp
+
+    headers = {"Content-Type": "application/json"}
+
+    async def deliver(record: DeadLetter, body: bytes) -> _Result:
+        try:
+            async with session.post(
+                url, data=body, headers={**headers, "X-Request-Id": record.id}
+            ) as response:
+                status: int = response.status
+                answer: bytes = await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return _Result(False, f"error ({type(exc).__name__})")
+        text = one_line(answer.decode("utf-8", "replace"))[:_RESPONSE_SHOWN]
+        return _Result(200 <= status < 300 and _code_zero(answer), f"{status} {text}".rstrip())
+
+    return deliver
+
+
+def _code_zero(answer: bytes) -> bool:
+    """True for the answer of a callback that took the notification: ``{"code": 0}``."""
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("code") == 0
