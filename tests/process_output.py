@@ -16,7 +16,7 @@ import anyio
 import anyio.abc
 from anyio.streams.text import TextReceiveStream
 
-__all__ = ["Output", "mpsflow_process"]
+__all__ = ["Output", "child_process", "mpsflow_process"]
 
 
 class Output:
@@ -57,16 +57,16 @@ class Output:
 
 
 @asynccontextmanager
-async def mpsflow_process(
-    cwd: Path, env: Mapping[str, str], *args: str
+async def child_process(
+    argv: list[str], cwd: Path, env: Mapping[str, str]
 ) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
-    """``python -m mpsflow ARGS`` with ResourceWarnings as errors; stdout+stderr collected.
+    """``argv`` in a session of its own, stdout+stderr collected, whatever is left killed.
 
-    It runs in a session of its own, and at the end whatever is left of that session (the
-    process and any worker it forked, even after a failed test) is killed.
+    At the end whatever is left of that session (the process and any worker it forked,
+    even after a failed test) is killed.
     """
     process = await anyio.open_process(
-        [sys.executable, "-W", "error::ResourceWarning", "-m", "mpsflow", *args],
+        argv,
         cwd=cwd,
         env=dict(env),
         stdin=subprocess.DEVNULL,
@@ -84,3 +84,17 @@ async def mpsflow_process(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+
+
+@asynccontextmanager
+async def mpsflow_process(
+    cwd: Path, env: Mapping[str, str], *args: str
+) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
+    """``python -m mpsflow ARGS`` with ResourceWarnings as errors; stdout+stderr collected.
+
+    It runs in a session of its own, and at the end whatever is left of that session (the
+    process and any worker it forked, even after a failed test) is killed.
+    """
+    argv = [sys.executable, "-W", "error::ResourceWarning", "-m", "mpsflow", *args]
+    async with child_process(argv, cwd, env) as (process, output):
+        yield process, output

@@ -24,6 +24,7 @@ from mpsflow.sources.file import FileSource
 from mpsflow.sources.memory import MemorySource
 from mpsflow.sources.runtime import SourceRuntime
 from mpsflow.testing import build_notification, media_result
+from tests.blocking import blocking_handler
 
 
 def note(n: int = 0) -> bytes:
@@ -175,12 +176,7 @@ async def test_graceful_shutdown_finishes_in_flight_work() -> None:
 
 async def test_shutdown_timeout_leaves_unfinished_work_unsettled() -> None:
     app = quiet_app(shutdown_timeout=0.01)
-    started = anyio.Event()
-
-    @app.on("WorkflowTask")
-    async def stuck(event: WorkflowTask, ctx: Context) -> None:
-        started.set()
-        await anyio.sleep_forever()
+    started = blocking_handler(app)
 
     source = MemorySource([note(1)], close_when_done=False)
     async with anyio.create_task_group() as tg:
@@ -400,13 +396,8 @@ async def test_the_drain_says_what_it_waits_for_until_done(
 ) -> None:
     app = quiet_app(shutdown_timeout=60)
     app.drain_report_interval = 0.001
-    started = anyio.Event()
     release = anyio.Event()
-
-    @app.on("WorkflowTask")
-    async def slow(event: WorkflowTask, ctx: Context) -> None:
-        started.set()
-        await release.wait()
+    started = blocking_handler(app, release)
 
     watch = app_log("draining: ", 3)
     source = MemorySource([note(1)], close_when_done=False, name="queue")
@@ -430,12 +421,7 @@ async def test_the_shutdown_timeout_says_what_it_leaves_for_redelivery(
     app_log: Callable[[str, int], LogWatch],
 ) -> None:
     app = quiet_app(shutdown_timeout=0.01)
-    started = anyio.Event()
-
-    @app.on("WorkflowTask")
-    async def stuck(event: WorkflowTask, ctx: Context) -> None:
-        started.set()
-        await anyio.sleep_forever()
+    started = blocking_handler(app)
 
     watch = app_log("shutdown timeout", 1)
     source = MemorySource([note(1), note(2)], close_when_done=False, max_in_flight=2)

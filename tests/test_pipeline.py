@@ -28,6 +28,7 @@ from mpsflow.events import MediaProcessTaskTranscodeResult, WorkflowTask
 from mpsflow.observability.summaries import DeferralCounter
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import TestClient, build_notification, media_result
+from tests.blocking import blocking_handler
 
 NO_JITTER = RetryPolicy(max_attempts=4, base_delay=2.0, factor=3.0, max_delay=100.0, jitter=0.0)
 
@@ -305,12 +306,7 @@ async def test_dead_letter_sink_failure_means_retry_not_loss() -> None:
 
 async def test_a_cancelled_delivery_is_counted_and_leaves_nothing_in_flight() -> None:
     app = App(dead_letters=MemorySink())
-    started = anyio.Event()
-
-    @app.on("WorkflowTask")
-    async def stuck(event: WorkflowTask, ctx: Context) -> None:
-        started.set()
-        await anyio.sleep_forever()
+    started = blocking_handler(app)
 
     body = json.dumps(build_notification()).encode()
     async with app, anyio.create_task_group() as tg:
@@ -347,13 +343,8 @@ async def test_a_source_can_dead_letter_a_body_without_the_pipeline() -> None:
 
 async def test_in_flight_counts_deliveries_by_source_while_they_run() -> None:
     app = App(dead_letters=MemorySink())
-    started = anyio.Event()
     release = anyio.Event()
-
-    @app.on("WorkflowTask")
-    async def slow(event: WorkflowTask, ctx: Context) -> None:
-        started.set()
-        await release.wait()
+    started = blocking_handler(app, release)
 
     body = json.dumps(build_notification()).encode()
     async with app, anyio.create_task_group() as tg:

@@ -19,8 +19,6 @@ Blocks are found by the heading they sit under, so the README is read, never cop
 from __future__ import annotations
 
 import ast
-import contextlib
-import importlib.util
 import itertools
 import json
 import os
@@ -64,8 +62,9 @@ from mpsflow.testing import (
     build_notification,
     sign_payload,
 )
+from tests.modules import imported
 from tests.plugins.samples import LIVE_SAMPLE_PATHS
-from tests.process_output import Output, mpsflow_process
+from tests.process_output import Output, child_process, mpsflow_process
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -344,15 +343,8 @@ def myapp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleTyp
     """The Quickstart imported from ``myapp.py``, with the project folder as working directory."""
     project = write_project(tmp_path / "project")
     monkeypatch.chdir(project)
-    name = f"readme_myapp_{next(_modules)}"
-    spec = importlib.util.spec_from_file_location(name, project / "myapp.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[name]
+    with imported(f"readme_myapp_{next(_modules)}", project / "myapp.py") as module:
+        yield module
 
 
 def seed() -> dict[str, Any]:
@@ -778,25 +770,8 @@ async def shell_process(
     cwd: Path, env: Mapping[str, str], command: str
 ) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
     """``bash -c COMMAND`` in a session of its own, output collected, killed at the end."""
-    process = await anyio.open_process(
-        ["bash", "-c", command],
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    output = Output()
-    async with process, anyio.create_task_group() as tg:
-        assert process.stdout is not None
-        tg.start_soon(output.collect, process.stdout)
-        try:
-            yield process, output
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+    async with child_process(["bash", "-c", command], cwd, env) as (process, output):
+        yield process, output
 
 
 async def shell(cwd: Path, env: Mapping[str, str], command: str) -> str:

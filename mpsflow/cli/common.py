@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
+from urllib.parse import urlsplit
 
 from mpsflow._loader import load_object
 from mpsflow.errors import ConfigurationError
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from mpsflow.app import App
 
 __all__ = [
+    "CMQ_KEYS",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -25,9 +28,12 @@ __all__ = [
     "EXIT_USAGE",
     "Command",
     "bounded_int",
+    "cmq_endpoint",
+    "cmq_queue",
     "load_app",
     "positive_float",
     "positive_int",
+    "require_cmq_keys",
 ]
 
 _N = TypeVar("_N", int, float)
@@ -101,3 +107,50 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+# -- the CMQ options (`run --cmq`, `send --cmq`) ------------------------------------------------
+
+CMQ_KEYS: Final = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY")
+"""The environment variables a CMQ command signs with (plus TENCENTCLOUD_SESSIONTOKEN)."""
+
+_CMQ_QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def cmq_endpoint(text: str) -> str:
+    """argparse type: a CMQ API address, ``http(s)://HOST[:PORT]``."""
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if (
+        not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected http(s)://HOST[:PORT] (the queue's API address), got {text!r}"
+        )
+    return text
+
+
+def cmq_queue(text: str) -> str:
+    """argparse type: a CMQ queue name."""
+    if not _CMQ_QUEUE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a CMQ queue name (a letter, then up to 63 letters, digits, - or _), "
+            f"got {text!r}"
+        )
+    return text
+
+
+def require_cmq_keys(flag: str = "--cmq") -> None:
+    """Raise ConfigurationError naming the CMQ key variables missing from the environment."""
+    missing = [name for name in CMQ_KEYS if not os.environ.get(name)]
+    if missing:
+        raise ConfigurationError(
+            f"{flag} needs API keys in the environment: set {' and '.join(missing)} "
+            "(and TENCENTCLOUD_SESSIONTOKEN for temporary keys)"
+        )

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import re
 import socket
 import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from mpsflow.cli.common import (
     EXIT_FAILED,
@@ -31,9 +28,12 @@ from mpsflow.cli.common import (
     EXIT_STARTUP,
     Command,
     bounded_int,
+    cmq_endpoint,
+    cmq_queue,
     load_app,
     positive_float,
     positive_int,
+    require_cmq_keys,
 )
 from mpsflow.cli.supervisor import serve_workers
 from mpsflow.errors import ConfigurationError, StartupError
@@ -152,37 +152,6 @@ def _files_source(args: argparse.Namespace, app: App) -> Source | None:
     return FileSource(*paths)
 
 
-_CMQ_KEYS = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY")
-_CMQ_QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-
-
-def _cmq_endpoint(text: str) -> str:
-    parts = urlsplit(text)
-    try:
-        port_ok = parts.port != 0
-    except ValueError:  # not a number, or out of range
-        port_ok = False
-    if (
-        not port_ok
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or "@" in parts.netloc
-    ):
-        raise argparse.ArgumentTypeError(
-            f"expected http(s)://HOST[:PORT] (the queue's API address), got {text!r}"
-        )
-    return text
-
-
-def _cmq_queue(text: str) -> str:
-    if not _CMQ_QUEUE_NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"expected a CMQ queue name (a letter, then up to 63 letters, digits, - or _), "
-            f"got {text!r}"
-        )
-    return text
-
-
 def _cmq_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "TDMQ-CMQ queue",
@@ -193,10 +162,10 @@ def _cmq_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--cmq",
         metavar="ENDPOINT",
-        type=_cmq_endpoint,
+        type=cmq_endpoint,
         help="consume a queue at this API address, e.g. https://cmq-gz.public.tencenttdmq.com",
     )
-    group.add_argument("--queue", metavar="NAME", type=_cmq_queue, help="the queue (with --cmq)")
+    group.add_argument("--queue", metavar="NAME", type=cmq_queue, help="the queue (with --cmq)")
     group.add_argument(
         "--pollers",
         metavar="N",
@@ -229,12 +198,7 @@ def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
         return None
     if queue is None:
         raise ConfigurationError("--cmq needs --queue NAME")
-    missing = [name for name in _CMQ_KEYS if not os.environ.get(name)]
-    if missing:
-        raise ConfigurationError(
-            f"--cmq needs API keys in the environment: set {' and '.join(missing)} "
-            "(and TENCENTCLOUD_SESSIONTOKEN for temporary keys)"
-        )
+    require_cmq_keys()
     from mpsflow.sources.cmq import CmqSource
     from mpsflow.tencentcloud.cmq.client import CmqClient
     from mpsflow.tencentcloud.cmq.credentials import EnvironmentCredentials

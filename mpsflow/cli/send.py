@@ -28,8 +28,11 @@ from mpsflow.cli.common import (
     EXIT_OK,
     Command,
     bounded_int,
+    cmq_endpoint,
+    cmq_queue,
     positive_float,
     positive_int,
+    require_cmq_keys,
 )
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError
@@ -39,23 +42,15 @@ if TYPE_CHECKING:
     from mpsflow.tencentcloud.cmq.client import CmqClient
 
 __all__ = [
-    "CMQ_KEYS",
     "COMMAND",
     "Pacer",
     "SendItem",
     "Tally",
-    "cmq_endpoint",
-    "cmq_queue",
-    "require_cmq_keys",
     "signed_body",
 ]
 
 _log = logging.getLogger("mpsflow.cli")
 
-CMQ_KEYS: Final = ("TENCENTCLOUD_SECRETID", "TENCENTCLOUD_SECRETKEY")
-"""The environment variables a CMQ command signs with (plus TENCENTCLOUD_SESSIONTOKEN)."""
-
-_CMQ_QUEUE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _CMQ_BATCH: Final = 16
 """The most messages one BatchSendMessage takes."""
 _CMQ_BATCH_BYTES: Final = 65536
@@ -64,48 +59,6 @@ _SIGNATURE_ROOM: Final = 128
 """Bytes a fresh ``Timestamp`` and ``Sign`` may add to a body."""
 _DETAIL: Final = 160
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-# -- the CMQ options, as `mpsflow run --cmq` takes them ----------------------------------------
-
-
-def cmq_endpoint(text: str) -> str:
-    """argparse type: a CMQ API address, ``http(s)://HOST[:PORT]``."""
-    parts = urlsplit(text)
-    try:
-        port_ok = parts.port != 0
-    except ValueError:  # not a number, or out of range
-        port_ok = False
-    if (
-        not port_ok
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or "@" in parts.netloc
-    ):
-        raise argparse.ArgumentTypeError(
-            f"expected http(s)://HOST[:PORT] (the queue's API address), got {text!r}"
-        )
-    return text
-
-
-def cmq_queue(text: str) -> str:
-    """argparse type: a CMQ queue name."""
-    if not _CMQ_QUEUE_NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(
-            f"expected a CMQ queue name (a letter, then up to 63 letters, digits, - or _), "
-            f"got {text!r}"
-        )
-    return text
-
-
-def require_cmq_keys(flag: str = "--cmq") -> None:
-    """Raise ConfigurationError naming the CMQ key variables missing from the environment."""
-    missing = [name for name in CMQ_KEYS if not os.environ.get(name)]
-    if missing:
-        raise ConfigurationError(
-            f"{flag} needs API keys in the environment: set {' and '.join(missing)} "
-            "(and TENCENTCLOUD_SESSIONTOKEN for temporary keys)"
-        )
 
 
 def _configure_send(parser: argparse.ArgumentParser) -> None:

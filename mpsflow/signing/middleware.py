@@ -38,16 +38,10 @@ from mpsflow.clock import Clock
 from mpsflow.codec import DEFAULT_MAX_SIZE, decode_any
 from mpsflow.delivery import Cause, Outcome, Settlement
 from mpsflow.errors import DecodeError
+from mpsflow.events.envelope import extract_timestamp_sign, scan_timestamp_sign
 from mpsflow.middleware.base import Call, CallNext
 from mpsflow.observability.metrics import Metrics
-from mpsflow.signing.verifier import (
-    SignatureVerifier,
-    VerifyReason,
-    VerifyResult,
-    extract_timestamp_sign,
-    notification_ref,
-    scan_timestamp_sign,
-)
+from mpsflow.signing.verifier import SignatureVerifier, VerifyReason, VerifyResult, notification_ref
 
 __all__ = ["SignatureMiddleware"]
 

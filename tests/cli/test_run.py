@@ -10,6 +10,8 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +21,7 @@ import pytest
 
 from mpsflow.testing import build_notification, media_result
 from tests.plugins.cmq_server import CmqServerFactory
-from tests.process_output import mpsflow_process
+from tests.process_output import Output, mpsflow_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
@@ -320,10 +322,19 @@ async def post_in_background(url: str, body: bytes, results: list[BaseException 
         results.append(exc)
 
 
-async def test_a_second_sigint_stops_at_once_and_exits_130(tmp_path: Path) -> None:
+@asynccontextmanager
+async def stuck_app(
+    tmp_path: Path, *options: str
+) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
+    """``mpsflow run`` of ``STUCK_APP`` on a free HTTP port, without dedup, plus ``options``."""
     (tmp_path / "stuckapp.py").write_text(STUCK_APP)
-    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--shutdown-timeout", "600")
+    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", *options)
     async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        yield process, output
+
+
+async def test_a_second_sigint_stops_at_once_and_exits_130(tmp_path: Path) -> None:
+    async with stuck_app(tmp_path, "--shutdown-timeout", "600") as (process, output):
         url = (await output.wait_for(SERVING)).group(1)
         results: list[BaseException | int] = []
         async with anyio.create_task_group() as tg:
@@ -350,9 +361,7 @@ async def test_a_second_sigint_stops_at_once_and_exits_130(tmp_path: Path) -> No
 
 
 async def test_a_second_sigint_stops_workers_at_once_and_exits_130(tmp_path: Path) -> None:
-    (tmp_path / "stuckapp.py").write_text(STUCK_APP)
-    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--workers", "2")
-    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+    async with stuck_app(tmp_path, "--workers", "2") as (process, output):
         await output.wait_for_all(SERVING, 3)  # the supervisor's line and each worker's
         url = (await output.wait_for(SERVING)).group(1)
         results: list[BaseException | int] = []
@@ -370,11 +379,9 @@ async def test_a_second_sigint_stops_workers_at_once_and_exits_130(tmp_path: Pat
 
 
 async def test_the_shutdown_timeout_leaves_stuck_work_for_redelivery(tmp_path: Path) -> None:
-    (tmp_path / "stuckapp.py").write_text(STUCK_APP)
-    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--shutdown-timeout", "0.5")
-    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+    results: list[BaseException | int] = []
+    async with stuck_app(tmp_path, "--shutdown-timeout", "0.5") as (process, output):
         url = (await output.wait_for(SERVING)).group(1)
-        results: list[BaseException | int] = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(post_in_background, url, note("s-1"), results)
             await output.wait_for(re.compile("handler started"))

@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from mpsflow.events import WorkflowTask
 from mpsflow.middleware.base import Call, HandlerInfo
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import build_notification
+from tests.modules import run_ok
 from tests.plugins.redis_server import RedisServer
 
 NOW = 1_735_787_000.0
@@ -306,15 +306,7 @@ def test_without_redis_the_error_says_what_to_install(statement: str) -> None:
         "    print(type(exc).__name__, exc.name, str(exc), sep='|')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_ok([sys.executable, "-c", probe], None, env, timeout=60)
     assert done.stdout.strip() == (
         "ModuleNotFoundError|redis|RedisStore needs the redis extra: pip install 'mpsflow[redis]'"
     )

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ import pytest
 from mpsflow import App, Context
 from mpsflow.errors import InvocationFailed
 from mpsflow.testing import sign_payload
+from tests.modules import imported, run_ok
 from tests.test_readme import CLONE, block, command_lines, copy_checkout
 
 FUNCTION = Path(__file__).resolve().parents[2] / "examples" / "scf_function" / "index.py"
@@ -41,15 +40,8 @@ def function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Module
     monkeypatch.setenv("MPSFLOW_DEAD_LETTERS", str(tmp_path / "dead.jsonl"))
     monkeypatch.setenv("MPSFLOW_OUTPUTS", str(tmp_path / "outputs.jsonl"))
     monkeypatch.delenv("MPS_NOTIFY_KEYS", raising=False)
-    name = f"scf_index_{tmp_path.name}"
-    spec = importlib.util.spec_from_file_location(name, FUNCTION)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[name]
+    with imported(f"scf_index_{tmp_path.name}", FUNCTION) as module:
+        yield module
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -151,16 +143,7 @@ def test_the_deployment_folder_built_from_this_checkout_runs_main_handler(tmp_pa
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
     }
     env.pop("PYTHONPATH", None)
-    built = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", "\n".join(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
+    run_ok(["bash", "-euo", "pipefail", "-c", "\n".join(script)], tmp_path, env, timeout=600)
     package = clone / "build" / "scf" / "function.zip"
     instance = tmp_path / "var-user"  # where SCF unpacks the code package
     with zipfile.ZipFile(package) as archive:
@@ -183,7 +166,7 @@ def test_the_deployment_folder_built_from_this_checkout_runs_main_handler(tmp_pa
         "MPSFLOW_DEAD_LETTERS": str(tmp_path / "dead.jsonl"),
         "MPSFLOW_OUTPUTS": str(tmp_path / "outputs.jsonl"),
     }
-    invoked = subprocess.run(
+    invoked = run_ok(
         [
             sys.executable,
             "-c",
@@ -192,14 +175,10 @@ def test_the_deployment_folder_built_from_this_checkout_runs_main_handler(tmp_pa
             str(events / "unsigned.json"),
             json.dumps(CONTEXT),
         ],
-        cwd=instance,
-        env=run_env,
-        capture_output=True,
-        text=True,
-        check=False,
+        instance,
+        run_env,
         timeout=120,
     )
-    assert invoked.returncode == 0, invoked.stdout + invoked.stderr
     answer = json.loads(invoked.stdout.splitlines()[-1])
     assert Path(answer["mpsflow"]).is_relative_to(instance)
     assert Path(answer["index"]).is_relative_to(instance)
@@ -213,14 +192,10 @@ def test_the_deployment_folder_built_from_this_checkout_runs_main_handler(tmp_pa
     edit = clone / "examples" / "notifications" / "06_edit_media_task_success.json"
     shutil.copy(edit, instance / "notification.json")
     local_env = {k: v for k, v in run_env.items() if k != "MPS_NOTIFY_KEYS"}
-    tried = subprocess.run(
+    tried = run_ok(
         [sys.executable, "-c", block("Try it locally", path=SCF_README)],
-        cwd=instance,
-        env=local_env,
-        capture_output=True,
-        text=True,
-        check=False,
+        instance,
+        local_env,
         timeout=120,
     )
-    assert tried.returncode == 0, tried.stdout + tried.stderr
     assert "'status': 'ok'" in tried.stdout

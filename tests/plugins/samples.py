@@ -7,7 +7,9 @@ point elsewhere. Task notifications are ``samples/*.json``, live ones ``samples/
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -33,6 +35,8 @@ SHARED_DIR = Path(
 SAMPLE_KEY = "mps-sample-notify-key"
 """The NotifyKey the generated samples are signed with."""
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 SAMPLE_PATHS: tuple[Path, ...] = tuple(sorted((SHARED_DIR / "samples").glob("*.json")))
 """Every task-notification sample (``EventType`` at the top)."""
 
@@ -54,24 +58,27 @@ def samples_dir() -> Path:
     return SHARED_DIR / "samples"
 
 
-@pytest.fixture(params=SAMPLE_PATHS, ids=[p.stem for p in SAMPLE_PATHS])
+def _each(paths: tuple[Path, ...]) -> Callable[[_F], _F]:
+    """A fixture decorator parametrised over ``paths`` (one test per sample, named by its stem)."""
+    return cast("Callable[[_F], _F]", pytest.fixture(params=paths, ids=[p.stem for p in paths]))
+
+
+@_each(SAMPLE_PATHS)
 def sample_path(request: pytest.FixtureRequest) -> Path:
     """Each task-notification sample in turn (parametrised)."""
-    path: Path = request.param
-    return path
+    return cast(Path, request.param)
+
+
+@_each(LIVE_SAMPLE_PATHS)
+def live_sample_path(request: pytest.FixtureRequest) -> Path:
+    """Each live-notification sample in turn (parametrised)."""
+    return cast(Path, request.param)
 
 
 @pytest.fixture
 def sample_bytes(sample_path: Path) -> bytes:
     """The raw bytes of each task-notification sample in turn."""
     return sample_path.read_bytes()
-
-
-@pytest.fixture(params=LIVE_SAMPLE_PATHS, ids=[p.stem for p in LIVE_SAMPLE_PATHS])
-def live_sample_path(request: pytest.FixtureRequest) -> Path:
-    """Each live-notification sample in turn (parametrised)."""
-    path: Path = request.param
-    return path
 
 
 @pytest.fixture

@@ -395,8 +395,7 @@ async def test_rejections_are_rate_limited_on_the_app_clock_and_counted(
 ) -> None:
     """The first rejection is logged; the rest of a 10 s window are counted into the next line."""
     caplog.set_level(logging.DEBUG, logger="mpsflow.signing")
-    clock = FakeClock(NOW)
-    app = app_with(notify_keys=["k1"], clock=clock)
+    app = app_with(notify_keys=["k1"], clock=(clock := FakeClock(NOW)))
     burst = [
         signed("wrong"),
         signed("wrong"),

@@ -321,8 +321,7 @@ async def test_credentials_refused_after_serving_restart_the_source_with_backoff
     app, _ = make_app(clock=clock)
     keys = SwitchableKeys(cmq_credential)
     seen: list[str] = []
-    first = anyio.Event()
-    done = anyio.Event()
+    first, done = anyio.Event(), anyio.Event()
 
     @app.on("WorkflowTask")
     async def handler(event: WorkflowTask, ctx: Context) -> None:

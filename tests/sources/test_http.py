@@ -379,15 +379,17 @@ async def test_metrics_count_what_was_sent() -> None:
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = await response.text()
     lines = set(text.splitlines())
-    assert 'mpsflow_deliveries_total{source="http",outcome="ack"} 5' in lines
-    assert 'mpsflow_deliveries_total{source="http",outcome="retry"} 1' in lines
-    assert 'mpsflow_deliveries_total{source="http",outcome="dead_lettered"} 1' in lines
-    assert 'mpsflow_handler_runs_total{key="Transcode",outcome="ok"} 5' in lines
-    assert 'mpsflow_handler_runs_total{key="Transcode",outcome="error"} 1' in lines
-    assert 'mpsflow_dead_letters_total{kind="poison"} 1' in lines
-    assert 'mpsflow_http_callback_responses_total{code="200"} 5' in lines
-    assert 'mpsflow_http_callback_responses_total{code="500"} 1' in lines
-    assert 'mpsflow_http_callback_responses_total{code="400"} 1' in lines
+    assert {
+        'mpsflow_deliveries_total{source="http",outcome="ack"} 5',
+        'mpsflow_deliveries_total{source="http",outcome="retry"} 1',
+        'mpsflow_deliveries_total{source="http",outcome="dead_lettered"} 1',
+        'mpsflow_handler_runs_total{key="Transcode",outcome="ok"} 5',
+        'mpsflow_handler_runs_total{key="Transcode",outcome="error"} 1',
+        'mpsflow_dead_letters_total{kind="poison"} 1',
+        'mpsflow_http_callback_responses_total{code="200"} 5',
+        'mpsflow_http_callback_responses_total{code="500"} 1',
+        'mpsflow_http_callback_responses_total{code="400"} 1',
+    } <= lines
     assert "mpsflow_delivery_duration_seconds_count 7" in lines
 
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mpsflow import Context
 from mpsflow.sources.http import HttpSource
+from tests.blocking import blocking_handler
 from tests.sources.http_app import base_url, make_app, posted, records, seed_like, serve
 
 LIMIT = 4096
@@ -28,14 +28,8 @@ LIMIT = 4096
 def blocking_app() -> tuple[Any, anyio.Event, anyio.Event]:
     """An app whose handler signals ``entered`` and then waits for ``release``."""
     app, _ = make_app()
-    entered = anyio.Event()
     release = anyio.Event()
-
-    @app.on("WorkflowTask")
-    async def slow(event: Any, ctx: Context) -> None:
-        entered.set()
-        await release.wait()
-
+    entered = blocking_handler(app, release)
     return app, entered, release
 
 
