@@ -17,6 +17,7 @@ if [ -z "$venv" ] && ! in_venv; then venv=.venv; fi
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v zip >/dev/null 2>&1 || need_apt+=(zip)  # the SCF example's deployment build
 if [ -n "$venv" ] && [ ! -x "$venv/bin/python" ] \
   && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   need_apt+=(python3-venv)

@@ -129,8 +129,9 @@ def test_the_deployment_folder_built_from_this_checkout_runs_main_handler(tmp_pa
     the test stays offline-fast. What the zip holds is then unpacked, as SCF does, and invoked
     with this interpreter: mpsflow must be imported from the folder, not from the checkout.
     """
-    if shutil.which("zip") is None:
-        pytest.skip("the README's build ends with zip, which is not installed")
+    assert shutil.which("zip"), (
+        "the README's build ends with zip: install it (scripts/test.sh does)"
+    )
     clone = copy_checkout(tmp_path / "mpsflow")
     commands = command_lines(block("Deploy", lang="sh", path=SCF_README))
     assert commands[0] == f"cd {CLONE}"
