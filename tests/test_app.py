@@ -179,11 +179,24 @@ async def test_shutdown_timeout_leaves_unfinished_work_unsettled() -> None:
     started = blocking_handler(app)
 
     source = MemorySource([note(1)], close_when_done=False)
+    left: list[dict[str, int]] = []
+
+    async def run() -> None:
+        left.append(await app.run(source, handle_signals=False))
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: app.run(source, handle_signals=False))
+        tg.start_soon(run)
         await started.wait()
         app.stop()
     assert source.report == []  # not acked: the queue would redeliver it
+    assert left == [{"memory": 1}]  # run says what it left
+
+
+async def test_a_run_that_drained_everything_left_nothing() -> None:
+    app = quiet_app()
+    source = MemorySource([note(1)])
+    assert await app.run(source, handle_signals=False) == {}
+    assert [s.outcome.settlement for s in source.report] == [Settlement.ACK]
 
 
 class CrashingSource:

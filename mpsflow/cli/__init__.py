@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "mpsflow"
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
         command = f"mpsflow {args.command}"
         handler: Callable[[argparse.Namespace], int] = args.run
         try:
@@ -90,6 +90,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _only_broken_pipes(exc):  # raised inside a task group
             return _reader_gone()
         raise
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; a command that sets ``intermixed=DEST`` takes positional arguments after
+    its options too (``send URL --sign-key K DIR``), added to the list ``DEST``.
+
+    argparse's own ``parse_intermixed_args`` does not work with subcommands.
+    """
+    args, extras = parser.parse_known_args(argv)
+    dest = getattr(args, "intermixed", None)
+    if dest is not None:
+        getattr(args, dest).extend(e for e in extras if not e.startswith("-"))
+        extras = [e for e in extras if e.startswith("-")]
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def _only_broken_pipes(exc: BaseException) -> bool:

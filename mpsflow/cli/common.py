@@ -40,7 +40,8 @@ _N = TypeVar("_N", int, float)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-"""The command failed (``run --files``: something was dead-lettered)."""
+"""The command failed (``run --files``: something was dead-lettered; ``run``: the shutdown
+timeout left work in flight for redelivery)."""
 EXIT_USAGE = 2
 """Wrong arguments or a misconfigured app: fix the command line or the app."""
 EXIT_STARTUP = 3

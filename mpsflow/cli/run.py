@@ -302,20 +302,21 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(app: App, sources: list[Source]) -> int:
-    """Serve ``sources``; after ``--files``, print what became of them (exit 1 when anything
-    was dead-lettered)."""
+    """Serve ``sources``; after ``--files``, print what became of them. Exit 1 when anything
+    was dead-lettered, or the shutdown timeout left work in flight for redelivery."""
     from mpsflow.sources.file import FileSource
 
     files = [source for source in sources if isinstance(source, FileSource)]
     try:
-        app.serve(*sources)
+        left = app.serve(*sources)
     except KeyboardInterrupt:
         for source in files:
             print(_files_summary(source, app, stopped=True))
         raise
     for source in files:
         print(_files_summary(source, app))
-    return EXIT_FAILED if any(_dead_lettered(source) for source in files) else EXIT_OK
+    failed = left or any(_dead_lettered(source) for source in files)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _dead_lettered(source: InProcessSource) -> Counter[str]:

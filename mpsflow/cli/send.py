@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from collections import Counter
@@ -63,13 +64,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def _configure_send(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "url",
-        nargs="?",
-        metavar="URL",
-        help="callback URL, e.g. http://127.0.0.1:8080/mps/callback (not with --cmq)",
-    )
-    parser.add_argument(
-        "paths", nargs="+", metavar="FILE|DIR", help=".json/.jsonl files or folders"
+        "targets",
+        nargs="+",
+        metavar="[URL] FILE|DIR",
+        help="the callback URL, e.g. http://127.0.0.1:8080/mps/callback (not with --cmq), then"
+        " .json/.jsonl files or folders; options may come before, between or after them",
     )
     parser.add_argument(
         "--sign-key",
@@ -117,7 +116,7 @@ def _configure_send(parser: argparse.ArgumentParser) -> None:
         type=bounded_int(1, 16),
         help=f"messages per BatchSendMessage, 1-16 ({_CMQ_BATCH})",
     )
-    parser.set_defaults(run=_send)
+    parser.set_defaults(run=_send, intermixed="targets")
 
 
 @dataclass(slots=True)
@@ -206,7 +205,7 @@ class _Progress:
             if self.done == self.total:
                 self.out.write("\n")
         elif self.done % self._step == 0 or self.done == self.total:
-            self.out.write(f"sent {self.done}/{self.total}\n")
+            self.out.write(f"{self.done}/{self.total} done\n")
         self.out.flush()
 
 
@@ -259,10 +258,13 @@ def _refusal(answer: bytes) -> tuple[int, str, bool] | None:
     return code, _one_line(message), "requestId" in document
 
 
-def _http_answer(tally: Tally, status: int, answer: bytes) -> None:
+def _http_answer(tally: Tally, url: str, status: int, answer: bytes) -> None:
     """Count one HTTP answer: a 2xx is a success unless its JSON says otherwise."""
     if not 200 <= status < 300:
         tally.add(str(status), ok=False)
+        hint = _STATUS_HINTS.get(status)
+        if hint is not None:
+            tally.hints[hint.format(url=url, path=urlsplit(url).path or "/")] = None
         return
     refusal = _refusal(answer)
     if refusal is None:
@@ -277,38 +279,72 @@ def _http_answer(tally: Tally, status: int, answer: bytes) -> None:
         ] = None
 
 
-def _target(args: argparse.Namespace) -> list[str]:
-    """Check where the notifications go; the paths to read them from."""
-    paths: list[str] = list(args.paths)
-    looks_like_url = args.url is not None and urlsplit(args.url).scheme in ("http", "https")
+_STATUS_HINTS: Final = {
+    401: "{url} refused the signatures: send with --sign-key set to one of the app's"
+    " notify_keys (or $MPSFLOW_SIGN_KEY)",
+    404: "{url} has nothing at {path}: an mpsflow app takes notifications at /mps/callback"
+    " unless it was run with another --path",
+    405: "{url} does not take POST: is it the app's callback path (/mps/callback)?",
+}
+"""What to do about an HTTP status, by status (``{url}``, ``{path}`` filled in)."""
+
+
+def _connection_hint(url: str, exc: BaseException) -> str:
+    """What to check when a request to ``url`` failed before any answer came."""
+    import aiohttp
+
+    parts = urlsplit(url)
+    where = parts.netloc
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, socket.gaierror):
+            return f"cannot connect to {where}: no such host ({parts.hostname}); is the URL right?"
+        reason = (
+            "connection refused"
+            if isinstance(cause, ConnectionRefusedError)
+            else _one_line(cause.strerror or type(cause).__name__)
+        )
+        return (
+            f"cannot connect to {where} ({reason}): is `mpsflow run APP --http {where}` running"
+            " there, and is the URL right?"
+        )
+    if isinstance(exc, TimeoutError):
+        return f"{where} did not answer in time: is the app stuck or overloaded? (see --timeout)"
+    return f"the requests to {where} failed ({_one_line(str(exc)) or type(exc).__name__})"
+
+
+def _target(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """Check where the notifications go: the callback URL (``None`` with ``--cmq``) and the
+    paths to read them from."""
+    first, *rest = args.targets
+    looks_like_url = urlsplit(first).scheme in ("http", "https")
     if args.cmq is None:
         for flag, value in (("--queue", args.queue), ("--batch", args.batch)):
             if value is not None:
                 raise ConfigurationError(f"{flag} goes with --cmq ENDPOINT")
-        if args.url is None:
-            raise ConfigurationError(
-                "give the callback URL before the files (e.g. http://127.0.0.1:8080/mps/callback)"
-                ", or --cmq ENDPOINT --queue NAME to put them on a queue"
-            )
         if not looks_like_url:
             raise ConfigurationError(
-                f"expected the callback URL first (http(s)://HOST:PORT/PATH), got {args.url!r}"
+                f"expected the callback URL first (http(s)://HOST:PORT/PATH, e.g. "
+                f"http://127.0.0.1:8080/mps/callback), got {first!r}; or --cmq ENDPOINT "
+                "--queue NAME to put the notifications on a queue"
             )
-        return paths
+        if not rest:
+            raise ConfigurationError(f"give the files or folders to send after {first}")
+        return first, rest
     if args.queue is None:
         raise ConfigurationError("--cmq needs --queue NAME")
     if looks_like_url:
         raise ConfigurationError(
-            f"--cmq puts the notifications on a queue: give no callback URL ({args.url})"
+            f"--cmq puts the notifications on a queue: give no callback URL ({first})"
         )
     require_cmq_keys()
-    return paths if args.url is None else [args.url, *paths]
+    return None, list(args.targets)
 
 
 def _send(args: argparse.Namespace) -> int:
     import anyio
 
-    paths = _target(args)
+    args.url, paths = _target(args)
     items = _load_items(paths, signing=args.sign_key is not None)
     if not items:
         raise ConfigurationError("no notifications found in the given paths")
@@ -318,7 +354,8 @@ def _send(args: argparse.Namespace) -> int:
     total = sum(tally.counts.values())
     where = f" to queue {args.queue}" if args.cmq else ""
     print(
-        f"sent {total} notification(s){where} in {elapsed:.2f}s"
+        f"{'sent' if tally.ok else 'tried to send'} {total} notification(s){where}"
+        f" in {elapsed:.2f}s"
         f" ({total / max(elapsed, 1e-9):.1f}/s)"
     )
     for answer, n in sorted(tally.counts.items()):
@@ -346,9 +383,10 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
                     args.url, data=body, headers={"Content-Type": "application/json"}
                 ) as response:
                     answer = await response.read()
-                    _http_answer(tally, response.status, answer)
+                    _http_answer(tally, args.url, response.status, answer)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 tally.add(f"error ({type(exc).__name__})", ok=False)
+                tally.hints[_connection_hint(args.url, exc)] = None
             progress.advance()
 
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -419,7 +457,9 @@ async def _queue_batch(
     """One BatchSendMessage; its messages counted as queued, or as the error that refused them."""
     from mpsflow.tencentcloud.cmq.errors import (
         CODE_AUTH_FAILED,
+        CODE_QUEUE_NOT_FOUND,
         CmqError,
+        CmqNetworkError,
         CmqServerError,
     )
 
@@ -434,8 +474,18 @@ async def _queue_batch(
                 "the queue refused the API keys: check TENCENTCLOUD_SECRETID and "
                 "TENCENTCLOUD_SECRETKEY (mpsflow cmq-server accepts the pair it was started with)"
             ] = None
+        elif exc.code == CODE_QUEUE_NOT_FOUND:
+            tally.hints[
+                f"there is no queue {args.queue} at {args.cmq}: check its name (a local "
+                "mpsflow cmq-server has the queues given with --queue)"
+            ] = None
     except CmqError as exc:
         tally.add(f"error ({_one_line(str(exc))})", len(batch), ok=False)
+        if isinstance(exc, CmqNetworkError) and exc.unreachable:
+            tally.hints[
+                f"cannot reach CMQ at {args.cmq} ({exc.unreachable}): check the endpoint, and "
+                "that the queue service is running there (`mpsflow cmq-server` for a local one)"
+            ] = None
     else:
         tally.add("queued", len(batch))
 

@@ -203,8 +203,8 @@ def serve_workers(
     metrics_dir = tempfile.mkdtemp(prefix="mpsflow-metrics-")
 
     def work() -> int:
-        app.serve(http_source(sock, metrics_dir))
-        return EXIT_OK
+        left = app.serve(http_source(sock, metrics_dir))
+        return EXIT_FAILED if left else EXIT_OK  # the shutdown timeout left work in flight
 
     supervisor = Supervisor(args.workers, work)
     try:

@@ -28,6 +28,7 @@ from mpsflow.tencentcloud.cmq.client import MAX_BATCH, MAX_POLLING_WAIT, CmqClie
 from mpsflow.tencentcloud.cmq.errors import (
     CmqAuthError,
     CmqError,
+    CmqNetworkError,
     CmqQueueNotFoundError,
     CmqServerError,
 )
@@ -45,11 +46,13 @@ class CmqSource(PullSource):
     ``wait_seconds`` is the long-poll wait (0-30 s); ``batch_size`` caps each
     ``BatchReceiveMessage`` (1-16) and is further capped by the free in-flight slots.
     Deletes are sent as soon as 16 are pending or ``delete_delay`` seconds after the first.
-    Receive errors that may pass (network, throttling) back off and poll again. Others (bad
-    credentials, missing queue) end the run: before the first receive of a run succeeded as
-    a :class:`~mpsflow.errors.StartupError` saying what to check (``App.run`` then ends with
-    it, when this is the source's first run), later as the ``CmqError`` itself, so the app's
-    supervisor restarts the source with backoff and logs it. ``clock`` defaults to the
+    Receive errors that may pass (network, throttling) back off and poll again; others (bad
+    credentials, a missing queue) end the run. Before the first receive of a run succeeded,
+    both these and an endpoint that cannot be reached at all (after the client's own retries)
+    end it with a :class:`~mpsflow.errors.StartupError` saying what to check: ``App.run`` then
+    ends with it, when this is the source's first run. Later, a refusal ends the run with the
+    ``CmqError`` itself, so the app's supervisor restarts the source with backoff and logs it,
+    and an unreachable endpoint is polled again with backoff. ``clock`` defaults to the
     runtime's (the app's).
     """
 
@@ -123,9 +126,9 @@ class CmqSource(PullSource):
         try:
             messages = await self.client.batch_receive(self.queue, count, self.wait_seconds)
         except CmqError as exc:
+            if not self._received and (not exc.retryable or _unreachable(exc)):
+                raise StartupError(self._cannot_start(exc)) from exc
             if not exc.retryable:
-                if not self._received:
-                    raise StartupError(self._cannot_start(exc)) from exc
                 raise
             self._receive_failures += 1
             delay = self._backoff.delay(self._receive_failures)
@@ -169,6 +172,11 @@ class CmqSource(PullSource):
             )
         if isinstance(exc, CmqServerError):
             return f"cannot receive from {where}: code {exc.code}: {exc.cmq_message}"
+        if unreachable := _unreachable(exc):
+            return (
+                f"cannot reach CMQ at {self.client.url} ({unreachable}): check the endpoint, and "
+                "that the queue service is running there (`mpsflow cmq-server` for a local one)"
+            )
         return f"cannot receive from {where}: {exc} (is it the queue's API address?)"
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
@@ -220,3 +228,8 @@ class CmqSource(PullSource):
                 _log.info("receipt handle expired before delete; the redelivery will be deduped")
             else:
                 _log.warning("delete failed with CMQ code %d: %s", failure.code, failure.message)
+
+
+def _unreachable(exc: CmqError) -> str:
+    """Why no connection to CMQ could be made (``"connection refused"``), or ``""``."""
+    return exc.unreachable if isinstance(exc, CmqNetworkError) else ""

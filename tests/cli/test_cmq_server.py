@@ -338,6 +338,34 @@ async def test_cmq_server_command_serves_the_queue_api_until_sigterm(tmp_path: P
     assert CMQ_SECRET_KEY not in output.text
 
 
+async def test_cmq_server_without_queues_creates_them_on_first_use(tmp_path: Path) -> None:
+    env = child_env(TENCENTCLOUD_SECRETID=CMQ_SECRET_ID, TENCENTCLOUD_SECRETKEY=CMQ_SECRET_KEY)
+    async with mpsflow_process(tmp_path, env, "cmq-server", "--port", "0") as (process, output):
+        url = (await output.wait_for(LISTENING)).group(1)
+        await output.wait_for(re.compile(r"queues: none yet \(others are created on first use\)"))
+        async with CmqClient(url, Credential(CMQ_SECRET_ID, CMQ_SECRET_KEY)) as client:
+            await client.send("any-name", body("created"))
+            [message] = await client.batch_receive("any-name", 16, 0)
+        assert json.loads(message.msg_body)["WorkflowTaskEvent"]["TaskId"] == "created"
+        await output.wait_for(re.compile("created queue any-name on first use"))
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+
+
+async def test_cmq_server_auto_create_can_be_asked_for_with_queues(tmp_path: Path) -> None:
+    env = child_env(TENCENTCLOUD_SECRETID=CMQ_SECRET_ID, TENCENTCLOUD_SECRETKEY=CMQ_SECRET_KEY)
+    args = ["cmq-server", "--port", "0", "--queue", QUEUE, "--auto-create"]
+    async with mpsflow_process(tmp_path, env, *args) as (process, output):
+        url = (await output.wait_for(LISTENING)).group(1)
+        await output.wait_for(re.compile(rf"queues: {QUEUE} \(others are created on first use\)"))
+        async with CmqClient(url, Credential(CMQ_SECRET_ID, CMQ_SECRET_KEY)) as client:
+            await client.send("other", body("other"))
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+
+
 # -- the local CMQ loop: cmq-server, run --cmq, send --cmq ------------------------------------
 
 LOOP_APP = """
@@ -380,8 +408,19 @@ def write_loop(tmp_path: Path) -> dict[str, str]:
 async def test_the_local_cmq_loop_as_the_readme_shows_it(tmp_path: Path) -> None:
     env = write_loop(tmp_path)
     # One key pair in the environment serves all three commands.
-    async with mpsflow_process(tmp_path, env, "cmq-server", "--port", "0") as (server, out):
+    server_args = ["cmq-server", "--port", "0", "--queue", QUEUE]
+    async with mpsflow_process(tmp_path, env, *server_args) as (server, out):
         url = (await out.wait_for(LISTENING)).group(1)
+        await out.wait_for(re.compile(rf"queues: {QUEUE} \(others answer 4440, no such queue\)"))
+        # A misspelt queue fails at once, for the consumer and for the producer.
+        misspelt = await anyio.run_process(
+            [sys.executable, "-m", "mpsflow", "run", "loopapp:app", "--cmq", url, "--queue", "x"],
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+        assert misspelt.returncode == 3
+        assert f"CMQ queue x at {url}/v2/index.php does not exist" in misspelt.stderr.decode()
         run_args = ["run", "loopapp:app", "--cmq", url, "--queue", QUEUE]
         async with mpsflow_process(tmp_path, env, *run_args) as (consumer, consumed):
             await consumed.wait_for(CONSUMING)

@@ -296,6 +296,29 @@ async def test_cmq_credentials_refused_exit_3_with_one_line(
     assert "restarting" not in err
 
 
+async def test_a_cmq_endpoint_nothing_listens_on_exits_3_with_one_line(tmp_path: Path) -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()  # a port nobody listens on
+    write_app(tmp_path)
+    env = {**ENV, "TENCENTCLOUD_SECRETID": "AKIDlocal", "TENCENTCLOUD_SECRETKEY": "local"}
+    argv = ["run", "cliapp:app", "--cmq", f"http://127.0.0.1:{port}", "--queue", "notify"]
+    with anyio.fail_after(60):
+        result = await anyio.run_process(
+            [sys.executable, "-m", "mpsflow", *argv], cwd=tmp_path, env=env, check=False
+        )
+    err = result.stderr.decode()
+    assert result.returncode == EXIT_STARTUP, err
+    [line] = [line for line in err.splitlines() if "error" in line]
+    assert line == (
+        f"mpsflow run: error: cannot reach CMQ at http://127.0.0.1:{port}/v2/index.php"
+        " (connection refused):"
+        " check the endpoint, and that the queue service is running there (`mpsflow cmq-server`"
+        " for a local one)"
+    )
+    assert "Traceback" not in err
+
+
 # -- shutdown ----------------------------------------------------------------------------------
 
 STUCK_APP = """
@@ -387,7 +410,7 @@ async def test_the_shutdown_timeout_leaves_stuck_work_for_redelivery(tmp_path: P
             await output.wait_for(re.compile("handler started"))
             process.send_signal(signal.SIGTERM)
             with anyio.fail_after(30):
-                assert await process.wait() == 0
+                assert await process.wait() == 1  # work was left: not a clean exit
     assert (
         "shutdown timeout (0.5s) reached; leaving 1 delivery in flight (http 1) for redelivery"
         in output.text

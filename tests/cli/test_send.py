@@ -24,7 +24,7 @@ from mpsflow.clock import FakeClock
 from mpsflow.devservers.cmq import CmqServer
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.credentials import Credential
-from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
+from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY, CmqServerFactory
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
 from tests.sinks.peers import serve as serve_peer
 from tests.sources.http_app import make_app, serve
@@ -88,7 +88,7 @@ async def test_send_signs_afresh_and_summarises(samples_dir: Path) -> None:
     assert code == 0, out + err
     assert out.splitlines()[0].startswith(f"sent {total} notification(s) in ")
     assert summary(out) == {"200": total}
-    assert f"sent {total}/{total}" in err  # plain progress lines when not on a terminal
+    assert f"{total}/{total} done" in err  # plain progress lines when not on a terminal
     workflow_samples = [
         p
         for p in SAMPLE_PATHS
@@ -102,9 +102,35 @@ async def test_send_signs_afresh_and_summarises(samples_dir: Path) -> None:
 async def test_send_reports_failures_and_exits_non_zero(samples_dir: Path) -> None:
     app, _ = make_app(notify_keys=[SAMPLE_KEY])
     # The samples' own signatures expired long ago: sent as they are, they are refused.
-    code, out, _ = await send_to(app, str(samples_dir / "07_edit_media_task_failure.json"))
+    code, out, err = await send_to(app, str(samples_dir / "07_edit_media_task_failure.json"))
     assert code == 1
+    assert out.startswith("tried to send 1 notification(s) in ")
     assert summary(out) == {"401": 1}
+    assert "refused the signatures: send with --sign-key set to one of the app's" in err
+
+
+async def test_options_may_come_between_the_url_and_the_files(samples_dir: Path) -> None:
+    app, _ = make_app(notify_keys=[SAMPLE_KEY])
+    handled = task_ids(app, "EditMediaTask")
+    sample = str(samples_dir / "06_edit_media_task_success.json")
+    async with serve(app) as source:
+        code, out, err = await send(source.url, "--sign-key", SAMPLE_KEY, sample)
+        assert code == 0, out + err
+        code, out, err = await send(source.url, "--sign-key", SAMPLE_KEY, sample, "--bogus")
+    assert code == 2
+    assert "unrecognized arguments: --bogus" in err
+    assert len(handled) == 1
+
+
+async def test_a_wrong_path_says_where_the_app_takes_notifications(samples_dir: Path) -> None:
+    app, _ = make_app()
+    async with serve(app) as source:
+        url = source.url.replace("/mps/callback", "/callback")
+        code, out, err = await send(url, str(samples_dir / "06_edit_media_task_success.json"))
+    assert code == 1
+    assert summary(out) == {"404": 1}
+    assert f"{url} has nothing at /callback: an mpsflow app takes notifications at" in err
+    assert "/mps/callback" in err
 
 
 async def test_send_with_a_rate_sends_them_all(samples_dir: Path) -> None:
@@ -145,11 +171,15 @@ async def test_send_to_nothing_counts_connection_errors(tmp_path: Path, seed_sam
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()  # a port nobody listens on
-    code, out, _ = await send(f"http://127.0.0.1:{port}/mps/callback", str(body))
+    code, out, err = await send(f"http://127.0.0.1:{port}/mps/callback", str(body))
     assert code == 1
     [(status, count)] = summary(out).items()
     assert status.startswith("error (")
     assert count == 1
+    assert (
+        f"mpsflow send: cannot connect to 127.0.0.1:{port} (connection refused): is `mpsflow run "
+        f"APP --http 127.0.0.1:{port}` running there" in err
+    )
 
 
 def test_signed_body_is_the_way_mps_signs(seed_sample: bytes) -> None:
@@ -320,13 +350,30 @@ async def test_send_to_an_unreachable_cmq_endpoint_fails(
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()
-    code, out, _ = await send_cmq(
+    code, out, err = await send_cmq(
         cmq_env(), "--cmq", f"http://127.0.0.1:{port}", "--queue", QUEUE, str(tmp_path)
     )
     assert code == 1
     [(status, count)] = summary(out).items()
     assert status.startswith("error (")
     assert count == 1
+    assert f"cannot reach CMQ at http://127.0.0.1:{port} (connection refused)" in err
+
+
+async def test_send_to_a_missing_cmq_queue_fails_and_says_to_check_its_name(
+    cmq_server_factory: CmqServerFactory, tmp_path: Path, seed_sample: bytes
+) -> None:
+    server = await cmq_server_factory(queues=[QUEUE], auto_create=False)
+    (tmp_path / "seed.json").write_bytes(seed_sample)
+    code, out, err = await send_cmq(
+        cmq_env(), "--cmq", server.url, "--queue", "mps-event", str(tmp_path)
+    )
+    assert code == 1
+    [(status, count)] = summary(out).items()
+    assert status.startswith("code 4440")
+    assert count == 1
+    assert f"there is no queue mps-event at {server.url}: check its name" in err
+    assert server.queue_names == [QUEUE]
 
 
 @pytest.mark.parametrize(
@@ -346,7 +393,8 @@ async def test_send_to_an_unreachable_cmq_endpoint_fails(
             ],
             "give no callback URL",
         ),
-        (["{dir}"], "give the callback URL before the files"),
+        (["{dir}"], "expected the callback URL first"),
+        (["http://127.0.0.1:8080/cb"], "give the files or folders to send after"),
         (["127.0.0.1:8080", "{dir}"], "expected the callback URL first"),
     ],
 )

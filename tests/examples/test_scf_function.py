@@ -20,7 +20,7 @@ from mpsflow import App, Context
 from mpsflow.errors import InvocationFailed
 from mpsflow.testing import sign_payload
 from tests.modules import imported, run_ok
-from tests.test_readme import CLONE, block, command_lines, copy_checkout
+from tests.readme import CLONE, block, command_lines, copy_checkout
 
 FUNCTION = Path(__file__).resolve().parents[2] / "examples" / "scf_function" / "index.py"
 CONTEXT = {

@@ -61,13 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "else $TENCENTCLOUD_SECRETKEY)",
     )
     parser.add_argument(
-        "--queue", action="append", default=[], metavar="NAME", help="create a queue (repeatable)"
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="create a queue (repeatable); with queues given, other names answer 4440 (no such"
+        " queue), so a misspelt name fails at once instead of waiting on an empty queue",
     )
     parser.add_argument(
-        "--no-auto-create",
-        dest="auto_create",
-        action="store_false",
-        help="answer 4440 for unknown queues instead of creating them",
+        "--auto-create",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="create unknown queues on first use (default: only when no --queue is given)",
     )
     parser.add_argument(
         "--visibility-timeout",
@@ -115,11 +120,20 @@ async def _serve(server: CmqServer, host: str, port: int) -> None:
         await server.start(host, port)
         try:
             print(f"mpsflow cmq-server listening on {server.url}", flush=True)
+            print(_queues(server), flush=True)
             async for _ in signals:
                 break
         finally:
             with anyio.CancelScope(shield=True):
                 await server.stop()
+
+
+def _queues(server: CmqServer) -> str:
+    """Which queues the server has, and what it does with other names."""
+    names = ", ".join(server.queue_names) or "none yet"
+    if server.auto_create:
+        return f"queues: {names} (others are created on first use)"
+    return f"queues: {names} (others answer 4440, no such queue)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +160,7 @@ def run_server(args: argparse.Namespace) -> int:
             "and `mpsflow send --cmq` sign with)"
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    auto_create = not args.queue if args.auto_create is None else args.auto_create
     try:
         server = CmqServer(
             {secret_id: secret_key},
@@ -153,7 +168,7 @@ def run_server(args: argparse.Namespace) -> int:
             max_msg_size=args.max_msg_size,
             polling_wait_seconds=args.polling_wait,
             queues=args.queue,
-            auto_create=args.auto_create,
+            auto_create=auto_create,
             data_path=args.data,
             save_interval=args.save_interval,
             max_clock_skew=args.max_clock_skew,

@@ -131,6 +131,11 @@ class CmqServer:
         """Names of the existing queues."""
         return list(self._queues)
 
+    @property
+    def auto_create(self) -> bool:
+        """Whether a request naming an unknown queue creates it (else it answers 4440)."""
+        return self._auto_create
+
     def queue(self, name: str) -> LocalQueue:
         """The queue ``name``; KeyError if it does not exist."""
         return self._queues[name]
@@ -347,4 +352,5 @@ class CmqServer:
             raise invalid_parameter(10020, "invalid queueName")
         if not self._auto_create:
             raise ActionFailure(CODE_QUEUE_NOT_FOUND, f"queue {name} does not exist")
+        _log.info("created queue %s on first use", name)
         return self.create_queue(name)

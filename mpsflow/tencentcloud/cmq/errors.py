@@ -58,13 +58,23 @@ class CmqNetworkError(CmqError):
     """The request did not get a usable answer: connection, timeout, or a non-200 status.
 
     ``status`` is the HTTP status when one was received. Connection trouble, timeouts and 5xx
-    are retryable; other statuses (a wrong path, a proxy refusing) are not.
+    are retryable; other statuses (a wrong path, a proxy refusing) are not. ``unreachable``
+    says why no connection could be made at all (``"connection refused"``, ``"no such host"``),
+    and is empty otherwise: a caller that never reached the endpoint may stop trying.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = True,
+        unreachable: str = "",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.unreachable = unreachable
 
 
 class CmqServerError(CmqError):
