@@ -211,7 +211,7 @@ class HttpSource:
         self._draining = False
         # The server closes the socket it serves on: serve a duplicate of a given one, so
         # a restart (or the caller) still has it.
-        sock = self._sock.dup() if self._sock is not None else self._listen()
+        sock = _duplicate(self._sock) if self._sock is not None else self._listen()
         host, port = sock.getsockname()[:2]
         self.address = (str(host), int(port))
         server = web.Server(
@@ -456,6 +456,18 @@ def _listen_problem(exc: OSError, host: str, port: int) -> str:
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"address not available (is {host} an address of this machine?)"
     return exc.strerror or str(exc)
+
+
+def _duplicate(sock: socket.socket) -> socket.socket:
+    """A socket object on a duplicate of ``sock``'s descriptor; the blocking mode untouched.
+
+    Not ``sock.dup()``: it gives the copy ``sock``'s timeout, and on a blocking ``sock`` (one
+    bound before forking) that clears ``O_NONBLOCK``, which belongs to the open file every
+    process sharing the socket uses. Another worker's event loop, serving that socket, then
+    blocks in ``accept()`` until the next connection comes, and the one it had just accepted
+    waits unanswered. The event loop makes the copy non-blocking when it starts serving it.
+    """
+    return socket.socket(sock.family, sock.type, sock.proto, fileno=socket.dup(sock.fileno()))
 
 
 class _TooLarge(Exception):
