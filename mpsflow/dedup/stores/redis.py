@@ -10,13 +10,20 @@ to the script), not by Redis' own clock alone: the key TTL is the backstop that 
 This keeps the semantics identical to the other stores and lets tests drive time with a fake
 clock. Hosts sharing one Redis should keep their clocks in sync (NTP); skew shifts when a
 lease is seen as expired by that amount.
+
+Calls are pipelined: what concurrent callers (every handler of a delivery, every delivery in
+flight) ask for in one turn of the event loop, or while the previous pipeline is out, goes to
+Redis as one pipeline of scripts, one round trip for all of them. Each script stays atomic on
+its own; a pipeline that fails (a timeout, a lost connection) fails every call in it with
+``StoreUnavailable``. The batching uses asyncio futures: the store needs anyio's asyncio backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
-from typing import Any
+from typing import Any, Final
 
 try:
     from redis.asyncio import BlockingConnectionPool, Redis
@@ -24,7 +31,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.commands.core import AsyncScript
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
 except ModuleNotFoundError as _missing:
     if _missing.name != "redis" and not (_missing.name or "").startswith("redis."):
         raise
@@ -37,6 +44,11 @@ from mpsflow.dedup.stores.base import Claim, ClaimState, store_unavailable
 from mpsflow.errors import ConfigurationError
 
 __all__ = ["RedisStore"]
+
+_MAX_PIPELINE: Final = 256
+"""The most calls in one pipeline."""
+
+_Call = tuple[AsyncScript, str, tuple[str | int, ...], "asyncio.Future[Any]"]
 
 # Lua strings below spell the ClaimState values: "in_progress", "completed", "claimed".
 _CLAIMED = "claimed"
@@ -135,6 +147,10 @@ class RedisStore:
         self._complete = self._client.register_script(_COMPLETE)
         self._release = self._client.register_script(_RELEASE)
         self._closed = False
+        self._queued: list[_Call] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.pipelines = 0
+        """Pipelines sent so far (for tests and benchmarks)."""
 
     def __repr__(self) -> str:
         # Never the URL as given: it may carry a password.
@@ -185,16 +201,72 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
+        flusher = self._flusher
+        if (
+            flusher is not None
+            and not flusher.done()
+            and flusher.get_loop() is (asyncio.get_running_loop())
+        ):
+            await asyncio.wait([flusher])  # answer what was asked before closing
         if self._owns_client:
             await self._client.aclose()
 
     async def _call(self, script: AsyncScript, key: str, args: tuple[str | int, ...]) -> Any:
         if self._closed:
             raise store_unavailable(self._description, "closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queued.append((script, self._prefix + key, args, future))
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush())
         try:
-            return await script(keys=[self._prefix + key], args=args)
+            return await future
         except (RedisError, OSError) as exc:
             raise store_unavailable(self._description, exc, secrets=self._secrets) from exc
+
+    async def _flush(self) -> None:
+        """Send what is queued, a pipeline at a time, until nothing is left."""
+        await asyncio.sleep(0)  # the callers of this turn of the loop join the first pipeline
+        while self._queued:
+            batch = self._queued[:_MAX_PIPELINE]
+            del self._queued[:_MAX_PIPELINE]
+            try:
+                results = await self._send(batch)
+            except (RedisError, OSError) as exc:
+                results = [exc] * len(batch)
+            except BaseException:  # cancelled with its event loop: nobody is left to answer
+                for *_, future in batch:
+                    future.cancel()
+                raise
+            for (*_, future), result in zip(batch, results, strict=True):
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def _send(self, batch: list[_Call]) -> list[Any]:
+        """One pipeline of EVALSHAs; scripts the server does not know are loaded and rerun."""
+        self.pipelines += 1
+        pipeline = self._client.pipeline(transaction=False)
+        for script, key, args, _ in batch:
+            pipeline.evalsha(script.sha, 1, key, *args)
+        results: list[Any] = await pipeline.execute(raise_on_error=False)
+        unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if unknown:  # a restarted or different server: load them, then run those calls again
+            for script in {batch[i][0] for i in unknown}:
+                script.sha = await self._client.script_load(script.script)
+            pipeline = self._client.pipeline(transaction=False)
+            for i in unknown:
+                script, key, args, _ = batch[i]
+                pipeline.evalsha(script.sha, 1, key, *args)
+            for i, result in zip(
+                unknown, await pipeline.execute(raise_on_error=False), strict=True
+            ):
+                results[i] = result
+        return results
 
 
 def _where(client: Redis) -> tuple[str, tuple[str, ...]]:

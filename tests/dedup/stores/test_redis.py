@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -174,5 +175,50 @@ async def test_a_password_in_the_url_never_shows(
         assert secret not in str(caught.value)
         assert secret not in repr(caught.value)
         assert secret not in str(caught.value.__cause__)
+    finally:
+        await store.close()
+
+
+async def test_concurrent_calls_are_pipelined_and_conflicts_have_one_winner(
+    redis_url: str,
+) -> None:
+    store = RedisStore(redis_url, prefix="pipelined:")
+    keys = [f"task-{n % 20}:handler" for n in range(200)]  # 10 claims of each of 20 keys
+    try:
+        results: dict[int, ClaimState] = {}
+
+        async def claim(index: int, key: str) -> None:
+            results[index] = (await store.claim(key, lease_seconds=LEASE, payload_hash="h")).state
+
+        async with anyio.create_task_group() as tg:
+            for index, key in enumerate(keys):
+                tg.start_soon(claim, index, key)
+        won = Counter(keys[i] for i, state in results.items() if state is ClaimState.CLAIMED)
+        assert won == Counter(dict.fromkeys(set(keys), 1))
+        assert Counter(results.values())[ClaimState.IN_PROGRESS] == 180
+        assert store.pipelines <= 3  # 200 calls made in one turn of the event loop
+    finally:
+        await store.close()
+
+
+async def test_scripts_the_server_forgot_are_loaded_again_within_the_pipeline(
+    redis_url: str,
+) -> None:
+    store = RedisStore(redis_url, prefix="forgot:")
+    try:
+        first = await store.claim("a", lease_seconds=LEASE, payload_hash="h")
+        async with Redis.from_url(redis_url) as admin:
+            await admin.script_flush()
+        pipelines = store.pipelines
+        async with anyio.create_task_group() as tg:  # one pipeline: NOSCRIPT twice, rerun
+            tg.start_soon(lambda: store.complete("a", first.token, ttl_seconds=100.0))
+            tg.start_soon(lambda: store.claim("b", lease_seconds=LEASE, payload_hash="h"))
+        assert store.pipelines == pipelines + 1
+        assert (await store.claim("a", lease_seconds=LEASE, payload_hash="h")).state is (
+            ClaimState.COMPLETED
+        )
+        assert (await store.claim("b", lease_seconds=LEASE, payload_hash="h")).state is (
+            ClaimState.IN_PROGRESS
+        )
     finally:
         await store.close()
