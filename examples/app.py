@@ -6,7 +6,7 @@ Run it (HTTP on 127.0.0.1:8080, callback path /mps/callback):
 
 then post a sample the way MPS would:
 
-    mpsflow send http://127.0.0.1:8080/mps/callback ../shared/samples \
+    mpsflow send http://127.0.0.1:8080/mps/callback examples/notifications \
         --sign-key mps-sample-notify-key
 
 Records land in ``out/catalogue.jsonl``, ``out/alerts.jsonl`` and ``out/images.jsonl``;

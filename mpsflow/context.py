@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
@@ -152,9 +152,12 @@ class Context:
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger whose records carry the task id, event type and handler name."""
+        """A logger whose records carry the task id, event type and handler name: as record
+        attributes (``task_id``, ``event_type``, ``handler``, for structured formatters) and
+        at the start of the message (``[WorkflowTask 1250…t0 myapp.alert] …``), so any log
+        format shows which notification a line is about."""
         if self._log is None:
-            self._log = logging.LoggerAdapter(
+            self._log = _HandlerLog(
                 _base_log,
                 {"task_id": self.task_id, "event_type": self.event_type, "handler": self.handler},
             )
@@ -207,3 +210,17 @@ class Context:
             f"Context(event_type={self.event_type!r}, task_id={self.task_id!r}, "
             f"handler={self.handler!r}, attempt={self.attempt})"
         )
+
+
+class _HandlerLog(logging.LoggerAdapter[logging.Logger]):
+    """``ctx.log``: the handler's fields as record attributes and as a message prefix."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        fields = self.extra or {}
+        kwargs["extra"] = {**fields, **kwargs.get("extra", {})}
+        about = " ".join(
+            str(fields[k]) for k in ("event_type", "task_id", "handler") if fields.get(k)
+        )
+        return (f"[{about}] {msg}" if about else msg), kwargs

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from mpsflow._throttle import LogThrottle
 from mpsflow.clock import Clock
 from mpsflow.codec import decode_any
 from mpsflow.context import Context, reset_current_context, set_current_context
@@ -105,6 +106,7 @@ class Pipeline:
         self._in_flight: dict[str, int] = {}
         self.deferrals = DeferralCounter()
         """Deferred handler runs since the last summary (see ``DeferralCounter``)."""
+        self._dead_letter_lines = LogThrottle(clock, 10.0)
         self._ok_results: dict[HandlerSpec, _HandlerResult] = {}
         """One shared, never-mutated success result per handler (no allocation when it runs)."""
         self._calls: dict[HandlerSpec, tuple[_HandlerCall, CallNext | None]] = {}
@@ -395,7 +397,30 @@ class Pipeline:
             )
         delivery.dead_lettered = True
         self._metrics.dead_letter(kind)
+        if cause is not Cause.UNAUTHENTICATED:  # the signature check logs its own refusals
+            self._log_dead_letter(record)
         return dead if settled is None else settled
+
+    def _log_dead_letter(self, record: DeadLetter) -> None:
+        """One WARNING per dead letter, at most one per 10 s (counting the ones held back)."""
+        held = self._dead_letter_lines.admit(record.kind)
+        if held is None:
+            return
+        what = " ".join(filter(None, [record.event_type, record.task_id])) or "a notification"
+        more = ""
+        if held:
+            counts = ", ".join(f"{kind} {n}" for kind, n in sorted(held.items()))
+            more = f"; {held.total()} more dead-lettered since the last such line ({counts})"
+        _log.warning(
+            "dead-lettered %s from %s (%s): %s; record %s%s",
+            what,
+            record.source or "?",
+            record.kind,
+            record.reason,
+            record.id,
+            more,
+            extra={"dead_letter_id": record.id, "kind": record.kind},
+        )
 
     async def _internal_error(self, delivery: Delivery, exc: Exception) -> Outcome:
         """A failure outside any handler (middleware, a bug): retried, then dead-lettered."""

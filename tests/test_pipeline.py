@@ -407,3 +407,32 @@ def test_deferral_summary_counts_by_reason_since_the_last_line() -> None:
     counter.add("busy")
     now[0] += 30
     assert counter.summary() == "deferred 1 handler run in the last 30s (busy: 1)"
+
+
+async def test_each_dead_letter_is_logged_once_then_summarised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dead letter says so in the log, not only in its file; a flood is one line per 10 s."""
+    app = App(retry=RetryPolicy(max_attempts=1))
+
+    @app.on("Transcode")
+    async def broken(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        raise KeyError("missing asset row")
+
+    caplog.set_level(logging.WARNING, logger="mpsflow.pipeline")
+    clock = FakeClock()
+    payload = transcode_notification()
+    async with TestClient(app, clock=clock) as client:
+        await client.send(payload)
+        await client.send(b"not json")
+        await client.send(b"{}")
+        clock.advance(10.0)
+        await client.send(b"still not json")
+    lines = [r.getMessage() for r in caplog.records if r.name == "mpsflow.pipeline"]
+    assert len(lines) == 2
+    [record, *_] = client.dead_letters
+    task_id = payload["WorkflowTaskEvent"]["TaskId"]
+    assert lines[0].startswith(f"dead-lettered WorkflowTask {task_id} from test (exhausted): ")
+    assert lines[0].endswith(f"; record {record.id}")
+    assert lines[1].startswith("dead-lettered a notification from test (poison): ")
+    assert lines[1].endswith("; 2 more dead-lettered since the last such line (poison 2)")

@@ -9,6 +9,7 @@ one), one module each under :mod:`mpsflow.cli`, so other parts of mpsflow plug t
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise ConfigurationError(f"{entry} is not an mpsflow.cli.Command")
         sub = commands.add_parser(name, help=command.help, description=command.help)
         command.configure(sub)
+        sub.set_defaults(command_parser=sub)
     return parser
 
 
@@ -104,7 +106,11 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
         getattr(args, dest).extend(e for e in extras if not e.startswith("-"))
         extras = [e for e in extras if e.startswith("-")]
     if extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        known = [s for action in command._actions for s in action.option_strings]
+        guesses = {e: difflib.get_close_matches(e.split("=")[0], known, n=1) for e in extras}
+        hints = [f"{e} (did you mean {g[0]}?)" if g else e for e, g in guesses.items()]
+        command.error(f"unrecognized arguments: {' '.join(hints)}")
     return args
 
 

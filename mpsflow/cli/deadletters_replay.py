@@ -302,7 +302,7 @@ async def _open_target(
 
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     session = await stack.enter_async_context(aiohttp.ClientSession(timeout=timeout))
-    return _http_target(session, args.to)
+    return _http_target(session, args.to, signed=bool(args.sign_key))
 
 
 def _use_replay_settings(
@@ -372,7 +372,7 @@ def _app_target(app: App) -> _Deliver:
     return deliver
 
 
-def _http_target(session: aiohttp.ClientSession, url: str) -> _Deliver:
+def _http_target(session: aiohttp.ClientSession, url: str, *, signed: bool) -> _Deliver:
     import aiohttp
 
     headers = {"Content-Type": "application/json"}
@@ -387,6 +387,8 @@ def _http_target(session: aiohttp.ClientSession, url: str) -> _Deliver:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return _Result(False, f"error ({type(exc).__name__})")
         text = one_line(answer.decode("utf-8", "replace"))[:_RESPONSE_SHOWN]
+        if status == 401 and not signed:  # the record's own signature has long expired
+            text += " (the app checks signatures: replay with --sign-key KEY, one of its keys)"
         return _Result(200 <= status < 300 and _code_zero(answer), f"{status} {text}".rstrip())
 
     return deliver

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mpsflow.cli.common import EXIT_OK, EXIT_USAGE, Command
-from mpsflow.errors import DecodeError
+from mpsflow.errors import ConfigurationError, DecodeError
 
 if TYPE_CHECKING:
     from mpsflow.events import LiveStreamNotification, Notification
@@ -33,11 +33,15 @@ def _configure_decode(parser: argparse.ArgumentParser) -> None:
 def _decode(args: argparse.Namespace) -> int:
     from mpsflow.codec import decode_any, encode
 
+    if args.file != "-" and Path(args.file).is_dir():
+        raise ConfigurationError(f"{args.file} is a folder: give one notification file")
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     try:
         notification = decode_any(data)
     except DecodeError as exc:
-        print(f"error: {args.file} is not a valid MPS notification", file=sys.stderr)
+        print(
+            f"mpsflow decode: error: {args.file} is not a valid MPS notification", file=sys.stderr
+        )
         print(f"  {exc}", file=sys.stderr)
         print(f"  path: {exc.path}", file=sys.stderr)
         return EXIT_USAGE

@@ -63,6 +63,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _configure_send(parser: argparse.ArgumentParser) -> None:
+    parser.usage = (
+        "%(prog)s URL FILE|DIR... [options]\n"
+        "       %(prog)s --cmq ENDPOINT --queue NAME FILE|DIR... [options]"
+    )
     parser.add_argument(
         "targets",
         nargs="+",

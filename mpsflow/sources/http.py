@@ -416,11 +416,19 @@ class HttpSource:
         return response
 
 
-def listen(host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+def listen(
+    host: str,
+    port: int,
+    *,
+    backlog: int = 1024,
+    reuse_port: bool = False,
+    port_option: str = "--http HOST:PORT",
+) -> socket.socket:
     """A listening socket on ``host``/``port`` (IPv6 when ``host`` has a colon).
 
     Raises :class:`~mpsflow.errors.StartupError` saying what to do when the address cannot
-    be used (already in use, a privileged port, not an address of this machine).
+    be used (already in use: pick another port with ``port_option``; a privileged port; not
+    an address of this machine).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -430,7 +438,7 @@ def listen(host: str, port: int, *, backlog: int = 1024, reuse_port: bool = Fals
     except OSError as exc:
         shown = f"[{host}]" if ":" in host else host
         raise StartupError(
-            f"cannot listen on {shown}:{port}: {_listen_problem(exc, host, port)}"
+            f"cannot listen on {shown}:{port}: {_listen_problem(exc, host, port, port_option)}"
         ) from exc
 
 
@@ -441,15 +449,15 @@ _LOOKUP_FAILED = frozenset(
 )
 
 
-def _listen_problem(exc: OSError, host: str, port: int) -> str:
+def _listen_problem(exc: OSError, host: str, port: int, port_option: str) -> str:
     """Why ``host:port`` cannot be listened on, and what to do about it."""
     # create_server re-raises a failed name lookup as a plain OSError with the lookup's errno
     if isinstance(exc, socket.gaierror) or exc.errno in _LOOKUP_FAILED:
         return f"unknown host {host!r} (use an IP address or a name this machine resolves)"
     if exc.errno == errno.EADDRINUSE:
         return (
-            "address already in use (is another mpsflow running? "
-            "pick another port with --http HOST:PORT)"
+            f"address already in use (is another mpsflow running? pick another port with"
+            f" {port_option})"
         )
     if exc.errno == errno.EACCES and 0 < port < 1024:
         return "permission denied (ports below 1024 need privileges: pick one from 1024 up)"

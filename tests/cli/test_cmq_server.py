@@ -476,3 +476,20 @@ def test_cmq_server_help_says_the_keys_are_required(capsys: pytest.CaptureFixtur
     out = " ".join(capsys.readouterr().out.split())
     assert "API keys (required)" in out
     assert "TENCENTCLOUD_SECRETID and TENCENTCLOUD_SECRETKEY" in out
+
+
+async def test_cmq_server_on_a_port_in_use_exits_3_with_one_line(tmp_path: Path) -> None:
+    env = child_env(TENCENTCLOUD_SECRETID=CMQ_SECRET_ID, TENCENTCLOUD_SECRETKEY=CMQ_SECRET_KEY)
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as taken:
+        port = taken.extra(anyio.abc.SocketAttribute.local_port)
+        result = await anyio.run_process(
+            [sys.executable, "-m", "mpsflow", "cmq-server", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+    assert result.returncode == 3
+    assert result.stderr.decode().strip() == (
+        f"mpsflow cmq-server: error: cannot listen on 127.0.0.1:{port}: address already in use"
+        " (is another mpsflow running? pick another port with --port)"
+    )

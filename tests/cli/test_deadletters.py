@@ -643,6 +643,23 @@ async def test_replay_re_signs_when_asked(
     assert SAMPLE_KEY not in out + err
 
 
+async def test_a_refused_signature_says_to_replay_with_a_key(
+    letters: Letters, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"code": 401, "error": "signature mismatch"}, status=401)
+
+    server = web.Application()
+    server.router.add_post("/mps/callback", refuse)
+    async with serve(server) as base:
+        code, out, _ = await run_in_thread(
+            capsys, "replay", str(letters.path), letters.ids["a"], "--to", f"{base}/mps/callback"
+        )
+    assert code == 1
+    assert "401 " in out
+    assert "(the app checks signatures: replay with --sign-key KEY, one of its keys)" in out
+
+
 async def test_dry_run_sends_nothing(letters: Letters, capsys: pytest.CaptureFixture[str]) -> None:
     async with receiver() as server:
         code, out, _ = await run_in_thread(

@@ -54,7 +54,7 @@ def test_decode_a_bad_file_prints_the_error_and_its_path(tmp_path: Path) -> None
     bad.write_text('{"EventType": "WorkflowTask", "WorkflowTaskEvent": {"TaskId": 5}}')
     result = cli("decode", str(bad))
     assert result.returncode == 2
-    assert "not a valid MPS notification" in result.stderr
+    assert result.stderr.startswith(f"mpsflow decode: error: {bad} is not a valid MPS notification")
     assert "path: $.WorkflowTaskEvent.TaskId" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
@@ -106,6 +106,15 @@ def test_decode_invalid_json(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     broken.write_bytes(b'{"EventType": ')
     assert main(["decode", str(broken)]) == 2
     assert "path: $" in capsys.readouterr().err
+
+
+def test_decode_a_folder_says_to_give_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["decode", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"mpsflow decode: error: {tmp_path} is a folder: give one notification file\n"
+    )
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -179,3 +188,16 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(
     seed = str(samples_dir / "01_workflow_task_seed_verbatim.json")
     result = closed_pipe(*(a.format(seed=seed) for a in args))
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_a_misspelt_option_gets_the_commands_usage_and_a_guess(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "myapp:app", "--htp", "127.0.0.1:8080"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mpsflow run ")
+    assert err.splitlines()[-1] == (
+        "mpsflow run: error: unrecognized arguments: --htp (did you mean --http?) 127.0.0.1:8080"
+    )

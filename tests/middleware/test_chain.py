@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -157,6 +158,31 @@ async def test_context_carries_the_notification_and_is_current() -> None:
     }
     with pytest.raises(LookupError):
         current_context()
+
+
+async def test_ctx_log_says_which_notification_and_handler_a_line_is_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+
+    @app.on("Transcode", name="catalogue")
+    async def handler(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
+        ctx.log.warning("asset %s missing", "a.mp4", extra={"asset": "a.mp4"})
+
+    payload = notification()
+    task_id = payload["WorkflowTaskEvent"]["TaskId"]
+    with caplog.at_level(logging.WARNING, logger="mpsflow.handler"):
+        async with TestClient(app) as client:
+            await client.send(payload)
+    [record] = [r for r in caplog.records if "asset" in r.getMessage()]
+    # In the message, for any log format; as attributes, for structured ones.
+    assert record.getMessage() == f"[WorkflowTask {task_id} catalogue] asset a.mp4 missing"
+    assert (record.task_id, record.event_type, record.handler) == (  # type: ignore[attr-defined]
+        task_id,
+        "WorkflowTask",
+        "catalogue",
+    )
+    assert record.asset == "a.mp4"  # type: ignore[attr-defined]
 
 
 async def test_emit_reaches_the_named_sink() -> None:

@@ -17,7 +17,7 @@ import msgspec
 
 from mpsflow.devservers.cmq.queue import DEFAULT_MAX_MSG_SIZE, DEFAULT_VISIBILITY_TIMEOUT
 from mpsflow.devservers.cmq.server import CmqServer
-from mpsflow.errors import ConfigurationError
+from mpsflow.errors import ConfigurationError, StartupError
 
 __all__ = ["DESCRIPTION", "add_arguments", "build_parser", "main", "run_server"]
 
@@ -149,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_server(args: argparse.Namespace) -> int:
     """Run the server from parsed :func:`add_arguments` options until SIGINT or SIGTERM.
 
-    Raises ConfigurationError when no key pair is given; returns the exit status otherwise.
+    Raises ConfigurationError when no key pair is given; returns the exit status otherwise
+    (3 when it cannot listen, as for ``mpsflow run``).
     """
     secret_id = _resolve(args.secret_id, "MPSFLOW_CMQ_SECRET_ID", "TENCENTCLOUD_SECRETID")
     secret_key = _resolve(args.secret_key, "MPSFLOW_CMQ_SECRET_KEY", "TENCENTCLOUD_SECRETKEY")
@@ -176,5 +177,9 @@ def run_server(args: argparse.Namespace) -> int:
     except (ValueError, msgspec.DecodeError, OSError) as exc:
         print(f"mpsflow cmq-server: {exc}", file=sys.stderr)
         return 2
-    anyio.run(_serve, server, args.host, args.port)
+    try:
+        anyio.run(_serve, server, args.host, args.port)
+    except StartupError as exc:  # the port is taken, …: one line saying what to do
+        print(f"mpsflow cmq-server: error: {exc}", file=sys.stderr)
+        return 3
     return 0

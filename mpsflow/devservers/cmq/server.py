@@ -36,6 +36,7 @@ from mpsflow.devservers.cmq.queue import (
     LocalQueue,
 )
 from mpsflow.devservers.cmq.storage import Snapshot, write_atomically
+from mpsflow.sources.http import listen
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from mpsflow.tencentcloud.cmq.errors import (
     CODE_AUTH_FAILED,
@@ -197,11 +198,14 @@ class CmqServer:
             shutdown_timeout=5.0,
             handler_cancellation=True,
         )
+        # StartupError saying what to do when the address is taken (before any setup).
+        sock = listen(host, port, port_option="--port")
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.SockSite(runner, sock)
         try:
             await site.start()
         except BaseException:
+            sock.close()
             await runner.cleanup()
             raise
         self._runner = runner

@@ -1,0 +1,78 @@
+"""``MODULE:APP`` loading: every way the import can fail is one ConfigurationError line (the
+command line prints it and exits 2) that names the failure, where it was raised, and how to
+see the traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mpsflow._loader import load_object
+from mpsflow.errors import ConfigurationError
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [n for n in sys.modules if n.startswith("loadme_")]:
+        del sys.modules[name]
+
+
+def failure(spec: str) -> str:
+    with pytest.raises(ConfigurationError) as raised:
+        load_object(spec)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import loadme_nothing_like_it\n", "ModuleNotFoundError: No module named"),
+        ("x = (\n", "SyntaxError: '(' was never closed"),
+        ("def f():\n    raise KeyError('boom')\n\nf()\n", "KeyError: 'boom'"),
+    ],
+)
+def test_an_exception_inside_the_module_is_one_line_with_where(
+    folder: Path, source: str, expected: str
+) -> None:
+    (folder / "loadme_app.py").write_text(source)
+    message = failure("loadme_app:app")
+    assert message.startswith(f"importing 'loadme_app' failed: {expected}")
+    line = 2 if "KeyError" in expected else 1
+    assert f"{folder / 'loadme_app.py'}:{line}; " in message
+    assert message.endswith("python -c 'import loadme_app' shows the traceback)")
+
+
+def test_a_failure_inside_mpsflow_points_at_the_apps_line(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (folder / "loadme_uses.py").write_text("\nfrom mpsflow.dedup.stores.redis import RedisStore\n")
+    monkeypatch.delitem(sys.modules, "mpsflow.dedup.stores.redis", raising=False)
+    for name in ["redis", *(n for n in sys.modules if n.startswith("redis."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if the redis extra were missing
+    message = failure("loadme_uses:app")
+    assert message.startswith(
+        "importing 'loadme_uses' failed: ModuleNotFoundError: RedisStore needs the redis extra:"
+        " pip install 'mpsflow[redis]' ("
+    )
+    assert f"{folder / 'loadme_uses.py'}:2; " in message  # the app's line, not mpsflow's
+
+
+def test_a_missing_module_says_where_it_was_looked_for(folder: Path) -> None:
+    assert failure("loadme_missing:app") == (
+        "cannot import module 'loadme_missing': no loadme_missing.py (or package"
+        " loadme_missing/) in the current folder or on sys.path"
+    )
+
+
+def test_a_file_name_is_not_a_module_name(folder: Path) -> None:
+    assert failure("loadme_app.py:app") == "name the module without .py: loadme_app:app"
+
+
+def test_a_missing_attribute_names_it(folder: Path) -> None:
+    (folder / "loadme_attr.py").write_text("app = 1\n")
+    assert failure("loadme_attr:ap") == "module 'loadme_attr' has no attribute 'ap'"
