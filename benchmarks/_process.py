@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "free_port", "pinned"]
+__all__ = ["cpu_seconds", "free_port", "pin", "pinned"]
 
 
 def free_port() -> int:
@@ -27,6 +28,18 @@ def pinned(core: int | None, command: list[str]) -> list[str]:
     if core is None or shutil.which("taskset") is None:
         return command
     return ["taskset", "-c", str(core), *command]
+
+
+def pin(pid: int, core: int | None) -> bool:
+    """Move the running process ``pid`` and all its threads to CPU ``core`` (``taskset -a -p``).
+
+    For processes started by code that does not pin them. False when there is nothing to do
+    (no core, no taskset) or taskset refused.
+    """
+    if core is None or shutil.which("taskset") is None:
+        return False
+    command = ["taskset", "-a", "-p", "-c", str(core), str(pid)]
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
 
 def cpu_seconds(pid: int) -> float | None:

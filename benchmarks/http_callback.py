@@ -6,6 +6,11 @@ carries its own ``TaskId``, so dedup claims a new record each time)::
 
     python benchmarks/http_callback.py --duration 10 --connections 64
 
+Every wrk run salts its ``TaskId``s with a random string of its own, so a warm-up run can never
+turn the measured run's requests into duplicates: wrk's Lua request counter starts again at 1 in
+every run (the earlier per-thread prefix never reached the requests, so every run sent the same
+``TaskId`` sequence and the measured run began with the warm-up's duplicates).
+
 ``wrk`` is a native load generator: ``apt-get install wrk`` (Debian/Ubuntu) or
 ``brew install wrk`` (macOS). Without it the benchmark says so and exits with status 2.
 
@@ -22,34 +27,50 @@ carries its own ``TaskId``, so dedup claims a new record each time)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._data import SHARED_DIR
 from benchmarks._process import cpu_seconds, free_port, pinned
+from mpsflow.signing import sign_notification
+
+if TYPE_CHECKING:
+    from mpsflow import App
 
 __all__ = [
+    "KEY",
+    "PATH",
+    "ROOT",
     "SERVERS",
+    "TASK_MARK",
     "Result",
+    "WrkRun",
+    "body_template",
+    "check_wrk",
     "main",
+    "noop_app",
     "run_wrk",
+    "running_server",
     "serve_bare",
     "serve_http_decode",
     "serve_http_layer",
     "serve_mpsflow",
+    "write_wrk_script",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,18 +81,22 @@ TASK_MARK = "@@TASK@@"
 TARGET = 0.65
 
 _LUA = """
+-- TaskId = <salt>-<thread>-<counter>. The counter restarts in every run and every thread; the
+-- salt (args[1], fresh per run from run_wrk) keeps runs apart, the thread number the threads.
 local counter = 0
 local prefix = ""
+local threads = 0
 local head = [==[{head}]==]
 local tail = [==[{tail}]==]
 local headers = {{["Content-Type"] = "application/json"}}
 
 function setup(thread)
-  thread:set("prefix", tostring(thread))
+  threads = threads + 1
+  thread:set("thread_number", threads)  -- a global of the thread's own Lua state
 end
 
 function init(args)
-  prefix = string.gsub(prefix, "%W", "")
+  prefix = (args[1] or "") .. "-" .. thread_number
 end
 
 function request()
@@ -103,14 +128,37 @@ class Result:
     socket_errors: str
 
 
-def _body_template() -> str:
+class WrkRun(NamedTuple):
+    """One wrk run: requests/s, requests, answers that were not 2xx/3xx, socket errors, and
+    the 99th percentile of the answers' latency in milliseconds."""
+
+    requests_per_second: float
+    requests: int
+    non_2xx: int
+    socket_errors: str
+    p99_ms: float | None
+
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def body_template() -> str:
     """The seed sample, signed for the far future, its TaskId made a per-request placeholder."""
     doc: dict[str, Any] = json.loads(SEED.read_bytes())
-    expires = 4_000_000_000
-    doc["Timestamp"] = expires
-    doc["Sign"] = hashlib.md5(f"{expires}{KEY}".encode()).hexdigest()
+    sign_notification(doc, KEY, expires_at=4_000_000_000)
     doc["WorkflowTaskEvent"]["TaskId"] = f"1250000000-WorkflowTask-{TASK_MARK}"
     return json.dumps(doc, indent=4)
+
+
+def write_wrk_script(path: Path) -> int:
+    """Write the wrk script posting the signed seed sample; return one body's size in bytes.
+
+    Every request's ``TaskId`` is ``<salt>-<thread>-<counter>``: the salt is the script's
+    first argument, a fresh one per run (see :func:`run_wrk`).
+    """
+    head, tail = body_template().split(TASK_MARK)
+    path.write_text(_LUA.format(head=head, tail=tail, path=PATH))
+    return len((head + "0123456789abcdef-1-10000" + tail).encode())
 
 
 # -- the two servers (run in their own process) -----------------------------------------------
@@ -166,22 +214,29 @@ def _serve_http_source(port: int, *, decode: bool) -> None:
     anyio.run(source.run, SourceRuntime(consumer=consumer, stop=anyio.Event()))
 
 
-def serve_mpsflow(port: int, dead_letters: str, *, full: bool = True) -> None:
-    """The pipeline: decode, one no-op handler; with ``full``, signature and in-memory dedup."""
+def noop_app(**options: Any) -> App:
+    """``App(**options)`` with one no-op handler on ``WorkflowTask``."""
     from mpsflow import App, Context
-    from mpsflow.dedup.stores.memory import MemoryStore
     from mpsflow.events import WorkflowTask
-    from mpsflow.sources.http import HttpSource
 
-    if full:
-        app = App(notify_keys=[KEY], idempotency=MemoryStore(), dead_letters=dead_letters)
-    else:
-        app = App(dead_letters=dead_letters)
+    app = App(**options)
 
     @app.on("WorkflowTask")
     async def noop(event: WorkflowTask, ctx: Context) -> None:
         return None
 
+    return app
+
+
+def serve_mpsflow(port: int, dead_letters: str, *, full: bool = True) -> None:
+    """The pipeline: decode, one no-op handler; with ``full``, signature and in-memory dedup."""
+    from mpsflow.dedup.stores.memory import MemoryStore
+    from mpsflow.sources.http import HttpSource
+
+    if full:
+        app = noop_app(notify_keys=[KEY], idempotency=MemoryStore(), dead_letters=dead_letters)
+    else:
+        app = noop_app(dead_letters=dead_letters)
     app.serve(HttpSource("127.0.0.1", port, PATH, max_in_flight=1024))
 
 
@@ -201,10 +256,43 @@ def _wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start listening within 30 s")
 
 
-def run_wrk(
-    url: str, script: Path, *, duration: int, connections: int, core: int | None
-) -> tuple[float, int, int, str]:
-    """Run wrk once; return requests/s, requests, non-2xx answers and socket errors."""
+@contextmanager
+def running_server(
+    command: list[str],
+    port: int,
+    *,
+    core: int | None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    output: IO[bytes] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` (a server on ``port``) pinned to ``core`` until the block ends.
+
+    The repository root is on its ``PYTHONPATH``, ``env`` is added to the environment; its
+    stdout and stderr go to ``output`` when given. Waits until the port accepts connections.
+    """
+    environment = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        pinned(core, command), env=environment, cwd=cwd, stdout=output, stderr=output
+    )
+    try:
+        _wait_until_up(port, process)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_wrk(url: str, script: Path, *, duration: int, connections: int, core: int | None) -> WrkRun:
+    """Run wrk once with a fresh TaskId salt; what it measured."""
     command = [
         "wrk",
         "-t1",
@@ -214,6 +302,7 @@ def run_wrk(
         str(script),
         "--latency",
         url,
+        secrets.token_hex(8),  # the script's args[1]: this run's TaskIds are its own
     ]
     completed = subprocess.run(pinned(core, command), capture_output=True, text=True, check=False)
     if completed.returncode != 0:
@@ -223,40 +312,48 @@ def run_wrk(
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors_match = re.search(r"Socket errors: (.*)", output)
-    return (
+    p99_match = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.M)
+    return WrkRun(
         rate,
         total,
         int(non_2xx_match.group(1)) if non_2xx_match else 0,
         errors_match.group(1).strip() if errors_match else "",
+        float(p99_match.group(1)) * _UNIT_MS[p99_match.group(2)] if p99_match else None,
     )
+
+
+def check_wrk() -> bool:
+    """Whether ``wrk`` is on PATH; when it is not, say how to install it (on stderr)."""
+    if shutil.which("wrk") is not None:
+        return True
+    print(
+        "wrk is not installed: it is the load generator of this benchmark.\n"
+        "Install it with `apt-get install wrk` (Debian/Ubuntu) or `brew install wrk` "
+        "(macOS), then run this again.",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _measure(name: str, args: argparse.Namespace, script: Path, tmp: Path) -> Result:
     port = free_port()
     command = [sys.executable, __file__, "--serve", name, "--port", str(port), "--tmp", str(tmp)]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    process = subprocess.Popen(pinned(args.server_core, command), env=env)
-    try:
-        _wait_until_up(port, process)
+    with running_server(command, port, core=args.server_core) as process:
         url = f"http://127.0.0.1:{port}{PATH}"
         run_wrk(url, script, duration=args.warmup, connections=args.connections, core=args.wrk_core)
         cpu_before = cpu_seconds(process.pid)
-        rate, total, non_2xx, errors = run_wrk(
+        run = run_wrk(
             url, script, duration=args.duration, connections=args.connections, core=args.wrk_core
         )
         cpu_after = cpu_seconds(process.pid)
         cpu = (
-            (cpu_after - cpu_before) / total * 1e6
-            if cpu_before is not None and cpu_after is not None and total
+            (cpu_after - cpu_before) / run.requests * 1e6
+            if cpu_before is not None and cpu_after is not None and run.requests
             else None
         )
-        return Result(name, rate, total, cpu, non_2xx, errors)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        return Result(
+            name, run.requests_per_second, run.requests, cpu, run.non_2xx, run.socket_errors
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,19 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             serve_mpsflow(args.port, dead_letters, full=args.serve == "mpsflow")
         return 0
-    if shutil.which("wrk") is None:
-        print(
-            "wrk is not installed: it is the load generator of this benchmark.\n"
-            "Install it with `apt-get install wrk` (Debian/Ubuntu) or `brew install wrk` "
-            "(macOS), then run this again.",
-            file=sys.stderr,
-        )
+    if not check_wrk():
         return 2
-    head, tail = _body_template().split(TASK_MARK)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         script = tmp / "post.lua"
-        script.write_text(_LUA.format(head=head, tail=tail, path=PATH))
+        body_bytes = write_wrk_script(script)
         names = [name for name in SERVERS if not args.only or name in args.only]
         results: dict[str, list[Result]] = {name: [] for name in names}
         for _ in range(args.rounds):
@@ -310,7 +400,6 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     best = {name: max(runs, key=lambda r: r.requests_per_second) for name, runs in results.items()}
-    body_bytes = len((head + "x-1" + tail).encode())
     print()
     print(
         f"body: seed sample, {body_bytes} bytes; {args.connections} connections; "

@@ -1,0 +1,124 @@
+"""benchmarks/peers.py: the hand-written peers do the checks the benchmark says they do.
+
+No timing here, only behaviour: a signed sample is answered ``{"code":0}`` and handled once per
+``TaskId``; a bad or expired signature is refused with 401, a body that is not JSON with 400
+(FastAPI: its own 422). The FastAPI peer needs the ``bench`` extra and is skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from benchmarks.http_callback import KEY, PATH, TASK_MARK, body_template
+from benchmarks.peers import apps, make_fastapi_app, make_orjson_app, make_sdk_app
+from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.signing import sign_notification
+
+
+@dataclass
+class Peer:
+    """A peer under test: its name, how to post a body to it, the events its handler got."""
+
+    name: str
+    post: Callable[[bytes], Awaitable[tuple[int, bytes]]]
+    handled: list[Any] = field(default_factory=list)
+
+
+def _body(task_id: str, *, key: str = KEY, expires: int = 4_000_000_000) -> bytes:
+    doc = json.loads(body_template().replace(TASK_MARK, task_id))
+    sign_notification(doc, key, expires_at=expires)
+    return json.dumps(doc).encode()
+
+
+async def _asgi_post(app: Any, body: bytes) -> tuple[int, bytes]:
+    """POST ``body`` to ``PATH`` of an ASGI ``app``; its status and body."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 80),
+    }
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+@pytest.fixture(params=["orjson", "sdk", "fastapi"])
+async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
+    name: str = request.param
+    handled: list[Any] = []
+
+    async def handler(event: Any) -> None:
+        handled.append(event)
+
+    if name == "fastapi":
+        pytest.importorskip("fastapi")
+        app = make_fastapi_app(handler=handler)
+
+        async def post_asgi(body: bytes) -> tuple[int, bytes]:
+            return await _asgi_post(app, body)
+
+        yield Peer(name, post_asgi, handled)
+        return
+    factory = make_orjson_app if name == "orjson" else make_sdk_app
+    async with TestClient(TestServer(factory(handler=handler))) as client:
+
+        async def post(body: bytes) -> tuple[int, bytes]:
+            headers = {"Content-Type": "application/json"}
+            async with client.post(PATH, data=body, headers=headers) as response:
+                return response.status, await response.read()
+
+        yield Peer(name, post, handled)
+
+
+async def test_signed_sample_is_handled_once_per_task_id(peer: Peer) -> None:
+    status, body = await peer.post(_body("task-1"))
+    assert (status, json.loads(body)) == (200, {"code": 0})
+    assert (await peer.post(_body("task-1")))[0] == 200  # a duplicate: answered, not handled
+    assert len(peer.handled) == 1
+    assert (await peer.post(_body("task-2")))[0] == 200
+    assert len(peer.handled) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [_body("task-1", key="another-key"), _body("task-1", expires=1_000_000_000)],
+    ids=["wrong-key", "expired"],
+)
+async def test_bad_signature_is_refused(peer: Peer, body: bytes) -> None:
+    assert (await peer.post(body))[0] == 401
+    assert peer.handled == []
+
+
+async def test_bad_json_is_refused(peer: Peer) -> None:
+    status, _ = await peer.post(b'{"EventType": "WorkflowTask",')
+    assert status == (422 if peer.name == "fastapi" else 400)
+    assert peer.handled == []
+
+
+def test_mpsflow_apps_configure_their_dedup() -> None:
+    assert apps.default.idempotency is None  # `mpsflow run` adds its SQLite store
+    assert isinstance(apps.memory.idempotency, MemoryStore)
