@@ -353,7 +353,15 @@ class App(Router):
             readiness=self.readiness,
             shutdown_timeout=self.shutdown_timeout,
             dead_letter=self._dead_letter,
+            admit=self._admit,
         )
+
+    async def _admit(self, delivery: Delivery) -> Outcome:
+        """The runtime's admission check: the pipeline's, once the app has started."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise RuntimeError("start the app first: `async with app:` or `await app.run(...)`")
+        return await pipeline.admit(delivery)
 
     async def _dead_letter(
         self, delivery: Delivery, reason: str, *, cause: Cause = Cause.REJECTED, path: str = ""

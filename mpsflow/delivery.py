@@ -39,6 +39,10 @@ class Delivery:
     """A dead-letter record of this delivery was written (the pipeline never writes two)."""
     dedup_keys: tuple[str, str] | None = None
     """``(notification key, payload hash)``, computed once per delivery by the dedup middleware."""
+    admitted: bool = False
+    """The body passed the admission checks (``Pipeline.admit``: the signature, the decode)
+    when a source queued it in an inbox: delivery middleware marked ``at_admission`` (the
+    signature check) does not run again, since a signature may expire while it waits."""
 
     def redelivery(self) -> Delivery:
         """The next attempt of this delivery: same body and identity, fresh per-delivery state."""

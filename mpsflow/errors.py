@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigurationError",
     "DecodeError",
+    "InboxUnavailable",
     "InvocationFailed",
     "MpsflowError",
     "PayloadTooLarge",
@@ -98,6 +99,13 @@ class StartupError(ConfigurationError):
 
 class StoreUnavailable(MpsflowError):
     """An idempotency store could not be reached; the delivery must be retried later."""
+
+
+class InboxUnavailable(MpsflowError):
+    """A source's inbox could not take or give notifications (its database failed).
+
+    The receiver answers "try again later" (HTTP 503): nothing was accepted, so nothing is lost.
+    """
 
 
 class SinkError(MpsflowError):

@@ -24,7 +24,7 @@ from mpsflow.context import Context, reset_current_context, set_current_context
 from mpsflow.deadletter import DeadLetter, Failure, dead_letter_kind, make_dead_letter
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import DecodeError, PayloadTooLarge, Reject, Retry
-from mpsflow.middleware.base import Call, CallNext, chain
+from mpsflow.middleware.base import Call, CallNext, chain, runs_at_admission
 from mpsflow.observability.metrics import Metrics
 from mpsflow.observability.summaries import DeferralCounter
 from mpsflow.retry import RetryPolicy
@@ -50,6 +50,8 @@ _log = logging.getLogger("mpsflow.pipeline")
 _HANDLER_OK = Outcome(Settlement.ACK, handlers_run=1)
 """Shared by every successful handler run and single-handler delivery (outcomes are never
 mutated once made)."""
+_ADMITTED = Outcome(Settlement.ACK, reason="admitted")
+"""``Pipeline.admit``'s answer for a body that may be queued."""
 _SETTLEMENT_NAMES = {s: s.value for s in Settlement}  # enum ``.value`` is slow on the hot path
 _DONE = frozenset({Cause.OK, Cause.ALREADY_DONE})
 """Handler-run causes that are not failures."""
@@ -121,6 +123,14 @@ class Pipeline:
             chain(delivery_middleware, self._call_endpoint) if delivery_middleware else None
         )
         """Delivery middleware around decode-and-dispatch; None when there is none."""
+        door = [mw for mw in delivery_middleware if runs_at_admission(mw)]
+        inside = [mw for mw in delivery_middleware if not runs_at_admission(mw)]
+        self._process_admitted: CallNext | None = (
+            chain(inside, self._call_endpoint) if inside else None
+        )
+        """The same for an admitted delivery: without the checks it passed at admission."""
+        self._admission: CallNext = chain(door, self._admitted)
+        """The admission checks (``at_admission`` middleware), then the decode."""
 
     async def __call__(self, delivery: Delivery) -> Outcome:
         """Process one delivery; always returns an outcome, never raises (but cancellation)."""
@@ -132,7 +142,7 @@ class Pipeline:
         in_flight[source] = in_flight.get(source, 0) + 1
         try:
             try:
-                process = self._process
+                process = self._process_admitted if delivery.admitted else self._process
                 if process is None:
                     outcome = await self._decode_and_dispatch(delivery, None)
                 else:
@@ -170,6 +180,33 @@ class Pipeline:
             delivery, cause=cause, reason=reason, path=path, failures=[failure]
         )
 
+    async def admit(self, delivery: Delivery) -> Outcome:
+        """Check ``delivery`` at the door of an inbox, without processing it.
+
+        Runs the delivery middleware marked ``at_admission`` (the signature check), then the
+        decode. ACK (``Cause.OK``) means it may be queued, to be processed later as an
+        admitted delivery (``delivery.admitted``). A refusal is recorded as a dead letter
+        (DEAD_LETTERED for a body that does not decode, REJECTED for a bad signature), as
+        when processing: the source answers with it and queues nothing.
+        """
+        try:
+            outcome = await self._admission(Call(delivery))
+        except Exception:  # a bug in admission middleware: the sender tries again
+            _log.exception("internal error admitting delivery %s", delivery.id or "?")
+            return Outcome(Settlement.RETRY, cause=Cause.ERROR, reason="internal error")
+        if outcome.settlement is Settlement.REJECTED and not delivery.dead_lettered:
+            outcome = await self._dead_letter_rejection(delivery, outcome)
+        return outcome
+
+    async def _admitted(self, call: Call) -> Outcome:
+        """The end of the admission chain: the body must decode into a notification."""
+        if call.notification is None:
+            try:
+                decode_any(call.delivery.body, max_size=self._max_body_size)
+            except DecodeError as exc:
+                return await self._poison(call.delivery, exc)
+        return _ADMITTED
+
     # -- decode and route -------------------------------------------------------------------
 
     def _call_endpoint(self, call: Call) -> Awaitable[Outcome]:
@@ -183,13 +220,7 @@ class Pipeline:
             if notification is None:
                 notification = decode_any(delivery.body, max_size=self._max_body_size)
         except DecodeError as exc:
-            return await self._to_dead_letters(
-                delivery,
-                cause=Cause.TOO_LARGE if isinstance(exc, PayloadTooLarge) else Cause.MALFORMED,
-                reason=str(exc)[:500],
-                path=exc.path,
-                failures=[Failure(kind="poison", error_type="DecodeError", message=str(exc))],
-            )
+            return await self._poison(delivery, exc)
         if call is not None:
             call.notification = notification  # delivery middleware sees it after call_next
         work = plan(notification, self._routes)
@@ -204,6 +235,16 @@ class Pipeline:
         else:
             results = await self._run_all(work, notification, delivery)
         return await self._verdict(delivery, notification, results)
+
+    async def _poison(self, delivery: Delivery, exc: DecodeError) -> Outcome:
+        """A body that does not decode: a poison dead letter (never retried)."""
+        return await self._to_dead_letters(
+            delivery,
+            cause=Cause.TOO_LARGE if isinstance(exc, PayloadTooLarge) else Cause.MALFORMED,
+            reason=str(exc)[:500],
+            path=exc.path,
+            failures=[Failure(kind="poison", error_type="DecodeError", message=str(exc))],
+        )
 
     async def _no_handler(self, delivery: Delivery, notification: AnyNotification) -> Outcome:
         event_type = _event_type(notification)

@@ -11,7 +11,14 @@ from mpsflow.delivery import Delivery, Outcome
 if TYPE_CHECKING:
     from mpsflow.context import AnyNotification, Context
 
-__all__ = ["Call", "CallNext", "HandlerInfo", "Middleware", "chain"]
+__all__ = [
+    "Call",
+    "CallNext",
+    "HandlerInfo",
+    "Middleware",
+    "chain",
+    "runs_at_admission",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +58,18 @@ class Middleware(Protocol):
     Call ``await call_next(call)`` to go on (or don't, to short-circuit with your own
     ``Outcome``). At handler scope a failing handler's exception propagates through
     ``call_next``: catch it to observe, re-raise to keep the failure.
+
+    Delivery middleware with a true ``at_admission`` attribute (the signature check) also
+    runs when a source admits a body into an inbox (``Pipeline.admit``), and then not again
+    when the admitted delivery is processed (see :func:`runs_at_admission`).
     """
 
     def __call__(self, call: Call, call_next: CallNext, /) -> Awaitable[Outcome]: ...
+
+
+def runs_at_admission(middleware: Middleware) -> bool:
+    """Whether delivery ``middleware`` checks bodies at the door of an inbox (``at_admission``)."""
+    return bool(getattr(middleware, "at_admission", False))
 
 
 def chain(middleware: Sequence[Middleware], endpoint: CallNext) -> CallNext:

@@ -31,7 +31,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from mpsflow._throttle import LogThrottle
 from mpsflow.clock import Clock
@@ -68,7 +68,13 @@ input, so it must not forge log lines)."""
 
 
 class SignatureMiddleware:
-    """Rejects missing, malformed, wrong or expired signatures, counting each reason."""
+    """Rejects missing, malformed, wrong or expired signatures, counting each reason.
+
+    It runs at admission (``at_admission``): a body an inbox holds was checked when it came in,
+    and is not checked again when it is processed, perhaps after its signature expired.
+    """
+
+    at_admission: ClassVar[bool] = True
 
     def __init__(
         self,

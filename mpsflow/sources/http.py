@@ -19,6 +19,13 @@ retry, ``ERROR``/``TIMEOUT``       500 with ``Retry-After``
 retry otherwise (busy, deferred)   503 with ``Retry-After``
 =================================  =========================================================
 
+With an ``inbox`` (``mpsflow run``'s default), a POST is not processed before the answer: the
+body passes the app's admission checks (``runtime.admit``: the signature, the decode; refusals
+are answered by the table above), is appended to the durable inbox, and is answered 200 once
+the append is committed; the pipeline then consumes the inbox (:class:`~mpsflow.inbox.source.
+InboxSource`, run by this source). A full inbox, or one whose storage fails, is answered 503
+with ``Retry-After``, so the sender keeps the notification.
+
 This table is the only place where an outcome becomes a status code: the pipeline speaks
 in domain words (:class:`~mpsflow.delivery.Cause`), and the JSON path of a malformed body
 travels as ``Outcome.path``, never inside the reason.
@@ -55,7 +62,9 @@ import msgspec
 from aiohttp import StreamReader, web
 
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
-from mpsflow.errors import ConfigurationError, StartupError
+from mpsflow.errors import ConfigurationError, InboxUnavailable, StartupError
+from mpsflow.inbox.base import Inbox
+from mpsflow.inbox.source import InboxSource
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.observability.workers import WorkerMetrics
@@ -91,6 +100,11 @@ class HttpSource:
     accepting (answering ``/readyz`` with 503) for that long after ``stop`` so a load
     balancer notices before the listener closes.
 
+    ``inbox`` answers 200 once an admitted body is durable there, and processes it from there
+    (see the module docstring); a full inbox is answered 503 with ``Retry-After:
+    inbox_retry_after``. Without one, the answer waits for the processing ("200 means
+    processed": the sender holds the notification until then).
+
     ``metrics_dir`` makes several processes serving one port (``--workers``) answer
     ``/metrics`` with their combined counts: each publishes its own to that directory every
     ``metrics_interval`` seconds and when it stops, and journals them there before it answers
@@ -122,6 +136,8 @@ class HttpSource:
         metrics_dir: str | os.PathLike[str] | None = None,
         metrics_interval: float = 1.0,
         name: str = "http",
+        inbox: Inbox | None = None,
+        inbox_retry_after: float = 5.0,
     ) -> None:
         if not path.startswith("/"):
             raise ConfigurationError(f"the callback path must start with '/', got {path!r}")
@@ -159,6 +175,8 @@ class HttpSource:
         self.access_log = access_log
         self.metrics_dir = metrics_dir
         self.metrics_interval = metrics_interval
+        self.inbox = inbox
+        self.inbox_retry_after = inbox_retry_after
         self._shared: WorkerMetrics | None = None
         self._sock = sock
         self.address: tuple[str, int] | None = None
@@ -206,7 +224,37 @@ class HttpSource:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, runtime: SourceRuntime) -> None:
-        """Serve until ``runtime.stop`` is set, then drain in-flight requests and return."""
+        """Serve until ``runtime.stop`` is set, then drain in-flight requests and return.
+
+        With an inbox, its consumer runs beside the server and drains its deliveries too;
+        what is still in the inbox waits there for the next start.
+        """
+        inbox = self.inbox
+        if inbox is None:
+            await self._serve(runtime)
+            return
+        consumer = InboxSource(inbox, name=self.name, lease_seconds=self.handler_budget)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consumer.run, runtime)
+                await self._serve(runtime)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._report_inbox(inbox)
+
+    async def _report_inbox(self, inbox: Inbox) -> None:
+        try:
+            waiting = await inbox.size()
+        except InboxUnavailable:
+            return
+        if waiting:
+            _log.info(
+                "%d notification(s) wait in the inbox %s for the next start",
+                waiting,
+                inbox.describe(),
+            )
+
+    async def _serve(self, runtime: SourceRuntime) -> None:
         self._runtime = runtime
         self._draining = False
         # The server closes the socket it serves on: serve a duplicate of a given one, so
@@ -345,6 +393,17 @@ class HttpSource:
             body = await self._read_body(request, self.max_body_size or runtime.max_body_size)
             if isinstance(body, web.StreamResponse):
                 return body
+            if self.inbox is not None:
+                return await self._admit(
+                    Delivery(
+                        body,
+                        source=self.name,
+                        id=_request_id(request),
+                        meta={"remote": request.remote or ""},
+                    ),
+                    self.inbox,
+                    runtime,
+                )
             attempt, key = self.redeliveries.attempt(body)
             delivery = Delivery(
                 body,
@@ -360,6 +419,25 @@ class HttpSource:
         finally:
             self._in_flight -= 1
             self._tasks.discard(task)
+
+    async def _admit(
+        self, delivery: Delivery, inbox: Inbox, runtime: SourceRuntime
+    ) -> web.StreamResponse:
+        """Check the body at the door, append it to the inbox, answer 200 once it is durable."""
+        outcome = await runtime.admit(delivery)
+        if outcome.settlement is not Settlement.ACK:
+            return _respond(outcome, delivery.id)
+        body = delivery.body
+        assert isinstance(body, bytes)
+        retry_after = {"Retry-After": str(max(1, math.ceil(self.inbox_retry_after)))}
+        try:
+            added = await inbox.append(body)
+        except InboxUnavailable as exc:
+            _log.warning("%s; answering 503", exc)
+            return _error(503, "inbox unavailable", headers=retry_after)
+        if not added:
+            return _error(503, "inbox full", headers=retry_after)
+        return _json(200, _OK_BODY, {"X-Request-Id": delivery.id})
 
     async def _read_body(self, request: web.BaseRequest, limit: int) -> bytes | web.StreamResponse:
         """The whole body, or the error response (413, 408, 400) that replaces it."""

@@ -2,7 +2,8 @@
 
 A source gets one runtime per ``run`` and uses nothing else of the app: the consumer (the
 pipeline's entry), the clock, the body size limit, the metrics, a readiness probe, the
-shutdown timeout, the stop event, and a dead-letter path. ``App.run`` builds it
+shutdown timeout, the stop event, a dead-letter path, and the admission check a source with
+an inbox runs before queueing a body. ``App.run`` builds it
 (``app.source_runtime(stop)``); a test or a tool may build one by hand, or wrap the consumer
 of an app's runtime with ``dataclasses.replace`` or ``app.source_runtime(stop, consumer=…)``
 and keep the rest (readiness, metrics) the app's.
@@ -22,7 +23,7 @@ from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.observability.health import ReadinessProbe, always_ready
 from mpsflow.observability.metrics import Metrics
 
-__all__ = ["Consumer", "DeadLetterPath", "SourceRuntime", "no_dead_letters"]
+__all__ = ["Consumer", "DeadLetterPath", "SourceRuntime", "admit_all", "no_dead_letters"]
 
 Consumer = Callable[[Delivery], Awaitable[Outcome]]
 """The pipeline, as a source sees it: one delivery in, its outcome out (never raises)."""
@@ -48,6 +49,14 @@ async def no_dead_letters(
     return Outcome(Settlement.RETRY, cause=Cause.DEFERRED, reason="no dead-letter sink")
 
 
+_ADMITTED = Outcome(Settlement.ACK, reason="admitted")
+
+
+async def admit_all(delivery: Delivery) -> Outcome:
+    """The admission check of a runtime without an app: every body may be queued."""
+    return _ADMITTED
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceRuntime:
     """What one source run may use; only ``consumer`` and ``stop`` have no default."""
@@ -68,6 +77,10 @@ class SourceRuntime:
     """Seconds in-flight work may take to finish once ``stop`` is set."""
     dead_letter: DeadLetterPath = no_dead_letters
     """Record a delivery as a dead letter without running the pipeline."""
+    admit: Consumer = admit_all
+    """Check a delivery at the door of an inbox without processing it (the app's signature
+    check and decode, :meth:`mpsflow.pipeline.Pipeline.admit`): ACK means it may be queued,
+    anything else is the answer to give (the refusal is already recorded)."""
 
     @property
     def stopping(self) -> bool:

@@ -1,0 +1,116 @@
+"""``InboxSource``: the pipeline's side of an inbox, a pull source like CMQ's.
+
+It leases items (up to the free in-flight slots), hands each to the pipeline as an admitted
+delivery (its signature was checked at the door, see ``Delivery.admitted``), and settles it
+by the outcome: acked, dead-lettered or rejected items are removed; a retry makes the item
+visible again after the outcome's ``retry_after``. The attempt number is the inbox's, so it
+survives restarts, and the app's retry policy ends a notification that keeps failing with a
+dead letter. A delivery's deadline is its lease: past it, another consumer may take the item
+(and dedup keeps the handlers from running twice).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+
+from mpsflow.clock import Clock, SystemClock
+from mpsflow.delivery import Delivery, Outcome
+from mpsflow.errors import InboxUnavailable
+from mpsflow.inbox.base import Inbox
+from mpsflow.sources.base import PullSource
+from mpsflow.sources.runtime import SourceRuntime
+
+__all__ = ["InboxSource"]
+
+_log = logging.getLogger("mpsflow.inbox")
+
+_LEASE = "inbox_lease"
+"""``Delivery.meta`` key of ``"id:attempt"``, the lease the delivery settles."""
+
+
+class InboxSource(PullSource):
+    """Processes what an :class:`~mpsflow.inbox.base.Inbox` holds.
+
+    ``lease_seconds`` is how long a leased item stays hidden (the delivery's deadline).
+    ``poll_interval`` bounds how long an idle consumer waits before looking again (appends
+    by this process wake it at once; another process's appends are seen within it).
+    Storage failures are logged and retried every ``poll_interval``; nothing is lost, since
+    an item is removed only once its outcome is settled.
+    """
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        *,
+        name: str = "inbox",
+        max_in_flight: int = 64,
+        lease_seconds: float = 60.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        super().__init__(max_in_flight=max_in_flight, pollers=1)
+        if not lease_seconds > 0 or not poll_interval > 0:
+            raise ValueError("lease_seconds and poll_interval must be positive")
+        self.inbox = inbox
+        self.name = name
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self._clock: Clock = SystemClock()
+        """The app's clock once running (deadlines are on its monotonic time)."""
+
+    def __repr__(self) -> str:
+        return f"InboxSource({self.inbox!r}, name={self.name!r})"
+
+    async def run(self, runtime: SourceRuntime) -> None:
+        self._clock = runtime.clock
+        reclaim = getattr(self.inbox, "reclaim", None)
+        if reclaim is not None:
+            try:
+                taken_back = await reclaim()
+            except InboxUnavailable as exc:
+                _log.warning("%s; its leases will end by themselves", exc)
+            else:
+                if taken_back:
+                    _log.info(
+                        "took back %d notification(s) leased by a process that is gone",
+                        taken_back,
+                    )
+        await super().run(runtime)
+
+    async def receive(self, max_count: int) -> Sequence[Delivery]:
+        try:
+            with anyio.CancelScope(shield=True):  # a lease taken is handed on, even at stop
+                items = await self.inbox.lease(max_count, self.lease_seconds)
+        except InboxUnavailable as exc:
+            _log.warning("%s; trying again in %gs", exc, self.poll_interval)
+            await anyio.sleep(self.poll_interval)
+            return []
+        if not items:
+            await self.inbox.wait_for_items(self.poll_interval)
+            return []
+        deadline = self._clock.monotonic() + self.lease_seconds
+        return [
+            Delivery(
+                item.body,
+                source=self.name,
+                attempt=item.attempt,
+                id=str(item.id),
+                meta={_LEASE: f"{item.id}:{item.attempt}"},
+                deadline=deadline,
+                admitted=True,
+            )
+            for item in items
+        ]
+
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        item_id, _, attempt = delivery.meta[_LEASE].partition(":")
+        try:
+            if outcome.settled:
+                await self.inbox.settle(int(item_id), int(attempt))
+            else:
+                await self.inbox.retry(int(item_id), int(attempt), outcome.retry_after)
+        except InboxUnavailable as exc:
+            # Left leased: it comes back when the lease ends, and dedup skips what finished.
+            _log.warning("%s; notification %s comes back when its lease ends", exc, item_id)

@@ -1,0 +1,237 @@
+"""The embedded inbox: one SQLite table, shared by the workers of one host.
+
+Every operation goes through the database's group-commit writer (:mod:`mpsflow._sqlite`), so
+the appends of concurrent requests, the leases and the settlements share transactions with
+each other and with the SQLite dedup store's claims when both use one file. An append is
+answered only after its transaction committed (WAL, ``synchronous = NORMAL``: it survives the
+process being killed, as the 200 promises).
+
+A lease records the owner (``host:pid``) and bumps the attempt number; a lease is the pair
+(id, attempt), so a consumer whose lease ended cannot settle an item another one holds.
+Leases of a process that is gone (same host, pid no longer alive) are taken back when an
+:class:`~mpsflow.inbox.source.InboxSource` starts (:meth:`SQLiteInbox.reclaim`), so a
+restart after ``kill -9`` processes them at once instead of after the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from typing import Final, TypeVar
+
+import anyio
+
+from mpsflow._sqlite import Operation, SQLiteWriter
+from mpsflow.clock import Clock, SystemClock
+from mpsflow.errors import ConfigurationError, InboxUnavailable
+from mpsflow.inbox.base import InboxItem
+
+__all__ = ["DEFAULT_MAX_ITEMS", "SQLiteInbox"]
+
+_T = TypeVar("_T")
+
+DEFAULT_MAX_ITEMS: Final = 100_000
+"""How many notifications an inbox holds before the receiver answers 503."""
+
+_TABLE = "mpsflow_inbox"
+_SIZE = "mpsflow_inbox_size"
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused: a stale lease names no new item
+    " body BLOB NOT NULL,"
+    " received_at REAL NOT NULL,"
+    " visible_at REAL NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " owner TEXT NOT NULL DEFAULT ''"
+    ")",
+    f"CREATE INDEX IF NOT EXISTS {_TABLE}_visible ON {_TABLE} (visible_at, id)",
+    f"CREATE TABLE IF NOT EXISTS {_SIZE} (one INTEGER PRIMARY KEY CHECK (one = 1), n INTEGER)",
+    f"INSERT OR IGNORE INTO {_SIZE} VALUES (1, (SELECT count(*) FROM {_TABLE}))",
+)
+_COUNT = f"SELECT n FROM {_SIZE}"
+_GROW = f"UPDATE {_SIZE} SET n = n + ?"
+_INSERT = f"INSERT INTO {_TABLE} (body, received_at, visible_at) VALUES (?, ?, 0)"
+_VISIBLE = (
+    f"SELECT id, body, attempts, received_at FROM {_TABLE}"
+    " WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?"
+)
+_TAKE = f"UPDATE {_TABLE} SET visible_at = ?, attempts = attempts + 1, owner = ? WHERE id = ?"
+_DELETE = f"DELETE FROM {_TABLE} WHERE id = ? AND attempts = ?"
+_AGAIN = f"UPDATE {_TABLE} SET visible_at = ?, owner = '' WHERE id = ? AND attempts = ?"
+_OWNERS = f"SELECT DISTINCT owner FROM {_TABLE} WHERE visible_at > ? AND owner LIKE ?"
+_RECLAIM = f"UPDATE {_TABLE} SET visible_at = 0, owner = '' WHERE owner = ? AND visible_at > ?"
+
+
+class SQLiteInbox:
+    """An :class:`~mpsflow.inbox.base.Inbox` in a SQLite database file.
+
+    ``max_items`` bounds it (``append`` answers False past it). ``path`` may be shared by the
+    processes of one host (``mpsflow run --workers N``), not over a network file system.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_items: int = DEFAULT_MAX_ITEMS,
+        clock: Clock | None = None,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if max_items < 1:
+            raise ConfigurationError("max_items must be at least 1")
+        self._path = os.fspath(path)
+        self.max_items = max_items
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._busy_timeout = busy_timeout
+        self._writer: SQLiteWriter | None = None
+        self._closed = False
+        self._appended: anyio.Event | None = None
+        """Set by an append of this process; made by the first waiter (in its event loop)."""
+        self._host = socket.gethostname()
+
+    def __repr__(self) -> str:
+        return f"SQLiteInbox(path={self._path!r}, max_items={self.max_items})"
+
+    def describe(self) -> str:
+        """``sqlite:`` and the database file's absolute path."""
+        path = self._path
+        return f"sqlite:{path if path == ':memory:' else os.path.abspath(path)}"
+
+    @property
+    def owner(self) -> str:
+        """This process's name on its leases: ``host:pid``."""
+        return f"{self._host}:{os.getpid()}"
+
+    async def append(self, body: bytes) -> bool:
+        """Add ``body`` once the inbox has room; True when it is committed."""
+        now = self._clock.time()
+        limit = self.max_items
+
+        def append(conn: sqlite3.Connection) -> bool:
+            (size,) = conn.execute(_COUNT).fetchone()
+            if size >= limit:
+                return False
+            conn.execute(_INSERT, (body, now))
+            conn.execute(_GROW, (1,))
+            return True
+
+        added = await self._run(append)
+        if added and self._appended is not None:
+            self._appended.set()
+        return added
+
+    async def lease(self, max_count: int, lease_seconds: float) -> list[InboxItem]:
+        """Up to ``max_count`` visible items, oldest first, hidden for ``lease_seconds``."""
+        if self._appended is None:  # from now on, appends of this process wake the consumer
+            self._appended = anyio.Event()
+        now = self._clock.time()
+        until = now + lease_seconds
+        owner = self.owner
+
+        def lease(conn: sqlite3.Connection) -> list[InboxItem]:
+            rows = conn.execute(_VISIBLE, (now, max_count)).fetchall()
+            conn.executemany(_TAKE, [(until, owner, row[0]) for row in rows])
+            return [InboxItem(row[0], row[1], row[2] + 1, row[3]) for row in rows]
+
+        return await self._run(lease)
+
+    async def settle(self, item_id: int, attempt: int) -> bool:
+        """Remove a processed item while the caller's lease is its current one."""
+
+        def settle(conn: sqlite3.Connection) -> bool:
+            if conn.execute(_DELETE, (item_id, attempt)).rowcount != 1:
+                return False
+            conn.execute(_GROW, (-1,))
+            return True
+
+        return await self._run(settle)
+
+    async def retry(self, item_id: int, attempt: int, delay: float) -> bool:
+        """Make the item visible again ``delay`` seconds from now."""
+        visible_at = self._clock.time() + max(delay, 0.0)
+
+        def retry(conn: sqlite3.Connection) -> bool:
+            return conn.execute(_AGAIN, (visible_at, item_id, attempt)).rowcount == 1
+
+        return await self._run(retry)
+
+    async def reclaim(self) -> int:
+        """Make the leases of this host's processes that are gone visible again; how many."""
+        now = self._clock.time()
+        host = self._host
+
+        def owners(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(_OWNERS, (now, f"{host}:%")).fetchall()
+            return [owner for (owner,) in rows]
+
+        gone = [owner for owner in await self._run(owners) if not _alive(owner, host)]
+
+        def reclaim(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(_RECLAIM, (owner, now)).rowcount for owner in gone)
+
+        return await self._run(reclaim) if gone else 0
+
+    async def wait_for_items(self, at_most: float) -> None:
+        """Return at once when this process appended since the last call, else after an
+        append or ``at_most`` seconds."""
+        appended = self._appended
+        if appended is None:
+            appended = self._appended = anyio.Event()
+        with anyio.move_on_after(at_most):
+            await appended.wait()
+        if appended.is_set():
+            self._appended = anyio.Event()
+
+    async def size(self) -> int:
+        """How many items the inbox holds."""
+
+        def size(conn: sqlite3.Connection) -> int:
+            (count,) = conn.execute(_COUNT).fetchone()
+            return int(count)
+
+        return await self._run(size)
+
+    async def close(self) -> None:
+        """Stop using the database; later calls raise InboxUnavailable."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._appended is not None:
+            self._appended.set()  # a consumer waiting for items returns
+        if self._writer is not None:
+            await self._writer.close()
+
+    async def _run(self, operation: Operation[_T]) -> _T:
+        if self._closed:
+            raise InboxUnavailable(f"inbox {self.describe()} is closed")
+        if self._writer is None:
+            self._writer = SQLiteWriter.open(
+                self._path, busy_timeout=self._busy_timeout, setup=_create_schema
+            )
+        try:
+            return await self._writer.run(operation)
+        except sqlite3.Error as exc:
+            raise InboxUnavailable(f"inbox {self.describe()} failed: {exc}") from exc
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+
+
+def _alive(owner: str, host: str) -> bool:
+    """Whether the process named ``owner`` (``host:pid``, this host) still runs."""
+    pid_text = owner.removeprefix(f"{host}:")
+    if not pid_text.isdigit():
+        return True  # not ours to judge: leave it to its lease
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
