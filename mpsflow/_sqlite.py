@@ -1,22 +1,30 @@
-"""Group commit for SQLite: one writer thread per database file runs the operations of every
-concurrent caller, many to a transaction.
+"""Group commit for SQLite: the operations of every concurrent caller, many to a transaction,
+with no thread hop per call.
 
-A claim or a completion is a few microseconds of SQLite work; handing each to a worker thread
-and committing it alone costs far more than the work. Here a caller puts its operation on the
-writer's queue and awaits a future; the writer thread takes everything queued, runs it in one
-``BEGIN IMMEDIATE`` … ``COMMIT`` and answers the whole batch with one wake-up of each event loop
-involved. Under load batches grow by themselves (what arrives while one commits goes in the
-next); a lone call still costs one round trip.
+A claim, a completion or an inbox append is a few microseconds of SQLite work; handing each
+to a worker thread and committing it alone costs far more than the work (and under load a
+thread hop waits for the GIL). Here a caller adds its operation to the writer's pending list
+and awaits a future; once per turn of the event loop the writer runs everything pending in
+one ``BEGIN IMMEDIATE`` … ``COMMIT``, on the event loop's thread, and answers each caller.
+In WAL mode with ``synchronous = NORMAL`` a commit is a write to the WAL file, no fsync, so
+this takes microseconds. Under load batches grow by themselves (what arrives while the loop
+is busy goes in the next one).
+
+The event loop never waits for a lock or a disk sync: the inline connection does not wait
+for locks (``timeout=0``) and never checkpoints. A batch that finds the database locked (by
+another process: ``mpsflow run --workers N`` shares the file) goes to the writer's thread,
+which waits up to ``busy_timeout`` and answers with one wake-up of the loop; that thread also
+checkpoints the WAL every ``_CHECKPOINT_EVERY`` inline commits.
 
 A batch commits or rolls back as a whole: when any operation raises, nothing of the batch is
 written, and every caller in it gets that exception (a ``sqlite3.Error`` its store turns into
 ``StoreUnavailable``), so nothing is done for a caller that was told it failed.
 
 Writers are shared by every store of one file in a process (:meth:`SQLiteWriter.open`), and a
-forked child makes its own: a connection must not cross ``fork()``. The database is in WAL
-mode with ``synchronous = NORMAL``: a commit survives the process being killed (not a power
-cut, which may lose the last transactions; the queue redelivers and dedup catches up).
-Futures are asyncio's: the SQLite stores need the asyncio backend of anyio.
+forked child makes its own: a connection must not cross ``fork()``. A commit survives the
+process being killed (not a power cut, which may lose the last transactions; the queue
+redelivers and dedup catches up). Futures are asyncio's: the SQLite stores need the asyncio
+backend of anyio.
 """
 
 from __future__ import annotations
@@ -41,9 +49,18 @@ Operation = Callable[[sqlite3.Connection], _T]
 
 _MAX_BATCH: Final = 512
 """The most operations in one transaction (a bound on how long one commit holds the lock)."""
+_CHECKPOINT_EVERY: Final = 200
+"""Inline commits between two WAL checkpoints (run by the writer's thread)."""
 
 _Item = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+_Outcome = list[object] | BaseException
 _STOP: Final = object()
+_CHECKPOINT: Final = object()
+_BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (extended codes masked)
+
+
+class _Busy(Exception):
+    """The inline connection found the database locked: the batch goes to the thread."""
 
 
 class SQLiteWriter:
@@ -63,13 +80,22 @@ class SQLiteWriter:
         """Transactions committed or rolled back so far (for tests and benchmarks)."""
         self.operations = 0
         """Operations run so far."""
+        self.contended = 0
+        """Batches that found the database locked and went to the writer's thread."""
         self._setup: list[Callable[[sqlite3.Connection], object]] = []
-        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._users = 0
+        self._pending: list[_Item] = []
+        self._flush_scheduled = False
+        self._inline: sqlite3.Connection | None = None
+        self._inline_ready = 0
+        """How many of ``_setup`` ran on ``_inline``."""
+        self._commits = 0
+        """Inline commits since the last checkpoint."""
+        self._queue: queue.SimpleQueue[list[_Item] | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._ready = 0
-        """How many of ``_setup`` ran on ``_conn``."""
+        """How many of ``_setup`` ran on ``_conn`` (the thread's connection)."""
         self._every.add(self)
 
     @classmethod
@@ -99,16 +125,19 @@ class SQLiteWriter:
     async def run(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``operation`` in the next batch; its result, or what it (or the batch) raised.
 
-        Cancelling the caller does not take the operation back once it is queued: it runs,
-        and its answer is dropped (as for a call handed to a worker thread).
+        Cancelling the caller does not take the operation back once it is pending: it runs,
+        and its answer is dropped.
         """
-        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._start()
-        self._queue.put((operation, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._pending.append((operation, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, loop)
         return await future
 
     async def close(self) -> None:
-        """Stop using the writer; the last user stops its thread and closes the connection."""
+        """Stop using the writer; the last user closes the connections and stops the thread."""
         with self._registry_lock:
             self._users -= 1
             last = self._users <= 0
@@ -118,51 +147,125 @@ class SQLiteWriter:
                         del self._open[key]
         if not last:
             return
+        while self._pending:  # answer what is pending before closing
+            self._flush(asyncio.get_running_loop())
+        _close(self._inline)
+        self._inline = None
         thread = self._thread
         if thread is None:
             return
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
-    # -- the writer thread -------------------------------------------------------------------
+    # -- inline: on the event loop's thread --------------------------------------------------
 
-    def _forked(self) -> None:
-        """In a forked child: the parent's thread and connection are not this process's."""
-        self._thread = None
-        self._conn = None  # never closed here: closing would drop this process's locks
-        self._queue = queue.SimpleQueue()
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit what is pending (a batch of it; the rest in the next turn of the loop)."""
+        self._flush_scheduled = False
+        batch = self._pending[:_MAX_BATCH]
+        del self._pending[:_MAX_BATCH]
+        if self._pending:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, loop)
+        if not batch:
+            return
+        try:
+            outcome = self._commit_inline(batch)
+        except _Busy:
+            self.contended += 1
+            self._to_thread(batch)
+            return
+        _settle(_answers(batch, outcome), isinstance(outcome, BaseException))
+        self._commits += 1
+        if self._commits >= _CHECKPOINT_EVERY:
+            self._commits = 0
+            self._to_thread(_CHECKPOINT)
 
-    def _start(self) -> None:
+    def _commit_inline(self, batch: list[_Item]) -> _Outcome:
+        """Run ``batch`` in one transaction without waiting for a lock; raises ``_Busy``."""
+        try:
+            conn = self._inline_connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise _Busy from exc
+            _close(self._inline)
+            self._inline = None
+            return exc
+        except sqlite3.Error as exc:
+            return exc
+        self.batches += 1
+        self.operations += len(batch)
+        try:
+            results = [operation(conn) for operation, _ in batch]
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            busy = isinstance(exc, sqlite3.OperationalError) and _busy(exc)
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    _close(self._inline)
+                    self._inline = None
+            if busy:
+                raise _Busy from exc
+            return exc
+        return results
+
+    def _inline_connection(self) -> sqlite3.Connection:
+        conn = self._inline
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")  # busy: the thread's connection will
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the thread checkpoints
+            except BaseException:
+                conn.close()
+                raise
+            self._inline = conn
+            self._inline_ready = 0
+        self._inline_ready = _run_setup(conn, self._setup, self._inline_ready)
+        return conn
+
+    # -- the thread: contended batches, checkpoints ------------------------------------------
+
+    def _to_thread(self, work: list[_Item] | object) -> None:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._serve, name=f"mpsflow-sqlite-writer:{self.path}", daemon=True
             )
             self._thread.start()
+        self._queue.put(work)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's thread and connections are not this process's."""
+        self._thread = None
+        self._conn = None  # never closed here: closing would drop this process's locks
+        self._inline = None
+        self._pending = []
+        self._flush_scheduled = False
+        self._queue = queue.SimpleQueue()
 
     def _serve(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                self._disconnect()
+            work = self._queue.get()
+            if work is _STOP:
+                _close(self._conn)
+                self._conn = None
                 return
-            batch: list[_Item] = [first]  # type: ignore[list-item]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
-            self._answer(batch, self._commit(batch))
-            if stop:
-                self._disconnect()
-                return
+            if work is _CHECKPOINT:
+                with contextlib.suppress(sqlite3.Error):
+                    self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+                continue
+            assert isinstance(work, list)
+            outcome = self._commit(work)
+            _answer_from_thread(work, outcome)
 
-    def _commit(self, batch: list[_Item]) -> list[object] | BaseException:
-        """Run ``batch`` in one transaction: every result, or the exception that undid it."""
+    def _commit(self, batch: list[_Item]) -> _Outcome:
+        """Run ``batch`` in one transaction, waiting up to ``busy_timeout`` for the lock."""
         self.batches += 1
         self.operations += len(batch)
         conn: sqlite3.Connection | None = None
@@ -176,24 +279,14 @@ class SQLiteWriter:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
-                    self._disconnect()
+                    _close(self._conn)
+                    self._conn = None
             return exc
         return results
 
-    @staticmethod
-    def _answer(batch: list[_Item], outcome: list[object] | BaseException) -> None:
-        """Settle the batch's futures: one wake-up per event loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
-        for index, (_, future) in enumerate(batch):
-            answer = outcome if isinstance(outcome, BaseException) else outcome[index]
-            by_loop.setdefault(future.get_loop(), []).append((future, answer))
-        for loop, answers in by_loop.items():
-            # A closed loop (RuntimeError) has nobody waiting for these answers.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, answers, isinstance(outcome, BaseException))
-
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout,
@@ -209,33 +302,55 @@ class SQLiteWriter:
                 raise
             self._conn = conn
             self._ready = 0
-        setup = self._setup
-        while self._ready < len(setup):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                setup[self._ready](self._conn)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._ready += 1
-        return self._conn
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
-            self._conn = None
+        self._ready = _run_setup(conn, self._setup, self._ready)
+        return conn
 
 
-def _after_fork_in_child() -> None:
-    SQLiteWriter._registry_lock = threading.Lock()
-    for writer in list(SQLiteWriter._every):
-        writer._forked()
+def _run_setup(
+    conn: sqlite3.Connection, setup: list[Callable[[sqlite3.Connection], object]], done: int
+) -> int:
+    """Run the ``setup`` operations ``conn`` has not run yet (each in its own transaction)."""
+    while done < len(setup):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            setup[done](conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        done += 1
+    return done
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)  # Python before 3.11
+
+
+def _close(conn: sqlite3.Connection | None) -> None:
+    """Close ``conn`` if there is one, whatever state it is in; the caller drops it."""
+    if conn is not None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+
+def _answers(batch: list[_Item], outcome: _Outcome) -> list[tuple[asyncio.Future[Any], object]]:
+    if isinstance(outcome, BaseException):
+        return [(future, outcome) for _, future in batch]
+    return [(future, result) for (_, future), result in zip(batch, outcome, strict=True)]
+
+
+def _answer_from_thread(batch: list[_Item], outcome: _Outcome) -> None:
+    """Settle a batch the thread ran: one wake-up per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
+    for answer in _answers(batch, outcome):
+        by_loop.setdefault(answer[0].get_loop(), []).append(answer)
+    for loop, answers in by_loop.items():
+        # A closed loop (RuntimeError) has nobody waiting for these answers.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, answers, isinstance(outcome, BaseException))
 
 
 def _settle(answers: list[tuple[asyncio.Future[Any], object]], failed: bool) -> None:
@@ -247,6 +362,16 @@ def _settle(answers: list[tuple[asyncio.Future[Any], object]], failed: bool) -> 
             future.set_exception(answer)
         else:
             future.set_result(answer)
+
+
+def _after_fork_in_child() -> None:
+    SQLiteWriter._registry_lock = threading.Lock()
+    for writer in list(SQLiteWriter._every):
+        writer._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:

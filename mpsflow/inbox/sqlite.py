@@ -35,7 +35,6 @@ DEFAULT_MAX_ITEMS: Final = 100_000
 """How many notifications an inbox holds before the receiver answers 503."""
 
 _TABLE = "mpsflow_inbox"
-_SIZE = "mpsflow_inbox_size"
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused: a stale lease names no new item
@@ -46,11 +45,10 @@ _SCHEMA = (
     " owner TEXT NOT NULL DEFAULT ''"
     ")",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_visible ON {_TABLE} (visible_at, id)",
-    f"CREATE TABLE IF NOT EXISTS {_SIZE} (one INTEGER PRIMARY KEY CHECK (one = 1), n INTEGER)",
-    f"INSERT OR IGNORE INTO {_SIZE} VALUES (1, (SELECT count(*) FROM {_TABLE}))",
 )
-_COUNT = f"SELECT n FROM {_SIZE}"
-_GROW = f"UPDATE {_SIZE} SET n = n + ?"
+_COUNT = f"SELECT count(*) FROM {_TABLE}"
+_RECOUNT_EVERY: Final = 1024
+"""Appends between two exact counts of the inbox (see ``SQLiteInbox.max_items``)."""
 _INSERT = f"INSERT INTO {_TABLE} (body, received_at, visible_at) VALUES (?, ?, 0)"
 _VISIBLE = (
     f"SELECT id, body, attempts, received_at FROM {_TABLE}"
@@ -66,7 +64,10 @@ _RECLAIM = f"UPDATE {_TABLE} SET visible_at = 0, owner = '' WHERE owner = ? AND 
 class SQLiteInbox:
     """An :class:`~mpsflow.inbox.base.Inbox` in a SQLite database file.
 
-    ``max_items`` bounds it (``append`` answers False past it). ``path`` may be shared by the
+    ``max_items`` bounds it (``append`` answers False past it). The bound is checked against a
+    count taken every 1024 appends (and whenever the bound seems reached), plus this
+    process's appends since: processes sharing the file may together pass it by up to 1024
+    each, and an append is never refused while there is room. ``path`` may be shared by the
     processes of one host (``mpsflow run --workers N``), not over a network file system.
     """
 
@@ -89,6 +90,10 @@ class SQLiteInbox:
         self._appended: anyio.Event | None = None
         """Set by an append of this process; made by the first waiter (in its event loop)."""
         self._host = socket.gethostname()
+        self._estimate = 0
+        """Items at the last count, plus this process's appends since (never below the truth
+        by more than other processes' appends since: settles are not subtracted)."""
+        self._since_count = _RECOUNT_EVERY  # count before the first append
 
     def __repr__(self) -> str:
         return f"SQLiteInbox(path={self._path!r}, max_items={self.max_items})"
@@ -109,11 +114,14 @@ class SQLiteInbox:
         limit = self.max_items
 
         def append(conn: sqlite3.Connection) -> bool:
-            (size,) = conn.execute(_COUNT).fetchone()
-            if size >= limit:
-                return False
+            if self._estimate >= limit or self._since_count >= _RECOUNT_EVERY:
+                (self._estimate,) = conn.execute(_COUNT).fetchone()
+                self._since_count = 0
+                if self._estimate >= limit:
+                    return False
             conn.execute(_INSERT, (body, now))
-            conn.execute(_GROW, (1,))
+            self._estimate += 1
+            self._since_count += 1
             return True
 
         added = await self._run(append)
@@ -140,10 +148,7 @@ class SQLiteInbox:
         """Remove a processed item while the caller's lease is its current one."""
 
         def settle(conn: sqlite3.Connection) -> bool:
-            if conn.execute(_DELETE, (item_id, attempt)).rowcount != 1:
-                return False
-            conn.execute(_GROW, (-1,))
-            return True
+            return conn.execute(_DELETE, (item_id, attempt)).rowcount == 1
 
         return await self._run(settle)
 
