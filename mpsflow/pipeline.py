@@ -24,6 +24,7 @@ from mpsflow.context import Context, reset_current_context, set_current_context
 from mpsflow.deadletter import DeadLetter, Failure, dead_letter_kind, make_dead_letter
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import DecodeError, PayloadTooLarge, Reject, Retry
+from mpsflow.events.envelope import identify
 from mpsflow.middleware.base import Call, CallNext, chain, runs_at_admission
 from mpsflow.observability.metrics import Metrics
 from mpsflow.observability.summaries import DeferralCounter
@@ -418,6 +419,7 @@ class Pipeline:
             handlers_run=handlers_run,
         )
         kind = dead_letter_kind(cause)
+        event_type, task_id = _about(delivery, notification)
         record = make_dead_letter(
             kind=kind,
             reason=dead.describe(),  # the message once, then where: "… at $.X"
@@ -426,8 +428,8 @@ class Pipeline:
             source=delivery.source,
             delivery_id=delivery.id,
             attempt=delivery.attempt,
-            event_type=_event_type(notification) if notification is not None else "",
-            task_id=(notification.task_id or "") if notification is not None else "",
+            event_type=event_type,
+            task_id=task_id,
             failures=failures,
         )
         if not await self._write_dead_letter(record):
@@ -582,3 +584,15 @@ def _event_type(notification: AnyNotification) -> str:
         or getattr(notification, "notification_type", None)
         or ""
     )
+
+
+def _about(delivery: Delivery, notification: AnyNotification | None) -> tuple[str, str]:
+    """``(event type, task id)`` for a dead-letter record: from the notification, else read
+    from the body where it shows them (a bad signature, a malformed subtask), else empty."""
+    if notification is not None:
+        return _event_type(notification), notification.task_id or ""
+    try:
+        identity = identify(delivery.body)
+    except DecodeError:
+        return "", ""
+    return identity.event_type, identity.task_id

@@ -436,3 +436,21 @@ async def test_each_dead_letter_is_logged_once_then_summarised(
     assert lines[0].endswith(f"; record {record.id}")
     assert lines[1].startswith("dead-lettered a notification from test (poison): ")
     assert lines[1].endswith("; 2 more dead-lettered since the last such line (poison 2)")
+
+
+async def test_a_dead_letter_names_the_task_even_when_the_notification_was_not_decoded() -> None:
+    """A bad signature or a body that does not decode still says which task it was about
+    where the body shows it, so ``deadletters list --task`` finds it."""
+    payload = transcode_notification()
+    task_id = payload["WorkflowTaskEvent"]["TaskId"]
+    broken = json.loads(json.dumps(payload))
+    broken["WorkflowTaskEvent"]["MediaProcessResultSet"] = "not a list"
+    async with TestClient(App(notify_keys=["the-key"])) as signed_only:
+        await signed_only.send(payload)  # unsigned: rejected before any decode
+    async with TestClient(App()) as client:
+        await client.send(broken)  # does not decode
+    records = [*signed_only.dead_letters, *client.dead_letters]
+    assert [(r.kind, r.event_type, r.task_id) for r in records] == [
+        ("signature", "WorkflowTask", task_id),
+        ("poison", "WorkflowTask", task_id),
+    ]
