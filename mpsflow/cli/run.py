@@ -37,6 +37,7 @@ from mpsflow.cli.common import (
 )
 from mpsflow.cli.supervisor import serve_workers
 from mpsflow.errors import ConfigurationError, StartupError
+from mpsflow.inbox.sqlite import DEFAULT_MAX_ITEMS
 
 if TYPE_CHECKING:
     from mpsflow.app import App
@@ -105,6 +106,36 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
     group.add_argument("--keyfile", help="private key of --certfile (PEM)")
+    group.add_argument(
+        "--handler-budget",
+        metavar="SECONDS",
+        type=positive_float,
+        default=60.0,
+        help="how long processing a notification may take: its inbox lease and dedup lease, so"
+        " after a crash what was in progress runs again this long after it started"
+        " (%(default)s)",
+    )
+    inbox = group.add_mutually_exclusive_group()
+    inbox.add_argument(
+        "--inbox",
+        metavar="PATH",
+        default="mpsflow-inbox.sqlite3",
+        help="answer 200 once a notification is safe in this SQLite inbox, then process it from"
+        " there (%(default)s; --workers share it)",
+    )
+    inbox.add_argument(
+        "--no-inbox",
+        action="store_true",
+        help="answer only once processed (200 means processed; the sender keeps the"
+        " notification until then)",
+    )
+    group.add_argument(
+        "--inbox-max",
+        metavar="N",
+        type=positive_int,
+        default=DEFAULT_MAX_ITEMS,
+        help="notifications the inbox holds before callbacks are answered 503 (%(default)s)",
+    )
 
 
 def _http_source(
@@ -114,22 +145,26 @@ def _http_source(
     sock: socket.socket | None = None,
     metrics_dir: str | None = None,
 ) -> Source | None:
+    from mpsflow.inbox import SQLiteInbox
     from mpsflow.sources.http import HttpSource
 
     address: tuple[str, int] | None = args.http
     if address is None:
         return None
     host, port = address
+    inbox = None if args.no_inbox else SQLiteInbox(args.inbox, max_items=args.inbox_max)
     return HttpSource(
         host,
         port,
         args.path,
         max_in_flight=args.max_in_flight,
         read_timeout=args.read_timeout,
+        handler_budget=args.handler_budget,
         certfile=args.certfile,
         keyfile=args.keyfile,
         sock=sock,
         metrics_dir=metrics_dir,
+        inbox=inbox,
     )
 
 

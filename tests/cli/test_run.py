@@ -124,7 +124,8 @@ async def test_run_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> No
 
 async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> None:
     write_app(tmp_path)
-    args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2")
+    # Without the inbox, so that each answer waits for its handler.
+    args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2", "--no-inbox")
     async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
         started = [int(m.group(1)) for m in await output.wait_for_all(WORKER, 2)]
         await output.wait_for_all(SERVING, 3)  # the supervisor's line and each worker's
@@ -349,9 +350,13 @@ async def post_in_background(url: str, body: bytes, results: list[BaseException 
 async def stuck_app(
     tmp_path: Path, *options: str
 ) -> AsyncIterator[tuple[anyio.abc.Process, Output]]:
-    """``mpsflow run`` of ``STUCK_APP`` on a free HTTP port, without dedup, plus ``options``."""
+    """``mpsflow run`` of ``STUCK_APP`` on a free HTTP port, without dedup, plus ``options``.
+
+    Without the inbox, so that each answer waits for its handler: what a stop leaves in
+    flight shows in the answers (tests/cli/test_run_inbox.py has the inbox's side).
+    """
     (tmp_path / "stuckapp.py").write_text(STUCK_APP)
-    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", *options)
+    args = ("stuckapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--no-inbox", *options)
     async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
         yield process, output
 
@@ -440,7 +445,7 @@ async def gated(event, ctx: Context) -> None:
 
 async def test_concurrent_duplicates_are_info_lines_and_one_summary(tmp_path: Path) -> None:
     (tmp_path / "gatedapp.py").write_text(GATED_APP)
-    args = ("gatedapp:app", "--http", "127.0.0.1:0")
+    args = ("gatedapp:app", "--http", "127.0.0.1:0", "--no-inbox")  # answers wait for handlers
     async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
         url = (await output.wait_for(SERVING)).group(1)
         first: list[BaseException | int] = []

@@ -1,0 +1,151 @@
+"""``mpsflow run``'s durable inbox, as processes: every notification answered 200 is handled
+exactly once, across a ``kill -9`` and a restart, and across workers sharing the inbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import anyio
+
+from mpsflow.testing import build_notification
+from tests.process_output import Output, mpsflow_process
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
+SERVING = re.compile(r"serving MPS callbacks on (http://127\.0\.0\.1:(\d+)/mps/callback)")
+STARTED = re.compile(r"started (\S+)")
+
+# Handlers wait while the file "closed" exists, then record the task id as their effect.
+APP = """
+import os
+
+import anyio
+
+from mpsflow import App, Context
+
+app = App(dead_letters="dead.jsonl")
+
+
+@app.on("WorkflowTask")
+async def record(event, ctx: Context) -> None:
+    print(f"started {ctx.task_id}", flush=True)
+    while os.path.exists("closed"):
+        await anyio.sleep(0.01)
+    with open("handled.txt", "a") as out:
+        out.write(f"{ctx.task_id} {os.getpid()}\\n")
+"""
+
+
+def note(task_id: str) -> bytes:
+    return json.dumps(build_notification(task_id=task_id)).encode()
+
+
+def handled(folder: Path) -> Counter[str]:
+    path = folder / "handled.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return Counter(line.split()[0] for line in lines)
+
+
+async def post_all(url: str, task_ids: list[str], *, new_connections: bool = False) -> list[int]:
+    """POST each notification at once; the statuses."""
+    statuses: list[int] = []
+    connector = aiohttp.TCPConnector(force_close=new_connections)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(task_id: str) -> None:
+            async with session.post(url, data=note(task_id)) as response:
+                statuses.append(response.status)
+
+        async with anyio.create_task_group() as tg:
+            for task_id in task_ids:
+                tg.start_soon(one, task_id)
+    return statuses
+
+
+async def wait_handled(folder: Path, count: int, output: Output) -> None:
+    """Wait until ``count`` handler runs recorded their effect (polling the file they write)."""
+    with anyio.fail_after(30):
+        while sum(handled(folder).values()) < count:  # noqa: ASYNC110 - another process writes
+            await anyio.sleep(0.02)
+    assert "Traceback" not in output.text
+
+
+async def test_every_notification_answered_200_is_handled_once_across_kill_9(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "inboxapp.py").write_text(APP)
+    # The dedup leases of the killed process's handlers end 2 s (+ the 5 s margin) after
+    # they started; the inbox's leases are taken back at once.
+    args = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--handler-budget", "2")
+    done = [f"done-{n}" for n in range(10)]
+    waiting = [f"waiting-{n}" for n in range(30)]
+    async with mpsflow_process(tmp_path, ENV, *args) as (process, output):
+        url = (await output.wait_for(SERVING)).group(1)
+        assert await post_all(url, done) == [200] * len(done)
+        await wait_handled(tmp_path, len(done), output)
+        (tmp_path / "closed").touch()  # from now on handlers wait
+        assert await post_all(url, waiting) == [200] * len(waiting)
+        await output.wait_for(re.compile(r"started waiting-"))
+        os.killpg(process.pid, signal.SIGKILL)  # no drain, no goodbye
+        await process.wait()
+    assert sum(handled(tmp_path).values()) == len(done)  # the waiting ones never finished
+    (tmp_path / "closed").unlink()
+    async with mpsflow_process(tmp_path, ENV, *args) as (process, output):
+        await output.wait_for(SERVING)
+        await wait_handled(tmp_path, len(done) + len(waiting), output)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    assert handled(tmp_path) == Counter(done + waiting)  # each exactly once
+    assert "took back" in output.text  # the dead process's leases, at once
+
+
+async def test_workers_share_the_inbox_and_handle_each_notification_once(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "inboxapp.py").write_text(APP)
+    args = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--workers", "2")
+    tasks = [f"task-{n}" for n in range(60)]
+    async with mpsflow_process(tmp_path, ENV, *args) as (process, output):
+        url = (await output.wait_for(SERVING)).group(1)
+        statuses = await post_all(url, tasks, new_connections=True)
+        assert statuses == [200] * len(tasks)
+        await wait_handled(tmp_path, len(tasks), output)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    assert handled(tmp_path) == Counter(tasks)
+
+
+async def test_a_stop_leaves_what_was_not_started_in_the_inbox_for_the_next_start(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "inboxapp.py").write_text(APP)
+    (tmp_path / "closed").touch()
+    args = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--shutdown-timeout", "0.5")
+    tasks = [f"task-{n}" for n in range(5)]
+    async with mpsflow_process(tmp_path, ENV, *args) as (process, output):
+        url = (await output.wait_for(SERVING)).group(1)
+        assert await post_all(url, tasks) == [200] * len(tasks)
+        await output.wait_for_all(STARTED, len(tasks))
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 1  # the timeout cut the waiting handlers off
+    assert "5 notification(s) wait in the inbox" in output.text
+    (tmp_path / "closed").unlink()
+    async with mpsflow_process(tmp_path, ENV, *args) as (process, output):
+        await wait_handled(tmp_path, len(tasks), output)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    assert handled(tmp_path) == Counter(tasks)

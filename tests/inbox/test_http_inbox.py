@@ -1,0 +1,167 @@
+"""HttpSource with an inbox: 200 once the body is durable, refusals at the door answered and
+recorded as before, 503 when full, and the pipeline fed from the inbox with its retries,
+dead letters and attempt numbers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+
+from mpsflow import Context, Retry, RetryPolicy
+from mpsflow.events import WorkflowTask
+from mpsflow.inbox import SQLiteInbox
+from mpsflow.testing import build_notification, sign_payload
+from tests.sources.http_app import make_app, records, serve
+
+KEY = "inbox-test-key"
+
+
+def signed(task_id: str, *, expires_in: float = 600) -> bytes:
+    payload: dict[str, Any] = build_notification(task_id=task_id)
+    sign_payload(payload, KEY, expires_at=int(time.time() + expires_in))
+    return json.dumps(payload).encode()
+
+
+async def post(url: str, body: bytes) -> tuple[int, dict[str, Any], str]:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.post(url, data=body) as response,
+    ):
+        return response.status, await response.json(), response.headers.get("Retry-After", "")
+
+
+async def test_an_admitted_notification_is_answered_then_processed_once(tmp_path: Path) -> None:
+    app, dead = make_app(notify_keys=[KEY])
+    handled: list[tuple[str, int]] = []
+    done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        handled.append((ctx.task_id, ctx.attempt))
+        done.set()
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox) as source:
+        assert (await post(source.url, signed("t-1")))[:2] == (200, {"code": 0})
+        with anyio.fail_after(10):
+            await done.wait()
+    assert handled == [("t-1", 1)]
+    assert dead.records == []
+    reopened = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    assert await reopened.size() == 0  # settled: removed
+    await reopened.close()
+
+
+async def test_refusals_at_the_door_are_answered_recorded_and_not_queued(tmp_path: Path) -> None:
+    app, dead = make_app(notify_keys=[KEY])
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox) as source:
+        status, body, _ = await post(source.url, signed("t-1").replace(b"Sign", b"Sig_"))
+        assert status == 401
+        status, body, _ = await post(source.url, b'{"EventType": "WorkflowTask", "Wor')
+        assert (status, body["path"]) == (400, "$")
+        assert await inbox.size() == 0
+    assert [record.kind for record in records(dead)] == ["signature", "poison"]
+
+
+async def test_a_full_inbox_answers_503_with_retry_after(tmp_path: Path) -> None:
+    app, _ = make_app(notify_keys=[KEY])
+    release = anyio.Event()
+    started = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        started.set()
+        await release.wait()
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3", max_items=1)
+    async with serve(app, inbox=inbox, inbox_retry_after=7) as source:
+        assert (await post(source.url, signed("t-1")))[0] == 200
+        with anyio.fail_after(10):
+            await started.wait()  # leased and running: still in the inbox until settled
+        status, body, retry_after = await post(source.url, signed("t-2"))
+        assert (status, body["error"], retry_after) == (503, "inbox full", "7")
+        release.set()
+
+
+async def test_a_failing_handler_is_retried_from_the_inbox_then_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    app, dead = make_app(
+        notify_keys=[KEY], retry=RetryPolicy(max_attempts=3, base_delay=0.01, jitter=0.0)
+    )
+    attempts: list[int] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        raise RuntimeError("catalogue down")
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox) as source:
+        assert (await post(source.url, signed("t-1")))[0] == 200
+        with anyio.fail_after(20):
+            while not dead.records:
+                await inbox.wait_for_items(0.05)
+        assert await inbox.size() == 0
+    assert attempts == [1, 2, 3]
+    [record] = records(dead)
+    assert (record.kind, record.attempt) == ("exhausted", 3)
+
+
+async def test_a_signature_that_expires_while_it_waits_is_not_checked_again(
+    tmp_path: Path,
+) -> None:
+    app, dead = make_app(notify_keys=[KEY])
+    attempts: list[int] = []
+    done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise Retry("later", delay=1.5)  # the signature expires meanwhile
+        done.set()
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox) as source:
+        assert (await post(source.url, signed("t-1", expires_in=1)))[0] == 200
+        with anyio.fail_after(20):
+            await done.wait()
+    assert attempts == [1, 2]
+    assert dead.records == []
+
+
+@pytest.mark.parametrize("count", [40])
+async def test_a_burst_is_processed_exactly_once(tmp_path: Path, count: int) -> None:
+    app, _ = make_app(notify_keys=[KEY])
+    handled: list[str] = []
+    all_done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        handled.append(ctx.task_id)
+        if len(handled) == count:
+            all_done.set()
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox) as source:
+        statuses: list[int] = []
+
+        async def one(n: int) -> None:
+            statuses.append((await post(source.url, signed(f"t-{n}")))[0])
+
+        async with anyio.create_task_group() as tg:
+            for n in range(count):
+                tg.start_soon(one, n)
+        with anyio.fail_after(20):
+            await all_done.wait()
+    assert statuses == [200] * count
+    assert sorted(handled) == sorted(f"t-{n}" for n in range(count))
