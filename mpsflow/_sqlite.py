@@ -183,34 +183,17 @@ class SQLiteWriter:
 
     def _commit_inline(self, batch: list[_Item]) -> _Outcome:
         """Run ``batch`` in one transaction without waiting for a lock; raises ``_Busy``."""
+        conn: sqlite3.Connection | None = None
         try:
             conn = self._inline_connection()
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _busy(exc):
-                raise _Busy from exc
-            _close(self._inline)
-            self._inline = None
-            return exc
-        except sqlite3.Error as exc:
-            return exc
-        self.batches += 1
-        self.operations += len(batch)
-        try:
-            results = [operation(conn) for operation, _ in batch]
-            conn.execute("COMMIT")
+            return self._transaction(conn, batch)
         except BaseException as exc:
-            busy = isinstance(exc, sqlite3.OperationalError) and _busy(exc)
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    _close(self._inline)
-                    self._inline = None
-            if busy:
+            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
                 raise _Busy from exc
+            if isinstance(exc, sqlite3.Error) and (conn is None or conn.in_transaction):
+                _close(self._inline)  # it could not be opened or rolled back: start afresh
+                self._inline = None
             return exc
-        return results
 
     def _inline_connection(self) -> sqlite3.Connection:
         conn = self._inline
@@ -266,22 +249,29 @@ class SQLiteWriter:
 
     def _commit(self, batch: list[_Item]) -> _Outcome:
         """Run ``batch`` in one transaction, waiting up to ``busy_timeout`` for the lock."""
-        self.batches += 1
-        self.operations += len(batch)
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            return self._transaction(conn, batch)
+        except BaseException as exc:
+            if isinstance(exc, sqlite3.Error) and (conn is None or conn.in_transaction):
+                _close(self._conn)  # it could not be opened or rolled back: start afresh
+                self._conn = None
+            return exc
+
+    def _transaction(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[object]:
+        """Every operation of ``batch`` in one transaction on ``conn``; rolled back if any
+        raises (``conn.in_transaction`` stays true only when the rollback failed)."""
+        conn.execute("BEGIN IMMEDIATE")
+        self.batches += 1
+        self.operations += len(batch)
+        try:
             results = [operation(conn) for operation, _ in batch]
             conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn is not None and conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    _close(self._conn)
-                    self._conn = None
-            return exc
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
         return results
 
     def _connection(self) -> sqlite3.Connection:

@@ -12,7 +12,7 @@ from collections import Counter
 
 from mpsflow.clock import Clock
 
-__all__ = ["LogThrottle"]
+__all__ = ["LogThrottle", "held_back"]
 
 
 class LogThrottle:
@@ -42,3 +42,14 @@ class LogThrottle:
         self._next = now + self._interval
         held, self._held = self._held, Counter()
         return held
+
+
+def held_back(held: Counter[str], what: str, *, by_kind: bool = True) -> str:
+    """The tail of a line that stands for ``held`` events too: ``"; 3 more rejected since the
+    last such line (expired 1, mismatch 2)"``, or ``""`` when none were held back."""
+    if not held:
+        return ""
+    counts = ", ".join(f"{kind} {n}" for kind, n in sorted(held.items()))
+    return f"; {held.total()} more {what} since the last such line" + (
+        f" ({counts})" if by_kind else ""
+    )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from mpsflow._throttle import LogThrottle
+from mpsflow._throttle import LogThrottle, held_back
 from mpsflow.clock import Clock
 from mpsflow.codec import decode_any
 from mpsflow.context import Context, reset_current_context, set_current_context
@@ -450,10 +450,7 @@ class Pipeline:
         if held is None:
             return
         what = " ".join(filter(None, [record.event_type, record.task_id])) or "a notification"
-        more = ""
-        if held:
-            counts = ", ".join(f"{kind} {n}" for kind, n in sorted(held.items()))
-            more = f"; {held.total()} more dead-lettered since the last such line ({counts})"
+        more = held_back(held, "dead-lettered")
         _log.warning(
             "dead-lettered %s from %s (%s): %s; record %s%s",
             what,

@@ -23,7 +23,7 @@ import logging
 
 import anyio
 
-from mpsflow._throttle import LogThrottle
+from mpsflow._throttle import LogThrottle, held_back
 from mpsflow.clock import Clock
 from mpsflow.dedup.effects import effect_key
 from mpsflow.dedup.idempotency import Decision, Idempotency
@@ -145,9 +145,7 @@ class DedupMiddleware:
         held = self._throttle.admit()
         if held is None:
             return
-        more = ""
-        if held:
-            more = f"; {held.total()} more handler runs deferred since the last such line"
+        more = held_back(held, "handler runs deferred", by_kind=False)
         _log.warning(
             "%s; handler %s will be retried in %gs%s",
             unavailable_message(exc, self.idempotency.store),

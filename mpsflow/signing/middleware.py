@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from mpsflow._throttle import LogThrottle
+from mpsflow._throttle import LogThrottle, held_back
 from mpsflow.clock import Clock
 from mpsflow.codec import DEFAULT_MAX_SIZE, decode_any
 from mpsflow.delivery import Cause, Outcome, Settlement
@@ -141,10 +141,7 @@ class SignatureMiddleware:
             if remote
             else f"from source {_safe(delivery.source)}"
         )
-        more = ""
-        if held:
-            counts = ", ".join(f"{kind} {count}" for kind, count in sorted(held.items()))
-            more = f"; {held.total()} more rejected since the last such line, not logged ({counts})"
+        more = held_back(held, "rejected")
         _log.warning(
             "signature %s: rejected %s %s; %s%s",
             reason.value,

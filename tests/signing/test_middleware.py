@@ -414,7 +414,7 @@ async def test_rejections_are_rate_limited_on_the_app_clock_and_counted(
     assert first.startswith("signature mismatch: ")
     assert second.startswith("signature mismatch: rejected TaskId t-after-the-window ")
     assert second.endswith(
-        "; 4 more rejected since the last such line, not logged (expired 1, mismatch 2, missing 1)"
+        "; 4 more rejected since the last such line (expired 1, mismatch 2, missing 1)"
     )
     snapshot = app.metrics.snapshot()  # type: ignore[attr-defined]
     assert sum(snapshot["signature_rejections"].values()) == 6  # every one is counted
