@@ -137,6 +137,12 @@ class CmqSource(PullSource):
             )
             await self._clock.sleep(delay)
             return []
+        if self._receive_failures:
+            _log.info(
+                "receive from %s works again after %d failed attempt(s)",
+                self.queue,
+                self._receive_failures,
+            )
         self._receive_failures = 0
         self._received = True
         now, mono = self._clock.time(), self._clock.monotonic()

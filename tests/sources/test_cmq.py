@@ -301,6 +301,19 @@ class RestartWatch(logging.Handler):
                 self.seen.set()
 
 
+class LineWatch(logging.Handler):
+    """Sets ``seen`` once a line starting with ``start`` was logged."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+        self.seen = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.start):
+            self.seen.set()
+
+
 class SwitchableKeys:
     """Credentials that can be swapped while the source runs (keys revoked, then fixed)."""
 
@@ -357,3 +370,41 @@ async def test_credentials_refused_after_serving_restart_the_source_with_backoff
     assert lines[0].endswith("; restarting in 0.5s")
     assert lines[1].startswith("source cmq cannot run: CMQ refused the credentials for queue")
     assert lines[1].endswith("; restarting in 1s")
+
+
+async def test_an_endpoint_that_goes_away_after_serving_is_polled_until_it_is_back(
+    queue_server: QueueServer, cmq_credential: Credential, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await queue_server()
+    port = server.port
+    app, _ = make_app()
+    seen: list[str] = []
+    first, second = anyio.Event(), anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        seen.append(ctx.task_id)
+        (first if len(seen) == 1 else second).set()
+
+    caplog.set_level(logging.INFO, logger="mpsflow.sources.cmq")
+    failed = LineWatch(f"receive from {QUEUE} failed")
+    logging.getLogger("mpsflow.sources.cmq").addHandler(failed)
+    fast = RetryPolicy(max_attempts=1_000_000, base_delay=0.01, max_delay=0.05, jitter=0.0)
+    async with CmqClient(server.url, cmq_credential, retry=RetryPolicy(max_attempts=1)) as client:
+        source = CmqSource(client, QUEUE, wait_seconds=0, pollers=1, error_backoff=fast)
+        await client.send(QUEUE, body(1))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: app.run(source, handle_signals=False))
+            with anyio.fail_after(20):
+                await first.wait()
+                await server.stop()  # gone after serving: not a startup error
+                await failed.seen.wait()
+                await server.start("127.0.0.1", port)
+                await client.send(QUEUE, body(2))
+                await second.wait()
+            app.stop()
+    logging.getLogger("mpsflow.sources.cmq").removeHandler(failed)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith(f"receive from {QUEUE} failed (") for line in lines)
+    assert any(line.startswith(f"receive from {QUEUE} works again after ") for line in lines)
+    assert seen == ["task-1", "task-2"]
