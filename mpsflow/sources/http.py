@@ -233,7 +233,12 @@ class HttpSource:
         if inbox is None:
             await self._serve(runtime)
             return
-        consumer = InboxSource(inbox, name=self.name, lease_seconds=self.handler_budget)
+        consumer = InboxSource(
+            inbox,
+            name=self.name,
+            max_in_flight=self.max_in_flight,
+            lease_seconds=self.handler_budget,
+        )
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(consumer.run, runtime)

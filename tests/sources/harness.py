@@ -13,6 +13,10 @@ memory     ``MemorySource.add``          settled in ``report``    ``retry`` in `
 inprocess  ``InProcessSource.put``       settled in ``report``    ``retry`` in ``report``
 file       one ``.json`` file each       settled in ``report``    ``retry`` in ``report``
 http       a POST over loopback          200, or a final 4xx      5xx, 503, refused, cut off
+http-inbox a POST over loopback; its     deleted from the inbox   made visible again after the
+           200 puts it in the inbox      (``settle``), or a       retry delay (``retry``), still
+                                         final 4xx at the door    leased when the run ended; at
+                                                                  the door: 503, refused, cut off
 cmq        ``CmqClient.send``            its receipt deleted      not deleted: it comes back
                                                                   with ``dequeueCount`` + 1
 scf        ``main_handler(event, ctx)``  it returns               it raises InvocationFailed
@@ -20,10 +24,12 @@ scf        ``main_handler(event, ctx)``  it returns               it raises Invo
 
 Redelivery is the peer's job: the HTTP harness posts again (as MPS or an operator would), the
 SCF harness invokes again (as the platform does), the CMQ harness moves the queue server's
-FakeClock past the visibility timeout; in-process sources retry by themselves, after a backoff
-slept on a FakeClock. A *restart* is another ``running()`` block: the channel survives it (the
-queue, the files, the sender's unanswered notifications, the in-memory source object), as it
-would survive a process restart.
+FakeClock past the visibility timeout, the HTTP-inbox harness moves the inbox's FakeClock past
+the retry delay or the lease (and posts again what the door did not take); in-process sources
+retry by themselves, after a backoff slept on a FakeClock. A *restart* is another
+``running()`` block: the channel survives it (the queue, the files, the inbox's file, the
+sender's unanswered notifications, the in-memory source object), as it would survive a process
+restart.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import aiohttp
 import anyio
@@ -48,6 +54,7 @@ from mpsflow import App, Call, CallNext, Delivery, Outcome, Source
 from mpsflow.clock import FakeClock
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import InvocationFailed
+from mpsflow.inbox import InboxItem, SQLiteInbox
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.sources.file import FileSource
@@ -297,6 +304,10 @@ class PushHarness(SourceHarness):
     async def _start(self, group: anyio.abc.TaskGroup) -> None:
         await self._open(group)
         staged, self._staged = self._staged, []
+        self._send_staged(group, staged)
+
+    def _send_staged(self, group: anyio.abc.TaskGroup, staged: list[Ticket]) -> None:
+        """Push what was delivered before the run: all at once, as a burst of callbacks."""
         for ticket in staged:
             group.start_soon(self._send, ticket)
 
@@ -346,9 +357,13 @@ class HttpHarness(PushHarness):
                 yield
 
     async def _open(self, group: anyio.abc.TaskGroup) -> None:
-        self._source = HttpSource(port=0, **self._limit())
+        self._source = HttpSource(port=0, **self._limit(), **self._source_options())
         self._run_app(group, self._source)
         await self._source.wait_serving()
+
+    def _source_options(self) -> dict[str, Any]:
+        """More ``HttpSource`` options for this run."""
+        return {}
 
     async def _push(self, ticket: Ticket) -> str:
         assert self._session is not None
@@ -370,6 +385,255 @@ class HttpHarness(PushHarness):
     async def untaken(self, ticket: Ticket) -> bool:
         await self.until(lambda: len(ticket.answers) > ticket.read)
         return ticket.answers[ticket.read] in self.REFUSALS
+
+
+class InboxEvidence(NamedTuple):
+    """One settlement of a notification in the HTTP-inbox channel."""
+
+    text: str
+    """What happened, in the channel's words (what ``settlements`` lists)."""
+    back_at: float | None = None
+    """For an item left in the inbox: the inbox's time (its FakeClock) it is visible again."""
+
+
+@dataclass
+class InboxLease:
+    """One lease of an item the harness knows (its body is a ticket's)."""
+
+    ticket: Ticket
+    until: float
+    """The inbox's time the lease ends."""
+    run: int
+    """The run that took it (``InboxLog.run``)."""
+    ended: bool = False
+    """Settled, retried, or counted as left when its run ended."""
+
+
+@dataclass
+class InboxLog:
+    """Every settlement per ticket: the door's refusals (noted by the harness), and what the
+    source's inbox answered its consumer (noted by ``RecordingInbox``)."""
+
+    changed: Signal
+    clock: FakeClock
+    tickets: Sequence[Ticket]
+    evidence: dict[Ticket, list[InboxEvidence]] = field(default_factory=dict)
+    leases: dict[tuple[int, int], InboxLease] = field(default_factory=dict)
+    """By ``(item id, attempt)``: the lease the inbox's ``settle`` and ``retry`` name."""
+    appended: int = 0
+    removed: int = 0
+    run: int = 0
+
+    def note(self, ticket: Ticket, evidence: InboxEvidence) -> None:
+        self.evidence.setdefault(ticket, []).append(evidence)
+        self.changed.notify()
+
+    def leased(self, items: Sequence[InboxItem], until: float) -> None:
+        for item in items:
+            ticket = next((t for t in self.tickets if t.body == item.body), None)
+            if ticket is not None:
+                self.leases[item.id, item.attempt] = InboxLease(ticket, until, self.run)
+        self.changed.notify()
+
+    def leases_of(self, ticket: Ticket) -> int:
+        return sum(lease.ticket is ticket for lease in self.leases.values())
+
+    def ended(self, item_id: int, attempt: int, evidence: InboxEvidence) -> None:
+        lease = self.leases.get((item_id, attempt))
+        if lease is not None and not lease.ended:
+            lease.ended = True
+            self.note(lease.ticket, evidence)
+
+    def left_leased(self) -> None:
+        """After a run: the leases it took and did not settle are still the inbox's items,
+        hidden until the lease ends (then leased again, as the next attempt)."""
+        for lease in self.leases.values():
+            if lease.run == self.run and not lease.ended:
+                lease.ended = True
+                self.note(lease.ticket, InboxEvidence(STILL_LEASED, lease.until))
+
+
+DELETED = "deleted from the inbox"
+NOT_DELETED = "not deleted: the lease was no longer this one"
+RETRIED = "visible again after the retry delay"
+NOT_RETRIED = "not retried: the lease was no longer this one"
+STILL_LEASED = "still leased when the run ended"
+_AT_DOOR = "answered "
+
+
+class RecordingInbox:
+    """The source's inbox: a ``SQLiteInbox`` on the harness's file and FakeClock, every call
+    delegated to it, what it answered noted in an ``InboxLog``.
+
+    One addition: ``wait_for_items`` also returns once the inbox's clock has moved since the
+    last lease, as it returns once ``at_most`` real seconds passed: the inbox's time is the
+    FakeClock here, so an item whose retry delay or lease the harness let pass is leased at
+    once instead of at the consumer's next poll.
+    """
+
+    def __init__(self, inbox: SQLiteInbox, log: InboxLog, moved: Signal) -> None:
+        self._inbox = inbox
+        self._log = log
+        self._moved = moved
+        self._looked_at = log.clock.time()
+
+    def describe(self) -> str:
+        return self._inbox.describe()
+
+    async def append(self, body: bytes) -> bool:
+        added = await self._inbox.append(body)
+        self._log.appended += added
+        return added
+
+    async def lease(self, max_count: int, lease_seconds: float) -> list[InboxItem]:
+        self._looked_at = now = self._log.clock.time()  # the inbox reads its clock now too
+        items = await self._inbox.lease(max_count, lease_seconds)
+        self._log.leased(items, now + lease_seconds)
+        return items
+
+    async def settle(self, item_id: int, attempt: int) -> bool:
+        done = await self._inbox.settle(item_id, attempt)
+        self._log.removed += done
+        self._log.ended(item_id, attempt, InboxEvidence(DELETED if done else NOT_DELETED))
+        return done
+
+    async def retry(self, item_id: int, attempt: int, delay: float) -> bool:
+        back_at = self._log.clock.time() + max(delay, 0.0)
+        done = await self._inbox.retry(item_id, attempt, delay)
+        evidence = InboxEvidence(RETRIED, back_at) if done else InboxEvidence(NOT_RETRIED)
+        self._log.ended(item_id, attempt, evidence)
+        return done
+
+    async def reclaim(self) -> int:
+        return await self._inbox.reclaim()
+
+    async def wait_for_items(self, at_most: float) -> None:
+        looked_at = self._looked_at
+        clock = self._log.clock
+        async with anyio.create_task_group() as group:
+
+            async def appended() -> None:
+                await self._inbox.wait_for_items(at_most)
+                group.cancel_scope.cancel()
+
+            group.start_soon(appended)
+            await self._moved.wait_until(lambda: clock.time() != looked_at)
+            group.cancel_scope.cancel()
+
+    async def size(self) -> int:
+        return await self._inbox.size()
+
+    async def close(self) -> None:
+        await self._inbox.close()
+
+
+class HttpInboxHarness(HttpHarness):
+    """``HttpSource`` with a durable inbox (``mpsflow run``'s default): the door checks a POST
+    (signature, decode), appends it and answers 200; the source's consumer leases it from the
+    inbox and settles it there.
+
+    A POST answered 200 is handed over, not settled: the inbox holds it. Its deliveries are
+    the inbox's leases, settled in the inbox's own terms: deleted (acked), made visible again
+    after the retry delay, or left leased by a run that ended (both left for redelivery: the
+    lease is taken again, as the next attempt, once that time has passed). A door that
+    refuses (401, 400: recorded as dead letters) gives a final answer and queues nothing; a
+    503, a refused or a cut-off POST is the sender's to send again, as for ``http``.
+
+    Items are the tickets whose body they hold (a case's bodies differ from each other).
+    The inbox is a ``SQLiteInbox`` on one file and on the harness's FakeClock: a restart
+    opens the same file (the notifications it holds survive, as they survive a process
+    restart), and redelivery moves the clock past the retry delay or the lease, as the CMQ
+    harness moves its server's. The lease is the source's ``handler_budget`` (60 s on the
+    inbox's clock; the app's deadlines stay on real time, far away).
+    """
+
+    name = "http-inbox"
+
+    def __init__(self, env: Env) -> None:
+        super().__init__(env)
+        self.clock = FakeClock()
+        self.moved = Signal()
+        """Notified when the harness moves the inbox's clock."""
+        self.path = env.tmp_path / "inbox.sqlite3"
+        self.log = InboxLog(self.changed, self.clock, self.tickets)
+        self._inbox: RecordingInbox | None = None
+        self._posted: dict[Ticket, tuple[int, int]] = {}
+        """Per ticket: how many times it was posted, and how many leases it had by the last."""
+
+    def _source_options(self) -> dict[str, Any]:
+        self._inbox = RecordingInbox(SQLiteInbox(self.path, clock=self.clock), self.log, self.moved)
+        return {"inbox": self._inbox}
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        self.log.run += 1
+        try:
+            async with super().running():
+                yield
+            self.log.left_leased()
+            assert self._inbox is not None
+            held = self.log.appended - self.log.removed
+            assert await self._inbox.size() == held, "the inbox does not hold what was left"
+        finally:
+            inbox, self._inbox = self._inbox, None
+            if inbox is not None:
+                await inbox.close()
+
+    def _send_staged(self, group: anyio.abc.TaskGroup, staged: list[Ticket]) -> None:
+        """One after another: a sender with a backlog (MPS catching up, ``mpsflow send`` of a
+        folder) each answered at once by the inbox; unlike ``http``, no answer waits for a
+        handler, so the door's request limit is never what holds a notification back."""
+
+        async def in_order() -> None:
+            for ticket in staged:
+                await self._send(ticket)
+
+        group.start_soon(in_order)
+
+    async def _hand_over(self, ticket: Ticket) -> None:
+        posts, _ = self._posted.get(ticket, (0, 0))
+        self._posted[ticket] = (posts + 1, self.log.leases_of(ticket))
+        await super()._hand_over(ticket)
+
+    async def _send(self, ticket: Ticket) -> None:
+        answer = await self._push(ticket)
+        ticket.answers.append(answer)
+        if answer != "200":  # not in the inbox: the door's answer settles this delivery
+            self.log.note(ticket, InboxEvidence(_AT_DOOR + answer))
+        self.changed.notify()
+
+    def settlements(self, ticket: Ticket) -> list[str]:
+        return [evidence.text for evidence in self.log.evidence.get(ticket, [])]
+
+    def verdict(self, settlement: str) -> Verdict:
+        if settlement.startswith(_AT_DOOR):
+            return super().verdict(settlement.removeprefix(_AT_DOOR))
+        return {
+            DELETED: Verdict.ACKED,
+            NOT_DELETED: Verdict.REDELIVER,
+            RETRIED: Verdict.REDELIVER,
+            NOT_RETRIED: Verdict.REDELIVER,
+            STILL_LEASED: Verdict.REDELIVER,
+        }[settlement]
+
+    async def redeliver(self, ticket: Ticket) -> None:
+        settled = self.log.evidence.get(ticket, [])[: ticket.read]
+        if not settled:
+            return  # in the inbox, never leased: the source takes it by itself
+        last = settled[-1]
+        if last.text.startswith(_AT_DOOR):
+            await self._hand_over(ticket)  # the sender kept it: it posts it again
+        elif last.back_at is not None and last.back_at >= self.clock.time():
+            self.clock.advance(last.back_at - self.clock.time() + 1)
+            self.moved.notify()
+
+    async def untaken(self, ticket: Ticket) -> bool:
+        posts, leases = self._posted[ticket]
+        await self.until(lambda: len(ticket.answers) >= posts)
+        if ticket.answers[-1] != "200":
+            return ticket.answers[-1] in self.REFUSALS
+        await anyio.wait_all_tasks_blocked()  # in the inbox: the consumer had every chance
+        return self.log.leases_of(ticket) == leases
 
 
 class ScfHarness(PushHarness):
@@ -653,6 +917,7 @@ HARNESSES: tuple[type[SourceHarness], ...] = (
     InProcessHarness,
     FileHarness,
     HttpHarness,
+    HttpInboxHarness,
     CmqHarness,
     ScfHarness,
 )

@@ -1,9 +1,10 @@
-"""The Source contract: every source (memory, in-process, file, HTTP, CMQ, SCF) passes it.
+"""The Source contract: every source (memory, in-process, file, HTTP, HTTP with a durable
+inbox, CMQ, SCF) passes it.
 
 Each case is written once against :class:`~tests.sources.harness.SourceHarness` and runs once
-per source; how a source is fed and how it settles (HTTP status, CMQ delete, SCF return or
-raise, the in-process report) is the harness's business, so the cases read as the delivery
-contract does:
+per source; how a source is fed and how it settles (HTTP status, the inbox's delete or retry,
+CMQ delete, SCF return or raise, the in-process report) is the harness's business, so the
+cases read as the delivery contract does:
 
 - a valid notification runs its handler once and is acked;
 - a failed delivery is left for redelivery and comes back as attempt 2; when the retry
@@ -14,7 +15,8 @@ contract does:
   never acked unfinished, and ``app.run`` returns;
 - with ``max_in_flight=N``, at most N handlers run at once and the rest are not lost.
 
-Cases that cannot apply to a source are excluded by the harness, with the reason.
+Cases that cannot apply to a source are excluded by the harness, with the reason; a case a
+source is known to break is a strict xfail that says how.
 """
 
 from __future__ import annotations
@@ -272,7 +274,7 @@ async def test_max_in_flight_bounds_the_running_handlers_and_loses_none(
             taken = {task_id for task_id, _ in calls.started}
             for task_id, ticket in tickets.items():
                 if task_id not in taken:
-                    assert await harness.untaken(ticket), task_id  # HTTP: 503; pull: not pulled
+                    assert await harness.untaken(ticket), task_id  # HTTP: 503; else not taken
             assert (calls.running, len(calls.started)) == (limit, limit)
             calls.gate.set()
             verdicts = [await harness.until_acked(ticket) for ticket in tickets.values()]
