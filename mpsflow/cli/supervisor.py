@@ -186,6 +186,9 @@ def serve_workers(
 
     host, port = args.http
     sock = listen(host, port)  # StartupError saying what to do when the port is taken
+    # Every worker accepts on it from an event loop, and the blocking mode belongs to the open
+    # file they all share: a worker whose loop calls accept() on a blocking one stalls there.
+    sock.setblocking(False)
     bound_port = sock.getsockname()[1]
     args.http = (host, bound_port)
     scheme = "https" if args.certfile else "http"

@@ -4,21 +4,27 @@ second SIGINT (exit 130); deferrals logged at INFO with a summary line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 import anyio
 import anyio.abc
 import pytest
+from aiohttp import web
 
+from mpsflow import App
+from mpsflow.sinks.memory import MemorySink
+from mpsflow.sources.http import HttpSource, listen
 from mpsflow.testing import build_notification, media_result
 from tests.plugins.cmq_server import CmqServerFactory
 from tests.process_output import Output, mpsflow_process
@@ -65,17 +71,44 @@ def seen(tmp_path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def post_all(url: str, bodies: list[bytes], *, new_connections: bool = False) -> list[int]:
-    connector = aiohttp.TCPConnector(force_close=new_connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
+CLIENT_TIMEOUT = 30.0
+"""Seconds one request may take, connecting included (aiohttp's own default is 5 minutes)."""
+
+
+def client(*, new_connections: bool = False) -> aiohttp.ClientSession:
+    """A client whose every request gives up after ``CLIENT_TIMEOUT``; ``new_connections``:
+    one connection per request (so with ``--workers`` any worker may take each)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=new_connections),
+        timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT),
+    )
+
+
+@contextmanager
+def answered(request: str, output: Output | None = None) -> Iterator[None]:
+    """Fail saying which ``request`` got no answer (and what mpsflow logged) when the client
+    gives up on it, instead of a bare timeout."""
+    try:
+        yield
+    except asyncio.TimeoutError:  # aiohttp's (TimeoutError itself from Python 3.11 on)
+        logged = f"; mpsflow logged:\n{output.text}" if output is not None else ""
+        pytest.fail(f"no answer to {request} within {CLIENT_TIMEOUT:g}s{logged}")
+
+
+async def post_all(
+    url: str, bodies: list[bytes], *, new_connections: bool = False, output: Output | None = None
+) -> list[int]:
+    """The status of each of ``bodies`` POSTed to ``url`` in turn."""
+    async with client(new_connections=new_connections) as session:
         statuses: list[int] = []
-        for body in bodies:
-            async with session.post(url, data=body) as response:
-                statuses.append(response.status)
+        for n, body in enumerate(bodies, 1):
+            with answered(f"POST {n} of {len(bodies)} to {url}", output):
+                async with session.post(url, data=body) as response:
+                    statuses.append(response.status)
         return statuses
 
 
-async def scrape_acks(url: str, scrapes: int = 4) -> int:
+async def scrape_acks(url: str, scrapes: int = 4, *, output: Output | None = None) -> int:
     """The acks ``/metrics`` counts in all, the same on every one of ``scrapes`` scrapes.
 
     Each scrape is on a new connection, so any worker may answer it: each adds its own live
@@ -84,12 +117,12 @@ async def scrape_acks(url: str, scrapes: int = 4) -> int:
     """
     metrics_url = url.removesuffix("/mps/callback") + "/metrics"
     counts: list[int] = []
-    connector = aiohttp.TCPConnector(force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(scrapes):
-            async with session.get(metrics_url) as response:
-                assert response.status == 200
-                match = ACKS.search(await response.text())
+    async with client(new_connections=True) as session:
+        for n in range(1, scrapes + 1):
+            with answered(f"GET {n} of {scrapes} of {metrics_url}", output):
+                async with session.get(metrics_url) as response:
+                    assert response.status == 200
+                    match = ACKS.search(await response.text())
             counts.append(int(match.group(1)) if match else 0)
     assert len(set(counts)) == 1, counts
     return counts[0]
@@ -124,14 +157,15 @@ async def test_run_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> No
 
 async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> None:
     write_app(tmp_path)
-    # Without the inbox, so that each answer waits for its handler.
+    # Without the inbox, so that each answer waits for its handler: the workers that answered
+    # are those that handled, and the acks are counted before the answers go out.
     args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2", "--no-inbox")
     async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
         started = [int(m.group(1)) for m in await output.wait_for_all(WORKER, 2)]
         await output.wait_for_all(SERVING, 3)  # the supervisor's line and each worker's
         url = (await output.wait_for(SERVING)).group(1)
         batch = [note(f"a-{n}") for n in range(10)]
-        assert await post_all(url, batch, new_connections=True) == [200] * 10
+        assert await post_all(url, batch, new_connections=True, output=output) == [200] * 10
 
         # SIGKILL every worker that answered one of them, at once: well within the second
         # between two periodic publishes, so only what it recorded before answering is left.
@@ -142,11 +176,14 @@ async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> No
         workers = [int(m.group(1)) for m in await output.wait_for_all(WORKER, 2 + len(crashed))]
         replacements = workers[2:]
         assert not set(replacements) & set(started)
-        assert await scrape_acks(url) == 10  # the killed workers' counts are all kept
+        # Right away, while the replacements start: the port answers all along (a request
+        # no worker takes yet waits in the listen backlog).
+        assert await scrape_acks(url, output=output) == 10  # the killed workers' counts stay
 
         batch = [note(f"b-{n}") for n in range(10)]
-        assert await post_all(url, batch, new_connections=True) == [200] * 10
-        assert await scrape_acks(url) == 20
+        assert await post_all(url, batch, new_connections=True, output=output) == [200] * 10
+        assert await scrape_acks(url, output=output) == 20
+        await output.wait_for_all(SERVING, 3 + len(crashed))  # every replacement serves
 
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
@@ -156,6 +193,36 @@ async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> No
     for pid in set(workers) - crashed:
         with pytest.raises(ProcessLookupError):  # every worker is gone with the supervisor
             os.kill(pid, 0)
+
+
+async def test_a_worker_starting_leaves_the_shared_socket_non_blocking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker starting on the listening socket the others serve never makes it blocking.
+
+    The blocking mode belongs to the open file all the workers share: were it blocking even
+    for a moment, a serving worker's event loop would take a connection, then block in its
+    next ``accept()`` until another one came, and the one it took would wait unanswered (a
+    crashed worker's replacement starting up left the port without answers).
+    """
+    modes: list[bool] = []
+    start = web.SockSite.start
+
+    async def start_serving(site: web.SockSite) -> None:
+        modes.append(os.get_blocking(shared.fileno()))  # as the serving workers see it now
+        await start(site)
+
+    monkeypatch.setattr(web.SockSite, "start", start_serving)
+    with listen("127.0.0.1", 0) as shared:  # a blocking socket object, bound before forking
+        os.set_blocking(shared.fileno(), False)  # as the serving workers' event loops keep it
+        app = App(dead_letters=MemorySink())
+        source = HttpSource(sock=shared)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(app.run, source, handle_signals=False))
+            with anyio.fail_after(30):
+                await source.wait_serving()
+            app.stop()
+    assert modes == [False]
 
 
 async def run_mpsflow(cwd: Path, *args: str) -> tuple[int, str, str]:
