@@ -453,7 +453,9 @@ async def test_deferred_runs_are_info_lines_and_one_summary(
 ) -> None:
     clock = FakeClock()
     app = quiet_app(clock=clock)
-    reasons = ["a duplicate is in progress elsewhere"] * 2 + ["idempotency store unavailable"]
+    reasons = ["a duplicate is in progress elsewhere or its worker stopped"] * 2 + [
+        "idempotency store unavailable"
+    ]
 
     async def defer_three(call: Call, call_next: CallNext) -> Outcome:
         if reasons:
@@ -472,15 +474,15 @@ async def test_deferred_runs_are_info_lines_and_one_summary(
     assert [s.outcome.settlement for s in source.report][-1] is Settlement.ACK
     deferred = [r for r in caplog.records if "deferred" in r.getMessage()]
     assert [(r.levelname, r.getMessage().partition(".handler ")[2]) for r in deferred[:3]] == [
-        ("INFO", "deferred: a duplicate is in progress elsewhere"),
-        ("INFO", "deferred: a duplicate is in progress elsewhere"),
+        ("INFO", "deferred: a duplicate is in progress elsewhere or its worker stopped"),
+        ("INFO", "deferred: a duplicate is in progress elsewhere or its worker stopped"),
         ("INFO", "deferred: idempotency store unavailable"),
     ]
     [summary] = deferred[3:]  # the last one, when run ends
     assert summary.levelname == "INFO"
     assert re.fullmatch(
-        r"deferred 3 handler runs in the last \d+s \(a duplicate is in progress elsewhere: 2, "
-        r"idempotency store unavailable: 1\)",
+        r"deferred 3 handler runs in the last \d+s \(a duplicate is in progress elsewhere or its "
+        r"worker stopped: 2, idempotency store unavailable: 1\)",
         summary.getMessage(),
     )
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -392,16 +392,17 @@ def test_deferral_summary_counts_by_reason_since_the_last_line() -> None:
     counter = DeferralCounter(now=lambda: now[0])
     assert counter.summary() is None  # nothing deferred: no line
     for reason in [
-        "a duplicate is in progress elsewhere",
+        "a duplicate is in progress elsewhere or its worker stopped",
         "idempotency store unavailable: redis://db:6379/0 refused",
-        "a duplicate is in progress elsewhere",
+        "a duplicate is in progress elsewhere or its worker stopped",
         "idempotency store unavailable: timeout",
     ]:
         counter.add(reason)
     now[0] += 60.2
     assert counter.summary() == (
         "deferred 4 handler runs in the last 60s "
-        "(a duplicate is in progress elsewhere: 2, idempotency store unavailable: 2)"
+        "(a duplicate is in progress elsewhere or its worker stopped: 2, "
+        "idempotency store unavailable: 2)"
     )
     assert counter.summary() is None  # a new count from the last line on
     counter.add("busy")

@@ -129,7 +129,7 @@ class DedupMiddleware:
             return Outcome(
                 Settlement.RETRY,
                 retry_after=min(max(decision.retry_after, 1.0), self.busy_retry_after),
-                reason="a duplicate is in progress elsewhere",
+                reason="a duplicate is in progress elsewhere or its worker stopped",
                 cause=Cause.DEFERRED,
             )
         try:

@@ -56,8 +56,15 @@ class Inbox(Protocol):
         """Remove a processed item; False when the lease was no longer the caller's."""
         ...
 
-    async def retry(self, item_id: int, attempt: int, delay: float) -> bool:
-        """Make the item visible again ``delay`` seconds from now; False as for ``settle``."""
+    async def retry(
+        self, item_id: int, attempt: int, delay: float, *, counted: bool = True
+    ) -> bool:
+        """Make the item visible again ``delay`` seconds from now; False as for ``settle``.
+
+        ``counted=False`` gives the attempt back: the delivery was put off (a duplicate in
+        progress, the dedup store down) or cut off at shutdown, and no handler failed, so the
+        next lease has the same attempt number.
+        """
         ...
 
     async def wait_for_items(self, at_most: float) -> None:

@@ -5,8 +5,10 @@ delivery (its signature was checked at the door, see ``Delivery.admitted``), and
 by the outcome: acked, dead-lettered or rejected items are removed; a retry makes the item
 visible again after the outcome's ``retry_after``. The attempt number is the inbox's, so it
 survives restarts, and the app's retry policy ends a notification that keeps failing with a
-dead letter. A delivery's deadline is its lease: past it, another consumer may take the item
-(and dedup keeps the handlers from running twice).
+dead letter; a run put off by middleware (``Cause.DEFERRED``) does not use up an attempt, and
+neither does a delivery cut off at shutdown: its lease is given back for the next run. A
+delivery's deadline is its lease: past it, another consumer may take the item (and dedup keeps
+the handlers from running twice).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 import anyio
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.delivery import Delivery, Outcome
+from mpsflow.delivery import Cause, Delivery, Outcome
 from mpsflow.errors import InboxUnavailable
 from mpsflow.inbox.base import Inbox
 from mpsflow.sources.base import PullSource
@@ -59,6 +61,8 @@ class InboxSource(PullSource):
         self.poll_interval = poll_interval
         self._clock: Clock = SystemClock()
         """The app's clock once running (deadlines are on its monotonic time)."""
+        self._held: dict[str, None] = {}
+        """Leases (``"id:attempt"``) handed on and not settled yet."""
 
     def __repr__(self) -> str:
         return f"InboxSource({self.inbox!r}, name={self.name!r})"
@@ -77,7 +81,11 @@ class InboxSource(PullSource):
                         "took back %d notification(s) leased by a process that is gone",
                         taken_back,
                     )
-        await super().run(runtime)
+        try:
+            await super().run(runtime)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._give_back()
 
     async def receive(self, max_count: int) -> Sequence[Delivery]:
         try:
@@ -91,6 +99,8 @@ class InboxSource(PullSource):
             await self.inbox.wait_for_items(self.poll_interval)
             return []
         deadline = self._clock.monotonic() + self.lease_seconds
+        for item in items:
+            self._held[f"{item.id}:{item.attempt}"] = None
         return [
             Delivery(
                 item.body,
@@ -105,12 +115,33 @@ class InboxSource(PullSource):
         ]
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        item_id, _, attempt = delivery.meta[_LEASE].partition(":")
+        lease = delivery.meta[_LEASE]
+        self._held.pop(lease, None)
+        item_id, _, attempt = lease.partition(":")
         try:
             if outcome.settled:
                 await self.inbox.settle(int(item_id), int(attempt))
             else:
-                await self.inbox.retry(int(item_id), int(attempt), outcome.retry_after)
+                # A run put off by middleware (a duplicate in progress, the store down) did
+                # not fail: it does not use up an attempt.
+                counted = outcome.cause is not Cause.DEFERRED
+                await self.inbox.retry(
+                    int(item_id), int(attempt), outcome.retry_after, counted=counted
+                )
         except InboxUnavailable as exc:
             # Left leased: it comes back when the lease ends, and dedup skips what finished.
             _log.warning("%s; notification %s comes back when its lease ends", exc, item_id)
+
+    async def _give_back(self) -> None:
+        """Leases this run took and never settled (cut off at shutdown): visible again at
+        once, with their attempt given back, for the next run."""
+        held, self._held = self._held, {}
+        for lease in held:
+            item_id, _, attempt = lease.partition(":")
+            try:
+                await self.inbox.retry(int(item_id), int(attempt), 0.0, counted=False)
+            except InboxUnavailable as exc:
+                _log.warning(
+                    "%s; %d notification(s) come back when their leases end", exc, len(held)
+                )
+                return

@@ -56,7 +56,10 @@ _VISIBLE = (
 )
 _TAKE = f"UPDATE {_TABLE} SET visible_at = ?, attempts = attempts + 1, owner = ? WHERE id = ?"
 _DELETE = f"DELETE FROM {_TABLE} WHERE id = ? AND attempts = ?"
-_AGAIN = f"UPDATE {_TABLE} SET visible_at = ?, owner = '' WHERE id = ? AND attempts = ?"
+_AGAIN = (
+    f"UPDATE {_TABLE} SET visible_at = ?, owner = '', attempts = attempts - ?"
+    " WHERE id = ? AND attempts = ?"
+)
 _OWNERS = f"SELECT DISTINCT owner FROM {_TABLE} WHERE visible_at > ? AND owner LIKE ?"
 _RECLAIM = f"UPDATE {_TABLE} SET visible_at = 0, owner = '' WHERE owner = ? AND visible_at > ?"
 
@@ -152,12 +155,17 @@ class SQLiteInbox:
 
         return await self._run(settle)
 
-    async def retry(self, item_id: int, attempt: int, delay: float) -> bool:
-        """Make the item visible again ``delay`` seconds from now."""
+    async def retry(
+        self, item_id: int, attempt: int, delay: float, *, counted: bool = True
+    ) -> bool:
+        """Make the item visible again ``delay`` seconds from now (``counted=False``: with
+        the attempt given back)."""
         visible_at = self._clock.time() + max(delay, 0.0)
+        give_back = 0 if counted else 1
 
         def retry(conn: sqlite3.Connection) -> bool:
-            return conn.execute(_AGAIN, (visible_at, item_id, attempt)).rowcount == 1
+            args = (visible_at, give_back, item_id, attempt)
+            return conn.execute(_AGAIN, args).rowcount == 1
 
         return await self._run(retry)
 

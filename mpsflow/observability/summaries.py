@@ -4,8 +4,8 @@ A deferral (a duplicate in progress elsewhere, the idempotency store briefly una
 routine: the run is put off and tried again later without using up an attempt. The pipeline
 logs each one at INFO and counts it here; the running app logs one summary line per interval
 (at most one a minute) while deferrals happen, and a last one when it stops, e.g.
-``deferred 50 handler runs in the last 60s (a duplicate is in progress elsewhere: 48,
-idempotency store unavailable: 2)``.
+``deferred 50 handler runs in the last 60s (a duplicate is in progress elsewhere or its
+worker stopped: 48, idempotency store unavailable: 2)``.
 """
 
 from __future__ import annotations

@@ -75,7 +75,6 @@ async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
         handled.append(event)
 
     if name == "fastapi":
-        pytest.importorskip("fastapi")
         app = make_fastapi_app(handler=handler)
 
         async def post_asgi(body: bytes) -> tuple[int, bytes]:

@@ -112,3 +112,15 @@ async def test_an_item_leased_and_not_settled_is_leased_again_after_its_lease(
 async def test_the_inbox_is_an_inbox(inbox: Inbox) -> None:
     assert isinstance(inbox, Inbox)
     assert inbox.describe()
+
+
+async def test_a_retry_that_is_not_counted_gives_the_attempt_back(
+    inbox: Inbox, clock: FakeClock
+) -> None:
+    """A run put off by middleware, or cut off at shutdown, did not fail: same attempt next."""
+    await inbox.append(b"a")
+    [item] = await inbox.lease(1, LEASE)
+    assert await inbox.retry(item.id, item.attempt, 5.0, counted=False)
+    clock.advance(5.0)
+    [again] = await inbox.lease(1, LEASE)
+    assert again.attempt == item.attempt == 1

@@ -13,7 +13,7 @@ import aiohttp
 import anyio
 import pytest
 
-from mpsflow import Context, Retry, RetryPolicy
+from mpsflow import Call, CallNext, Cause, Context, Outcome, Retry, RetryPolicy, Settlement
 from mpsflow.events import WorkflowTask
 from mpsflow.inbox import SQLiteInbox
 from mpsflow.testing import build_notification, sign_payload
@@ -165,3 +165,56 @@ async def test_a_burst_is_processed_exactly_once(tmp_path: Path, count: int) -> 
             await all_done.wait()
     assert statuses == [200] * count
     assert sorted(handled) == sorted(f"t-{n}" for n in range(count))
+
+
+async def test_runs_put_off_by_middleware_do_not_use_up_attempts(tmp_path: Path) -> None:
+    app, dead = make_app(
+        notify_keys=[KEY], retry=RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0.0)
+    )
+    put_off: list[int] = []
+    attempts: list[int] = []
+
+    async def busy_first(call: Call, call_next: CallNext) -> Outcome:
+        if len(put_off) < 3:  # as if a duplicate were in progress on another worker
+            put_off.append(call.delivery.attempt)
+            return Outcome(Settlement.RETRY, retry_after=0.01, cause=Cause.DEFERRED)
+        return await call_next(call)
+
+    app.add_middleware(busy_first)
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        raise RuntimeError("catalogue down")
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox) as source:
+        assert (await post(source.url, signed("t-1")))[0] == 200
+        with anyio.fail_after(20):
+            while not records(dead):
+                await inbox.wait_for_items(0.05)
+    assert put_off == [1, 1, 1]
+    assert attempts == [1, 2]  # both attempts of the policy ran the handler
+    assert [r.attempt for r in records(dead)] == [2]
+
+
+async def test_a_delivery_cut_off_at_shutdown_keeps_its_attempt(tmp_path: Path) -> None:
+    app, _ = make_app(notify_keys=[KEY], shutdown_timeout=0.05)
+    started = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox) as source:
+        assert (await post(source.url, signed("t-1")))[0] == 200
+        with anyio.fail_after(10):
+            await started.wait()
+    reopened = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    try:
+        [item] = await reopened.lease(1, 30.0)  # visible at once, not after the lease
+        assert item.attempt == 1
+    finally:
+        await reopened.close()

@@ -497,9 +497,11 @@ class RecordingInbox:
         self._log.ended(item_id, attempt, InboxEvidence(DELETED if done else NOT_DELETED))
         return done
 
-    async def retry(self, item_id: int, attempt: int, delay: float) -> bool:
+    async def retry(
+        self, item_id: int, attempt: int, delay: float, *, counted: bool = True
+    ) -> bool:
         back_at = self._log.clock.time() + max(delay, 0.0)
-        done = await self._inbox.retry(item_id, attempt, delay)
+        done = await self._inbox.retry(item_id, attempt, delay, counted=counted)
         evidence = InboxEvidence(RETRIED, back_at) if done else InboxEvidence(NOT_RETRIED)
         self._log.ended(item_id, attempt, evidence)
         return done
