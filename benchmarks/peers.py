@@ -17,7 +17,8 @@ warm-up never turns measured requests into duplicates (``benchmarks/http_callbac
   ``benchmarks/decode.py`` builds) as the body parameter, the same checks.
 * **mpsflow**: ``mpsflow run benchmarks.peers:apps.default --http …``, i.e.
   ``App(notify_keys=[KEY])`` with one no-op ``WorkflowTask`` handler, in its default
-  configuration (SQLite dedup in a temporary folder).
+  configuration: the SQLite inbox (a 200 once the notification is committed there; wrk's p99
+  latency is then the inbox's accept latency) and SQLite dedup, in a temporary folder.
 * **mpsflow-memory** / **mpsflow-redis**: the same app with ``MemoryStore`` / ``RedisStore``
   dedup (``mpsflow run`` keeps a store the app configures); Redis is a throwaway
   ``redis-server`` pinned to the wrk core (row skipped when the binary is missing).
