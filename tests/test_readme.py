@@ -144,6 +144,11 @@ COMMANDS: dict[str, Run | NotRun] = {
         "tests/test_editable_install.py::test_mypy_sees_the_editable_install",
         "into a fresh virtual environment, then mypy --strict on a user module",
     ),
+    "pip install -e '.[bench]'": NotRun(
+        "it installs the benchmarks' peers (FastAPI, uvicorn, orjson, pydantic, the SDK); the dev "
+        "extra includes the bench extra, so scripts/test.sh installs them and tests/benchmarks "
+        "runs every peer"
+    ),
     "pip install 'mpsflow[redis]'": NotRun(
         "it installs from the package index; tests/dedup/test_store_errors.py checks that the "
         "error without the extra names this command"
