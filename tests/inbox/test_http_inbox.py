@@ -13,9 +13,10 @@ import aiohttp
 import anyio
 import pytest
 
-from mpsflow import Call, CallNext, Cause, Context, Outcome, Retry, RetryPolicy, Settlement
+from mpsflow import App, Call, CallNext, Cause, Context, Outcome, Retry, RetryPolicy, Settlement
 from mpsflow.events import WorkflowTask
 from mpsflow.inbox import SQLiteInbox
+from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import build_notification, sign_payload
 from tests.sources.http_app import make_app, records, serve
 
@@ -35,6 +36,26 @@ async def post(url: str, body: bytes) -> tuple[int, dict[str, Any], str]:
         session.post(url, data=body) as response,
     ):
         return response.status, await response.json(), response.headers.get("Retry-After", "")
+
+
+async def until_dead_lettered(
+    app: App, dead: MemorySink, folder: Path, attempts: list[int]
+) -> None:
+    """Serve ``app`` with an inbox and a handler that always fails (recording its attempts),
+    POST one notification, and return once it is dead-lettered and gone from the inbox."""
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        raise RuntimeError("catalogue down")
+
+    inbox = SQLiteInbox(folder / "inbox.sqlite3")
+    async with serve(app, inbox=inbox) as source:
+        assert (await post(source.url, signed("t-1")))[0] == 200
+        with anyio.fail_after(20):
+            while not records(dead):
+                await inbox.wait_for_items(0.05)
+        assert await inbox.size() == 0
 
 
 async def test_an_admitted_notification_is_answered_then_processed_once(tmp_path: Path) -> None:
@@ -99,18 +120,7 @@ async def test_a_failing_handler_is_retried_from_the_inbox_then_dead_lettered(
     )
     attempts: list[int] = []
 
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        attempts.append(ctx.attempt)
-        raise RuntimeError("catalogue down")
-
-    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
-    async with serve(app, inbox=inbox) as source:
-        assert (await post(source.url, signed("t-1")))[0] == 200
-        with anyio.fail_after(20):
-            while not dead.records:
-                await inbox.wait_for_items(0.05)
-        assert await inbox.size() == 0
+    await until_dead_lettered(app, dead, tmp_path, attempts)
     assert attempts == [1, 2, 3]
     [record] = records(dead)
     assert (record.kind, record.attempt) == ("exhausted", 3)
@@ -182,17 +192,7 @@ async def test_runs_put_off_by_middleware_do_not_use_up_attempts(tmp_path: Path)
 
     app.add_middleware(busy_first)
 
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        attempts.append(ctx.attempt)
-        raise RuntimeError("catalogue down")
-
-    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
-    async with serve(app, inbox=inbox) as source:
-        assert (await post(source.url, signed("t-1")))[0] == 200
-        with anyio.fail_after(20):
-            while not records(dead):
-                await inbox.wait_for_items(0.05)
+    await until_dead_lettered(app, dead, tmp_path, attempts)
     assert put_off == [1, 1, 1]
     assert attempts == [1, 2]  # both attempts of the policy ran the handler
     assert [r.attempt for r in records(dead)] == [2]
