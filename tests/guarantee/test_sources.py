@@ -10,6 +10,7 @@ was not deleted after the visibility timeout (1 s here).
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import aiohttp
 import anyio
@@ -17,6 +18,7 @@ import pytest
 
 from mpsflow import App
 from mpsflow.clock import SystemClock
+from mpsflow.inbox import SQLiteInbox
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.sources.http import HttpSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
@@ -134,3 +136,28 @@ async def test_cmq_source(
     if faulty is not None:
         counts.update({f"faults_{k.replace(':', '_')}": v for k, v in faulty.failures.items()})
     report(f"cmq/{kind}/{mode}", counts)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", STORES)
+async def test_http_source_with_an_inbox(
+    kind: str, mode: str, make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """The same traffic answered from a durable inbox: a 200 means queued, so the check waits
+    until the inbox is empty, every notification settled from it."""
+    sends, ledger, app, faulty = scenario(kind, mode, make_store, 27 + MODES.index(mode))
+    verdicts = Verdicts()
+    notices = {send.body: send.notice for send in sends}
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    source = HttpSource(host="127.0.0.1", port=0, inbox=inbox)
+    with anyio.fail_after(DEADLINE):
+        async with running(app, source, recording(app, notices, ledger, verdicts)):
+            await source.wait_serving()
+            problems = await send_http(source.url, sends)
+            while await inbox.size():
+                await inbox.wait_for_items(0.05)
+    assert not problems, problems[:5]
+    counts = assert_exactly_once(ledger, expected(s.notice for s in sends), verdicts)
+    if faulty is not None:
+        counts.update({f"faults_{k.replace(':', '_')}": v for k, v in faulty.failures.items()})
+    report(f"http-inbox/{kind}/{mode}", counts)
