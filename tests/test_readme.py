@@ -615,7 +615,8 @@ async def test_a_failed_start_puts_the_app_back(tmp_path: Path) -> None:
 def test_the_files_a_readme_run_leaves_in_the_clone_are_ignored() -> None:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    dedup = build_parser().parse_args(["run", "myapp:app"]).dedup
+    defaults = build_parser().parse_args(["run", "myapp:app"])
+    dedup, inbox = defaults.dedup, defaults.inbox
     dead = DEFAULT_DEAD_LETTER_PATH
     keys = JsonlSink(dead).keys_path.name
     names = [
@@ -626,6 +627,9 @@ def test_the_files_a_readme_run_leaves_in_the_clone_are_ignored() -> None:
         dedup,
         f"{dedup}-wal",
         f"{dedup}-shm",
+        inbox,  # the HTTP source's durable inbox
+        f"{inbox}-wal",
+        f"{inbox}-shm",
         "out/catalogue.jsonl",  # the example app's records
         "build/scf/function.zip",  # the SCF deployment folder
         "examples/mpsflow-dead-letters.jsonl",
