@@ -23,7 +23,7 @@ import msgspec
 
 from mpsflow.errors import SinkError
 from mpsflow.tencentcloud.cmq.client import MAX_BATCH, CmqClient
-from mpsflow.tencentcloud.cmq.errors import CmqError
+from mpsflow.tencentcloud.cmq.errors import CmqError, CmqQueueFullError
 
 __all__ = ["CmqSink", "Encoder"]
 
@@ -43,9 +43,10 @@ class CmqSink:
     """Send records to the queue ``queue_name`` through ``client``.
 
     ``max_msg_size`` is the queue's limit (64 KB unless the queue was created with another);
-    a larger record fails with a permanent ``SinkError`` before anything is sent. Throttling
-    and network failures that outlast the client's own retries are transient; everything else
-    the server refuses (too large, unknown queue, bad credentials) is permanent.
+    a larger record fails with a permanent ``SinkError`` before anything is sent. Throttling,
+    a full queue (4410: it drains as consumers delete) and network failures that outlast the
+    client's own retries are transient; everything else the server refuses (too large, unknown
+    queue, bad credentials) is permanent.
     ``close_client`` makes :meth:`close` close the client too.
     """
 
@@ -79,7 +80,8 @@ class CmqSink:
             try:
                 await self._client.batch_send(self._queue, chunk, delay_seconds=self._delay)
             except CmqError as exc:
-                raise SinkError(f"CMQ queue {self._queue}: {exc}", transient=exc.retryable) from exc
+                transient = exc.retryable or isinstance(exc, CmqQueueFullError)
+                raise SinkError(f"CMQ queue {self._queue}: {exc}", transient=transient) from exc
 
     async def close(self) -> None:
         """Close the client if this sink was told to own it."""

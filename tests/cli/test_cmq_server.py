@@ -27,6 +27,7 @@ from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.credentials import Credential
+from mpsflow.tencentcloud.cmq.errors import CmqQueueFullError
 from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY
 from tests.process_output import mpsflow_process
 
@@ -306,6 +307,7 @@ def test_cmq_server_help_says_it_is_a_development_and_test_tool(
     assert "for development and tests (not for production)" in out
     for option in ("--port", "--queue", "--secret-id", "--secret-key", "--visibility-timeout"):
         assert option in out
+    assert "--max-messages N" in out
 
 
 def test_cmq_server_without_a_key_pair_exits_2(
@@ -336,6 +338,36 @@ async def test_cmq_server_command_serves_the_queue_api_until_sigterm(tmp_path: P
             assert await process.wait() == 0
     assert "Traceback" not in output.text
     assert CMQ_SECRET_KEY not in output.text
+
+
+async def test_cmq_server_max_messages_bounds_its_queues_with_4410(tmp_path: Path) -> None:
+    env = child_env(TENCENTCLOUD_SECRETID=CMQ_SECRET_ID, TENCENTCLOUD_SECRETKEY=CMQ_SECRET_KEY)
+    args = ["cmq-server", "--port", "0", "--queue", QUEUE, "--max-messages", "2"]
+    async with mpsflow_process(tmp_path, env, *args) as (process, output):
+        url = (await output.wait_for(LISTENING)).group(1)
+        async with CmqClient(url, Credential(CMQ_SECRET_ID, CMQ_SECRET_KEY)) as client:
+            await client.send(QUEUE, body("first"))
+            with pytest.raises(CmqQueueFullError) as caught:
+                await client.batch_send(QUEUE, [body("second"), body("third")])
+            assert caught.value.code == 4410
+            await client.send(QUEUE, body("second"))
+            with pytest.raises(CmqQueueFullError):
+                await client.send(QUEUE, body("third"))
+            [message, _] = await client.batch_receive(QUEUE, 16, 0)
+            await client.delete(QUEUE, message.receipt_handle)
+            await client.send(QUEUE, body("third"))
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    assert "Traceback" not in output.text
+
+
+def test_cmq_server_rejects_max_messages_below_one_with_status_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["cmq-server", "--secret-id", "id", "--secret-key", "key", "--max-messages", "0"]
+    assert exit_code(argv) == 2
+    assert "--max-messages" in capsys.readouterr().err
 
 
 async def test_cmq_server_without_queues_creates_them_on_first_use(tmp_path: Path) -> None:

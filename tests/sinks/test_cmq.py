@@ -121,6 +121,24 @@ async def test_throttling_and_network_failures_are_transient(
     assert len(server.queue("busy")) == 1
 
 
+async def test_a_full_queue_is_transient(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+) -> None:
+    """It drains as consumers delete: the sink's retries may get through later."""
+    server = await cmq_server_factory()
+    server.create_queue("full", max_msg_heap_num=1)
+    async with CmqClient(server.url, cmq_credential) as client:
+        sink = CmqSink(client, "full")
+        await sink.send([{"a": 1}])
+        with pytest.raises(SinkError) as full:
+            await sink.send([{"a": 2}])
+        assert full.value.transient is True
+        [message] = await client.batch_receive("full", 1, 0)
+        await client.delete("full", message.receipt_handle)
+        await sink.send([{"a": 2}])
+    assert len(server.queue("full")) == 1
+
+
 async def test_close_closes_the_client_only_when_told_to(
     cmq_server: CmqServer, cmq_credential: Credential
 ) -> None:

@@ -6,10 +6,11 @@ APIs", cloud.tencent.com/document/product/406/5837 onwards):
 Send/BatchSend/Receive/BatchReceive/Delete/BatchDeleteMessage, signed requests checked against
 the SecretKey of the SecretId (4100 on mismatch), CMQ-shaped JSON errors, long polling woken by
 sends, per-queue visibility timeouts with fresh receipt handles on every receive (an old one
-gives 4430), delayed messages, the batch limits (16 per batch, 64 KB per batch send) and
-``maxMsgSize`` (4400). State lives in memory and can be saved to a JSON file. A long poll
-whose client goes away (a consumer killed or restarted) ends at once and takes no message, so
-the consumer that replaces it gets new messages without waiting for a visibility timeout.
+gives 4430), delayed messages, the batch limits (16 per batch, 64 KB per batch send),
+``maxMsgSize`` (4400) and ``maxMsgHeapNum``, the most messages a queue holds (4410). State
+lives in memory and can be saved to a JSON file. A long poll whose client goes away (a
+consumer killed or restarted) ends at once and takes no message, so the consumer that
+replaces it gets new messages without waiting for a visibility timeout.
 
 Time comes from an injectable :class:`~mpsflow.clock.Clock`, so tests expire visibility with a
 :class:`~mpsflow.clock.FakeClock` instead of sleeping. Run it with
@@ -27,6 +28,7 @@ from mpsflow.devservers.cmq.command import (
     run_server,
 )
 from mpsflow.devservers.cmq.queue import (
+    DEFAULT_MAX_MSG_HEAP_NUM,
     DEFAULT_MAX_MSG_SIZE,
     DEFAULT_VISIBILITY_TIMEOUT,
     LocalQueue,
@@ -34,6 +36,7 @@ from mpsflow.devservers.cmq.queue import (
 from mpsflow.devservers.cmq.server import CmqServer
 
 __all__ = [
+    "DEFAULT_MAX_MSG_HEAP_NUM",
     "DEFAULT_MAX_MSG_SIZE",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "DESCRIPTION",

@@ -6,6 +6,10 @@ error codes: /406/5903).
 Each action takes the queue, the request's form parameters and its request id, and answers a
 :class:`~mpsflow.tencentcloud.cmq.models.CmqResponse`; a business error is raised as
 :class:`ActionFailure` and answered with HTTP 200 and its code.
+
+The sends enforce the queue's ``maxMsgSize`` (4400) and ``maxMsgHeapNum`` (4410, the queue
+already holds that many messages, counting those in flight and delayed; see
+:data:`~mpsflow.devservers.cmq.queue.DEFAULT_MAX_MSG_HEAP_NUM`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from mpsflow.tencentcloud.cmq.errors import (
     CODE_INVALID_PARAMETER,
     CODE_MESSAGE_TOO_LARGE,
     CODE_NO_MESSAGE,
+    CODE_QUEUE_FULL,
     CODE_RECEIPT_HANDLE_INVALID,
 )
 from mpsflow.tencentcloud.cmq.models import (
@@ -115,6 +120,16 @@ def _numbered(params: Mapping[str, str], prefix: str) -> list[str]:
     return [found[i] for i in sorted(found)]
 
 
+def _queue_full(queue: LocalQueue, count: int) -> ActionFailure:
+    """4410, CMQ's "queue heap full": ``count`` more messages do not fit in ``queue``."""
+    room, limit = queue.room(), queue.max_msg_heap_num
+    if room:  # only a batch is refused while there is some room
+        text = f"queue {queue.name} has room for {room} more messages, not {count}"
+    else:
+        text = f"queue {queue.name} is full: it holds {len(queue)} messages"
+    return ActionFailure(CODE_QUEUE_FULL, f"{text} (maxMsgHeapNum {limit})")
+
+
 def _as_message(message: QueuedMessage) -> Message:
     assert message.handle is not None
     return Message(
@@ -138,11 +153,20 @@ async def _send(queue: LocalQueue, params: Mapping[str, str], request_id: str) -
         raise ActionFailure(
             CODE_MESSAGE_TOO_LARGE, f"message larger than {queue.max_msg_size} bytes"
         )
+    if not queue.room():
+        raise _queue_full(queue, 1)
     msg_id = queue.put(body, delay)
     return SendMessageResponse(0, "", request_id, msg_id=msg_id)
 
 
 async def _batch_send(queue: LocalQueue, params: Mapping[str, str], request_id: str) -> CmqResponse:
+    """BatchSendMessage: all the bodies are enqueued, or none.
+
+    A batch that does not fit in the queue's remaining ``maxMsgHeapNum`` room is refused as a
+    whole with 4410, even if some of its messages would fit. The CMQ docs do not say what a
+    batch that would overflow the queue gets (the whole batch refused, or a partial success);
+    all or nothing is our choice, the same as for a batch with one message too large (4400).
+    """
     bodies = _numbered(params, "msgBody.")
     delay = int_param(params, "delaySeconds", 0, 0, _MAX_DELAY)
     sizes = [len(body.encode("utf-8")) for body in bodies]
@@ -154,6 +178,8 @@ async def _batch_send(queue: LocalQueue, params: Mapping[str, str], request_id: 
         )
     if sum(sizes) > MAX_BATCH_BYTES:
         raise ActionFailure(CODE_MESSAGE_TOO_LARGE, f"batch larger than {MAX_BATCH_BYTES} bytes")
+    if len(bodies) > queue.room():
+        raise _queue_full(queue, len(bodies))
     ids = [MessageId(queue.put(body, delay)) for body in bodies]
     return BatchSendMessageResponse(0, "", request_id, msg_list=ids)
 

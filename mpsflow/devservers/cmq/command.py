@@ -15,7 +15,11 @@ from typing import Final
 import anyio
 import msgspec
 
-from mpsflow.devservers.cmq.queue import DEFAULT_MAX_MSG_SIZE, DEFAULT_VISIBILITY_TIMEOUT
+from mpsflow.devservers.cmq.queue import (
+    DEFAULT_MAX_MSG_HEAP_NUM,
+    DEFAULT_MAX_MSG_SIZE,
+    DEFAULT_VISIBILITY_TIMEOUT,
+)
 from mpsflow.devservers.cmq.server import CmqServer
 from mpsflow.errors import ConfigurationError, StartupError
 
@@ -28,6 +32,17 @@ DESCRIPTION: Final = (
     "checks, long polling, visibility timeouts and optional JSON persistence."
 )
 """What the server is, as its ``--help`` says (shared with ``mpsflow cmq-server``)."""
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +106,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="long-poll seconds when a receive does not say (0)",
+    )
+    parser.add_argument(
+        "--max-messages",
+        type=_at_least_one,
+        default=DEFAULT_MAX_MSG_HEAP_NUM,
+        metavar="N",
+        help="most messages a queue holds, in flight and delayed ones too, as CMQ's "
+        "maxMsgHeapNum: a send beyond it answers 4410, queue full (%(default)s)",
     )
     parser.add_argument("--data", metavar="FILE", help="load queues from FILE and save them back")
     parser.add_argument(
@@ -168,6 +191,7 @@ def run_server(args: argparse.Namespace) -> int:
             visibility_timeout=args.visibility_timeout,
             max_msg_size=args.max_msg_size,
             polling_wait_seconds=args.polling_wait,
+            max_msg_heap_num=args.max_messages,
             queues=args.queue,
             auto_create=auto_create,
             data_path=args.data,

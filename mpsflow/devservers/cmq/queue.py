@@ -1,5 +1,6 @@
 """One in-memory queue of the local CMQ server: send, receive with visibility timeouts and fresh
-receipt handles, delete, delayed messages and long polls woken by sends.
+receipt handles, delete, delayed messages, long polls woken by sends, and a bound on the
+messages it holds (CMQ's ``maxMsgHeapNum``).
 
 A long poll that is cancelled while it waits (the server cancels it when its client goes away)
 takes nothing: messages are marked received only by the poll that returns them.
@@ -23,10 +24,37 @@ import anyio
 from mpsflow.clock import Clock
 from mpsflow.devservers.cmq.storage import StoredMessage, StoredQueue
 
-__all__ = ["DEFAULT_MAX_MSG_SIZE", "DEFAULT_VISIBILITY_TIMEOUT", "LocalQueue", "QueuedMessage"]
+__all__ = [
+    "DEFAULT_MAX_MSG_HEAP_NUM",
+    "DEFAULT_MAX_MSG_SIZE",
+    "DEFAULT_VISIBILITY_TIMEOUT",
+    "LocalQueue",
+    "QueuedMessage",
+    "check_max_msg_heap_num",
+]
 
 DEFAULT_VISIBILITY_TIMEOUT: Final = 30
 DEFAULT_MAX_MSG_SIZE: Final = 65536
+DEFAULT_MAX_MSG_HEAP_NUM: Final = 10_000_000
+"""Default ``maxMsgHeapNum``, the most messages a queue holds ("最大堆积消息数").
+
+Tencent's CMQ CreateQueue and SetQueueAttributes docs
+(cloud.tencent.com/document/product/406/5832 and /406/5835; the same text in the
+``CreateQueue`` model of the ``cmq`` API 3.0 SDKs) give its range as 1,000,000-10,000,000 during
+the public beta and up to 1,000,000-1,000,000,000 after general availability, and its default
+as 10,000,000 during the beta and 100,000,000 after; they never say which phase applies now. We
+take 10,000,000. A send to a queue that holds that many messages answers 4410 ("queue heap
+(``maxMsgHeapNum``) full": shared/protocol/cmq-and-scf.md §A.4, from the CMQ error codes,
+/406/5903). Unlike real CMQ, this development server accepts any value from 1, so that tests
+can fill a queue with a few messages.
+"""
+
+
+def check_max_msg_heap_num(value: int) -> int:
+    """``value`` if it is a valid ``maxMsgHeapNum`` here (at least 1); ValueError otherwise."""
+    if value < 1:
+        raise ValueError(f"maxMsgHeapNum must be at least 1, not {value}")
+    return value
 
 
 @dataclass(slots=True)
@@ -47,6 +75,11 @@ class QueuedMessage:
 class LocalQueue:
     """One in-memory queue: ready messages ordered by the time they become visible.
 
+    ``max_msg_heap_num`` is CMQ's ``maxMsgHeapNum``; :meth:`room` is how many more messages
+    the queue accepts. Every message not yet deleted counts against it, whether visible,
+    received and in flight, or delayed: the bound is on ``len(queue)``, not on
+    :meth:`visible_count`.
+
     A heap holds ``(visible_at, seq, generation, msg_id)``; entries of deleted or re-received
     messages go stale and are skipped when they surface, which keeps receive and delete cheap.
     """
@@ -59,11 +92,13 @@ class LocalQueue:
         visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
         max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
         polling_wait_seconds: int = 0,
+        max_msg_heap_num: int = DEFAULT_MAX_MSG_HEAP_NUM,
     ) -> None:
         self.name = name
         self.visibility_timeout = visibility_timeout
         self.max_msg_size = max_msg_size
         self.polling_wait_seconds = polling_wait_seconds
+        self.max_msg_heap_num = check_max_msg_heap_num(max_msg_heap_num)
         self._clock = clock
         self._messages: dict[str, QueuedMessage] = {}
         self._handles: dict[str, str] = {}
@@ -80,6 +115,13 @@ class LocalQueue:
 
     def __len__(self) -> int:
         return len(self._messages)
+
+    def room(self) -> int:
+        """How many more messages the queue accepts before ``max_msg_heap_num`` (0 when full).
+
+        Every message not yet deleted counts: visible, in flight and delayed.
+        """
+        return max(self.max_msg_heap_num - len(self._messages), 0)
 
     def visible_count(self) -> int:
         """Messages a receive would get now."""
@@ -223,6 +265,7 @@ class LocalQueue:
             visibility_timeout=self.visibility_timeout,
             max_msg_size=self.max_msg_size,
             polling_wait_seconds=self.polling_wait_seconds,
+            max_msg_heap_num=self.max_msg_heap_num,
             messages=[
                 StoredMessage(
                     msg_id=m.msg_id,
@@ -237,7 +280,11 @@ class LocalQueue:
         )
 
     def restore(self, stored: Iterable[StoredMessage]) -> None:
-        """Add the messages of a saved queue (see :meth:`snapshot`)."""
+        """Add the messages of a saved queue (see :meth:`snapshot`).
+
+        All of them, even beyond ``max_msg_heap_num``: a queue restored over its bound refuses
+        sends until consumers have deleted enough.
+        """
         for item in stored:
             message = QueuedMessage(
                 msg_id=item.msg_id,

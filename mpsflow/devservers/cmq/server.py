@@ -31,9 +31,11 @@ from mpsflow.devservers.cmq.actions import (
     parse_form,
 )
 from mpsflow.devservers.cmq.queue import (
+    DEFAULT_MAX_MSG_HEAP_NUM,
     DEFAULT_MAX_MSG_SIZE,
     DEFAULT_VISIBILITY_TIMEOUT,
     LocalQueue,
+    check_max_msg_heap_num,
 )
 from mpsflow.devservers.cmq.storage import Snapshot, write_atomically
 from mpsflow.sources.http import listen
@@ -60,10 +62,14 @@ class CmqServer:
 
     ``credentials`` maps SecretId to SecretKey (or is a list of :class:`Credential`; one with
     a ``token`` requires that ``Token``, one with ``expires_at`` stops working then). Unknown
-    queues are created on first use unless ``auto_create`` is False (then 4440). With
-    ``data_path`` the queues are loaded at construction, saved by :meth:`stop` and every
-    ``save_interval`` wall-clock seconds while running. ``max_clock_skew`` (seconds) rejects
-    requests whose ``Timestamp`` is that far from the clock; None accepts any.
+    queues are created on first use unless ``auto_create`` is False (then 4440).
+    ``visibility_timeout``, ``max_msg_size``, ``polling_wait_seconds`` and ``max_msg_heap_num``
+    (CMQ's ``maxMsgHeapNum``: a send to a queue holding that many messages answers 4410) are
+    the settings of the queues it creates; :meth:`create_queue` can set them per queue. With
+    ``data_path`` the queues are loaded at construction, with the settings they were saved
+    with, saved by :meth:`stop` and every ``save_interval`` wall-clock seconds while running.
+    ``max_clock_skew`` (seconds) rejects requests whose ``Timestamp`` is that far from the
+    clock; None accepts any.
     """
 
     def __init__(
@@ -74,6 +80,7 @@ class CmqServer:
         visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
         max_msg_size: int = DEFAULT_MAX_MSG_SIZE,
         polling_wait_seconds: int = 0,
+        max_msg_heap_num: int = DEFAULT_MAX_MSG_HEAP_NUM,
         queues: Iterable[str] = (),
         auto_create: bool = True,
         data_path: str | os.PathLike[str] | None = None,
@@ -89,7 +96,12 @@ class CmqServer:
         else:
             for credential in credentials:
                 self.set_credential(credential)
-        self._defaults = (visibility_timeout, max_msg_size, polling_wait_seconds)
+        self._defaults = (
+            visibility_timeout,
+            max_msg_size,
+            polling_wait_seconds,
+            check_max_msg_heap_num(max_msg_heap_num),
+        )
         self._queues: dict[str, LocalQueue] = {}
         self._auto_create = auto_create
         self._data_path = Path(data_path) if data_path is not None else None
@@ -148,20 +160,26 @@ class CmqServer:
         visibility_timeout: int | None = None,
         max_msg_size: int | None = None,
         polling_wait_seconds: int | None = None,
+        max_msg_heap_num: int | None = None,
     ) -> LocalQueue:
-        """Create (or return the existing) queue, with per-queue settings."""
+        """Create (or return the existing) queue, with per-queue settings.
+
+        A setting left None takes the server's default. ``max_msg_heap_num`` is CMQ's
+        CreateQueue ``maxMsgHeapNum`` (any value from 1 here; ValueError below that).
+        """
         if not _QUEUE_NAME.fullmatch(name):
             raise ValueError(f"invalid queue name {name!r}")
         existing = self._queues.get(name)
         if existing is not None:
             return existing
-        vt, size, wait = self._defaults
+        vt, size, wait, heap = self._defaults
         queue = LocalQueue(
             name,
             self._clock,
             visibility_timeout=vt if visibility_timeout is None else visibility_timeout,
             max_msg_size=size if max_msg_size is None else max_msg_size,
             polling_wait_seconds=wait if polling_wait_seconds is None else polling_wait_seconds,
+            max_msg_heap_num=heap if max_msg_heap_num is None else max_msg_heap_num,
         )
         queue.dirty = True
         self._queues[name] = queue
@@ -275,6 +293,7 @@ class CmqServer:
                 visibility_timeout=stored.visibility_timeout,
                 max_msg_size=stored.max_msg_size,
                 polling_wait_seconds=stored.polling_wait_seconds,
+                max_msg_heap_num=stored.max_msg_heap_num,  # None (an older file): the default
             )
             queue.restore(stored.messages)
             queue.dirty = False

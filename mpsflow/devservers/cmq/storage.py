@@ -26,13 +26,18 @@ class StoredMessage(msgspec.Struct, rename="camel"):
 
 
 class StoredQueue(msgspec.Struct, rename="camel"):
-    """One queue as saved: its settings and its messages in the order they were sent."""
+    """One queue as saved: its settings and its messages in the order they were sent.
+
+    ``max_msg_heap_num`` (saved as ``maxMsgHeapNum``, CMQ's name) is None in files written
+    before the server bounded its queues; such a queue loads with the server's default.
+    """
 
     name: str
     visibility_timeout: int
     max_msg_size: int
     polling_wait_seconds: int
     messages: list[StoredMessage]
+    max_msg_heap_num: int | None = None
 
 
 class Snapshot(msgspec.Struct):

@@ -4,8 +4,10 @@ Codes are those of the CMQ API's ``code`` field (Tencent Cloud CMQ docs, "Error 
 cloud.tencent.com/document/product/406/5903; the official SDK's ``CMQServerException``).
 ``7000`` (no message) and the batch-delete partial codes ``6010``/``6020`` are outcomes, not
 errors: the client turns them into ``None``, ``[]`` and a per-handle error list. ``retryable``
-says whether the same request may succeed if sent again later (network trouble, throttling, an
-internal error); the client retries exactly those, never an authentication failure.
+says whether the same request may succeed if sent again soon (network trouble, throttling, an
+internal error); the client retries exactly those with backoff, never an authentication failure
+nor a full queue (4410: it stays full until a consumer deletes messages, which no backoff of a
+few seconds waits for; the caller decides, e.g. answers 503 or keeps the message).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "CODE_INVALID_PARAMETER",
     "CODE_MESSAGE_TOO_LARGE",
     "CODE_NO_MESSAGE",
+    "CODE_QUEUE_FULL",
     "CODE_QUEUE_NOT_FOUND",
     "CODE_RECEIPT_HANDLE_INVALID",
     "CODE_THROTTLED",
@@ -29,6 +32,7 @@ __all__ = [
     "CmqError",
     "CmqMessageTooLargeError",
     "CmqNetworkError",
+    "CmqQueueFullError",
     "CmqQueueNotFoundError",
     "CmqReceiptHandleError",
     "CmqServerError",
@@ -39,6 +43,7 @@ __all__ = [
 CODE_INVALID_PARAMETER: Final = 4000
 CODE_AUTH_FAILED: Final = 4100
 CODE_MESSAGE_TOO_LARGE: Final = 4400
+CODE_QUEUE_FULL: Final = 4410
 CODE_THROTTLED: Final = 4420
 CODE_RECEIPT_HANDLE_INVALID: Final = 4430
 CODE_QUEUE_NOT_FOUND: Final = 4440
@@ -97,6 +102,15 @@ class CmqMessageTooLargeError(CmqServerError):
     """4400: a message (or a batch) is larger than the queue accepts."""
 
 
+class CmqQueueFullError(CmqServerError):
+    """4410: the queue already holds its ``maxMsgHeapNum`` messages; nothing was enqueued.
+
+    Not ``retryable``: the client raises it at once, without backoff. The queue accepts
+    messages again only once consumers delete some, so retry later (or tell the producer to)
+    rather than within the same call.
+    """
+
+
 class CmqThrottledError(CmqServerError):
     """4420: too many requests per second; retried with backoff."""
 
@@ -112,6 +126,7 @@ class CmqQueueNotFoundError(CmqServerError):
 _BY_CODE: dict[int, type[CmqServerError]] = {
     CODE_AUTH_FAILED: CmqAuthError,
     CODE_MESSAGE_TOO_LARGE: CmqMessageTooLargeError,
+    CODE_QUEUE_FULL: CmqQueueFullError,
     CODE_THROTTLED: CmqThrottledError,
     CODE_RECEIPT_HANDLE_INVALID: CmqReceiptHandleError,
     CODE_QUEUE_NOT_FOUND: CmqQueueNotFoundError,

@@ -19,11 +19,14 @@ from mpsflow.tencentcloud.cmq import (
     CmqNetworkError,
     CmqQueueNotFoundError,
     CmqReceiptHandleError,
+    CmqServerError,
     CmqThrottledError,
     Credential,
+    errors,
     legacy_endpoint,
     tdmq_endpoint,
 )
+from mpsflow.tencentcloud.cmq.errors import CmqQueueFullError, server_error
 from tests.plugins.cmq_server import CmqServerFactory
 
 _NO_JITTER = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=10.0, jitter=0.0)
@@ -221,6 +224,34 @@ async def test_never_retries_an_authentication_failure(cmq_server: CmqServer) ->
     assert caught.value.retryable is False
     assert clock.sleeps == []
     assert "not-the-key" not in str(caught.value)
+
+
+async def test_a_full_queue_raises_queue_full_at_once_without_retrying(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+) -> None:
+    server = await cmq_server_factory(queues=["full"], max_msg_heap_num=2)
+    clock = FakeClock()
+    async with CmqClient(server.url, cmq_credential, clock=clock, retry=_NO_JITTER) as client:
+        await client.batch_send("full", ["a", "b"])
+        with pytest.raises(CmqQueueFullError) as single:
+            await client.send("full", "c")
+        with pytest.raises(CmqQueueFullError) as batch:
+            await client.batch_send("full", ["c"])
+    for caught in (single.value, batch.value):
+        assert isinstance(caught, CmqServerError)
+        assert caught.code == 4410
+        assert caught.retryable is False
+        assert caught.request_id
+    assert clock.sleeps == []  # no backoff: the queue stays full until someone deletes
+    assert len(server.queue("full")) == 2
+
+
+def test_code_4410_is_the_queue_full_error() -> None:
+    error = server_error("SendMessage", 4410, "queue full", "req-1")
+    assert type(error) is CmqQueueFullError
+    assert error.retryable is False
+    assert errors.CODE_QUEUE_FULL == 4410
+    assert {"CODE_QUEUE_FULL", "CmqQueueFullError"} <= set(errors.__all__)
 
 
 async def test_retries_connection_refused_until_the_server_is_back(
