@@ -13,8 +13,14 @@ is busy goes in the next one).
 The event loop never waits for a lock or a disk sync: the inline connection does not wait
 for locks (``timeout=0``) and never checkpoints. A batch that finds the database locked (by
 another process: ``mpsflow run --workers N`` shares the file) goes to the writer's thread,
-which waits up to ``busy_timeout`` and answers with one wake-up of the loop; that thread also
-checkpoints the WAL every ``_CHECKPOINT_EVERY`` inline commits.
+which waits up to ``busy_timeout`` and answers with one wake-up of the loop. That thread also
+checkpoints the WAL every ``_CHECKPOINT_EVERY`` inline commits (or ``_CHECKPOINT_OPERATIONS``
+operations), in two passes: the first while commits go on (it syncs and copies most of the
+WAL), the second with the inline batches held back (it copies the rest). A checkpoint that
+only races a stream of commits never catches up, and a WAL that never starts over grows
+without bound (hundreds of MB in seconds of inbox traffic) and slows every statement down,
+since each page read searches the whole WAL index. After the second pass the next commit
+starts the WAL over, and what arrived meanwhile goes in one bigger batch.
 
 A batch commits or rolls back as a whole: when any operation raises, nothing of the batch is
 written, and every caller in it gets that exception (a ``sqlite3.Error`` its store turns into
@@ -51,6 +57,10 @@ _MAX_BATCH: Final = 512
 """The most operations in one transaction (a bound on how long one commit holds the lock)."""
 _CHECKPOINT_EVERY: Final = 200
 """Inline commits between two WAL checkpoints (run by the writer's thread)."""
+_CHECKPOINT_OPERATIONS: Final = 2000
+"""Inline operations between two WAL checkpoints, whichever comes first."""
+_WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+"""Bytes the WAL file is cut back to when it starts over (``journal_size_limit``)."""
 
 _Item = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 _Outcome = list[object] | BaseException
@@ -91,6 +101,12 @@ class SQLiteWriter:
         """How many of ``_setup`` ran on ``_inline``."""
         self._commits = 0
         """Inline commits since the last checkpoint."""
+        self._since_checkpoint = 0
+        """Inline operations since the last checkpoint."""
+        self._checkpointing = False
+        """The thread is checkpointing (its first pass)."""
+        self._held_back: asyncio.Future[None] | None = None
+        """Set during the checkpoint's second pass: inline batches wait for it."""
         self._queue: queue.SimpleQueue[list[_Item] | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -147,6 +163,8 @@ class SQLiteWriter:
                         del self._open[key]
         if not last:
             return
+        if self._held_back is not None:
+            await asyncio.shield(self._held_back)
         while self._pending:  # answer what is pending before closing
             self._flush(asyncio.get_running_loop())
         _close(self._inline)
@@ -162,6 +180,8 @@ class SQLiteWriter:
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit what is pending (a batch of it; the rest in the next turn of the loop)."""
         self._flush_scheduled = False
+        if self._held_back is not None:
+            return  # flushed again when the checkpoint is done
         batch = self._pending[:_MAX_BATCH]
         del self._pending[:_MAX_BATCH]
         if self._pending:
@@ -177,9 +197,27 @@ class SQLiteWriter:
             return
         _settle(_answers(batch, outcome), isinstance(outcome, BaseException))
         self._commits += 1
-        if self._commits >= _CHECKPOINT_EVERY:
-            self._commits = 0
-            self._to_thread(_CHECKPOINT)
+        self._since_checkpoint += len(batch)
+        due = self._commits >= _CHECKPOINT_EVERY or self._since_checkpoint >= _CHECKPOINT_OPERATIONS
+        if due and not self._checkpointing:
+            self._commits = self._since_checkpoint = 0
+            self._checkpointing = True
+            self._to_thread((_CHECKPOINT, loop, self._hold_back))
+
+    def _hold_back(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The first pass is done: hold batches back for the second."""
+        self._held_back = loop.create_future()
+        self._to_thread((_CHECKPOINT, loop, self._checkpointed))
+
+    def _checkpointed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The second pass is done: commit what waited for it."""
+        held_back, self._held_back = self._held_back, None
+        self._checkpointing = False
+        if held_back is not None and not held_back.done():
+            held_back.set_result(None)
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, loop)
 
     def _commit_inline(self, batch: list[_Item]) -> _Outcome:
         """Run ``batch`` in one transaction without waiting for a lock; raises ``_Busy``."""
@@ -205,6 +243,7 @@ class SQLiteWriter:
                 conn.execute("PRAGMA journal_mode = WAL")  # busy: the thread's connection will
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("PRAGMA wal_autocheckpoint = 0")  # the thread checkpoints
+                conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
             except BaseException:
                 conn.close()
                 raise
@@ -230,6 +269,8 @@ class SQLiteWriter:
         self._inline = None
         self._pending = []
         self._flush_scheduled = False
+        self._checkpointing = False
+        self._held_back = None
         self._queue = queue.SimpleQueue()
 
     def _serve(self) -> None:
@@ -239,9 +280,14 @@ class SQLiteWriter:
                 _close(self._conn)
                 self._conn = None
                 return
-            if work is _CHECKPOINT:
-                with contextlib.suppress(sqlite3.Error):
-                    self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if isinstance(work, tuple):  # (_CHECKPOINT, the loop, what it runs when done)
+                _, loop, then = work
+                try:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+                finally:
+                    with contextlib.suppress(RuntimeError):  # the loop is closed
+                        loop.call_soon_threadsafe(then, loop)
                 continue
             assert isinstance(work, list)
             outcome = self._commit(work)

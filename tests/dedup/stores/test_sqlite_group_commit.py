@@ -8,6 +8,7 @@ everything else arrives in the next one.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from mpsflow._sqlite import SQLiteWriter
 from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.stores import SQLiteStore
 from mpsflow.dedup.stores.base import Claim, ClaimState
@@ -172,3 +174,45 @@ async def test_stores_of_one_file_share_its_writer(tmp_path: Path, users: int) -
         ClaimState.IN_PROGRESS
     )
     await reopened.close()
+
+
+async def test_the_wal_starts_over_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
+    """Checkpoints hold inline batches back for their last pass, so they complete and the WAL
+    is reused from its start; racing the commits, they would never catch up."""
+    path = str(tmp_path / "stream.sqlite3")
+    writer = SQLiteWriter.open(path, busy_timeout=5.0, setup=_bodies_table)
+    body = b"x" * 8000  # two overflow pages a row, as an inbox body
+
+    def insert_and_delete(conn: sqlite3.Connection) -> None:
+        row = conn.execute("INSERT INTO bodies (body) VALUES (?)", (body,)).lastrowid
+        conn.execute("DELETE FROM bodies WHERE id = ?", (row - 64,))  # 64 rows stay
+
+    async def one() -> None:
+        await writer.run(insert_and_delete)
+
+    commits = 1200
+    try:
+        for _ in range(commits):  # 8 operations a commit: several checkpoints' worth
+            async with anyio.create_task_group() as tg:
+                for _ in range(8):
+                    tg.start_soon(one)
+        frames = _frames_in_wal(path)  # while open: closing checkpoints and removes the file
+    finally:
+        await writer.close()
+    written = commits * 8 * 2  # at least two new overflow pages per operation
+    assert frames < written, (frames, written)
+
+
+def _bodies_table(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS bodies (id INTEGER PRIMARY KEY, body BLOB)")
+
+
+def _frames_in_wal(path: str) -> int:
+    """The most frames the WAL file ever held: it grows to its longest run between two
+    restarts and is reused from its start after each."""
+    conn = sqlite3.connect(path)
+    try:
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    finally:
+        conn.close()
+    return (os.path.getsize(f"{path}-wal") - 32) // (page_size + 24)  # header, frame headers
