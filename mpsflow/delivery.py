@@ -11,7 +11,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mpsflow.context import AnyNotification
 
 __all__ = ["Cause", "Delivery", "Outcome", "Settlement"]
 
@@ -43,6 +46,9 @@ class Delivery:
     """The body passed the admission checks (``Pipeline.admit``: the signature, the decode)
     when a source queued it in an inbox: delivery middleware marked ``at_admission`` (the
     signature check) does not run again, since a signature may expire while it waits."""
+    notification: AnyNotification | None = None
+    """The body, already decoded: set by ``Pipeline.admit``, so a delivery an inbox hands over
+    in memory to a consumer of the same process is not decoded twice."""
 
     def redelivery(self) -> Delivery:
         """The next attempt of this delivery: same body and identity, fresh per-delivery state."""

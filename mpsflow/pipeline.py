@@ -201,11 +201,13 @@ class Pipeline:
 
     async def _admitted(self, call: Call) -> Outcome:
         """The end of the admission chain: the body must decode into a notification."""
-        if call.notification is None:
+        notification = call.notification
+        if notification is None:
             try:
-                decode_any(call.delivery.body, max_size=self._max_body_size)
+                notification = decode_any(call.delivery.body, max_size=self._max_body_size)
             except DecodeError as exc:
                 return await self._poison(call.delivery, exc)
+        call.delivery.notification = notification  # for a consumer in this process
         return _ADMITTED
 
     # -- decode and route -------------------------------------------------------------------
@@ -217,6 +219,8 @@ class Pipeline:
     async def _decode_and_dispatch(self, delivery: Delivery, call: Call | None) -> Outcome:
         """Decode (unless delivery middleware already did), plan and run."""
         notification = call.notification if call is not None else None
+        if notification is None:
+            notification = delivery.notification  # decoded at admission
         try:
             if notification is None:
                 notification = decode_any(delivery.body, max_size=self._max_body_size)

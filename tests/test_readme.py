@@ -111,6 +111,10 @@ class NotRun:
 
 FRESH = "tests/test_readme.py::test_the_newcomer_path_in_a_fresh_venv"
 LOOP = "tests/cli/test_cmq_server.py::test_the_local_cmq_loop_as_the_readme_shows_it"
+CMQ_INBOX = (
+    "tests/cli/test_run_inbox.py::"
+    "test_receivers_append_to_a_cmq_inbox_and_a_worker_handles_each_once_across_kill_9"
+)
 FREE_PORT = "on a free port instead of 8080 (--http 127.0.0.1:0; send goes to that port)"
 
 COMMANDS: dict[str, Run | NotRun] = {
@@ -139,6 +143,13 @@ COMMANDS: dict[str, Run | NotRun] = {
         "tests/cli/test_cmq_server.py::test_run_consumes_cmq_and_serves_http_together_then_stops_cleanly",
         "against the local CMQ server (a loopback machine cannot reach Tencent Cloud)",
     ),
+    # Delivery contract: a CMQ queue as the inbox
+    "mpsflow run myapp:app --http :8080 --inbox "
+    "cmq://cmq-gz.public.tencenttdmq.com/mps-inbox --receive-only": Run(
+        CMQ_INBOX, "against the local CMQ server (cmq+http://), with its own small app"
+    ),
+    "mpsflow run myapp:app --cmq https://cmq-gz.public.tencenttdmq.com --queue mps-inbox "
+    "--from-inbox": Run(CMQ_INBOX, "against the same local CMQ server"),
     # Handlers and routing keys; Signatures and dedup
     "pip install -e .": Run(
         "tests/test_editable_install.py::test_mypy_sees_the_editable_install",

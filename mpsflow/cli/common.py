@@ -29,6 +29,7 @@ __all__ = [
     "Command",
     "bounded_int",
     "cmq_endpoint",
+    "cmq_inbox",
     "cmq_queue",
     "load_app",
     "positive_float",
@@ -145,6 +146,32 @@ def cmq_queue(text: str) -> str:
             f"got {text!r}"
         )
     return text
+
+
+def cmq_inbox(text: str) -> tuple[str, str] | None:
+    """An ``--inbox`` that names a CMQ queue, as ``(endpoint, queue)``; None for a file path.
+
+    ``cmq://HOST[:PORT][/API-PATH]/QUEUE`` is the queue at ``https://HOST[:PORT]``;
+    ``cmq+http://…`` the same over plain HTTP (a local ``mpsflow cmq-server``).
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("cmq", "cmq+http", "cmq+https"):
+        return None
+    api, _, queue = rest.rpartition("/")
+    transport = "http" if scheme == "cmq+http" else "https"
+    problem = "" if api else "no queue after the address"
+    if not problem:
+        try:
+            cmq_endpoint(f"{transport}://{api}")
+            cmq_queue(queue)
+        except argparse.ArgumentTypeError as exc:
+            problem = str(exc)
+    if problem:
+        raise ConfigurationError(
+            f"--inbox {text}: expected cmq://HOST[:PORT]/QUEUE (cmq+http:// for plain HTTP),"
+            f" {problem}"
+        )
+    return f"{transport}://{api}", queue
 
 
 def require_cmq_keys(flag: str = "--cmq") -> None:

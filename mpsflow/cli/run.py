@@ -29,6 +29,7 @@ from mpsflow.cli.common import (
     Command,
     bounded_int,
     cmq_endpoint,
+    cmq_inbox,
     cmq_queue,
     load_app,
     positive_float,
@@ -41,6 +42,7 @@ from mpsflow.inbox.sqlite import DEFAULT_MAX_ITEMS
 
 if TYPE_CHECKING:
     from mpsflow.app import App
+    from mpsflow.inbox.base import Inbox
     from mpsflow.sources.base import Source
     from mpsflow.sources.inprocess import InProcessSource
 
@@ -118,10 +120,12 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
     inbox = group.add_mutually_exclusive_group()
     inbox.add_argument(
         "--inbox",
-        metavar="PATH",
+        metavar="PATH|cmq://HOST/QUEUE",
         default="mpsflow-inbox.sqlite3",
         help="answer 200 once a notification is safe in this SQLite inbox, then process it from"
-        " there (%(default)s; --workers share it)",
+        " there (%(default)s; --workers share it); or in a CMQ queue, cmq://HOST[:PORT]/QUEUE"
+        " (cmq+http:// for plain HTTP), which receivers on several machines share and CMQ"
+        " workers consume (--cmq … --from-inbox)",
     )
     inbox.add_argument(
         "--no-inbox",
@@ -134,13 +138,19 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         type=positive_int,
         default=DEFAULT_MAX_ITEMS,
-        help="notifications the inbox holds before callbacks are answered 503 (%(default)s)",
+        help="notifications a SQLite inbox holds before callbacks are answered 503"
+        " (%(default)s; a CMQ queue's bound is its maxMsgHeapNum)",
+    )
+    group.add_argument(
+        "--receive-only",
+        action="store_true",
+        help="with --inbox cmq://…: only append to the queue; CMQ workers elsewhere process it",
     )
 
 
 def _http_source(
     args: argparse.Namespace,
-    _app: App,
+    app: App,
     *,
     sock: socket.socket | None = None,
     metrics_dir: str | None = None,
@@ -152,7 +162,19 @@ def _http_source(
     if address is None:
         return None
     host, port = address
-    inbox = None if args.no_inbox else SQLiteInbox(args.inbox, max_items=args.inbox_max)
+    queue = None if args.no_inbox else cmq_inbox(args.inbox)
+    if args.receive_only and queue is None:
+        raise ConfigurationError(
+            "--receive-only goes with --inbox cmq://HOST/QUEUE (a SQLite inbox is processed by"
+            " the receivers that share it)"
+        )
+    inbox: Inbox | None = None
+    if queue is not None:
+        require_cmq_keys("--inbox cmq://…")
+        inbox = _cmq_inbox(*queue, args)
+        app.on_shutdown(inbox.close)  # its HTTP session lives as long as the app runs
+    elif not args.no_inbox:
+        inbox = SQLiteInbox(args.inbox, max_items=args.inbox_max)
     return HttpSource(
         host,
         port,
@@ -165,6 +187,18 @@ def _http_source(
         sock=sock,
         metrics_dir=metrics_dir,
         inbox=inbox,
+        consume_inbox=not args.receive_only,
+    )
+
+
+def _cmq_inbox(endpoint: str, queue: str, args: argparse.Namespace) -> Inbox:
+    from mpsflow.inbox import CmqInbox
+    from mpsflow.tencentcloud.cmq.client import CmqClient
+    from mpsflow.tencentcloud.cmq.credentials import EnvironmentCredentials
+
+    client = CmqClient(endpoint, EnvironmentCredentials())
+    return CmqInbox(
+        client, queue, pollers=args.pollers, batch_size=args.batch, wait_seconds=args.wait
     )
 
 
@@ -202,6 +236,13 @@ def _cmq_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--queue", metavar="NAME", type=cmq_queue, help="the queue (with --cmq)")
     group.add_argument(
+        "--from-inbox",
+        action="store_true",
+        help="the queue is the --inbox cmq://… of mpsflow HTTP receivers: its notifications"
+        " were checked at the door and are not checked again (their signature may expire"
+        " while they wait)",
+    )
+    group.add_argument(
         "--pollers",
         metavar="N",
         type=positive_int,
@@ -228,8 +269,9 @@ def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
     endpoint: str | None = args.cmq
     queue: str | None = args.queue
     if endpoint is None:
-        if queue is not None:
-            raise ConfigurationError("--queue goes with --cmq ENDPOINT")
+        if queue is not None or args.from_inbox:
+            flag = "--queue" if queue is not None else "--from-inbox"
+            raise ConfigurationError(f"{flag} goes with --cmq ENDPOINT")
         return None
     if queue is None:
         raise ConfigurationError("--cmq needs --queue NAME")
@@ -246,6 +288,7 @@ def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
         pollers=args.pollers,
         batch_size=args.batch,
         wait_seconds=args.wait,
+        admitted=args.from_inbox,
     )
 
     async def announce() -> None:

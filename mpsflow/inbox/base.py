@@ -1,20 +1,28 @@
-"""The inbox protocol: a durable queue between a receiver that must answer at once (HTTP) and
+"""The inbox protocols: a durable queue between a receiver that must answer at once (HTTP) and
 the pipeline, so that an answered notification is never lost.
 
 The receiver checks a body at the door (``SourceRuntime.admit``: signature, decode), appends
-it and answers 200 once the append is durable. :class:`~mpsflow.inbox.source.InboxSource`
-then consumes the inbox like a queue: it leases items (hidden from other consumers until
-the lease ends), and settles each one by its outcome: deleted when processed (acked,
+it and answers 200 once the append is durable (:class:`Inbox`, all a receiver needs). The
+inbox's ``consumer`` is the source that processes what it holds, on this machine or others.
+
+A :class:`LeasedInbox` is stored by mpsflow itself (SQLite): its consumer,
+:class:`~mpsflow.inbox.source.InboxSource`, leases items (hidden from other consumers until
+the lease ends) and settles each one by its outcome: deleted when processed (acked,
 dead-lettered, rejected), visible again after the retry delay otherwise. A consumer that
 dies leaves its leases to end; the next attempt counts on from the stored attempt number.
+A queue service is an inbox too (:class:`~mpsflow.inbox.cmq.CmqInbox`): there the queue does
+the leasing, and its consumer is the queue's source.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-__all__ = ["Inbox", "InboxItem"]
+if TYPE_CHECKING:
+    from mpsflow.sources.base import Source
+
+__all__ = ["Inbox", "InboxItem", "LeasedInbox"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +40,10 @@ class InboxItem:
 
 @runtime_checkable
 class Inbox(Protocol):
-    """A durable, bounded queue of admitted notification bodies.
+    """A durable, bounded place a receiver puts admitted notification bodies in.
 
     Every method raises :class:`~mpsflow.errors.InboxUnavailable` when the inbox's storage
-    fails; the item is then in the state it was before the call. ``settle`` and ``retry``
-    act only while the caller's lease (``id`` and ``attempt``) is the item's current one, so
-    a consumer whose lease ended cannot undo another's work.
+    fails; the item is then in the state it was before the call.
     """
 
     def describe(self) -> str:
@@ -46,6 +52,38 @@ class Inbox(Protocol):
 
     async def append(self, body: bytes) -> bool:
         """Add ``body``; True once it is durable, False when the inbox is full."""
+        ...
+
+    async def size(self) -> int | None:
+        """How many items the inbox holds (leased ones included), None when it cannot tell."""
+        ...
+
+    def consumer(self, *, name: str, max_in_flight: int, lease_seconds: float) -> Source:
+        """The source that processes what the inbox holds, ``max_in_flight`` at a time.
+
+        Its deliveries are admitted (``Delivery.admitted``): their signature was checked at
+        the door. ``lease_seconds`` is how long one may take before another consumer may take
+        it (where the inbox leases; a queue service uses its own visibility timeout).
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the storage; later calls raise ``InboxUnavailable``."""
+        ...
+
+
+@runtime_checkable
+class LeasedInbox(Inbox, Protocol):
+    """An inbox mpsflow stores itself, consumed through leases by
+    :class:`~mpsflow.inbox.source.InboxSource`.
+
+    ``settle`` and ``retry`` act only while the caller's lease (``id`` and ``attempt``) is the
+    item's current one, so a consumer whose lease ended cannot undo another's work.
+    """
+
+    async def append_leased(self, body: bytes, lease_seconds: float) -> InboxItem | None:
+        """Add ``body`` already leased to the caller (attempt 1), for a consumer in this
+        process that takes it at once; None when the inbox is full."""
         ...
 
     async def lease(self, max_count: int, lease_seconds: float) -> list[InboxItem]:
@@ -74,8 +112,4 @@ class Inbox(Protocol):
 
     async def size(self) -> int:
         """How many items the inbox holds (leased ones included)."""
-        ...
-
-    async def close(self) -> None:
-        """Release the storage; later calls raise ``InboxUnavailable``."""
         ...

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 
@@ -26,6 +26,9 @@ from mpsflow._sqlite import Operation, SQLiteWriter
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, InboxUnavailable
 from mpsflow.inbox.base import InboxItem
+
+if TYPE_CHECKING:
+    from mpsflow.inbox.source import InboxSource
 
 __all__ = ["DEFAULT_MAX_ITEMS", "SQLiteInbox"]
 
@@ -50,6 +53,9 @@ _COUNT = f"SELECT count(*) FROM {_TABLE}"
 _RECOUNT_EVERY: Final = 1024
 """Appends between two exact counts of the inbox (see ``SQLiteInbox.max_items``)."""
 _INSERT = f"INSERT INTO {_TABLE} (body, received_at, visible_at) VALUES (?, ?, 0)"
+_HELD = (
+    f"INSERT INTO {_TABLE} (body, received_at, visible_at, attempts, owner) VALUES (?, ?, ?, 1, ?)"
+)
 _VISIBLE = (
     f"SELECT id, body, attempts, received_at FROM {_TABLE}"
     " WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?"
@@ -65,7 +71,7 @@ _RECLAIM = f"UPDATE {_TABLE} SET visible_at = 0, owner = '' WHERE owner = ? AND 
 
 
 class SQLiteInbox:
-    """An :class:`~mpsflow.inbox.base.Inbox` in a SQLite database file.
+    """A :class:`~mpsflow.inbox.base.LeasedInbox` in a SQLite database file.
 
     ``max_items`` bounds it (``append`` answers False past it). The bound is checked against a
     count taken every 1024 appends (and whenever the bound seems reached), plus this
@@ -113,24 +119,39 @@ class SQLiteInbox:
 
     async def append(self, body: bytes) -> bool:
         """Add ``body`` once the inbox has room; True when it is committed."""
+        added = await self._append((body, self._clock.time()), _INSERT)
+        if added is not None and self._appended is not None:
+            self._appended.set()
+        return added is not None
+
+    async def append_leased(self, body: bytes, lease_seconds: float) -> InboxItem | None:
+        """Add ``body`` already leased to this process (attempt 1), for a consumer here that
+        takes it at once; None when the inbox is full. It saves the lease's round trip, and
+        if this process dies the item comes back like any lease of a process that is gone."""
         now = self._clock.time()
+        item_id = await self._append((body, now, now + lease_seconds, self.owner), _HELD)
+        if item_id is None:
+            return None
+        if self._appended is not None:
+            self._appended.set()  # for the consumer it is handed to, waiting for items
+        return InboxItem(item_id, body, 1, now)
+
+    async def _append(self, row: tuple[object, ...], insert: str) -> int | None:
+        """Insert ``row`` with ``insert`` once the inbox has room: the new id, or None."""
         limit = self.max_items
 
-        def append(conn: sqlite3.Connection) -> bool:
+        def append(conn: sqlite3.Connection) -> int | None:
             if self._estimate >= limit or self._since_count >= _RECOUNT_EVERY:
                 (self._estimate,) = conn.execute(_COUNT).fetchone()
                 self._since_count = 0
                 if self._estimate >= limit:
-                    return False
-            conn.execute(_INSERT, (body, now))
+                    return None
+            item_id = conn.execute(insert, row).lastrowid
             self._estimate += 1
             self._since_count += 1
-            return True
+            return item_id
 
-        added = await self._run(append)
-        if added and self._appended is not None:
-            self._appended.set()
-        return added
+        return await self._run(append)
 
     async def lease(self, max_count: int, lease_seconds: float) -> list[InboxItem]:
         """Up to ``max_count`` visible items, oldest first, hidden for ``lease_seconds``."""
@@ -204,6 +225,14 @@ class SQLiteInbox:
             return int(count)
 
         return await self._run(size)
+
+    def consumer(self, *, name: str, max_in_flight: int, lease_seconds: float) -> InboxSource:
+        """An :class:`~mpsflow.inbox.source.InboxSource` leasing from this inbox."""
+        from mpsflow.inbox.source import InboxSource
+
+        return InboxSource(
+            self, name=name, max_in_flight=max_in_flight, lease_seconds=lease_seconds
+        )
 
     async def close(self) -> None:
         """Stop using the database; later calls raise InboxUnavailable."""

@@ -54,6 +54,10 @@ class CmqSource(PullSource):
     ``CmqError`` itself, so the app's supervisor restarts the source with backoff and logs it,
     and an unreachable endpoint is polled again with backoff. ``clock`` defaults to the
     runtime's (the app's).
+
+    ``admitted=True`` is for a queue that is an mpsflow inbox (:class:`~mpsflow.inbox.cmq.
+    CmqInbox`): its messages were checked at the door by the receiver that sent them, so they
+    are not checked again (their signature may have expired while they waited).
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class CmqSource(PullSource):
         delete_delay: float = 0.05,
         clock: Clock | None = None,
         error_backoff: RetryPolicy | None = None,
+        admitted: bool = False,
     ) -> None:
         super().__init__(max_in_flight=max_in_flight, pollers=pollers)
         if not 1 <= batch_size <= MAX_BATCH:
@@ -81,6 +86,7 @@ class CmqSource(PullSource):
         self.batch_size = batch_size
         self.wait_seconds = wait_seconds
         self.delete_delay = delete_delay
+        self.admitted = admitted
         self._given_clock = clock
         """The clock given to the constructor; without one, each run uses the runtime's."""
         self._clock: Clock = clock or SystemClock()
@@ -158,6 +164,7 @@ class CmqSource(PullSource):
                 deadline=mono + max(message.next_visible_time - now, 0.0)
                 if message.next_visible_time
                 else None,
+                admitted=self.admitted,
             )
             for message in messages
         ]

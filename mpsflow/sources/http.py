@@ -22,9 +22,9 @@ retry otherwise (busy, deferred)   503 with ``Retry-After``
 With an ``inbox`` (``mpsflow run``'s default), a POST is not processed before the answer: the
 body passes the app's admission checks (``runtime.admit``: the signature, the decode; refusals
 are answered by the table above), is appended to the durable inbox, and is answered 200 once
-the append is committed; the pipeline then consumes the inbox (:class:`~mpsflow.inbox.source.
-InboxSource`, run by this source). A full inbox, or one whose storage fails, is answered 503
-with ``Retry-After``, so the sender keeps the notification.
+the append is committed; the pipeline then consumes the inbox (its ``consumer``, run by this
+source unless ``consume_inbox`` is off). A full inbox, or one whose storage fails, is answered
+503 with ``Retry-After``, so the sender keeps the notification.
 
 This table is the only place where an outcome becomes a status code: the pipeline speaks
 in domain words (:class:`~mpsflow.delivery.Cause`), and the JSON path of a malformed body
@@ -54,13 +54,14 @@ import os
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 import msgspec
 from aiohttp import StreamReader, web
 
+from mpsflow.context import AnyNotification
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError, InboxUnavailable, StartupError
 from mpsflow.inbox.base import Inbox
@@ -103,7 +104,9 @@ class HttpSource:
     ``inbox`` answers 200 once an admitted body is durable there, and processes it from there
     (see the module docstring); a full inbox is answered 503 with ``Retry-After:
     inbox_retry_after``. Without one, the answer waits for the processing ("200 means
-    processed": the sender holds the notification until then).
+    processed": the sender holds the notification until then). ``consume_inbox=False`` only
+    receives: the inbox's consumers run elsewhere (a shared queue such as
+    :class:`~mpsflow.inbox.cmq.CmqInbox`, consumed by CMQ workers).
 
     ``metrics_dir`` makes several processes serving one port (``--workers``) answer
     ``/metrics`` with their combined counts: each publishes its own to that directory every
@@ -138,6 +141,7 @@ class HttpSource:
         name: str = "http",
         inbox: Inbox | None = None,
         inbox_retry_after: float = 5.0,
+        consume_inbox: bool = True,
     ) -> None:
         if not path.startswith("/"):
             raise ConfigurationError(f"the callback path must start with '/', got {path!r}")
@@ -177,6 +181,7 @@ class HttpSource:
         self.metrics_interval = metrics_interval
         self.inbox = inbox
         self.inbox_retry_after = inbox_retry_after
+        self.consume_inbox = consume_inbox
         self._shared: WorkerMetrics | None = None
         self._sock = sock
         self.address: tuple[str, int] | None = None
@@ -192,6 +197,9 @@ class HttpSource:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runtime: SourceRuntime | None = None
         """The runtime of the current ``run`` (consumer, clock, metrics, readiness, …)."""
+        self._append: Callable[[bytes, AnyNotification | None], Awaitable[bool]] | None = None
+        """The inbox's consumer in this process, which takes appends in memory (see
+        ``InboxSource.append``); None: append to the inbox itself."""
 
     # -- public state ----------------------------------------------------------------------
 
@@ -226,24 +234,28 @@ class HttpSource:
     async def run(self, runtime: SourceRuntime) -> None:
         """Serve until ``runtime.stop`` is set, then drain in-flight requests and return.
 
-        With an inbox, its consumer runs beside the server and drains its deliveries too;
-        what is still in the inbox waits there for the next start.
+        With an inbox, its consumer runs beside the server (unless ``consume_inbox`` is off)
+        and drains its deliveries too; what is still in the inbox waits there for the next
+        start.
         """
         inbox = self.inbox
         if inbox is None:
             await self._serve(runtime)
             return
-        consumer = InboxSource(
-            inbox,
-            name=self.name,
-            max_in_flight=self.max_in_flight,
-            lease_seconds=self.handler_budget,
-        )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(consumer.run, runtime)
+                if self.consume_inbox:
+                    consumer = inbox.consumer(
+                        name=self.name,
+                        max_in_flight=self.max_in_flight,
+                        lease_seconds=self.handler_budget,
+                    )
+                    if isinstance(consumer, InboxSource):  # hands appends over in memory
+                        self._append = consumer.append
+                    tg.start_soon(consumer.run, runtime)
                 await self._serve(runtime)
         finally:
+            self._append = None
             with anyio.CancelScope(shield=True):
                 await self._report_inbox(inbox)
 
@@ -436,7 +448,10 @@ class HttpSource:
         assert isinstance(body, bytes)
         retry_after = {"Retry-After": str(max(1, math.ceil(self.inbox_retry_after)))}
         try:
-            added = await inbox.append(body)
+            if self._append is not None:
+                added = await self._append(body, delivery.notification)
+            else:
+                added = await inbox.append(body)
         except InboxUnavailable as exc:
             _log.warning("%s; answering 503", exc)
             return _error(503, "inbox unavailable", headers=retry_after)

@@ -1,5 +1,6 @@
 """``mpsflow run``'s durable inbox, as processes: every notification answered 200 is handled
-exactly once, across a ``kill -9`` and a restart, and across workers sharing the inbox."""
+exactly once, across a ``kill -9`` and a restart, across workers sharing the inbox, and with a
+CMQ queue as the inbox, shared by receivers and workers."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import aiohttp
 import anyio
+import pytest
 
+from mpsflow.cli.common import EXIT_USAGE
 from mpsflow.testing import build_notification
+from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY, CmqServerProcessFactory
 from tests.process_output import Output, mpsflow_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +153,81 @@ async def test_a_stop_leaves_what_was_not_started_in_the_inbox_for_the_next_star
         with anyio.fail_after(30):
             assert await process.wait() == 0
     assert handled(tmp_path) == Counter(tasks)
+
+
+# -- a CMQ queue as the inbox --------------------------------------------------------------
+
+CMQ_ENV = {**ENV, "TENCENTCLOUD_SECRETID": CMQ_SECRET_ID, "TENCENTCLOUD_SECRETKEY": CMQ_SECRET_KEY}
+CONSUMING = re.compile(r"consuming CMQ queue inbox")
+
+
+async def test_receivers_append_to_a_cmq_inbox_and_a_worker_handles_each_once_across_kill_9(
+    tmp_path: Path, cmq_server_process: CmqServerProcessFactory
+) -> None:
+    """Receivers only append (``--receive-only``); a CMQ worker (``--from-inbox``) processes.
+    What the killed worker held comes back after the queue's visibility timeout, and runs once
+    the dead worker's dedup leases end (that timeout plus the 5 s margin)."""
+    (tmp_path / "inboxapp.py").write_text(APP)
+    server = cmq_server_process("--queue", "inbox", "--visibility-timeout", "2")
+    address = server.url.split("://", 1)[1].split("/", 1)[0]
+    receiver = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--receive-only")
+    receiver += ("--inbox", f"cmq+http://{address}/inbox")
+    worker = ("run", "inboxapp:app", "--cmq", f"http://{address}", "--queue", "inbox")
+    worker += ("--from-inbox", "--wait", "1")
+    done = [f"done-{n}" for n in range(10)]
+    waiting = [f"waiting-{n}" for n in range(20)]
+    async with mpsflow_process(tmp_path, CMQ_ENV, *receiver) as (http, http_output):
+        url = (await http_output.wait_for(SERVING)).group(1)
+        async with mpsflow_process(tmp_path, CMQ_ENV, *worker) as (process, output):
+            await output.wait_for(CONSUMING)
+            assert await post_all(url, done) == [200] * len(done)
+            await wait_handled(tmp_path, len(done), output)
+            (tmp_path / "closed").touch()  # from now on handlers wait
+            assert await post_all(url, waiting) == [200] * len(waiting)
+            await output.wait_for(re.compile(r"started waiting-"))
+            os.killpg(process.pid, signal.SIGKILL)  # the worker: no drain, no goodbye
+            await process.wait()
+        assert sum(handled(tmp_path).values()) == len(done)
+        (tmp_path / "closed").unlink()
+        async with mpsflow_process(tmp_path, CMQ_ENV, *worker) as (process, output):
+            await wait_handled(tmp_path, len(done) + len(waiting), output)
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await process.wait() == 0
+        http.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await http.wait() == 0
+    assert handled(tmp_path) == Counter(done + waiting)  # each exactly once
+    assert "Traceback" not in http_output.text
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--receive-only",), "--receive-only goes with --inbox cmq://HOST/QUEUE"),
+        (("--inbox", "cmq://127.0.0.1:9/"), "expected cmq://HOST[:PORT]/QUEUE"),
+        (("--inbox", "cmq://127.0.0.1:9/9bad"), "expected a CMQ queue name"),
+        (("--from-inbox",), "--from-inbox goes with --cmq ENDPOINT"),
+    ],
+)
+async def test_cmq_inbox_mistakes_are_one_line(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    (tmp_path / "inboxapp.py").write_text(APP)
+    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", *args)
+    async with mpsflow_process(tmp_path, CMQ_ENV, *command) as (process, output):
+        with anyio.fail_after(30):
+            assert await process.wait() == EXIT_USAGE
+    [line] = [line for line in output.text.splitlines() if line.strip()]
+    assert line.startswith("mpsflow run: error: "), output.text
+    assert says in line, output.text
+
+
+async def test_a_cmq_inbox_needs_the_api_keys(tmp_path: Path) -> None:
+    (tmp_path / "inboxapp.py").write_text(APP)
+    env = {k: v for k, v in ENV.items() if not k.startswith("TENCENTCLOUD_")}
+    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--inbox", "cmq://h/q")
+    async with mpsflow_process(tmp_path, env, *command) as (process, output):
+        with anyio.fail_after(30):
+            assert await process.wait() == EXIT_USAGE
+    assert "--inbox cmq://… needs API keys in the environment" in output.text

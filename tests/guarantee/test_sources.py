@@ -18,7 +18,7 @@ import pytest
 
 from mpsflow import App
 from mpsflow.clock import SystemClock
-from mpsflow.inbox import SQLiteInbox
+from mpsflow.inbox import CmqInbox, SQLiteInbox
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.sources.http import HttpSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
@@ -161,3 +161,41 @@ async def test_http_source_with_an_inbox(
     if faulty is not None:
         counts.update({f"faults_{k.replace(':', '_')}": v for k, v in faulty.failures.items()})
     report(f"http-inbox/{kind}/{mode}", counts)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", STORES)
+async def test_http_source_with_a_cmq_inbox(
+    kind: str,
+    mode: str,
+    make_store: StoreFactory,
+    cmq_server_factory: CmqServerFactory,
+    cmq_credential: Credential,
+) -> None:
+    """Receivers append to a CMQ queue, a worker processes it: the check waits until every
+    message the door accepted was deleted, settled from the queue."""
+    sends, ledger, app, faulty = scenario(kind, mode, make_store, 37 + MODES.index(mode))
+    verdicts = Verdicts()
+    notices = {send.body: send.notice for send in sends}
+    server = await cmq_server_factory(visibility_timeout=1)
+    server.create_queue(QUEUE)
+    inbox = CmqInbox(CmqClient(server.url, cmq_credential), QUEUE, wait_seconds=1)
+    receiver = HttpSource(host="127.0.0.1", port=0, inbox=inbox, consume_inbox=False)
+    worker = CmqSource(
+        inbox.client, QUEUE, wait_seconds=1, max_in_flight=8, delete_delay=0.01, admitted=True
+    )
+    consume = recording(app, notices, ledger, verdicts)
+    try:
+        with anyio.fail_after(DEADLINE):
+            async with running(app, receiver, consume, worker):
+                await receiver.wait_serving()
+                problems = await send_http(receiver.url, sends)
+                await worker.wait_deleted(len(sends))
+    finally:
+        await inbox.close()
+    assert not problems, problems[:5]
+    assert len(server.queue(QUEUE)) == 0
+    counts = assert_exactly_once(ledger, expected(s.notice for s in sends), verdicts)
+    if faulty is not None:
+        counts.update({f"faults_{k.replace(':', '_')}": v for k, v in faulty.failures.items()})
+    report(f"http-cmq-inbox/{kind}/{mode}", counts)

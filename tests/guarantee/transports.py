@@ -44,12 +44,15 @@ def recording(
 
 
 @asynccontextmanager
-async def running(app: App, source: Source, consume: Consumer) -> AsyncIterator[None]:
-    """``app`` started and ``source`` feeding ``consume``; the source is stopped (and has
-    settled what it started) when the block ends."""
+async def running(
+    app: App, source: Source, consume: Consumer, *more: Source
+) -> AsyncIterator[None]:
+    """``app`` started and ``source`` (and ``more``) feeding ``consume``; the sources are
+    stopped (and have settled what they started) when the block ends."""
     async with app, anyio.create_task_group() as tg:
         stop = anyio.Event()
-        tg.start_soon(source.run, app.source_runtime(stop, consumer=consume))
+        for each in (source, *more):
+            tg.start_soon(each.run, app.source_runtime(stop, consumer=consume))
         try:
             yield
         finally:

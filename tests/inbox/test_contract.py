@@ -1,6 +1,7 @@
-"""The Inbox contract, run against every implementation: bounded appends, leases oldest first
-and hidden while held, settlement by the current lease only, retries that come back after their
-delay as the next attempt, and an inbox that is closed saying so.
+"""The LeasedInbox contract, run against every implementation: bounded appends, leases oldest
+first and hidden while held, appends already leased to the caller, settlement by the current
+lease only, retries that come back after their delay as the next attempt, and an inbox that is
+closed saying so.
 
 Each implementation gets a fixture factory with a FakeClock; add new ones to ``INBOXES``.
 """
@@ -14,11 +15,11 @@ import pytest
 
 from mpsflow.clock import FakeClock
 from mpsflow.errors import InboxUnavailable
-from mpsflow.inbox import Inbox, SQLiteInbox
+from mpsflow.inbox import Inbox, LeasedInbox, SQLiteInbox
 
 LEASE = 30.0
 
-InboxFactory = Callable[[Path, FakeClock, int], Inbox]
+InboxFactory = Callable[[Path, FakeClock, int], LeasedInbox]
 
 INBOXES: dict[str, InboxFactory] = {
     "sqlite": lambda folder, clock, max_items: SQLiteInbox(
@@ -35,14 +36,14 @@ def clock() -> FakeClock:
 @pytest.fixture(params=sorted(INBOXES))
 async def inbox(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-) -> AsyncIterator[Inbox]:
+) -> AsyncIterator[LeasedInbox]:
     box = INBOXES[request.param](tmp_path, clock, 3)
     yield box
     await box.close()
 
 
 async def test_appends_are_leased_oldest_first_and_hidden_while_leased(
-    inbox: Inbox,
+    inbox: LeasedInbox,
 ) -> None:
     for body in (b"a", b"b", b"c"):
         assert await inbox.append(body)
@@ -54,7 +55,7 @@ async def test_appends_are_leased_oldest_first_and_hidden_while_leased(
     assert await inbox.size() == 3
 
 
-async def test_a_full_inbox_refuses_until_one_is_settled(inbox: Inbox) -> None:
+async def test_a_full_inbox_refuses_until_one_is_settled(inbox: LeasedInbox) -> None:
     for body in (b"a", b"b", b"c"):
         assert await inbox.append(body)
     assert not await inbox.append(b"d")
@@ -65,7 +66,7 @@ async def test_a_full_inbox_refuses_until_one_is_settled(inbox: Inbox) -> None:
 
 
 async def test_a_retry_comes_back_after_its_delay_as_the_next_attempt(
-    inbox: Inbox, clock: FakeClock
+    inbox: LeasedInbox, clock: FakeClock
 ) -> None:
     await inbox.append(b"a")
     [item] = await inbox.lease(1, LEASE)
@@ -77,7 +78,7 @@ async def test_a_retry_comes_back_after_its_delay_as_the_next_attempt(
 
 
 async def test_an_ended_lease_is_leased_again_and_the_old_holder_cannot_settle_it(
-    inbox: Inbox, clock: FakeClock
+    inbox: LeasedInbox, clock: FakeClock
 ) -> None:
     await inbox.append(b"a")
     [item] = await inbox.lease(1, LEASE)
@@ -90,14 +91,14 @@ async def test_an_ended_lease_is_leased_again_and_the_old_holder_cannot_settle_i
     assert await inbox.size() == 0
 
 
-async def test_a_closed_inbox_is_unavailable(inbox: Inbox) -> None:
+async def test_a_closed_inbox_is_unavailable(inbox: LeasedInbox) -> None:
     await inbox.close()
     with pytest.raises(InboxUnavailable, match="closed"):
         await inbox.append(b"a")
 
 
 async def test_an_item_leased_and_not_settled_is_leased_again_after_its_lease(
-    inbox: Inbox, clock: FakeClock
+    inbox: LeasedInbox, clock: FakeClock
 ) -> None:
     """What a consumer that died holding a lease leaves: the item, for the next lease."""
     await inbox.append(b"a")
@@ -109,13 +110,14 @@ async def test_an_item_leased_and_not_settled_is_leased_again_after_its_lease(
     assert (again.body, again.attempt) == (b"b", 2)
 
 
-async def test_the_inbox_is_an_inbox(inbox: Inbox) -> None:
+async def test_the_inbox_is_an_inbox(inbox: LeasedInbox) -> None:
     assert isinstance(inbox, Inbox)
+    assert isinstance(inbox, LeasedInbox)
     assert inbox.describe()
 
 
 async def test_a_retry_that_is_not_counted_gives_the_attempt_back(
-    inbox: Inbox, clock: FakeClock
+    inbox: LeasedInbox, clock: FakeClock
 ) -> None:
     """A run put off by middleware, or cut off at shutdown, did not fail: same attempt next."""
     await inbox.append(b"a")
@@ -124,3 +126,30 @@ async def test_a_retry_that_is_not_counted_gives_the_attempt_back(
     clock.advance(5.0)
     [again] = await inbox.lease(1, LEASE)
     assert again.attempt == item.attempt == 1
+
+
+async def test_an_append_leased_to_the_caller_is_hidden_until_its_lease_ends(
+    inbox: LeasedInbox, clock: FakeClock
+) -> None:
+    item = await inbox.append_leased(b"a", LEASE)
+    assert item is not None
+    assert (item.body, item.attempt) == (b"a", 1)
+    assert await inbox.lease(5, LEASE) == []  # the caller holds it
+    clock.advance(LEASE)
+    [again] = await inbox.lease(5, LEASE)  # the caller died: it comes back
+    assert (again.id, again.body, again.attempt) == (item.id, b"a", 2)
+    assert not await inbox.settle(item.id, item.attempt)
+    assert await inbox.settle(again.id, again.attempt)
+
+
+async def test_an_append_leased_counts_against_the_bound_and_settles_like_a_lease(
+    inbox: LeasedInbox,
+) -> None:
+    for body in (b"a", b"b"):
+        assert await inbox.append(body)
+    held = await inbox.append_leased(b"c", LEASE)
+    assert held is not None
+    assert await inbox.append_leased(b"d", LEASE) is None  # full
+    assert await inbox.retry(held.id, held.attempt, 0.0, counted=False)
+    leased = await inbox.lease(5, LEASE)
+    assert [(i.body, i.attempt) for i in leased] == [(b"a", 1), (b"b", 1), (b"c", 1)]

@@ -4,38 +4,17 @@ dead letters and attempt numbers."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 
 from mpsflow import App, Call, CallNext, Cause, Context, Outcome, Retry, RetryPolicy, Settlement
 from mpsflow.events import WorkflowTask
-from mpsflow.inbox import SQLiteInbox
+from mpsflow.inbox import InboxItem, SQLiteInbox
 from mpsflow.sinks.memory import MemorySink
-from mpsflow.testing import build_notification, sign_payload
+from tests.inbox.door import KEY, post, signed
 from tests.sources.http_app import make_app, records, serve
-
-KEY = "inbox-test-key"
-
-
-def signed(task_id: str, *, expires_in: float = 600) -> bytes:
-    payload: dict[str, Any] = build_notification(task_id=task_id)
-    sign_payload(payload, KEY, expires_at=int(time.time() + expires_in))
-    return json.dumps(payload).encode()
-
-
-async def post(url: str, body: bytes) -> tuple[int, dict[str, Any], str]:
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.post(url, data=body) as response,
-    ):
-        return response.status, await response.json(), response.headers.get("Retry-After", "")
 
 
 async def until_dead_lettered(
@@ -52,10 +31,9 @@ async def until_dead_lettered(
     inbox = SQLiteInbox(folder / "inbox.sqlite3")
     async with serve(app, inbox=inbox) as source:
         assert (await post(source.url, signed("t-1")))[0] == 200
-        with anyio.fail_after(20):
-            while not records(dead):
+        with anyio.fail_after(20):  # the record is written before the item is settled
+            while not records(dead) or await inbox.size():
                 await inbox.wait_for_items(0.05)
-        assert await inbox.size() == 0
 
 
 async def test_an_admitted_notification_is_answered_then_processed_once(tmp_path: Path) -> None:
@@ -218,3 +196,53 @@ async def test_a_delivery_cut_off_at_shutdown_keeps_its_attempt(tmp_path: Path) 
         assert item.attempt == 1
     finally:
         await reopened.close()
+
+
+class CountingInbox(SQLiteInbox):
+    """Counts the items leased (the handover in memory takes none)."""
+
+    leased = 0
+
+    async def lease(self, max_count: int, lease_seconds: float) -> list[InboxItem]:
+        items = await super().lease(max_count, lease_seconds)
+        self.leased += len(items)
+        return items
+
+
+async def test_appends_the_consumer_has_room_for_are_handed_over_decoded_the_rest_leased(
+    tmp_path: Path,
+) -> None:
+    """With two slots: two notifications go to the consumer in memory, already decoded (one
+    decode, no lease); the other three wait in the inbox for a lease."""
+    app, dead = make_app(notify_keys=[KEY])
+    release = anyio.Event()
+    started: list[str] = []
+    decoded_at_door: list[bool] = []
+
+    async def note_decoded(call: Call, call_next: CallNext) -> Outcome:
+        decoded_at_door.append(call.delivery.notification is not None)
+        return await call_next(call)
+
+    app.add_middleware(note_decoded, scope="delivery")
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        started.append(ctx.task_id)
+        await release.wait()
+
+    inbox = CountingInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox, max_in_flight=2) as source:
+        for n in range(5):  # one at a time: max_in_flight also bounds the door's requests
+            assert (await post(source.url, signed(f"t-{n}")))[0] == 200
+        with anyio.fail_after(10):
+            while len(started) < 2:
+                await inbox.wait_for_items(0.01)
+        assert await inbox.size() == 5  # all five are durable
+        release.set()
+        with anyio.fail_after(10):
+            while await inbox.size():
+                await inbox.wait_for_items(0.05)
+    assert sorted(started) == [f"t-{n}" for n in range(5)]
+    assert sorted(decoded_at_door) == [False, False, False, True, True]
+    assert inbox.leased == 3
+    assert dead.records == []

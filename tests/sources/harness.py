@@ -54,7 +54,7 @@ from mpsflow import App, Call, CallNext, Delivery, Outcome, Source
 from mpsflow.clock import FakeClock
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import InvocationFailed
-from mpsflow.inbox import InboxItem, SQLiteInbox
+from mpsflow.inbox import InboxItem, InboxSource, SQLiteInbox
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.sources.file import FileSource
@@ -484,6 +484,19 @@ class RecordingInbox:
         added = await self._inbox.append(body)
         self._log.appended += added
         return added
+
+    async def append_leased(self, body: bytes, lease_seconds: float) -> InboxItem | None:
+        now = self._log.clock.time()
+        item = await self._inbox.append_leased(body, lease_seconds)
+        if item is not None:
+            self._log.appended += 1
+            self._log.leased([item], now + lease_seconds)
+        return item
+
+    def consumer(self, *, name: str, max_in_flight: int, lease_seconds: float) -> InboxSource:
+        return InboxSource(
+            self, name=name, max_in_flight=max_in_flight, lease_seconds=lease_seconds
+        )
 
     async def lease(self, max_count: int, lease_seconds: float) -> list[InboxItem]:
         self._looked_at = now = self._log.clock.time()  # the inbox reads its clock now too

@@ -1,0 +1,181 @@
+"""A CMQ queue as the inbox (``CmqInbox``), on the local CMQ server: receivers answer 200 once
+the queue accepted a notification, workers process it once, and every way the queue can
+refuse (full, too large, unreachable, closed) is a 503 that keeps the notification with the
+sender."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+
+import anyio
+import pytest
+
+from mpsflow import Context, RetryPolicy
+from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.devservers.cmq import CmqServer
+from mpsflow.errors import InboxUnavailable
+from mpsflow.events import WorkflowTask
+from mpsflow.inbox import CmqInbox, Inbox
+from mpsflow.sources.cmq import CmqSource
+from mpsflow.sources.http import HttpSource
+from mpsflow.tencentcloud.cmq.client import CmqClient
+from mpsflow.tencentcloud.cmq.credentials import Credential
+from tests.inbox.door import KEY, post, signed
+from tests.plugins.cmq_server import CmqServerFactory
+from tests.sources.http_app import make_app, records, serve
+
+QUEUE = "inbox"
+
+
+@pytest.fixture
+async def server(cmq_server_factory: CmqServerFactory) -> CmqServer:
+    server = await cmq_server_factory()
+    server.create_queue(QUEUE)
+    return server
+
+
+@pytest.fixture
+async def inbox(server: CmqServer, cmq_credential: Credential) -> AsyncIterator[CmqInbox]:
+    box = CmqInbox(CmqClient(server.url, cmq_credential), QUEUE, wait_seconds=1)
+    yield box
+    await box.close()
+
+
+async def test_a_receiver_appends_and_a_worker_handles_each_notification_once(
+    server: CmqServer, inbox: CmqInbox
+) -> None:
+    """The receiver only appends; the worker is the inbox's consumer. A notification posted
+    twice is two messages, handled once."""
+    app, dead = make_app(notify_keys=[KEY], idempotency=MemoryStore())
+    handled: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        handled.append(ctx.task_id)
+
+    receiver = HttpSource(port=0, inbox=inbox, consume_inbox=False)
+    worker = inbox.consumer(name="cmq-inbox", max_in_flight=8, lease_seconds=30)
+    assert isinstance(worker, CmqSource)
+    bodies = [signed(f"t-{n}") for n in range(12)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(app.run, receiver, worker, handle_signals=False))
+        await receiver.wait_serving()
+        for body in [*bodies, bodies[0], bodies[5]]:
+            assert (await post(receiver.url, body))[:2] == (200, {"code": 0})
+        with anyio.fail_after(20):
+            await worker.wait_deleted(len(bodies) + 2)
+        app.stop()
+    assert sorted(handled) == sorted(f"t-{n}" for n in range(12))
+    assert len(server.queue(QUEUE)) == 0
+    assert dead.records == []
+
+
+async def test_the_receiver_consumes_its_inbox_by_default(inbox: CmqInbox) -> None:
+    app, _ = make_app(notify_keys=[KEY])
+    done = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        done.set()
+
+    async with serve(app, inbox=inbox) as source:
+        assert (await post(source.url, signed("t-1")))[0] == 200
+        with anyio.fail_after(20):
+            await done.wait()
+
+
+@pytest.mark.parametrize("admitted", [True, False])
+async def test_a_signature_that_expires_in_the_queue_is_not_checked_again(
+    server: CmqServer, inbox: CmqInbox, admitted: bool
+) -> None:
+    """The inbox's consumer takes the door's word; a plain CMQ source checks again."""
+    expired = signed("t-1", expires_in=-60)  # it waited in the queue past its Timestamp
+    await inbox.client.send(QUEUE, expired)
+    app, dead = make_app(notify_keys=[KEY])
+    handled: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        handled.append(ctx.task_id)
+
+    source = CmqSource(inbox.client, QUEUE, wait_seconds=1, admitted=admitted)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(app.run, source, handle_signals=False))
+        with anyio.fail_after(20):
+            await source.wait_deleted(1)
+        app.stop()
+    if admitted:
+        assert (handled, records(dead)) == (["t-1"], [])
+    else:
+        assert handled == []
+        assert [record.kind for record in records(dead)] == ["signature"]
+
+
+async def test_refusals_at_the_door_are_answered_and_not_queued(
+    server: CmqServer, inbox: CmqInbox
+) -> None:
+    app, dead = make_app(notify_keys=[KEY])
+    async with serve(app, inbox=inbox, consume_inbox=False) as source:
+        status, _, _ = await post(source.url, signed("t-1").replace(b"Sign", b"Sig_"))
+        assert status == 401
+    assert len(server.queue(QUEUE)) == 0
+    assert [record.kind for record in records(dead)] == ["signature"]
+
+
+async def test_a_full_queue_answers_503_with_retry_after(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+) -> None:
+    server = await cmq_server_factory()
+    server.create_queue(QUEUE, max_msg_heap_num=2)
+    inbox = CmqInbox(CmqClient(server.url, cmq_credential), QUEUE)
+    app, _ = make_app(notify_keys=[KEY])
+    async with serve(app, inbox=inbox, consume_inbox=False, inbox_retry_after=7) as source:
+        for task in ("t-1", "t-2"):
+            assert (await post(source.url, signed(task)))[0] == 200
+        status, body, retry_after = await post(source.url, signed("t-3"))
+        assert (status, body["error"], retry_after) == (503, "inbox full", "7")
+    await inbox.close()
+    assert len(server.queue(QUEUE)) == 2
+
+
+async def test_a_body_larger_than_the_queue_allows_answers_503_and_says_what_to_change(
+    cmq_server_factory: CmqServerFactory,
+    cmq_credential: Credential,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await cmq_server_factory()
+    server.create_queue(QUEUE, max_msg_size=100)  # the body is about 400 bytes
+    inbox = CmqInbox(CmqClient(server.url, cmq_credential), QUEUE)
+    app, _ = make_app(notify_keys=[KEY])
+    with caplog.at_level(logging.ERROR, logger="mpsflow.inbox"):
+        async with serve(app, inbox=inbox, consume_inbox=False) as source:
+            status, body, _ = await post(source.url, signed("t-1"))
+    await inbox.close()
+    assert (status, body["error"]) == (503, "inbox unavailable")
+    assert "raise the maxMsgSize of inbox" in caplog.text
+
+
+async def test_an_unreachable_queue_answers_503(cmq_credential: Credential) -> None:
+    client = CmqClient(
+        "http://127.0.0.1:9", cmq_credential, retry=RetryPolicy(max_attempts=1, base_delay=0)
+    )
+    inbox = CmqInbox(client, QUEUE)
+    app, _ = make_app(notify_keys=[KEY])
+    async with serve(app, inbox=inbox, consume_inbox=False) as source:
+        status, body, retry_after = await post(source.url, signed("t-1"))
+    await inbox.close()
+    assert (status, body["error"], retry_after) == (503, "inbox unavailable", "5")
+
+
+async def test_the_cmq_inbox_is_an_inbox_and_a_closed_one_is_unavailable(
+    inbox: CmqInbox,
+) -> None:
+    assert isinstance(inbox, Inbox)
+    assert inbox.describe() == f"cmq:{QUEUE} at {inbox.client.url}"
+    assert await inbox.size() is None
+    assert await inbox.append(b"{}")
+    await inbox.close()
+    with pytest.raises(InboxUnavailable, match="closed"):
+        await inbox.append(b"{}")
