@@ -38,6 +38,7 @@ COMMANDS: dict[str, Command | str] = {
     "decode": decode.COMMAND,
     "deadletters": "mpsflow.cli.deadletters:COMMAND",
     "cmq-server": "mpsflow.cli.cmq_server:COMMAND",
+    "mps-server": "mpsflow.cli.mps_server:COMMAND",
 }
 """Subcommands: a ``Command``, or ``"module:attribute"`` naming one (imported when needed)."""
 
