@@ -170,10 +170,14 @@ async def test_receivers_append_to_a_cmq_inbox_and_a_worker_handles_each_once_ac
     (tmp_path / "inboxapp.py").write_text(APP)
     server = cmq_server_process("--queue", "inbox", "--visibility-timeout", "2")
     address = server.url.split("://", 1)[1].split("/", 1)[0]
-    receiver = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--receive-only")
-    receiver += ("--inbox", f"cmq+http://{address}/inbox")
-    worker = ("run", "inboxapp:app", "--cmq", f"http://{address}", "--queue", "inbox")
-    worker += ("--from-inbox", "--wait", "1")
+    receiver = (
+        *("run", "inboxapp:app", "--http", "127.0.0.1:0", "--receive-only"),
+        *("--inbox", f"cmq+http://{address}/inbox"),
+    )
+    worker = (
+        *("run", "inboxapp:app", "--cmq", f"http://{address}", "--queue", "inbox"),
+        *("--from-inbox", "--wait", "1"),
+    )
     done = [f"done-{n}" for n in range(10)]
     waiting = [f"waiting-{n}" for n in range(20)]
     async with mpsflow_process(tmp_path, CMQ_ENV, *receiver) as (http, http_output):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -172,7 +173,7 @@ async def test_a_data_file_from_before_the_bound_loads_with_the_default(
         "messages": [message],
     }
     data.write_text(json.dumps({"version": 1, "queues": [old_queue]}))
-    options = {} if server_default is None else {"max_msg_heap_num": server_default}
+    options: dict[str, Any] = {} if server_default is None else {"max_msg_heap_num": server_default}
     server = await cmq_server_factory(data_path=data, **options)
     queue = server.queue("old")
     assert queue.max_msg_heap_num == expected

@@ -185,6 +185,7 @@ async def test_the_wal_starts_over_under_a_steady_stream_of_commits(tmp_path: Pa
 
     def insert_and_delete(conn: sqlite3.Connection) -> None:
         row = conn.execute("INSERT INTO bodies (body) VALUES (?)", (body,)).lastrowid
+        assert row is not None
         conn.execute("DELETE FROM bodies WHERE id = ?", (row - 64,))  # 64 rows stay
 
     async def one() -> None:
@@ -212,7 +213,7 @@ def _frames_in_wal(path: str) -> int:
     restarts and is reused from its start after each."""
     conn = sqlite3.connect(path)
     try:
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     finally:
         conn.close()
     return (os.path.getsize(f"{path}-wal") - 32) // (page_size + 24)  # header, frame headers
