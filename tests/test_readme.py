@@ -55,6 +55,7 @@ from mpsflow.middleware.base import Call, CallNext
 from mpsflow.signing import SignatureVerifier
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.sources.memory import MemorySource
+from mpsflow.sources.reconcile import ReconcileSource
 from mpsflow.testing import (
     DEFAULT_EXPIRES_IN,
     TestClient,
@@ -115,6 +116,7 @@ CMQ_INBOX = (
     "tests/cli/test_run_inbox.py::"
     "test_receivers_append_to_a_cmq_inbox_and_a_worker_handles_each_once_across_kill_9"
 )
+MPS_LOOP = "tests/cli/test_reconcile_command.py::test_the_mps_dev_loop_as_the_readme_shows_it"
 FREE_PORT = "on a free port instead of 8080 (--http 127.0.0.1:0; send goes to that port)"
 
 COMMANDS: dict[str, Run | NotRun] = {
@@ -150,6 +152,11 @@ COMMANDS: dict[str, Run | NotRun] = {
     ),
     "mpsflow run myapp:app --cmq https://cmq-gz.public.tencenttdmq.com --queue mps-inbox "
     "--from-inbox": Run(CMQ_INBOX, "against the same local CMQ server"),
+    # Reconciliation
+    "mpsflow reconcile MODULE:APP --since 24h --dry-run": Run(
+        "tests/cli/test_reconcile_command.py::test_reconcile_lists_then_processes_then_finds_nothing",
+        "against the local MPS API server, --since 2h",
+    ),
     # Handlers and routing keys; Signatures and dedup
     "pip install -e .": Run(
         "tests/test_editable_install.py::test_mypy_sees_the_editable_install",
@@ -176,6 +183,15 @@ COMMANDS: dict[str, Run | NotRun] = {
     "path/to/mpsflow/examples/notifications --sign-key key-2026": Run(
         LOOP, "against that port; path/to/mpsflow is this checkout"
     ),
+    # The MPS API dev loop
+    "mpsflow mps-server --tasks path/to/mpsflow/examples/notifications": Run(
+        MPS_LOOP, "on a free port; path/to/mpsflow is this checkout"
+    ),
+    "mpsflow reconcile myapp:app --mps-endpoint http://127.0.0.1:9801 --grace 0 --dry-run": Run(
+        MPS_LOOP, "against that port, with a small app of its own in place of myapp"
+    ),
+    "mpsflow run myapp:app --reconcile --lookback 1h --mps-endpoint http://127.0.0.1:9801 "
+    "--grace 0": Run(MPS_LOOP, "against that port, with its own app, HTTP on a free port"),
     # Testing your app
     "pip install pytest": Run(FRESH, "in the fresh virtual environment"),
     "python -m pytest": Run(
@@ -193,6 +209,12 @@ COMMANDS: dict[str, Run | NotRun] = {
         "tests/cli/test_deadletters.py::test_show_prints_the_whole_record_with_secrets_masked"
     ),
     "mpsflow deadletters replay": Run("tests/cli/test_deadletters.py::test_replay_into_an_app"),
+    "mpsflow reconcile": Run(
+        "tests/cli/test_reconcile_command.py::test_reconcile_lists_then_processes_then_finds_nothing"
+    ),
+    "mpsflow mps-server": Run(
+        "tests/devservers/test_mps_command.py::test_mps_server_serves_the_loaded_tasks_until_sigterm"
+    ),
     "mpsflow cmq-server": Run(
         "tests/cli/test_cmq_server.py::test_cmq_server_command_serves_the_queue_api_until_sigterm"
     ),
@@ -380,6 +402,7 @@ PYTHON_BLOCKS = {
     "Handlers and routing keys": "test_the_routers_block",
     "Typed notifications": "test_the_typed_notifications_block",
     "Sources": "test_the_watched_source_block",
+    "Reconciliation": "test_the_reconciliation_block",
     "Testing your app": "test_the_testing_example_passes_twice_in_an_empty_folder",
 }
 """Each Python block of the README, by heading, and the test that runs it."""
@@ -459,6 +482,20 @@ async def test_the_watched_source_block(
     assert sorted((r["task"], r["path"]) for r in map(json.loads, lines)) == catalogued(SEED)
 
 
+async def test_the_reconciliation_block() -> None:
+    """It builds the source on the real API (nothing is called here: a loopback machine cannot
+    reach Tencent Cloud; tests/sources/test_reconcile.py runs it against the local server)."""
+    app, store = App(), MemoryStore()
+    namespace: dict[str, Any] = {"app": app, "store": store}
+    exec(compile(block("Reconciliation"), "README.md: Reconciliation", "exec"), namespace)
+    reconcile = namespace["reconcile"]
+    assert isinstance(reconcile, ReconcileSource)
+    assert reconcile.store is store
+    assert reconcile.client.region == "ap-guangzhou"  # type: ignore[attr-defined]
+    assert reconcile.recorder in app._delivery_middleware
+    await reconcile.client.aclose()  # type: ignore[attr-defined]
+
+
 MYPY_HARNESS = {
     "Handlers and routing keys": (
         "readme_routers",
@@ -469,6 +506,12 @@ MYPY_HARNESS = {
         "    return await call_next(call)\n\n\n",
     ),
     "Typed notifications": ("readme_typed", 'body = b"{}"\nlive_body = b"{}"\n\n'),
+    "Reconciliation": (
+        "readme_reconcile",
+        "from mpsflow.dedup.stores import MemoryStore\n"
+        "from myapp import app\n\n"
+        "store = MemoryStore()\n",
+    ),
     "Sources": (
         "readme_watched",
         "from mpsflow import Source\n"

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command | str] = {
     "deadletters": "mpsflow.cli.deadletters:COMMAND",
     "cmq-server": "mpsflow.cli.cmq_server:COMMAND",
     "mps-server": "mpsflow.cli.mps_server:COMMAND",
+    "reconcile": "mpsflow.cli.reconcile:COMMAND",
 }
 """Subcommands: a ``Command``, or ``"module:attribute"`` naming one (imported when needed)."""
 

@@ -5,6 +5,7 @@ the argparse number types, so each command module depends on this one and not on
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -27,10 +28,12 @@ __all__ = [
     "EXIT_STARTUP",
     "EXIT_USAGE",
     "Command",
+    "any_duration",
     "bounded_int",
     "cmq_endpoint",
     "cmq_inbox",
     "cmq_queue",
+    "duration",
     "load_app",
     "positive_float",
     "positive_int",
@@ -96,6 +99,35 @@ def positive_float(text: str) -> float:
     value = _parsed(text, float, "a number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """argparse type: seconds, written ``90``, ``90s``, ``5m``, ``24h`` or ``7d``; above 0."""
+    value = _duration(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above 0, got {text!r}")
+    return value
+
+
+def any_duration(text: str) -> float:
+    """argparse type: as :func:`duration`, 0 allowed."""
+    return _duration(text)
+
+
+def _duration(text: str) -> float:
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 5m, 24h or 7d, got {text!r}"
+        )
     return value
 
 

@@ -27,10 +27,12 @@ from mpsflow.cli.common import (
     EXIT_OK,
     EXIT_STARTUP,
     Command,
+    any_duration,
     bounded_int,
     cmq_endpoint,
     cmq_inbox,
     cmq_queue,
+    duration,
     load_app,
     positive_float,
     positive_int,
@@ -45,8 +47,9 @@ if TYPE_CHECKING:
     from mpsflow.inbox.base import Inbox
     from mpsflow.sources.base import Source
     from mpsflow.sources.inprocess import InProcessSource
+    from mpsflow.sources.reconcile import ReconcileSource
 
-__all__ = ["COMMAND", "SOURCE_FLAGS", "SourceFlag"]
+__all__ = ["COMMAND", "SOURCE_FLAGS", "SourceFlag", "add_reconcile_options", "reconcile_source"]
 
 _log = logging.getLogger("mpsflow.cli")
 
@@ -307,10 +310,94 @@ SOURCE_FLAGS: list[SourceFlag] = [
 """Sources of ``mpsflow run``, in the order their options are listed."""
 
 
+def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "reconciliation",
+        "Find finished MPS tasks whose notification never arrived (DescribeTasks), and process"
+        " them like the others. API keys come from TENCENTCLOUD_SECRETID and"
+        " TENCENTCLOUD_SECRETKEY; its state lives in the dedup store.",
+    )
+    group.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="reconcile beside the other sources, one worker at a time",
+    )
+    group.add_argument(
+        "--lookback",
+        metavar="DURATION",
+        type=duration,
+        default=24 * 3600.0,
+        help="how far back to look: 90s, 30m, 24h, 3d (24h)",
+    )
+    group.add_argument(
+        "--interval",
+        metavar="DURATION",
+        type=duration,
+        default=300.0,
+        help="time between two scans, and the size of a scanned window (5m)",
+    )
+    add_reconcile_options(group)
+
+
+def add_reconcile_options(group: argparse._ActionsContainer) -> None:
+    """The options ``run --reconcile`` and ``reconcile`` share."""
+    group.add_argument(
+        "--grace",
+        metavar="DURATION",
+        type=any_duration,
+        default=600.0,
+        help="how long a real notification may take before its task is reconciled (10m)",
+    )
+    group.add_argument(
+        "--mps-endpoint",
+        metavar="URL",
+        default="https://mps.tencentcloudapi.com",
+        help="the MPS API (%(default)s; a local `mpsflow mps-server` for development)",
+    )
+    group.add_argument(
+        "--region", help="the region of your MPS tasks, e.g. ap-guangzhou (X-TC-Region)"
+    )
+
+
+def reconcile_source(
+    args: argparse.Namespace, app: App, *, flag: str = "--reconcile"
+) -> ReconcileSource:
+    """The reconcile source of ``args``, its recorder added to ``app`` (after its dedup
+    store is set: the markers live there)."""
+    from mpsflow.dedup.idempotency import Idempotency
+    from mpsflow.sources.reconcile import ReconcileSource
+    from mpsflow.tencentcloud.mps import MpsApiClient
+
+    configured = app.idempotency
+    if configured is None:
+        raise ConfigurationError(
+            "reconciliation keeps its state in the dedup store: drop --no-dedup, or set"
+            " App(idempotency=…)"
+        )
+    store = configured.store if isinstance(configured, Idempotency) else configured
+    require_cmq_keys(flag)
+    try:
+        client = MpsApiClient(endpoint=args.mps_endpoint, region=args.region)
+    except ValueError as exc:
+        raise ConfigurationError(f"--mps-endpoint: {exc}") from None
+    source = ReconcileSource(
+        client,
+        store,
+        lookback=args.lookback,
+        interval=args.interval,
+        grace=args.grace,
+        handler_budget=args.handler_budget,
+    )
+    app.add_middleware(source.recorder, scope="delivery")
+    app.on_shutdown(client.aclose)
+    return source
+
+
 def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app", metavar="MODULE:APP", help="the App to run, e.g. myapp.main:app")
     for flag in SOURCE_FLAGS:
         flag.add_arguments(parser)
+    _reconcile_arguments(parser)
     parser.add_argument(
         "--workers",
         type=positive_int,
@@ -364,16 +451,17 @@ def _run(args: argparse.Namespace) -> int:
         app.use_default_idempotency(args.dedup)
     if args.shutdown_timeout is not None:
         app.shutdown_timeout = args.shutdown_timeout
+    beside: list[Source] = [reconcile_source(args, app)] if args.reconcile else []
     try:
         if args.workers > 1:
 
-            def worker_source(sock: socket.socket, metrics_dir: str) -> Source:
+            def worker_sources(sock: socket.socket, metrics_dir: str) -> list[Source]:
                 source = _http_source(args, app, sock=sock, metrics_dir=metrics_dir)
                 assert source is not None
-                return source
+                return [source, *beside]
 
-            return serve_workers(app, args, worker_source)
-        return _serve(app, [source for _, source in built])
+            return serve_workers(app, args, worker_sources)
+        return _serve(app, [*(source for _, source in built), *beside])
     except StartupError as exc:
         print(f"mpsflow run: error: {exc}", file=sys.stderr)
         return EXIT_STARTUP

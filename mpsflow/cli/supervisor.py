@@ -173,12 +173,13 @@ def _kill(pid: int, signum: int) -> None:
 def serve_workers(
     app: App,
     args: argparse.Namespace,
-    http_source: Callable[[socket.socket, str], Source],
+    worker_sources: Callable[[socket.socket, str], list[Source]],
 ) -> int:
     """Bind ``args.http``, then serve ``app`` from ``args.workers`` forked processes.
 
-    ``http_source(sock, metrics_dir)`` builds each worker's HTTP source on the shared socket;
-    every worker publishes its counters in ``metrics_dir``, so any of them answers /metrics.
+    ``worker_sources(sock, metrics_dir)`` builds each worker's sources: its HTTP source on
+    the shared socket, and any that run beside it in every worker (reconciliation); every
+    worker publishes its counters in ``metrics_dir``, so any of them answers /metrics.
     """
     if not hasattr(os, "fork"):
         raise ConfigurationError("--workers needs a platform with fork()")
@@ -206,7 +207,7 @@ def serve_workers(
     metrics_dir = tempfile.mkdtemp(prefix="mpsflow-metrics-")
 
     def work() -> int:
-        left = app.serve(http_source(sock, metrics_dir))
+        left = app.serve(*worker_sources(sock, metrics_dir))
         return EXIT_FAILED if left else EXIT_OK  # the shutdown timeout left work in flight
 
     supervisor = Supervisor(args.workers, work)

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["InMemoryMetrics", "Metrics"]
+__all__ = ["InMemoryMetrics", "Metrics", "ReconcileMetrics"]
 
 _PAIRS = ("deliveries", "handler_runs")
-_COUNTERS = ("dead_letters", "signature_rejections", "duplicates", "unmatched_events")
+_COUNTERS = (
+    "dead_letters",
+    "signature_rejections",
+    "duplicates",
+    "unmatched_events",
+    "reconcile_scans",
+    "reconcile_tasks",
+    "reconcile_api_errors",
+)
 _SECONDS = ("delivery_seconds", "handler_seconds")
 
 
@@ -48,6 +56,26 @@ class Metrics(Protocol):
         """A notification reached no handler."""
 
 
+@runtime_checkable
+class ReconcileMetrics(Protocol):
+    """Hooks the reconcile source calls when the app's metrics have them (both built-in
+    backends do; a backend of your own may leave them out)."""
+
+    def reconcile_scan(self, outcome: str) -> None:
+        """A pass ended: full (every due window is scanned), partial, or skipped (another
+        worker held the lease)."""
+
+    def reconcile_task(self, outcome: str) -> None:
+        """A finished task that never notified was found: processed, failed (left for the
+        next pass) or listed (a dry run)."""
+
+    def reconcile_api_error(self, action: str) -> None:
+        """An MPS API call failed after the client's retries."""
+
+    def reconcile_full_scan(self, timestamp: float) -> None:
+        """A full pass ended at ``timestamp`` (wall-clock seconds)."""
+
+
 class InMemoryMetrics:
     """Counters in dicts; ``snapshot()`` gives a plain view for tests and health pages.
 
@@ -63,6 +91,11 @@ class InMemoryMetrics:
         self.signature_rejections: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
         self.unmatched_events: Counter[str] = Counter()
+        self.reconcile_scans: Counter[str] = Counter()
+        self.reconcile_tasks: Counter[str] = Counter()
+        self.reconcile_api_errors: Counter[str] = Counter()
+        self.reconcile_last_full_scan = 0.0
+        """Wall time the last full reconcile pass ended; 0 before the first."""
         self.delivery_seconds = 0.0
         self.handler_seconds = 0.0
 
@@ -94,6 +127,18 @@ class InMemoryMetrics:
     def unmatched(self, event_type: str) -> None:
         self.unmatched_events[event_type] += 1
 
+    def reconcile_scan(self, outcome: str) -> None:
+        self.reconcile_scans[outcome] += 1
+
+    def reconcile_task(self, outcome: str) -> None:
+        self.reconcile_tasks[outcome] += 1
+
+    def reconcile_api_error(self, action: str) -> None:
+        self.reconcile_api_errors[action] += 1
+
+    def reconcile_full_scan(self, timestamp: float) -> None:
+        self.reconcile_last_full_scan = max(self.reconcile_last_full_scan, timestamp)
+
     @property
     def in_flight_now(self) -> dict[str, int]:
         """Deliveries started but not yet finished, by source."""
@@ -122,6 +167,7 @@ class InMemoryMetrics:
         state["started"] = dict(self.started)
         state.update({name: dict(getattr(self, name)) for name in _COUNTERS})
         state.update({name: getattr(self, name) for name in _SECONDS})
+        state["reconcile_last_full_scan"] = self.reconcile_last_full_scan
         return state
 
     def add_state(self, state: Mapping[str, Any], *, finished: bool = False) -> None:
@@ -146,3 +192,4 @@ class InMemoryMetrics:
             counter.update({k: int(v) for k, v in state.get(name, {}).items()})
         for name in _SECONDS:
             setattr(self, name, getattr(self, name) + float(state.get(name, 0.0)))
+        self.reconcile_full_scan(float(state.get("reconcile_last_full_scan", 0.0)))

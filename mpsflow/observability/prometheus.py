@@ -62,6 +62,12 @@ _HELP = {
     "signature_rejections": "Notifications refused by signature verification, by reason.",
     "duplicates_skipped": "Handler runs skipped because they had already completed.",
     "unmatched": "Notifications that reached no handler, by event type.",
+    "reconcile_scans": "Reconcile passes, by outcome (full, partial, skipped).",
+    "reconcile_tasks": "Finished tasks found never notified, by outcome (processed, failed,"
+    " listed).",
+    "reconcile_api_errors": "MPS API calls of the reconcile source that failed, by action.",
+    "reconcile_last_full_scan_timestamp_seconds": "When the last full reconcile pass ended"
+    " (Unix time; 0 before the first): its age is time() minus this.",
 }
 
 
@@ -82,6 +88,10 @@ _FAMILIES = (
     _Family("signature_rejections", "counter", ("reason",)),
     _Family("duplicates_skipped", "counter", ("key",)),
     _Family("unmatched", "counter", ("event_type",)),
+    _Family("reconcile_scans", "counter", ("outcome",)),
+    _Family("reconcile_tasks", "counter", ("outcome",)),
+    _Family("reconcile_api_errors", "counter", ("action",)),
+    _Family("reconcile_last_full_scan_timestamp_seconds", "gauge", ()),
 )
 """Every metric family, in export order: both exports take names and labels from here."""
 
@@ -154,6 +164,18 @@ class PrometheusMetrics:
     def unmatched(self, event_type: str) -> None:
         self._child("unmatched", event_type).inc()
 
+    def reconcile_scan(self, outcome: str) -> None:
+        self._child("reconcile_scans", outcome).inc()
+
+    def reconcile_task(self, outcome: str) -> None:
+        self._child("reconcile_tasks", outcome).inc()
+
+    def reconcile_api_error(self, action: str) -> None:
+        self._child("reconcile_api_errors", action).inc()
+
+    def reconcile_full_scan(self, timestamp: float) -> None:
+        self._families["reconcile_last_full_scan_timestamp_seconds"].set(timestamp)
+
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
         data: bytes = self._generate(self.registry)
@@ -195,7 +217,7 @@ def format_family(name: str, kind: str, help_text: str, samples: Samples) -> str
     return "\n".join(lines) + "\n"
 
 
-def _labelled(names: tuple[str, ...], counts: Mapping[Any, int]) -> Samples:
+def _labelled(names: tuple[str, ...], counts: Mapping[Any, float]) -> Samples:
     samples: dict[tuple[tuple[str, str], ...], float] = {}
     for key, value in sorted(counts.items()):
         values = key if isinstance(key, tuple) else (key,)
@@ -209,7 +231,7 @@ def render_in_memory(metrics: InMemoryMetrics, namespace: str = "mpsflow") -> by
     Latencies are only kept as totals there, so they are exported as summaries without
     quantiles (``_sum`` and ``_count``).
     """
-    counts: dict[str, Mapping[Any, int]] = {
+    counts: dict[str, Mapping[Any, float]] = {
         "deliveries": metrics.deliveries,
         "handler_runs": metrics.handler_runs,
         "in_flight": metrics.in_flight_now,
@@ -217,6 +239,10 @@ def render_in_memory(metrics: InMemoryMetrics, namespace: str = "mpsflow") -> by
         "signature_rejections": metrics.signature_rejections,
         "duplicates_skipped": metrics.duplicates,
         "unmatched": metrics.unmatched_events,
+        "reconcile_scans": metrics.reconcile_scans,
+        "reconcile_tasks": metrics.reconcile_tasks,
+        "reconcile_api_errors": metrics.reconcile_api_errors,
+        "reconcile_last_full_scan_timestamp_seconds": {(): metrics.reconcile_last_full_scan},
     }
     totals = {
         "delivery_duration_seconds": (metrics.delivery_seconds, sum(metrics.deliveries.values())),

@@ -1,0 +1,125 @@
+"""``mpsflow reconcile``: one reconciliation pass, by hand.
+
+Lists the finished MPS tasks of the last ``--since`` whose notification never reached the app
+(its dedup store has no record of their final notification), and processes them through the
+app, as ``mpsflow run --reconcile`` does every ``--interval``; ``--dry-run`` only lists them.
+A progress line counts the windows on a terminal.
+
+Exit codes: 0 when nothing is missing, everything missing was processed, or with
+``--dry-run``; 1 when some were left for a retry; 2 for a wrong command line; 3 when the MPS
+API refuses the keys or cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+
+from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_STARTUP, Command, duration, load_app
+from mpsflow.errors import StartupError
+
+if TYPE_CHECKING:
+    from mpsflow.app import App
+    from mpsflow.sources.reconcile import ReconcileSource, ScanReport
+
+__all__ = ["COMMAND"]
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    from mpsflow.cli.run import add_reconcile_options
+
+    parser.add_argument("app", metavar="MODULE:APP", help="the App to process them with")
+    parser.add_argument(
+        "--since",
+        metavar="DURATION",
+        type=duration,
+        default=24 * 3600.0,
+        help="how far back to look: 90m, 24h, 7d (24h; the API keeps about 7 days)",
+    )
+    parser.add_argument(
+        "--window",
+        metavar="DURATION",
+        type=duration,
+        default=3600.0,
+        help="the time span one DescribeTasks listing covers (1h)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the tasks that never notified, do nothing"
+    )
+    parser.add_argument(
+        "--handler-budget",
+        metavar="SECONDS",
+        type=duration,
+        default=60.0,
+        help="how long processing one notification may take (60)",
+    )
+    add_reconcile_options(parser)
+    dedup = parser.add_mutually_exclusive_group()
+    dedup.add_argument(
+        "--dedup",
+        metavar="PATH",
+        default="mpsflow-dedup.sqlite3",
+        help="SQLite dedup store used when the app configures none (%(default)s): the one"
+        " mpsflow run uses",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="logging threshold (%(default)s)",
+    )
+    parser.set_defaults(run=_reconcile)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from mpsflow.cli.run import reconcile_source
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    app = load_app(args.app)
+    app.use_default_idempotency(args.dedup)
+    args.lookback, args.interval = args.since, args.window
+    source = reconcile_source(args, app, flag="mpsflow reconcile")
+    source.dry_run = args.dry_run
+    source.progress = _progress if sys.stderr.isatty() else None
+    try:
+        report = anyio.run(_one_pass, app, source)
+    except StartupError as exc:
+        print(f"mpsflow reconcile: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    return _summary(report, dry_run=args.dry_run)
+
+
+async def _one_pass(app: App, source: ReconcileSource) -> ScanReport:
+    async with app:
+        await source.check()
+        return await source.scan(app.source_runtime(anyio.Event()))
+
+
+def _progress(done: int, total: int) -> None:
+    end = "\n" if done == total else ""
+    print(f"\rscanned {done}/{total} windows", end=end, file=sys.stderr, flush=True)
+
+
+def _summary(report: ScanReport, *, dry_run: bool) -> int:
+    for task in report.missing:
+        print(f"{task.task_id}\t{task.task_type}\tfinished {task.finish_time or '?'}")
+    listed = f"{report.tasks} finished task(s) in {report.windows} window(s)"
+    if dry_run:
+        print(f"{listed}; {len(report.missing)} never notified (dry run: nothing processed)")
+        return EXIT_OK
+    print(
+        f"{listed}; {len(report.missing)} never notified: {report.reconciled} processed,"
+        f" {report.failed} left for a retry"
+    )
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+COMMAND = Command(
+    "process finished MPS tasks whose notification never arrived (--dry-run lists them)",
+    _configure,
+)
+"""The ``reconcile`` entry of :data:`mpsflow.cli.COMMANDS`."""

@@ -1,0 +1,213 @@
+"""``mpsflow reconcile`` and ``mpsflow run --reconcile`` as processes, against the local MPS
+API server on loopback: they list or process the finished tasks that never notified, once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mpsflow.cli.common import EXIT_OK, EXIT_STARTUP, any_duration, duration
+from mpsflow.devservers.mps import MpsServer
+from mpsflow.testing import build_notification
+from tests.process_output import mpsflow_process
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET_ID, SECRET_KEY = "AKIDreconcileCLI00000000000000001", "reconcile-cli-key"
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    "TENCENTCLOUD_SECRETID": SECRET_ID,
+    "TENCENTCLOUD_SECRETKEY": SECRET_KEY,
+}
+TASKS = [f"task-{n:02d}" for n in range(6)]
+APP = """
+import argparse
+import os
+
+from mpsflow import App, Context
+
+app = App()
+
+
+@app.on("WorkflowTask")
+async def record(event, ctx: Context) -> None:
+    with open("handled.txt", "a") as out:
+        out.write(f"{ctx.task_id} {ctx.delivery.source}\\n")
+"""
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[MpsServer]:
+    """The local MPS API with six tasks finished within the last hour."""
+    server = MpsServer({SECRET_ID: SECRET_KEY})
+    now = time.time()
+    for n, task_id in enumerate(TASKS):
+        server.add_from_notification(
+            build_notification(task_id=task_id),
+            create_time=now - 3600 + n * 60,
+            finish_time=now - 3000 + n * 60,
+        )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def handled(folder: Path) -> Counter[str]:
+    path = folder / "handled.txt"
+    return Counter(path.read_text().splitlines() if path.exists() else [])
+
+
+def options(server: MpsServer) -> tuple[str, ...]:
+    return ("--mps-endpoint", server.url, "--grace", "1m")
+
+
+async def test_reconcile_lists_then_processes_then_finds_nothing(
+    server: MpsServer, tmp_path: Path
+) -> None:
+    (tmp_path / "reconapp.py").write_text(APP)
+    command = ("reconcile", "reconapp:app", "--since", "2h", *options(server))
+    async with mpsflow_process(tmp_path, ENV, *command, "--dry-run") as (process, output):
+        with anyio.fail_after(60):
+            assert await process.wait() == EXIT_OK
+    listed = re.findall(r"^(task-\d+)\tWorkflowTask\tfinished ", output.text, re.MULTILINE)
+    assert sorted(listed) == TASKS
+    assert "6 never notified (dry run: nothing processed)" in output.text
+    assert handled(tmp_path) == Counter()
+    async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
+        with anyio.fail_after(60):
+            assert await process.wait() == EXIT_OK
+    assert "6 never notified: 6 processed, 0 left for a retry" in output.text
+    assert handled(tmp_path) == Counter(f"{task} reconcile" for task in TASKS)
+    async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
+        with anyio.fail_after(60):
+            assert await process.wait() == EXIT_OK
+    assert "; 0 never notified" in output.text
+    assert server.calls["DescribeTaskDetail"] == len(TASKS)  # each fetched once
+
+
+async def test_run_reconciles_beside_http_and_stops_cleanly(
+    server: MpsServer, tmp_path: Path
+) -> None:
+    (tmp_path / "reconapp.py").write_text(APP)
+    command = (
+        *("run", "reconapp:app", "--http", "127.0.0.1:0", "--reconcile"),
+        *("--lookback", "2h", "--interval", "10m", *options(server)),
+    )
+    async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
+        with anyio.fail_after(60):
+            while sum(handled(tmp_path).values()) < len(TASKS):  # noqa: ASYNC110 - a child writes
+                await anyio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == EXIT_OK
+    assert handled(tmp_path) == Counter(f"{task} reconcile" for task in TASKS)
+    assert "Traceback" not in output.text
+
+
+@pytest.mark.parametrize("command", ["reconcile", "run"])
+async def test_refused_keys_are_one_line_and_exit_3(
+    server: MpsServer, tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "reconapp.py").write_text(APP)
+    env = {**ENV, "TENCENTCLOUD_SECRETKEY": "wrong"}
+    args = ("--reconcile", "--http", "127.0.0.1:0") if command == "run" else ()
+    full = (command, "reconapp:app", *args, *options(server))
+    async with mpsflow_process(tmp_path, env, *full) as (process, output):
+        with anyio.fail_after(60):
+            assert await process.wait() == EXIT_STARTUP
+    errors = [line for line in output.text.splitlines() if "error:" in line]
+    assert errors == [
+        f"mpsflow {command}: error: the MPS API refused the credentials"
+        f" (AuthFailure.SignatureFailure): check TENCENTCLOUD_SECRETID/TENCENTCLOUD_SECRETKEY"
+    ], output.text
+
+
+LISTENING = re.compile(r"mpsflow mps-server listening on (http://127\.0\.0\.1:\d+)$")
+SERVING = re.compile(r"serving MPS callbacks on http://")
+
+
+async def test_the_mps_dev_loop_as_the_readme_shows_it(tmp_path: Path) -> None:
+    """The README's dev loop: the local MPS API with the examples' tasks, a dry run that lists
+    the two finished ones, then ``run --reconcile`` that processes them."""
+    (tmp_path / "reconapp.py").write_text(APP)
+    tasks = ("--tasks", str(ROOT / "examples" / "notifications"))
+    async with mpsflow_process(tmp_path, ENV, "mps-server", "--port", "0", *tasks) as (
+        server,
+        server_output,
+    ):
+        url = (await server_output.wait_for(LISTENING)).group(1)
+        local = ("--mps-endpoint", url, "--grace", "0")
+        dry_run = ("reconcile", "reconapp:app", *local, "--dry-run")
+        async with mpsflow_process(tmp_path, ENV, *dry_run) as (process, output):
+            with anyio.fail_after(60):
+                assert await process.wait() == EXIT_OK
+        listed = sorted(re.findall(r"^\S+\t(\w+)\tfinished ", output.text, re.MULTILINE))
+        assert listed == ["EditMediaTask", "WorkflowTask"]
+        run = (
+            *("run", "reconapp:app", "--http", "127.0.0.1:0", "--reconcile"),
+            *("--lookback", "1h", *local),
+        )
+        async with mpsflow_process(tmp_path, ENV, *run) as (process, output):
+            with anyio.fail_after(60):
+                while not handled(tmp_path):  # noqa: ASYNC110 - a child writes
+                    await anyio.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await process.wait() == EXIT_OK
+        server.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await server.wait() == 0
+    [(line, count)] = handled(tmp_path).items()  # the one finished WorkflowTask
+    assert (line.split()[1], count) == ("reconcile", 1)
+    assert "Traceback" not in output.text
+
+
+async def test_workers_share_the_reconcile_lease_and_process_each_task_once(
+    server: MpsServer, tmp_path: Path
+) -> None:
+    (tmp_path / "reconapp.py").write_text(APP)
+    command = (
+        *("run", "reconapp:app", "--http", "127.0.0.1:0", "--workers", "2", "--reconcile"),
+        *("--lookback", "2h", "--interval", "10m", *options(server)),
+    )
+    async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
+        with anyio.fail_after(60):
+            while sum(handled(tmp_path).values()) < len(TASKS):  # noqa: ASYNC110 - a child writes
+                await anyio.sleep(0.05)
+        await output.wait_for(re.compile(r"serving MPS callbacks .* with 2 workers"))
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == EXIT_OK
+    assert handled(tmp_path) == Counter(f"{task} reconcile" for task in TASKS)
+    assert server.calls["DescribeTaskDetail"] == len(TASKS)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("90s", 90.0), ("5m", 300.0), ("1.5h", 5400.0), ("7d", 604800.0)],
+)
+def test_durations_read_as_seconds(text: str, seconds: float) -> None:
+    assert duration(text) == any_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "5x", "-1m", "inf", "nan"])
+def test_a_malformed_duration_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a duration"):
+        any_duration(text)
+
+
+def test_zero_is_a_grace_but_not_an_interval() -> None:
+    assert any_duration("0") == 0.0
+    with pytest.raises(argparse.ArgumentTypeError, match="above 0"):
+        duration("0m")
