@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigurationError",
     "DecodeError",
+    "InboxRefusedBody",
     "InboxUnavailable",
     "InvocationFailed",
     "MpsflowError",
@@ -106,6 +107,11 @@ class InboxUnavailable(MpsflowError):
 
     The receiver answers "try again later" (HTTP 503): nothing was accepted, so nothing is lost.
     """
+
+
+class InboxRefusedBody(MpsflowError):
+    """The inbox can never take this body (larger than its queue's message size): the
+    receiver records it as a dead letter and answers 413, since sending it again cannot help."""
 
 
 class SinkError(MpsflowError):

@@ -187,8 +187,12 @@ def cmq_inbox(text: str) -> tuple[str, str] | None:
     ``cmq+http://…`` the same over plain HTTP (a local ``mpsflow cmq-server``).
     """
     scheme, sep, rest = text.partition("://")
+    if not sep and not text.startswith("cmq:"):
+        return None  # a file path
     if not sep or scheme not in ("cmq", "cmq+http", "cmq+https"):
-        return None
+        raise ConfigurationError(
+            f"--inbox {text}: a file path, or cmq://HOST[:PORT]/QUEUE (cmq+http:// for plain HTTP)"
+        )
     api, _, queue = rest.rpartition("/")
     transport = "http" if scheme == "cmq+http" else "https"
     problem = "" if api else "no queue after the address"

@@ -6,27 +6,32 @@ app, as ``mpsflow run --reconcile`` does every ``--interval``; ``--dry-run`` onl
 A progress line counts the windows on a terminal.
 
 Exit codes: 0 when nothing is missing, everything missing was processed, or with
-``--dry-run``; 1 when some were left for a retry; 2 for a wrong command line; 3 when the MPS
-API refuses the keys or cannot be reached.
+``--dry-run``; 1 when some were left for a retry, or another reconciler holds the lease (a
+killed one holds it for about three minutes); 2 for a wrong command line; 3 when the MPS API
+refuses the keys or cannot be reached; 130 when stopped (SIGINT, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import anyio
 
 from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_STARTUP, Command, duration, load_app
-from mpsflow.errors import StartupError
+from mpsflow.errors import ConfigurationError, StartupError
 
 if TYPE_CHECKING:
     from mpsflow.app import App
     from mpsflow.sources.reconcile import ReconcileSource, ScanReport
 
 __all__ = ["COMMAND"]
+
+_DEFAULT_DEDUP = "mpsflow-dedup.sqlite3"
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +50,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         type=duration,
         default=3600.0,
-        help="the time span one DescribeTasks listing covers (1h)",
+        help="the time span one DescribeTasks listing covers (1h, or --since when shorter)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="list the tasks that never notified, do nothing"
@@ -58,11 +63,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="how long processing one notification may take (60)",
     )
     add_reconcile_options(parser)
-    dedup = parser.add_mutually_exclusive_group()
-    dedup.add_argument(
+    parser.add_argument(
         "--dedup",
         metavar="PATH",
-        default="mpsflow-dedup.sqlite3",
+        default=_DEFAULT_DEDUP,
         help="SQLite dedup store used when the app configures none (%(default)s): the one"
         " mpsflow run uses",
     )
@@ -77,14 +81,28 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _reconcile(args: argparse.Namespace) -> int:
     from mpsflow.cli.run import reconcile_source
+    from mpsflow.dedup.stores.memory import MemoryStore
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     app = load_app(args.app)
+    if app.idempotency is not None and args.dedup != _DEFAULT_DEDUP:
+        raise ConfigurationError(
+            f"--dedup {args.dedup}: the app sets its own dedup store, which reconcile uses"
+        )
     app.use_default_idempotency(args.dedup)
-    args.lookback, args.interval = args.since, args.window
+    store = getattr(app.idempotency, "store", app.idempotency)
+    if isinstance(store, MemoryStore):
+        print(
+            "mpsflow reconcile: warning: the app's dedup store is in memory, so this run"
+            " remembers nothing from earlier ones: every task that finished since --since is"
+            " processed again (its handlers are skipped only where they keep their own records)",
+            file=sys.stderr,
+        )
+    args.lookback, args.interval = args.since, min(args.window, args.since)
     source = reconcile_source(args, app, flag="mpsflow reconcile")
     source.dry_run = args.dry_run
     source.progress = _progress if sys.stderr.isatty() else None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: leases freed
     try:
         report = anyio.run(_one_pass, app, source)
     except StartupError as exc:
@@ -105,9 +123,20 @@ def _progress(done: int, total: int) -> None:
 
 
 def _summary(report: ScanReport, *, dry_run: bool) -> int:
+    if report.skipped_pass:
+        until = datetime.fromtimestamp(report.held_until, tz=timezone.utc)
+        print(
+            "mpsflow reconcile: error: another reconciler is scanning (a pass of mpsflow run"
+            " --reconcile, or a reconcile that was killed): its lease ends at"
+            f" {until:%H:%M:%S} UTC; try again then",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     for task in report.missing:
         print(f"{task.task_id}\t{task.task_type}\tfinished {task.finish_time or '?'}")
-    listed = f"{report.tasks} finished task(s) in {report.windows} window(s)"
+    listed = f"{report.tasks} finished task(s) in {report.windows} window(s) listed"
+    if report.marked:
+        listed += f" ({report.marked} more scanned before)"
     if dry_run:
         print(f"{listed}; {len(report.missing)} never notified (dry run: nothing processed)")
         return EXIT_OK

@@ -134,9 +134,21 @@ def typed_payload_hash(notification: Notification | LiveStreamNotification) -> s
     """128-bit digest of a decoded notification without its transport fields.
 
     ``Timestamp``, ``Sign`` and ``RequestId`` are left out, so a re-signed resend of the same
-    notification hashes the same.
+    notification hashes the same; an empty ``SessionId``/``SessionContext`` hashes as an
+    absent one (MPS sends either, and a notification rebuilt from the API has them or not).
     """
-    bare = msgspec.structs.replace(notification, timestamp=None, sign=None, request_id=None)
+    bare: Notification | LiveStreamNotification
+    if isinstance(notification, LiveStreamNotification):
+        bare = msgspec.structs.replace(notification, timestamp=None, sign=None, request_id=None)
+    else:
+        bare = msgspec.structs.replace(
+            notification,
+            timestamp=None,
+            sign=None,
+            request_id=None,
+            session_id=notification.session_id or None,
+            session_context=notification.session_context or None,
+        )
     return hashlib.sha256(_TYPED_ENCODER.encode(bare)).hexdigest()[:32]
 
 

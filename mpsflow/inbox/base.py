@@ -58,7 +58,9 @@ class Inbox(Protocol):
         """How many items the inbox holds (leased ones included), None when it cannot tell."""
         ...
 
-    def consumer(self, *, name: str, max_in_flight: int, lease_seconds: float) -> Source:
+    def consumer(
+        self, *, name: str = "inbox", max_in_flight: int = 64, lease_seconds: float = 60.0
+    ) -> Source:
         """The source that processes what the inbox holds, ``max_in_flight`` at a time.
 
         Its deliveries are admitted (``Delivery.admitted``): their signature was checked at

@@ -12,14 +12,15 @@ CMQ bounds the queue by its ``maxMsgHeapNum``: a full queue (code 4410) is a ful
 answered 503. Other refusals and an endpoint that cannot be reached are
 :class:`~mpsflow.errors.InboxUnavailable`, also answered 503, so the sender keeps the
 notification. A body larger than the queue's ``maxMsgSize`` (code 4400) can never be
-appended: it is refused the same way, and logged with what to change.
+appended: it is :class:`~mpsflow.errors.InboxRefusedBody`, which the receiver records as a
+dead letter and answers 413, with what to change.
 """
 
 from __future__ import annotations
 
 import logging
 
-from mpsflow.errors import InboxUnavailable
+from mpsflow.errors import InboxRefusedBody, InboxUnavailable
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.tencentcloud.cmq.client import MAX_BATCH, CmqClient
 from mpsflow.tencentcloud.cmq.errors import (
@@ -72,13 +73,10 @@ class CmqInbox:
         except CmqQueueFullError:
             return False
         except CmqMessageTooLargeError as exc:
-            _log.error(
-                "a %d-byte notification is larger than the queue's maxMsgSize: raise the"
-                " maxMsgSize of %s (CMQ allows up to 1 MB)",
-                len(body),
-                self.queue,
-            )
-            raise InboxUnavailable(f"inbox {self.describe()} refused the body ({exc})") from exc
+            raise InboxRefusedBody(
+                f"a {len(body)}-byte notification is larger than the maxMsgSize of CMQ queue"
+                f" {self.queue}: raise it (CMQ allows up to 1 MB); it is kept as a dead letter"
+            ) from exc
         except CmqError as exc:
             raise InboxUnavailable(f"inbox {self.describe()} failed: {exc}") from exc
         return True
@@ -87,7 +85,9 @@ class CmqInbox:
         """None: unknown here (the queue's counts are in its console, ``activeMsgNum``)."""
         return None
 
-    def consumer(self, *, name: str, max_in_flight: int, lease_seconds: float) -> CmqSource:
+    def consumer(
+        self, *, name: str = "inbox", max_in_flight: int = 64, lease_seconds: float = 60.0
+    ) -> CmqSource:
         """A :class:`~mpsflow.sources.cmq.CmqSource` of admitted deliveries; the queue's
         visibility timeout is the lease, so ``lease_seconds`` is not used."""
         return CmqSource(

@@ -226,7 +226,9 @@ class SQLiteInbox:
 
         return await self._run(size)
 
-    def consumer(self, *, name: str, max_in_flight: int, lease_seconds: float) -> InboxSource:
+    def consumer(
+        self, *, name: str = "inbox", max_in_flight: int = 64, lease_seconds: float = 60.0
+    ) -> InboxSource:
         """An :class:`~mpsflow.inbox.source.InboxSource` leasing from this inbox."""
         from mpsflow.inbox.source import InboxSource
 

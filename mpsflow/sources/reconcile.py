@@ -52,6 +52,7 @@ from typing import Protocol
 import anyio
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.stores.base import ClaimState, IdempotencyStore, describe_store
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError, StartupError, StoreUnavailable
@@ -76,6 +77,11 @@ _SETTLED = frozenset({Settlement.ACK, Settlement.DEAD_LETTERED})
 """Outcomes after which a notification is no longer lost: processed, or a dead letter."""
 _MARK_LEASE = 60.0
 """Seconds a marker claim is held while it is written."""
+_SCAN_LEASE = 120.0
+"""Seconds the pass lease and a window's claim are held (plus the handler budget). Short, so a
+reconciler killed mid-pass holds the next one back for minutes at most; a pass that outlives
+it may meet another worker's in a window, which only costs listing calls: each task is
+claimed before it is processed."""
 
 
 class TaskApi(Protocol):
@@ -110,9 +116,11 @@ class ScanReport:
     """What one pass did."""
 
     windows: int = 0
-    """Windows scanned (those marked scanned before are not counted)."""
+    """Windows listed in this pass."""
+    marked: int = 0
+    """Windows not listed: marked scanned by an earlier pass."""
     completed: int = 0
-    """Windows found finished and processed, marked scanned."""
+    """Windows marked scanned by this pass (every task in them finished and processed)."""
     tasks: int = 0
     """``FINISH`` tasks listed in the scanned windows."""
     missing: list[TaskSimpleInfo] = field(default_factory=list)
@@ -122,15 +130,16 @@ class ScanReport:
     failed: int = 0
     """Notifications the pipeline left for a retry, and tasks whose detail failed."""
     skipped_pass: bool = False
-    """Another worker held the pass lease."""
+    """Another reconciler held the pass lease (until ``held_until``, wall time)."""
+    held_until: float = 0.0
 
 
 class ReconcileSource:
     """Reconciles the app with MPS's task list (see the module docstring).
 
-    ``store`` is where markers live: the app's dedup store (``App(idempotency=…)``), so that
-    workers sharing it share the markers. Add :attr:`recorder` to the app as delivery
-    middleware so that notifications that do arrive are recorded::
+    ``store`` is where markers live: the app's dedup store (``App(idempotency=…)``, a store or
+    an ``Idempotency``), so that workers sharing it share the markers. Add :attr:`recorder` to
+    the app as delivery middleware so that notifications that do arrive are recorded::
 
         reconcile = ReconcileSource(MpsApiClient(...), store)
         app.add_middleware(reconcile.recorder, scope="delivery")
@@ -144,7 +153,7 @@ class ReconcileSource:
     def __init__(
         self,
         client: TaskApi,
-        store: IdempotencyStore,
+        store: IdempotencyStore | Idempotency | None,
         *,
         lookback: float = 24 * 3600.0,
         grace: float = 600.0,
@@ -161,8 +170,17 @@ class ReconcileSource:
             raise ConfigurationError(
                 "reconcile lookback, interval and window must be positive, grace not negative"
             )
+        if grace >= lookback:
+            raise ConfigurationError(
+                f"the reconcile grace ({grace:g}s) must be shorter than the lookback"
+                f" ({lookback:g}s): no task could ever be due"
+            )
         if window > lookback:
-            raise ConfigurationError("the reconcile window must not be longer than the lookback")
+            raise ConfigurationError(
+                f"the reconcile window ({window:g}s; --interval for run, --window for reconcile)"
+                f" must not be longer than the lookback ({lookback:g}s)"
+            )
+        store = _store_of(store)
         self.client = client
         self.store = store
         self.lookback = lookback
@@ -228,6 +246,13 @@ class ReconcileSource:
             self._clock = runtime.clock
         if self._passes == 0:
             await self.check()
+            _log.info(
+                "reconciling tasks that finished between %s and %s ago, every %s, with %s",
+                _span(self.lookback),
+                _span(self.grace),
+                _span(self.interval),
+                _where(self.client),
+            )
         while not runtime.stop.is_set():
             await self.scan(runtime)
             with anyio.move_on_after(self.interval):
@@ -255,17 +280,22 @@ class ReconcileSource:
         self._metrics = metrics if isinstance(metrics, ReconcileMetrics) else None
         report = ScanReport()
         self._passes += 1
-        lease = await self._take(f"{_PREFIX}pass", self.interval + self.handler_budget)
-        if lease is None:
+        key = f"{_PREFIX}pass"
+        lease = await self.store.claim(
+            key, lease_seconds=_SCAN_LEASE + self.handler_budget, payload_hash=""
+        )
+        if lease.state is not ClaimState.CLAIMED:
             report.skipped_pass = True
-            _log.debug("another worker is reconciling; skipping this pass")
+            report.held_until = lease.expires_at
+            _log.info("another reconciler is scanning; skipping this pass")
             self._count_scan("skipped")
             return self._keep(report)
-        token, key = lease
+        token = lease.token
         left = 0
         try:
             windows = self._due_windows(self._clock.time())
             running = await self._running_since(windows)
+            left += running is None  # the running tasks could not be listed
             for done, (start, end) in enumerate(windows):
                 if runtime.stop.is_set():
                     left += len(windows) - done
@@ -281,14 +311,20 @@ class ReconcileSource:
         if not left:
             self._full_scan_done()
         self._count_scan("partial" if left else "full")
-        if report.missing:
-            _log.info(
-                "reconcile: %d finished task(s) never notified; %s",
-                len(report.missing),
-                "listed (dry run)"
-                if self.dry_run
-                else f"{report.reconciled} processed, {report.failed} left for the next pass",
-            )
+        level = logging.INFO if left or report.missing or self._passes == 1 else logging.DEBUG
+        _log.log(
+            level,
+            "reconcile pass %s: %d window(s) listed (%d marked scanned before), %d finished"
+            " task(s), %d never notified%s",
+            "partial" if left else "full",
+            report.windows,
+            report.marked,
+            report.tasks,
+            len(report.missing),
+            " (dry run: listed only)"
+            if self.dry_run
+            else f": {report.reconciled} processed, {report.failed} left for the next pass",
+        )
         return self._keep(report)
 
     def _full_scan_done(self) -> None:
@@ -351,30 +387,32 @@ class ReconcileSource:
     async def _window(
         self, start: float, end: float, busy: bool, runtime: SourceRuntime, report: ScanReport
     ) -> bool:
-        """Scan one window unless marked scanned; True when it is (now or before). ``busy``:
-        a task created in it still runs, so it is scanned but not marked."""
+        """Scan one window unless marked scanned; True when it was listed and every finished
+        task in it was processed (now or before). It is marked scanned only when it is whole
+        and not ``busy``: a task created in it still runs."""
         whole = (end - start) >= self.window
         key = f"{_PREFIX}window:{int(start)}-{int(end) if whole else 'now'}"
         claim = await self.store.claim(
-            key, lease_seconds=self.interval + self.handler_budget, payload_hash=""
+            key, lease_seconds=_SCAN_LEASE + self.handler_budget, payload_hash=""
         )
         if claim.state is ClaimState.COMPLETED:
+            report.marked += 1
             return True
         if claim.state is ClaimState.IN_PROGRESS:
             return False
         report.windows += 1
-        settled = False
+        done = mark = False
         try:
-            settled = await self._scan_window(_utc(start), _utc(end), runtime, report)
-            settled &= not busy
+            done = await self._scan_window(_utc(start), _utc(end), runtime, report)
+            mark = done and whole and not busy and not self.dry_run
         finally:
             with anyio.CancelScope(shield=True):
-                if settled and whole and not self.dry_run:
+                if mark:
                     await self.store.complete(key, claim.token, ttl_seconds=self.retention)
                 else:
                     await self.store.release(key, claim.token)
-        report.completed += settled and whole
-        return settled
+        report.completed += mark
+        return done
 
     async def _scan_window(
         self, start: datetime, end: datetime, runtime: SourceRuntime, report: ScanReport
@@ -456,17 +494,28 @@ class ReconcileSource:
         self._count_task("failed")
         return False
 
-    async def _take(self, key: str, seconds: float) -> tuple[str, str] | None:
-        claim = await self.store.claim(key, lease_seconds=seconds, payload_hash="")
-        if claim.state is not ClaimState.CLAIMED:
-            return None
-        return claim.token, key
-
     async def _release(self, key: str, token: str) -> None:
         try:
             await self.store.release(key, token)
         except StoreUnavailable as exc:
             _log.warning("could not release the reconcile lease: %s (it ends by itself)", exc)
+
+
+def _store_of(store: IdempotencyStore | Idempotency | None) -> IdempotencyStore:
+    if store is None:
+        raise ConfigurationError(
+            "reconciliation keeps its state in the dedup store: give the app one"
+            " (App(idempotency=…)) and pass it"
+        )
+    return store.store if isinstance(store, Idempotency) else store
+
+
+def _span(seconds: float) -> str:
+    """``90s``, ``5m``, ``24h``, ``2d``: the largest unit that divides ``seconds``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _where(client: object) -> str:

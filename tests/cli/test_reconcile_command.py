@@ -15,7 +15,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mpsflow.cli.common import EXIT_OK, EXIT_STARTUP, any_duration, duration
+from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_STARTUP, any_duration, duration
+from mpsflow.dedup.stores import SQLiteStore
 from mpsflow.devservers.mps import MpsServer
 from mpsflow.testing import build_notification
 from tests.process_output import mpsflow_process
@@ -211,3 +212,55 @@ def test_zero_is_a_grace_but_not_an_interval() -> None:
     assert any_duration("0") == 0.0
     with pytest.raises(argparse.ArgumentTypeError, match="above 0"):
         duration("0m")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("run", "--lookback", "1h"), "--lookback goes with --reconcile"),
+        (("run", "--grace", "0", "--region", "x"), "--grace, --region go with --reconcile"),
+        (("run", "--reconcile", "--lookback", "1h", "--grace", "2h"), "must be shorter than"),
+        (("reconcile", "--since", "1h", "--grace", "1h"), "must be shorter than"),
+        (("reconcile", "--since", "30m", "--window", "2h"), None),  # the window fits --since
+    ],
+)
+async def test_reconcile_option_mistakes_are_one_line(
+    server: MpsServer, tmp_path: Path, args: tuple[str, ...], says: str | None
+) -> None:
+    (tmp_path / "reconapp.py").write_text(APP)
+    command, *rest = args
+    endpoint = (
+        ("--mps-endpoint", server.url) if command == "reconcile" or "--reconcile" in rest else ()
+    )
+    full = (command, "reconapp:app", *endpoint, *rest)
+    if command == "run":
+        full += ("--http", "127.0.0.1:0")
+    async with mpsflow_process(tmp_path, ENV, *full) as (process, output):
+        with anyio.fail_after(60):
+            status = await process.wait()
+    if says is None:
+        assert status == EXIT_OK, output.text
+        return
+    assert status == 2, output.text
+    [line] = [line for line in output.text.splitlines() if line.strip()]
+    assert line.startswith(f"mpsflow {command}: error: "), line
+    assert says in line
+
+
+async def test_reconcile_says_when_another_holds_the_lease(
+    server: MpsServer, tmp_path: Path
+) -> None:
+    """A reconciler that was killed leaves its lease for minutes, not silently."""
+    (tmp_path / "reconapp.py").write_text(APP)
+    store = SQLiteStore(tmp_path / "mpsflow-dedup.sqlite3")  # the default store of reconcile
+    try:
+        held = await store.claim("mpsflow:reconcile:pass", lease_seconds=180, payload_hash="")
+        assert held.token
+    finally:
+        await store.close()
+    command = ("reconcile", "reconapp:app", "--since", "2h", *options(server))
+    async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
+        with anyio.fail_after(60):
+            assert await process.wait() == EXIT_FAILED
+    assert "another reconciler is scanning" in output.text
+    assert handled(tmp_path) == Counter()

@@ -211,6 +211,8 @@ async def test_receivers_append_to_a_cmq_inbox_and_a_worker_handles_each_once_ac
         (("--receive-only",), "--receive-only goes with --inbox cmq://HOST/QUEUE"),
         (("--inbox", "cmq://127.0.0.1:9/"), "expected cmq://HOST[:PORT]/QUEUE"),
         (("--inbox", "cmq://127.0.0.1:9/9bad"), "expected a CMQ queue name"),
+        (("--inbox", "cmq:/127.0.0.1:9/q"), "a file path, or cmq://HOST[:PORT]/QUEUE"),
+        (("--inbox", "http://127.0.0.1:9/q"), "a file path, or cmq://HOST[:PORT]/QUEUE"),
         (("--from-inbox",), "--from-inbox goes with --cmq ENDPOINT"),
     ],
 )
@@ -235,3 +237,23 @@ async def test_a_cmq_inbox_needs_the_api_keys(tmp_path: Path) -> None:
         with anyio.fail_after(30):
             assert await process.wait() == EXIT_USAGE
     assert "--inbox cmq://… needs API keys in the environment" in output.text
+
+
+async def test_a_receiver_that_processes_a_misspelt_cmq_inbox_exits_3_with_one_line(
+    tmp_path: Path, cmq_server_process: CmqServerProcessFactory
+) -> None:
+    (tmp_path / "inboxapp.py").write_text(APP)
+    server = cmq_server_process("--queue", "inbox")
+    address = server.url.split("://", 1)[1].split("/", 1)[0]
+    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--inbox")
+    async with mpsflow_process(tmp_path, CMQ_ENV, *command, f"cmq+http://{address}/inbx") as (
+        process,
+        output,
+    ):
+        with anyio.fail_after(30):
+            assert await process.wait() == 3
+    errors = [line for line in output.text.splitlines() if "error:" in line]
+    assert len(errors) == 1, output.text
+    assert "CMQ queue inbx" in errors[0]
+    assert "does not exist (code 4440)" in errors[0]
+    assert "Traceback" not in output.text

@@ -5,7 +5,6 @@ sender."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -140,21 +139,24 @@ async def test_a_full_queue_answers_503_with_retry_after(
     assert len(server.queue(QUEUE)) == 2
 
 
-async def test_a_body_larger_than_the_queue_allows_answers_503_and_says_what_to_change(
-    cmq_server_factory: CmqServerFactory,
-    cmq_credential: Credential,
-    caplog: pytest.LogCaptureFixture,
+async def test_a_body_larger_than_the_queue_allows_is_kept_as_a_dead_letter_and_answered_413(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
 ) -> None:
+    """Sending it again could never help: it is recorded whole (it passed the door's checks,
+    so it can be replayed once the queue takes larger messages) and the sender told so."""
     server = await cmq_server_factory()
     server.create_queue(QUEUE, max_msg_size=100)  # the body is about 400 bytes
     inbox = CmqInbox(CmqClient(server.url, cmq_credential), QUEUE)
-    app, _ = make_app(notify_keys=[KEY])
-    with caplog.at_level(logging.ERROR, logger="mpsflow.inbox"):
-        async with serve(app, inbox=inbox, consume_inbox=False) as source:
-            status, body, _ = await post(source.url, signed("t-1"))
+    app, dead = make_app(notify_keys=[KEY])
+    body = signed("t-1")
+    async with serve(app, inbox=inbox, consume_inbox=False) as source:
+        status, answer, _ = await post(source.url, body)
     await inbox.close()
-    assert (status, body["error"]) == (503, "inbox unavailable")
-    assert "raise the maxMsgSize of inbox" in caplog.text
+    assert status == 413
+    assert "raise it" in answer["error"]
+    [record] = records(dead)
+    assert (record.kind, record.task_id, record.body_truncated) == ("poison", "t-1", False)
+    assert record.raw_body() == body
 
 
 async def test_an_unreachable_queue_answers_503(cmq_credential: Credential) -> None:

@@ -493,7 +493,9 @@ class RecordingInbox:
             self._log.leased([item], now + lease_seconds)
         return item
 
-    def consumer(self, *, name: str, max_in_flight: int, lease_seconds: float) -> InboxSource:
+    def consumer(
+        self, *, name: str = "inbox", max_in_flight: int = 64, lease_seconds: float = 60.0
+    ) -> InboxSource:
         return InboxSource(
             self, name=name, max_in_flight=max_in_flight, lease_seconds=lease_seconds
         )
