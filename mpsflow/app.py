@@ -16,11 +16,12 @@ import anyio
 
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.codec import DEFAULT_MAX_SIZE
+from mpsflow.deadletter import DeadLetterLimits
 from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.middleware import DedupMiddleware
 from mpsflow.dedup.stores.base import IdempotencyStore
 from mpsflow.delivery import Cause, Delivery, Outcome
-from mpsflow.errors import ConfigurationError, MpsflowError
+from mpsflow.errors import ConfigurationError, MpsflowError, SinkError, StartupError
 from mpsflow.middleware.base import Middleware
 from mpsflow.observability.health import Readiness, ReadinessCheck, probe, require_store
 from mpsflow.observability.metrics import InMemoryMetrics, Metrics
@@ -29,8 +30,8 @@ from mpsflow.pipeline import Pipeline, UnmatchedPolicy
 from mpsflow.retry import RetryPolicy
 from mpsflow.router import Router
 from mpsflow.signing.middleware import SignatureMiddleware
-from mpsflow.signing.verifier import SignatureVerifier, UnsignedPolicy
-from mpsflow.sinks.base import Sink
+from mpsflow.signing.verifier import DEFAULT_MAX_LIFETIME, SignatureVerifier, UnsignedPolicy
+from mpsflow.sinks.base import CheckedSink, Sink
 from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.sources.base import Source
@@ -64,8 +65,17 @@ class App(Router):
     :class:`~mpsflow.sources.runtime.SourceRuntime` (``source_runtime``), the only part of
     the app it sees.
 
-    ``notify_keys`` turns signature checks on (several keys = rotation); ``idempotency`` (a
+    ``notify_keys`` turns signature checks on (several keys = rotation; ``signature_skew`` and
+    ``max_signature_lifetime``, in seconds, bound the expiry from both sides); ``idempotency`` (a
     store or an ``Idempotency``) turns per-handler dedup on.
+
+    ``dead_letters`` is a sink, or a path for a :class:`~mpsflow.sinks.jsonl.JsonlSink` that
+    rotates by size. ``dead_letter_limits`` (:class:`~mpsflow.deadletter.DeadLetterLimits`)
+    bounds what refused deliveries (bad signatures, poison) may write: an excerpt of the body,
+    at most 20 records a minute per sender and 120 in all by default; and sets that rotation
+    (64 MiB, 5 old files kept). The app does not start (``StartupError``, one line) when the
+    dead-letter sink cannot write, and is not ready (``/readyz`` 503) while a sink that can
+    tell (:class:`~mpsflow.sinks.base.CheckedSink`, as ``JsonlSink``) says it cannot.
     """
 
     def __init__(
@@ -83,8 +93,10 @@ class App(Router):
         shutdown_timeout: float = 30.0,
         notify_keys: Sequence[str] = (),
         signature_skew: float = 30.0,
+        max_signature_lifetime: float | None = DEFAULT_MAX_LIFETIME,
         allow_unsigned: UnsignedPolicy | bool = False,
         idempotency: Idempotency | IdempotencyStore | None = None,
+        dead_letter_limits: DeadLetterLimits | None = None,
     ) -> None:
         super().__init__(retry=retry or RetryPolicy(), timeout=timeout)
         if unmatched not in ("ack", "dead_letter"):
@@ -102,8 +114,13 @@ class App(Router):
         self.deferral_summary_interval = DEFERRAL_SUMMARY_INTERVAL
         """Seconds between two "deferred N handler runs …" summary lines, at most."""
         self.unmatched: UnmatchedPolicy = unmatched
+        limits = dead_letter_limits or DeadLetterLimits()
+        self.dead_letter_limits = limits
+        """What refusals may write (read when the app starts; see ``DeadLetterLimits``)."""
         self._dead_letter_sink: Sink = (
-            JsonlSink(os.fspath(dead_letters))
+            JsonlSink(
+                os.fspath(dead_letters), rotate_bytes=limits.rotate_bytes, keep=limits.keep_files
+            )
             if isinstance(dead_letters, str | os.PathLike)
             else dead_letters
         )
@@ -122,6 +139,7 @@ class App(Router):
         if isinstance(notify_keys, str):
             raise ConfigurationError("notify_keys is a list of keys, not one string")
         self.signature_skew = signature_skew
+        self.max_signature_lifetime = max_signature_lifetime
         self.allow_unsigned = allow_unsigned
         self.idempotency = idempotency
         self.channels: dict[str, SinkChannel] = {}
@@ -257,7 +275,12 @@ class App(Router):
             dead = SinkChannel(
                 self._dead_letter_sink, batch_size=50, max_delay=0.01, clock=self.clock
             )
-            await stack.enter_async_context(dead)
+            try:
+                await stack.enter_async_context(dead)
+            except SinkError as exc:
+                raise StartupError(
+                    _dead_letters_cannot_start(self._dead_letter_sink, exc)
+                ) from None
             channels: dict[str, SinkChannel] = {}
             for name, (sink, options) in self._sinks.items():
                 channel = SinkChannel(sink, clock=self.clock, **options)
@@ -273,6 +296,7 @@ class App(Router):
                 verifier = SignatureVerifier(
                     self.notify_keys,
                     skew_seconds=self.signature_skew,
+                    max_lifetime_seconds=self.max_signature_lifetime,
                     clock=self.clock,
                     allow_unsigned=self.allow_unsigned,
                 )
@@ -282,13 +306,14 @@ class App(Router):
             handler_mw: list[Middleware] = list(self._app_handler_middleware)
             idempotency = self._idempotency()
             checks = list(self.readiness_checks)
+            stack.callback(self._restore_checks, checks)
+            self._check_dead_letter_sink()
             self._dedup = idempotency
             if idempotency is not None:
                 handler_mw.append(DedupMiddleware(idempotency))
                 stack.push_async_callback(idempotency.store.close)
                 stack.push_async_callback(idempotency.settle_pending)  # before the close
                 self.readiness_checks.append(idempotency.store.ping)
-                stack.callback(self._restore_checks, checks)
             self.channels = channels
             self._pipeline = Pipeline(
                 specs=specs,
@@ -301,6 +326,7 @@ class App(Router):
                 metrics=self.metrics,
                 clock=self.clock,
                 max_body_size=self.max_body_size,
+                dead_letter_limits=self.dead_letter_limits,
             )
             self._stack = stack.pop_all()
         return self
@@ -313,6 +339,19 @@ class App(Router):
 
     def _restore_checks(self, checks: list[ReadinessCheck]) -> None:
         self.readiness_checks[:] = checks
+
+    def _check_dead_letter_sink(self) -> None:
+        """While running, ``/readyz`` also asks the dead-letter sink whether it can write
+        (when it can tell: a ``CheckedSink``)."""
+        sink = self._dead_letter_sink
+        if not isinstance(sink, CheckedSink):
+            return
+
+        async def dead_letter_sink_writable() -> bool:
+            return await sink.ready()
+
+        dead_letter_sink_writable.__qualname__ = f"dead-letter sink {_sink_name(sink)} writable"
+        self.readiness_checks.append(dead_letter_sink_writable)
 
     async def _run_shutdown_hooks(self) -> None:
         for hook in reversed(self._shutdown):
@@ -565,6 +604,23 @@ class _Run:
         if self.failure is None:
             self.failure = error
         self.stop.set()
+
+
+def _sink_name(sink: Sink) -> str:
+    path = getattr(sink, "path", None)
+    return os.fspath(path) if isinstance(path, str | os.PathLike) else type(sink).__name__
+
+
+def _dead_letters_cannot_start(sink: Sink, exc: SinkError) -> str:
+    """The one line ``StartupError`` says when the dead-letter sink does not start."""
+    what = "the dead-letter sink"
+    if isinstance(sink, JsonlSink):
+        where = sink.path.parent
+        return (
+            f"{what} {exc}: make {os.fspath(where) or '.'} a writable directory (the app"
+            " creates missing ones), or give App(dead_letters=…) a path that is"
+        )
+    return f"{what} {_sink_name(sink)} did not start: {exc}"
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -21,7 +21,14 @@ from mpsflow._throttle import LogThrottle, held_back
 from mpsflow.clock import Clock
 from mpsflow.codec import decode_any
 from mpsflow.context import Context, reset_current_context, set_current_context
-from mpsflow.deadletter import DeadLetter, Failure, dead_letter_kind, make_dead_letter
+from mpsflow.deadletter import (
+    DeadLetter,
+    DeadLetterLimits,
+    Failure,
+    RefusalLimiter,
+    dead_letter_kind,
+    make_dead_letter,
+)
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import DecodeError, PayloadTooLarge, Reject, Retry
 from mpsflow.events.envelope import identify
@@ -80,7 +87,9 @@ class Pipeline:
     A failed handler run is logged at WARNING; a deferred one (routine: a duplicate in
     progress elsewhere, a store briefly unavailable) at INFO, and counted in ``deferrals``
     for the app's periodic summary line. ``in_flight`` says how many deliveries each source
-    has in the pipeline now (what a drain waits for).
+    has in the pipeline now (what a drain waits for). Refusals (bad signature, poison, a
+    rejection before any handler ran) are recorded as ``refusals`` allows
+    (:class:`~mpsflow.deadletter.DeadLetterLimits`): an excerpt of the body, so many a minute.
     """
 
     def __init__(
@@ -97,6 +106,7 @@ class Pipeline:
         clock: Clock,
         max_body_size: int,
         rng: random.Random | None = None,
+        dead_letter_limits: DeadLetterLimits | None = None,
     ) -> None:
         self._sinks = sinks
         self._dead_letters = dead_letters
@@ -110,6 +120,7 @@ class Pipeline:
         self.deferrals = DeferralCounter()
         """Deferred handler runs since the last summary (see ``DeferralCounter``)."""
         self._dead_letter_lines = LogThrottle(clock, 10.0)
+        self.refusals = RefusalLimiter(dead_letter_limits or DeadLetterLimits(), clock)
         self._ok_results: dict[HandlerSpec, _HandlerResult] = {}
         """One shared, never-mutated success result per handler (no allocation when it runs)."""
         self._calls: dict[HandlerSpec, tuple[_HandlerCall, CallNext | None]] = {}
@@ -172,13 +183,17 @@ class Pipeline:
         """Record ``delivery`` as a dead letter without processing it (a source's refusal).
 
         ``cause`` picks the record's kind. Returns DEAD_LETTERED, or RETRY when the record
-        could not be written; a delivery already recorded is not recorded twice.
+        could not be written; a delivery already recorded is not recorded twice. A refusal:
+        an excerpt of the body is kept, within its sender's limit (``refusals``), unless the
+        delivery passed admission (its signature and decode: ``delivery.notification`` is
+        set, or it is ``admitted``), whose whole body is kept, as for a processed one.
         """
         if delivery.dead_lettered:
             return Outcome(Settlement.DEAD_LETTERED, reason=reason, cause=cause, path=path)
         failure = Failure(kind=dead_letter_kind(cause), message=reason)
+        refused = delivery.notification is None and not delivery.admitted
         return await self._to_dead_letters(
-            delivery, cause=cause, reason=reason, path=path, failures=[failure]
+            delivery, cause=cause, reason=reason, path=path, failures=[failure], refused=refused
         )
 
     async def admit(self, delivery: Delivery) -> Outcome:
@@ -249,6 +264,7 @@ class Pipeline:
             reason=str(exc)[:500],
             path=exc.path,
             failures=[Failure(kind="poison", error_type="DecodeError", message=str(exc))],
+            refused=True,
         )
 
     async def _no_handler(self, delivery: Delivery, notification: AnyNotification) -> Outcome:
@@ -409,11 +425,13 @@ class Pipeline:
         failures: list[Failure] | None = None,
         handlers_run: int = 0,
         settled: Outcome | None = None,
+        refused: bool = False,
     ) -> Outcome:
         """Write a dead-letter record (its kind follows ``cause``); the delivery is then settled.
 
         Returns ``settled`` (default: DEAD_LETTERED with ``cause``), or RETRY when the record
-        could not be written, so nothing is lost.
+        could not be written, so nothing is lost. A refusal (``refused``) keeps an excerpt of
+        the body, and over its sender's limit is settled the same way without a record.
         """
         dead = Outcome(
             Settlement.DEAD_LETTERED,
@@ -423,6 +441,8 @@ class Pipeline:
             handlers_run=handlers_run,
         )
         kind = dead_letter_kind(cause)
+        if refused and not self.refusals.admit(delivery, kind):
+            return dead if settled is None else settled
         event_type, task_id = _about(delivery, notification)
         record = make_dead_letter(
             kind=kind,
@@ -435,6 +455,7 @@ class Pipeline:
             event_type=event_type,
             task_id=task_id,
             failures=failures,
+            excerpt=self.refusals.excerpt_bytes if refused else None,
         )
         if not await self._write_dead_letter(record):
             return Outcome(
@@ -498,6 +519,7 @@ class Pipeline:
             path=outcome.path,
             failures=[Failure(kind=dead_letter_kind(cause), message=outcome.reason)],
             settled=outcome,
+            refused=True,
         )
 
     async def _write_dead_letter(self, record: DeadLetter) -> bool:

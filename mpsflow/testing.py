@@ -68,8 +68,9 @@ def sign_payload(
 
     ``Timestamp`` is the expiry: ``expires_at`` (Unix seconds) when given, else now on the
     system clock plus ``expires_in`` (10 minutes, as MPS signs). That is valid on a
-    ``TestClient``'s default ``FakeClock``, which starts in the past (November 2023); a test
-    whose clock runs later than the real time passes ``expires_at``.
+    ``TestClient``'s default ``FakeClock``, which starts at the real time; a test whose clock
+    runs elsewhere passes ``expires_at`` (an expiry more than ``max_signature_lifetime``
+    ahead of the app's clock is refused, as a replay risk).
     """
     return sign_notification(payload, key, expires_at=_expiry(expires_at, expires_in))
 
@@ -275,8 +276,10 @@ class TestClient:
 
     ``async with TestClient(app) as client: result = await client.send(payload)``. By
     default every sink and the dead-letter sink are swapped for ``MemorySink`` (see
-    ``emitted`` and ``dead_letters``), the app runs on a ``FakeClock``, so retries with
-    backoff finish at once, and its dedup store (if it has one) is swapped for a fresh
+    ``emitted`` and ``dead_letters``), the app runs on a ``FakeClock`` that starts at the
+    real time (whole seconds; a signature made now is valid on it) and moves only when
+    something sleeps or ``clock.advance`` is called, so retries with backoff finish at once,
+    and its dedup store (if it has one) is swapped for a fresh
     ``MemoryStore`` on that clock, so every ``TestClient`` starts from clean dedup state and a
     test passes on every run, not only the first. ``dedup_store="app"`` keeps the app's own
     store (its records persist between runs); passing a store uses that one. The app's
@@ -300,7 +303,7 @@ class TestClient:
                 f"dedup_store must be 'memory', 'app' or an IdempotencyStore, not {dedup_store!r}"
             )
         self.app = app
-        self.clock: Clock = clock or FakeClock()
+        self.clock: Clock = clock or FakeClock(float(int(SystemClock().time())))
         self._capture = capture_sinks
         self._extra_middleware = tuple(middleware)
         self._dedup_choice = dedup_store

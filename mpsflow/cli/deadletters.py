@@ -12,6 +12,11 @@ appended anew under its own id, with the new reason, failures and kind and the a
 up: the last line with an id is the record, and every command reads the file that way, so the
 record is updated, not duplicated, and the next replay sends it once. ``replay --app`` uses the
 dedup store ``mpsflow run`` uses, so handlers that have already succeeded do not run again.
+
+Every command reads FILE together with its rotated files (``FILE.N`` … ``FILE.1``, oldest
+first; the default dead-letter file rotates by size), as one file. A refusal (a bad signature,
+poison) may hold only an excerpt of its body (``body_truncated``): ``show`` says so, and
+``replay`` does not send it.
 """
 
 from __future__ import annotations
@@ -32,13 +37,15 @@ import msgspec
 from mpsflow.cli.common import EXIT_OK, Command, positive_int
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError
-from mpsflow.sinks.jsonl import read_jsonl
+from mpsflow.sinks.jsonl import jsonl_files, read_jsonl
 
 __all__ = [
     "COMMAND",
+    "FILE_HELP",
     "KINDS",
     "SHORT_ID",
     "compact_body",
+    "excerpt_note",
     "find_record",
     "one_line",
     "read_dead_letters",
@@ -58,35 +65,47 @@ _SECRET_TEXT = re.compile(
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 SHORT_ID = 8
 """Characters of a record id shown in listings."""
+FILE_HELP = "dead-letter file (JSON lines), read with its rotated files FILE.1, FILE.2, …"
 
 
 # -- reading ----------------------------------------------------------------------------------
 
 
 def read_dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
-    """The records of a dead-letter file, oldest first (a torn last line is skipped).
+    """The records of a dead-letter file and its rotated files (``path.N`` … ``path.1``
+    first), oldest first (a torn last line is skipped).
 
     A record written again under the same id (a replay that failed again) counts once: its
-    last version, in the place of that line. Raises ``ConfigurationError`` when the file is
-    missing or holds something else.
+    last version, in the place of that line. Raises ``ConfigurationError`` when there is no
+    such file, or one holds something else.
     """
-    file = Path(path)
-    if not file.is_file():
+    files = jsonl_files(path)
+    if not files or not all(file.is_file() for file in files):
         raise ConfigurationError(f"no dead-letter file at {os.fspath(path)}")
     latest: dict[str, DeadLetter] = {}
     try:
-        for number, value in enumerate(read_jsonl(file), start=1):
-            try:
-                record = msgspec.convert(value, DeadLetter)
-            except msgspec.ValidationError as exc:
-                raise ConfigurationError(
-                    f"{file}: record {number} is not a dead letter ({exc})"
-                ) from None
-            latest.pop(record.id, None)  # a newer version goes where it was written
-            latest[record.id] = record
+        for file in files:
+            for number, value in enumerate(read_jsonl(file), start=1):
+                try:
+                    record = msgspec.convert(value, DeadLetter)
+                except msgspec.ValidationError as exc:
+                    raise ConfigurationError(
+                        f"{file}: record {number} is not a dead letter ({exc})"
+                    ) from None
+                latest.pop(record.id, None)  # a newer version goes where it was written
+                latest[record.id] = record
     except DecodeError as exc:
         raise ConfigurationError(str(exc)) from None
     return list(latest.values())
+
+
+def excerpt_note(record: DeadLetter) -> str:
+    """``"only the first 2048 of 8388608 bytes of its body were kept"`` for a record that
+    holds an excerpt (a refusal), else ``""``."""
+    if not record.body_truncated:
+        return ""
+    kept = len(record.raw_body())
+    return f"only the first {kept} of {record.body_size} bytes of its body were kept"
 
 
 def find_record(records: Sequence[DeadLetter], wanted: str) -> DeadLetter:
@@ -163,15 +182,19 @@ def _since(text: str) -> float:
 def _body_lines(record: DeadLetter) -> tuple[str, list[str]]:
     """A title for the body and its lines: pretty JSON when it is JSON, secrets masked."""
     raw = record.raw_body()
+    size = f"{len(raw)} bytes"
+    if record.body_truncated:
+        size = f"first {len(raw)} of {record.body_size} bytes (an excerpt: not replayable)"
+    digest = f", sha256 {record.body_sha256}" if record.body_sha256 else ""
     if record.body_encoding == "base64":
-        return f"{len(raw)} bytes, not UTF-8 (base64)", [record.body]
+        return f"{size}, not UTF-8 (base64){digest}", [record.body]
     try:
         document = json.loads(record.body)
     except ValueError:
         text = _SECRET_TEXT.sub(rf'\1"{_REDACTED}"', record.body)
-        return f"{len(raw)} bytes, not JSON", _safe(text).splitlines()
+        return f"{size}, not JSON{digest}", _safe(text).splitlines()
     pretty = json.dumps(redact(document), indent=2, ensure_ascii=False)
-    return f"{len(raw)} bytes, JSON, secrets redacted", _safe(pretty).splitlines()
+    return f"{size}, JSON, secrets redacted{digest}", _safe(pretty).splitlines()
 
 
 def compact_body(body: bytes) -> str:
@@ -210,7 +233,7 @@ def _kinds_summary(records: Sequence[DeadLetter]) -> str:
 
 
 def _configure_list(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="dead-letter file (JSON lines)")
+    parser.add_argument("file", metavar="FILE", help=FILE_HELP)
     parser.add_argument("--kind", choices=KINDS, help="only dead letters of this kind")
     parser.add_argument("--task", metavar="TASK_ID", help="only dead letters of this task")
     window = parser.add_mutually_exclusive_group()
@@ -256,7 +279,9 @@ def _list(args: argparse.Namespace) -> int:
             print(line)
     of_total = f" (of {len(records)})" if len(shown) != len(records) else ""
     counts = f": {_kinds_summary(shown)}" if shown else ""
-    print(f"{len(shown)} dead letter(s){of_total}{counts}")
+    rotated = len(jsonl_files(args.file)) - Path(args.file).exists()
+    files = f"; read with its {rotated} rotated file(s)" if rotated else ""
+    print(f"{len(shown)} dead letter(s){of_total}{counts}{files}")
     return EXIT_OK
 
 
@@ -264,7 +289,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _configure_show(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="dead-letter file (JSON lines)")
+    parser.add_argument("file", metavar="FILE", help=FILE_HELP)
     parser.add_argument("id", metavar="ID", help="the record's id (a unique prefix will do)")
     parser.set_defaults(run=_show)
 

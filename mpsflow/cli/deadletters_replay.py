@@ -12,6 +12,11 @@ record is updated, not duplicated.
 With ``--to URL`` the app behind the URL dead-letters a body again in its own way (a new record
 with a new id) and answers ``{"code": 0}``: the replay counts as done, and the new record is
 the one a later replay sends.
+
+A record that holds only an excerpt of its body (``body_truncated``: a refused request, such as
+a forged signature or a malformed body, whose sender nobody vouches for) is never sent: named
+by id it is an error, and among the records picked by ``--kind`` or by default it is listed as
+not replayable and left out.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ import msgspec
 
 from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, load_app, positive_float
 from mpsflow.cli.deadletters import (
+    FILE_HELP,
     KINDS,
     SHORT_ID,
     compact_body,
+    excerpt_note,
     find_record,
     one_line,
     read_dead_letters,
@@ -59,7 +66,7 @@ DEFAULT_DEDUP_PATH = "mpsflow-dedup.sqlite3"
 
 
 def configure_replay(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="dead-letter file (JSON lines)")
+    parser.add_argument("file", metavar="FILE", help=FILE_HELP)
     parser.add_argument(
         "ids", nargs="*", metavar="ID", help="records to replay (unique id prefixes; default all)"
     )
@@ -168,7 +175,15 @@ def _select(args: argparse.Namespace, records: list[DeadLetter]) -> list[DeadLet
     chosen = (
         unique_records(find_record(records, wanted) for wanted in args.ids) if args.ids else records
     )
-    return unique_records(r for r in chosen if args.kind is None or r.kind == args.kind)
+    chosen = unique_records(r for r in chosen if args.kind is None or r.kind == args.kind)
+    excerpts = [r for r in chosen if r.body_truncated]
+    if args.ids and excerpts:
+        record = excerpts[0]
+        raise ConfigurationError(
+            f"dead letter {record.id[:SHORT_ID]} ({record.kind}) cannot be replayed:"
+            f" {excerpt_note(record)} (a refused request is recorded with an excerpt only)"
+        )
+    return chosen
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -178,7 +193,12 @@ def _replay(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "--dedup and --no-dedup go with --app (the app behind --to uses its own store)"
         )
-    records = _select(args, read_dead_letters(args.file))
+    chosen = _select(args, read_dead_letters(args.file))
+    records = [r for r in chosen if not r.body_truncated]
+    excerpts = len(chosen) - len(records)
+    for record in chosen:
+        if record.body_truncated:
+            print(f"{_label(record)}  not replayable: {excerpt_note(record)}")
     journal = _journal_path(args.file)
     done = {} if args.force else _replayed_before(journal)
     # Replayed, and not dead-lettered again since (a newer version of the record is pending).
@@ -190,7 +210,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.dry_run:
         for record in pending:
             _print_plan(args, record)
-        print(_summary(would=len(pending), skipped=len(skipped)))
+        print(_summary(would=len(pending), skipped=len(skipped), excerpts=excerpts))
         return EXIT_OK
     succeeded = failed = 0
     if pending:
@@ -201,6 +221,7 @@ def _replay(args: argparse.Namespace) -> int:
             succeeded=succeeded,
             failed=failed,
             skipped=len(skipped),
+            excerpts=excerpts,
             stopped=len(pending) - succeeded - failed,
         )
     )
@@ -236,6 +257,7 @@ _SUMMARY_WORDS = {
     "failed": "failed",
     "would": "would be replayed",
     "skipped": "skipped (replayed before; --force replays them again)",
+    "excerpts": "not replayable (only an excerpt of the body was kept)",
     "stopped": "not tried (stopped at the first failure; --keep-going goes on)",
 }
 

@@ -54,6 +54,10 @@ __all__ = ["COMMAND", "SOURCE_FLAGS", "SourceFlag", "add_reconcile_options", "re
 _log = logging.getLogger("mpsflow.cli")
 
 _DEFAULT_HTTP = "127.0.0.1:8080"
+_LOOKBACK, _INTERVAL, _GRACE = 24 * 3600.0, 300.0, 600.0
+"""``--reconcile``'s defaults (the options default to None: given or not tells apart)."""
+_HISTORY = 7 * 86400.0
+"""How far back the MPS API lists tasks (7 days by the Chinese docs)."""
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
 
@@ -104,10 +108,35 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
         " beyond it (%(default)s)",
     )
     group.add_argument(
+        "--header-timeout",
+        metavar="SECONDS",
+        type=positive_float,
+        default=10.0,
+        help="seconds a request's headers may take to arrive, from the connection's start or"
+        " the request's first byte; then 408 and the connection closed (%(default)s)",
+    )
+    group.add_argument(
         "--read-timeout",
+        metavar="SECONDS",
         type=positive_float,
         default=30.0,
-        help="seconds a request body may take to arrive (%(default)s)",
+        help="seconds a request body may take to arrive once its headers are in (%(default)s)",
+    )
+    group.add_argument(
+        "--min-rate",
+        metavar="BYTES",
+        type=bounded_int(0, 2**40),
+        default=1024,
+        help="bytes per second a request body must arrive at, on average, after its first 5"
+        " seconds; slower gets 408 and the connection closed (%(default)s; 0: no minimum)",
+    )
+    group.add_argument(
+        "--max-connections-per-peer",
+        metavar="N",
+        type=bounded_int(0, 2**31),
+        default=64,
+        help="open connections one client address may have; more are refused at once"
+        " (%(default)s; 0: no cap; behind a reverse proxy, every client is the proxy)",
     )
     group.add_argument("--certfile", help="serve HTTPS with this certificate (PEM)")
     group.add_argument("--keyfile", help="private key of --certfile (PEM)")
@@ -183,7 +212,10 @@ def _http_source(
         port,
         args.path,
         max_in_flight=args.max_in_flight,
+        header_timeout=args.header_timeout,
         read_timeout=args.read_timeout,
+        min_rate=args.min_rate,
+        max_connections_per_peer=args.max_connections_per_peer,
         handler_budget=args.handler_budget,
         certfile=args.certfile,
         keyfile=args.keyfile,
@@ -326,17 +358,18 @@ def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
         "--lookback",
         metavar="DURATION",
         type=duration,
-        default=24 * 3600.0,
-        help="how far back to look: 90s, 30m, 24h, 3d (24h)",
+        help="how far back to look: 90s, 30m, 24h, 3d (24h; the API keeps about 7 days)",
     )
     group.add_argument(
         "--interval",
         metavar="DURATION",
         type=duration,
-        default=300.0,
         help="time between two scans, and the size of a scanned window (5m)",
     )
     add_reconcile_options(group)
+
+
+_RECONCILE_OPTIONS = ("lookback", "interval", "grace", "mps_endpoint", "region")
 
 
 def add_reconcile_options(group: argparse._ActionsContainer) -> None:
@@ -345,14 +378,13 @@ def add_reconcile_options(group: argparse._ActionsContainer) -> None:
         "--grace",
         metavar="DURATION",
         type=any_duration,
-        default=600.0,
         help="how long a real notification may take before its task is reconciled (10m)",
     )
     group.add_argument(
         "--mps-endpoint",
         metavar="URL",
-        default="https://mps.tencentcloudapi.com",
-        help="the MPS API (%(default)s; a local `mpsflow mps-server` for development)",
+        help="the MPS API (https://mps.tencentcloudapi.com; a local `mpsflow mps-server` for"
+        " development)",
     )
     group.add_argument(
         "--region", help="the region of your MPS tasks, e.g. ap-guangzhou (X-TC-Region)"
@@ -366,7 +398,7 @@ def reconcile_source(
     store is set: the markers live there)."""
     from mpsflow.dedup.idempotency import Idempotency
     from mpsflow.sources.reconcile import ReconcileSource
-    from mpsflow.tencentcloud.mps import MpsApiClient
+    from mpsflow.tencentcloud.mps import DEFAULT_ENDPOINT, MpsApiClient
 
     configured = app.idempotency
     if configured is None:
@@ -376,16 +408,23 @@ def reconcile_source(
         )
     store = configured.store if isinstance(configured, Idempotency) else configured
     require_cmq_keys(flag)
+    endpoint = args.mps_endpoint or DEFAULT_ENDPOINT
     try:
-        client = MpsApiClient(endpoint=args.mps_endpoint, region=args.region)
+        client = MpsApiClient(endpoint=endpoint, region=args.region)
     except ValueError as exc:
         raise ConfigurationError(f"--mps-endpoint: {exc}") from None
+    lookback = args.lookback or _LOOKBACK
+    if lookback > _HISTORY:
+        _log.warning(
+            "the MPS API keeps about 7 days of tasks: a lookback of %.0f days finds no more",
+            lookback / 86400,
+        )
     source = ReconcileSource(
         client,
         store,
-        lookback=args.lookback,
-        interval=args.interval,
-        grace=args.grace,
+        lookback=lookback,
+        interval=args.interval or _INTERVAL,
+        grace=_GRACE if args.grace is None else args.grace,
         handler_budget=args.handler_budget,
     )
     app.add_middleware(source.recorder, scope="delivery")
@@ -451,6 +490,15 @@ def _run(args: argparse.Namespace) -> int:
         app.use_default_idempotency(args.dedup)
     if args.shutdown_timeout is not None:
         app.shutdown_timeout = args.shutdown_timeout
+    if not args.reconcile:
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in _RECONCILE_OPTIONS
+            if getattr(args, name) is not None
+        ]
+        if given:
+            verb = "goes" if len(given) == 1 else "go"
+            raise ConfigurationError(f"{', '.join(given)} {verb} with --reconcile")
     beside: list[Source] = [reconcile_source(args, app)] if args.reconcile else []
     try:
         if args.workers > 1:

@@ -57,6 +57,11 @@ _HINTS = {
         "it is signed with a known key but its Timestamp (the expiry) has passed: a replay, a "
         "late redelivery, or a clock that is off (see signature_skew)"
     ),
+    VerifyReason.TOO_FAR_AHEAD: (
+        "it is signed with a known key but its Timestamp (the expiry) is further ahead than "
+        "max_signature_lifetime allows: a forged or long-lived signature (MPS signs for 10 "
+        "minutes), or a clock that is off"
+    ),
     VerifyReason.MISMATCH: (
         "its Sign matches none of notify_keys: check the NotifyKey the MPS task was started "
         "with against notify_keys"

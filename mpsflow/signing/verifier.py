@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import math
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard, TypeVar, overload
@@ -31,6 +32,7 @@ from mpsflow.events.envelope import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_LIFETIME",
     "NotificationRef",
     "SignatureVerifier",
     "UnsignedPolicy",
@@ -42,6 +44,10 @@ __all__ = [
     "sign",
     "sign_notification",
 ]
+
+DEFAULT_MAX_LIFETIME = 3600.0
+"""Seconds a signature's expiry may lie ahead: MPS signs for 10 minutes; an hour leaves room
+for senders configured longer, and bounds how long a captured signature can be replayed."""
 
 _SIGN_LENGTH = 32
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -59,6 +65,9 @@ class VerifyReason(enum.Enum):
     """``Sign`` is not 32 hex digits, or ``Timestamp`` is not a non-negative integer."""
     EXPIRED = "expired"
     """Correctly signed, but ``now > Timestamp + skew``: too old, possibly a replay."""
+    TOO_FAR_AHEAD = "too_far_ahead"
+    """Correctly signed, but the ``Timestamp`` (the expiry) is further ahead than the longest
+    lifetime allowed: such a pair could be replayed on any body for that long."""
     MISMATCH = "mismatch"
     """``Sign`` matches none of the configured keys."""
     UNSIGNED_ALLOWED = "unsigned_allowed"
@@ -101,12 +110,15 @@ class SignatureVerifier:
     """Checks ``Timestamp``/``Sign`` against one or more NotifyKeys.
 
     Several keys support rotation: a notification signed with any of them passes.
-    ``skew_seconds`` tolerates clock skew past the expiry. ``allow_unsigned`` is the policy for
+    ``skew_seconds`` tolerates clock skew past the expiry. ``max_lifetime_seconds`` bounds how
+    far ahead the expiry may be (MPS signs for 10 minutes; ``None``: no bound): the signature
+    does not cover the body, so a captured ``(Timestamp, Sign)`` pair with an expiry years
+    ahead would pass on any body until then. ``allow_unsigned`` is the policy for
     notifications without a ``Sign``: ``False`` (reject, the default), ``True`` (accept all), or
     a callable receiving a :class:`NotificationRef` (e.g. accept only some event types).
     """
 
-    __slots__ = ("_allow_unsigned", "_clock", "_keys", "_matched", "_ok", "_skew")
+    __slots__ = ("_allow_unsigned", "_clock", "_keys", "_lifetime", "_matched", "_ok", "_skew")
 
     def __init__(
         self,
@@ -115,6 +127,7 @@ class SignatureVerifier:
         skew_seconds: float = 30.0,
         clock: Clock | None = None,
         allow_unsigned: UnsignedPolicy | bool = False,
+        max_lifetime_seconds: float | None = DEFAULT_MAX_LIFETIME,
     ) -> None:
         if isinstance(keys, str):
             raise ConfigurationError("keys must be a sequence of NotifyKeys, not one string")
@@ -124,6 +137,9 @@ class SignatureVerifier:
             raise ConfigurationError("every NotifyKey must be a non-empty string")
         if skew_seconds < 0:
             raise ConfigurationError("skew_seconds must not be negative")
+        if max_lifetime_seconds is not None and not max_lifetime_seconds > 0:
+            raise ConfigurationError("max_lifetime_seconds must be positive (or None: no bound)")
+        self._lifetime = math.inf if max_lifetime_seconds is None else max_lifetime_seconds
         self._keys = tuple(keys)
         self._skew = skew_seconds
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -157,9 +173,7 @@ class SignatureVerifier:
         if type(timestamp) is int and type(sign) is str:
             matched = self._matched.get((timestamp, sign))
             if matched is not None:
-                if self._clock.time() > timestamp + self._skew:
-                    return VerifyResult(VerifyReason.EXPIRED, matched)
-                return self._ok[matched]
+                return self._in_time(timestamp, matched)
         if _absent(sign):
             return self._unsigned(payload)
         if _absent(timestamp):
@@ -179,8 +193,15 @@ class SignatureVerifier:
             if len(self._matched) >= _MATCHED_CAPACITY:
                 self._matched.clear()
             self._matched[timestamp, sign] = matched
-        if self._clock.time() > int(stamp) + self._skew:
+        return self._in_time(int(stamp), matched)
+
+    def _in_time(self, expiry: int, matched: int) -> VerifyResult:
+        """OK for a pair that matched key ``matched`` unless its expiry is out of bounds."""
+        now = self._clock.time()
+        if now > expiry + self._skew:
             return VerifyResult(VerifyReason.EXPIRED, matched)
+        if expiry > now + self._lifetime + self._skew:
+            return VerifyResult(VerifyReason.TOO_FAR_AHEAD, matched)
         return self._ok[matched]
 
     def verify_payload(self, payload: bytes | Mapping[str, Any]) -> VerifyResult:
@@ -255,20 +276,15 @@ def _absent(value: object) -> bool:
 
 
 def _timestamp_text(value: object) -> str | None:
-    """The canonical decimal text of a valid Timestamp (int or digit string), else None."""
-    if isinstance(value, bool):
+    """The decimal text of a valid Timestamp, else None.
+
+    Only a JSON integer is one, as the notification's type says: a digit string would pass
+    here and then fail decoding, so it is refused here already.
+    """
+    if type(value) is not int or value < 0:
         return None
-    if isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value
-    else:
-        return None
-    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_TIMESTAMP_DIGITS:
-        return None
-    if len(text) > 1 and text[0] == "0":
-        return None
-    return text
+    text = str(value)
+    return text if len(text) <= _MAX_TIMESTAMP_DIGITS else None
 
 
 def _is_sign(value: object) -> TypeGuard[str]:

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["KeyedSink", "KeyedSinkBase", "RecentKeys", "Sink", "check_keys", "keyed_sender"]
+__all__ = [
+    "CheckedSink",
+    "KeyedSink",
+    "KeyedSinkBase",
+    "RecentKeys",
+    "Sink",
+    "check_keys",
+    "keyed_sender",
+]
 
 
 @runtime_checkable
@@ -49,6 +57,19 @@ class KeyedSink(Sink, Protocol):
 
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         """Deliver every record of ``batch`` (with its key) or raise ``SinkError``."""
+        ...
+
+
+@runtime_checkable
+class CheckedSink(Sink, Protocol):
+    """A sink that can say whether it could take a record now (``JsonlSink``: the file and
+    its directory are writable). The app's readiness (``/readyz``) asks its dead-letter sink
+    when it is one: a process that could not record a dead letter should not take traffic.
+    """
+
+    async def ready(self) -> bool:
+        """True when a ``send`` now could succeed; cheap enough for a readiness probe, and
+        never raises (a problem is logged and answered ``False``)."""
         ...
 
 

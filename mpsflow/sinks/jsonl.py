@@ -15,6 +15,12 @@ the window survives a restart; it is compacted once it holds twice the window. R
 without a key (dead letters, records submitted outside a handler) are always written and
 need no sidecar. A crash between writing a batch and its keys (a few system calls apart)
 still lets a re-run repeat that batch.
+
+Writability: ``start`` fails (``SinkError``, saying which path and why) when the file cannot
+be written, or, with rotation, when its directory takes no new file; ``ready()`` answers the
+same question later (the app's readiness check for its dead-letter sink), and a file that was
+removed or moved away by someone else is reopened at its path before the next write instead
+of being written to where nobody reads it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import errno
 import io
 import logging
 import os
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -35,7 +43,7 @@ from mpsflow._json import dumps_line
 from mpsflow.errors import DecodeError, SinkError
 from mpsflow.sinks.base import KeyedSinkBase, RecentKeys, check_keys
 
-__all__ = ["FsyncPolicy", "JsonlSink", "read_jsonl"]
+__all__ = ["FsyncPolicy", "JsonlSink", "jsonl_files", "read_jsonl"]
 
 FsyncPolicy = Literal["batch", "always", "never"]
 """``always``: fsync every record; ``batch``: once per batch; ``never``: leave it to the OS."""
@@ -46,6 +54,8 @@ _PERMANENT_ERRNOS = frozenset(
     {errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG}
 )
 _TAIL_BLOCK = 64 * 1024
+_MIN_FREE_BYTES = 1024 * 1024
+"""Below this much free space in its directory, a sink is not ``ready()``."""
 
 
 class JsonlSink(KeyedSinkBase):
@@ -57,7 +67,14 @@ class JsonlSink(KeyedSinkBase):
     A batch is written, flushed and (per ``fsync``) synced before ``send`` returns.
     ``dedup_window``: how many of the latest records' idempotency keys are remembered to skip
     a repeat (see the module doc); 0 remembers none and writes no sidecar.
+
+    ``await sink.ready()`` is True while the sink can write: the file opens for appending,
+    its directory takes a new file (with rotation) and has at least 1 MiB free. The answer is
+    reused for ``ready_interval`` seconds, unless a write failed meanwhile.
     """
+
+    ready_interval = 1.0
+    """Seconds a ``ready()`` answer is reused (probes hit the disk)."""
 
     def __init__(
         self,
@@ -89,10 +106,34 @@ class JsonlSink(KeyedSinkBase):
         self._recent = RecentKeys(dedup_window)
         self._size = 0
         self._lock = anyio.Lock()
+        self._ready: tuple[float, str] | None = None
+        """When ``ready()`` last probed, and what was wrong (``""``: nothing)."""
 
     async def start(self) -> None:
+        """Open the file (creating its directory); ``SinkError`` when it cannot be written."""
         async with self._lock:
             await self._in_thread(self._open)
+            await self._in_thread(self._probe)
+
+    async def ready(self) -> bool:
+        """True when the sink can write now (see the class doc); logs a change either way."""
+        now = time.monotonic()
+        last = self._ready
+        if last is not None and now - last[0] < self.ready_interval:
+            return not last[1]
+        try:
+            await anyio.to_thread.run_sync(self._probe)
+        except OSError as exc:
+            problem = f"cannot write {self.path}: {self._reason(exc)}"
+        else:
+            problem = ""
+        if last is None or problem != last[1]:
+            if problem:
+                _log.warning("%s", problem)
+            elif last is not None:
+                _log.warning("%s is writable again", self.path)
+        self._ready = (now, problem)
+        return not problem
 
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         """Append the records, skipping any whose key is in the dedup window."""
@@ -117,16 +158,26 @@ class JsonlSink(KeyedSinkBase):
         try:
             await anyio.to_thread.run_sync(func, *args)
         except OSError as exc:
+            if self._ready is not None:
+                self._ready = None  # the next ready() looks again
             transient = exc.errno not in _PERMANENT_ERRNOS
-            reason = exc.strerror or type(exc).__name__
+            reason = self._reason(exc)
             raise SinkError(f"cannot write {self.path}: {reason}", transient=transient) from exc
+
+    def _reason(self, exc: OSError) -> str:
+        """Why ``exc`` happened, naming the path it concerns when that is not the file's."""
+        reason = exc.strerror or type(exc).__name__
+        where = exc.filename
+        if where is not None and os.fspath(where) != os.fspath(self.path):
+            reason += f" ({os.fsdecode(where)})"
+        return reason
 
     # -- blocking file work (worker thread) --------------------------------------------------
 
     def _open(self) -> None:
         if self._file is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_directory(self.path.parent)
         _repair_tail(self.path)
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open until close
         self._size = self._file.seek(0, os.SEEK_END)
@@ -138,7 +189,40 @@ class JsonlSink(KeyedSinkBase):
         assert self._file is not None, "file not open"
         return self._file
 
+    def _probe(self) -> None:
+        """Raise the ``OSError`` that would stop a write now (see ``ready``)."""
+        directory = self.path.parent
+        _make_directory(directory)
+        with open(self.path, "ab"):
+            pass
+        if self.rotate_bytes is not None:  # rotating makes new files there
+            try:
+                fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
+            except OSError as exc:
+                raise type(exc)(exc.errno, exc.strerror, os.fspath(directory)) from None
+            os.close(fd)
+            os.unlink(name)
+        stats = os.statvfs(directory)
+        if stats.f_bavail * stats.f_frsize < _MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(directory))
+
+    def _reopen_if_moved(self) -> None:
+        """Reopen ``path`` when the open file is no longer there (removed, or rotated away by
+        another writer): writing on would put records where nobody reads them."""
+        if self._file is None:
+            return
+        opened = os.fstat(self._fh.fileno())
+        try:
+            current = os.stat(self.path)
+        except OSError:  # gone, or its directory is: reopening says why it cannot be written
+            current = None
+        if current is None or (current.st_ino, current.st_dev) != (opened.st_ino, opened.st_dev):
+            _log.warning("%s was removed or moved away; reopening it", self.path)
+            self._close_quietly()
+            self._open()
+
     def _write(self, lines: list[bytes], keys: Sequence[str | None] = ()) -> None:
+        self._reopen_if_moved()
         self._open()
         if self.dedup_window and any(key is not None for key in keys):
             self._load_keys()
@@ -335,6 +419,20 @@ def _rotated(path: Path, index: int) -> Path:
     return path.with_name(f"{path.name}.{index}")
 
 
+def _make_directory(directory: Path) -> None:
+    """Create ``directory`` (and its parents) unless it exists; an error names the path that
+    is in the way (a file where a directory should be) or that cannot be created."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a directory should be
+        blocker = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+        if blocker.is_dir():
+            raise
+        raise NotADirectoryError(
+            errno.ENOTDIR, "a file is where a directory should be", os.fspath(blocker)
+        ) from None
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -394,18 +492,24 @@ def read_jsonl(path: str | os.PathLike[str], *, rotated: bool = False) -> Iterat
     skipped; any other unparsable line raises ``DecodeError`` naming the file and line.
     With ``rotated=True`` the rotated files (``path.N`` … ``path.1``) are read first.
     """
+    files = jsonl_files(path) if rotated else []
+    for file in files or [Path(path)]:
+        yield from _read_one(file)
+
+
+def jsonl_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files a rotating ``JsonlSink`` at ``path`` has written, oldest first: ``path.N``
+    … ``path.1``, then ``path`` (those that exist; empty when none does)."""
     base = Path(path)
     files: list[Path] = []
-    if rotated:
-        index = 1
-        while _rotated(base, index).exists():
-            files.append(_rotated(base, index))
-            index += 1
-        files.reverse()
-    if base.exists() or not files:
+    index = 1
+    while _rotated(base, index).exists():
+        files.append(_rotated(base, index))
+        index += 1
+    files.reverse()
+    if base.exists():
         files.append(base)
-    for file in files:
-        yield from _read_one(file)
+    return files
 
 
 def _read_one(path: Path) -> Iterator[Any]:

@@ -36,39 +36,69 @@ is the next ``attempt`` and the app's ``RetryPolicy`` runs out into the dead-let
 instead of failing forever.
 
 The source also bounds the requests in flight (503 + ``Retry-After`` when full), the body
-size and the time the body may take to arrive (408, connection closed), keeps connections
-alive, serves ``GET /healthz``, ``/readyz`` and ``/metrics``, and shuts down gracefully: on
-``stop`` it reports not-ready, stops accepting, and lets in-flight requests finish. All it
-knows of the app comes from the :class:`~mpsflow.sources.runtime.SourceRuntime` it runs with
-(consumer, clock, body limit, metrics, readiness probe, shutdown timeout).
+size, keeps connections alive, serves ``GET /healthz``, ``/readyz`` and ``/metrics``, and shuts
+down gracefully: on ``stop`` it reports not-ready, stops accepting, and lets in-flight requests
+finish. All it knows of the app comes from the :class:`~mpsflow.sources.runtime.SourceRuntime`
+it runs with (consumer, clock, body limit, metrics, readiness probe, shutdown timeout).
+
+The URL is public, so slow or hostile senders must not hold the service (see
+:class:`_Connection` for how each bound is built on aiohttp's low-level server):
+
+- A request counts as *in flight* (``max_in_flight``) only once its whole body has arrived:
+  connections still sending headers or a body hold no slot, so a real sender is served
+  beside any number of slow ones.
+- ``header_timeout``: a request's head (request line and headers) must be complete within
+  that many seconds of the connection opening, or of the request's first byte on a kept-alive
+  connection; otherwise the connection gets a 408 and is closed. (aiohttp has no such
+  timeout.) Idle kept-alive connections are closed after ``keepalive_timeout``.
+- ``read_timeout`` bounds the body's whole transfer, and ``min_rate`` its pace: after
+  ``min_rate_grace`` seconds, at least ``min_rate`` bytes per second on average must have
+  arrived. A body too slow for either gets 408 and the connection is closed.
+- ``max_connections_per_peer``: a peer address with that many open connections has further
+  ones refused at once (a canned 503 and a close, before any parsing), which costs other
+  peers nothing.
+- Memory: a connection is released as soon as its peer goes. (aiohttp reads the unread body
+  of a request answered early for up to 10 s, "lingering", and does not notice the peer
+  closing meanwhile: a flood of early-answered partial bodies kept thousands of connections,
+  their headers and buffers alive.) After a flood of connections ends, the memory the C
+  allocator kept is handed back to the system (``malloc_trim`` where glibc has it), so the
+  process returns near its baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
+import gc
 import itertools
 import logging
 import math
 import os
 import socket
 import ssl
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import msgspec
 from aiohttp import StreamReader, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.web_protocol import RequestHandler
 
+from mpsflow._throttle import LogThrottle, held_back
 from mpsflow.context import AnyNotification
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
-from mpsflow.errors import ConfigurationError, InboxUnavailable, StartupError
+from mpsflow.errors import ConfigurationError, InboxRefusedBody, InboxUnavailable, StartupError
 from mpsflow.inbox.base import Inbox
 from mpsflow.inbox.source import InboxSource
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.observability.workers import WorkerMetrics
+from mpsflow.sources.base import Source
 from mpsflow.sources.redelivery import RedeliveryCounter
 from mpsflow.sources.runtime import SourceRuntime
 
@@ -89,10 +119,18 @@ _ENCODER = msgspec.json.Encoder()
 class HttpSource:
     """Receives MPS callbacks over HTTP(S) and feeds them to the pipeline.
 
-    ``max_body_size`` defaults to the runtime's (the app's); ``read_timeout`` bounds how long
-    the body may take to arrive once the headers are in; ``handler_budget`` sets each
+    ``max_body_size`` defaults to the runtime's (the app's); ``handler_budget`` sets each
     delivery's deadline (what a dedup lease may rely on); ``shutdown_timeout`` defaults to the
-    runtime's.
+    runtime's. ``max_in_flight`` bounds the callbacks whose body has arrived and that are being
+    admitted or processed (503 beyond it).
+
+    Slow and hostile senders (see the module docstring): ``header_timeout`` bounds how long a
+    request's head may take; ``read_timeout`` how long its body may take once the head is in,
+    and ``min_rate`` (bytes per second, on average, counted after ``min_rate_grace`` seconds;
+    0 turns it off) how slowly it may arrive; both answer 408 and close the connection.
+    ``max_connections_per_peer`` caps the open connections of one peer address (0: no cap;
+    behind a reverse proxy every connection comes from the proxy, so raise it or turn it off
+    there and let the proxy cap its clients).
 
     Listen on ``host``/``port`` (``port=0`` picks a free one, see ``address``), or on a
     ready ``sock`` (bound and listening, e.g. one socket shared by forked workers; it stays
@@ -123,7 +161,11 @@ class HttpSource:
         *,
         max_in_flight: int = 256,
         max_body_size: int | None = None,
+        header_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        min_rate: float = 1024.0,
+        min_rate_grace: float = 5.0,
+        max_connections_per_peer: int = 64,
         handler_budget: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
         certfile: str | os.PathLike[str] | None = None,
@@ -149,8 +191,14 @@ class HttpSource:
             raise ConfigurationError("max_in_flight must be at least 1")
         if max_body_size is not None and max_body_size < 1:
             raise ConfigurationError("max_body_size must be positive")
-        if read_timeout <= 0 or handler_budget <= 0:
-            raise ConfigurationError("read_timeout and handler_budget must be positive")
+        if header_timeout <= 0 or read_timeout <= 0 or handler_budget <= 0:
+            raise ConfigurationError(
+                "header_timeout, read_timeout and handler_budget must be positive"
+            )
+        if min_rate < 0 or min_rate_grace < 0:
+            raise ConfigurationError("min_rate and min_rate_grace must not be negative")
+        if max_connections_per_peer < 0:
+            raise ConfigurationError("max_connections_per_peer must not be negative (0: no cap)")
         if drain_delay < 0:
             raise ConfigurationError("drain_delay must not be negative")
         if metrics_interval <= 0:
@@ -168,7 +216,11 @@ class HttpSource:
         self.path = path
         self.max_in_flight = max_in_flight
         self.max_body_size = max_body_size
+        self.header_timeout = header_timeout
         self.read_timeout = read_timeout
+        self.min_rate = min_rate
+        self.min_rate_grace = min_rate_grace
+        self.max_connections_per_peer = max_connections_per_peer
         self.handler_budget = handler_budget
         self.ssl_context = ssl_context
         self.reuse_port = reuse_port
@@ -194,9 +246,13 @@ class HttpSource:
         self._serving: anyio.Event | None = None
         self._draining = False
         self._in_flight = 0
+        self._reading = 0
+        self._connections: _Connections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runtime: SourceRuntime | None = None
         """The runtime of the current ``run`` (consumer, clock, metrics, readiness, …)."""
+        self._inbox_lines: LogThrottle | None = None
+        """Rate-limits the lines saying the inbox is full or failing."""
         self._append: Callable[[bytes, AnyNotification | None], Awaitable[bool]] | None = None
         """The inbox's consumer in this process, which takes appends in memory (see
         ``InboxSource.append``); None: append to the inbox itself."""
@@ -213,8 +269,19 @@ class HttpSource:
 
     @property
     def in_flight(self) -> int:
-        """Callback requests being read or processed now."""
+        """Callback requests whose body has arrived, being admitted or processed now."""
         return self._in_flight
+
+    @property
+    def reading(self) -> int:
+        """Callback requests whose body is still arriving (they hold no in-flight slot)."""
+        return self._reading
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (0 when not serving)."""
+        connections = self._connections
+        return connections.open if connections is not None else 0
 
     @property
     def draining(self) -> bool:
@@ -242,6 +309,7 @@ class HttpSource:
         if inbox is None:
             await self._serve(runtime)
             return
+        cannot_start: list[StartupError] = []
         try:
             async with anyio.create_task_group() as tg:
                 if self.consume_inbox:
@@ -252,8 +320,10 @@ class HttpSource:
                     )
                     if isinstance(consumer, InboxSource):  # hands appends over in memory
                         self._append = consumer.append
-                    tg.start_soon(consumer.run, runtime)
+                    tg.start_soon(_consume, consumer, runtime, cannot_start, tg.cancel_scope)
                 await self._serve(runtime)
+            if cannot_start:  # the app ends with its one line instead of restarting the source
+                raise cannot_start[0]
         finally:
             self._append = None
             with anyio.CancelScope(shield=True):
@@ -279,8 +349,14 @@ class HttpSource:
         sock = _duplicate(self._sock) if self._sock is not None else self._listen()
         host, port = sock.getsockname()[:2]
         self.address = (str(host), int(port))
-        server = web.Server(
+        connections = _Connections(
+            header_timeout=self.header_timeout,
+            max_per_peer=self.max_connections_per_peer,
+        )
+        self._connections = connections
+        server = _Server(
             self._handle,
+            connections,
             keepalive_timeout=self.keepalive_timeout,
             access_log=_log if self.access_log else None,
         )
@@ -317,6 +393,7 @@ class HttpSource:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
                     await runner.cleanup()
             sock.close()
+            connections.close()
             if publisher is not None:
                 publisher.cancel()
                 with anyio.CancelScope(shield=True):
@@ -398,44 +475,57 @@ class HttpSource:
             response = _error(503, "shutting down", headers={"Retry-After": "1"})
             response.force_close()
             return response
-        if self._in_flight >= self.max_in_flight:
-            return _error(503, "too many requests in flight", headers={"Retry-After": "1"})
         runtime = self._runtime
         assert runtime is not None
         task = asyncio.current_task()
         assert task is not None
-        self._in_flight += 1
         self._tasks.add(task)
         try:
-            body = await self._read_body(request, self.max_body_size or runtime.max_body_size)
+            # A request is in flight only once its body is in: a slow sender holds no slot.
+            self._reading += 1
+            try:
+                body = await self._read_body(request, self.max_body_size or runtime.max_body_size)
+            finally:
+                self._reading -= 1
             if isinstance(body, web.StreamResponse):
                 return body
-            if self.inbox is not None:
-                return await self._admit(
-                    Delivery(
-                        body,
-                        source=self.name,
-                        id=_request_id(request),
-                        meta={"remote": request.remote or ""},
-                    ),
-                    self.inbox,
-                    runtime,
-                )
-            attempt, key = self.redeliveries.attempt(body)
-            delivery = Delivery(
-                body,
-                source=self.name,
-                attempt=attempt,
-                id=_request_id(request),
-                meta={"remote": request.remote or ""},
-                deadline=runtime.clock.monotonic() + self.handler_budget,
-            )
-            outcome = await runtime.consumer(delivery)
-            self.redeliveries.record(body, key, failed=outcome.settlement is Settlement.RETRY)
-            return _respond(outcome, delivery.id)
+            if self._in_flight >= self.max_in_flight:
+                return _error(503, "too many requests in flight", headers={"Retry-After": "1"})
+            self._in_flight += 1
+            try:
+                return await self._process(request, body, runtime)
+            finally:
+                self._in_flight -= 1
         finally:
-            self._in_flight -= 1
             self._tasks.discard(task)
+
+    async def _process(
+        self, request: web.BaseRequest, body: bytes, runtime: SourceRuntime
+    ) -> web.StreamResponse:
+        """Admit ``body`` to the inbox, or process it, and answer as the outcome calls for."""
+        if self.inbox is not None:
+            return await self._admit(
+                Delivery(
+                    body,
+                    source=self.name,
+                    id=_request_id(request),
+                    meta={"remote": request.remote or ""},
+                ),
+                self.inbox,
+                runtime,
+            )
+        attempt, key = self.redeliveries.attempt(body)
+        delivery = Delivery(
+            body,
+            source=self.name,
+            attempt=attempt,
+            id=_request_id(request),
+            meta={"remote": request.remote or ""},
+            deadline=runtime.clock.monotonic() + self.handler_budget,
+        )
+        outcome = await runtime.consumer(delivery)
+        self.redeliveries.record(body, key, failed=outcome.settlement is Settlement.RETRY)
+        return _respond(outcome, delivery.id)
 
     async def _admit(
         self, delivery: Delivery, inbox: Inbox, runtime: SourceRuntime
@@ -452,12 +542,26 @@ class HttpSource:
                 added = await self._append(body, delivery.notification)
             else:
                 added = await inbox.append(body)
+        except InboxRefusedBody as exc:  # it never fits: recorded, not left to the sender
+            await runtime.dead_letter(delivery, str(exc), cause=Cause.TOO_LARGE)
+            return _error(413, str(exc))
         except InboxUnavailable as exc:
-            _log.warning("%s; answering 503", exc)
+            self._inbox_trouble("unavailable", str(exc), runtime)
             return _error(503, "inbox unavailable", headers=retry_after)
         if not added:
+            self._inbox_trouble(
+                "full", f"inbox {inbox.describe()} is full (raise its bound)", runtime
+            )
             return _error(503, "inbox full", headers=retry_after)
         return _json(200, _OK_BODY, {"X-Request-Id": delivery.id})
+
+    def _inbox_trouble(self, kind: str, what: str, runtime: SourceRuntime) -> None:
+        """Log that callbacks are answered 503: the first time, then once per 10 s."""
+        if self._inbox_lines is None:
+            self._inbox_lines = LogThrottle(runtime.clock, 10.0)
+        held = self._inbox_lines.admit(kind)
+        if held is not None:
+            _log.warning("%s; answering 503%s", what, held_back(held, "answered 503"))
 
     async def _read_body(self, request: web.BaseRequest, limit: int) -> bytes | web.StreamResponse:
         """The whole body, or the error response (413, 408, 400) that replaces it."""
@@ -469,17 +573,45 @@ class HttpSource:
             if content.is_eof():  # everything arrived with the headers: no timer needed
                 body = await content.read()
             else:
-                with anyio.fail_after(self.read_timeout):
-                    body = await _read_limited(content, limit)
+                body = await self._read_paced(content, limit)
         except _TooLarge:
             return _error(413, f"body larger than {limit} bytes")
-        except TimeoutError:
-            return await _close_with(request, _error(408, "request body not received in time"))
+        except _TooSlow as exc:
+            return await _close_with(request, _error(408, str(exc)))
         except (web.RequestPayloadError, ConnectionError, asyncio.IncompleteReadError):
             return await _close_with(request, _error(400, "incomplete request body"))
         if len(body) > limit:
             return _error(413, f"body larger than {limit} bytes")
         return body
+
+    async def _read_paced(self, content: StreamReader, limit: int) -> bytes:
+        """The body, at most ``limit`` bytes, arriving within ``read_timeout`` and at
+        ``min_rate`` after ``min_rate_grace`` (else :class:`_TooSlow`).
+
+        Before each wait for more, the deadline is the earlier of the end of ``read_timeout``
+        and the moment the bytes received so far fall below the minimum rate: ``start + grace
+        + received / min_rate``. One timer per wait, on the event loop's clock.
+        """
+        start = anyio.current_time()
+        end = start + self.read_timeout
+        rate = self.min_rate
+        grace = start + self.min_rate_grace
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            deadline = min(end, grace + size / rate) if rate > 0 else end
+            with anyio.CancelScope(deadline=deadline) as scope:
+                chunk = await content.readany()
+            if scope.cancelled_caught:
+                if deadline >= end:
+                    raise _TooSlow(f"request body not received in {self.read_timeout:g}s")
+                raise _TooSlow(f"request body slower than {rate:g} bytes/s")
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
 
     async def _readyz(self) -> web.StreamResponse:
         runtime = self._runtime
@@ -509,9 +641,35 @@ class HttpSource:
             "Responses on the callback path, by status code.",
             samples,
         )
+        own += self._connection_metrics()
         response = web.Response(body=text + own.encode())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
+
+    def _connection_metrics(self) -> str:
+        """This process's connection counts (not combined across ``--workers``)."""
+        connections = self._connections
+        if connections is None:
+            return ""
+        families = (
+            ("open_connections", "gauge", "Connections open now", connections.open),
+            (
+                "refused_connections",
+                "counter",
+                "Connections refused: too many open from their peer address",
+                connections.refused,
+            ),
+            (
+                "header_timeouts",
+                "counter",
+                "Connections closed with 408: a request head not received in time",
+                connections.header_timeouts,
+            ),
+        )
+        return "".join(
+            format_family(f"mpsflow_http_{name}", kind, f"{text} (this process).", {(): value})
+            for name, kind, text, value in families
+        )
 
 
 def listen(
@@ -576,27 +734,342 @@ def _duplicate(sock: socket.socket) -> socket.socket:
     return socket.socket(sock.family, sock.type, sock.proto, fileno=socket.dup(sock.fileno()))
 
 
+# -- connections: the bounds aiohttp's protocol does not have ----------------------------------
+
+
+def _canned(status: int, reason: str, message: str, *extra: str) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection, for the protocol to write as is."""
+    body = _ENCODER.encode({"code": status, "error": message})
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *extra,
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+_REFUSED = _canned(
+    503, "Service Unavailable", "too many connections from this address", "Retry-After: 1"
+)
+_HEAD_TIMED_OUT = _canned(408, "Request Timeout", "request headers not received in time")
+_WARN_EVERY = 10.0
+"""Seconds between two warnings about refused connections (with the count in between)."""
+_TRIM_AFTER = 256
+"""Connections closed since memory was last handed back that make doing it again worth it."""
+_TRIM_DELAY = 1.0
+"""Seconds from the ``_TRIM_AFTER``-th close to handing memory back..."""
+_TRIM_EVERY = 10.0
+"""...and at least these seconds between two hand-backs (each is a full garbage collection)."""
+
+
+def _libc_malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, which returns the free pages of every malloc arena to the
+    system; None where there is no such function (macOS, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+_malloc_trim = _libc_malloc_trim()
+
+
+class _Connections:
+    """The open connections of one server: how many, how many per peer address, the header
+    timeout, and handing memory back once a flood of them is over.
+
+    Why the last: each connection costs some tens of kilobytes (more with big headers), and
+    once thousands of them are gone the RSS stays at the peak: aiohttp's request and protocol
+    objects refer to each other, so only the cycle collector's rare full pass frees them, and
+    glibc's allocator then keeps the freed memory (its heap is fragmented: nothing at its top
+    to give back). So once ``_TRIM_AFTER`` connections were closed since the last time, a
+    second later (and ``_TRIM_EVERY`` seconds after the last time at the soonest), a full
+    ``gc.collect()`` and ``malloc_trim(0)`` run, once: some tens of milliseconds after a
+    flood, every ten seconds at most during one.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_last_trim",
+        "_last_warning",
+        "_loop",
+        "_refused_since_warning",
+        "_trim",
+        "header_timeout",
+        "header_timeouts",
+        "max_per_peer",
+        "open",
+        "per_peer",
+        "refused",
+    )
+
+    def __init__(self, *, header_timeout: float, max_per_peer: int) -> None:
+        self.header_timeout = header_timeout
+        self.max_per_peer = max_per_peer
+        """0: no cap."""
+        self.per_peer: dict[str, int] = {}
+        self.open = 0
+        self.refused = 0
+        """Connections refused for the per-peer cap."""
+        self.header_timeouts = 0
+        """Connections closed because their request's head did not arrive in time."""
+        self._loop = asyncio.get_running_loop()
+        self._closed = 0
+        self._last_trim = -math.inf
+        self._trim: asyncio.TimerHandle | None = None
+        self._last_warning = -math.inf
+        self._refused_since_warning = 0
+
+    def admit(self, peer: str) -> bool:
+        """Count a new connection from ``peer``; False (not counted) when it is over the cap."""
+        count = self.per_peer.get(peer, 0)
+        if self.max_per_peer and count >= self.max_per_peer:
+            self._refuse(peer)
+            return False
+        self.per_peer[peer] = count + 1
+        self.open += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        """A connection ``admit`` counted is closed."""
+        count = self.per_peer.pop(peer, 1) - 1
+        if count > 0:
+            self.per_peer[peer] = count
+        self.open -= 1
+        self._closed += 1
+        if self._closed >= _TRIM_AFTER and self._trim is None and _malloc_trim is not None:
+            now = self._loop.time()
+            when = max(now + _TRIM_DELAY, self._last_trim + _TRIM_EVERY)
+            self._trim = self._loop.call_at(when, self._hand_memory_back)
+
+    def close(self) -> None:
+        """The server stopped: no memory handed back later."""
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
+
+    def _hand_memory_back(self) -> None:
+        self._trim = None
+        self._closed = 0
+        self._last_trim = self._loop.time()
+        if _malloc_trim is not None:
+            gc.collect()  # connections are freed by the cycle collector: free them first
+            _malloc_trim()
+
+    def _refuse(self, peer: str) -> None:
+        self.refused += 1
+        self._refused_since_warning += 1
+        now = self._loop.time()
+        if now - self._last_warning >= _WARN_EVERY:
+            _log.warning(
+                "refused %d connection(s) over the cap of %d per address (latest from %s);"
+                " behind a reverse proxy, raise max_connections_per_peer or set it to 0",
+                self._refused_since_warning,
+                self.max_per_peer,
+                peer,
+            )
+            self._last_warning = now
+            self._refused_since_warning = 0
+
+
+def _peer_of(transport: asyncio.BaseTransport) -> str:
+    """The peer's address (without its port): what the per-peer cap counts by."""
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer or "")
+
+
+class _Connection(RequestHandler):
+    """aiohttp's HTTP/1.1 protocol, plus the per-peer cap, a header timeout, and the release
+    of a connection whose peer left while aiohttp "lingered" over an unread body.
+
+    aiohttp calls the request handler (``HttpSource._handle``) as soon as a request's head is
+    parsed, and bounds nothing before that but its keep-alive timeout (75 s here; aiohttp
+    3.9 not even that on a new connection): a peer trickling its headers holds the connection
+    for as long as it likes. The **header timeout** is a per-connection timer, armed when the
+    connection is made and again when the first byte of a next request arrives on a kept-alive
+    connection (``data_received`` while no request is being handled and the previous body is
+    complete; bytes pipelined behind a request being handled arm it once that one is
+    answered). The request factory (``_Server._new_request``), which aiohttp calls once a
+    head is complete, disarms it; while a request is being handled (until its response is
+    finished, ``finish_response``) it stays off: the body has its own bounds, in
+    ``HttpSource._read_paced``. When it fires, the connection gets a canned 408 and is closed.
+
+    The **per-peer cap** is checked in ``connection_made``, before anything is set up: a
+    refused connection gets a canned 503, is closed, and is never handed to aiohttp (no
+    parser use, no task, no timer), so refusing costs next to nothing.
+
+    **Lingering**: a request answered before its body was read (413 by ``Content-Length``,
+    503 while draining, 404) has the rest of its body read and dropped by aiohttp for up to
+    10 s, and aiohttp's ``connection_lost`` does not wake that read: the connection, its
+    request and headers stayed alive for the whole 10 s after the peer had gone, which is how
+    a flood of partial bodies answered 503 grew the memory. ``connection_lost`` ends the body
+    so the connection is released at once.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_counted",
+        "_guard",
+        "_head_timer",
+        "_peer",
+        "_pipelined",
+        "_previous_body",
+        "_timer_loop",
+    )
+
+    def __init__(
+        self,
+        manager: web.Server,
+        guard: _Connections,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, loop=loop, **kwargs)
+        self._guard = guard
+        self._timer_loop = loop
+        self._peer = ""
+        self._counted = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._busy = False
+        """A request's head arrived and its response is not finished yet."""
+        self._pipelined = False
+        """Bytes of a next request arrived while one was being handled."""
+        self._previous_body: StreamReader | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = _peer_of(transport)
+        if not self._guard.admit(peer):
+            cast(asyncio.Transport, transport).write(_REFUSED)
+            transport.close()
+            return
+        self._peer = peer
+        self._counted = True
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._counted:
+            return  # refused: aiohttp never saw it
+        self._counted = False
+        self._disarm()
+        self._guard.release(self._peer)
+        body = self._previous_body
+        self._previous_body = None
+        super().connection_lost(exc)
+        if body is not None and not self._busy and not body.is_eof():
+            body.feed_eof()  # wake aiohttp's lingering read: nobody will send the rest
+
+    def data_received(self, data: bytes) -> None:
+        if not self._counted:
+            return
+        if data and self._head_timer is None:
+            body = self._previous_body
+            if body is None or body.is_eof():
+                if self._busy:
+                    self._pipelined = True
+                else:
+                    self._arm()
+        super().data_received(data)
+
+    def request_started(self, body: StreamReader) -> None:
+        """A request's head is complete (called by the request factory)."""
+        self._disarm()
+        self._busy = True
+        self._pipelined = False
+        self._previous_body = body
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._busy = False
+            if self._pipelined and self._counted:
+                self._pipelined = False
+                self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self._timer_loop.call_later(
+            self._guard.header_timeout, self._head_timed_out
+        )
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        transport = self.transport
+        if self._busy or transport is None:
+            return
+        self._guard.header_timeouts += 1
+        transport.write(_HEAD_TIMED_OUT)
+        self.force_close()
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server whose connections are :class:`_Connection` (sharing one
+    :class:`_Connections`) and whose request factory tells a connection its head arrived."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        connections: _Connections,
+        **kwargs: Any,
+    ) -> None:
+        self._guard = connections
+        self._protocol_loop = asyncio.get_running_loop()
+        self._protocol_kwargs = kwargs
+        super().__init__(handler, request_factory=self._new_request, **kwargs)
+
+    def __call__(self) -> RequestHandler:
+        return _Connection(self, self._guard, loop=self._protocol_loop, **self._protocol_kwargs)
+
+    def _new_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        if isinstance(protocol, _Connection):
+            protocol.request_started(payload)
+        return web.BaseRequest(message, payload, protocol, writer, task, self._protocol_loop)
+
+
 class _TooLarge(Exception):
     pass
 
 
-async def _read_limited(content: StreamReader, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+class _TooSlow(Exception):
+    """The body did not arrive in time, or arrives below the minimum rate (the message)."""
 
 
 async def _close_with(request: web.BaseRequest, response: web.Response) -> web.StreamResponse:
-    """Send ``response`` now and close the connection (no lingering for a stalled client)."""
+    """Send ``response`` now and close the connection (no lingering for a stalled client).
+
+    A peer already gone gets nothing: the connection is closed all the same.
+    """
     response.force_close()
     try:
         await response.prepare(request)
         await response.write_eof()
+    except ConnectionError:
+        pass  # the peer went away (aiohttp: "Cannot write to closing transport")
     finally:
         request.protocol.force_close()
     return response
@@ -649,3 +1122,18 @@ def _respond(outcome: Outcome, request_id: str) -> web.Response:
     else:
         status = 400  # rejected by middleware: never retried
     return _error(status, outcome.reason or "rejected", path=outcome.path, headers=headers)
+
+
+async def _consume(
+    consumer: Source,
+    runtime: SourceRuntime,
+    cannot_start: list[StartupError],
+    serving: anyio.CancelScope,
+) -> None:
+    """Run the inbox's consumer; if it cannot start (a queue that does not exist, refused
+    keys), note why and stop serving, so the source ends with that error itself."""
+    try:
+        await consumer.run(runtime)
+    except StartupError as exc:
+        cannot_start.append(exc)
+        serving.cancel()

@@ -134,6 +134,9 @@ def build_app(
     """
     app = App(
         notify_keys=[NOTIFY_KEY] if signed else (),
+        # The traffic expires in 2100 so that no clock (fake or real) reaches it; the bound on
+        # how far ahead an expiry may be is tested in tests/signing.
+        max_signature_lifetime=None,
         idempotency=store,
         retry=RetryPolicy(max_attempts=max_attempts, base_delay=0.5, max_delay=2.0),
         dead_letters=MemorySink(),

@@ -58,8 +58,10 @@ def test_sign_is_md5_of_timestamp_then_key() -> None:
 
 
 @pytest.mark.parametrize("path", SIGNED_PATHS, ids=lambda p: p.stem)
-def test_every_signed_sample_verifies_at_its_time(path: Path, clock: FakeClock) -> None:
+def test_every_signed_sample_verifies_at_its_time(path: Path) -> None:
+    """At the time MPS signed it: ten minutes before its expiry (MPS's default lifetime)."""
     raw = path.read_bytes()
+    clock = FakeClock(start=json.loads(raw)["Timestamp"] - 600.0)
     result = SignatureVerifier([SAMPLE_KEY], clock=clock).verify_payload(raw)
     assert result == VerifyResult(VerifyReason.OK, 0)
     assert result.ok
@@ -72,8 +74,31 @@ def test_the_signed_samples_are_all_found() -> None:
 
 def test_right_key_passes(verifier: SignatureVerifier) -> None:
     assert verifier.verify(TS, sign(TS, SECRET)) == VerifyResult(VerifyReason.OK, 0)
-    assert verifier.verify(str(TS), sign(TS, SECRET)).ok
     assert verifier.verify(TS, sign(TS, SECRET).upper()).ok
+
+
+def test_a_timestamp_given_as_a_string_is_malformed(verifier: SignatureVerifier) -> None:
+    """As the notification's decoder says (Timestamp is an integer), before anything else."""
+    assert verifier.verify(str(TS), sign(TS, SECRET)) == VerifyResult(VerifyReason.MALFORMED)
+
+
+def test_an_expiry_further_ahead_than_the_lifetime_is_refused(clock: FakeClock) -> None:
+    """A captured pair with an expiry years ahead would pass on any body until then."""
+    now = int(clock.time())
+    verifier = SignatureVerifier([SECRET], clock=clock, skew_seconds=30)
+    for expiry, reason in [
+        (now + 600, VerifyReason.OK),  # MPS's 10 minutes
+        (now + 3600 + 30, VerifyReason.OK),  # the default hour, and the skew
+        (now + 3600 + 31, VerifyReason.TOO_FAR_AHEAD),
+        (now + 10 * 365 * 86400, VerifyReason.TOO_FAR_AHEAD),
+        (999_999_999_999_999, VerifyReason.TOO_FAR_AHEAD),
+    ]:
+        assert verifier.verify(expiry, sign(expiry, SECRET)).reason is reason, expiry
+        assert verifier.verify(expiry, sign(expiry, SECRET)).reason is reason  # cached pair
+    unbounded = SignatureVerifier([SECRET], clock=clock, max_lifetime_seconds=None)
+    assert unbounded.verify(999_999_999_999_999, sign(999_999_999_999_999, SECRET)).ok
+    longer = SignatureVerifier([SECRET], clock=clock, max_lifetime_seconds=86400)
+    assert longer.verify(now + 7200, sign(now + 7200, SECRET)).ok
 
 
 def test_wrong_key_is_a_mismatch(verifier: SignatureVerifier) -> None:
@@ -109,7 +134,8 @@ def test_remembered_pairs_still_expire_and_never_admit_another_sign(
     assert _reason(verifier.verify(TS, sign(TS, "someone-else"))) is VerifyReason.MISMATCH
     assert _reason(verifier.verify(TS, good[:-1] + "x")) is VerifyReason.MALFORMED
     for n in range(1, 5000):  # the memo stays bounded
-        assert verifier.verify(TS + n, sign(TS + n, SECRET)).ok
+        stamp = TS + n % 3000  # within the hour the expiry may lie ahead
+        assert verifier.verify(stamp, sign(stamp, SECRET)).ok
     clock.advance(TS + 31 - clock.time())
     assert verifier.verify(TS, good) == VerifyResult(VerifyReason.EXPIRED, 0)
 
@@ -401,7 +427,12 @@ def _assert_no_key(text: str) -> None:
 def test_any_key_and_timestamp_round_trip(key: str, timestamp: int, as_text: bool) -> None:
     clock = FakeClock(start=float(timestamp))
     verifier = SignatureVerifier([key], clock=clock, skew_seconds=0)
-    stamp: int | str = str(timestamp) if as_text else timestamp
+    if as_text:  # a digit string is not a Timestamp (the decoder refuses it too)
+        assert _reason(verifier.verify(str(timestamp), sign(timestamp, key))) is (
+            VerifyReason.MALFORMED
+        )
+        return
+    stamp = timestamp
     assert verifier.verify(stamp, sign(timestamp, key)) == VerifyResult(VerifyReason.OK, 0)
     assert _reason(verifier.verify(stamp, sign(timestamp, key + "x"))) is VerifyReason.MISMATCH
     clock.advance(1)
