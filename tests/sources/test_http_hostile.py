@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -99,19 +100,23 @@ async def post_ok(source: HttpSource, count: int = 3) -> None:
 
 # -- slow bodies -------------------------------------------------------------------------------
 
-SLOW = 320
-"""More slow senders than ``max_in_flight`` (256): they filled it when they counted."""
+SLOW = 504
+"""More slow senders than ``max_in_flight`` (256): they filled it when they counted (the
+issue measured 500)."""
 
 
 async def test_slow_bodies_hold_no_in_flight_slot_and_a_real_sender_is_served() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * SLOW:  # both ends of every connection live in this process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4 * SLOW, hard), hard))
     app, _ = make_app()
     # the grace keeps the trickling senders (20 bytes/s) from being cut off by the minimum
     # rate on a slow machine: here they must stay, still reading, while the real sender posts
     async with serve(app, min_rate_grace=60.0) as source, AsyncExitStack() as stack:
         assert source.max_in_flight < SLOW
         slow: list[anyio.abc.SocketStream] = []
-        for n in range(SLOW):  # from 6 addresses, under the per-peer cap
-            stream = await stack.enter_async_context(await connect(source, f"127.0.0.{2 + n % 6}"))
+        for n in range(SLOW):  # from 8 addresses, under the per-peer cap (63 each)
+            stream = await stack.enter_async_context(await connect(source, f"127.0.0.{2 + n % 8}"))
             await stream.send(head(source.path, 1000) + b'{"EventType": "Wor')
             slow.append(stream)
         await until(lambda: source.reading == SLOW)
