@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 import anyio
 import msgspec
 
+from mpsflow.devservers._command import from_option_or_env, serve_until_signal
 from mpsflow.devservers.cmq.queue import (
     DEFAULT_MAX_MSG_HEAP_NUM,
     DEFAULT_MAX_MSG_SIZE,
@@ -128,29 +128,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
 
 
-def _resolve(value: str | None, *names: str) -> str:
-    if value:
-        return value
-    for name in names:
-        found = os.environ.get(name)
-        if found:
-            return found
-    return ""
-
-
-async def _serve(server: CmqServer, host: str, port: int) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        await server.start(host, port)
-        try:
-            print(f"mpsflow cmq-server listening on {server.url}", flush=True)
-            print(_queues(server), flush=True)
-            async for _ in signals:
-                break
-        finally:
-            with anyio.CancelScope(shield=True):
-                await server.stop()
-
-
 def _queues(server: CmqServer) -> str:
     """Which queues the server has, and what it does with other names."""
     names = ", ".join(server.queue_names) or "none yet"
@@ -175,8 +152,10 @@ def run_server(args: argparse.Namespace) -> int:
     Raises ConfigurationError when no key pair is given; returns the exit status otherwise
     (3 when it cannot listen, as for ``mpsflow run``).
     """
-    secret_id = _resolve(args.secret_id, "MPSFLOW_CMQ_SECRET_ID", "TENCENTCLOUD_SECRETID")
-    secret_key = _resolve(args.secret_key, "MPSFLOW_CMQ_SECRET_KEY", "TENCENTCLOUD_SECRETKEY")
+    secret_id = from_option_or_env(args.secret_id, "MPSFLOW_CMQ_SECRET_ID", "TENCENTCLOUD_SECRETID")
+    secret_key = from_option_or_env(
+        args.secret_key, "MPSFLOW_CMQ_SECRET_KEY", "TENCENTCLOUD_SECRETKEY"
+    )
     if not secret_id or not secret_key:
         raise ConfigurationError(
             "a SecretId and a SecretKey are required: pass --secret-id ID --secret-key KEY, or "
@@ -202,7 +181,16 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"mpsflow cmq-server: {exc}", file=sys.stderr)
         return 2
     try:
-        anyio.run(_serve, server, args.host, args.port)
+        anyio.run(
+            partial(
+                serve_until_signal,
+                command="cmq-server",
+                summary=partial(_queues, server),
+            ),
+            server,
+            args.host,
+            args.port,
+        )
     except StartupError as exc:  # the port is taken, …: one line saying what to do
         print(f"mpsflow cmq-server: error: {exc}", file=sys.stderr)
         return 3

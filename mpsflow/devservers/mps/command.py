@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 import anyio
 
+from mpsflow.devservers._command import from_option_or_env, serve_until_signal
 from mpsflow.devservers.mps.server import DEFAULT_MAX_CLOCK_SKEW, MpsServer
 from mpsflow.errors import ConfigurationError, StartupError
 
@@ -90,29 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
 
 
-def _resolve(value: str | None, *names: str) -> str:
-    if value:
-        return value
-    for name in names:
-        found = os.environ.get(name)
-        if found:
-            return found
-    return ""
-
-
-async def _serve(server: MpsServer, host: str, port: int) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        await server.start(host, port)
-        try:
-            print(f"mpsflow mps-server listening on {server.url}", flush=True)
-            print(_summary(server), flush=True)
-            async for _ in signals:
-                break
-        finally:
-            with anyio.CancelScope(shield=True):
-                await server.stop()
-
-
 def _summary(server: MpsServer) -> str:
     """How many tasks the server holds, of which types and statuses."""
     if not len(server.tasks):
@@ -141,8 +118,10 @@ def run_server(args: argparse.Namespace) -> int:
     Raises ConfigurationError when no key pair is given; returns the exit status otherwise
     (2 for a --tasks file that reports no task, 3 when it cannot listen, as for ``mpsflow run``).
     """
-    secret_id = _resolve(args.secret_id, "MPSFLOW_MPS_SECRET_ID", "TENCENTCLOUD_SECRETID")
-    secret_key = _resolve(args.secret_key, "MPSFLOW_MPS_SECRET_KEY", "TENCENTCLOUD_SECRETKEY")
+    secret_id = from_option_or_env(args.secret_id, "MPSFLOW_MPS_SECRET_ID", "TENCENTCLOUD_SECRETID")
+    secret_key = from_option_or_env(
+        args.secret_key, "MPSFLOW_MPS_SECRET_KEY", "TENCENTCLOUD_SECRETKEY"
+    )
     if not secret_id or not secret_key:
         raise ConfigurationError(
             "a SecretId and a SecretKey are required: pass --secret-id ID --secret-key KEY, or "
@@ -160,7 +139,16 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"mpsflow mps-server: error: {exc}", file=sys.stderr)
         return 2
     try:
-        anyio.run(_serve, server, args.host, args.port)
+        anyio.run(
+            partial(
+                serve_until_signal,
+                command="mps-server",
+                summary=partial(_summary, server),
+            ),
+            server,
+            args.host,
+            args.port,
+        )
     except StartupError as exc:  # the port is taken, …: one line saying what to do
         print(f"mpsflow mps-server: error: {exc}", file=sys.stderr)
         return 3
