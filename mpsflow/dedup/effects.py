@@ -22,7 +22,7 @@ into the stable key a handler passes downstream (``ctx.effect_key``).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -34,6 +34,7 @@ __all__ = [
     "default_scope",
     "effect_key",
     "record_key",
+    "subtask_keys",
     "subtask_payload_hash",
     "subtask_scope",
     "subtask_state",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 _ENCODER = msgspec.json.Encoder()
+_encode = _ENCODER.encode
+_sha256 = hashlib.sha256
+_EMPTY: tuple[list[Any], dict[str, Any]] = ([], {})
 
 
 def task_scope(notification: Notification) -> str | None:
@@ -63,10 +67,15 @@ def subtask_state(subtask: Subtask) -> str:
     rendition that reaches SUCCESS, or one whose output appears, is handled again.
     """
     task = subtask.task
-    progress = getattr(task, "progress", None)
-    output = getattr(task, "output", None)
-    has_output = output is not None and output not in ([], {})
-    return _ENCODER.encode([subtask.status or "", progress, subtask.error, has_output]).decode()
+    return _state(subtask, task, getattr(task, "output", None)).decode()
+
+
+def _state(subtask: Subtask, task: Any, output: Any) -> bytes:
+    """:func:`subtask_state` as bytes, ``output`` being ``task``'s (read once by the caller)."""
+    has_output = output is not None and output not in _EMPTY
+    return _encode(
+        [subtask.status or "", getattr(task, "progress", None), subtask.error, has_output]
+    )
 
 
 def subtask_scope(notification: Notification, subtask: Subtask) -> str:
@@ -75,13 +84,19 @@ def subtask_scope(notification: Notification, subtask: Subtask) -> str:
     The digest covers the subtask's identity and state (both readable from ``subtask``).
     A notification without a TaskId or SessionId uses its notification key as the task part.
     """
+    task = subtask.task
+    return _scope(notification, subtask, _state(subtask, task, getattr(task, "output", None)))
+
+
+def _scope(notification: Notification, subtask: Subtask, state: bytes) -> str:
     task = task_scope(notification)
     if task is None:
         from mpsflow.dedup.idempotency import typed_notification_key
 
         task = typed_notification_key(notification)
-    material = f"{subtask.identity}\n{subtask_state(subtask)}".encode()
-    return f"{task}:sub:{hashlib.sha256(material).hexdigest()[:32]}"
+    # The digest of "<identity>\n<state>" in UTF-8 (the state's JSON is ASCII-safe UTF-8).
+    material = subtask.identity.encode() + b"\n" + state
+    return f"{task}:sub:{_sha256(material).hexdigest()[:32]}"
 
 
 def subtask_payload_hash(subtask: Subtask) -> str:
@@ -96,7 +111,23 @@ def subtask_payload_hash(subtask: Subtask) -> str:
     output = getattr(task, "output", None)
     if output is None:
         return ""
-    return hashlib.sha256(_ENCODER.encode(output)).hexdigest()[:32]
+    return _sha256(_encode(output)).hexdigest()[:32]
+
+
+def subtask_keys(notification: Notification, subtask: Subtask) -> tuple[str, str]:
+    """``(subtask_scope(...), subtask_payload_hash(subtask))``, reading the subtask once.
+
+    What the dedup middleware needs for every subtask handler run; the same strings as the
+    two functions give (they are persisted by the SQLite and Redis stores).
+    """
+    task = subtask.task
+    output = getattr(task, "output", None)
+    scope = _scope(notification, subtask, _state(subtask, task, output))
+    if task is None:
+        output = getattr(subtask.result, "output", None)
+    if output is None:
+        return scope, ""
+    return scope, _sha256(_encode(output)).hexdigest()[:32]
 
 
 def record_key(scope: str, handler: str) -> str:

@@ -23,6 +23,11 @@ When the store is down, :meth:`Idempotency.begin` raises
 :class:`~mpsflow.errors.StoreUnavailable`: the delivery must be retried later, never processed
 without a claim.
 
+On a store that settles in place (``MemoryStore``) the same protocol runs without a coroutine:
+:meth:`Idempotency.begin_now`, :meth:`~Idempotency.succeeded_now` and
+:meth:`~Idempotency.failed_now` give the same answers synchronously, or None when only the
+coroutine can (another store, store faults to repair, ``wait_for_in_progress``).
+
 Which notifications are the same one (the default notification key and the payload hash)
 is :mod:`mpsflow.dedup.keys`'s job; its functions are importable from here too.
 """
@@ -33,19 +38,27 @@ import itertools
 import logging
 import math
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.dedup.effects import record_key, subtask_payload_hash, subtask_scope
+from mpsflow.dedup.effects import record_key, subtask_keys, subtask_payload_hash
 from mpsflow.dedup.keys import (
     default_notification_key,
     payload_hash,
     typed_notification_key,
     typed_payload_hash,
 )
-from mpsflow.dedup.stores.base import ClaimState, IdempotencyStore, unavailable_message
+from mpsflow.dedup.stores.base import (
+    Claim,
+    ClaimState,
+    IdempotencyStore,
+    InPlaceStore,
+    in_place,
+    unavailable_message,
+)
 from mpsflow.errors import ConfigurationError, StoreUnavailable
 from mpsflow.events import LiveStreamNotification, Notification
 from mpsflow.events.envelope import document
@@ -87,6 +100,28 @@ class Decision:
     """The stored record was made from a different payload (same key, different content)."""
     lease_until: float = 0.0
     """CLAIMED: the monotonic time (``clock.monotonic()``) the claim's lease ends."""
+
+
+_CLAIMED = ClaimState.CLAIMED
+_new = object.__new__
+# The slots of a Decision, set directly: a frozen dataclass's __init__ goes through
+# object.__setattr__ once per field, and a CLAIMED decision is made for every handler run.
+_set_state, _set_record, _set_token, _set_retry, _set_conflict, _set_lease = (
+    vars(Decision)[name].__set__
+    for name in ("state", "record_key", "token", "retry_after", "conflict", "lease_until")
+)
+
+
+def _claimed(record: str, token: str, lease_until: float) -> Decision:
+    """``Decision(CLAIMED, record, token=token, lease_until=lease_until)``, made cheaply."""
+    decision: Decision = _new(Decision)
+    _set_state(decision, _CLAIMED)
+    _set_record(decision, record)
+    _set_token(decision, token)
+    _set_retry(decision, 0.0)
+    _set_conflict(decision, False)
+    _set_lease(decision, lease_until)
+    return decision
 
 
 SubtaskKeyFunction = Callable[["Notification", "Subtask"], str]
@@ -145,7 +180,7 @@ class Idempotency:
             )
         if wait_for_in_progress < 0:
             raise ConfigurationError("wait_for_in_progress must not be negative")
-        self.store = store
+        self.store = store  # also finds its in-place twins (see the ``store`` property)
         self.completed_ttl = completed_ttl
         self.lease_seconds = lease_seconds
         self.lease_margin = lease_margin
@@ -155,6 +190,10 @@ class Idempotency:
         self._key_function = key_function
         self._subtask_key_function = subtask_key_function
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._monotonic: Callable[[], float] = (
+            time.monotonic if type(self._clock) is SystemClock else self._clock.monotonic
+        )
+        """The clock's monotonic time (``time.monotonic`` itself for the system clock)."""
         self._tokens = f"{secrets.token_hex(8)}-"
         self._token_count = itertools.count(1)
         self._unwritten: dict[str, Decision] = {}
@@ -165,6 +204,17 @@ class Idempotency:
 
     def __repr__(self) -> str:
         return f"Idempotency(store={self.store!r}, completed_ttl={self.completed_ttl})"
+
+    @property
+    def store(self) -> IdempotencyStore:
+        """The store records are kept in (may be replaced, e.g. by a test client)."""
+        return self._store
+
+    @store.setter
+    def store(self, store: IdempotencyStore) -> None:
+        self._store = store
+        self._in_place: InPlaceStore | None = in_place(store)
+        """The store's synchronous twins, when it has them (see ``begin_now``)."""
 
     @property
     def clock(self) -> Clock:
@@ -207,7 +257,7 @@ class Idempotency:
         See :mod:`mpsflow.dedup.effects`.
         """
         if self._subtask_key_function is None:
-            return subtask_scope(notification, subtask), subtask_payload_hash(subtask)
+            return subtask_keys(notification, subtask)
         key = self._subtask_key_function(notification, subtask)
         if not isinstance(key, str) or not key:
             raise ConfigurationError("subtask_key_function must return a non-empty string")
@@ -235,7 +285,7 @@ class Idempotency:
             lease = self._lease(deadline)
             lease_until = self._clock.monotonic() + lease
             try:
-                claim = await self.store.claim(
+                claim = await self._store.claim(
                     record, lease_seconds=lease, payload_hash=payload_hash, token=token
                 )
             except StoreUnavailable:
@@ -244,29 +294,67 @@ class Idempotency:
                 self._orphans[(record, token)] = None
                 raise
             if claim.state is ClaimState.CLAIMED:
-                return Decision(
-                    ClaimState.CLAIMED, record, token=claim.token, lease_until=lease_until
-                )
-            conflict = bool(
-                payload_hash and claim.payload_hash and payload_hash != claim.payload_hash
+                return _claimed(record, claim.token, lease_until)
+            if claim.state is not ClaimState.COMPLETED:
+                remaining = give_up_at - self._clock.monotonic()
+                if remaining > 0:
+                    await self._clock.sleep(min(self.poll_interval, remaining))
+                    continue
+            return self._found(claim, key, handler, record, payload_hash)
+
+    def begin_now(
+        self,
+        key: str,
+        handler: str,
+        payload_hash: str,
+        *,
+        deadline: float | None = None,
+    ) -> Decision | None:
+        """:meth:`begin` without a coroutine, on a store that settles in place (MemoryStore).
+
+        The decision ``begin`` would make, or None when only ``begin`` can make it: the store
+        has no synchronous twins (see :func:`~mpsflow.dedup.stores.base.in_place`), store
+        faults are waiting to be repaired, or ``wait_for_in_progress`` may make it sleep.
+        Raises StoreUnavailable as ``begin`` does.
+        """
+        store = self._in_place
+        if store is None or self._unwritten or self._orphans or self.wait_for_in_progress:
+            return None
+        record = record_key(key, handler)
+        token = f"{self._tokens}{next(self._token_count):x}"
+        now = self._monotonic()
+        if deadline is None:
+            lease = self.lease_seconds
+        else:
+            lease = max(deadline - now, 0.0) + self.lease_margin
+        try:
+            found = store.claim_now(
+                record, lease_seconds=lease, payload_hash=payload_hash, token=token
             )
-            if claim.state is ClaimState.COMPLETED:
-                if conflict:
-                    _log.warning(
-                        "idempotency conflict: %s already completed for handler %s from a "
-                        "different payload; skipping this one",
-                        key,
-                        handler,
-                        extra={"idempotency_key": key, "handler": handler},
-                    )
-                return Decision(ClaimState.COMPLETED, record, conflict=conflict)
-            remaining = give_up_at - self._clock.monotonic()
-            if remaining <= 0:
-                retry_after = max(claim.expires_at - self._clock.time(), 0.0)
-                return Decision(
-                    ClaimState.IN_PROGRESS, record, retry_after=retry_after, conflict=conflict
+        except StoreUnavailable:
+            self._orphans[(record, token)] = None  # as in ``begin``
+            raise
+        if found is None:
+            return _claimed(record, token, now + lease)
+        return self._found(found, key, handler, record, payload_hash)
+
+    def _found(
+        self, claim: Claim, key: str, handler: str, record: str, payload_hash: str
+    ) -> Decision:
+        """The decision on a record someone else holds (``claim`` is not CLAIMED)."""
+        conflict = bool(payload_hash and claim.payload_hash and payload_hash != claim.payload_hash)
+        if claim.state is ClaimState.COMPLETED:
+            if conflict:
+                _log.warning(
+                    "idempotency conflict: %s already completed for handler %s from a "
+                    "different payload; skipping this one",
+                    key,
+                    handler,
+                    extra={"idempotency_key": key, "handler": handler},
                 )
-            await self._clock.sleep(min(self.poll_interval, remaining))
+            return Decision(ClaimState.COMPLETED, record, conflict=conflict)
+        retry_after = max(claim.expires_at - self._clock.time(), 0.0)
+        return Decision(ClaimState.IN_PROGRESS, record, retry_after=retry_after, conflict=conflict)
 
     async def succeeded(self, decision: Decision) -> bool:
         """Record the handler as COMPLETED; False (and a log line) when that was not possible.
@@ -278,23 +366,47 @@ class Idempotency:
         """
         _require_run(decision)
         try:
-            done = await self.store.complete(
+            done = await self._store.complete(
                 decision.record_key, decision.token, ttl_seconds=self.completed_ttl
             )
         except StoreUnavailable as exc:
-            self._unwritten[decision.record_key] = decision
-            _log.warning(
-                "could not record %s as completed (%s); retrying until its lease ends",
-                decision.record_key,
-                unavailable_message(exc, self.store),
-            )
-            return False
+            return self._not_completed(decision, exc)
         if not done:
-            _log.warning(
-                "lease on %s ended before the handler completed; it may run again",
-                decision.record_key,
-            )
+            self._lease_lost(decision)
         return done
+
+    def succeeded_now(self, decision: Decision) -> bool | None:
+        """:meth:`succeeded` without a coroutine; None when only ``succeeded`` can do it (the
+        store has no synchronous twins)."""
+        store = self._in_place
+        if store is None:
+            return None
+        _require_run(decision)
+        try:
+            done = store.complete_now(
+                decision.record_key, decision.token, ttl_seconds=self.completed_ttl
+            )
+        except StoreUnavailable as exc:
+            return self._not_completed(decision, exc)
+        if not done:
+            self._lease_lost(decision)
+        return done
+
+    def _not_completed(self, decision: Decision, exc: StoreUnavailable) -> bool:
+        self._unwritten[decision.record_key] = decision
+        _log.warning(
+            "could not record %s as completed (%s); retrying until its lease ends",
+            decision.record_key,
+            unavailable_message(exc, self._store),
+        )
+        return False
+
+    @staticmethod
+    def _lease_lost(decision: Decision) -> None:
+        _log.warning(
+            "lease on %s ended before the handler completed; it may run again",
+            decision.record_key,
+        )
 
     async def failed(self, decision: Decision) -> bool:
         """Delete the claim so a redelivery runs the handler again; False if it was gone.
@@ -304,15 +416,30 @@ class Idempotency:
         """
         _require_run(decision)
         try:
-            return await self.store.release(decision.record_key, decision.token)
+            return await self._store.release(decision.record_key, decision.token)
         except StoreUnavailable as exc:
-            _log.warning(
-                "could not release %s (%s); releasing it once the store is back",
-                decision.record_key,
-                unavailable_message(exc, self.store),
-            )
-            self._orphans[(decision.record_key, decision.token)] = None
-            return False
+            return self._not_released(decision, exc)
+
+    def failed_now(self, decision: Decision) -> bool | None:
+        """:meth:`failed` without a coroutine; None when only ``failed`` can do it (the store
+        has no synchronous twins)."""
+        store = self._in_place
+        if store is None:
+            return None
+        _require_run(decision)
+        try:
+            return store.release_now(decision.record_key, decision.token)
+        except StoreUnavailable as exc:
+            return self._not_released(decision, exc)
+
+    def _not_released(self, decision: Decision, exc: StoreUnavailable) -> bool:
+        _log.warning(
+            "could not release %s (%s); releasing it once the store is back",
+            decision.record_key,
+            unavailable_message(exc, self._store),
+        )
+        self._orphans[(decision.record_key, decision.token)] = None
+        return False
 
     async def settle_pending(self) -> int:
         """Write what store faults left unsettled now; returns how many are still left.
@@ -351,7 +478,7 @@ class Idempotency:
         """Release the lost claims of ``record`` (every one with None) until the store fails."""
         for orphan in [o for o in self._orphans if record is None or o[0] == record]:
             try:
-                await self.store.release(*orphan)
+                await self._store.release(*orphan)
             except StoreUnavailable:
                 return
             self._orphans.pop(orphan, None)
@@ -373,7 +500,7 @@ class Idempotency:
         if self._expired(decision):
             return True
         try:
-            done = await self.store.complete(
+            done = await self._store.complete(
                 decision.record_key, decision.token, ttl_seconds=self.completed_ttl
             )
         except StoreUnavailable:

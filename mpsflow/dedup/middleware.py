@@ -11,6 +11,10 @@ The store's :class:`~mpsflow.dedup.stores.base.ClaimState` says what the claim f
 middleware turns it into the pipeline's words: COMPLETED is ``Cause.ALREADY_DONE``,
 IN_PROGRESS is ``Cause.DEFERRED``, CLAIMED runs the handler.
 
+On a store that settles in place (``MemoryStore``) a handler run awaits nothing here: the claim
+and the settlement are the idempotency's synchronous twins (``begin_now``, ``succeeded_now``,
+``failed_now``).
+
 A store that is down is logged at WARNING on ``mpsflow.dedup.idempotency`` with the store's
 address and the cause: the first failure at once, then at most one line per ``log_interval``
 seconds (on the idempotency's clock) saying how many handler runs were deferred meanwhile, and
@@ -29,6 +33,7 @@ from mpsflow.dedup.effects import effect_key
 from mpsflow.dedup.idempotency import Decision, Idempotency
 from mpsflow.dedup.stores.base import (
     ClaimState,
+    defined_together,
     describe_store,
     settles_in_place,
     unavailable_message,
@@ -45,6 +50,10 @@ _log = logging.getLogger("mpsflow.dedup.idempotency")
 _ALREADY_DONE = Outcome(
     Settlement.ACK, reason="already completed", cause=Cause.ALREADY_DONE, duplicates_skipped=1
 )
+_COMPLETED = ClaimState.COMPLETED
+_IN_PROGRESS = ClaimState.IN_PROGRESS
+_ACK = Settlement.ACK
+_TWINS = (("begin", "begin_now"), ("succeeded", "succeeded_now"), ("failed", "failed_now"))
 
 
 class DedupMiddleware:
@@ -66,6 +75,9 @@ class DedupMiddleware:
         (the duplicate usually finishes in milliseconds; its lease bounds only a crash)."""
         self._shield = not settles_in_place(idempotency.store)
         """Shield the settling store call from cancellation (not needed when it cannot wait)."""
+        self._now = defined_together(idempotency, _TWINS)
+        """Try the idempotency's synchronous twins first (unless a subclass overrides only the
+        coroutines: then they are what runs)."""
         clock = clock or idempotency.clock
         self._throttle = LogThrottle(clock, log_interval)
         """Store-down lines: the first, then one per ``log_interval``."""
@@ -96,22 +108,31 @@ class DedupMiddleware:
     def _scope(self, call: Call) -> tuple[str, str]:
         """(scope, payload hash) of this handler's effect."""
         ctx = call.context
-        subtask = ctx.subtask if ctx is not None else None
-        notification = call.notification
-        if subtask is not None and isinstance(notification, Notification):
-            return self.idempotency.subtask_keys_for(notification, subtask)
+        if ctx is not None:
+            subtask = ctx.subtask
+            if subtask is not None:
+                notification = call.notification
+                if isinstance(notification, Notification):
+                    return self.idempotency.subtask_keys_for(notification, subtask)
         return self._keys(call)
 
     async def __call__(self, call: Call, call_next: CallNext) -> Outcome:
-        if call.scope != "handler" or call.handler is None:
+        handler = call.handler
+        if call.scope != "handler" or handler is None:
             return await call_next(call)
         key, payload_hash = self._scope(call)
+        name = handler.name
+        idempotency = self.idempotency
+        deadline = call.delivery.deadline
+        now = self._now
         try:
-            decision = await self.idempotency.begin(
-                key, call.handler.name, payload_hash, deadline=call.delivery.deadline
+            decision = (
+                idempotency.begin_now(key, name, payload_hash, deadline=deadline) if now else None
             )
+            if decision is None:
+                decision = await idempotency.begin(key, name, payload_hash, deadline=deadline)
         except StoreUnavailable as exc:
-            self._store_down(exc, call.handler.name)
+            self._store_down(exc, name)
             return Outcome(
                 Settlement.RETRY,
                 retry_after=self.store_retry_after,
@@ -120,12 +141,13 @@ class DedupMiddleware:
             )
         if self._deferred:
             self._store_back()
-        if call.context is not None:
-            call.context.effect_key = effect_key(decision.record_key)
+        ctx = call.context
+        if ctx is not None:
+            ctx.effect_key = effect_key(decision.record_key)
         claim = decision.state
-        if claim is ClaimState.COMPLETED:
+        if claim is _COMPLETED:
             return _ALREADY_DONE
-        if claim is ClaimState.IN_PROGRESS:
+        if claim is _IN_PROGRESS:
             return Outcome(
                 Settlement.RETRY,
                 retry_after=min(max(decision.retry_after, 1.0), self.busy_retry_after),
@@ -135,9 +157,14 @@ class DedupMiddleware:
         try:
             outcome = await call_next(call)
         except BaseException:
-            await self._settle(decision, succeeded=False)
+            if not now or idempotency.failed_now(decision) is None:
+                await self._settle(decision, succeeded=False)
             raise
-        await self._settle(decision, succeeded=outcome.settlement is Settlement.ACK)
+        if outcome.settlement is _ACK:
+            if not now or idempotency.succeeded_now(decision) is None:
+                await self._settle(decision, succeeded=True)
+        elif not now or idempotency.failed_now(decision) is None:
+            await self._settle(decision, succeeded=False)
         return outcome
 
     def _store_down(self, exc: StoreUnavailable, handler: str) -> None:

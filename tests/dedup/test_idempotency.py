@@ -44,16 +44,6 @@ def _bytes(document: Mapping[str, Any]) -> bytes:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> MemoryStore:
-    return MemoryStore(clock=clock)
-
-
-@pytest.fixture
 def idem(store: MemoryStore, clock: FakeClock) -> Idempotency:
     return Idempotency(store, clock=clock, lease_seconds=60, key_function=_always_n1)
 

@@ -4,8 +4,9 @@ words a store's failure is reported in."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from mpsflow.errors import StoreUnavailable
 
@@ -13,7 +14,10 @@ __all__ = [
     "Claim",
     "ClaimState",
     "IdempotencyStore",
+    "InPlaceStore",
+    "defined_together",
     "describe_store",
+    "in_place",
     "settles_in_place",
     "store_unavailable",
     "unavailable_message",
@@ -61,7 +65,10 @@ class IdempotencyStore(Protocol):
 
     A store whose methods never suspend (an in-process store) may set the class attribute
     ``settles_in_place = True``: callers then skip shielding ``complete``/``release`` from
-    cancellation, which nothing could interrupt anyway.
+    cancellation, which nothing could interrupt anyway. Such a store may also offer the
+    synchronous twins of :class:`InPlaceStore` (``claim_now``, ``complete_now``,
+    ``release_now``): :class:`~mpsflow.dedup.Idempotency` then calls them directly, with no
+    coroutine per call (see :func:`in_place`).
     """
 
     async def claim(
@@ -92,9 +99,73 @@ class IdempotencyStore(Protocol):
         ...
 
 
+class InPlaceStore(Protocol):
+    """The synchronous twins of a store that settles in place (``MemoryStore``).
+
+    Each does what its coroutine does and raises what it raises; ``claim_now`` answers
+    without allocating a :class:`Claim` for the common case. A dedup run on such a store
+    awaits nothing (see :func:`in_place`).
+    """
+
+    def claim_now(
+        self, key: str, *, lease_seconds: float, payload_hash: str, token: str
+    ) -> Claim | None:
+        """``claim`` with the caller's (non-empty) ``token``: None when the caller now holds
+        ``key`` (CLAIMED, until ``lease_seconds`` from now), else the live record's Claim
+        (IN_PROGRESS or COMPLETED)."""
+        ...
+
+    def complete_now(self, key: str, token: str, *, ttl_seconds: float) -> bool:
+        """``complete``, synchronously."""
+        ...
+
+    def release_now(self, key: str, token: str) -> bool:
+        """``release``, synchronously."""
+        ...
+
+
+_TWINS = (("claim", "claim_now"), ("complete", "complete_now"), ("release", "release_now"))
+
+
 def settles_in_place(store: IdempotencyStore) -> bool:
     """True when ``store`` declares that its methods never suspend (see the protocol)."""
     return getattr(store, "settles_in_place", False) is True
+
+
+def in_place(store: IdempotencyStore) -> InPlaceStore | None:
+    """``store`` as an :class:`InPlaceStore` when its twins may stand in for its coroutines.
+
+    That is when it settles in place and each twin is defined by the same class as the
+    coroutine it stands for, neither replaced on the instance: a subclass or a test double
+    that overrides ``release`` alone (to fail it, say) is still called through ``release``.
+    None otherwise: callers then await the coroutines.
+    """
+    if not settles_in_place(store) or not defined_together(store, _TWINS):
+        return None
+    return cast(InPlaceStore, store)
+
+
+def defined_together(obj: object, pairs: Iterable[tuple[str, str]]) -> bool:
+    """True when each pair of methods of ``obj`` is defined by one class, neither set on the
+    instance: then the second of a pair (a synchronous twin) may stand in for the first.
+
+    A subclass or a test double that overrides only one of them (``release``, say, to make it
+    fail) is called through the one it overrides.
+    """
+    patched = getattr(obj, "__dict__", {})
+    mro = type(obj).__mro__
+    for first, second in pairs:
+        if first in patched or second in patched:
+            return False
+        owner = _owner(mro, second)
+        if owner is None or owner is not _owner(mro, first):
+            return False
+    return True
+
+
+def _owner(mro: tuple[type, ...], name: str) -> type | None:
+    """The class in ``mro`` that defines ``name`` (the one attribute lookup would find)."""
+    return next((cls for cls in mro if name in vars(cls)), None)
 
 
 def describe_store(store: object) -> str:

@@ -1,10 +1,12 @@
 """A bounded, in-process idempotency store: for tests, single workers and the SCF runtime.
 
-Records live in a dict. Expiry is tracked with a lazily pruned min-heap, so purging expired
-records costs O(log n) per record instead of a scan. When the store is full it first drops
-expired records, then the oldest COMPLETED ones; it never drops a live IN_PROGRESS lease,
-because that would let a second worker run a handler that is still running. A store full of
-live leases raises :class:`~mpsflow.errors.StoreUnavailable`, so the delivery is retried later.
+Records live in a dict, each a plain tuple of strings and numbers, which the garbage
+collector stops tracking (a full store adds nothing to each collection). Expiry is tracked with
+a lazily pruned min-heap, so purging expired records costs O(log n) per record instead of a
+scan. When the store is full it first drops expired records, then the oldest COMPLETED ones; it
+never drops a live IN_PROGRESS lease, because that would let a second worker run a handler that
+is still running. A store full of live leases raises :class:`~mpsflow.errors.StoreUnavailable`,
+so the delivery is retried later.
 """
 
 from __future__ import annotations
@@ -12,22 +14,27 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Final
 
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.dedup.stores.base import Claim, ClaimState, store_unavailable
 
 __all__ = ["MemoryStore"]
 
+_heappush = heapq.heappush
 
-@dataclass(slots=True)
-class _Record:
-    state: ClaimState
-    token: str
-    payload_hash: str
-    expires_at: float
-    version: int
+_Record = tuple[bool, str, str, float, int]
+"""``(completed, token, payload hash, expires_at, version)``: a new tuple when it changes."""
+_DONE: Final = 0
+_TOKEN: Final = 1
+_HASH: Final = 2
+_EXPIRES: Final = 3
+_VERSION: Final = 4
+_STATES = (ClaimState.IN_PROGRESS, ClaimState.COMPLETED)
+"""A record's ClaimState, by its ``completed`` flag."""
 
 
 class MemoryStore:
@@ -37,8 +44,11 @@ class MemoryStore:
     :class:`~mpsflow.dedup.stores.sqlite.SQLiteStore` or
     :class:`~mpsflow.dedup.stores.redis.RedisStore`
     for that. All methods run without awaiting in between, so each is atomic on one event loop
-    (``settles_in_place``). Owner tokens are a random per-store prefix and a counter: they only
-    have to be unique within this store.
+    (``settles_in_place``), and each coroutine has a synchronous twin (``claim_now``,
+    ``complete_now``, ``release_now``; see :class:`~mpsflow.dedup.stores.base.InPlaceStore`)
+    that :class:`~mpsflow.dedup.Idempotency` calls instead, so a handler run on this store
+    awaits nothing. Owner tokens are a random per-store prefix and a counter: they only have to
+    be unique within this store.
     """
 
     settles_in_place = True
@@ -48,6 +58,10 @@ class MemoryStore:
             raise ValueError("max_entries must be at least 1")
         self._max_entries = max_entries
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._now: Callable[[], float] = (
+            time.time if type(self._clock) is SystemClock else self._clock.time
+        )
+        """The clock's wall time (``time.time`` itself for the system clock: no extra frame)."""
         self._records: dict[str, _Record] = {}
         self._completed: OrderedDict[str, None] = OrderedDict()
         """Keys of COMPLETED records, oldest completion first (the eviction order)."""
@@ -74,38 +88,82 @@ class MemoryStore:
     ) -> Claim:
         """Take ``key`` as IN_PROGRESS unless a live record exists."""
         _check_positive("lease_seconds", lease_seconds)
-        self._check_open()
-        now = self._clock.time()
-        self._purge_expired(now)
-        record = self._records.get(key)
+        token = token or f"{self._token_prefix}{next(self._tokens):x}"
+        found = self.claim_now(
+            key, lease_seconds=lease_seconds, payload_hash=payload_hash, token=token
+        )
+        if found is not None:
+            return found
+        return Claim(ClaimState.CLAIMED, token=token, expires_at=self._records[key][_EXPIRES])
+
+    def claim_now(
+        self, key: str, *, lease_seconds: float, payload_hash: str, token: str
+    ) -> Claim | None:
+        """``claim`` with the caller's ``token``, synchronously: None when the caller now
+        holds ``key``, else the live record's Claim (IN_PROGRESS or COMPLETED)."""
+        if not lease_seconds > 0:
+            _check_positive("lease_seconds", lease_seconds)
+        if not token:
+            raise ValueError("token must not be empty")
+        if self._closed:
+            raise store_unavailable(self.describe(), "closed")
+        now = self._now()
+        expiry = self._expiry
+        if expiry and expiry[0][0] <= now:
+            self._purge_expired(now)
+        records = self._records
+        record = records.get(key)
         if record is not None:
             return Claim(
-                record.state, payload_hash=record.payload_hash, expires_at=record.expires_at
+                _STATES[record[_DONE]], payload_hash=record[_HASH], expires_at=record[_EXPIRES]
             )
-        if len(self._records) >= self._max_entries:
+        if len(records) >= self._max_entries:
             self._evict_oldest_completed()
-        token = token or f"{self._token_prefix}{next(self._tokens):x}"
         expires_at = now + lease_seconds
-        self._put(key, _Record(ClaimState.IN_PROGRESS, token, payload_hash, expires_at, 0))
-        return Claim(ClaimState.CLAIMED, token=token, expires_at=expires_at)
+        version = self._version = self._version + 1
+        records[key] = (False, token, payload_hash, expires_at, version)
+        self._expire_at(expires_at, version, key)
+        return None
 
     async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
         """Turn the caller's live lease into a COMPLETED record kept for ``ttl_seconds``."""
-        _check_positive("ttl_seconds", ttl_seconds)
-        self._check_open()
-        now = self._clock.time()
-        record = self._owned(key, token, now)
-        if record is None:
+        return self.complete_now(key, token, ttl_seconds=ttl_seconds)
+
+    def complete_now(self, key: str, token: str, *, ttl_seconds: float) -> bool:
+        """``complete``, synchronously."""
+        if not ttl_seconds > 0:
+            _check_positive("ttl_seconds", ttl_seconds)
+        if self._closed:
+            raise store_unavailable(self.describe(), "closed")
+        now = self._now()
+        records = self._records
+        record = records.get(key)
+        if record is None or record[_DONE] or record[_TOKEN] != token or now >= record[_EXPIRES]:
             return False
-        record.state = ClaimState.COMPLETED
-        record.expires_at = now + ttl_seconds
-        self._put(key, record)
+        expires_at = now + ttl_seconds
+        version = self._version = self._version + 1
+        records[key] = (True, token, record[_HASH], expires_at, version)
+        # A live lease is never in ``_completed`` (a key leaves it with its record), so the
+        # completion is appended, newest last.
+        self._completed[key] = None
+        self._expire_at(expires_at, version, key)
         return True
 
     async def release(self, key: str, token: str) -> bool:
         """Delete the caller's live lease so a redelivery can run the handler again."""
-        self._check_open()
-        if self._owned(key, token, self._clock.time()) is None:
+        return self.release_now(key, token)
+
+    def release_now(self, key: str, token: str) -> bool:
+        """``release``, synchronously."""
+        if self._closed:
+            raise store_unavailable(self.describe(), "closed")
+        record = self._records.get(key)
+        if (
+            record is None
+            or record[_DONE]
+            or record[_TOKEN] != token
+            or self._now() >= record[_EXPIRES]
+        ):
             return False
         self._drop(key)
         return True
@@ -121,31 +179,12 @@ class MemoryStore:
         self._completed.clear()
         self._expiry.clear()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise store_unavailable(self.describe(), "closed")
-
-    def _owned(self, key: str, token: str, now: float) -> _Record | None:
-        record = self._records.get(key)
-        if (
-            record is None
-            or record.state is not ClaimState.IN_PROGRESS
-            or record.token != token
-            or now >= record.expires_at
-        ):
-            return None
-        return record
-
-    def _put(self, key: str, record: _Record) -> None:
-        self._version += 1
-        record.version = self._version
-        self._records[key] = record
-        if record.state is ClaimState.COMPLETED:
-            self._completed[key] = None
-            self._completed.move_to_end(key)
-        heapq.heappush(self._expiry, (record.expires_at, record.version, key))
-        if len(self._expiry) > 2 * len(self._records) + 64:
-            self._expiry = [(r.expires_at, r.version, k) for k, r in self._records.items()]
+    def _expire_at(self, expires_at: float, version: int, key: str) -> None:
+        """Schedule the record of ``key`` (at ``version``) to be purged at ``expires_at``."""
+        expiry = self._expiry
+        _heappush(expiry, (expires_at, version, key))
+        if len(expiry) > 2 * len(self._records) + 64:
+            self._expiry = [(r[_EXPIRES], r[_VERSION], k) for k, r in self._records.items()]
             heapq.heapify(self._expiry)
 
     def _drop(self, key: str) -> None:
@@ -157,7 +196,7 @@ class MemoryStore:
         while heap and heap[0][0] <= now:
             _, version, key = heapq.heappop(heap)
             record = self._records.get(key)
-            if record is not None and record.version == version:
+            if record is not None and record[_VERSION] == version:
                 self._drop(key)
 
     def _evict_oldest_completed(self) -> None:
