@@ -143,9 +143,11 @@ _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
 def body_template() -> str:
-    """The seed sample, signed for the far future, its TaskId made a per-request placeholder."""
+    """The seed sample, signed to expire in 50 minutes (within the hour an app lets a
+    signature's expiry lie ahead; a run takes minutes), its TaskId made a per-request
+    placeholder."""
     doc: dict[str, Any] = json.loads(SEED.read_bytes())
-    sign_notification(doc, KEY, expires_at=4_000_000_000)
+    sign_notification(doc, KEY, expires_at=int(time.time()) + 3000)
     doc["WorkflowTaskEvent"]["TaskId"] = f"1250000000-WorkflowTask-{TASK_MARK}"
     return json.dumps(doc, indent=4)
 

@@ -134,7 +134,7 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-connections-per-peer",
         metavar="N",
         type=bounded_int(0, 2**31),
-        default=64,
+        default=256,
         help="open connections one client address may have; more are refused at once"
         " (%(default)s; 0: no cap; behind a reverse proxy, every client is the proxy)",
     )

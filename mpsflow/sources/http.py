@@ -165,7 +165,7 @@ class HttpSource:
         read_timeout: float = 30.0,
         min_rate: float = 1024.0,
         min_rate_grace: float = 5.0,
-        max_connections_per_peer: int = 64,
+        max_connections_per_peer: int = 256,
         handler_budget: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
         certfile: str | os.PathLike[str] | None = None,
