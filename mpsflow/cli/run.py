@@ -169,9 +169,8 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
         "--inbox-max",
         metavar="N",
         type=positive_int,
-        default=DEFAULT_MAX_ITEMS,
-        help="notifications a SQLite inbox holds before callbacks are answered 503"
-        " (%(default)s; a CMQ queue's bound is its maxMsgHeapNum)",
+        help=f"notifications a SQLite inbox holds before callbacks are answered 503"
+        f" ({DEFAULT_MAX_ITEMS}; a CMQ queue's bound is its maxMsgHeapNum)",
     )
     group.add_argument(
         "--receive-only",
@@ -200,13 +199,17 @@ def _http_source(
             "--receive-only goes with --inbox cmq://HOST/QUEUE (a SQLite inbox is processed by"
             " the receivers that share it)"
         )
+    if args.inbox_max is not None and (queue is not None or args.no_inbox):
+        raise ConfigurationError(
+            "--inbox-max bounds a SQLite inbox (a CMQ queue's bound is its maxMsgHeapNum)"
+        )
     inbox: Inbox | None = None
     if queue is not None:
         require_cmq_keys("--inbox cmq://…")
         inbox = _cmq_inbox(*queue, args)
         app.on_shutdown(inbox.close)  # its HTTP session lives as long as the app runs
     elif not args.no_inbox:
-        inbox = SQLiteInbox(args.inbox, max_items=args.inbox_max)
+        inbox = SQLiteInbox(args.inbox, max_items=args.inbox_max or DEFAULT_MAX_ITEMS)
     return HttpSource(
         host,
         port,

@@ -309,6 +309,7 @@ class HttpSource:
         if inbox is None:
             await self._serve(runtime)
             return
+        await _check_inbox(inbox)
         cannot_start: list[StartupError] = []
         try:
             async with anyio.create_task_group() as tg:
@@ -1137,3 +1138,15 @@ async def _consume(
     except StartupError as exc:
         cannot_start.append(exc)
         serving.cancel()
+
+
+async def _check_inbox(inbox: Inbox) -> None:
+    """Fail at startup, with what to check, when the inbox cannot be used at all (its SQLite
+    file cannot be opened); a queue service answers ``size`` with None and is checked by its
+    consumer."""
+    try:
+        await inbox.size()
+    except InboxUnavailable as exc:
+        raise StartupError(
+            f"{exc}: check the inbox's path (--inbox): its folder must exist and be writable"
+        ) from exc

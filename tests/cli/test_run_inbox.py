@@ -214,6 +214,7 @@ async def test_receivers_append_to_a_cmq_inbox_and_a_worker_handles_each_once_ac
         (("--inbox", "cmq:/127.0.0.1:9/q"), "a file path, or cmq://HOST[:PORT]/QUEUE"),
         (("--inbox", "http://127.0.0.1:9/q"), "a file path, or cmq://HOST[:PORT]/QUEUE"),
         (("--from-inbox",), "--from-inbox goes with --cmq ENDPOINT"),
+        (("--no-inbox", "--inbox-max", "5"), "--inbox-max bounds a SQLite inbox"),
     ],
 )
 async def test_cmq_inbox_mistakes_are_one_line(
@@ -257,3 +258,14 @@ async def test_a_receiver_that_processes_a_misspelt_cmq_inbox_exits_3_with_one_l
     assert "CMQ queue inbx" in errors[0]
     assert "does not exist (code 4440)" in errors[0]
     assert "Traceback" not in output.text
+
+
+async def test_an_inbox_that_cannot_be_opened_is_one_line_at_startup(tmp_path: Path) -> None:
+    (tmp_path / "inboxapp.py").write_text(APP)
+    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--inbox", "no/such/inbox.db")
+    async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
+        with anyio.fail_after(30):
+            assert await process.wait() == 3
+    errors = [line for line in output.text.splitlines() if "error:" in line]
+    assert len(errors) == 1, output.text
+    assert "its folder must exist and be writable" in errors[0]
