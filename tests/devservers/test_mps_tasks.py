@@ -146,11 +146,10 @@ def test_non_json_is_a_decode_error() -> None:
 
 
 def test_live_notifications_make_a_live_stream_process_task_finished_by_process_eof() -> None:
+    assert LIVE_SAMPLE_PATHS, "the shared live samples are missing"
     server = MpsServer({}, clock=FakeClock(NOW))
     for path in LIVE_SAMPLE_PATHS:
         server.add_from_notification(path.read_bytes())
-    if not LIVE_SAMPLE_PATHS:
-        pytest.skip("no shared live samples")
     [task] = list(server.tasks)  # every live sample is about one task
     assert (task.task_type, task.status) == ("LiveStreamProcessTask", "FINISH")
     assert task.result == {"TaskId": task.task_id, "Status": "FINISH", "ErrCode": 0, "Message": ""}

@@ -315,11 +315,13 @@ class _DetailBase(ApiResponse, dict=True, gc=True):
     @property
     def event_type(self) -> str | None:
         """The ``EventType`` of the notification this task sends; ``None`` if it sends none."""
-        raise NotImplementedError
+        found = self._typed_event()
+        return None if found is None else found[0]
 
     def _typed_event(self) -> tuple[str, str, Any] | None:
-        """(EventType, Notification attribute, the task object), or None."""
-        raise NotImplementedError
+        """(EventType, Notification attribute, the task object), or None: each kind of detail
+        says which of its fields is the task."""
+        return None
 
     def to_notification(self) -> Notification | None:
         """The notification MPS sends for this task's current state, built from the typed
@@ -400,13 +402,6 @@ class TaskDetail(_DetailBase):
         return None
 
     @property
-    def event_type(self) -> str | None:
-        """``WorkflowTask``, ``EditMediaTask``, ``ScheduleTask``, ``ExtractBlindWatermark``, or
-        ``None`` (a live task, or no task object)."""
-        found = self._typed_event()
-        return None if found is None else found[0]
-
-    @property
     def task_id(self) -> str | None:
         """The ``TaskId`` of the task object (the response itself has none)."""
         found = self._typed_event()
@@ -431,11 +426,6 @@ class BatchTaskDetail(_DetailBase):
         if self.batch_task_result is None:
             return None
         return ("BatchTask", "batch_task_event", self.batch_task_result)
-
-    @property
-    def event_type(self) -> str | None:
-        """``BatchTask`` when there is a result, else ``None``."""
-        return None if self.batch_task_result is None else "BatchTask"
 
 
 # --- decoding ------------------------------------------------------------------------------------
