@@ -23,6 +23,7 @@ import msgspec
 from aiohttp import web
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.devservers._serving import start_runner
 from mpsflow.devservers.cmq.actions import (
     ACTIONS,
     ActionFailure,
@@ -38,7 +39,6 @@ from mpsflow.devservers.cmq.queue import (
     check_max_msg_heap_num,
 )
 from mpsflow.devservers.cmq.storage import Snapshot, write_atomically
-from mpsflow.sources.http import listen
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from mpsflow.tencentcloud.cmq.errors import (
     CODE_AUTH_FAILED,
@@ -205,30 +205,15 @@ class CmqServer:
             raise RuntimeError("the server is already running")
         for queue in self._queues.values():
             queue.closed = False
-        app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that goes away during a long poll cancels it, so the
         # poll takes no message (aiohttp stopped cancelling handlers by default in 3.9).
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=5.0,
+        self._runner, self._address = await start_runner(
+            self._handle,
+            host,
+            port,
+            max_request_bytes=_MAX_REQUEST_BYTES,
             handler_cancellation=True,
         )
-        # StartupError saying what to do when the address is taken (before any setup).
-        sock = listen(host, port, port_option="--port")
-        await runner.setup()
-        site = web.SockSite(runner, sock)
-        try:
-            await site.start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound = runner.addresses[0]
-        self._address = (host, int(bound[1]))
         if self._data_path is not None and self._save_interval > 0:
             self._saver = asyncio.create_task(self._save_periodically())
         _log.info("local CMQ server listening on %s", self.url)

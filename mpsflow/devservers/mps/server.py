@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.devservers._serving import start_runner
 from mpsflow.devservers.mps.actions import (
     ACTIONS,
     AUTH_INVALID_AUTHORIZATION,
@@ -50,7 +51,6 @@ from mpsflow.devservers.mps.tasks import (
     task_from_notification,
 )
 from mpsflow.sources.file import iter_notification_files
-from mpsflow.sources.http import listen
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from mpsflow.tencentcloud.tc3 import tc3_authorization
 
@@ -289,22 +289,9 @@ class MpsServer:
         """Listen on ``host:port`` (0 picks a free port; see :attr:`url`)."""
         if self._runner is not None:
             raise RuntimeError("the server is already running")
-        app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
-        # StartupError saying what to do when the address is taken (before any setup).
-        sock = listen(host, port, port_option="--port")
-        await runner.setup()
-        site = web.SockSite(runner, sock)
-        try:
-            await site.start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound = runner.addresses[0]
-        self._address = (host, int(bound[1]))
+        self._runner, self._address = await start_runner(
+            self._handle, host, port, max_request_bytes=_MAX_REQUEST_BYTES
+        )
         _log.info("local MPS server listening on %s", self.url)
 
     async def stop(self) -> None:
