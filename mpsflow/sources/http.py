@@ -1,8 +1,11 @@
 """The HTTP callback source: the server MPS POSTs notifications to (``NotifyType=URL``).
 
-One aiohttp low-level server (no router, no middleware stack: the hot path is a couple of
-string compares) that turns each POST on ``path`` into a ``Delivery`` of the raw body and
-answers with the status the pipeline's outcome calls for:
+A server (:mod:`mpsflow.sources._http_server`) that turns each POST on ``path`` into a
+``Delivery`` of the raw body and answers with the status the pipeline's outcome calls for.
+Callback POSTs in the strict form senders use are served by the callback lane, a small
+HTTP/1.1 protocol of its own with no per-request objects; any other request, and the rest of
+its connection, by aiohttp's low-level server (no router, no middleware stack). With
+``access_log`` every request is aiohttp's, which writes the log.
 
 =================================  =========================================================
 outcome (settlement, cause)        response
@@ -42,7 +45,7 @@ finish. All it knows of the app comes from the :class:`~mpsflow.sources.runtime.
 it runs with (consumer, clock, body limit, metrics, readiness probe, shutdown timeout).
 
 The URL is public, so slow or hostile senders must not hold the service (see
-:class:`_Connection` for how each bound is built on aiohttp's low-level server):
+:mod:`mpsflow.sources._http_server` for how each bound is kept on both protocols):
 
 - A request counts as *in flight* (``max_in_flight``) only once its whole body has arrived:
   connections still sending headers or a body hold no slot, so a real sender is served
@@ -68,26 +71,20 @@ The URL is public, so slow or hostile senders must not hold the service (see
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
-import gc
 import itertools
 import logging
 import math
 import os
 import socket
 import ssl
-import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import Any, Final
 
 import anyio
 import msgspec
 from aiohttp import StreamReader, web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.web_protocol import RequestHandler
 
 from mpsflow._throttle import LogThrottle, held_back
 from mpsflow.context import AnyNotification
@@ -98,6 +95,7 @@ from mpsflow.inbox.source import InboxSource
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.observability.workers import WorkerMetrics
+from mpsflow.sources._http_server import Answer, Connections, LaneRules, Server
 from mpsflow.sources.base import Source
 from mpsflow.sources.redelivery import RedeliveryCounter
 from mpsflow.sources.runtime import SourceRuntime
@@ -138,6 +136,8 @@ class HttpSource:
     itself. TLS: ``ssl_context``, or ``certfile``/``keyfile``. ``drain_delay`` keeps
     accepting (answering ``/readyz`` with 503) for that long after ``stop`` so a load
     balancer notices before the listener closes.
+    ``access_log`` logs every request (aiohttp's access log, at INFO): it turns the callback
+    lane off, so callbacks cost what aiohttp's per-request machinery costs.
 
     ``inbox`` answers 200 once an admitted body is durable there, and processes it from there
     (see the module docstring); a full inbox is answered 503 with ``Retry-After:
@@ -247,7 +247,7 @@ class HttpSource:
         self._draining = False
         self._in_flight = 0
         self._reading = 0
-        self._connections: _Connections | None = None
+        self._connections: Connections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runtime: SourceRuntime | None = None
         """The runtime of the current ``run`` (consumer, clock, metrics, readiness, …)."""
@@ -275,7 +275,8 @@ class HttpSource:
     @property
     def reading(self) -> int:
         """Callback requests whose body is still arriving (they hold no in-flight slot)."""
-        return self._reading
+        connections = self._connections
+        return self._reading + (connections.reading if connections is not None else 0)
 
     @property
     def connections(self) -> int:
@@ -350,20 +351,31 @@ class HttpSource:
         sock = _duplicate(self._sock) if self._sock is not None else self._listen()
         host, port = sock.getsockname()[:2]
         self.address = (str(host), int(port))
-        connections = _Connections(
+        connections = Connections(
             header_timeout=self.header_timeout,
             max_per_peer=self.max_connections_per_peer,
         )
         self._connections = connections
-        server = _Server(
-            self._handle,
-            connections,
-            keepalive_timeout=self.keepalive_timeout,
-            access_log=_log if self.access_log else None,
-        )
         shutdown_timeout = self.shutdown_timeout
         if shutdown_timeout is None:
             shutdown_timeout = runtime.shutdown_timeout
+        lane = LaneRules(
+            path=self.path,
+            endpoint=self,
+            max_body_size=self.max_body_size or runtime.max_body_size,
+            header_timeout=self.header_timeout,
+            read_timeout=self.read_timeout,
+            min_rate=self.min_rate,
+            min_rate_grace=self.min_rate_grace,
+            keepalive_timeout=self.keepalive_timeout,
+        )
+        server = Server(
+            self._handle,
+            connections,
+            lane=None if self.access_log else lane,  # aiohttp writes the access log
+            keepalive_timeout=self.keepalive_timeout,
+            access_log=_log if self.access_log else None,
+        )
         runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)
         await runner.setup()
         self._shared = self._worker_metrics(runtime)
@@ -384,7 +396,8 @@ class HttpSource:
             if self.drain_delay > 0:
                 await anyio.sleep(self.drain_delay)
             _log.debug("draining %d in-flight callback(s)", self._in_flight)
-            await runner.cleanup()
+            await runner.cleanup()  # stops listening; aiohttp's connections finish
+            await connections.drain(shutdown_timeout)
         finally:
             self._draining = True
             self._serving = None
@@ -393,6 +406,7 @@ class HttpSource:
                     task.cancel()
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
                     await runner.cleanup()
+            connections.abort_lanes()  # cancelled while draining them, or never drained
             sock.close()
             connections.close()
             if publisher is not None:
@@ -453,7 +467,7 @@ class HttpSource:
                 if request.method == "POST":
                     response = await self._callback(request)
                 else:
-                    response = _error(405, "use POST", headers={"Allow": "POST"})
+                    response = _web(_error(405, "use POST", headers={"Allow": "POST"}))
                 self.responses[response.status] += 1
                 self._record_metrics()  # before the answer goes out: a SIGKILL keeps its counts
                 return response
@@ -464,18 +478,17 @@ class HttpSource:
                     return await self._readyz()
                 if path == "/metrics":
                     return self._metrics()
-            return _error(404, "not found")
+            return _web(_error(404, "not found"))
         except Exception:
             _log.exception("internal error answering %s %s", request.method, path)
             self.responses[500] += 1
             self._record_metrics()
-            return _error(500, "internal error")
+            return _web(_error(500, "internal error"))
 
     async def _callback(self, request: web.BaseRequest) -> web.StreamResponse:
+        """A callback that aiohttp's protocol serves (the lane handed its connection over)."""
         if self._draining:
-            response = _error(503, "shutting down", headers={"Retry-After": "1"})
-            response.force_close()
-            return response
+            return _web(_SHUTTING_DOWN)
         runtime = self._runtime
         assert runtime is not None
         task = asyncio.current_task()
@@ -490,47 +503,66 @@ class HttpSource:
                 self._reading -= 1
             if isinstance(body, web.StreamResponse):
                 return body
-            if self._in_flight >= self.max_in_flight:
-                return _error(503, "too many requests in flight", headers={"Retry-After": "1"})
-            self._in_flight += 1
-            try:
-                return await self._process(request, body, runtime)
-            finally:
-                self._in_flight -= 1
+            request_id = _request_id(request.headers.get("X-Request-Id", ""))
+            return _web(await self._answer(body, request_id, request.remote or "", runtime))
         finally:
             self._tasks.discard(task)
 
+    async def answer_callback(self, body: bytes, request_id: str, remote: str) -> Answer:
+        """A callback that the lane serves: its whole ``body`` has arrived (``request_id``:
+        the caller's ``X-Request-Id``, or ``""``); counted like aiohttp's, never raises."""
+        try:
+            runtime = self._runtime
+            if self._draining or runtime is None:
+                answer = _SHUTTING_DOWN
+            else:
+                task = asyncio.current_task()
+                assert task is not None
+                self._tasks.add(task)
+                try:
+                    answer = await self._answer(body, _request_id(request_id), remote, runtime)
+                finally:
+                    self._tasks.discard(task)
+        except Exception:
+            _log.exception("internal error answering POST %s", self.path)
+            answer = _error(500, "internal error")
+        self.responses[answer.status] += 1
+        self._record_metrics()  # before the answer goes out: a SIGKILL keeps its counts
+        return answer
+
+    async def _answer(
+        self, body: bytes, request_id: str, remote: str, runtime: SourceRuntime
+    ) -> Answer:
+        """The answer to a callback whose body arrived: 503 past ``max_in_flight``."""
+        if self._in_flight >= self.max_in_flight:
+            return _error(503, "too many requests in flight", headers={"Retry-After": "1"})
+        self._in_flight += 1
+        try:
+            return await self._process(body, request_id, remote, runtime)
+        finally:
+            self._in_flight -= 1
+
     async def _process(
-        self, request: web.BaseRequest, body: bytes, runtime: SourceRuntime
-    ) -> web.StreamResponse:
+        self, body: bytes, request_id: str, remote: str, runtime: SourceRuntime
+    ) -> Answer:
         """Admit ``body`` to the inbox, or process it, and answer as the outcome calls for."""
         if self.inbox is not None:
-            return await self._admit(
-                Delivery(
-                    body,
-                    source=self.name,
-                    id=_request_id(request),
-                    meta={"remote": request.remote or ""},
-                ),
-                self.inbox,
-                runtime,
-            )
+            delivery = Delivery(body, source=self.name, id=request_id, meta={"remote": remote})
+            return await self._admit(delivery, self.inbox, runtime)
         attempt, key = self.redeliveries.attempt(body)
         delivery = Delivery(
             body,
             source=self.name,
             attempt=attempt,
-            id=_request_id(request),
-            meta={"remote": request.remote or ""},
+            id=request_id,
+            meta={"remote": remote},
             deadline=runtime.clock.monotonic() + self.handler_budget,
         )
         outcome = await runtime.consumer(delivery)
         self.redeliveries.record(body, key, failed=outcome.settlement is Settlement.RETRY)
-        return _respond(outcome, delivery.id)
+        return _respond(outcome, request_id)
 
-    async def _admit(
-        self, delivery: Delivery, inbox: Inbox, runtime: SourceRuntime
-    ) -> web.StreamResponse:
+    async def _admit(self, delivery: Delivery, inbox: Inbox, runtime: SourceRuntime) -> Answer:
         """Check the body at the door, append it to the inbox, answer 200 once it is durable."""
         outcome = await runtime.admit(delivery)
         if outcome.settlement is not Settlement.ACK:
@@ -554,7 +586,7 @@ class HttpSource:
                 "full", f"inbox {inbox.describe()} is full (raise its bound)", runtime
             )
             return _error(503, "inbox full", headers=retry_after)
-        return _json(200, _OK_BODY, {"X-Request-Id": delivery.id})
+        return Answer(200, _OK_BODY, {"X-Request-Id": delivery.id})
 
     def _inbox_trouble(self, kind: str, what: str, runtime: SourceRuntime) -> None:
         """Log that callbacks are answered 503: the first time, then once per 10 s."""
@@ -568,7 +600,7 @@ class HttpSource:
         """The whole body, or the error response (413, 408, 400) that replaces it."""
         length = request.content_length
         if length is not None and length > limit:
-            return _error(413, f"body larger than {limit} bytes")
+            return _web(_error(413, f"body larger than {limit} bytes"))
         content = request.content
         try:
             if content.is_eof():  # everything arrived with the headers: no timer needed
@@ -576,13 +608,13 @@ class HttpSource:
             else:
                 body = await self._read_paced(content, limit)
         except _TooLarge:
-            return _error(413, f"body larger than {limit} bytes")
+            return _web(_error(413, f"body larger than {limit} bytes"))
         except _TooSlow as exc:
-            return await _close_with(request, _error(408, str(exc)))
+            return await _close_with(request, _web(_error(408, str(exc))))
         except (web.RequestPayloadError, ConnectionError, asyncio.IncompleteReadError):
-            return await _close_with(request, _error(400, "incomplete request body"))
+            return await _close_with(request, _web(_error(400, "incomplete request body")))
         if len(body) > limit:
-            return _error(413, f"body larger than {limit} bytes")
+            return _web(_error(413, f"body larger than {limit} bytes"))
         return body
 
     async def _read_paced(self, content: StreamReader, limit: int) -> bytes:
@@ -632,7 +664,7 @@ class HttpSource:
             metrics, responses = self._shared.combined(metrics, responses)
         text = render_metrics(metrics)
         if text is None:
-            return _error(404, "this app's metrics have no Prometheus form")
+            return _web(_error(404, "this app's metrics have no Prometheus form"))
         samples: dict[tuple[tuple[str, str], ...], float] = {
             (("code", str(code)),): float(n) for code, n in sorted(responses.items())
         }
@@ -735,323 +767,6 @@ def _duplicate(sock: socket.socket) -> socket.socket:
     return socket.socket(sock.family, sock.type, sock.proto, fileno=socket.dup(sock.fileno()))
 
 
-# -- connections: the bounds aiohttp's protocol does not have ----------------------------------
-
-
-def _canned(status: int, reason: str, message: str, *extra: str) -> bytes:
-    """A whole HTTP/1.1 response that closes the connection, for the protocol to write as is."""
-    body = _ENCODER.encode({"code": status, "error": message})
-    head = [
-        f"HTTP/1.1 {status} {reason}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        *extra,
-    ]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-_REFUSED = _canned(
-    503, "Service Unavailable", "too many connections from this address", "Retry-After: 1"
-)
-_HEAD_TIMED_OUT = _canned(408, "Request Timeout", "request headers not received in time")
-_WARN_EVERY = 10.0
-"""Seconds between two warnings about refused connections (with the count in between)."""
-_TRIM_AFTER = 256
-"""Connections closed since memory was last handed back that make doing it again worth it."""
-_TRIM_DELAY = 1.0
-"""Seconds from the ``_TRIM_AFTER``-th close to handing memory back..."""
-_TRIM_EVERY = 10.0
-"""...and at least these seconds between two hand-backs (each is a full garbage collection)."""
-
-
-def _libc_malloc_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, which returns the free pages of every malloc arena to the
-    system; None where there is no such function (macOS, musl)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
-
-
-_malloc_trim = _libc_malloc_trim()
-
-
-class _Connections:
-    """The open connections of one server: how many, how many per peer address, the header
-    timeout, and handing memory back once a flood of them is over.
-
-    Why the last: each connection costs some tens of kilobytes (more with big headers), and
-    once thousands of them are gone the RSS stays at the peak: aiohttp's request and protocol
-    objects refer to each other, so only the cycle collector's rare full pass frees them, and
-    glibc's allocator then keeps the freed memory (its heap is fragmented: nothing at its top
-    to give back). So once ``_TRIM_AFTER`` connections were closed since the last time, a
-    second later (and ``_TRIM_EVERY`` seconds after the last time at the soonest), a full
-    ``gc.collect()`` and ``malloc_trim(0)`` run, once: some tens of milliseconds after a
-    flood, every ten seconds at most during one.
-    """
-
-    __slots__ = (
-        "_closed",
-        "_last_trim",
-        "_last_warning",
-        "_loop",
-        "_refused_since_warning",
-        "_trim",
-        "header_timeout",
-        "header_timeouts",
-        "max_per_peer",
-        "open",
-        "per_peer",
-        "refused",
-    )
-
-    def __init__(self, *, header_timeout: float, max_per_peer: int) -> None:
-        self.header_timeout = header_timeout
-        self.max_per_peer = max_per_peer
-        """0: no cap."""
-        self.per_peer: dict[str, int] = {}
-        self.open = 0
-        self.refused = 0
-        """Connections refused for the per-peer cap."""
-        self.header_timeouts = 0
-        """Connections closed because their request's head did not arrive in time."""
-        self._loop = asyncio.get_running_loop()
-        self._closed = 0
-        self._last_trim = -math.inf
-        self._trim: asyncio.TimerHandle | None = None
-        self._last_warning = -math.inf
-        self._refused_since_warning = 0
-
-    def admit(self, peer: str) -> bool:
-        """Count a new connection from ``peer``; False (not counted) when it is over the cap."""
-        count = self.per_peer.get(peer, 0)
-        if self.max_per_peer and count >= self.max_per_peer:
-            self._refuse(peer)
-            return False
-        self.per_peer[peer] = count + 1
-        self.open += 1
-        return True
-
-    def release(self, peer: str) -> None:
-        """A connection ``admit`` counted is closed."""
-        count = self.per_peer.pop(peer, 1) - 1
-        if count > 0:
-            self.per_peer[peer] = count
-        self.open -= 1
-        self._closed += 1
-        if self._closed >= _TRIM_AFTER and self._trim is None and _malloc_trim is not None:
-            now = self._loop.time()
-            when = max(now + _TRIM_DELAY, self._last_trim + _TRIM_EVERY)
-            self._trim = self._loop.call_at(when, self._hand_memory_back)
-
-    def close(self) -> None:
-        """The server stopped: no memory handed back later."""
-        if self._trim is not None:
-            self._trim.cancel()
-            self._trim = None
-
-    def _hand_memory_back(self) -> None:
-        self._trim = None
-        self._closed = 0
-        self._last_trim = self._loop.time()
-        if _malloc_trim is not None:
-            gc.collect()  # connections are freed by the cycle collector: free them first
-            _malloc_trim()
-
-    def _refuse(self, peer: str) -> None:
-        self.refused += 1
-        self._refused_since_warning += 1
-        now = self._loop.time()
-        if now - self._last_warning >= _WARN_EVERY:
-            _log.warning(
-                "refused %d connection(s) over the cap of %d per address (latest from %s);"
-                " behind a reverse proxy, raise max_connections_per_peer or set it to 0",
-                self._refused_since_warning,
-                self.max_per_peer,
-                peer,
-            )
-            self._last_warning = now
-            self._refused_since_warning = 0
-
-
-def _peer_of(transport: asyncio.BaseTransport) -> str:
-    """The peer's address (without its port): what the per-peer cap counts by."""
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return str(peer or "")
-
-
-class _Connection(RequestHandler):
-    """aiohttp's HTTP/1.1 protocol, plus the per-peer cap, a header timeout, and the release
-    of a connection whose peer left while aiohttp "lingered" over an unread body.
-
-    aiohttp calls the request handler (``HttpSource._handle``) as soon as a request's head is
-    parsed, and bounds nothing before that but its keep-alive timeout (75 s here; aiohttp
-    3.9 not even that on a new connection): a peer trickling its headers holds the connection
-    for as long as it likes. The **header timeout** is a per-connection timer, armed when the
-    connection is made and again when the first byte of a next request arrives on a kept-alive
-    connection (``data_received`` while no request is being handled and the previous body is
-    complete; bytes pipelined behind a request being handled arm it once that one is
-    answered). The request factory (``_Server._new_request``), which aiohttp calls once a
-    head is complete, disarms it; while a request is being handled (until its response is
-    finished, ``finish_response``) it stays off: the body has its own bounds, in
-    ``HttpSource._read_paced``. When it fires, the connection gets a canned 408 and is closed.
-
-    The **per-peer cap** is checked in ``connection_made``, before anything is set up: a
-    refused connection gets a canned 503, is closed, and is never handed to aiohttp (no
-    parser use, no task, no timer), so refusing costs next to nothing.
-
-    **Lingering**: a request answered before its body was read (413 by ``Content-Length``,
-    503 while draining, 404) has the rest of its body read and dropped by aiohttp for up to
-    10 s, and aiohttp's ``connection_lost`` does not wake that read: the connection, its
-    request and headers stayed alive for the whole 10 s after the peer had gone, which is how
-    a flood of partial bodies answered 503 grew the memory. ``connection_lost`` ends the body
-    so the connection is released at once.
-    """
-
-    __slots__ = (
-        "_busy",
-        "_counted",
-        "_guard",
-        "_head_timer",
-        "_peer",
-        "_pipelined",
-        "_previous_body",
-        "_timer_loop",
-    )
-
-    def __init__(
-        self,
-        manager: web.Server,
-        guard: _Connections,
-        *,
-        loop: asyncio.AbstractEventLoop,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(manager, loop=loop, **kwargs)
-        self._guard = guard
-        self._timer_loop = loop
-        self._peer = ""
-        self._counted = False
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._busy = False
-        """A request's head arrived and its response is not finished yet."""
-        self._pipelined = False
-        """Bytes of a next request arrived while one was being handled."""
-        self._previous_body: StreamReader | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = _peer_of(transport)
-        if not self._guard.admit(peer):
-            cast(asyncio.Transport, transport).write(_REFUSED)
-            transport.close()
-            return
-        self._peer = peer
-        self._counted = True
-        super().connection_made(transport)
-        self._arm()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if not self._counted:
-            return  # refused: aiohttp never saw it
-        self._counted = False
-        self._disarm()
-        self._guard.release(self._peer)
-        body = self._previous_body
-        self._previous_body = None
-        super().connection_lost(exc)
-        if body is not None and not self._busy and not body.is_eof():
-            body.feed_eof()  # wake aiohttp's lingering read: nobody will send the rest
-
-    def data_received(self, data: bytes) -> None:
-        if not self._counted:
-            return
-        if data and self._head_timer is None:
-            body = self._previous_body
-            if body is None or body.is_eof():
-                if self._busy:
-                    self._pipelined = True
-                else:
-                    self._arm()
-        super().data_received(data)
-
-    def request_started(self, body: StreamReader) -> None:
-        """A request's head is complete (called by the request factory)."""
-        self._disarm()
-        self._busy = True
-        self._pipelined = False
-        self._previous_body = body
-
-    async def finish_response(
-        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        try:
-            return await super().finish_response(request, resp, start_time)
-        finally:
-            self._busy = False
-            if self._pipelined and self._counted:
-                self._pipelined = False
-                self._arm()
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._head_timer = self._timer_loop.call_later(
-            self._guard.header_timeout, self._head_timed_out
-        )
-
-    def _disarm(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        transport = self.transport
-        if self._busy or transport is None:
-            return
-        self._guard.header_timeouts += 1
-        transport.write(_HEAD_TIMED_OUT)
-        self.force_close()
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server whose connections are :class:`_Connection` (sharing one
-    :class:`_Connections`) and whose request factory tells a connection its head arrived."""
-
-    def __init__(
-        self,
-        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-        connections: _Connections,
-        **kwargs: Any,
-    ) -> None:
-        self._guard = connections
-        self._protocol_loop = asyncio.get_running_loop()
-        self._protocol_kwargs = kwargs
-        super().__init__(handler, request_factory=self._new_request, **kwargs)
-
-    def __call__(self) -> RequestHandler:
-        return _Connection(self, self._guard, loop=self._protocol_loop, **self._protocol_kwargs)
-
-    def _new_request(
-        self,
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: RequestHandler,
-        writer: AbstractStreamWriter,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        if isinstance(protocol, _Connection):
-            protocol.request_started(payload)
-        return web.BaseRequest(message, payload, protocol, writer, task, self._protocol_loop)
-
-
 class _TooLarge(Exception):
     pass
 
@@ -1080,34 +795,51 @@ _ID_PREFIX = os.urandom(6).hex()
 _id_numbers = itertools.count(1)
 
 
-def _request_id(request: web.BaseRequest) -> str:
-    """The caller's ``X-Request-Id``, or a new id: unique per process start, cheap to make."""
-    given = request.headers.get("X-Request-Id")
+def _request_id(given: str) -> str:
+    """The caller's ``X-Request-Id`` (``given``), or a new id: unique per process start, cheap
+    to make."""
     if given:
         return given[:_MAX_REQUEST_ID]
     return f"{_ID_PREFIX}-{next(_id_numbers):x}"
 
 
-def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+def _json(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type=_JSON)
 
 
 def _error(
     status: int, message: str, *, path: str = "", headers: dict[str, str] | None = None
-) -> web.Response:
+) -> Answer:
     payload: dict[str, object] = {"code": status, "error": message}
     if path:
         payload["path"] = path
-    return web.json_response(payload, status=status, headers=headers)
+    return Answer(status, _ENCODER.encode(payload), headers)
 
 
-def _respond(outcome: Outcome, request_id: str) -> web.Response:
+def _web(answer: Answer) -> web.Response:
+    """``answer`` as aiohttp's response."""
+    status, body, headers, close = answer
+    response = web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+    if close:
+        response.force_close()
+    return response
+
+
+_SHUTTING_DOWN: Final = Answer(
+    503,
+    _ENCODER.encode({"code": 503, "error": "shutting down"}),
+    {"Retry-After": "1"},
+    close=True,
+)
+
+
+def _respond(outcome: Outcome, request_id: str) -> Answer:
     """Express the pipeline's outcome as the delivery contract's HTTP answer (see the table)."""
     settlement = outcome.settlement
     cause = outcome.cause
     headers = {"X-Request-Id": request_id}
     if settlement is Settlement.ACK:
-        return _json(200, _OK_BODY, headers)
+        return Answer(200, _OK_BODY, headers)
     if settlement is Settlement.RETRY:
         status = 500 if cause in _SERVER_ERRORS else 503
         headers["Retry-After"] = str(max(1, math.ceil(outcome.retry_after)))
@@ -1117,7 +849,7 @@ def _respond(outcome: Outcome, request_id: str) -> web.Response:
     elif cause is Cause.MALFORMED:
         status = 400
     elif settlement is Settlement.DEAD_LETTERED:
-        return _json(200, _OK_BODY, headers)  # recorded: MPS need not send it again
+        return Answer(200, _OK_BODY, headers)  # recorded: MPS need not send it again
     elif cause is Cause.UNAUTHENTICATED:
         status = 401
     else:

@@ -14,7 +14,7 @@ import os
 import re
 import resource
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import pytest
 from mpsflow.sources.http import HttpSource
 from tests.process_output import mpsflow_process
 from tests.sources.http_app import make_app, seed_like, serve
+from tests.sources.raw_http import connect, head, response, until, until_closed
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="other loopback addresses and /proc are Linux's"
@@ -38,56 +39,6 @@ ENV = {
     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
 }
 SERVING = re.compile(r"serving MPS callbacks on http://(127\.0\.0\.1):(\d+)(/mps/callback)")
-
-
-# -- raw connections ---------------------------------------------------------------------------
-
-
-async def connect(source: HttpSource, peer: str = "127.0.0.1") -> anyio.abc.SocketStream:
-    """A TCP connection to ``source`` from the loopback address ``peer``."""
-    assert source.address is not None
-    host, port = source.address
-    return await anyio.connect_tcp(host, port, local_host=peer)
-
-
-def head(path: str, length: int, extra: str = "") -> bytes:
-    """A POST's head announcing a body of ``length`` bytes."""
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: mps\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {length}\r\n{extra}\r\n"
-    ).encode()
-
-
-async def until_closed(stream: anyio.abc.SocketStream) -> bytes:
-    """All the server sends until it closes the connection."""
-    received = b""
-    try:
-        while True:
-            received += await stream.receive()
-    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
-        return received
-
-
-async def response(stream: anyio.abc.SocketStream) -> bytes:
-    """One whole response (head and ``Content-Length`` body) read from ``stream``."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += await stream.receive()
-    top, _, rest = received.partition(b"\r\n\r\n")
-    [length] = re.findall(rb"(?im)^content-length: *(\d+)", top)
-    while len(rest) < int(length):
-        rest += await stream.receive()
-    return top + b"\r\n\r\n" + rest
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (10 s at most) until ``condition()``, a state of the source in this process, holds.
-
-    The source has no change notification for it: look again at every scheduling point.
-    """
-    with anyio.fail_after(10):
-        while not condition():
-            await anyio.lowlevel.checkpoint()
 
 
 async def post_ok(source: HttpSource, count: int = 3) -> None:
