@@ -477,7 +477,7 @@ class HttpSource:
                 if path == "/readyz":
                     return await self._readyz()
                 if path == "/metrics":
-                    return self._metrics()
+                    return await self._metrics()
             return _web(_error(404, "not found"))
         except Exception:
             _log.exception("internal error answering %s %s", request.method, path)
@@ -651,12 +651,28 @@ class HttpSource:
         if self._draining or runtime is None:
             return _json(503, _DRAINING_BODY)
         readiness = await runtime.readiness()
-        if readiness.ready:
+        reason = readiness.reason if not readiness.ready else (await self._inbox_state())[1]
+        if not reason:
             return _json(200, _READY_BODY)
-        body = _ENCODER.encode({"ready": False, "reason": readiness.reason})
+        body = _ENCODER.encode({"ready": False, "reason": reason})
         return _json(503, body)
 
-    def _metrics(self) -> web.StreamResponse:
+    async def _inbox_state(self) -> tuple[int | None, str]:
+        """How many notifications the inbox holds (None: no inbox, or a queue that does not
+        say), and why it cannot take callbacks now (``""``: it can)."""
+        inbox = self.inbox
+        if inbox is None:
+            return None, ""
+        try:
+            size = await inbox.size()
+        except InboxUnavailable:
+            return None, "inbox unavailable"
+        bound = getattr(inbox, "max_items", None)
+        if size is not None and isinstance(bound, int) and size >= bound:
+            return size, "inbox full"
+        return size, ""
+
+    async def _metrics(self) -> web.StreamResponse:
         runtime = self._runtime
         metrics: object = runtime.metrics if runtime is not None else None
         responses: Mapping[int, int] = self.responses
@@ -675,6 +691,15 @@ class HttpSource:
             samples,
         )
         own += self._connection_metrics()
+        size, _ = await self._inbox_state()
+        if size is not None:
+            own += format_family(
+                "mpsflow_inbox_items",
+                "gauge",
+                "Notifications in the inbox: answered 200, not settled yet (every process"
+                " sharing the inbox sees the same count).",
+                {(): float(size)},
+            )
         response = web.Response(body=text + own.encode())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
 
@@ -13,8 +14,9 @@ from mpsflow import App, Call, CallNext, Cause, Context, Outcome, Retry, RetryPo
 from mpsflow.events import WorkflowTask
 from mpsflow.inbox import InboxItem, SQLiteInbox
 from mpsflow.sinks.memory import MemorySink
+from mpsflow.sources.http import HttpSource
 from tests.inbox.door import KEY, post, signed
-from tests.sources.http_app import make_app, records, serve
+from tests.sources.http_app import base_url, make_app, records, serve
 
 
 async def until_dead_lettered(
@@ -87,7 +89,37 @@ async def test_a_full_inbox_answers_503_with_retry_after(tmp_path: Path) -> None
             await started.wait()  # leased and running: still in the inbox until settled
         status, body, retry_after = await post(source.url, signed("t-2"))
         assert (status, body["error"], retry_after) == (503, "inbox full", "7")
+        ready, metrics = await probe(source)
+        assert ready == (503, {"ready": False, "reason": "inbox full"})
+        assert "\nmpsflow_inbox_items 1\n" in metrics
         release.set()
+        with anyio.fail_after(10):
+            while await inbox.size():
+                await inbox.wait_for_items(0.05)
+        ready, metrics = await probe(source)
+        assert ready == (200, {"ready": True})
+        assert "\nmpsflow_inbox_items 0\n" in metrics
+
+
+async def test_readyz_says_when_the_inbox_is_unavailable(tmp_path: Path) -> None:
+    app, _ = make_app(notify_keys=[KEY])
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox, consume_inbox=False) as source:
+        assert (await probe(source))[0] == (200, {"ready": True})
+        await inbox.close()  # its storage is gone: every call fails from now on
+        ready, metrics = await probe(source)
+        assert ready == (503, {"ready": False, "reason": "inbox unavailable"})
+        assert "mpsflow_inbox_items" not in metrics
+
+
+async def probe(source: HttpSource) -> tuple[tuple[int, object], str]:
+    """``/readyz``'s status and JSON, and the text of ``/metrics``."""
+    base = base_url(source)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/readyz") as ready:
+            readiness = (ready.status, await ready.json())
+        async with session.get(f"{base}/metrics") as metrics:
+            return readiness, await metrics.text()
 
 
 async def test_a_failing_handler_is_retried_from_the_inbox_then_dead_lettered(
