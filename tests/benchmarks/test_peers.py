@@ -3,20 +3,26 @@
 No timing here, only behaviour: a signed sample is answered ``{"code":0}`` and handled once per
 ``TaskId``; a bad or expired signature is refused with 401, a body that is not JSON with 400
 (FastAPI: its own 422). The FastAPI peer needs the ``bench`` extra and is skipped without it.
+The mpsflow rows' counting (``scrape_metrics`` of ``mpsflow run``) is checked without wrk.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from benchmarks.http_callback import KEY, PATH, TASK_MARK, body_template
-from benchmarks.peers import apps, make_fastapi_app, make_orjson_app, make_sdk_app
+from benchmarks._process import free_port
+from benchmarks.http_callback import KEY, PATH, TASK_MARK, body_template, running_server
+from benchmarks.peers import apps, make_fastapi_app, make_orjson_app, make_sdk_app, scrape_metrics
 from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.signing import sign_notification
 
@@ -121,3 +127,28 @@ async def test_bad_json_is_refused(peer: Peer) -> None:
 def test_mpsflow_apps_configure_their_dedup() -> None:
     assert apps.default.idempotency is None  # `mpsflow run` adds its SQLite store
     assert isinstance(apps.memory.idempotency, MemoryStore)
+
+
+def test_the_mpsflow_rows_count_completed_handlers_and_duplicates(tmp_path: Path) -> None:
+    """What the mpsflow rows measure, without wrk: ``mpsflow run`` in its default
+    configuration (the SQLite inbox and dedup) and ``scrape_metrics`` on its ``/metrics``."""
+    port = free_port()
+    command = [sys.executable, "-m", "mpsflow", "run", "benchmarks.peers:apps.default"]
+    command += ["--http", f"127.0.0.1:{port}", "--log-level", "warning"]
+    expires = int(time.time()) + 3000  # within the app's max_signature_lifetime
+    bodies = [_body(f"smoke-{n}", expires=expires) for n in range(20)]
+    with running_server(command, port, core=None, cwd=tmp_path):
+        before = scrape_metrics(port)
+        for body in [*bodies, bodies[0]]:  # the last one is a duplicate
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}", data=body)
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        deadline = time.monotonic() + 30
+        while True:  # answered once in the inbox: handled right after, in the server
+            after = scrape_metrics(port)
+            if after.completed - before.completed >= 20 and after.duplicates > before.duplicates:
+                break
+            assert time.monotonic() < deadline, after
+            time.sleep(0.05)
+    assert (after.completed - before.completed, after.failed - before.failed) == (20, 0)
+    assert after.duplicates - before.duplicates == 1
