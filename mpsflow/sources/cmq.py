@@ -5,6 +5,10 @@ JSON (protocol notes, part A.5). Delivery contract: a settled delivery (acked, d
 rejected) is deleted with ``BatchDeleteMessage`` (batched, bounded delay); a retryable failure
 is left alone and comes back after the queue's visibility timeout with ``dequeueCount`` + 1,
 which is the attempt number the retry policy counts, so attempts survive process restarts.
+A run put off by middleware (``Cause.DEFERRED``: a duplicate in progress elsewhere, the dedup
+store down) did not fail, so it does not use up an attempt: the source remembers how many times
+it put each message off (the last ``remember_deferrals`` messages, in this process) and takes
+them off ``dequeueCount``.
 A delete whose receipt handle expired (4430) means the message was already handed out again;
 that redelivery is skipped by dedup and deleted with its own fresh handle, so nothing is lost
 and nothing is processed twice in effect.
@@ -13,13 +17,14 @@ and nothing is processed twice in effect.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import anyio
 import anyio.abc
 
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.delivery import Delivery, Outcome
+from mpsflow.delivery import Cause, Delivery, Outcome
 from mpsflow.errors import StartupError
 from mpsflow.retry import RetryPolicy
 from mpsflow.sources.base import PullSource
@@ -58,6 +63,9 @@ class CmqSource(PullSource):
     ``admitted=True`` is for a queue that is an mpsflow inbox (:class:`~mpsflow.inbox.cmq.
     CmqInbox`): its messages were checked at the door by the receiver that sent them, so they
     are not checked again (their signature may have expired while they waited).
+
+    ``remember_deferrals`` bounds how many messages' deferrals (runs put off by middleware,
+    not counted as attempts) this process remembers; 0 counts every deferral as an attempt.
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class CmqSource(PullSource):
         clock: Clock | None = None,
         error_backoff: RetryPolicy | None = None,
         admitted: bool = False,
+        remember_deferrals: int = 4096,
     ) -> None:
         super().__init__(max_in_flight=max_in_flight, pollers=pollers)
         if not 1 <= batch_size <= MAX_BATCH:
@@ -104,6 +113,9 @@ class CmqSource(PullSource):
         self._deleted_changed = anyio.Event()
         self.expired_handles = 0
         """Deletes refused with 4430: the message was redelivered meanwhile (dedup covers it)."""
+        self.remember_deferrals = remember_deferrals
+        self._deferrals: OrderedDict[str, int] = OrderedDict()
+        """Per message id, the runs put off by middleware (oldest first, bounded)."""
 
     def __repr__(self) -> str:
         return f"CmqSource({self.client.url!r}, queue={self.queue!r})"
@@ -156,7 +168,7 @@ class CmqSource(PullSource):
             Delivery(
                 message.msg_body.encode(),
                 source=self.name,
-                attempt=max(message.dequeue_count, 1),
+                attempt=max(message.dequeue_count - self._deferrals.get(message.msg_id, 0), 1),
                 id=message.msg_id,
                 meta={_RECEIPT: message.receipt_handle},
                 # The message becomes visible again at nextVisibleTime: that is this
@@ -193,8 +205,14 @@ class CmqSource(PullSource):
         return f"cannot receive from {where}: {exc} (is it the queue's API address?)"
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        if not outcome.settled:
-            return  # visible again after the visibility timeout, with dequeueCount + 1
+        deferrals = self._deferrals
+        if not outcome.settled:  # visible again after the visibility timeout, dequeueCount + 1
+            if outcome.cause is Cause.DEFERRED and delivery.id:  # not an attempt
+                deferrals[delivery.id] = deferrals.pop(delivery.id, 0) + 1
+                if len(deferrals) > self.remember_deferrals:
+                    deferrals.popitem(last=False)
+            return
+        deferrals.pop(delivery.id, None)
         self._pending.append(delivery.meta[_RECEIPT])
         self._wake.set()
         if len(self._pending) >= MAX_BATCH:

@@ -10,9 +10,11 @@ from typing import Any
 import anyio
 import pytest
 
-from mpsflow import App, Call, CallNext, Context, Outcome, RetryPolicy, Settlement
+from mpsflow import App, Call, CallNext, Cause, Context, Outcome, RetryPolicy, Settlement
 from mpsflow.clock import FakeClock
+from mpsflow.deadletter import DeadLetter
 from mpsflow.dedup.stores.memory import MemoryStore
+from mpsflow.delivery import Delivery
 from mpsflow.devservers.cmq import CmqServer
 from mpsflow.errors import StartupError
 from mpsflow.events import WorkflowTask
@@ -125,6 +127,62 @@ async def test_failure_waits_for_the_visibility_timeout_and_counts_attempts(
     assert attempts == [1, 2]  # attempt 2 = dequeueCount from the server
     assert len(server.queue(QUEUE)) == 0
     assert dead.records == []
+
+
+class SettleSignals(CmqSource):
+    """A ``CmqSource`` that says when it settled a delivery (``settled``: a new event each
+    time, swapped by the waiter) and when one was settled for good (``done``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settled = anyio.Event()
+        self.done = anyio.Event()
+
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        await super().settle(delivery, outcome)
+        self.settled.set()
+        if outcome.settled:
+            self.done.set()
+
+
+async def test_runs_put_off_by_middleware_do_not_use_up_attempts(
+    queue_server: QueueServer, cmq_credential: Credential, clock: FakeClock
+) -> None:
+    server = await queue_server(clock=clock, visibility_timeout=30)
+    app, dead = make_app(retry=RetryPolicy(max_attempts=2))
+    put_off: list[int] = []
+    attempts: list[int] = []
+
+    async def busy_first(call: Call, call_next: CallNext) -> Outcome:
+        if len(put_off) < 3:  # as if a duplicate were in progress on another worker
+            put_off.append(call.delivery.attempt)
+            return Outcome(Settlement.RETRY, retry_after=1, cause=Cause.DEFERRED)
+        return await call_next(call)
+
+    app.add_middleware(busy_first)
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        raise ConnectionError("downstream busy")
+
+    async def visible_again(source: SettleSignals) -> None:
+        """After each settled run, move the server's clock past the visibility timeout."""
+        while True:
+            await source.settled.wait()
+            source.settled = anyio.Event()
+            clock.advance(31)
+
+    async with CmqClient(server.url, cmq_credential) as client:
+        await client.send(QUEUE, body(1))
+        source = SettleSignals(client, QUEUE, wait_seconds=0, pollers=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(visible_again, source)
+            await run_until(app, source, source.done)
+            tg.cancel_scope.cancel()
+    assert put_off == [1, 1, 1]
+    assert attempts == [1, 2]  # both attempts of the policy ran the handler
+    assert [r.attempt for r in dead.records if isinstance(r, DeadLetter)] == [2]
 
 
 async def test_exhausted_and_poison_messages_are_dead_lettered_then_deleted(
