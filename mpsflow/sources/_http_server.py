@@ -46,7 +46,9 @@ __all__ = [
     "CallbackEndpoint",
     "Connections",
     "Lane",
+    "LaneRules",
     "Server",
+    "peer_of",
 ]
 
 _log = logging.getLogger("mpsflow.sources.http")
