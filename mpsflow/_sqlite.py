@@ -20,7 +20,9 @@ WAL), the second with the inline batches held back (it copies the rest). A check
 only races a stream of commits never catches up, and a WAL that never starts over grows
 without bound (hundreds of MB in seconds of inbox traffic) and slows every statement down,
 since each page read searches the whole WAL index. After the second pass the next commit
-starts the WAL over, and what arrived meanwhile goes in one bigger batch.
+starts the WAL over, and what arrived meanwhile goes in one bigger batch. Before the first
+pass it runs the hooks given to :meth:`SQLiteWriter.open` (the inbox syncs its body files
+there, so that what rows refer to is on disk before they are).
 
 A batch commits or rolls back as a whole: when any operation raises, nothing of the batch is
 written, and every caller in it gets that exception (a ``sqlite3.Error`` its store turns into
@@ -93,6 +95,7 @@ class SQLiteWriter:
         self.contended = 0
         """Batches that found the database locked and went to the writer's thread."""
         self._setup: list[Callable[[sqlite3.Connection], object]] = []
+        self._before_checkpoint: list[Callable[[], object]] = []
         self._users = 0
         self._pending: list[_Item] = []
         self._flush_scheduled = False
@@ -121,8 +124,12 @@ class SQLiteWriter:
         *,
         busy_timeout: float,
         setup: Callable[[sqlite3.Connection], object] | None = None,
+        before_checkpoint: Callable[[], object] | None = None,
     ) -> SQLiteWriter:
         """The writer of ``path`` in this process (made on first use); pair with :meth:`close`.
+
+        ``before_checkpoint`` runs on the writer's thread before each checkpoint (files that
+        rows of the database refer to are synced there, as the checkpoint syncs the WAL).
 
         ``:memory:`` is a database of its own for every caller, so it gets a writer of its own.
         """
@@ -136,6 +143,8 @@ class SQLiteWriter:
             writer._users += 1
             if setup is not None and setup not in writer._setup:
                 writer._setup.append(setup)
+            if before_checkpoint is not None:
+                writer._before_checkpoint.append(before_checkpoint)
         return writer
 
     async def run(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -151,6 +160,11 @@ class SQLiteWriter:
             self._flush_scheduled = True
             loop.call_soon(self._flush, loop)
         return await future
+
+    def forget_before_checkpoint(self, hook: Callable[[], object]) -> None:
+        """Stop running ``hook`` (given to :meth:`open`) before checkpoints."""
+        with contextlib.suppress(ValueError):
+            self._before_checkpoint.remove(hook)
 
     async def close(self) -> None:
         """Stop using the writer; the last user closes the connections and stops the thread."""
@@ -202,12 +216,12 @@ class SQLiteWriter:
         if due and not self._checkpointing:
             self._commits = self._since_checkpoint = 0
             self._checkpointing = True
-            self._to_thread((_CHECKPOINT, loop, self._hold_back))
+            self._to_thread((_CHECKPOINT, loop, self._hold_back, True))
 
     def _hold_back(self, loop: asyncio.AbstractEventLoop) -> None:
         """The first pass is done: hold batches back for the second."""
         self._held_back = loop.create_future()
-        self._to_thread((_CHECKPOINT, loop, self._checkpointed))
+        self._to_thread((_CHECKPOINT, loop, self._checkpointed, False))
 
     def _checkpointed(self, loop: asyncio.AbstractEventLoop) -> None:
         """The second pass is done: commit what waited for it."""
@@ -280,9 +294,12 @@ class SQLiteWriter:
                 _close(self._conn)
                 self._conn = None
                 return
-            if isinstance(work, tuple):  # (_CHECKPOINT, the loop, what it runs when done)
-                _, loop, then = work
+            if isinstance(work, tuple):  # (_CHECKPOINT, loop, what it runs when done, first)
+                _, loop, then, first = work
                 try:
+                    for hook in list(self._before_checkpoint) if first else ():
+                        with contextlib.suppress(OSError):
+                            hook()
                     with contextlib.suppress(sqlite3.Error):
                         self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
                 finally:

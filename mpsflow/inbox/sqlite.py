@@ -6,6 +6,11 @@ each other and with the SQLite dedup store's claims when both use one file. An a
 answered only after its transaction committed (WAL, ``synchronous = NORMAL``: it survives the
 process being killed, as the 200 promises).
 
+A row keeps the item's state; its body is in a segment file beside the database
+(``<database>-bodies/``, :mod:`mpsflow.inbox._segments`), written in the row's transaction, so
+that bodies never fill SQLite pages (what most of an operation cost). A body is in the row
+instead for ``:memory:``, for rows of earlier versions, and whenever no segment can be written.
+
 A lease records the owner (``host:pid``) and bumps the attempt number; a lease is the pair
 (id, attempt), so a consumer whose lease ended cannot settle an item another one holds.
 Leases of a process that is gone (same host, pid no longer alive) are taken back when an
@@ -15,16 +20,18 @@ restart after ``kill -9`` processes them at once instead of after the lease.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
 from mpsflow._sqlite import Operation, SQLiteWriter
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, InboxUnavailable
+from mpsflow.inbox._segments import SEGMENTS_TABLE, Segments, process_alive
 from mpsflow.inbox.base import InboxItem
 
 if TYPE_CHECKING:
@@ -34,6 +41,8 @@ __all__ = ["DEFAULT_MAX_ITEMS", "SQLiteInbox"]
 
 _T = TypeVar("_T")
 
+_log = logging.getLogger("mpsflow.inbox")
+
 DEFAULT_MAX_ITEMS: Final = 100_000
 """How many notifications an inbox holds before the receiver answers 503."""
 
@@ -41,24 +50,37 @@ _TABLE = "mpsflow_inbox"
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused: a stale lease names no new item
-    " body BLOB NOT NULL,"
+    " body BLOB NOT NULL,"  # empty when the body is in a segment
     " received_at REAL NOT NULL,"
     " visible_at REAL NOT NULL,"
     " attempts INTEGER NOT NULL DEFAULT 0,"
-    " owner TEXT NOT NULL DEFAULT ''"
+    " owner TEXT NOT NULL DEFAULT '',"
+    " segment INTEGER,"
+    " segment_offset INTEGER,"
+    " segment_length INTEGER"
     ")",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_visible ON {_TABLE} (visible_at, id)",
+    f"CREATE INDEX IF NOT EXISTS {_TABLE}_segment ON {_TABLE} (segment) WHERE segment IS NOT NULL",
+    f"CREATE TABLE IF NOT EXISTS {SEGMENTS_TABLE} ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused: a file name stays one segment's
+    " owner TEXT NOT NULL,"
+    " sealed INTEGER NOT NULL DEFAULT 0"
+    ")",
 )
+_SEGMENT_COLUMNS = ("segment", "segment_offset", "segment_length")
+"""Added to the table of an earlier version (its rows keep their bodies)."""
 _COUNT = f"SELECT count(*) FROM {_TABLE}"
 _RECOUNT_EVERY: Final = 1024
 """Appends between two exact counts of the inbox (see ``SQLiteInbox.max_items``)."""
-_INSERT = f"INSERT INTO {_TABLE} (body, received_at, visible_at) VALUES (?, ?, 0)"
-_HELD = (
-    f"INSERT INTO {_TABLE} (body, received_at, visible_at, attempts, owner) VALUES (?, ?, ?, 1, ?)"
+_SWEEP_EVERY: Final = 256
+"""Settles between two sweeps of the segment files."""
+_INSERT = (
+    f"INSERT INTO {_TABLE} (body, segment, segment_offset, segment_length, received_at,"
+    " visible_at, attempts, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _VISIBLE = (
-    f"SELECT id, body, attempts, received_at FROM {_TABLE}"
-    " WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?"
+    f"SELECT id, body, attempts, received_at, segment, segment_offset, segment_length"
+    f" FROM {_TABLE} WHERE visible_at <= ? ORDER BY visible_at, id LIMIT ?"
 )
 _TAKE = f"UPDATE {_TABLE} SET visible_at = ?, attempts = attempts + 1, owner = ? WHERE id = ?"
 _DELETE = f"DELETE FROM {_TABLE} WHERE id = ? AND attempts = ?"
@@ -103,6 +125,17 @@ class SQLiteInbox:
         """Items at the last count, plus this process's appends since (never below the truth
         by more than other processes' appends since: settles are not subtracted)."""
         self._since_count = _RECOUNT_EVERY  # count before the first append
+        self._segments: Segments | None = None
+        """The segment files (None for ``:memory:``)."""
+        if self._path != ":memory:":
+            directory = f"{os.path.abspath(self._path)}-bodies"
+            self._segments = Segments(directory, _TABLE, self._host)
+        self._write_segments = self._segments is not None
+        """Appends write bodies to segments (until a segment file cannot be made)."""
+        self._rotating = False
+        """A new segment is being registered."""
+        self._since_sweep = 0
+        """Settles since the last sweep of the segments."""
 
     def __repr__(self) -> str:
         return f"SQLiteInbox(path={self._path!r}, max_items={self.max_items})"
@@ -119,7 +152,7 @@ class SQLiteInbox:
 
     async def append(self, body: bytes) -> bool:
         """Add ``body`` once the inbox has room; True when it is committed."""
-        added = await self._append((body, self._clock.time()), _INSERT)
+        added = await self._append(body, 0.0, 0, "")
         if added is not None and self._appended is not None:
             self._appended.set()
         return added is not None
@@ -129,16 +162,22 @@ class SQLiteInbox:
         takes it at once; None when the inbox is full. It saves the lease's round trip, and
         if this process dies the item comes back like any lease of a process that is gone."""
         now = self._clock.time()
-        item_id = await self._append((body, now, now + lease_seconds, self.owner), _HELD)
+        item_id = await self._append(body, now + lease_seconds, 1, self.owner, now)
         if item_id is None:
             return None
         if self._appended is not None:
             self._appended.set()  # for the consumer it is handed to, waiting for items
         return InboxItem(item_id, body, 1, now)
 
-    async def _append(self, row: tuple[object, ...], insert: str) -> int | None:
-        """Insert ``row`` with ``insert`` once the inbox has room: the new id, or None."""
+    async def _append(
+        self, body: bytes, visible_at: float, attempts: int, owner: str, now: float | None = None
+    ) -> int | None:
+        """Insert ``body`` once the inbox has room: the new id, or None."""
         limit = self.max_items
+        received_at = self._clock.time() if now is None else now
+        segments = self._segments if self._write_segments else None
+        if segments is not None and not self._rotating and segments.needs_new():
+            await self._new_segment(segments)
 
         def append(conn: sqlite3.Connection) -> int | None:
             if self._estimate >= limit or self._since_count >= _RECOUNT_EVERY:
@@ -146,12 +185,48 @@ class SQLiteInbox:
                 self._since_count = 0
                 if self._estimate >= limit:
                     return None
-            item_id = conn.execute(insert, row).lastrowid
+            where = segments.write(body) if segments is not None else None
+            if where is None:
+                row: tuple[object, ...] = (body, None, None, None)
+            else:
+                row = (b"", where[0], where[1], len(body))
+            args = (*row, received_at, visible_at, attempts, owner)
+            item_id = conn.execute(_INSERT, args).lastrowid
             self._estimate += 1
             self._since_count += 1
             return item_id
 
         return await self._run(append)
+
+    async def _new_segment(self, segments: Segments) -> None:
+        """Register a segment for this process's appends, then sweep (sealing the last)."""
+        self._rotating = True
+        try:
+            segment = await self._run(segments.register)
+            try:
+                segments.adopt(segment)
+            except OSError as exc:
+                self._write_segments = False
+                segments.retire_unadopted(segment)
+                _log.warning("%s; bodies go in the database instead", exc)
+            await self._sweep(segments)
+        finally:
+            self._rotating = False
+
+    async def _sweep(self, segments: Segments) -> None:
+        """Seal the segments that take no more writes, delete those no item refers to."""
+        self._since_sweep = 0
+        retired = segments.retired()
+
+        def sweep(conn: sqlite3.Connection) -> int:
+            return segments.sweep(conn, retired)
+
+        try:
+            await self._run(sweep)
+        except InboxUnavailable as exc:
+            _log.warning("%s; the segments are swept later", exc)
+        else:
+            segments.sealed(retired)
 
     async def lease(self, max_count: int, lease_seconds: float) -> list[InboxItem]:
         """Up to ``max_count`` visible items, oldest first, hidden for ``lease_seconds``."""
@@ -164,9 +239,20 @@ class SQLiteInbox:
         def lease(conn: sqlite3.Connection) -> list[InboxItem]:
             rows = conn.execute(_VISIBLE, (now, max_count)).fetchall()
             conn.executemany(_TAKE, [(until, owner, row[0]) for row in rows])
-            return [InboxItem(row[0], row[1], row[2] + 1, row[3]) for row in rows]
+            return [InboxItem(row[0], self._body(row), row[2] + 1, row[3]) for row in rows]
 
         return await self._run(lease)
+
+    def _body(self, row: tuple[Any, ...]) -> bytes:
+        """The body of a ``_VISIBLE`` row: in the row, or read from its segment."""
+        item_id, body, _, _, segment, offset, length = row
+        if segment is None:
+            return bytes(body)
+        found = self._segments.read(segment, offset, length) if self._segments else None
+        if found is None:  # lost in a power cut before it was synced: processed as poison
+            _log.error("inbox %s: the body of item %s is gone", self.describe(), item_id)
+            return b""
+        return found
 
     async def settle(self, item_id: int, attempt: int) -> bool:
         """Remove a processed item while the caller's lease is its current one."""
@@ -174,7 +260,11 @@ class SQLiteInbox:
         def settle(conn: sqlite3.Connection) -> bool:
             return conn.execute(_DELETE, (item_id, attempt)).rowcount == 1
 
-        return await self._run(settle)
+        settled = await self._run(settle)
+        self._since_sweep += 1
+        if self._since_sweep >= _SWEEP_EVERY and self._segments is not None:
+            await self._sweep(self._segments)
+        return settled
 
     async def retry(
         self, item_id: int, attempt: int, delay: float, *, counted: bool = True
@@ -204,7 +294,10 @@ class SQLiteInbox:
         def reclaim(conn: sqlite3.Connection) -> int:
             return sum(conn.execute(_RECLAIM, (owner, now)).rowcount for owner in gone)
 
-        return await self._run(reclaim) if gone else 0
+        taken_back = await self._run(reclaim) if gone else 0
+        if self._segments is not None:  # and the segments such processes left
+            await self._sweep(self._segments)
+        return taken_back
 
     async def wait_for_items(self, at_most: float) -> None:
         """Return at once when this process appended since the last call, else after an
@@ -243,24 +336,42 @@ class SQLiteInbox:
         self._closed = True
         if self._appended is not None:
             self._appended.set()  # a consumer waiting for items returns
-        if self._writer is not None:
-            await self._writer.close()
+        writer, segments = self._writer, self._segments
+        if writer is None:
+            return
+        if segments is not None:
+            segments.retire()
+            try:  # seal this process's segments, delete those with nothing left
+                await writer.run(lambda conn: segments.sweep(conn, segments.retired()))
+            except (sqlite3.Error, OSError) as exc:
+                _log.warning("inbox %s: segments left for the next sweep: %s", self.describe(), exc)
+            writer.forget_before_checkpoint(segments.sync)
+            segments.close()
+        await writer.close()
 
     async def _run(self, operation: Operation[_T]) -> _T:
         if self._closed:
             raise InboxUnavailable(f"inbox {self.describe()} is closed")
         if self._writer is None:
             self._writer = SQLiteWriter.open(
-                self._path, busy_timeout=self._busy_timeout, setup=_create_schema
+                self._path,
+                busy_timeout=self._busy_timeout,
+                setup=_create_schema,
+                before_checkpoint=self._segments.sync if self._segments is not None else None,
             )
         try:
             return await self._writer.run(operation)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise InboxUnavailable(f"inbox {self.describe()} failed: {exc}") from exc
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
-    for statement in _SCHEMA:
+    conn.execute(_SCHEMA[0])
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({_TABLE})")}
+    for column in _SEGMENT_COLUMNS:
+        if column not in columns:
+            conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {column} INTEGER")
+    for statement in _SCHEMA[1:]:
         conn.execute(statement)
 
 
@@ -269,13 +380,4 @@ def _alive(owner: str, host: str) -> bool:
     pid_text = owner.removeprefix(f"{host}:")
     if not pid_text.isdigit():
         return True  # not ours to judge: leave it to its lease
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    return process_alive(int(pid_text))

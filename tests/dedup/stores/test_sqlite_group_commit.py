@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -217,3 +218,30 @@ def _frames_in_wal(path: str) -> int:
     finally:
         conn.close()
     return (os.path.getsize(f"{path}-wal") - 32) // (page_size + 24)  # header, frame headers
+
+
+async def test_hooks_run_on_the_writers_thread_before_each_checkpoint(tmp_path: Path) -> None:
+    """What rows refer to outside the database (the inbox's segment files) is synced there,
+    before the checkpoint syncs the WAL; a forgotten hook runs no more."""
+    path = str(tmp_path / "hooks.sqlite3")
+    ran: list[str] = []
+
+    def hook() -> None:
+        ran.append(threading.current_thread().name)
+
+    writer = SQLiteWriter.open(path, busy_timeout=5.0, setup=_bodies_table, before_checkpoint=hook)
+
+    def insert(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO bodies (body) VALUES (x'00')")
+
+    try:
+        while not ran:  # a checkpoint is due every few hundred commits
+            await writer.run(insert)
+        assert ran[0].startswith("mpsflow-sqlite-writer:")
+        writer.forget_before_checkpoint(hook)
+        before = len(ran)
+        for _ in range(1000):  # several checkpoints more
+            await writer.run(insert)
+    finally:
+        await writer.close()  # the thread is done
+    assert len(ran) == before
