@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
 from mpsflow.errors import ConfigurationError
+from mpsflow.routing import planned_subtask
 
 if TYPE_CHECKING:
     from mpsflow.delivery import Delivery
@@ -115,8 +116,6 @@ class Context:
         planned = self._subtask
         if not isinstance(planned, tuple):
             return planned
-        from mpsflow.routing import planned_subtask
-
         subtask = self._subtask = planned_subtask(planned)
         return subtask
 

@@ -53,8 +53,9 @@ def task_scope(notification: Notification) -> str | None:
     Unlike the notification key, it is the same for every notification of one task.
     """
     kind = notification.event_type or "unknown"
-    if notification.task_id:
-        return f"{kind}:{notification.task_id}"
+    task_id = notification.task_id  # a property reading the event: once
+    if task_id:
+        return f"{kind}:{task_id}"
     if notification.session_id:
         return f"{kind}:sid={notification.session_id}"
     return None

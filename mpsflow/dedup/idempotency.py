@@ -103,6 +103,7 @@ class Decision:
 
 
 _CLAIMED = ClaimState.CLAIMED
+_COMPLETED = ClaimState.COMPLETED
 _new = object.__new__
 # The slots of a Decision, set directly: a frozen dataclass's __init__ goes through
 # object.__setattr__ once per field, and a CLAIMED decision is made for every handler run.
@@ -279,11 +280,12 @@ class Idempotency:
         record = record_key(key, handler)
         if (self._unwritten or self._orphans) and await self._repair(record):
             return Decision(ClaimState.COMPLETED, record)
-        give_up_at = self._clock.monotonic() + self.wait_for_in_progress
+        monotonic = self._monotonic
+        give_up_at = monotonic() + self.wait_for_in_progress
         while True:
             token = f"{self._tokens}{next(self._token_count):x}"
             lease = self._lease(deadline)
-            lease_until = self._clock.monotonic() + lease
+            lease_until = monotonic() + lease
             try:
                 claim = await self._store.claim(
                     record, lease_seconds=lease, payload_hash=payload_hash, token=token
@@ -293,10 +295,11 @@ class Idempotency:
                 # store answers again, so a redelivery does not wait out the whole lease.
                 self._orphans[(record, token)] = None
                 raise
-            if claim.state is ClaimState.CLAIMED:
+            state = claim.state
+            if state is _CLAIMED:
                 return _claimed(record, claim.token, lease_until)
-            if claim.state is not ClaimState.COMPLETED:
-                remaining = give_up_at - self._clock.monotonic()
+            if state is not _COMPLETED:
+                remaining = give_up_at - monotonic()
                 if remaining > 0:
                     await self._clock.sleep(min(self.poll_interval, remaining))
                     continue
@@ -381,7 +384,8 @@ class Idempotency:
         store = self._in_place
         if store is None:
             return None
-        _require_run(decision)
+        if decision.state is not _CLAIMED:
+            _require_run(decision)
         try:
             done = store.complete_now(
                 decision.record_key, decision.token, ttl_seconds=self.completed_ttl
@@ -518,7 +522,7 @@ class Idempotency:
     def _lease(self, deadline: float | None) -> float:
         if deadline is None:
             return self.lease_seconds
-        return max(deadline - self._clock.monotonic(), 0.0) + self.lease_margin
+        return max(deadline - self._monotonic(), 0.0) + self.lease_margin
 
 
 def _require_run(decision: Decision) -> None:

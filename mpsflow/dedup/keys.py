@@ -31,8 +31,9 @@ from typing import Any
 import msgspec
 
 from mpsflow.errors import DecodeError
-from mpsflow.events import LiveStreamNotification, Notification, collect_subtasks
+from mpsflow.events import LiveStreamNotification, Notification
 from mpsflow.events.envelope import EventView, Peek, document, kind_of, peek
+from mpsflow.events.subtasks import subtask_states
 
 __all__ = [
     "default_notification_key",
@@ -44,6 +45,9 @@ __all__ = [
 _TRANSPORT_FIELDS = frozenset({"Timestamp", "Sign", "RequestId"})
 _CANONICAL_ENCODER = msgspec.json.Encoder(order="sorted")
 _TYPED_ENCODER = msgspec.json.Encoder()
+_encode_typed = _TYPED_ENCODER.encode
+_sha256 = hashlib.sha256
+_replace = msgspec.structs.replace
 
 
 class _Sub(msgspec.Struct, rename="pascal"):
@@ -117,17 +121,13 @@ def typed_notification_key(notification: Notification | LiveStreamNotification) 
         task = notification.task_id or "-"
         return f"{kind}:{task}:{typed_payload_hash(notification)}"
     kind = notification.event_type or "unknown"
-    event = notification.event
-    task_id = notification.task_id
+    event = notification.event  # read once: ``task_id`` and ``status`` are read off it
+    task_id = getattr(event, "task_id", None)
     if event is None or not (task_id or notification.session_id):
         return f"{kind}:payload:{typed_payload_hash(notification)}"
     identity = task_id or f"sid={notification.session_id}"
-    states = [
-        (sub.key, sub.status, getattr(sub.result, "progress", None))
-        for sub in collect_subtasks(notification)
-    ]
-    digest = hashlib.sha256(_TYPED_ENCODER.encode(states)).hexdigest()[:16]
-    return f"{kind}:{identity}:{notification.status or '-'}:{digest}"
+    digest = _sha256(_encode_typed(subtask_states(notification))).hexdigest()[:16]
+    return f"{kind}:{identity}:{getattr(event, 'status', None) or '-'}:{digest}"
 
 
 def typed_payload_hash(notification: Notification | LiveStreamNotification) -> str:
@@ -139,9 +139,9 @@ def typed_payload_hash(notification: Notification | LiveStreamNotification) -> s
     """
     bare: Notification | LiveStreamNotification
     if isinstance(notification, LiveStreamNotification):
-        bare = msgspec.structs.replace(notification, timestamp=None, sign=None, request_id=None)
+        bare = _replace(notification, timestamp=None, sign=None, request_id=None)
     else:
-        bare = msgspec.structs.replace(
+        bare = _replace(
             notification,
             timestamp=None,
             sign=None,
@@ -149,7 +149,7 @@ def typed_payload_hash(notification: Notification | LiveStreamNotification) -> s
             session_id=notification.session_id or None,
             session_context=notification.session_context or None,
         )
-    return hashlib.sha256(_TYPED_ENCODER.encode(bare)).hexdigest()[:32]
+    return _sha256(_encode_typed(bare)).hexdigest()[:32]
 
 
 def payload_hash(raw: bytes | Mapping[str, Any]) -> str:

@@ -50,8 +50,8 @@ _log = logging.getLogger("mpsflow.dedup.idempotency")
 _ALREADY_DONE = Outcome(
     Settlement.ACK, reason="already completed", cause=Cause.ALREADY_DONE, duplicates_skipped=1
 )
+_CLAIMED = ClaimState.CLAIMED
 _COMPLETED = ClaimState.COMPLETED
-_IN_PROGRESS = ClaimState.IN_PROGRESS
 _ACK = Settlement.ACK
 _TWINS = (("begin", "begin_now"), ("succeeded", "succeeded_now"), ("failed", "failed_now"))
 
@@ -90,6 +90,7 @@ class DedupMiddleware:
         return f"DedupMiddleware({self.idempotency!r})"
 
     def _keys(self, call: Call) -> tuple[str, str]:
+        """(notification key, payload hash), computed once per delivery (``dedup_keys``)."""
         delivery = call.delivery
         keys = delivery.dedup_keys
         if keys is None:
@@ -106,19 +107,19 @@ class DedupMiddleware:
         return keys
 
     def _scope(self, call: Call) -> tuple[str, str]:
-        """(scope, payload hash) of this handler's effect."""
+        """(scope, payload hash) of this handler's effect: its subtask result's for a subtask
+        handler, else the notification's."""
         ctx = call.context
-        if ctx is not None:
+        notification = call.notification
+        if ctx is not None and isinstance(notification, Notification):
             subtask = ctx.subtask
             if subtask is not None:
-                notification = call.notification
-                if isinstance(notification, Notification):
-                    return self.idempotency.subtask_keys_for(notification, subtask)
+                return self.idempotency.subtask_keys_for(notification, subtask)
         return self._keys(call)
 
     async def __call__(self, call: Call, call_next: CallNext) -> Outcome:
         handler = call.handler
-        if call.scope != "handler" or handler is None:
+        if handler is None or call.scope != "handler":
             return await call_next(call)
         key, payload_hash = self._scope(call)
         name = handler.name
@@ -145,9 +146,9 @@ class DedupMiddleware:
         if ctx is not None:
             ctx.effect_key = effect_key(decision.record_key)
         claim = decision.state
-        if claim is _COMPLETED:
-            return _ALREADY_DONE
-        if claim is _IN_PROGRESS:
+        if claim is not _CLAIMED:
+            if claim is _COMPLETED:
+                return _ALREADY_DONE
             return Outcome(
                 Settlement.RETRY,
                 retry_after=min(max(decision.retry_after, 1.0), self.busy_retry_after),

@@ -21,7 +21,7 @@ from ._base import (
 from ._generated import *  # noqa: F403 - the names of _generated.__all__
 from .keys import CONTAINER_KEYS, EVENT_KEYS, LIVE_KEYS, SUBTASK_KEYS, UNKNOWN
 from .locations import InputLocation, OutputPath, input_location, iter_output_paths
-from .subtasks import Subtask, collect_subtasks, iter_live_subtasks, iter_subtasks
+from .subtasks import Subtask, collect_subtasks, iter_live_subtasks, iter_subtasks, subtask_states
 
 __all__ = [
     "CONTAINER_KEYS",
@@ -44,5 +44,6 @@ __all__ = [
     "iter_live_subtasks",
     "iter_output_paths",
     "iter_subtasks",
+    "subtask_states",
 ]
 __all__ += _generated.__all__

@@ -44,6 +44,7 @@ __all__ = [
     "iter_subtasks",
     "media_routes",
     "media_subtask",
+    "subtask_states",
 ]
 
 
@@ -175,11 +176,25 @@ def _item_signature(item: Any) -> tuple[str, str]:
     return (str(kind) if kind else "-", "-" if definition is None else str(definition))
 
 
+def _item_kind(item: Any) -> str:
+    """The first half of :func:`_item_signature` (the type), without looking for the task."""
+    kind = getattr(item, "type", None) or getattr(item, "activity_type", None)
+    return str(kind) if kind else "-"
+
+
 def _item_identity(container: str, items: Sequence[Any], index: int) -> str:
-    """``container/Type/Definition/ordinal`` of ``items[index]`` (see ``Subtask.identity``)."""
+    """``container/Type/Definition/ordinal`` of ``items[index]`` (see ``Subtask.identity``).
+
+    The ordinal counts the earlier items of the same signature; an earlier item of another
+    type cannot have it, so only those of the same type have their task's definition read.
+    """
     signature = _item_signature(items[index])
-    ordinal = sum(1 for earlier in items[:index] if _item_signature(earlier) == signature)
     kind, definition = signature
+    ordinal = 0
+    for i in range(index):
+        earlier = items[i]
+        if _item_kind(earlier) == kind and _item_signature(earlier) == signature:
+            ordinal += 1
     return f"{container}/{kind}/{definition}/{ordinal}"
 
 
@@ -397,6 +412,53 @@ def collect_subtasks(
             result = batch.smart_subtitles_task_result
             where = "$.BatchTaskEvent.SmartSubtitlesTaskResult"
             out.append(Subtask(key, "SmartSubtitles", result, where, result))
+    return out
+
+
+_State = tuple[str, str | None, Any]
+"""``(key, status, progress)`` of one subtask result (see :func:`subtask_states`)."""
+
+
+def subtask_states(notification: Notification) -> list[_State]:
+    """``(key, status, progress)`` of every subtask result, in document order.
+
+    The triples ``(sub.key, sub.status, getattr(sub.result, "progress", None))`` over
+    :func:`collect_subtasks` (the default notification key digests them, once per delivery).
+    The common shape, a workflow whose only results are ``MediaProcessResultSet`` items, is
+    read straight off the items without building a ``Subtask`` each; any other walks
+    ``collect_subtasks``.
+    """
+    w = notification.workflow_task_event
+    if (
+        w is None
+        or notification.schedule_task_event is not None
+        or notification.batch_task_event is not None
+        or w.ai_content_review_result_set
+        or w.ai_analysis_result_set
+        or w.ai_recognition_result_set
+        or w.ai_quality_control_task_result is not None
+        or w.smart_subtitles_task_result
+        or w.smart_erase_task_result is not None
+        or w.ai_dubbing_task_result is not None
+    ):
+        return [
+            (sub.key, sub.status, getattr(sub.result, "progress", None))
+            for sub in collect_subtasks(notification)
+        ]
+    out: list[_State] = []
+    for item in w.media_process_result_set or ():
+        route = MEDIA_TYPES.get(item.type)  # type: ignore[arg-type]
+        if route is None:  # as _media: an Unknown subtask whose result is the item
+            out.append((UNKNOWN, None, getattr(item, "progress", None)))
+            continue
+        key, attr, _wire = route
+        if attr is None:  # as media_subtask: the item is the result, with no task
+            out.append((key, None, getattr(item, "progress", None)))
+            continue
+        task = getattr(item, attr)
+        if task is not None:
+            status = task.status if isinstance(task, TaskResult) else None
+            out.append((key, status, getattr(task, "progress", None)))
     return out
 
 

@@ -81,7 +81,13 @@ def chain(middleware: Sequence[Middleware], endpoint: CallNext) -> CallNext:
 
 
 def _bind(mw: Middleware, call_next: CallNext) -> CallNext:
-    async def bound(call: Call) -> Outcome:
-        return await mw(call, call_next)
+    """``mw`` with its ``call_next`` filled in.
+
+    A plain function handing back ``mw``'s awaitable, which the caller awaits: no coroutine of
+    its own wrapped around each middleware call (a frame per middleware per handler run).
+    """
+
+    def bound(call: Call) -> Awaitable[Outcome]:
+        return mw(call, call_next)
 
     return bound

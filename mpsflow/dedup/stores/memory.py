@@ -122,7 +122,9 @@ class MemoryStore:
         expires_at = now + lease_seconds
         version = self._version = self._version + 1
         records[key] = (False, token, payload_hash, expires_at, version)
-        self._expire_at(expires_at, version, key)
+        _heappush(expiry, (expires_at, version, key))  # purged then, unless it changes first
+        if len(expiry) > 2 * len(records) + 64:
+            self._rebuild_expiry()
         return None
 
     async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
@@ -146,7 +148,10 @@ class MemoryStore:
         # A live lease is never in ``_completed`` (a key leaves it with its record), so the
         # completion is appended, newest last.
         self._completed[key] = None
-        self._expire_at(expires_at, version, key)
+        expiry = self._expiry  # the completed record is purged at its new expiry
+        _heappush(expiry, (expires_at, version, key))
+        if len(expiry) > 2 * len(records) + 64:
+            self._rebuild_expiry()
         return True
 
     async def release(self, key: str, token: str) -> bool:
@@ -179,13 +184,15 @@ class MemoryStore:
         self._completed.clear()
         self._expiry.clear()
 
-    def _expire_at(self, expires_at: float, version: int, key: str) -> None:
-        """Schedule the record of ``key`` (at ``version``) to be purged at ``expires_at``."""
-        expiry = self._expiry
-        _heappush(expiry, (expires_at, version, key))
-        if len(expiry) > 2 * len(self._records) + 64:
-            self._expiry = [(r[_EXPIRES], r[_VERSION], k) for k, r in self._records.items()]
-            heapq.heapify(self._expiry)
+    def _rebuild_expiry(self) -> None:
+        """Rebuild the expiry heap from the live records, dropping its stale entries.
+
+        Every claim and completion pushes an entry (``claim_now`` and ``complete_now`` push
+        inline) and a changed record leaves its old one behind: once stale entries outnumber
+        the records, the heap is made anew.
+        """
+        self._expiry = [(r[_EXPIRES], r[_VERSION], k) for k, r in self._records.items()]
+        heapq.heapify(self._expiry)
 
     def _drop(self, key: str) -> None:
         del self._records[key]

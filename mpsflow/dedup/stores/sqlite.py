@@ -15,6 +15,8 @@ import math
 import os
 import secrets
 import sqlite3
+import time
+from collections.abc import Callable
 from typing import TypeVar
 
 from mpsflow._sqlite import Operation, SQLiteWriter
@@ -25,6 +27,11 @@ from mpsflow.errors import StoreUnavailable
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
+
+_CLAIMED = ClaimState.CLAIMED
+_IN_PROGRESS = ClaimState.IN_PROGRESS.value
+_COMPLETED = ClaimState.COMPLETED.value
+"""The ``state`` column's values (an enum member's ``.value`` is slow to read per call)."""
 
 _TABLE = "mpsflow_idempotency"
 _PURGE_BATCH = 1000
@@ -40,11 +47,14 @@ _SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_expires_at ON {_TABLE} (expires_at)",
 )
 _SELECT = f"SELECT state, payload_hash, expires_at FROM {_TABLE} WHERE key = ?"
-_UPSERT = (
+_CLAIM = (
     f"INSERT INTO {_TABLE} (key, state, token, payload_hash, expires_at) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (key) DO UPDATE SET state = excluded.state, token = excluded.token,"
     " payload_hash = excluded.payload_hash, expires_at = excluded.expires_at"
+    f" WHERE {_TABLE}.expires_at <= ?"
 )
+"""Take ``key`` unless its row is live (expires after the last parameter, now): one statement
+for the common claim of a new key; a row left as it was is then read with ``_SELECT``."""
 _COMPLETE = (
     f"UPDATE {_TABLE} SET state = ?, expires_at = ?"
     " WHERE key = ? AND token = ? AND state = ? AND expires_at > ?"
@@ -75,6 +85,10 @@ class SQLiteStore:
     ) -> None:
         self._path = os.fspath(path)
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._time: Callable[[], float] = (
+            time.time if type(self._clock) is SystemClock else self._clock.time
+        )
+        """The clock's wall time (``time.time`` itself for the system clock: no extra frame)."""
         self._busy_timeout = busy_timeout
         self._purge_interval = purge_interval
         self._next_purge = -math.inf
@@ -93,35 +107,36 @@ class SQLiteStore:
         self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
     ) -> Claim:
         """Take ``key`` as IN_PROGRESS unless a live record exists."""
-        _check_positive("lease_seconds", lease_seconds)
-        now = self._clock.time()
+        if not lease_seconds > 0:
+            _check_positive("lease_seconds", lease_seconds)
+        now = self._time()
         token = token or secrets.token_hex(16)
+        expires_at = now + lease_seconds
+        taken = (key, _IN_PROGRESS, token, payload_hash, expires_at, now)
 
         def claim(conn: sqlite3.Connection) -> Claim:
-            row = conn.execute(_SELECT, (key,)).fetchone()
-            if row is not None and row[2] > now:
+            if conn.execute(_CLAIM, taken).rowcount != 1:  # a live row: what does it say?
+                row = conn.execute(_SELECT, (key,)).fetchone()
                 return Claim(ClaimState(row[0]), payload_hash=row[1], expires_at=row[2])
-            expires_at = now + lease_seconds
-            state = ClaimState.IN_PROGRESS.value
-            conn.execute(_UPSERT, (key, state, token, payload_hash, expires_at))
             if now >= self._next_purge:
                 conn.execute(_PURGE, (now,))
                 self._next_purge = now + self._purge_interval
-            return Claim(ClaimState.CLAIMED, token=token, expires_at=expires_at)
+            return Claim(_CLAIMED, token=token, expires_at=expires_at)
 
         return await self._run(claim)
 
     async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
         """Turn the caller's live lease into a COMPLETED row kept for ``ttl_seconds``."""
-        _check_positive("ttl_seconds", ttl_seconds)
-        now = self._clock.time()
-        args = (ClaimState.COMPLETED.value, now + ttl_seconds, key, token)
-        return await self._run(_changes(_COMPLETE, (*args, ClaimState.IN_PROGRESS.value, now)))
+        if not ttl_seconds > 0:
+            _check_positive("ttl_seconds", ttl_seconds)
+        now = self._time()
+        args = (_COMPLETED, now + ttl_seconds, key, token, _IN_PROGRESS, now)
+        return await self._run(_changes(_COMPLETE, args))
 
     async def release(self, key: str, token: str) -> bool:
         """Delete the caller's live lease so a redelivery can run the handler again."""
-        now = self._clock.time()
-        return await self._run(_changes(_RELEASE, (key, token, ClaimState.IN_PROGRESS.value, now)))
+        now = self._time()
+        return await self._run(_changes(_RELEASE, (key, token, _IN_PROGRESS, now)))
 
     async def ping(self) -> bool:
         """True when the database file can be opened and queried."""
@@ -151,8 +166,9 @@ class SQLiteStore:
     async def _run(self, operation: Operation[_T]) -> _T:
         if self._closed:
             raise store_unavailable(self.describe(), "closed")
+        writer = self._writer or self.writer
         try:
-            return await self.writer.run(operation)
+            return await writer.run(operation)
         except sqlite3.Error as exc:
             raise store_unavailable(self.describe(), exc) from exc
 
