@@ -10,10 +10,13 @@ neither does a delivery cut off at shutdown: its lease is given back for the nex
 delivery's deadline is its lease: past it, another consumer may take the item (and dedup keeps
 the handlers from running twice).
 
-A receiver in the same process appends through :meth:`InboxSource.append`: while the source
-has a free slot, the item is appended already leased to it and handed over in memory with the
-notification decoded at the door, so it costs one insert and one delete, not a lease round
-trip and a second decode.
+A receiver in the same process appends through :meth:`InboxSource.append`: the item is
+appended already leased to this source and handed over in memory with the notification decoded
+at the door, so it costs one insert and one delete, not a lease round trip, a read of its body
+and a second decode. Handed-over items wait in order for a free slot; past ``hand_over_ahead``
+of them beyond ``max_in_flight`` (a burst the pipeline cannot keep up with), appends are left
+in the inbox for whichever consumer leases them, so a lease never runs out while its item
+waits in this process's memory.
 """
 
 from __future__ import annotations
@@ -58,10 +61,15 @@ class InboxSource(PullSource):
         max_in_flight: int = 64,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,
+        hand_over_ahead: int | None = None,
     ) -> None:
         super().__init__(max_in_flight=max_in_flight, pollers=1)
         if not lease_seconds > 0 or not poll_interval > 0:
             raise ValueError("lease_seconds and poll_interval must be positive")
+        if hand_over_ahead is not None and hand_over_ahead < 0:
+            raise ValueError("hand_over_ahead must not be negative")
+        self.hand_over_ahead = 4 * max_in_flight if hand_over_ahead is None else hand_over_ahead
+        """Appends handed over beyond ``max_in_flight``, waiting in memory for a slot."""
         self.inbox = inbox
         self.name = name
         self.lease_seconds = lease_seconds
@@ -83,11 +91,13 @@ class InboxSource(PullSource):
     async def append(self, body: bytes, notification: AnyNotification | None = None) -> bool:
         """Append an admitted ``body`` (``notification``: it decoded); False when full.
 
-        While this source runs and has a free slot, the item is appended leased to it and
-        handed over in memory; otherwise it is appended for whichever consumer leases it.
+        While this source runs and holds fewer than ``max_in_flight + hand_over_ahead``
+        items, the item is appended leased to it and handed over in memory; otherwise it is
+        appended for whichever consumer leases it.
         """
         inbox = self.inbox
-        if not self._taking or len(self._held) + self._reserved >= self.max_in_flight:
+        room = self.max_in_flight + self.hand_over_ahead
+        if not self._taking or len(self._held) + self._reserved >= room:
             return await inbox.append(body)
         self._reserved += 1
         try:
@@ -134,7 +144,7 @@ class InboxSource(PullSource):
     async def receive(self, max_count: int) -> Sequence[Delivery]:
         handed = self._handed
         if handed:
-            return [handed.popleft() for _ in range(min(max_count, len(handed)))]
+            return self._take_handed(max_count)
         try:
             with anyio.CancelScope(shield=True):  # a lease taken is handed on, even at stop
                 items = await self.inbox.lease(max_count, self.lease_seconds)
@@ -149,6 +159,21 @@ class InboxSource(PullSource):
         for item in items:
             self._held[f"{item.id}:{item.attempt}"] = None
         return [self._delivery(item, deadline) for item in items]
+
+    def _take_handed(self, max_count: int) -> list[Delivery]:
+        """Up to ``max_count`` handed-over deliveries, in order. One that waited for half its
+        lease is given up (it could run out while the delivery runs): the inbox shows the item
+        again once its lease ends, for a fresh lease."""
+        handed = self._handed
+        taken: list[Delivery] = []
+        keep_until = self._clock.monotonic() + self.lease_seconds / 2
+        while handed and len(taken) < max_count:
+            delivery = handed.popleft()
+            if delivery.deadline is not None and delivery.deadline < keep_until:
+                self._held.pop(delivery.meta[_LEASE], None)
+                continue
+            taken.append(delivery)
+        return taken
 
     def _delivery(self, item: InboxItem, deadline: float) -> Delivery:
         return Delivery(

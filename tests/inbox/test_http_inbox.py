@@ -244,8 +244,9 @@ class CountingInbox(SQLiteInbox):
 async def test_appends_the_consumer_has_room_for_are_handed_over_decoded_the_rest_leased(
     tmp_path: Path,
 ) -> None:
-    """With two slots: two notifications go to the consumer in memory, already decoded (one
-    decode, no lease); the other three wait in the inbox for a lease."""
+    """With two slots and room for eight more ahead of them: ten notifications go to the
+    consumer in memory, already decoded (one decode, no lease); the other three wait in the
+    inbox for a lease."""
     app, dead = make_app(notify_keys=[KEY])
     release = anyio.Event()
     started: list[str] = []
@@ -264,17 +265,17 @@ async def test_appends_the_consumer_has_room_for_are_handed_over_decoded_the_res
 
     inbox = CountingInbox(tmp_path / "inbox.sqlite3")
     async with serve(app, inbox=inbox, max_in_flight=2) as source:
-        for n in range(5):  # one at a time: max_in_flight also bounds the door's requests
+        for n in range(13):  # one at a time: max_in_flight also bounds the door's requests
             assert (await post(source.url, signed(f"t-{n}")))[0] == 200
         with anyio.fail_after(10):
             while len(started) < 2:
                 await inbox.wait_for_items(0.01)
-        assert await inbox.size() == 5  # all five are durable
+        assert await inbox.size() == 13  # all are durable
         release.set()
         with anyio.fail_after(10):
             while await inbox.size():
                 await inbox.wait_for_items(0.05)
-    assert sorted(started) == [f"t-{n}" for n in range(5)]
-    assert sorted(decoded_at_door) == [False, False, False, True, True]
+    assert sorted(started) == sorted(f"t-{n}" for n in range(13))
+    assert sorted(decoded_at_door) == [False] * 3 + [True] * 10
     assert inbox.leased == 3
     assert dead.records == []
