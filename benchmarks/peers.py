@@ -22,6 +22,8 @@ warm-up never turns measured requests into duplicates (``benchmarks/http_callbac
 * **mpsflow-memory** / **mpsflow-redis**: the same app with ``MemoryStore`` / ``RedisStore``
   dedup (``mpsflow run`` keeps a store the app configures); Redis is a throwaway
   ``redis-server`` pinned to the wrk core (row skipped when the binary is missing).
+* **mpsflow-no-inbox**: ``MemoryStore`` dedup and ``--no-inbox``: no durable inbox, a 200 once
+  the handler ran (what the hand-written peers answer), i.e. what the inbox costs.
 
 The peers' figure is wrk's rate of 2xx answers (other answers are counted as errors). The mpsflow
 rows' figure is handler completions per second, ``mpsflow_handler_runs_total{outcome="ok"}``
@@ -101,11 +103,19 @@ SERVERS = {
     "mpsflow": "**`mpsflow run` default (SQLite dedup)**",
     "mpsflow-memory": "mpsflow, `MemoryStore` dedup",
     "mpsflow-redis": "mpsflow, `RedisStore` dedup",
+    "mpsflow-no-inbox": "mpsflow, `MemoryStore` dedup, `--no-inbox` (200 once processed)",
 }
 """The rows, in order: name → label."""
 
-_MPSFLOW_APPS = {"mpsflow": "default", "mpsflow-memory": "memory", "mpsflow-redis": "redis"}
+_MPSFLOW_APPS = {
+    "mpsflow": "default",
+    "mpsflow-memory": "memory",
+    "mpsflow-redis": "redis",
+    "mpsflow-no-inbox": "memory",
+}
 """mpsflow rows → attribute of :data:`apps` that ``mpsflow run`` serves."""
+_MPSFLOW_OPTIONS = {"mpsflow-no-inbox": ("--no-inbox",)}
+"""mpsflow rows → more ``mpsflow run`` options."""
 
 _MODULES = {
     "orjson": ("orjson",),
@@ -426,6 +436,7 @@ def _measure(name: str, args: argparse.Namespace, script: Path, tmp: Path) -> Ro
     command = [
         *(sys.executable, "-m", "mpsflow", "run", f"benchmarks.peers:apps.{_MPSFLOW_APPS[name]}"),
         *("--http", f"127.0.0.1:{port}"),
+        *_MPSFLOW_OPTIONS.get(name, ()),
     ]
     log_path = workdir / "server.log"
     with ExitStack() as stack:
