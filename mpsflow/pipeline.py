@@ -68,6 +68,17 @@ _DONE = frozenset({Cause.OK, Cause.ALREADY_DONE})
 """Handler-run causes that are not failures."""
 _SEVERITY = (Cause.ERROR, Cause.TIMEOUT, Cause.RETRY)
 """Which failure speaks for a delivery whose handlers failed in several ways (else DEFERRED)."""
+_DEADLINE_MARGIN = 1.0
+"""Seconds before a delivery's deadline its handlers are cut off, so that its source settles
+it (a retry) while its lease (an inbox's, a queue's visibility timeout) still holds."""
+_MIN_CUT_OFF = 1.0
+"""Less time than this left when a handler starts: it runs without a cut-off. Such a deadline
+says more about clocks that disagree (a queue server's visibility timestamps against this
+host's) than about a budget, and cutting a handler off at once would only retry it forever."""
+
+
+class _PastDeadline(Exception):
+    """A handler was still running at its delivery's deadline (the message)."""
 
 
 @dataclass(slots=True)
@@ -313,13 +324,34 @@ class Pipeline:
         ctx = Context(notification, delivery, spec.name, spec.key, self._sinks, subtask=subtask)
         call, chained = self._calls[spec]
         started = perf_counter()
+        deadline = delivery.deadline
+        cut_off = (
+            deadline - self._clock.monotonic() - _DEADLINE_MARGIN if deadline is not None else 0.0
+        )
         try:
-            if chained is None:  # nothing around the handler: the common, hot case
-                outcome = await call(payload, ctx)
+            if cut_off < _MIN_CUT_OFF:  # no deadline (or a meaningless one)
+                if chained is None:  # nothing around the handler: the common, hot case
+                    outcome = await call(payload, ctx)
+                else:
+                    outcome = await chained(
+                        Call(delivery, "handler", notification, spec.info, payload, ctx)
+                    )
             else:
-                outcome = await chained(
-                    Call(delivery, "handler", notification, spec.info, payload, ctx)
-                )
+                with anyio.move_on_after(cut_off) as scope:
+                    if chained is None:
+                        outcome = await call(payload, ctx)
+                    else:
+                        outcome = await chained(
+                            Call(delivery, "handler", notification, spec.info, payload, ctx)
+                        )
+                if scope.cancelled_caught:
+                    raise _PastDeadline(
+                        f"handler still running at the delivery's deadline: cut off after"
+                        f" {cut_off:.3g}s (its lease ends then and it would run again; give it"
+                        " a larger handler budget, --handler-budget, or make it faster)"
+                    )
+        except _PastDeadline as exc:
+            result = _HandlerResult(spec, Cause.TIMEOUT, str(exc), error_type="Timeout")
         except Retry as exc:
             result = _HandlerResult(spec, Cause.RETRY, exc.reason, delay=exc.delay)
         except Reject as exc:

@@ -279,3 +279,30 @@ async def test_appends_the_consumer_has_room_for_are_handed_over_decoded_the_res
     assert sorted(decoded_at_door) == [False] * 3 + [True] * 10
     assert inbox.leased == 3
     assert dead.records == []
+
+
+async def test_a_handler_past_the_handler_budget_is_cut_off_then_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    """Left running, it would outlive its lease and run again, concurrently and forever."""
+    app, dead = make_app(retry=RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0.0))
+    attempts: list[int] = []
+    never = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        attempts.append(ctx.attempt)
+        await never.wait()  # far slower than the budget
+
+    inbox = SQLiteInbox(tmp_path / "inbox.sqlite3")
+    async with serve(app, inbox=inbox, handler_budget=2.2) as source:
+        assert (await post(source.url, signed("t-1")))[0] == 200
+        with anyio.fail_after(20):
+            while not records(dead) or await inbox.size():
+                await inbox.wait_for_items(0.05)
+    assert attempts == [1, 2]  # one run per attempt, none concurrent with another
+    [record] = records(dead)
+    assert record.attempt == 2
+    [failure] = record.failures
+    assert failure.kind == "timeout"
+    assert "still running at the delivery's deadline" in failure.message
