@@ -4,14 +4,17 @@ and the callback lane.
 Every connection starts on the **lane** (:class:`Lane`), a small HTTP/1.1 protocol that serves
 the one request a callback receiver exists for: ``POST`` on the callback path with a
 ``Content-Length`` body, in the strict form senders use. It answers it from pre-built bytes,
-with no request object, stream reader or response machinery: aiohttp's per-request work costs
-more than the whole pipeline (about 110 µs of CPU a request against 25 µs on the lane, one
-core, ``benchmarks/README.md``). Anything else (another path or method, ``Transfer-Encoding``,
-``Expect``, a body over the limit, HTTP/1.0, a duplicate ``Content-Length``, folded or odd
-header lines, a head over 16 KiB) is handed over, with every byte received so far, to
-aiohttp's protocol (:class:`AiohttpConnection`), which keeps the connection from then on. The
-lane only ever takes a request whose framing is unambiguous, so it and aiohttp can never
-disagree about where one request ends: a request the lane is not sure of is aiohttp's.
+with no request object, stream reader or response machinery: aiohttp's per-request work cost
+more than the whole pipeline (the source acking at once took about 216 µs of CPU a request
+through aiohttp and 78 µs through the lane, one core, ``benchmarks/README.md``). Anything else (another path or method, ``Transfer-Encoding``,
+an ``Expect`` but ``100-continue``, a body over the limit, HTTP/1.0, no ``Host`` or two, a
+duplicate ``Content-Length``, folded or odd header lines, a head over 16 KiB) is handed over,
+with every byte received so far, to aiohttp's protocol (:class:`AiohttpConnection`), which
+keeps the connection from then on. The lane only ever takes a request whose framing is
+unambiguous, so it and aiohttp can never disagree about where one request ends: a request the
+lane is not sure of is aiohttp's. Both answer ``Expect: 100-continue`` (aiohttp's low-level
+server does not by itself), and aiohttp's answer to a request it cannot parse is a JSON 400 and
+one rate-limited warning line, like every other refusal here.
 
 Both kinds of connection keep the same bounds (see the module docstring of
 :mod:`mpsflow.sources.http`): the per-peer cap (:class:`Connections`), the header timeout, the
@@ -24,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import itertools
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -49,6 +54,7 @@ __all__ = [
     "LaneRules",
     "Server",
     "peer_of",
+    "request_id_or_new",
 ]
 
 _log = logging.getLogger("mpsflow.sources.http")
@@ -74,6 +80,19 @@ class CallbackEndpoint(Protocol):
         ...
 
 
+_ID_PREFIX = os.urandom(6).hex()
+_id_numbers = itertools.count(1)
+_MAX_REQUEST_ID = 128
+
+
+def request_id_or_new(given: str) -> str:
+    """The caller's ``X-Request-Id`` (``given``, cut to 128 characters), or a new id: unique
+    per process start, cheap to make."""
+    if given:
+        return given[:_MAX_REQUEST_ID]
+    return f"{_ID_PREFIX}-{next(_id_numbers):x}"
+
+
 def _canned(status: int, reason: str, message: str, *extra: str) -> bytes:
     """A whole HTTP/1.1 response that closes the connection, for the protocol to write as is."""
     body = _ENCODER.encode({"code": status, "error": message})
@@ -84,7 +103,7 @@ def _canned(status: int, reason: str, message: str, *extra: str) -> bytes:
         "Connection: close",
         *extra,
     ]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    return ("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
 
 
 _REFUSED = _canned(
@@ -135,14 +154,17 @@ class Connections:
     __slots__ = (
         "_closed",
         "_lanes_gone",
+        "_last_malformed_warning",
         "_last_trim",
         "_last_warning",
         "_loop",
+        "_malformed_since_warning",
         "_refused_since_warning",
         "_trim",
         "header_timeout",
         "header_timeouts",
         "lanes",
+        "malformed_requests",
         "max_per_peer",
         "open",
         "per_peer",
@@ -171,6 +193,10 @@ class Connections:
         self._last_warning = -math.inf
         self._refused_since_warning = 0
         self._lanes_gone: asyncio.Event | None = None
+        self.malformed_requests = 0
+        """Requests aiohttp could not parse (answered 4xx and closed)."""
+        self._last_malformed_warning = -math.inf
+        self._malformed_since_warning = 0
 
     def admit(self, peer: str) -> bool:
         """Count a new connection from ``peer``; False (not counted) when it is over the cap."""
@@ -233,6 +259,23 @@ class Connections:
         if _malloc_trim is not None:
             gc.collect()  # connections are freed by the cycle collector: free them first
             _malloc_trim()
+
+    def malformed(self, peer: str, exc: BaseException | None) -> None:
+        """A request aiohttp could not parse: counted, and one warning line per 10 s (the
+        first, then with how many came since), without a traceback: anyone can send them."""
+        self.malformed_requests += 1
+        self._malformed_since_warning += 1
+        now = self._loop.time()
+        if now - self._last_malformed_warning >= _WARN_EVERY:
+            what = type(exc).__name__ if exc is not None else "a bad request"
+            _log.warning(
+                "answered 400 to %d malformed HTTP request(s) (latest from %s: %s)",
+                self._malformed_since_warning,
+                peer,
+                what,
+            )
+            self._last_malformed_warning = now
+            self._malformed_since_warning = 0
 
     def _refuse(self, peer: str) -> None:
         self.refused += 1
@@ -385,6 +428,27 @@ class AiohttpConnection(RequestHandler):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not parse or handle. A client error (a
+        malformed request) is answered with a JSON body like every other error here, and
+        logged as one rate-limited line instead of a traceback per request; the connection
+        is closed, as aiohttp does."""
+        if not 400 <= status < 500:
+            return super().handle_error(request, status, exc, message)
+        self._guard.malformed(self._peer, exc)
+        if request.writer.output_size > 0:  # as aiohttp: nothing more can be sent
+            raise ConnectionError("a response was sent already")
+        body = _ENCODER.encode({"code": status, "error": "malformed HTTP request"})
+        response = web.Response(status=status, body=body, content_type="application/json")
+        response.force_close()
+        return response
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         transport = self.transport
@@ -482,14 +546,16 @@ class _Head(NamedTuple):
     length: int
     request_id: str
     close: bool
+    expect_continue: bool
 
 
 def _parse_head(head: bytes, path: bytes) -> _Head | None:
     """The head of a callback the lane serves (``head`` without its blank line), or None.
 
     None for anything but ``POST <path>[?query] HTTP/1.1`` with exactly one
-    ``Content-Length`` of digits, no ``Transfer-Encoding``, ``Expect`` or ``Upgrade``, a
-    ``Connection`` of ``keep-alive``/``close`` only, and well-formed header lines.
+    ``Content-Length`` of digits, exactly one ``Host``, no ``Transfer-Encoding`` or ``Upgrade``,
+    no ``Expect`` but ``100-continue``, a ``Connection`` of ``keep-alive``/``close`` only, and
+    well-formed header lines.
     """
     lines = head.split(b"\r\n")
     request = _REQUEST_LINE.fullmatch(lines[0])
@@ -498,8 +564,10 @@ def _parse_head(head: bytes, path: bytes) -> _Head | None:
     if len(lines) > _MAX_HEADERS + 1:
         return None
     length = -1
-    request_id = ""
+    caller_id = ""
     close = False
+    expect_continue = False
+    hosts = 0
     for line in lines[1:]:
         header = _HEADER_LINE.fullmatch(line)
         if header is None:
@@ -512,17 +580,23 @@ def _parse_head(head: bytes, path: bytes) -> _Head | None:
             length = int(value)
         elif name == b"x-request-id":
             given = header.group(2).strip(b" \t")
-            request_id = given.decode("utf-8", "surrogateescape")[:128]
+            caller_id = given.decode("utf-8", "surrogateescape")[:_MAX_REQUEST_ID]
         elif name == b"connection":
             tokens = {token.strip(b" \t").lower() for token in header.group(2).split(b",")}
             if not tokens <= _KEEP_ALIVE_TOKENS:
                 return None
             close = b"close" in tokens
-        elif name in (b"transfer-encoding", b"expect", b"upgrade"):
+        elif name == b"host":
+            hosts += 1
+        elif name == b"expect":
+            if header.group(2).strip(b" \t").lower() != b"100-continue":
+                return None
+            expect_continue = True
+        elif name in (b"transfer-encoding", b"upgrade"):
             return None
-    if length < 0:
+    if length < 0 or hosts != 1:
         return None
-    return _Head(length, request_id, close)
+    return _Head(length, caller_id, close, expect_continue)
 
 
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
@@ -558,6 +632,7 @@ def _encode(answer: Answer, close: bool) -> bytes:
     return (head + "\r\n").encode("utf-8", "surrogateescape") + body
 
 
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _INTERNAL_ERROR: Final = Answer(500, b'{"code":500,"error":"internal error"}', close=True)
 
 
@@ -695,10 +770,14 @@ class Lane(asyncio.Protocol):
             if head is None or head.length > rules.max_body_size:
                 self._hand_over()
                 return
-            self._length, self._request_id, self._close_after = head
+            self._length, self._request_id, self._close_after, expect_continue = head
             self._head_size = end + 4
             self._state = _BODY
             self._since = self._loop.time()
+            if expect_continue and len(buffer) < self._head_size + self._length:
+                transport = self._transport
+                assert transport is not None
+                transport.write(_CONTINUE)  # the sender waits for it before the body
         need = self._head_size + self._length
         if len(buffer) < need:
             if not self._reading:
@@ -805,12 +884,13 @@ class Lane(asyncio.Protocol):
         elif state == _HEAD:
             self._guard.header_timeouts += 1
             self._close_with(_HEAD_TIMED_OUT)
-        elif deadline >= self._since + rules.read_timeout:
-            message = f"request body not received in {rules.read_timeout:g}s"
-            self._close_with(_canned(408, "Request Timeout", message))
         else:
-            message = f"request body slower than {rules.min_rate:g} bytes/s"
-            self._close_with(_canned(408, "Request Timeout", message))
+            if deadline >= self._since + rules.read_timeout:
+                message = f"request body not received in {rules.read_timeout:g}s"
+            else:
+                message = f"request body slower than {rules.min_rate:g} bytes/s"
+            rid = request_id_or_new(self._request_id)
+            self._close_with(_canned(408, "Request Timeout", message, f"X-Request-Id: {rid}"))
 
     def _close_with(self, response: bytes) -> None:
         if self._transport is not None:

@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import itertools
 import logging
 import math
 import os
@@ -95,7 +94,7 @@ from mpsflow.inbox.source import InboxSource
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.observability.workers import WorkerMetrics
-from mpsflow.sources._http_server import Answer, Connections, LaneRules, Server
+from mpsflow.sources._http_server import Answer, Connections, LaneRules, Server, request_id_or_new
 from mpsflow.sources.base import Source
 from mpsflow.sources.redelivery import RedeliveryCounter
 from mpsflow.sources.runtime import SourceRuntime
@@ -108,7 +107,6 @@ _JSON = "application/json"
 _OK_BODY = b'{"code":0}'
 _READY_BODY = b'{"ready":true}'
 _DRAINING_BODY = b'{"ready":false,"reason":"draining"}'
-_MAX_REQUEST_ID = 128
 _SERVER_ERRORS = frozenset({Cause.ERROR, Cause.TIMEOUT})
 """Retry causes answered 500 (something failed); every other retry is 503 (busy, deferred)."""
 _ENCODER = msgspec.json.Encoder()
@@ -461,11 +459,20 @@ class HttpSource:
     # -- requests --------------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer a request aiohttp serves; every answer carries the request's ``X-Request-Id``
+        (the caller's, or a new one)."""
+        request_id = request_id_or_new(request.headers.get("X-Request-Id", ""))
+        response = await self._route(request, request_id)
+        if not response.prepared and "X-Request-Id" not in response.headers:
+            response.headers["X-Request-Id"] = request_id
+        return response
+
+    async def _route(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         path = request.path
         try:
             if path == self.path:
                 if request.method == "POST":
-                    response = await self._callback(request)
+                    response = await self._callback(request, request_id)
                 else:
                     response = _web(_error(405, "use POST", headers={"Allow": "POST"}))
                 self.responses[response.status] += 1
@@ -485,7 +492,7 @@ class HttpSource:
             self._record_metrics()
             return _web(_error(500, "internal error"))
 
-    async def _callback(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _callback(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         """A callback that aiohttp's protocol serves (the lane handed its connection over)."""
         if self._draining:
             return _web(_SHUTTING_DOWN)
@@ -498,12 +505,12 @@ class HttpSource:
             # A request is in flight only once its body is in: a slow sender holds no slot.
             self._reading += 1
             try:
-                body = await self._read_body(request, self.max_body_size or runtime.max_body_size)
+                limit = self.max_body_size or runtime.max_body_size
+                body = await self._read_body(request, limit, {"X-Request-Id": request_id})
             finally:
                 self._reading -= 1
             if isinstance(body, web.StreamResponse):
                 return body
-            request_id = _request_id(request.headers.get("X-Request-Id", ""))
             return _web(await self._answer(body, request_id, request.remote or "", runtime))
         finally:
             self._tasks.discard(task)
@@ -511,6 +518,7 @@ class HttpSource:
     async def answer_callback(self, body: bytes, request_id: str, remote: str) -> Answer:
         """A callback that the lane serves: its whole ``body`` has arrived (``request_id``:
         the caller's ``X-Request-Id``, or ``""``); counted like aiohttp's, never raises."""
+        request_id = request_id_or_new(request_id)
         try:
             runtime = self._runtime
             if self._draining or runtime is None:
@@ -520,12 +528,15 @@ class HttpSource:
                 assert task is not None
                 self._tasks.add(task)
                 try:
-                    answer = await self._answer(body, _request_id(request_id), remote, runtime)
+                    answer = await self._answer(body, request_id, remote, runtime)
                 finally:
                     self._tasks.discard(task)
         except Exception:
             _log.exception("internal error answering POST %s", self.path)
             answer = _error(500, "internal error")
+        headers = answer.headers
+        if headers is None or "X-Request-Id" not in headers:  # every answer says which request
+            answer = answer._replace(headers={**(headers or {}), "X-Request-Id": request_id})
         self.responses[answer.status] += 1
         self._record_metrics()  # before the answer goes out: a SIGKILL keeps its counts
         return answer
@@ -596,12 +607,21 @@ class HttpSource:
         if held is not None:
             _log.warning("%s; answering 503%s", what, held_back(held, "answered 503"))
 
-    async def _read_body(self, request: web.BaseRequest, limit: int) -> bytes | web.StreamResponse:
-        """The whole body, or the error response (413, 408, 400) that replaces it."""
+    async def _read_body(
+        self, request: web.BaseRequest, limit: int, request_id: dict[str, str]
+    ) -> bytes | web.StreamResponse:
+        """The whole body, or the error response (413, 408, 400) that replaces it
+        (``request_id``: the ``X-Request-Id`` header of the answers written here)."""
         length = request.content_length
         if length is not None and length > limit:
             return _web(_error(413, f"body larger than {limit} bytes"))
         content = request.content
+        if (
+            request.version >= (1, 1)
+            and request.headers.get("Expect", "").lower() == "100-continue"
+            and not content.is_eof()
+        ):  # aiohttp's low-level server does not answer it: the sender waits for it
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             if content.is_eof():  # everything arrived with the headers: no timer needed
                 body = await content.read()
@@ -610,9 +630,10 @@ class HttpSource:
         except _TooLarge:
             return _web(_error(413, f"body larger than {limit} bytes"))
         except _TooSlow as exc:
-            return await _close_with(request, _web(_error(408, str(exc))))
+            return await _close_with(request, _web(_error(408, str(exc), headers=request_id)))
         except (web.RequestPayloadError, ConnectionError, asyncio.IncompleteReadError):
-            return await _close_with(request, _web(_error(400, "incomplete request body")))
+            answer = _error(400, "incomplete request body", headers=request_id)
+            return await _close_with(request, _web(answer))
         if len(body) > limit:
             return _web(_error(413, f"body larger than {limit} bytes"))
         return body
@@ -723,6 +744,12 @@ class HttpSource:
                 "Connections closed with 408: a request head not received in time",
                 connections.header_timeouts,
             ),
+            (
+                "malformed_requests",
+                "counter",
+                "Requests that could not be parsed, answered 400 and closed",
+                connections.malformed_requests,
+            ),
         )
         return "".join(
             format_family(f"mpsflow_http_{name}", kind, f"{text} (this process).", {(): value})
@@ -814,18 +841,6 @@ async def _close_with(request: web.BaseRequest, response: web.Response) -> web.S
     finally:
         request.protocol.force_close()
     return response
-
-
-_ID_PREFIX = os.urandom(6).hex()
-_id_numbers = itertools.count(1)
-
-
-def _request_id(given: str) -> str:
-    """The caller's ``X-Request-Id`` (``given``), or a new id: unique per process start, cheap
-    to make."""
-    if given:
-        return given[:_MAX_REQUEST_ID]
-    return f"{_ID_PREFIX}-{next(_id_numbers):x}"
 
 
 def _json(status: int, body: bytes) -> web.Response:

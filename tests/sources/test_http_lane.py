@@ -92,6 +92,8 @@ REQUESTS: dict[str, bytes] = {
     "other path": callback(target="/other"),
     "over the body limit": head("/mps/callback", 10_000_000) + b"{}",
     "upgrade": callback("Connection: Upgrade\r\nUpgrade: websocket\r\n"),
+    "no host": callback().replace(b"Host: mps\r\n", b"", 1),
+    "two hosts": callback("Host: other\r\n"),
     "long header": callback(f"X-Long: {'a' * 20_000}\r\n"),
     "healthz": b"GET /healthz HTTP/1.1\r\nHost: mps\r\n\r\n",
 }
@@ -227,3 +229,77 @@ async def test_stopping_closes_idle_connections_and_answers_the_busy_one() -> No
             answer = await until_closed(busy)
     assert status_of(answer) == 200
     assert header(answer, "Connection") == "close"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_sender_that_waits_for_100_continue_gets_it(framing: str) -> None:
+    """Served by the lane (``Content-Length``) or by aiohttp (chunked): both answer the
+    expectation before the body is sent, as senders such as curl wait for it."""
+    app, _ = make_app()
+    request = callback() if framing == "content-length" else chunked(BODY)
+    top, _, body = request.partition(b"\r\n\r\n")
+    async with serve(app) as source, await connect(source) as stream:
+        await stream.send(top + b"\r\nExpect: 100-continue\r\n\r\n")
+        with anyio.fail_after(5):
+            interim = await stream.receive()
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        await stream.send(body)
+        with anyio.fail_after(10):
+            assert status_of(await Responses(stream).next()) == 200
+
+
+ANSWERED_WITH_ITS_ID = {
+    "accepted": callback("X-Request-Id: rid\r\n"),
+    "malformed": callback("X-Request-Id: rid\r\n", body=b"{"),
+    "chunked": chunked(BODY).replace(b"Host: mps\r\n", b"Host: mps\r\nX-Request-Id: rid\r\n"),
+    "over the body limit": head("/mps/callback", 10_000_000, "X-Request-Id: rid\r\n") + b"{}",
+    "other path": callback("X-Request-Id: rid\r\n", target="/other"),
+    "get on the callback path": (
+        b"GET /mps/callback HTTP/1.1\r\nHost: mps\r\nX-Request-Id: rid\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ANSWERED_WITH_ITS_ID))
+async def test_every_answer_carries_the_callers_request_id(name: str) -> None:
+    app, _ = make_app()
+    async with serve(app) as source:
+        answer = await ask(source, ANSWERED_WITH_ITS_ID[name])
+    assert status_of(answer) != 0
+    assert header(answer, "X-Request-Id") == "rid"
+
+
+async def test_a_body_too_slow_is_answered_408_with_its_request_id() -> None:
+    app, _ = make_app()
+    async with serve(app, read_timeout=0.3) as source, await connect(source) as stream:
+        await stream.send(head(source.path, 1000, "X-Request-Id: slow-one\r\n") + b"{")
+        with anyio.fail_after(10):
+            answer = await until_closed(stream)
+    assert status_of(answer) == 408
+    assert header(answer, "X-Request-Id") == "slow-one"
+
+
+MALFORMED = [
+    callback().replace(b"Content-Length: ", b"Content-Length: -", 1),
+    callback("X-Bad: a\x01b\r\n"),
+    callback().replace(b"Content-Length: ", b"Content-Length: 1000000000000000000000", 1),
+]
+
+
+async def test_malformed_requests_get_json_400s_and_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _ = make_app()
+    async with serve(app) as source:
+        answers = [await ask(source, request) for request in MALFORMED]
+        metrics = await ask(source, b"GET /metrics HTTP/1.1\r\nHost: mps\r\n\r\n")
+    for answer in answers:
+        assert status_of(answer) == 400, answer[:200]
+        body = answer.partition(b"\r\n\r\n")[2]
+        assert json.loads(body) == {"code": 400, "error": "malformed HTTP request"}
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    warnings = [
+        r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()
+    ]
+    assert len(warnings) == 1  # the first; the others within 10 s are counted
+    assert b"mpsflow_http_malformed_requests_total 3" in metrics
