@@ -145,9 +145,9 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         type=positive_float,
         default=60.0,
-        help="how long processing a notification may take: its inbox lease and dedup lease, so"
-        " after a crash what was in progress runs again this long after it started"
-        " (%(default)s)",
+        help="how long processing a notification may take: its inbox lease and dedup lease (after"
+        " a crash what was in progress runs again this long after it started); a handler still"
+        " running a second before it is cut off and retried (%(default)s)",
     )
     inbox = group.add_mutually_exclusive_group()
     inbox.add_argument(
@@ -210,6 +210,7 @@ def _http_source(
         app.on_shutdown(inbox.close)  # its HTTP session lives as long as the app runs
     elif not args.no_inbox:
         inbox = SQLiteInbox(args.inbox, max_items=args.inbox_max or DEFAULT_MAX_ITEMS)
+        app.on_shutdown(inbox.close)  # seals this process's body files, deletes processed ones
     return HttpSource(
         host,
         port,

@@ -21,6 +21,7 @@ restart after ``kill -9`` processes them at once instead of after the lease.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import sqlite3
@@ -74,6 +75,8 @@ _RECOUNT_EVERY: Final = 1024
 """Appends between two exact counts of the inbox (see ``SQLiteInbox.max_items``)."""
 _SWEEP_EVERY: Final = 256
 """Settles between two sweeps of the segment files."""
+_IDLE_SWEEP_EVERY: Final = 5.0
+"""Seconds between two sweeps by leases that find nothing (an idle inbox after settles)."""
 _INSERT = (
     f"INSERT INTO {_TABLE} (body, segment, segment_offset, segment_length, received_at,"
     " visible_at, attempts, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -136,6 +139,8 @@ class SQLiteInbox:
         """A new segment is being registered."""
         self._since_sweep = 0
         """Settles since the last sweep of the segments."""
+        self._idle_swept_at = -math.inf
+        """When a lease that found nothing last swept (the inbox's clock)."""
 
     def __repr__(self) -> str:
         return f"SQLiteInbox(path={self._path!r}, max_items={self.max_items})"
@@ -241,7 +246,16 @@ class SQLiteInbox:
             conn.executemany(_TAKE, [(until, owner, row[0]) for row in rows])
             return [InboxItem(row[0], self._body(row), row[2] + 1, row[3]) for row in rows]
 
-        return await self._run(lease)
+        items = await self._run(lease)
+        segments = self._segments
+        idle = not items and self._since_sweep > 0
+        if idle and segments is not None and now - self._idle_swept_at >= _IDLE_SWEEP_EVERY:
+            # Nothing to lease after settles: retire this process's segment too, so that the
+            # sweep deletes every body file whose notifications were all processed.
+            self._idle_swept_at = now
+            segments.retire()
+            await self._sweep(segments)
+        return items
 
     def _body(self, row: tuple[Any, ...]) -> bytes:
         """The body of a ``_VISIBLE`` row: in the row, or read from its segment."""

@@ -78,8 +78,13 @@ async def test_settled_segments_are_deleted_and_close_leaves_nothing_behind(
             assert await inbox.append(body)
         assert len(list(bodies_of(path).iterdir())) > 3  # a new segment every two appends
         assert await drain(inbox) == sent
-        await inbox.reclaim()  # sweeps
-        assert len(list(bodies_of(path).iterdir())) == 1  # the one appends still write to
+        # the lease that found nothing after settles swept: every file was processed
+        assert list(bodies_of(path).iterdir()) == []
+        assert await inbox.append(b"later")  # a new segment for new appends
+        assert len(list(bodies_of(path).iterdir())) == 1
+        [later] = await inbox.lease(5, LEASE)  # not idle: nothing swept
+        assert len(list(bodies_of(path).iterdir())) == 1
+        assert await inbox.settle(later.id, later.attempt)
     finally:
         await inbox.close()
     assert list(bodies_of(path).iterdir()) == []
