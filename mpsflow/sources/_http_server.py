@@ -6,9 +6,10 @@ the one request a callback receiver exists for: ``POST`` on the callback path wi
 ``Content-Length`` body, in the strict form senders use. It answers it from pre-built bytes,
 with no request object, stream reader or response machinery: aiohttp's per-request work cost
 more than the whole pipeline (the source acking at once took about 216 µs of CPU a request
-through aiohttp and 78 µs through the lane, one core, ``benchmarks/README.md``). Anything else (another path or method, ``Transfer-Encoding``,
-an ``Expect`` but ``100-continue``, a body over the limit, HTTP/1.0, no ``Host`` or two, a
-duplicate ``Content-Length``, folded or odd header lines, a head over 16 KiB) is handed over,
+through aiohttp and 78 µs through the lane, one core, ``benchmarks/README.md``). Anything
+else (another path or method, ``Transfer-Encoding``, an ``Expect`` but ``100-continue``, a
+body over the limit, HTTP/1.0, no ``Host`` or two, a duplicate ``Content-Length``, folded or
+odd header lines, a head over 16 KiB) is handed over,
 with every byte received so far, to aiohttp's protocol (:class:`AiohttpConnection`), which
 keeps the connection from then on. The lane only ever takes a request whose framing is
 unambiguous, so it and aiohttp can never disagree about where one request ends: a request the
