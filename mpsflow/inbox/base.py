@@ -36,6 +36,9 @@ class InboxItem:
     """1 for the first lease, 2 for the next after a retry or a lost lease, …"""
     received_at: float
     """Wall-clock time it was appended."""
+    lost: bool = False
+    """Its body could not be read back (``body`` is empty): its file is gone, after a power
+    cut before it was synced or a removed folder. The consumer records it as a dead letter."""
 
 
 @runtime_checkable

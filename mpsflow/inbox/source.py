@@ -33,7 +33,7 @@ from mpsflow.delivery import Cause, Delivery, Outcome
 from mpsflow.errors import InboxUnavailable
 from mpsflow.inbox.base import InboxItem, LeasedInbox
 from mpsflow.sources.base import PullSource
-from mpsflow.sources.runtime import SourceRuntime
+from mpsflow.sources.runtime import DeadLetterPath, SourceRuntime, no_dead_letters
 
 __all__ = ["InboxSource"]
 
@@ -84,6 +84,8 @@ class InboxSource(PullSource):
         """Slots taken by appends under way (counted against ``max_in_flight``)."""
         self._taking = False
         """The source runs and takes appends in memory."""
+        self._dead_letter: DeadLetterPath = no_dead_letters
+        """The runtime's dead-letter path (items whose body the inbox lost)."""
 
     def __repr__(self) -> str:
         return f"InboxSource({self.inbox!r}, name={self.name!r})"
@@ -120,6 +122,7 @@ class InboxSource(PullSource):
 
     async def run(self, runtime: SourceRuntime) -> None:
         self._clock = runtime.clock
+        self._dead_letter = runtime.dead_letter
         reclaim = getattr(self.inbox, "reclaim", None)
         if reclaim is not None:
             try:
@@ -156,9 +159,30 @@ class InboxSource(PullSource):
             await self.inbox.wait_for_items(self.poll_interval)
             return []
         deadline = self._clock.monotonic() + self.lease_seconds
+        deliveries = []
         for item in items:
+            if item.lost:
+                await self._record_lost(self._delivery(item, deadline))
+                continue
             self._held[f"{item.id}:{item.attempt}"] = None
-        return [self._delivery(item, deadline) for item in items]
+            deliveries.append(self._delivery(item, deadline))
+        return deliveries
+
+    async def _record_lost(self, delivery: Delivery) -> None:
+        """A dead letter for an item whose body the inbox lost, then removed; left leased
+        (back when its lease ends) when the record cannot be written."""
+        reason = (
+            f"the inbox lost this notification's body ({self.inbox.describe()}: its file is"
+            " gone, after a power cut before it was synced or a removed folder)"
+        )
+        outcome = await self._dead_letter(delivery, reason, cause=Cause.MALFORMED)
+        if outcome.settled:
+            lease = delivery.meta[_LEASE]
+            item_id, _, attempt = lease.partition(":")
+            try:
+                await self.inbox.settle(int(item_id), int(attempt))
+            except InboxUnavailable as exc:
+                _log.warning("%s; notification %s comes back when its lease ends", exc, item_id)
 
     def _take_handed(self, max_count: int) -> list[Delivery]:
         """Up to ``max_count`` handed-over deliveries, in order. One that waited for half its

@@ -244,7 +244,7 @@ class SQLiteInbox:
         def lease(conn: sqlite3.Connection) -> list[InboxItem]:
             rows = conn.execute(_VISIBLE, (now, max_count)).fetchall()
             conn.executemany(_TAKE, [(until, owner, row[0]) for row in rows])
-            return [InboxItem(row[0], self._body(row), row[2] + 1, row[3]) for row in rows]
+            return [self._item(row) for row in rows]
 
         items = await self._run(lease)
         segments = self._segments
@@ -257,16 +257,16 @@ class SQLiteInbox:
             await self._sweep(segments)
         return items
 
-    def _body(self, row: tuple[Any, ...]) -> bytes:
-        """The body of a ``_VISIBLE`` row: in the row, or read from its segment."""
-        item_id, body, _, _, segment, offset, length = row
+    def _item(self, row: tuple[Any, ...]) -> InboxItem:
+        """The leased item of a ``_VISIBLE`` row; its body is in the row or in its segment."""
+        item_id, body, attempts, received_at, segment, offset, length = row
         if segment is None:
-            return bytes(body)
+            return InboxItem(item_id, bytes(body), attempts + 1, received_at)
         found = self._segments.read(segment, offset, length) if self._segments else None
-        if found is None:  # lost in a power cut before it was synced: processed as poison
+        if found is None:  # a power cut before it was synced, or a removed folder
             _log.error("inbox %s: the body of item %s is gone", self.describe(), item_id)
-            return b""
-        return found
+            return InboxItem(item_id, b"", attempts + 1, received_at, lost=True)
+        return InboxItem(item_id, found, attempts + 1, received_at)
 
     async def settle(self, item_id: int, attempt: int) -> bool:
         """Remove a processed item while the caller's lease is its current one."""

@@ -4,6 +4,7 @@ dead letters and attempt numbers."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import aiohttp
@@ -306,3 +307,28 @@ async def test_a_handler_past_the_handler_budget_is_cut_off_then_dead_lettered(
     [failure] = record.failures
     assert failure.kind == "timeout"
     assert "still running at the delivery's deadline" in failure.message
+
+
+async def test_an_item_whose_body_was_lost_is_dead_lettered_as_lost_and_removed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    appended = SQLiteInbox(path)
+    assert await appended.append(signed("t-lost"))
+    await appended.close()
+    shutil.rmtree(f"{path}-bodies")  # as a removed folder (or a power cut before a sync)
+    app, dead = make_app(notify_keys=[KEY])
+    handled: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        handled.append(ctx.task_id)
+
+    inbox = SQLiteInbox(path)
+    async with serve(app, inbox=inbox):
+        with anyio.fail_after(10):
+            while not records(dead) or await inbox.size():
+                await inbox.wait_for_items(0.05)
+    [record] = records(dead)
+    assert "lost this notification's body" in record.reason
+    assert handled == []
