@@ -138,7 +138,9 @@ class Supervisor:
                     self._stop_workers()  # the others too; none is restarted
                     continue
                 if self.stopping:
-                    failed |= code != 0
+                    # Killed by the SIGTERM it was sent: it had not set up its app's signal
+                    # handling yet (or had ended it), so it held no work: a clean stop.
+                    failed |= code not in (0, -signal.SIGTERM)
                     _log.info("worker %d exited (%d)", pid, code)
                     continue
                 _log.error("worker %d exited unexpectedly (%d); restarting it", pid, code)

@@ -127,7 +127,7 @@ async def test_workers_share_the_inbox_and_handle_each_notification_once(
         await wait_handled(tmp_path, len(tasks), output)
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
-            assert await process.wait() == 0
+            assert await process.wait() == 0, output.text[-4000:]
     assert handled(tmp_path) == Counter(tasks)
 
 
@@ -151,7 +151,7 @@ async def test_a_stop_leaves_what_was_not_started_in_the_inbox_for_the_next_star
         await wait_handled(tmp_path, len(tasks), output)
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
-            assert await process.wait() == 0
+            assert await process.wait() == 0, output.text[-4000:]
     assert handled(tmp_path) == Counter(tasks)
 
 

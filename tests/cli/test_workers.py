@@ -188,3 +188,32 @@ async def test_three_workers_one_killed_every_notification_completes_exactly_onc
     for name, text in logs.items():
         assert "Traceback" not in text, (name, text)
         assert "Unclosed" not in text, (name, text)
+
+
+SLOW_WORKERS = """
+import sys, time
+from mpsflow.cli.supervisor import Supervisor
+
+def work() -> int:  # never gets as far as an app and its signal handling
+    print("worker ready", flush=True)
+    time.sleep(60)
+    return 0
+
+sys.exit(Supervisor(2, work).run())
+"""
+
+
+async def test_workers_stopped_before_their_app_runs_are_a_clean_stop() -> None:
+    """SIGTERM forwarded to a worker that has not set up its signal handling kills it (-15):
+    it held no work, so the supervisor still exits 0."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    process = await anyio.open_process([sys.executable, "-c", SLOW_WORKERS], env=env)
+    async with process:
+        assert process.stdout is not None
+        received = b""
+        with anyio.fail_after(20):
+            while received.count(b"worker ready") < 2:
+                received += await process.stdout.receive()
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
