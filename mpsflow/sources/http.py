@@ -571,13 +571,13 @@ class HttpSource:
         )
         outcome = await runtime.consumer(delivery)
         self.redeliveries.record(body, key, failed=outcome.settlement is Settlement.RETRY)
-        return _respond(outcome, request_id)
+        return _respond(outcome)
 
     async def _admit(self, delivery: Delivery, inbox: Inbox, runtime: SourceRuntime) -> Answer:
         """Check the body at the door, append it to the inbox, answer 200 once it is durable."""
         outcome = await runtime.admit(delivery)
         if outcome.settlement is not Settlement.ACK:
-            return _respond(outcome, delivery.id)
+            return _respond(outcome)
         body = delivery.body
         assert isinstance(body, bytes)
         retry_after = {"Retry-After": str(max(1, math.ceil(self.inbox_retry_after)))}
@@ -597,7 +597,7 @@ class HttpSource:
                 "full", f"inbox {inbox.describe()} is full (raise its bound)", runtime
             )
             return _error(503, "inbox full", headers=retry_after)
-        return Answer(200, _OK_BODY, {"X-Request-Id": delivery.id})
+        return _ACCEPTED
 
     def _inbox_trouble(self, kind: str, what: str, runtime: SourceRuntime) -> None:
         """Log that callbacks are answered 503: the first time, then once per 10 s."""
@@ -608,10 +608,11 @@ class HttpSource:
             _log.warning("%s; answering 503%s", what, held_back(held, "answered 503"))
 
     async def _read_body(
-        self, request: web.BaseRequest, limit: int, request_id: dict[str, str]
+        self, request: web.BaseRequest, limit: int, id_header: dict[str, str]
     ) -> bytes | web.StreamResponse:
         """The whole body, or the error response (413, 408, 400) that replaces it
-        (``request_id``: the ``X-Request-Id`` header of the answers written here)."""
+        (``id_header``: the ``X-Request-Id`` of the answers written here, which close the
+        connection at once)."""
         length = request.content_length
         if length is not None and length > limit:
             return _web(_error(413, f"body larger than {limit} bytes"))
@@ -630,9 +631,9 @@ class HttpSource:
         except _TooLarge:
             return _web(_error(413, f"body larger than {limit} bytes"))
         except _TooSlow as exc:
-            return await _close_with(request, _web(_error(408, str(exc), headers=request_id)))
+            return await _close_with(request, _web(_error(408, str(exc), headers=id_header)))
         except (web.RequestPayloadError, ConnectionError, asyncio.IncompleteReadError):
-            answer = _error(400, "incomplete request body", headers=request_id)
+            answer = _error(400, "incomplete request body", headers=id_header)
             return await _close_with(request, _web(answer))
         if len(body) > limit:
             return _web(_error(413, f"body larger than {limit} bytes"))
@@ -865,6 +866,8 @@ def _web(answer: Answer) -> web.Response:
     return response
 
 
+_ACCEPTED: Final = Answer(200, _OK_BODY)
+"""200 ``{"code":0}``: processed, recorded, or (with an inbox) durable there."""
 _SHUTTING_DOWN: Final = Answer(
     503,
     _ENCODER.encode({"code": 503, "error": "shutting down"}),
@@ -873,28 +876,28 @@ _SHUTTING_DOWN: Final = Answer(
 )
 
 
-def _respond(outcome: Outcome, request_id: str) -> Answer:
-    """Express the pipeline's outcome as the delivery contract's HTTP answer (see the table)."""
+def _respond(outcome: Outcome) -> Answer:
+    """Express the pipeline's outcome as the delivery contract's HTTP answer (see the table;
+    the ``X-Request-Id`` of every answer is added where requests come in)."""
     settlement = outcome.settlement
     cause = outcome.cause
-    headers = {"X-Request-Id": request_id}
     if settlement is Settlement.ACK:
-        return Answer(200, _OK_BODY, headers)
+        return _ACCEPTED
     if settlement is Settlement.RETRY:
         status = 500 if cause in _SERVER_ERRORS else 503
-        headers["Retry-After"] = str(max(1, math.ceil(outcome.retry_after)))
-        return _error(status, outcome.reason or "retry later", headers=headers)
+        retry_after = {"Retry-After": str(max(1, math.ceil(outcome.retry_after)))}
+        return _error(status, outcome.reason or "retry later", headers=retry_after)
     if cause is Cause.TOO_LARGE:
         status = 413
     elif cause is Cause.MALFORMED:
         status = 400
     elif settlement is Settlement.DEAD_LETTERED:
-        return Answer(200, _OK_BODY, headers)  # recorded: MPS need not send it again
+        return _ACCEPTED  # recorded: MPS need not send it again
     elif cause is Cause.UNAUTHENTICATED:
         status = 401
     else:
         status = 400  # rejected by middleware: never retried
-    return _error(status, outcome.reason or "rejected", path=outcome.path, headers=headers)
+    return _error(status, outcome.reason or "rejected", path=outcome.path)
 
 
 async def _consume(

@@ -42,14 +42,6 @@ _MEDIA_TYPES = [
     "AdaptiveDynamicStreaming",
     "CoverBySnapshot",
 ]
-_TASK_FIELDS = {
-    "Transcode": "TranscodeTask",
-    "AnimatedGraphics": "AnimatedGraphicTask",
-    "SnapshotByTimeOffset": "SnapshotByTimeOffsetTask",
-    "SampleSnapshot": "SampleSnapshotTask",
-    "ImageSprites": "ImageSpriteTask",
-    "AdaptiveDynamicStreaming": "AdaptiveDynamicStreamingTask",
-}
 
 PINNED = {
     "01_workflow_task_seed_verbatim": (
@@ -141,7 +133,7 @@ def _item(draw: st.DrawFn) -> dict[str, Any]:
         err_code_ext=draw(st.sampled_from(["", "InternalError"])),
     )
     item["Type"] = kind
-    field = _TASK_FIELDS.get("ImageSprites" if kind == "ImageSprite" else kind)
+    field = next((name for name in item if name != "Type"), None)  # its task, if it has one
     if field is not None:
         shape = draw(st.sampled_from(["task", "null", "absent", "no status"]))
         if shape == "null":
