@@ -30,7 +30,8 @@ class InboxItem:
     """One leased notification."""
 
     id: int
-    """The item's number in its inbox (ascending in append order)."""
+    """The item's number in its inbox (ascending in append order; negative for one in the
+    journal of the process it was appended by, see ``SQLiteInbox``)."""
     body: bytes
     attempt: int
     """1 for the first lease, 2 for the next after a retry or a lost lease, …"""

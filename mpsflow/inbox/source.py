@@ -12,8 +12,8 @@ the handlers from running twice).
 
 A receiver in the same process appends through :meth:`InboxSource.append`: the item is
 appended already leased to this source and handed over in memory with the notification decoded
-at the door, so it costs one insert and one delete, not a lease round trip, a read of its body
-and a second decode. Handed-over items wait in order for a free slot; past ``hand_over_ahead``
+at the door, so it costs two writes to this process's journal (see ``SQLiteInbox``), not a
+lease round trip, a read of its body and a second decode. Handed-over items wait in order for a free slot; past ``hand_over_ahead``
 of them beyond ``max_in_flight`` (a burst the pipeline cannot keep up with), appends are left
 in the inbox for whichever consumer leases them, so a lease never runs out while its item
 waits in this process's memory.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import anyio
 
@@ -141,13 +141,17 @@ class InboxSource(PullSource):
         finally:
             self._taking = False
             self._handed.clear()  # their leases are held: given back below
+            held, self._held = self._held, {}
             with anyio.CancelScope(shield=True):
-                await self._give_back()
+                await self._give_back(held)
 
     async def receive(self, max_count: int) -> Sequence[Delivery]:
-        handed = self._handed
-        if handed:
-            return self._take_handed(max_count)
+        if self._handed:
+            taken, given_up = self._take_handed(max_count)
+            if given_up:
+                with anyio.CancelScope(shield=True):  # an item given up is never left held
+                    await self._give_back(given_up)
+            return taken
         try:
             with anyio.CancelScope(shield=True):  # a lease taken is handed on, even at stop
                 items = await self.inbox.lease(max_count, self.lease_seconds)
@@ -184,20 +188,24 @@ class InboxSource(PullSource):
             except InboxUnavailable as exc:
                 _log.warning("%s; notification %s comes back when its lease ends", exc, item_id)
 
-    def _take_handed(self, max_count: int) -> list[Delivery]:
-        """Up to ``max_count`` handed-over deliveries, in order. One that waited for half its
-        lease is given up (it could run out while the delivery runs): the inbox shows the item
-        again once its lease ends, for a fresh lease."""
+    def _take_handed(self, max_count: int) -> tuple[list[Delivery], list[str]]:
+        """Up to ``max_count`` handed-over deliveries, in order, and the leases given up: of
+        those that waited for half their lease (it could run out while the delivery runs).
+        They are given back to the inbox, visible at once for a fresh lease."""
         handed = self._handed
         taken: list[Delivery] = []
+        given_up: list[str] = []
         keep_until = self._clock.monotonic() + self.lease_seconds / 2
         while handed and len(taken) < max_count:
             delivery = handed.popleft()
             if delivery.deadline is not None and delivery.deadline < keep_until:
-                self._held.pop(delivery.meta[_LEASE], None)
+                lease = delivery.meta[_LEASE]
+                if lease in self._held:
+                    del self._held[lease]
+                    given_up.append(lease)
                 continue
             taken.append(delivery)
-        return taken
+        return taken, given_up
 
     def _delivery(self, item: InboxItem, deadline: float) -> Delivery:
         return Delivery(
@@ -228,10 +236,10 @@ class InboxSource(PullSource):
             # Left leased: it comes back when the lease ends, and dedup skips what finished.
             _log.warning("%s; notification %s comes back when its lease ends", exc, item_id)
 
-    async def _give_back(self) -> None:
-        """Leases this run took and never settled (cut off at shutdown): visible again at
-        once, with their attempt given back, for the next run."""
-        held, self._held = self._held, {}
+    async def _give_back(self, held: Iterable[str]) -> None:
+        """Leases taken and never run (given up, or cut off at shutdown): visible again at
+        once, with their attempt given back."""
+        held = list(held)
         for lease in held:
             item_id, _, attempt = lease.partition(":")
             try:

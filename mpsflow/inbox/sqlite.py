@@ -11,6 +11,12 @@ A row keeps the item's state; its body is in a segment file beside the database
 that bodies never fill SQLite pages (what most of an operation cost). A body is in the row
 instead for ``:memory:``, for rows of earlier versions, and whenever no segment can be written.
 
+An item appended for a consumer in this process (:meth:`SQLiteInbox.append_leased`) gets no
+row: it is written to this process's journal (:mod:`mpsflow.inbox._journal`, beside the
+segments) and marked done there when settled, with no transaction at all. Its id is negative.
+It goes into the table when it is to be retried or given back, and when its process is gone
+(:meth:`SQLiteInbox.reclaim`, also run every few seconds by leases).
+
 A lease records the owner (``host:pid``) and bumps the attempt number; a lease is the pair
 (id, attempt), so a consumer whose lease ended cannot settle an item another one holds.
 Leases of a process that is gone (same host, pid no longer alive) are taken back when an
@@ -20,6 +26,8 @@ restart after ``kill -9`` processes them at once instead of after the lease.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import os
@@ -32,6 +40,7 @@ import anyio
 from mpsflow._sqlite import Operation, SQLiteWriter
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, InboxUnavailable
+from mpsflow.inbox._journal import Journal, Orphan, orphan_names, read_orphan
 from mpsflow.inbox._segments import SEGMENTS_TABLE, Segments, process_alive
 from mpsflow.inbox.base import InboxItem
 
@@ -48,6 +57,8 @@ DEFAULT_MAX_ITEMS: Final = 100_000
 """How many notifications an inbox holds before the receiver answers 503."""
 
 _TABLE = "mpsflow_inbox"
+_JOURNALS = "mpsflow_inbox_journals"
+"""Names of the journals moved into the table and not deleted yet (a crash in between)."""
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused: a stale lease names no new item
@@ -62,6 +73,7 @@ _SCHEMA = (
     ")",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_visible ON {_TABLE} (visible_at, id)",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_segment ON {_TABLE} (segment) WHERE segment IS NOT NULL",
+    f"CREATE TABLE IF NOT EXISTS {_JOURNALS} (name TEXT PRIMARY KEY)",
     f"CREATE TABLE IF NOT EXISTS {SEGMENTS_TABLE} ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused: a file name stays one segment's
     " owner TEXT NOT NULL,"
@@ -77,6 +89,8 @@ _SWEEP_EVERY: Final = 256
 """Settles between two sweeps of the segment files."""
 _IDLE_SWEEP_EVERY: Final = 5.0
 """Seconds between two sweeps by leases that find nothing (an idle inbox after settles)."""
+_ORPHANS_EVERY: Final = 5.0
+"""Seconds between two looks by leases for journals of processes that are gone."""
 _INSERT = (
     f"INSERT INTO {_TABLE} (body, segment, segment_offset, segment_length, received_at,"
     " visible_at, attempts, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -93,6 +107,8 @@ _AGAIN = (
 )
 _OWNERS = f"SELECT DISTINCT owner FROM {_TABLE} WHERE visible_at > ? AND owner LIKE ?"
 _RECLAIM = f"UPDATE {_TABLE} SET visible_at = 0, owner = '' WHERE owner = ? AND visible_at > ?"
+_MOVED = f"SELECT 1 FROM {_JOURNALS} WHERE name = ?"
+_FORGET = f"DELETE FROM {_JOURNALS} WHERE name = ?"
 
 
 class SQLiteInbox:
@@ -130,9 +146,12 @@ class SQLiteInbox:
         self._since_count = _RECOUNT_EVERY  # count before the first append
         self._segments: Segments | None = None
         """The segment files (None for ``:memory:``)."""
+        self._journal: Journal | None = None
+        """This process's journal of items appended for its consumer (None for ``:memory:``)."""
         if self._path != ":memory:":
             directory = f"{os.path.abspath(self._path)}-bodies"
             self._segments = Segments(directory, _TABLE, self._host)
+            self._journal = Journal(directory)
         self._write_segments = self._segments is not None
         """Appends write bodies to segments (until a segment file cannot be made)."""
         self._rotating = False
@@ -141,6 +160,8 @@ class SQLiteInbox:
         """Settles since the last sweep of the segments."""
         self._idle_swept_at = -math.inf
         """When a lease that found nothing last swept (the inbox's clock)."""
+        self._orphans_at = -math.inf
+        """When a lease last looked for journals of processes that are gone."""
 
     def __repr__(self) -> str:
         return f"SQLiteInbox(path={self._path!r}, max_items={self.max_items})"
@@ -167,6 +188,16 @@ class SQLiteInbox:
         takes it at once; None when the inbox is full. It saves the lease's round trip, and
         if this process dies the item comes back like any lease of a process that is gone."""
         now = self._clock.time()
+        journal = self._journal
+        if journal is not None and self._room_in_journal(journal):
+            if self._closed:
+                raise InboxUnavailable(f"inbox {self.describe()} is closed")
+            number = journal.append(body, now)
+            if number is not None:
+                self._since_count += 1
+                if self._appended is not None:
+                    self._appended.set()
+                return InboxItem(-number, body, 1, now)
         item_id = await self._append(body, now + lease_seconds, 1, self.owner, now)
         if item_id is None:
             return None
@@ -174,11 +205,25 @@ class SQLiteInbox:
             self._appended.set()  # for the consumer it is handed to, waiting for items
         return InboxItem(item_id, body, 1, now)
 
+    def _room_in_journal(self, journal: Journal) -> bool:
+        """Whether an append may go to the journal: the inbox has room by the estimate, and
+        no count is due (every ``_RECOUNT_EVERY`` appends, one goes to the table to count)."""
+        count_due = self._since_count >= _RECOUNT_EVERY
+        return not count_due and self._estimate + journal.pending < self.max_items
+
     async def _append(
-        self, body: bytes, visible_at: float, attempts: int, owner: str, now: float | None = None
+        self,
+        body: bytes,
+        visible_at: float,
+        attempts: int,
+        owner: str,
+        now: float | None = None,
+        *,
+        bounded: bool = True,
     ) -> int | None:
-        """Insert ``body`` once the inbox has room: the new id, or None."""
-        limit = self.max_items
+        """Insert ``body`` once the inbox has room (``bounded``: else at once): the new id,
+        or None."""
+        limit = self.max_items - (self._journal.pending if self._journal is not None else 0)
         received_at = self._clock.time() if now is None else now
         segments = self._segments if self._write_segments else None
         if segments is not None and not self._rotating and segments.needs_new():
@@ -188,14 +233,9 @@ class SQLiteInbox:
             if self._estimate >= limit or self._since_count >= _RECOUNT_EVERY:
                 (self._estimate,) = conn.execute(_COUNT).fetchone()
                 self._since_count = 0
-                if self._estimate >= limit:
+                if self._estimate >= limit and bounded:
                     return None
-            where = segments.write(body) if segments is not None else None
-            if where is None:
-                row: tuple[object, ...] = (body, None, None, None)
-            else:
-                row = (b"", where[0], where[1], len(body))
-            args = (*row, received_at, visible_at, attempts, owner)
+            args = (*_body_columns(body, segments), received_at, visible_at, attempts, owner)
             item_id = conn.execute(_INSERT, args).lastrowid
             self._estimate += 1
             self._since_count += 1
@@ -247,6 +287,9 @@ class SQLiteInbox:
             return [self._item(row) for row in rows]
 
         items = await self._run(lease)
+        if self._journal is not None and now - self._orphans_at >= _ORPHANS_EVERY:
+            self._orphans_at = now  # a process that died without a restart to reclaim
+            await self._move_orphans()
         segments = self._segments
         idle = not items and self._since_sweep > 0
         if idle and segments is not None and now - self._idle_swept_at >= _IDLE_SWEEP_EVERY:
@@ -270,6 +313,8 @@ class SQLiteInbox:
 
     async def settle(self, item_id: int, attempt: int) -> bool:
         """Remove a processed item while the caller's lease is its current one."""
+        if item_id < 0:
+            return self._journal is not None and attempt == 1 and self._journal.done(-item_id)
 
         def settle(conn: sqlite3.Connection) -> bool:
             return conn.execute(_DELETE, (item_id, attempt)).rowcount == 1
@@ -287,6 +332,15 @@ class SQLiteInbox:
         the attempt given back)."""
         visible_at = self._clock.time() + max(delay, 0.0)
         give_back = 0 if counted else 1
+        if item_id < 0:  # from the journal into the table, then done in the journal
+            journal = self._journal
+            pending = journal.get(-item_id) if journal is not None else None
+            if journal is None or pending is None or attempt != 1:
+                return False
+            await self._append(
+                pending.body, visible_at, 1 - give_back, "", pending.received_at, bounded=False
+            )
+            return journal.done(-item_id)
 
         def retry(conn: sqlite3.Connection) -> bool:
             args = (visible_at, give_back, item_id, attempt)
@@ -295,7 +349,9 @@ class SQLiteInbox:
         return await self._run(retry)
 
     async def reclaim(self) -> int:
-        """Make the leases of this host's processes that are gone visible again; how many."""
+        """Make the leases of this host's processes that are gone visible again, and move
+        what their journals held into the table, visible; how many items in all."""
+        moved = await self._move_orphans() if self._journal is not None else 0
         now = self._clock.time()
         host = self._host
 
@@ -311,7 +367,54 @@ class SQLiteInbox:
         taken_back = await self._run(reclaim) if gone else 0
         if self._segments is not None:  # and the segments such processes left
             await self._sweep(self._segments)
-        return taken_back
+        return moved + taken_back
+
+    async def _move_orphans(self) -> int:
+        """Move the items of journals whose process is gone into the table (visible, on
+        their second attempt, as a lease taken back), then delete the journals; how many."""
+        assert self._segments is not None
+        directory = self._segments.directory
+        moved = 0
+        for name in orphan_names(directory, self._journal):
+            try:
+                orphan = read_orphan(directory, name)
+            except OSError as exc:
+                _log.warning("inbox %s: journal %s unreadable: %s", self.describe(), name, exc)
+                continue
+            if orphan is None:
+                continue
+            try:
+                moved += await self._run(functools.partial(self._move, orphan=orphan))
+            except InboxUnavailable as exc:
+                orphan.release()
+                _log.warning("%s; journal %s is moved later", exc, name)
+                return moved
+            orphan.delete()
+            with contextlib.suppress(InboxUnavailable):  # else forgotten by a later move
+                await self._run(functools.partial(_forget, name=name))
+        return moved
+
+    def _move(self, conn: sqlite3.Connection, *, orphan: Orphan) -> int:
+        if orphan.torn:
+            _log.warning(
+                "inbox %s: journal %s ends with %d bytes that are no whole record (a write a"
+                " power cut tore), ignored",
+                self.describe(),
+                orphan.name,
+                orphan.torn,
+            )
+        if conn.execute(_MOVED, (orphan.name,)).fetchone() is not None:
+            return 0  # moved by a process that died before deleting it
+        segments = self._segments if self._write_segments else None
+        conn.executemany(
+            _INSERT,
+            [
+                (*_body_columns(item.body, segments), item.received_at, 0.0, 1, "")
+                for item in orphan.pending
+            ],
+        )
+        conn.execute(f"INSERT INTO {_JOURNALS} (name) VALUES (?)", (orphan.name,))
+        return len(orphan.pending)
 
     async def wait_for_items(self, at_most: float) -> None:
         """Return at once when this process appended since the last call, else after an
@@ -325,13 +428,15 @@ class SQLiteInbox:
             self._appended = anyio.Event()
 
     async def size(self) -> int:
-        """How many items the inbox holds."""
+        """How many items the inbox holds (other processes' journals left out)."""
 
         def size(conn: sqlite3.Connection) -> int:
             (count,) = conn.execute(_COUNT).fetchone()
+            self._estimate, self._since_count = count, 0  # a count the bound uses too
             return int(count)
 
-        return await self._run(size)
+        in_journal = self._journal.pending if self._journal is not None else 0
+        return await self._run(size) + in_journal
 
     def consumer(
         self, *, name: str = "inbox", max_in_flight: int = 64, lease_seconds: float = 60.0
@@ -351,6 +456,8 @@ class SQLiteInbox:
         if self._appended is not None:
             self._appended.set()  # a consumer waiting for items returns
         writer, segments = self._writer, self._segments
+        if self._journal is not None:
+            self._journal.close()
         if writer is None:
             return
         if segments is not None:
@@ -359,9 +466,16 @@ class SQLiteInbox:
                 await writer.run(lambda conn: segments.sweep(conn, segments.retired()))
             except (sqlite3.Error, OSError) as exc:
                 _log.warning("inbox %s: segments left for the next sweep: %s", self.describe(), exc)
-            writer.forget_before_checkpoint(segments.sync)
+            writer.forget_before_checkpoint(self._sync_files)
             segments.close()
         await writer.close()
+
+    def _sync_files(self) -> None:
+        """Sync the segments and the journal (on the writer's thread, before a checkpoint)."""
+        if self._segments is not None:
+            self._segments.sync()
+        if self._journal is not None:
+            self._journal.sync()
 
     async def _run(self, operation: Operation[_T]) -> _T:
         if self._closed:
@@ -371,12 +485,24 @@ class SQLiteInbox:
                 self._path,
                 busy_timeout=self._busy_timeout,
                 setup=_create_schema,
-                before_checkpoint=self._segments.sync if self._segments is not None else None,
+                before_checkpoint=self._sync_files if self._segments is not None else None,
             )
         try:
             return await self._writer.run(operation)
         except (sqlite3.Error, OSError) as exc:
             raise InboxUnavailable(f"inbox {self.describe()} failed: {exc}") from exc
+
+
+def _forget(conn: sqlite3.Connection, *, name: str) -> None:
+    conn.execute(_FORGET, (name,))
+
+
+def _body_columns(body: bytes, segments: Segments | None) -> tuple[object, ...]:
+    """The row's (body, segment, offset, length): the body in a segment when one takes it."""
+    where = segments.write(body) if segments is not None else None
+    if where is None:
+        return (body, None, None, None)
+    return (b"", where[0], where[1], len(body))
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:

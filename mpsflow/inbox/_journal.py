@@ -1,0 +1,311 @@
+"""The journal of a SQLite inbox: notifications handed over in memory to this process's
+consumer, kept durable by one ``write`` each instead of a row.
+
+Why: an item appended for a consumer in the same process is processed there at once, and
+almost always settled within the second. As a row it costs an insert and a delete, each in a
+transaction and each awaited by its caller: most of what the inbox costs per notification.
+Here an append is one ``writev`` of a record (header and body) to the end of this process's
+journal file, done before the receiver answers 200, and a settle is one short record saying
+the item is done. ``write`` leaves the bytes in the kernel's page cache: they survive the
+process being killed, as a WAL commit with ``synchronous = NORMAL`` does; the inbox's writer
+syncs the journal before each checkpoint, as it syncs the body segments.
+
+Every other fate goes through the table: an item to retry, one given back at shutdown, and
+what a journal holds when its process is gone, which another process (or the next run)
+moves into the table as visible rows (:meth:`SQLiteInbox.reclaim
+<mpsflow.inbox.sqlite.SQLiteInbox.reclaim>`).
+
+A journal is ``<database>-bodies/<token>-<n>.journal``. Its owner holds an exclusive
+``flock`` on it from before the file has its name until the owner closes it or dies (the
+kernel releases it then, even after ``kill -9``): a journal whose lock can be taken is a gone
+owner's. Its records are ``_HEAD`` (kind, item number, received at, body length, CRC-32 of
+the body) then the body: ``A`` appended, ``D`` done (settled, or moved to the table). Reading
+stops at the first record that is short or fails its CRC (a power cut's torn tail). Past
+:data:`JOURNAL_BYTES` the owner starts a new file; one with nothing left pending is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import secrets
+import struct
+import threading
+import zlib
+from typing import ClassVar, Final, NamedTuple
+
+__all__ = ["JOURNAL_BYTES", "Journal", "Orphan", "Pending", "orphan_names", "read_orphan"]
+
+_log = logging.getLogger("mpsflow.inbox")
+
+JOURNAL_BYTES: Final = 8 * 1024 * 1024
+"""A journal's size past which its owner starts a new one."""
+_SUFFIX: Final = ".journal"
+_HEAD: Final = struct.Struct("<cQdII")
+_APPENDED: Final = b"A"
+_DONE: Final = b"D"
+
+
+class Pending(NamedTuple):
+    """An item appended to a journal and not done."""
+
+    number: int
+    body: bytes
+    received_at: float
+
+
+class _File:
+    """One journal file of this process: its descriptor and the items it holds pending."""
+
+    __slots__ = ("fd", "name", "pending", "size")
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.size = 0
+        self.pending = 0
+
+
+class Journal:
+    """This process's journal files in ``directory`` (made on the first append).
+
+    Item numbers are unique in the process (across instances), so a number never names two
+    items of one process's journals. Used from the event loop's thread; :meth:`sync` runs on
+    the writer's, hence the lock around the descriptors.
+    """
+
+    _numbers: ClassVar[itertools.count[int]] = itertools.count(1)
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._token = secrets.token_hex(8)
+        self._pid = os.getpid()
+        self._files: list[_File] = []
+        """This process's files, the current (written to) last."""
+        self._items: dict[int, tuple[_File, bytes, float]] = {}
+        """Pending items by number: their file, body and time of append."""
+        self._serial = 0
+        self._lock = threading.Lock()
+        self._broken = False
+        """A write failed: appends go to the table from now on."""
+
+    @property
+    def pending(self) -> int:
+        """Items appended and not done."""
+        return len(self._items)
+
+    def owns(self, name: str) -> bool:
+        """Whether ``name`` (a file in the directory) is one of this instance's journals."""
+        return name.startswith(f"{self._token}-")
+
+    def append(self, body: bytes, received_at: float) -> int | None:
+        """Write ``body`` as pending: its number, or None when the journal cannot take it
+        (it failed once, or a write fails now: the caller puts the item in the table)."""
+        self._check_fork()
+        if self._broken:
+            return None
+        number = next(self._numbers)
+        head = _HEAD.pack(_APPENDED, number, received_at, len(body), zlib.crc32(body))
+        with self._lock:
+            try:
+                current = self._current(len(head) + len(body))
+                _write_all(current.fd, head, body)
+            except OSError as exc:
+                self._broken = True
+                _log.warning("inbox journal %s: %s; appends go in the table", self.directory, exc)
+                return None
+            current.size += len(head) + len(body)
+            current.pending += 1
+        self._items[number] = (current, body, received_at)
+        return number
+
+    def get(self, number: int) -> Pending | None:
+        """The pending item ``number``, None when it is done (or not this journal's)."""
+        found = self._items.get(number)
+        return None if found is None else Pending(number, found[1], found[2])
+
+    def done(self, number: int) -> bool:
+        """Mark ``number`` done; False when it was not pending. A file left with nothing
+        pending, other than the current one, is deleted."""
+        found = self._items.pop(number, None)
+        if found is None:
+            return False
+        file = found[0]
+        with self._lock:
+            with contextlib.suppress(OSError):  # lost: the item is run again after a crash,
+                os.write(file.fd, _HEAD.pack(_DONE, number, 0.0, 0, 0))  # and dedup skips it
+            file.pending -= 1
+            if file.pending == 0 and file is not self._files[-1]:
+                self._files.remove(file)
+                self._delete(file)
+        return True
+
+    def sync(self) -> None:
+        """Flush the journal to disk (on the writer's thread, before a checkpoint)."""
+        with self._lock:
+            for file in self._files:
+                with contextlib.suppress(OSError):
+                    os.fsync(file.fd)
+
+    def close(self) -> None:
+        """Release the files: deleted when nothing is pending, else left (unlocked) for the
+        next :func:`read_orphan` to move into the table."""
+        with self._lock:
+            files, self._files = self._files, []
+            for file in files:
+                if file.pending == 0:
+                    self._delete(file)
+                else:
+                    _close(file.fd)
+        self._items.clear()
+        self._broken = True
+
+    def _current(self, adding: int) -> _File:
+        files = self._files
+        if files and (files[-1].size + adding <= JOURNAL_BYTES or files[-1].size == 0):
+            return files[-1]
+        if files and files[-1].pending == 0:
+            self._delete(files.pop())
+        self._serial += 1
+        name = f"{self._token}-{self._serial}{_SUFFIX}"
+        os.makedirs(self.directory, exist_ok=True)
+        # Locked under a temporary name, then renamed: a reader never finds it unlocked.
+        temporary = os.path.join(self.directory, f".{name}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(temporary, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(temporary, os.path.join(self.directory, name))
+        except OSError:
+            _close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        file = _File(name, fd)
+        files.append(file)
+        return file
+
+    def _delete(self, file: _File) -> None:
+        """Unlink, then close (the lock ends only once the name is gone)."""
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.directory, file.name))
+        _close(file.fd)
+
+    def _check_fork(self) -> None:
+        """In a forked child: the parent's files are the parent's (their locks too), so the
+        child closes its copies and starts journals of its own."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._token = secrets.token_hex(8)
+        for file in self._files:
+            _close(file.fd)  # the parent's lock stays: it is the parent's descriptor's
+        self._files = []
+        self._items = {}
+
+
+class Orphan:
+    """A gone owner's journal, locked by this process: :meth:`pending`, then :meth:`delete`
+    once they are in the table (or :meth:`release` to leave it for later)."""
+
+    def __init__(self, path: str, fd: int, pending: list[Pending], torn: int) -> None:
+        self.path = path
+        self.name = os.path.basename(path)
+        self._fd = fd
+        self.pending = pending
+        self.torn = torn
+        """Bytes past the last whole record (a power cut's torn tail), ignored."""
+
+    def delete(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        _close(self._fd)
+
+    def release(self) -> None:
+        _close(self._fd)
+
+
+def orphan_names(directory: str, journal: Journal | None) -> list[str]:
+    """The journal files in ``directory`` that are not ``journal`` 's."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        name
+        for name in names
+        if name.endswith(_SUFFIX)
+        and not name.startswith(".")
+        and (journal is None or not journal.owns(name))
+    )
+
+
+def read_orphan(directory: str, name: str) -> Orphan | None:
+    """Lock and read journal ``name`` when its owner is gone; None while the owner holds it
+    (or when it was deleted meanwhile)."""
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # its owner runs
+        _close(fd)
+        return None
+    try:
+        if os.fstat(fd).st_nlink == 0:  # moved and deleted by another process meanwhile
+            _close(fd)
+            return None
+        data = _read_all(fd)
+    except OSError:
+        _close(fd)
+        raise
+    pending, torn = _parse(data)
+    return Orphan(path, fd, pending, torn)
+
+
+def _parse(data: bytes) -> tuple[list[Pending], int]:
+    """The items a journal holds pending, and how many bytes at its end are not a record."""
+    pending: dict[int, Pending] = {}
+    view = memoryview(data)
+    at = 0
+    size = _HEAD.size
+    while at + size <= len(data):
+        kind, number, received_at, length, crc = _HEAD.unpack_from(view, at)
+        end = at + size + length
+        if kind == _DONE and length == 0:
+            pending.pop(number, None)
+        elif kind == _APPENDED and end <= len(data):
+            body = bytes(view[at + size : end])
+            if zlib.crc32(body) != crc:
+                break
+            pending[number] = Pending(number, body, received_at)
+        else:
+            break
+        at = end
+    return list(pending.values()), len(data) - at
+
+
+def _write_all(fd: int, head: bytes, body: bytes) -> None:
+    """One ``writev`` (the whole record, almost always); what is left, after."""
+    written = os.writev(fd, (head, body))
+    record = head + body if written < len(head) + len(body) else b""
+    view = memoryview(record)[written:]
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)

@@ -1,0 +1,213 @@
+"""SQLiteInbox's journal: items appended for a consumer in this process get no row, are done
+with no transaction, and reach the table only to be retried, given back, or taken over from a
+process that is gone (after ``kill -9`` too, a torn tail and a half-done move included)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mpsflow.inbox import SQLiteInbox
+from mpsflow.inbox import _journal as journal_module
+from mpsflow.inbox import sqlite as sqlite_module
+
+LEASE = 30.0
+
+
+def rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM mpsflow_inbox").fetchone()
+    return int(count)
+
+
+async def opened(path: Path, max_items: int = 100) -> SQLiteInbox:
+    """An inbox that counted its items: its first append need not go to the table to count."""
+    inbox = SQLiteInbox(path, max_items=max_items)
+    await inbox.size()
+    return inbox
+
+
+def journals(path: Path) -> list[Path]:
+    folder = Path(f"{path}-bodies")
+    return sorted(folder.glob("*.journal")) if folder.exists() else []
+
+
+async def test_a_handed_over_item_is_journaled_and_done_without_a_row(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    inbox = await opened(path)
+    try:
+        assert await inbox.append(b"table")  # a row (and the table made)
+        item = await inbox.append_leased(b"journal", LEASE)
+        assert item is not None
+        assert (item.id < 0, item.body, item.attempt) == (True, b"journal", 1)
+        assert rows(path) == 1
+        assert await inbox.size() == 2
+        assert len(journals(path)) == 1
+        assert await inbox.settle(item.id, item.attempt)
+        assert not await inbox.settle(item.id, item.attempt)  # done once
+        assert await inbox.size() == 1
+        assert [i.body for i in await inbox.lease(5, LEASE)] == [b"table"]  # never leased
+    finally:
+        await inbox.close()
+    assert journals(path) == []  # nothing pending: deleted at close
+
+
+@pytest.mark.parametrize(("counted", "attempt"), [(True, 2), (False, 1)])
+async def test_a_journaled_item_to_retry_moves_into_the_table(
+    tmp_path: Path, counted: bool, attempt: int
+) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    inbox = await opened(path)
+    try:
+        item = await inbox.append_leased(b"again", LEASE)
+        assert item is not None
+        assert not await inbox.retry(item.id, 2, 0.0)  # not its lease
+        assert await inbox.retry(item.id, item.attempt, 0.0, counted=counted)
+        assert not await inbox.settle(item.id, item.attempt)  # it is the table's now
+        [leased] = await inbox.lease(5, LEASE)
+        assert (leased.id > 0, leased.body, leased.attempt) == (True, b"again", attempt)
+        assert await inbox.size() == 1
+    finally:
+        await inbox.close()
+
+
+async def test_the_bound_counts_journaled_items(tmp_path: Path) -> None:
+    inbox = await opened(tmp_path / "inbox.sqlite3", max_items=2)
+    try:
+        first = await inbox.append_leased(b"1", LEASE)
+        assert first is not None
+        assert await inbox.append_leased(b"2", LEASE) is not None
+        assert await inbox.append_leased(b"3", LEASE) is None
+        assert not await inbox.append(b"3")
+        assert await inbox.settle(first.id, first.attempt)
+        assert await inbox.append_leased(b"3", LEASE) is not None
+    finally:
+        await inbox.close()
+
+
+async def test_a_live_owners_journal_is_not_taken(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    owner, other = await opened(path), SQLiteInbox(path)
+    try:
+        item = await owner.append_leased(b"mine", LEASE)
+        assert item is not None
+        assert await other.reclaim() == 0
+        assert await other.lease(5, LEASE) == []
+        assert await owner.settle(item.id, item.attempt)
+    finally:
+        await owner.close()
+        await other.close()
+
+
+HANDED = """
+import anyio, os, signal, sys
+from mpsflow.inbox import SQLiteInbox, _journal
+_journal.JOURNAL_BYTES = 4000
+async def main():
+    box = SQLiteInbox(sys.argv[1])
+    await box.size()  # counted: the first append need not go to the table
+    items = []
+    for i in range(int(sys.argv[2])):
+        items.append(await box.append_leased(f"{i}-".encode() + b"x" * 1000, 60))
+        print(i, flush=True)  # answered: it must be processed after a kill -9
+    for item in items[::2]:  # the even ones were processed
+        assert await box.settle(item.id, item.attempt)
+    os.kill(os.getpid(), signal.SIGKILL)
+anyio.run(main)
+"""
+
+
+async def test_what_a_killed_process_journaled_is_moved_into_the_table_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    done = await anyio.run_process([sys.executable, "-c", HANDED, str(path), "20"], check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert len(done.stdout.split()) == 20
+    assert len(journals(path)) > 1  # a new file every few appends
+    inbox, other = SQLiteInbox(path), SQLiteInbox(path)
+    try:
+        async with anyio.create_task_group() as tg:  # two processes' worth, racing
+            moved: list[int] = []
+
+            async def reclaim(box: SQLiteInbox) -> None:
+                moved.append(await box.reclaim())
+
+            tg.start_soon(reclaim, inbox)
+            tg.start_soon(reclaim, other)
+        assert sum(moved) == 10
+        items = await inbox.lease(50, LEASE)
+        odd = [f"{i}-".encode() + b"x" * 1000 for i in range(1, 20, 2)]
+        assert sorted(item.body for item in items) == sorted(odd)
+        assert {item.attempt for item in items} == {2}  # the killed process had the first
+        assert journals(path) == []
+    finally:
+        await inbox.close()
+        await other.close()
+
+
+async def test_a_torn_tail_is_ignored_and_the_whole_records_are_moved(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    left = await opened(path)
+    for body in (b"one", b"two"):
+        assert await left.append_leased(body, LEASE) is not None
+    await left.close()  # pending: left behind, unlocked
+    [journal] = journals(path)
+    with journal.open("ab") as file:  # a record a power cut tore
+        file.write(journal_module._HEAD.pack(b"A", 99, 0.0, 50, 0) + b"part")
+    inbox = SQLiteInbox(path)
+    try:
+        assert await inbox.reclaim() == 2
+        assert sorted(item.body for item in await inbox.lease(5, LEASE)) == [b"one", b"two"]
+    finally:
+        await inbox.close()
+
+
+async def test_a_journal_moved_but_not_deleted_is_not_moved_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    left = await opened(path)
+    assert await left.append_leased(b"once", LEASE) is not None
+    await left.close()
+    inbox = SQLiteInbox(path)
+    try:
+        with monkeypatch.context() as crash:  # the mover died after its commit
+            crash.setattr(journal_module.Orphan, "delete", journal_module.Orphan.release)
+            crash.setattr(sqlite_module, "_forget", lambda conn, name: None)
+            assert await inbox.reclaim() == 1
+        assert len(journals(path)) == 1
+        assert await inbox.reclaim() == 0  # recorded as moved: deleted, not moved again
+        assert journals(path) == []
+        assert [item.body for item in await inbox.lease(5, LEASE)] == [b"once"]
+    finally:
+        await inbox.close()
+
+
+async def test_a_forked_child_journals_apart_from_its_parent(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    inbox = await opened(path)
+    try:
+        parent = await inbox.append_leased(b"parent", LEASE)
+        assert parent is not None
+        pid = os.fork()
+        if pid == 0:  # the child: a journal of its own, the parent's lock untouched
+            code = 0
+            try:
+                child = anyio.run(inbox.append_leased, b"child", LEASE)
+                code = 0 if child is not None and len(journals(path)) == 2 else 1
+            finally:
+                os._exit(code)
+        _, status = await anyio.to_thread.run_sync(os.waitpid, pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert await inbox.reclaim() == 1  # the child's (it is gone), not the parent's
+        assert [item.body for item in await inbox.lease(5, LEASE)] == [b"child"]
+        assert await inbox.settle(parent.id, parent.attempt)
+    finally:
+        await inbox.close()
