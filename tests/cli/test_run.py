@@ -251,6 +251,31 @@ async def test_run_files_processes_them_and_exits(tmp_path: Path) -> None:
     assert not (tmp_path / "mpsflow-dedup.sqlite3").exists()
 
 
+HEAP_APP = """
+import gc, json
+from mpsflow import App, Context
+
+app = App(dead_letters="dead.jsonl")
+
+
+@app.on("WorkflowTask")
+async def frozen(event, ctx: Context) -> None:
+    with open("frozen.json", "w") as out:
+        json.dump(gc.get_freeze_count(), out)
+"""
+
+
+async def test_run_freezes_the_loaded_heap_before_serving(tmp_path: Path) -> None:
+    """Objects alive once the app is loaded are out of the collector's full collections."""
+    (tmp_path / "heapapp.py").write_text(HEAP_APP)
+    (tmp_path / "one.json").write_bytes(note("h-1"))
+    code, _, err = await run_mpsflow(
+        tmp_path, "run", "heapapp:app", "--files", str(tmp_path / "one.json"), "--no-dedup"
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "frozen.json").read_text()) > 1000
+
+
 FLAKY_APP = """
 from mpsflow import App, Context, RetryPolicy
 from mpsflow.clock import FakeClock
