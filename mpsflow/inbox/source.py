@@ -13,10 +13,10 @@ the handlers from running twice).
 A receiver in the same process appends through :meth:`InboxSource.append`: the item is
 appended already leased to this source and handed over in memory with the notification decoded
 at the door, so it costs two writes to this process's journal (see ``SQLiteInbox``), not a
-lease round trip, a read of its body and a second decode. Handed-over items wait in order for a free slot; past ``hand_over_ahead``
-of them beyond ``max_in_flight`` (a burst the pipeline cannot keep up with), appends are left
-in the inbox for whichever consumer leases them, so a lease never runs out while its item
-waits in this process's memory.
+lease round trip, a read of its body and a second decode. Handed-over items wait in order for a
+free slot; past ``hand_over_ahead`` of them beyond ``max_in_flight`` (a burst the pipeline
+cannot keep up with), appends are left in the inbox for whichever consumer leases them, so a
+lease never runs out while its item waits in this process's memory.
 """
 
 from __future__ import annotations
