@@ -89,7 +89,8 @@ class LeasedInbox(Inbox, Protocol):
 
     async def append_leased(self, body: bytes, lease_seconds: float) -> InboxItem | None:
         """Add ``body`` already leased to the caller (attempt 1), for a consumer in this
-        process that takes it at once; None when the inbox is full."""
+        process that takes it at once; None when the inbox is full. Nobody is woken (see
+        ``wake``)."""
         ...
 
     async def lease(self, max_count: int, lease_seconds: float) -> list[InboxItem]:
@@ -114,6 +115,11 @@ class LeasedInbox(Inbox, Protocol):
     async def wait_for_items(self, at_most: float) -> None:
         """Return when items may have been appended (by this process: at once), or after
         ``at_most`` seconds (another process may have appended)."""
+        ...
+
+    def wake(self) -> None:
+        """Return from ``wait_for_items`` at once: the consumer was handed an item in memory
+        (``append_leased`` itself wakes nobody, since its consumer usually runs it at once)."""
         ...
 
     async def size(self) -> int:

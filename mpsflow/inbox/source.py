@@ -13,10 +13,13 @@ the handlers from running twice).
 A receiver in the same process appends through :meth:`InboxSource.append`: the item is
 appended already leased to this source and handed over in memory with the notification decoded
 at the door, so it costs two writes to this process's journal (see ``SQLiteInbox``), not a
-lease round trip, a read of its body and a second decode. Handed-over items wait in order for a
-free slot; past ``hand_over_ahead`` of them beyond ``max_in_flight`` (a burst the pipeline
-cannot keep up with), appends are left in the inbox for whichever consumer leases them, so a
-lease never runs out while its item waits in this process's memory.
+lease round trip, a read of its body and a second decode. A journaled item goes straight into
+the workers' queue (no receive round, no wake-up of a poller): it has no lease to run out, and
+its deadline starts when a worker takes it. An item the inbox gave a row instead (when the
+journal cannot take it) waits in order for a free slot, and is given back if it waited for
+half its lease. Past ``hand_over_ahead`` handed-over items beyond ``max_in_flight`` (a burst the
+pipeline cannot keep up with), appends are left in the inbox for whichever consumer leases
+them.
 """
 
 from __future__ import annotations
@@ -111,11 +114,24 @@ class InboxSource(PullSource):
         if self._stopped():  # meanwhile: for the next run
             await inbox.retry(item.id, item.attempt, 0.0, counted=False)
             return True
-        self._held[f"{item.id}:{item.attempt}"] = None
+        lease = f"{item.id}:{item.attempt}"
+        self._held[lease] = None
+        if item.id < 0:  # journaled: no lease to run out, its deadline starts when it runs
+            delivery = self._delivery(item, None)
+            delivery.notification = notification
+            if not self._push(delivery):  # stopping meanwhile: for the next run
+                del self._held[lease]
+                await inbox.retry(item.id, item.attempt, 0.0, counted=False)
+            return True
         delivery = self._delivery(item, self._clock.monotonic() + self.lease_seconds)
         delivery.notification = notification
-        self._handed.append(delivery)  # the inbox woke a receive that waits for items
+        self._handed.append(delivery)
+        self.inbox.wake()
         return True
+
+    def _on_take(self, delivery: Delivery) -> None:
+        if delivery.deadline is None:  # the handler budget of a journaled item
+            delivery.deadline = self._clock.monotonic() + self.lease_seconds
 
     def _stopped(self) -> bool:
         return not self._taking
@@ -157,10 +173,8 @@ class InboxSource(PullSource):
                 items = await self.inbox.lease(max_count, self.lease_seconds)
         except InboxUnavailable as exc:
             _log.warning("%s; trying again in %gs", exc, self.poll_interval)
-            await anyio.sleep(self.poll_interval)
-            return []
+            return []  # until_more waits
         if not items:
-            await self.inbox.wait_for_items(self.poll_interval)
             return []
         deadline = self._clock.monotonic() + self.lease_seconds
         deliveries = []
@@ -171,6 +185,12 @@ class InboxSource(PullSource):
             self._held[f"{item.id}:{item.attempt}"] = None
             deliveries.append(self._delivery(item, deadline))
         return deliveries
+
+    async def until_more(self) -> None:
+        """Wait for the inbox to have items (this process's appends wake it at once), unless
+        appends are handed over and waiting."""
+        if not self._handed:
+            await self.inbox.wait_for_items(self.poll_interval)
 
     async def _record_lost(self, delivery: Delivery) -> None:
         """A dead letter for an item whose body the inbox lost, then removed; left leased
@@ -207,7 +227,7 @@ class InboxSource(PullSource):
             taken.append(delivery)
         return taken, given_up
 
-    def _delivery(self, item: InboxItem, deadline: float) -> Delivery:
+    def _delivery(self, item: InboxItem, deadline: float | None) -> Delivery:
         return Delivery(
             item.body,
             source=self.name,

@@ -195,15 +195,16 @@ class SQLiteInbox:
             number = journal.append(body, now)
             if number is not None:
                 self._since_count += 1
-                if self._appended is not None:
-                    self._appended.set()
                 return InboxItem(-number, body, 1, now)
         item_id = await self._append(body, now + lease_seconds, 1, self.owner, now)
         if item_id is None:
             return None
-        if self._appended is not None:
-            self._appended.set()  # for the consumer it is handed to, waiting for items
         return InboxItem(item_id, body, 1, now)
+
+    def wake(self) -> None:
+        """Wake a consumer of this process waiting in ``wait_for_items``."""
+        if self._appended is not None:
+            self._appended.set()
 
     def _room_in_journal(self, journal: Journal) -> bool:
         """Whether an append may go to the journal: the inbox has room by the estimate, and

@@ -51,7 +51,10 @@ class PullSource(abc.ABC):
 
     Subclasses implement ``receive`` (return up to ``max_count`` deliveries, possibly after a
     long poll; an empty list means "nothing yet"; raise ``anyio.EndOfStream`` when a finite
-    source is exhausted) and ``settle``. ``pollers`` receive loops run side by side.
+    source is exhausted) and ``settle``. ``pollers`` receive loops run side by side. A source
+    whose deliveries may also come from elsewhere in the process (the inbox's hand-over) waits
+    in ``until_more`` instead of in ``receive``, holding no slots, and queues what comes with
+    ``_push``.
     """
 
     name: str = "pull"
@@ -61,6 +64,8 @@ class PullSource(abc.ABC):
             raise ValueError("max_in_flight and pollers must be at least 1")
         self.max_in_flight = max_in_flight
         self.pollers = pollers
+        self._running: _Loop | None = None
+        """The loop of the current ``run`` (for ``_offer``)."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Acquire connections before the first receive."""
@@ -76,6 +81,25 @@ class PullSource(abc.ABC):
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Ack, leave for redelivery, or delete after dead-lettering, per ``outcome``."""
 
+    async def until_more(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Wait, holding no slots, after a ``receive`` that found nothing, until another may
+        find something (by default at once: a source that long-polls waits in ``receive``)."""
+
+    def _on_take(self, delivery: Delivery) -> None:  # noqa: B027 - optional hook
+        """Called as a worker takes ``delivery`` from the queue, before it runs."""
+
+    def _push(self, delivery: Delivery) -> bool:
+        """Queue ``delivery`` for the workers as if received, past ``max_in_flight`` too (the
+        caller bounds what it pushes; receives wait until the unsettled are below it again);
+        False when the source is not running or stops."""
+        loop = self._running
+        if loop is None or loop.polling_done or loop.stop.is_set():
+            return False
+        loop.unsettled += 1
+        loop.queue.append(delivery)
+        loop._wake_one()
+        return True
+
     async def run(self, runtime: SourceRuntime) -> None:
         """Poll, process and settle until ``runtime.stop`` is set or the source ends.
 
@@ -85,9 +109,11 @@ class PullSource(abc.ABC):
         """
         loop = _Loop(self, runtime.consumer, runtime.stop)
         await self.open()
+        self._running = loop
         try:
             await loop.run()
         finally:
+            self._running = None
             with anyio.CancelScope(shield=True):
                 await self.close()
 
@@ -164,6 +190,8 @@ class _Loop:
             if batch:
                 self.queue.extend(batch)
                 self._wake_one()
+            else:
+                await source.until_more()
 
     async def _work(self) -> None:
         self.wake_pending = False  # this start was the pending wake-up
@@ -182,6 +210,7 @@ class _Loop:
             delivery = queue.popleft()
             if queue and not self.wake_pending:
                 self._wake_one()
+            source._on_take(delivery)
             try:
                 try:
                     outcome = await consumer(delivery)
@@ -199,6 +228,6 @@ class _Loop:
             finally:
                 self.unsettled -= 1
                 space = self.space
-                if space is not None:
+                if space is not None and self.unsettled < source.max_in_flight:
                     self.space = None
                     space.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio
 import pytest
 
 from mpsflow.clock import FakeClock
@@ -153,3 +154,20 @@ async def test_an_append_leased_counts_against_the_bound_and_settles_like_a_leas
     assert await inbox.retry(held.id, held.attempt, 0.0, counted=False)
     leased = await inbox.lease(5, LEASE)
     assert [(i.body, i.attempt) for i in leased] == [(b"a", 1), (b"b", 1), (b"c", 1)]
+
+
+async def test_wake_ends_a_wait_for_items_and_a_leased_append_does_not(
+    inbox: LeasedInbox,
+) -> None:
+    """A leased append is run by its consumer at once: only ``wake`` (an item handed over
+    that waits) or a plain append ends the consumer's wait before ``at_most``."""
+    assert await inbox.lease(5, LEASE) == []  # a consumer that found nothing
+    with anyio.fail_after(5):
+        inbox.wake()
+        await inbox.wait_for_items(3600)
+        await inbox.append(b"a")
+        await inbox.wait_for_items(3600)
+    assert await inbox.append_leased(b"b", LEASE) is not None
+    with anyio.move_on_after(0.05) as waited:
+        await inbox.wait_for_items(3600)
+    assert waited.cancelled_caught

@@ -524,6 +524,9 @@ class RecordingInbox:
     async def reclaim(self) -> int:
         return await self._inbox.reclaim()
 
+    def wake(self) -> None:
+        self._inbox.wake()
+
     async def wait_for_items(self, at_most: float) -> None:
         looked_at = self._looked_at
         clock = self._log.clock
