@@ -15,23 +15,28 @@ Calls are pipelined: what concurrent callers (every handler of a delivery, every
 flight) ask for in one turn of the event loop, or while the previous pipeline is out, goes to
 Redis as one pipeline of scripts, one round trip for all of them. Each script stays atomic on
 its own; a pipeline that fails (a timeout, a lost connection) fails every call in it with
-``StoreUnavailable``. The batching uses asyncio futures: the store needs anyio's asyncio backend.
+``StoreUnavailable``, while an error reply fails only its own call. The store writes the
+pipeline's RESP itself (under half the CPU of redis-py's packing) and sends it on a connection
+of the client's pool, under that connection's retry policy. The batching uses asyncio futures:
+the store needs anyio's asyncio backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 import math
 import secrets
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final, NamedTuple
 
 try:
     from redis.asyncio import BlockingConnectionPool, Redis
-    from redis.asyncio.connection import SSLConnection
+    from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.commands.core import AsyncScript
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import NoScriptError, RedisError, ResponseError
 except ModuleNotFoundError as _missing:
     if _missing.name != "redis" and not (_missing.name or "").startswith("redis."):
         raise
@@ -48,7 +53,16 @@ __all__ = ["RedisStore"]
 _MAX_PIPELINE: Final = 256
 """The most calls in one pipeline."""
 
-_Call = tuple[AsyncScript, str, tuple[str | int, ...], "asyncio.Future[Any]"]
+
+class _Script(NamedTuple):
+    """A Lua script and the SHA1 that EVALSHA names it by."""
+
+    text: str
+    sha: str
+
+
+_Call = tuple[_Script, str, tuple[str | int, ...], "asyncio.Future[Any]"]
+_Command = Sequence[str | int]
 
 # Lua strings below spell the ClaimState values: "in_progress", "completed", "claimed".
 _CLAIMED = "claimed"
@@ -143,9 +157,25 @@ class RedisStore:
         self._prefix = prefix
         self._description, self._secrets = _where(self._client)
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._claim = self._client.register_script(_CLAIM)
-        self._complete = self._client.register_script(_COMPLETE)
-        self._release = self._client.register_script(_RELEASE)
+        self._pool: ConnectionPool = self._client.connection_pool
+        # typed here: redis-py's pool methods carry no annotations
+        get_connection: Callable[..., Awaitable[AbstractConnection]] = self._pool.get_connection
+        self._get_connection = get_connection
+        # redis-py < 5.3 needs a command name to hand out a connection; later ones warn on one.
+        parameter = inspect.signature(get_connection).parameters.get("command_name")
+        self._connection_args: tuple[str, ...] = (
+            ("EVALSHA",)
+            if parameter is not None and parameter.default is inspect.Parameter.empty
+            else ()
+        )
+        options = self._pool.connection_kwargs  # str arguments encoded as the client would
+        self._encoding = (
+            str(options.get("encoding", "utf-8")),
+            str(options.get("encoding_errors", "strict")),
+        )
+        self._claim = _script(_CLAIM)
+        self._complete = _script(_COMPLETE)
+        self._release = _script(_RELEASE)
         self._closed = False
         self._queued: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -170,7 +200,8 @@ class RedisStore:
         token = token or secrets.token_hex(16)
         expires_at = now + lease_seconds
         args = (repr(now), lease_ms, token, payload_hash, repr(expires_at))
-        state, stored_hash, stored_expiry = map(_text, await self._call(self._claim, key, args))
+        reply = await self._call(self._claim, key, args)
+        state, stored_hash, stored_expiry = (part.decode() for part in reply)  # read as bytes
         if state == _CLAIMED:
             return Claim(ClaimState.CLAIMED, token=token, expires_at=expires_at)
         return Claim(ClaimState(state), payload_hash=stored_hash, expires_at=float(stored_expiry))
@@ -211,7 +242,7 @@ class RedisStore:
         if self._owns_client:
             await self._client.aclose()
 
-    async def _call(self, script: AsyncScript, key: str, args: tuple[str | int, ...]) -> Any:
+    async def _call(self, script: _Script, key: str, args: tuple[str | int, ...]) -> Any:
         if self._closed:
             raise store_unavailable(self._description, "closed")
         loop = asyncio.get_running_loop()
@@ -250,23 +281,76 @@ class RedisStore:
     async def _send(self, batch: list[_Call]) -> list[Any]:
         """One pipeline of EVALSHAs; scripts the server does not know are loaded and rerun."""
         self.pipelines += 1
-        pipeline = self._client.pipeline(transaction=False)
-        for script, key, args, _ in batch:
-            pipeline.evalsha(script.sha, 1, key, *args)
-        results: list[Any] = await pipeline.execute(raise_on_error=False)
-        unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if unknown:  # a restarted or different server: load them, then run those calls again
-            for script in {batch[i][0] for i in unknown}:
-                script.sha = await self._client.script_load(script.script)
-            pipeline = self._client.pipeline(transaction=False)
-            for i in unknown:
-                script, key, args, _ = batch[i]
-                pipeline.evalsha(script.sha, 1, key, *args)
-            for i, result in zip(
-                unknown, await pipeline.execute(raise_on_error=False), strict=True
-            ):
-                results[i] = result
+        connection = await self._get_connection(*self._connection_args)
+        answered = False
+        try:
+            results = await self._exchange(connection, [_evalsha(call) for call in batch])
+            unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if unknown:  # a restarted or different server: load them, then run those calls again
+                scripts = list(dict.fromkeys(batch[i][0] for i in unknown))
+                loads = [("SCRIPT", "LOAD", script.text) for script in scripts]
+                replies = await self._exchange(
+                    connection, loads + [_evalsha(batch[i]) for i in unknown]
+                )
+                loaded, rerun = replies[: len(loads)], replies[len(loads) :]
+                failed = {  # a script that did not load: its calls get the reason
+                    script: reply
+                    for script, reply in zip(scripts, loaded, strict=True)
+                    if isinstance(reply, Exception)
+                }
+                for i, reply in zip(unknown, rerun, strict=True):
+                    results[i] = failed.get(batch[i][0], reply)
+            answered = True
+        finally:
+            try:
+                if not answered:  # never back into the pool with replies left unread
+                    await connection.disconnect(nowait=True)
+            finally:
+                await asyncio.shield(self._pool.release(connection))
         return results
+
+    async def _exchange(
+        self, connection: AbstractConnection, commands: list[_Command]
+    ) -> list[Any]:
+        """Send ``commands`` in one write and read their replies (bytes, ints, lists of them;
+        an error reply as its exception), retried on a lost connection as its policy says."""
+
+        async def round_trip() -> list[Any]:
+            await connection.send_packed_command(_pack(commands, *self._encoding))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response(disable_decoding=True))
+                except ResponseError as error:  # read whole: the connection stays in step
+                    replies.append(error)
+            return replies
+
+        async def reconnect(_error: Exception) -> None:
+            await connection.disconnect()
+
+        replies: list[Any] = await connection.retry.call_with_retry(round_trip, reconnect)
+        return replies
+
+
+def _script(text: str) -> _Script:
+    return _Script(text, hashlib.sha1(text.encode()).hexdigest())
+
+
+def _evalsha(call: _Call) -> _Command:
+    script, key, args, _ = call
+    return ("EVALSHA", script.sha, 1, key, *args)
+
+
+def _pack(commands: Iterable[_Command], encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``commands`` as RESP arrays of bulk strings, byte for byte what redis-py's
+    ``pack_commands`` sends for them, at a fraction of its CPU cost."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg.encode(encoding, errors) if isinstance(arg, str) else b"%d" % arg
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 def _where(client: Redis) -> tuple[str, tuple[str, ...]]:
@@ -286,11 +370,6 @@ def _where(client: Redis) -> tuple[str, tuple[str, ...]]:
         return f"{scheme}://{host}:{options.get('port', 6379)}/{db}", secrets
     except Exception:  # a client of an unexpected shape: say what it is, nothing more
         return f"redis ({type(client).__name__})", ()
-
-
-def _text(value: bytes | str) -> str:
-    """Script replies are bytes, or str on a client made with ``decode_responses=True``."""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _milliseconds(name: str, seconds: float) -> int:
