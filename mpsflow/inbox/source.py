@@ -65,12 +65,18 @@ class InboxSource(PullSource):
         lease_seconds: float = 60.0,
         poll_interval: float = 0.5,
         hand_over_ahead: int | None = None,
+        room_wait: float = 1.0,
     ) -> None:
         super().__init__(max_in_flight=max_in_flight, pollers=1)
         if not lease_seconds > 0 or not poll_interval > 0:
             raise ValueError("lease_seconds and poll_interval must be positive")
         if hand_over_ahead is not None and hand_over_ahead < 0:
             raise ValueError("hand_over_ahead must not be negative")
+        if room_wait < 0:
+            raise ValueError("room_wait must not be negative")
+        self.room_wait = room_wait
+        """Seconds an append waits for room in memory, when every place is taken, before it
+        goes to the inbox for whichever consumer leases it."""
         self.hand_over_ahead = 4 * max_in_flight if hand_over_ahead is None else hand_over_ahead
         """Appends handed over beyond ``max_in_flight``, waiting in memory for a slot."""
         self.inbox = inbox
@@ -87,6 +93,8 @@ class InboxSource(PullSource):
         """Slots taken by appends under way (counted against ``max_in_flight``)."""
         self._taking = False
         """The source runs and takes appends in memory."""
+        self._room_waiters: deque[anyio.Event] = deque()
+        """Appends waiting for room, first come first served."""
         self._dead_letter: DeadLetterPath = no_dead_letters
         """The runtime's dead-letter path (items whose body the inbox lost)."""
 
@@ -97,12 +105,15 @@ class InboxSource(PullSource):
         """Append an admitted ``body`` (``notification``: it decoded); False when full.
 
         While this source runs and holds fewer than ``max_in_flight + hand_over_ahead``
-        items, the item is appended leased to it and handed over in memory; otherwise it is
-        appended for whichever consumer leases it.
+        items, the item is appended leased to it and handed over in memory. When it holds
+        that many, the append waits up to ``room_wait`` for one to be settled (the sender's
+        answer is paced by the processing, which stays on its cheap path), then is appended
+        for whichever consumer leases it.
         """
         inbox = self.inbox
-        room = self.max_in_flight + self.hand_over_ahead
-        if not self._taking or len(self._held) + self._reserved >= room:
+        if self._taking and (self._room_waiters or not self._has_room()) and self.room_wait:
+            await self._wait_for_room()
+        if not self._taking or not self._has_room():
             return await inbox.append(body)
         self._reserved += 1
         try:
@@ -128,6 +139,28 @@ class InboxSource(PullSource):
         self._handed.append(delivery)
         self.inbox.wake()
         return True
+
+    def _has_room(self) -> bool:
+        return len(self._held) + self._reserved < self.max_in_flight + self.hand_over_ahead
+
+    async def _wait_for_room(self) -> None:
+        """Wait, behind the appends that wait already, until an item is settled (at most
+        ``room_wait``)."""
+        waiter = anyio.Event()
+        self._room_waiters.append(waiter)
+        try:
+            with anyio.move_on_after(self.room_wait):
+                await waiter.wait()
+        finally:
+            if not waiter.is_set():
+                self._room_waiters.remove(waiter)
+            elif self._room_waiters and self._has_room():
+                self._room_waiters.popleft().set()  # room for the next one too
+
+    def _freed(self) -> None:
+        """An item was settled or given back: room for the first append that waits."""
+        if self._room_waiters:
+            self._room_waiters.popleft().set()
 
     def _on_take(self, delivery: Delivery) -> None:
         if delivery.deadline is None:  # the handler budget of a journaled item
@@ -158,6 +191,8 @@ class InboxSource(PullSource):
             self._taking = False
             self._handed.clear()  # their leases are held: given back below
             held, self._held = self._held, {}
+            while self._room_waiters:  # to append for the next run
+                self._room_waiters.popleft().set()
             with anyio.CancelScope(shield=True):
                 await self._give_back(held)
 
@@ -223,6 +258,7 @@ class InboxSource(PullSource):
                 if lease in self._held:
                     del self._held[lease]
                     given_up.append(lease)
+                    self._freed()
                 continue
             taken.append(delivery)
         return taken, given_up
@@ -240,7 +276,9 @@ class InboxSource(PullSource):
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         lease = delivery.meta[_LEASE]
-        self._held.pop(lease, None)
+        if lease in self._held:
+            del self._held[lease]
+            self._freed()
         item_id, _, attempt = lease.partition(":")
         try:
             if outcome.settled:

@@ -4,14 +4,17 @@ their lease."""
 
 from __future__ import annotations
 
+import sqlite3
+from functools import partial
 from pathlib import Path
 
 import anyio
+import pytest
 
 from mpsflow import Context
 from mpsflow.clock import FakeClock
 from mpsflow.events import WorkflowTask
-from mpsflow.inbox import SQLiteInbox
+from mpsflow.inbox import InboxSource, SQLiteInbox
 from tests.inbox.door import post, signed
 from tests.sources.http_app import make_app, serve
 
@@ -49,4 +52,61 @@ async def test_a_handed_over_item_that_waited_half_its_lease_is_leased_afresh(
     # t-1 and t-2 were given back, then leased from the inbox: still their first attempt
     # (they never ran), each run once
     assert runs == [("t-0", 1), ("t-1", 1), ("t-2", 1)]
+    assert dead.records == []
+
+
+def table_rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM mpsflow_inbox").fetchone()
+    return int(count)
+
+
+@pytest.mark.parametrize(
+    ("room_wait", "rows"), [(30.0, 0), (0.01, 1)], ids=["room-frees", "waited-enough"]
+)
+async def test_an_append_with_no_room_waits_for_a_settle_then_goes_to_the_table(
+    tmp_path: Path, room_wait: float, rows: int
+) -> None:
+    """One slot, nothing ahead: the second append waits until the first is settled and is
+    then handed over too, unless ``room_wait`` passes first: it is then a row, leased later.
+    Each runs once, on its first attempt."""
+    app, dead = make_app()
+    runs: list[tuple[str, int]] = []
+    release = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        runs.append((ctx.task_id, ctx.attempt))
+        await release.wait()
+
+    path = tmp_path / "inbox.sqlite3"
+    inbox = SQLiteInbox(path)
+    await inbox.size()  # counted: the first append need not go to the table to count
+    source = InboxSource(inbox, max_in_flight=1, hand_over_ahead=0, room_wait=room_wait)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(app.run, source, handle_signals=False))
+        with anyio.fail_after(10):
+            await anyio.wait_all_tasks_blocked()  # the source runs: it waits for items
+            assert await source.append(signed("first"))
+            await anyio.wait_all_tasks_blocked()  # its handler runs
+            assert runs == [("first", 1)]
+            appended = anyio.Event()
+
+            async def second() -> None:
+                assert await source.append(signed("second"))
+                appended.set()
+
+            tg.start_soon(second)
+            if rows == 0:
+                await anyio.wait_all_tasks_blocked()
+                assert not appended.is_set()  # waiting for room
+                release.set()
+            await appended.wait()
+            assert table_rows(path) == rows
+            release.set()
+            while await inbox.size():
+                await inbox.wait_for_items(0.05)
+        app.stop()
+    await inbox.close()
+    assert runs == [("first", 1), ("second", 1)]
     assert dead.records == []
