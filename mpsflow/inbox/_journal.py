@@ -18,10 +18,13 @@ moves into the table as visible rows (:meth:`SQLiteInbox.reclaim
 A journal is ``<database>-bodies/<token>-<n>.journal``. Its owner holds an exclusive
 ``flock`` on it from before the file has its name until the owner closes it or dies (the
 kernel releases it then, even after ``kill -9``): a journal whose lock can be taken is a gone
-owner's. Its records are ``_HEAD`` (kind, item number, received at, body length, CRC-32 of
-the body) then the body: ``A`` appended, ``D`` done (settled, or moved to the table). Reading
-stops at the first record that is short or fails its CRC (a power cut's torn tail). Past
-:data:`JOURNAL_BYTES` the owner starts a new file; one with nothing left pending is deleted.
+owner's. Its records are ``_HEAD`` (kind, generation, item number, received at, body length,
+CRC-32 of the body) then the body: ``H`` the file's header, ``A`` appended, ``D`` done
+(settled, or moved to the table). Past :data:`JOURNAL_BYTES` the owner goes on in another
+file. A file left with nothing pending is kept as a spare and written over from the start
+under the next generation (its page cache is reused: deleting and growing files cost more
+than the writes), so reading stops at the first record of another generation, and at the
+first that is short or fails its CRC (a power cut's torn tail).
 """
 
 from __future__ import annotations
@@ -44,9 +47,12 @@ _log = logging.getLogger("mpsflow.inbox")
 JOURNAL_BYTES: Final = 8 * 1024 * 1024
 """A journal's size past which its owner starts a new one."""
 _SUFFIX: Final = ".journal"
-_HEAD: Final = struct.Struct("<cQdII")
+_HEAD: Final = struct.Struct("<cIQdII")
+_HEADER: Final = b"H"
 _APPENDED: Final = b"A"
 _DONE: Final = b"D"
+_SPARES: Final = 2
+"""Files with nothing pending kept for reuse."""
 
 
 class Pending(NamedTuple):
@@ -58,15 +64,28 @@ class Pending(NamedTuple):
 
 
 class _File:
-    """One journal file of this process: its descriptor and the items it holds pending."""
+    """One journal file of this process: its descriptor, the generation written to it now,
+    where that generation ends and the items it holds pending."""
 
-    __slots__ = ("fd", "name", "pending", "size")
+    __slots__ = ("fd", "generation", "name", "pending", "size")
 
     def __init__(self, name: str, fd: int) -> None:
         self.name = name
         self.fd = fd
+        self.generation = 0
         self.size = 0
         self.pending = 0
+
+    def start(self) -> None:
+        """Begin the next generation at the start of the file (its header first)."""
+        self.generation += 1
+        self.size = 0
+        self.write(_HEAD.pack(_HEADER, self.generation, 0, 0.0, 0, 0))
+
+    def write(self, head: bytes, body: bytes = b"") -> None:
+        """Write a record where the generation ends."""
+        _write_at(self.fd, self.size, head, body)
+        self.size += len(head) + len(body)
 
 
 class Journal:
@@ -84,7 +103,9 @@ class Journal:
         self._token = secrets.token_hex(8)
         self._pid = os.getpid()
         self._files: list[_File] = []
-        """This process's files, the current (written to) last."""
+        """This process's files that hold items or are written to (the current one last)."""
+        self._spares: list[_File] = []
+        """Files with nothing pending, to write over next."""
         self._items: dict[int, tuple[_File, bytes, float]] = {}
         """Pending items by number: their file, body and time of append."""
         self._serial = 0
@@ -108,16 +129,18 @@ class Journal:
         if self._broken:
             return None
         number = next(self._numbers)
-        head = _HEAD.pack(_APPENDED, number, received_at, len(body), zlib.crc32(body))
+        crc = zlib.crc32(body)
         with self._lock:
             try:
-                current = self._current(len(head) + len(body))
-                _write_all(current.fd, head, body)
+                current = self._current(_HEAD.size + len(body))
+                head = _HEAD.pack(
+                    _APPENDED, current.generation, number, received_at, len(body), crc
+                )
+                current.write(head, body)
             except OSError as exc:
                 self._broken = True
                 _log.warning("inbox journal %s: %s; appends go in the table", self.directory, exc)
                 return None
-            current.size += len(head) + len(body)
             current.pending += 1
         self._items[number] = (current, body, received_at)
         return number
@@ -129,18 +152,18 @@ class Journal:
 
     def done(self, number: int) -> bool:
         """Mark ``number`` done; False when it was not pending. A file left with nothing
-        pending, other than the current one, is deleted."""
+        pending, other than the current one, becomes a spare."""
         found = self._items.pop(number, None)
         if found is None:
             return False
         file = found[0]
         with self._lock:
             with contextlib.suppress(OSError):  # lost: the item is run again after a crash,
-                os.write(file.fd, _HEAD.pack(_DONE, number, 0.0, 0, 0))  # and dedup skips it
+                file.write(_HEAD.pack(_DONE, file.generation, number, 0.0, 0, 0))  # deduped
             file.pending -= 1
             if file.pending == 0 and file is not self._files[-1]:
                 self._files.remove(file)
-                self._delete(file)
+                self._retire(file)
         return True
 
     def sync(self) -> None:
@@ -155,7 +178,8 @@ class Journal:
         next :func:`read_orphan` to move into the table."""
         with self._lock:
             files, self._files = self._files, []
-            for file in files:
+            spares, self._spares = self._spares, []
+            for file in files + spares:
                 if file.pending == 0:
                     self._delete(file)
                 else:
@@ -165,16 +189,29 @@ class Journal:
 
     def _current(self, adding: int) -> _File:
         files = self._files
-        if files and (files[-1].size + adding <= JOURNAL_BYTES or files[-1].size == 0):
+        if files and (files[-1].size + adding <= JOURNAL_BYTES or files[-1].pending == 0):
+            if files[-1].size + adding > JOURNAL_BYTES:
+                files[-1].start()  # nothing pending in it: over again
             return files[-1]
-        if files and files[-1].pending == 0:
-            self._delete(files.pop())
+        file = self._spares.pop() if self._spares else self._new_file()
+        file.start()
+        files.append(file)
+        return file
+
+    def _retire(self, file: _File) -> None:
+        """``file`` holds nothing pending: a spare, or deleted when there are enough."""
+        if len(self._spares) < _SPARES:
+            self._spares.append(file)
+        else:
+            self._delete(file)
+
+    def _new_file(self) -> _File:
         self._serial += 1
         name = f"{self._token}-{self._serial}{_SUFFIX}"
         os.makedirs(self.directory, exist_ok=True)
         # Locked under a temporary name, then renamed: a reader never finds it unlocked.
         temporary = os.path.join(self.directory, f".{name}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         fd = os.open(temporary, flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -184,9 +221,7 @@ class Journal:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
-        file = _File(name, fd)
-        files.append(file)
-        return file
+        return _File(name, fd)
 
     def _delete(self, file: _File) -> None:
         """Unlink, then close (the lock ends only once the name is gone)."""
@@ -201,9 +236,10 @@ class Journal:
             return
         self._pid = os.getpid()
         self._token = secrets.token_hex(8)
-        for file in self._files:
+        for file in self._files + self._spares:
             _close(file.fd)  # the parent's lock stays: it is the parent's descriptor's
         self._files = []
+        self._spares = []
         self._items = {}
 
 
@@ -269,34 +305,39 @@ def read_orphan(directory: str, name: str) -> Orphan | None:
 
 
 def _parse(data: bytes) -> tuple[list[Pending], int]:
-    """The items a journal holds pending, and how many bytes at its end are not a record."""
+    """The items a journal holds pending, and how many bytes of its current generation are no
+    whole record (a write a power cut tore); what follows the generation is left alone."""
     pending: dict[int, Pending] = {}
     view = memoryview(data)
-    at = 0
     size = _HEAD.size
+    if len(data) < size or data[:1] != _HEADER:
+        return [], len(data)
+    generation = _HEAD.unpack_from(view, 0)[1]
+    at = size
     while at + size <= len(data):
-        kind, number, received_at, length, crc = _HEAD.unpack_from(view, at)
+        kind, written_in, number, received_at, length, crc = _HEAD.unpack_from(view, at)
+        if written_in != generation or kind not in (_APPENDED, _DONE):
+            return list(pending.values()), 0  # an earlier generation's rest
         end = at + size + length
-        if kind == _DONE and length == 0:
+        if kind == _DONE:
             pending.pop(number, None)
-        elif kind == _APPENDED and end <= len(data):
-            body = bytes(view[at + size : end])
-            if zlib.crc32(body) != crc:
-                break
-            pending[number] = Pending(number, body, received_at)
-        else:
+        elif end > len(data) or zlib.crc32(view[at + size : end]) != crc:
             break
+        else:
+            pending[number] = Pending(number, bytes(view[at + size : end]), received_at)
         at = end
     return list(pending.values()), len(data) - at
 
 
-def _write_all(fd: int, head: bytes, body: bytes) -> None:
-    """One ``writev`` (the whole record, almost always); what is left, after."""
-    written = os.writev(fd, (head, body))
+def _write_at(fd: int, offset: int, head: bytes, body: bytes) -> None:
+    """One ``pwritev`` at ``offset`` (the whole record, almost always); what is left, after."""
+    written = os.pwritev(fd, (head, body), offset)
     record = head + body if written < len(head) + len(body) else b""
     view = memoryview(record)[written:]
     while view:
-        view = view[os.write(fd, view) :]
+        step = os.pwrite(fd, view, offset + written)
+        view = view[step:]
+        written += step
 
 
 def _read_all(fd: int) -> bytes:

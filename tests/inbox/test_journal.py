@@ -159,8 +159,9 @@ async def test_a_torn_tail_is_ignored_and_the_whole_records_are_moved(tmp_path: 
         assert await left.append_leased(body, LEASE) is not None
     await left.close()  # pending: left behind, unlocked
     [journal] = journals(path)
+    generation = journal_module._HEAD.unpack_from(journal.read_bytes())[1]
     with journal.open("ab") as file:  # a record a power cut tore
-        file.write(journal_module._HEAD.pack(b"A", 99, 0.0, 50, 0) + b"part")
+        file.write(journal_module._HEAD.pack(b"A", generation, 99, 0.0, 50, 0) + b"part")
     inbox = SQLiteInbox(path)
     try:
         assert await inbox.reclaim() == 2
@@ -209,5 +210,33 @@ async def test_a_forked_child_journals_apart_from_its_parent(tmp_path: Path) -> 
         assert await inbox.reclaim() == 1  # the child's (it is gone), not the parent's
         assert [item.body for item in await inbox.lease(5, LEASE)] == [b"child"]
         assert await inbox.settle(parent.id, parent.attempt)
+    finally:
+        await inbox.close()
+
+
+async def test_emptied_files_are_written_over_and_their_old_records_never_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose items are all done is a spare, started over under the next generation:
+    the files stay few, and what an earlier generation left in one is not taken for items."""
+    monkeypatch.setattr(journal_module, "JOURNAL_BYTES", 3000)
+    path = tmp_path / "inbox.sqlite3"
+    left = await opened(path)
+    names: set[str] = set()
+    for n in range(60):  # a thousand bytes each: a file every two or three
+        item = await left.append_leased(f"{n:04}".encode() * 250, LEASE)
+        assert item is not None
+        assert await left.settle(item.id, item.attempt)
+        names.update(journal.name for journal in journals(path))
+    assert len(names) <= 3  # the same files over and over
+    kept = [await left.append_leased(f"kept {n}".encode() * 100, LEASE) for n in range(2)]
+    assert all(item is not None for item in kept)
+    await left.close()  # pending: left behind, unlocked
+    inbox = SQLiteInbox(path)
+    try:
+        assert await inbox.reclaim() == 2
+        bodies = sorted(item.body for item in await inbox.lease(50, LEASE))
+        assert bodies == [f"kept {n}".encode() * 100 for n in range(2)]
+        assert journals(path) == []
     finally:
         await inbox.close()
