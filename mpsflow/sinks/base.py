@@ -8,6 +8,7 @@ crash hands the sink the same keys again. A sink that can use them implements
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -73,13 +74,14 @@ class CheckedSink(Sink, Protocol):
         ...
 
 
-class KeyedSinkBase:
+class KeyedSinkBase(abc.ABC):
     """Base of a sink that implements ``send_keyed``: its ``send`` is ``send_keyed`` with no
-    keys, as the ``KeyedSink`` contract requires."""
+    keys, as the ``KeyedSink`` contract requires. A subclass without ``send_keyed`` cannot be
+    instantiated."""
 
+    @abc.abstractmethod
     async def send_keyed(self, batch: Sequence[object], keys: Sequence[str | None]) -> None:
         """Deliver every record of ``batch`` (with its key) or raise ``SinkError``."""
-        raise NotImplementedError
 
     async def send(self, batch: Sequence[object]) -> None:
         """Deliver every record of ``batch``, none of them keyed."""

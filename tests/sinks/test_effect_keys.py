@@ -12,7 +12,7 @@ from mpsflow import App, Context, Reject
 from mpsflow.clock import FakeClock
 from mpsflow.errors import SinkError
 from mpsflow.events import WorkflowTask
-from mpsflow.sinks.base import KeyedSink, Sink, keyed_sender
+from mpsflow.sinks.base import KeyedSink, KeyedSinkBase, Sink, keyed_sender
 from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
 from mpsflow.sinks.memory import MemorySink
@@ -180,3 +180,14 @@ async def test_explicit_keys_and_unkeyed_dead_letters() -> None:
     assert client.sinks["out"].keys[1] == effect.replace(":cover", "-1")
     assert len(result.dead_letters) == 1
     assert client.dead_letter_sink.keys == [None]  # dead letters carry their own ids
+
+
+def test_a_keyed_sink_base_without_send_keyed_cannot_be_made() -> None:
+    """``KeyedSinkBase.send`` calls ``send_keyed``: a subclass must say what it does."""
+
+    class Unfinished(KeyedSinkBase):
+        pass
+
+    assert Unfinished.__abstractmethods__ == frozenset({"send_keyed"})
+    with pytest.raises(TypeError):
+        Unfinished()  # type: ignore[abstract]
