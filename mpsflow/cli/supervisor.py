@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from mpsflow.cli._heap import freeze_loaded_heap
 from mpsflow.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STARTUP
@@ -173,6 +173,10 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
+_FORWARDED_SIGNAL_WINDOW: Final = 1.0
+"""Seconds in which a worker takes its signal again for the copy the supervisor forwarded."""
+
+
 def serve_workers(
     app: App,
     args: argparse.Namespace,
@@ -210,6 +214,7 @@ def serve_workers(
     metrics_dir = tempfile.mkdtemp(prefix="mpsflow-metrics-")
 
     def work() -> int:
+        app.repeat_signal_window = _FORWARDED_SIGNAL_WINDOW
         left = app.serve(*worker_sources(sock, metrics_dir))
         return EXIT_FAILED if left else EXIT_OK  # the shutdown timeout left work in flight
 

@@ -195,6 +195,24 @@ async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> No
             os.kill(pid, 0)
 
 
+async def test_sigterm_to_the_whole_process_group_drains_the_workers_once(tmp_path: Path) -> None:
+    """``kill -TERM -PGID`` (or systemd stopping the unit's cgroup) reaches every worker twice,
+    from the sender and forwarded by the supervisor: one stop request, a drain, exit 0."""
+    write_app(tmp_path)
+    args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2")
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        await output.wait_for_all(WORKER, 2)
+        await output.wait_for_all(SERVING, 3)  # the supervisor's line and each worker's
+        url = (await output.wait_for(SERVING)).group(1)
+        assert await post_all(url, [note("g-1")], output=output) == [200]
+        os.killpg(process.pid, signal.SIGTERM)  # its own session: the group is its pid
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    text = "\n".join(output.lines)
+    assert "again: stopping now" not in text
+    assert [str(r["task"]) for r in seen(tmp_path)] == ["g-1"]
+
+
 async def test_a_worker_starting_leaves_the_shared_socket_non_blocking(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
