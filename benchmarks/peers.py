@@ -12,8 +12,9 @@ warm-up never turns measured requests into duplicates (``benchmarks/http_callbac
   ``Sign == md5(Timestamp + key)`` (``hmac.compare_digest``), dedup on ``TaskId`` in a dict, a
   no-op async handler for ``WorkflowTask``; 401 on a bad signature, 400 on bad JSON.
 * **sdk**: the same with ``json.loads`` and the official SDK's ``ParseNotificationResponse``.
-* **fastapi**: FastAPI + uvicorn (one worker, uvicorn's default loop and HTTP parser: uvloop and
-  httptools only when installed), a pydantic model of the notification (the one
+* **fastapi**: FastAPI + uvicorn (one worker, uvicorn's default loop and HTTP parser: httptools,
+  which the ``bench`` extra installs as ``fastapi[standard]`` does, and asyncio's loop as for
+  every server here, uvloop not being installed), a pydantic model of the notification (the one
   ``benchmarks/decode.py`` builds) as the body parameter, the same checks.
 * **mpsflow**: ``mpsflow run benchmarks.peers:apps.default --http …``, i.e.
   ``App(notify_keys=[KEY])`` with one no-op ``WorkflowTask`` handler, in its default
