@@ -24,6 +24,8 @@ them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -93,8 +95,11 @@ class InboxSource(PullSource):
         """Slots taken by appends under way (counted against ``max_in_flight``)."""
         self._taking = False
         """The source runs and takes appends in memory."""
-        self._room_waiters: deque[anyio.Event] = deque()
-        """Appends waiting for room, first come first served."""
+        self._woken = 0
+        """Waiting appends woken for room that have not taken it yet (newcomers queue)."""
+        self._room_waiters: deque[asyncio.Future[bool]] = deque()
+        """Appends waiting for room, first come first served (asyncio futures: under overload
+        every append waits, and anyio's events and timed scopes cost several times more)."""
         self._dead_letter: DeadLetterPath = no_dead_letters
         """The runtime's dead-letter path (items whose body the inbox lost)."""
 
@@ -111,7 +116,8 @@ class InboxSource(PullSource):
         for whichever consumer leases it.
         """
         inbox = self.inbox
-        if self._taking and (self._room_waiters or not self._has_room()) and self.room_wait:
+        waiting = self._room_waiters or self._woken
+        if self._taking and (waiting or not self._has_room()) and self.room_wait:
             await self._wait_for_room()
         if not self._taking or not self._has_room():
             return await inbox.append(body)
@@ -146,21 +152,37 @@ class InboxSource(PullSource):
     async def _wait_for_room(self) -> None:
         """Wait, behind the appends that wait already, until an item is settled (at most
         ``room_wait``)."""
-        waiter = anyio.Event()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         self._room_waiters.append(waiter)
+        timer = loop.call_later(self.room_wait, _resolve, waiter, False)
         try:
-            with anyio.move_on_after(self.room_wait):
-                await waiter.wait()
+            woken = await waiter
+        except BaseException:  # cancelled
+            if _woken(waiter):  # once woken: the room is the next one's
+                self._woken -= 1
+                self._freed()
+            else:
+                self._leave_line(waiter)
+            raise
         finally:
-            if not waiter.is_set():
-                self._room_waiters.remove(waiter)
-            elif self._room_waiters and self._has_room():
-                self._room_waiters.popleft().set()  # room for the next one too
+            timer.cancel()
+        if woken:
+            self._woken -= 1
+        else:  # timed out
+            self._leave_line(waiter)
+
+    def _leave_line(self, waiter: asyncio.Future[bool]) -> None:
+        with contextlib.suppress(ValueError):
+            self._room_waiters.remove(waiter)
 
     def _freed(self) -> None:
         """An item was settled or given back: room for the first append that waits."""
-        if self._room_waiters:
-            self._room_waiters.popleft().set()
+        waiters = self._room_waiters
+        while waiters:
+            if _resolve(waiters.popleft(), True):
+                self._woken += 1
+                return
 
     def _on_take(self, delivery: Delivery) -> None:
         if delivery.deadline is None:  # the handler budget of a journaled item
@@ -192,7 +214,7 @@ class InboxSource(PullSource):
             self._handed.clear()  # their leases are held: given back below
             held, self._held = self._held, {}
             while self._room_waiters:  # to append for the next run
-                self._room_waiters.popleft().set()
+                self._freed()
             with anyio.CancelScope(shield=True):
                 await self._give_back(held)
 
@@ -307,3 +329,15 @@ class InboxSource(PullSource):
                     "%s; %d notification(s) come back when their leases end", exc, len(held)
                 )
                 return
+
+
+def _resolve(waiter: asyncio.Future[bool], woken: bool) -> bool:
+    """End ``waiter``'s wait (``woken``: room was made); False when it had ended already."""
+    if waiter.done():
+        return False
+    waiter.set_result(woken)
+    return True
+
+
+def _woken(waiter: asyncio.Future[bool]) -> bool:
+    return waiter.done() and not waiter.cancelled() and waiter.result()

@@ -110,3 +110,56 @@ async def test_an_append_with_no_room_waits_for_a_settle_then_goes_to_the_table(
     await inbox.close()
     assert runs == [("first", 1), ("second", 1)]
     assert dead.records == []
+
+
+async def test_an_append_cancelled_while_it_waits_for_room_leaves_the_line(
+    tmp_path: Path,
+) -> None:
+    """The sender went away: its place goes to the next append that waits, whose notification
+    is handed over once the item ahead is settled."""
+    app, dead = make_app()
+    runs: list[str] = []
+    release = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        runs.append(ctx.task_id)
+        await release.wait()
+
+    path = tmp_path / "inbox.sqlite3"
+    inbox = SQLiteInbox(path)
+    await inbox.size()
+    source = InboxSource(inbox, max_in_flight=1, hand_over_ahead=0, room_wait=30.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(app.run, source, handle_signals=False))
+        with anyio.fail_after(10):
+            await anyio.wait_all_tasks_blocked()
+            assert await source.append(signed("first"))
+            await anyio.wait_all_tasks_blocked()
+            gone = anyio.CancelScope()
+
+            async def cancelled() -> None:  # waits in line first, then is cancelled
+                with gone:
+                    await source.append(signed("gone"))
+
+            tg.start_soon(cancelled)
+            await anyio.wait_all_tasks_blocked()
+            gone.cancel()
+            appended = anyio.Event()
+
+            async def third() -> None:
+                assert await source.append(signed("third"))
+                appended.set()
+
+            tg.start_soon(third)
+            await anyio.wait_all_tasks_blocked()
+            assert not appended.is_set()
+            release.set()
+            await appended.wait()
+            assert table_rows(path) == 0
+            while await inbox.size():
+                await inbox.wait_for_items(0.05)
+        app.stop()
+    await inbox.close()
+    assert runs == ["first", "third"]
+    assert dead.records == []
