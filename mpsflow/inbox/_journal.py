@@ -7,8 +7,9 @@ transaction and each awaited by its caller: most of what the inbox costs per not
 Here an append is one ``writev`` of a record (header and body) to the end of this process's
 journal file, done before the receiver answers 200, and a settle is one short record saying
 the item is done. ``write`` leaves the bytes in the kernel's page cache: they survive the
-process being killed, as a WAL commit with ``synchronous = NORMAL`` does; the inbox's writer
-syncs the journal before each checkpoint, as it syncs the body segments.
+process being killed, as a WAL commit with ``synchronous = NORMAL`` does. A thread syncs the
+journal to disk at most :data:`SYNC_EVERY` seconds after an append (so a power cut loses at
+most about that much of what was answered), and the inbox's writer before each checkpoint.
 
 Every other fate goes through the table: an item to retry, one given back at shutdown, and
 what a journal holds when its process is gone, which another process (or the next run)
@@ -29,6 +30,7 @@ first that is short or fails its CRC (a power cut's torn tail).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import itertools
@@ -37,15 +39,26 @@ import os
 import secrets
 import struct
 import threading
+import time
 import zlib
 from typing import ClassVar, Final, NamedTuple
 
-__all__ = ["JOURNAL_BYTES", "Journal", "Orphan", "Pending", "orphan_names", "read_orphan"]
+__all__ = [
+    "JOURNAL_BYTES",
+    "SYNC_EVERY",
+    "Journal",
+    "Orphan",
+    "Pending",
+    "orphan_names",
+    "read_orphan",
+]
 
 _log = logging.getLogger("mpsflow.inbox")
 
 JOURNAL_BYTES: Final = 8 * 1024 * 1024
 """A journal's size past which its owner starts a new one."""
+SYNC_EVERY: Final = 1.0
+"""Seconds between two syncs of the journal to disk while appends go on."""
 _SUFFIX: Final = ".journal"
 _HEAD: Final = struct.Struct("<cIQdII")
 _HEADER: Final = b"H"
@@ -112,6 +125,9 @@ class Journal:
         self._lock = threading.Lock()
         self._broken = False
         """A write failed: appends go to the table from now on."""
+        self._synced_at = time.monotonic()
+        self._syncing = False
+        """A sync runs in a thread."""
 
     @property
     def pending(self) -> int:
@@ -143,6 +159,8 @@ class Journal:
                 return None
             current.pending += 1
         self._items[number] = (current, body, received_at)
+        if not self._syncing and time.monotonic() - self._synced_at >= SYNC_EVERY:
+            self._sync_soon()
         return number
 
     def get(self, number: int) -> Pending | None:
@@ -167,11 +185,30 @@ class Journal:
         return True
 
     def sync(self) -> None:
-        """Flush the journal to disk (on the writer's thread, before a checkpoint)."""
+        """Flush the journal to disk (in a thread: the event loop never waits for it). The
+        lock is not held meanwhile: a descriptor closed since is skipped."""
         with self._lock:
-            for file in self._files:
-                with contextlib.suppress(OSError):
-                    os.fsync(file.fd)
+            fds = [file.fd for file in self._files]
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+
+    def _sync_soon(self) -> None:
+        """Sync in the event loop's default executor (at once without a running loop)."""
+        self._syncing = True
+        self._synced_at = time.monotonic()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._synced()
+            return
+        loop.run_in_executor(None, self._synced)
+
+    def _synced(self) -> None:
+        try:
+            self.sync()
+        finally:
+            self._syncing = False
 
     def close(self) -> None:
         """Release the files: deleted when nothing is pending, else left (unlocked) for the

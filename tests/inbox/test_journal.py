@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import anyio
@@ -238,5 +239,28 @@ async def test_emptied_files_are_written_over_and_their_old_records_never_read(
         bodies = sorted(item.body for item in await inbox.lease(50, LEASE))
         assert bodies == [f"kept {n}".encode() * 100 for n in range(2)]
         assert journals(path) == []
+    finally:
+        await inbox.close()
+
+
+async def test_appends_are_synced_to_disk_in_a_thread_soon_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a power cut could lose is bounded by ``SYNC_EVERY``, and the loop never waits."""
+    synced = threading.Event()
+    threads: list[bool] = []
+
+    def fsync(fd: int) -> None:
+        threads.append(threading.current_thread() is threading.main_thread())
+        synced.set()
+
+    monkeypatch.setattr(journal_module, "SYNC_EVERY", 0.0)
+    monkeypatch.setattr(os, "fsync", fsync)
+    inbox = await opened(tmp_path / "inbox.sqlite3")
+    try:
+        assert await inbox.append_leased(b"durable", LEASE) is not None
+        assert await anyio.to_thread.run_sync(synced.wait, 10)
+        assert threads
+        assert not any(threads)  # never on the event loop's thread
     finally:
         await inbox.close()
