@@ -111,11 +111,11 @@ class App(Router):
         self.shutdown_timeout = shutdown_timeout
         self.drain_report_interval = 5.0
         """Seconds between two "draining: …" lines while ``run`` drains."""
-        self.repeat_signal_window = 0.0
-        """Seconds after a stop signal in which the same signal again is the same request, not
-        "stop at once". ``mpsflow run --workers`` sets it in its workers: a signal sent to a
-        whole process group or cgroup (systemd's default) reaches them twice, from the sender
-        and forwarded by the supervisor."""
+        self.stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+        """The signals ``run`` drains on; the same one again stops at once. ``mpsflow run
+        --workers`` adds SIGUSR1 in its workers, the stop its supervisor forwards: a signal
+        sent to the whole process group or cgroup (systemd's default) reaches them directly
+        too, and two different signals are one request, not "stop at once"."""
         self.deferral_summary_interval = DEFERRAL_SUMMARY_INTERVAL
         """Seconds between two "deferred N handler runs …" summary lines, at most."""
         self.unmatched: UnmatchedPolicy = unmatched
@@ -527,14 +527,11 @@ class App(Router):
             )
 
     async def _stop_on_signals(self, run: _Run) -> None:
-        """SIGTERM/SIGINT: drain. The same signal again: stop at once (``run.interrupted``)."""
-        seen: dict[int, float] = {}
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        """A stop signal: drain. The same signal again: stop at once (``run.interrupted``)."""
+        seen: set[int] = set()
+        with anyio.open_signal_receiver(*self.stop_signals) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
-                now = anyio.current_time()
-                if signum in seen and now - seen[signum] < self.repeat_signal_window:
-                    continue  # the same request, delivered twice
                 if signum in seen:
                     _log.warning(
                         "received %s again: stopping now, leaving %s for redelivery",
@@ -544,7 +541,7 @@ class App(Router):
                     run.interrupted = True
                     run.scope.cancel()
                     return
-                seen[signum] = now
+                seen.add(signum)
                 _log.info(
                     "received %s; draining for up to %gs (%s again stops at once)",
                     name,

@@ -320,6 +320,46 @@ class Pipeline:
         notification: AnyNotification,
         delivery: Delivery,
     ) -> _HandlerResult:
+        """Run one handler and say how it ended; with ``max_concurrency``, once it has a slot.
+
+        The slot comes first: middleware (dedup's claim) runs only for a handler about to
+        run, so a crash leaves no claims of handlers that were only waiting, and the deadline
+        cut-off does not count the wait. A wait that ran into the delivery's deadline defers
+        the run (no attempt used): it is retried like a duplicate in progress.
+        """
+        limiter = spec.limiter  # made in the running event loop, on first use
+        if limiter is None:
+            return await self._run_now(spec, payload, subtask, notification, delivery)
+        deadline = delivery.deadline
+        clock = self._clock
+        before = clock.monotonic()
+        async with limiter:
+            if deadline is not None:
+                had = deadline - before - _DEADLINE_MARGIN
+                left = deadline - clock.monotonic() - _DEADLINE_MARGIN
+                if had >= _MIN_CUT_OFF > left:  # the wait used up the time there was
+                    result = _HandlerResult(
+                        spec,
+                        Cause.DEFERRED,
+                        f"waited {clock.monotonic() - before:.3g}s for one of its"
+                        f" {spec.max_concurrency} max_concurrency slots, until the delivery's"
+                        " deadline",
+                    )
+                    ctx = Context(
+                        notification, delivery, spec.name, spec.key, self._sinks, subtask=subtask
+                    )
+                    self._account(spec, ctx, result, 0.0)
+                    return result
+            return await self._run_now(spec, payload, subtask, notification, delivery)
+
+    async def _run_now(
+        self,
+        spec: HandlerSpec,
+        payload: Any,
+        subtask: PlannedSubtask,
+        notification: AnyNotification,
+        delivery: Delivery,
+    ) -> _HandlerResult:
         """Run one handler (through its middleware, if any) and say how it ended."""
         ctx = Context(notification, delivery, spec.name, spec.key, self._sinks, subtask=subtask)
         call, chained = self._calls[spec]
@@ -376,6 +416,13 @@ class Pipeline:
                 self._metrics.handler_run(spec.key, "ok", perf_counter() - started)
                 return self._ok_results[spec]
             result = _from_outcome(spec, outcome)
+        self._account(spec, ctx, result, perf_counter() - started)
+        return result
+
+    def _account(
+        self, spec: HandlerSpec, ctx: Context, result: _HandlerResult, took: float
+    ) -> None:
+        """Count a run that did not simply succeed, and log it unless it was skipped."""
         cause = result.cause
         if cause is Cause.ALREADY_DONE:
             self._metrics.duplicate_skipped(spec.key)
@@ -384,8 +431,7 @@ class Pipeline:
             ctx.log.info("handler %s deferred: %s", spec.name, result.reason)
         elif cause is not Cause.OK:
             ctx.log.warning("handler %s failed (%s): %s", spec.name, cause.value, result.reason)
-        self._metrics.handler_run(spec.key, cause.value, perf_counter() - started)
-        return result
+        self._metrics.handler_run(spec.key, cause.value, took)
 
     # -- verdicts ---------------------------------------------------------------------------
 
@@ -570,24 +616,19 @@ class Pipeline:
 
 
 def _handler_call(spec: HandlerSpec) -> _HandlerCall:
-    """The one way a handler is called: its ``Context`` made current, its concurrency limit and
-    timeout applied, and its emits awaited (it succeeds only once they are delivered)."""
+    """The one way a handler is called: its ``Context`` made current, its timeout applied, and
+    its emits awaited (it succeeds only once they are delivered). Its concurrency limit is
+    taken before its middleware (``Pipeline._run``)."""
     func = spec.func
     timeout = spec.timeout
-    plain = spec.max_concurrency is None and timeout is None
 
     async def call(payload: Any, ctx: Context) -> Outcome:
         token = set_current_context(ctx)
         try:
-            if plain:
+            if timeout is None:
                 await func(payload, ctx)
             else:
-                limiter = spec.limiter  # made in the running event loop, on first use
-                if limiter is None:
-                    await _with_timeout(timeout, func, payload, ctx)
-                else:
-                    async with limiter:
-                        await _with_timeout(timeout, func, payload, ctx)
+                await _with_timeout(timeout, func, payload, ctx)
             if ctx.emitting:
                 await ctx.wait_emitted()
         finally:

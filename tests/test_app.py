@@ -14,7 +14,17 @@ from typing import Any
 import anyio
 import pytest
 
-from mpsflow import App, Call, CallNext, Context, Delivery, Outcome, RetryPolicy, Settlement
+from mpsflow import (
+    App,
+    Call,
+    CallNext,
+    Cause,
+    Context,
+    Delivery,
+    Outcome,
+    RetryPolicy,
+    Settlement,
+)
 from mpsflow.clock import FakeClock
 from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.errors import ConfigurationError, StartupError, StoreUnavailable
@@ -104,6 +114,60 @@ async def test_per_handler_concurrency_limit_holds() -> None:
     )
     assert limited_runs.peak == 2
     assert unlimited_runs.peak > 2
+
+
+async def test_a_handler_waiting_for_its_concurrency_slot_has_claimed_nothing() -> None:
+    """The slot comes before dedup's claim: a crash leaves no claims of waiting runs, whose
+    redeliveries would otherwise be deferred until those claims' leases end."""
+    store = MemoryStore()
+    app = quiet_app(idempotency=store)
+    release = anyio.Event()
+
+    @app.on("WorkflowTask", max_concurrency=1)
+    async def slow(event: WorkflowTask, ctx: Context) -> None:
+        await release.wait()
+
+    async with app:
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(app.process, Delivery(note(n), source="test"))
+            await anyio.wait_all_tasks_blocked()
+            assert len(store) == 1  # the running one's claim only
+            release.set()
+        assert len(store) == 3
+
+
+async def test_a_wait_for_a_concurrency_slot_into_the_deadline_defers_the_run() -> None:
+    """Waiting is not failing: the run is put off, its attempt not used, and no cut-off
+    counts the wait."""
+    clock = FakeClock()
+    app = quiet_app(clock=clock)
+    release = anyio.Event()
+    runs: list[str] = []
+
+    @app.on("WorkflowTask", max_concurrency=1)
+    async def slow(event: WorkflowTask, ctx: Context) -> None:
+        runs.append(ctx.task_id)
+        if ctx.task_id == "task-0":
+            await release.wait()
+
+    async with app, anyio.create_task_group() as tg:
+        first = Delivery(note(0), source="test")  # no deadline: never cut off
+        tg.start_soon(app.process, first)
+        await anyio.wait_all_tasks_blocked()
+        outcomes: list[Outcome] = []
+
+        async def second() -> None:
+            delivery = Delivery(note(1), source="test", deadline=clock.monotonic() + 10)
+            outcomes.append(await app.process(delivery))
+
+        tg.start_soon(second)
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(20)  # its deadline passes while it waits for the slot
+        release.set()
+    [outcome] = outcomes
+    assert (outcome.settlement, outcome.cause) == (Settlement.RETRY, Cause.DEFERRED)
+    assert runs == ["task-0"]
 
 
 async def test_in_process_retries_use_the_clock_not_sleeps() -> None:

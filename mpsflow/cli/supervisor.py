@@ -1,8 +1,10 @@
 """``mpsflow run --workers N``: a pre-fork supervisor that serves one HTTP port from N processes.
 
 The listening socket is bound before forking, so every worker accepts on the same port; the
-supervisor restarts workers that crash and forwards SIGTERM/SIGINT so each drains gracefully
-(the same signal again makes them stop at once). A worker that cannot start (a
+supervisor restarts workers that crash and forwards SIGTERM/SIGINT, as SIGUSR1, so each
+drains gracefully (a second signal makes them stop at once). SIGUSR1, not the signal itself: a
+signal sent to the whole process group or cgroup (Ctrl-C, systemd) reaches the workers directly
+too, and one request must not look like two. A worker that cannot start (a
 :class:`~mpsflow.errors.StartupError`, e.g. its dedup store does not answer) is not restarted:
 the supervisor stops the others and ends with that error, reported once.
 """
@@ -34,13 +36,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Supervisor", "serve_workers"]
 
+_FORWARDED_STOP: Final = signal.SIGUSR1
+"""The signal the supervisor stops its workers with (their apps drain on it)."""
+
 _log = logging.getLogger("mpsflow.cli")
 
 
 class Supervisor:
     """Forks N workers that serve one inherited listening socket; restarts crashed ones.
 
-    SIGTERM/SIGINT are forwarded to every worker (each drains gracefully); the supervisor
+    SIGTERM/SIGINT are forwarded to every worker as SIGUSR1 (each drains gracefully); the supervisor
     exits once they all have. A second signal is forwarded too (each worker then stops at
     once) and the supervisor exits with 130. A worker that keeps dying right after start (5
     times in a row) makes it give up and stop the others; one that cannot start
@@ -74,7 +79,7 @@ class Supervisor:
         self.stopping = True
         self._wake.set()
         for pid in list(self.workers):
-            _kill(pid, signal.SIGTERM)
+            _kill(pid, _FORWARDED_STOP)
 
     def _spawn(self) -> None:
         pid = os.fork()
@@ -139,9 +144,9 @@ class Supervisor:
                     self._stop_workers()  # the others too; none is restarted
                     continue
                 if self.stopping:
-                    # Killed by the SIGTERM it was sent: it had not set up its app's signal
-                    # handling yet (or had ended it), so it held no work: a clean stop.
-                    failed |= code not in (0, -signal.SIGTERM)
+                    # Killed by the stop it was sent (or by the group's SIGTERM): it had not set
+                    # up its app's signal handling yet (or had ended it), so it held no work.
+                    failed |= code not in (0, -_FORWARDED_STOP, -signal.SIGTERM)
                     _log.info("worker %d exited (%d)", pid, code)
                     continue
                 _log.error("worker %d exited unexpectedly (%d); restarting it", pid, code)
@@ -171,10 +176,6 @@ class Supervisor:
 def _kill(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-
-
-_FORWARDED_SIGNAL_WINDOW: Final = 1.0
-"""Seconds in which a worker takes its signal again for the copy the supervisor forwarded."""
 
 
 def serve_workers(
@@ -214,7 +215,7 @@ def serve_workers(
     metrics_dir = tempfile.mkdtemp(prefix="mpsflow-metrics-")
 
     def work() -> int:
-        app.repeat_signal_window = _FORWARDED_SIGNAL_WINDOW
+        app.stop_signals = (*app.stop_signals, _FORWARDED_STOP)
         left = app.serve(*worker_sources(sock, metrics_dir))
         return EXIT_FAILED if left else EXIT_OK  # the shutdown timeout left work in flight
 

@@ -8,7 +8,7 @@ Here an append is one ``writev`` of a record (header and body) to the end of thi
 journal file, done before the receiver answers 200, and a settle is one short record saying
 the item is done. ``write`` leaves the bytes in the kernel's page cache: they survive the
 process being killed, as a WAL commit with ``synchronous = NORMAL`` does. A thread syncs the
-journal to disk at most :data:`SYNC_EVERY` seconds after an append (so a power cut loses at
+journal to disk at most :data:`SYNC_EVERY` seconds after each append (so a power cut loses at
 most about that much of what was answered), and the inbox's writer before each checkpoint.
 
 Every other fate goes through the table: an item to retry, one given back at shutdown, and
@@ -40,6 +40,7 @@ import secrets
 import struct
 import threading
 import time
+import weakref
 import zlib
 from typing import ClassVar, Final, NamedTuple
 
@@ -110,6 +111,8 @@ class Journal:
     """
 
     _numbers: ClassVar[itertools.count[int]] = itertools.count(1)
+    _every: ClassVar[weakref.WeakSet[Journal]] = weakref.WeakSet()
+    """Every journal of this process (a forked child lets go of them at once)."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
@@ -126,8 +129,11 @@ class Journal:
         self._broken = False
         """A write failed: appends go to the table from now on."""
         self._synced_at = time.monotonic()
-        self._syncing = False
-        """A sync runs in a thread."""
+        self._sync_due = False
+        """A sync is scheduled or runs in a thread."""
+        self._dirty = False
+        """Written since the last sync started."""
+        self._every.add(self)
 
     @property
     def pending(self) -> int:
@@ -159,8 +165,9 @@ class Journal:
                 return None
             current.pending += 1
         self._items[number] = (current, body, received_at)
-        if not self._syncing and time.monotonic() - self._synced_at >= SYNC_EVERY:
-            self._sync_soon()
+        self._dirty = True
+        if not self._sync_due:
+            self._schedule_sync()
         return number
 
     def get(self, number: int) -> Pending | None:
@@ -193,22 +200,39 @@ class Journal:
             with contextlib.suppress(OSError):
                 os.fsync(fd)
 
-    def _sync_soon(self) -> None:
-        """Sync in the event loop's default executor (at once without a running loop)."""
-        self._syncing = True
-        self._synced_at = time.monotonic()
+    def _schedule_sync(self) -> None:
+        """Sync :data:`SYNC_EVERY` seconds after the last sync started (at once if that is
+        past), in the event loop's default executor; at once without a running loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._synced()
+            self.sync()
+            self._dirty = False
             return
-        loop.run_in_executor(None, self._synced)
+        self._sync_due = True
+        delay = max(0.0, self._synced_at + SYNC_EVERY - time.monotonic())
+        loop.call_later(delay, self._start_sync, loop)
 
-    def _synced(self) -> None:
+    def _start_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._dirty = False
+        self._synced_at = time.monotonic()
+        try:
+            loop.run_in_executor(None, self._sync_then, loop)
+        except RuntimeError:  # the loop is closing: its executor is gone
+            self._sync_due = False
+
+    def _sync_then(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the executor's thread: sync, then tell the loop."""
         try:
             self.sync()
         finally:
-            self._syncing = False
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(self._synced)
+
+    def _synced(self) -> None:
+        self._sync_due = False
+        if self._dirty:  # written while it synced: again, in turn
+            self._schedule_sync()
 
     def close(self) -> None:
         """Release the files: deleted when nothing is pending, else left (unlocked) for the
@@ -231,7 +255,11 @@ class Journal:
                 files[-1].start()  # nothing pending in it: over again
             return files[-1]
         file = self._spares.pop() if self._spares else self._new_file()
-        file.start()
+        try:
+            file.start()
+        except OSError:
+            self._delete(file)
+            raise
         files.append(file)
         return file
 
@@ -268,11 +296,15 @@ class Journal:
 
     def _check_fork(self) -> None:
         """In a forked child: the parent's files are the parent's (their locks too), so the
-        child closes its copies and starts journals of its own."""
+        child closes its copies and starts journals of its own. Run at the fork itself: a
+        child that kept the copies would keep the lock after the parent died, and the
+        parent's journal would not be taken over while the child lives."""
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()
         self._token = secrets.token_hex(8)
+        self._lock = threading.Lock()  # held by another thread of the parent, maybe
+        self._sync_due = self._dirty = False
         for file in self._files + self._spares:
             _close(file.fd)  # the parent's lock stays: it is the parent's descriptor's
         self._files = []
@@ -387,3 +419,12 @@ def _read_all(fd: int) -> bytes:
 def _close(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+def _after_fork_in_child() -> None:
+    for journal in list(Journal._every):
+        journal._check_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
