@@ -75,6 +75,8 @@ class Pending(NamedTuple):
     number: int
     body: bytes
     received_at: float
+    journal: str = ""
+    """The name of the file it is in (this process's items)."""
 
 
 class _File:
@@ -173,7 +175,7 @@ class Journal:
     def get(self, number: int) -> Pending | None:
         """The pending item ``number``, None when it is done (or not this journal's)."""
         found = self._items.get(number)
-        return None if found is None else Pending(number, found[1], found[2])
+        return None if found is None else Pending(number, found[1], found[2], found[0].name)
 
     def done(self, number: int) -> bool:
         """Mark ``number`` done; False when it was not pending. A file left with nothing

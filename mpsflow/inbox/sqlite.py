@@ -40,7 +40,7 @@ import anyio
 from mpsflow._sqlite import Operation, SQLiteWriter
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, InboxUnavailable
-from mpsflow.inbox._journal import Journal, Orphan, orphan_names, read_orphan
+from mpsflow.inbox._journal import Journal, Orphan, Pending, orphan_names, read_orphan
 from mpsflow.inbox._segments import SEGMENTS_TABLE, Segments, process_alive
 from mpsflow.inbox.base import InboxItem
 
@@ -59,6 +59,9 @@ DEFAULT_MAX_ITEMS: Final = 100_000
 _TABLE = "mpsflow_inbox"
 _JOURNALS = "mpsflow_inbox_journals"
 """Names of the journals moved into the table and not deleted yet (a crash in between)."""
+_MOVED_ITEMS = "mpsflow_inbox_moved_items"
+"""Journal items moved into the table one by one (retried) and perhaps not marked done in
+their journal yet (a crash or a cancel in between): a journal's move skips them."""
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused: a stale lease names no new item
@@ -74,6 +77,8 @@ _SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_visible ON {_TABLE} (visible_at, id)",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_segment ON {_TABLE} (segment) WHERE segment IS NOT NULL",
     f"CREATE TABLE IF NOT EXISTS {_JOURNALS} (name TEXT PRIMARY KEY)",
+    f"CREATE TABLE IF NOT EXISTS {_MOVED_ITEMS} (journal TEXT NOT NULL, number INTEGER NOT NULL,"
+    " PRIMARY KEY (journal, number)) WITHOUT ROWID",
     f"CREATE TABLE IF NOT EXISTS {SEGMENTS_TABLE} ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"  # never reused: a file name stays one segment's
     " owner TEXT NOT NULL,"
@@ -109,6 +114,10 @@ _OWNERS = f"SELECT DISTINCT owner FROM {_TABLE} WHERE visible_at > ? AND owner L
 _RECLAIM = f"UPDATE {_TABLE} SET visible_at = 0, owner = '' WHERE owner = ? AND visible_at > ?"
 _MOVED = f"SELECT 1 FROM {_JOURNALS} WHERE name = ?"
 _FORGET = f"DELETE FROM {_JOURNALS} WHERE name = ?"
+_MOVED_ITEM = f"INSERT OR IGNORE INTO {_MOVED_ITEMS} (journal, number) VALUES (?, ?)"
+_MOVED_NUMBERS = f"SELECT number FROM {_MOVED_ITEMS} WHERE journal = ?"
+_FORGET_ITEMS = f"DELETE FROM {_MOVED_ITEMS} WHERE journal = ?"
+_FORGET_ITEM = f"DELETE FROM {_MOVED_ITEMS} WHERE journal = ? AND number = ?"
 
 
 class SQLiteInbox:
@@ -116,9 +125,11 @@ class SQLiteInbox:
 
     ``max_items`` bounds it (``append`` answers False past it). The bound is checked against a
     count taken every 1024 appends (and whenever the bound seems reached), plus this
-    process's appends since: processes sharing the file may together pass it by up to 1024
-    each, and an append is never refused while there is room. ``path`` may be shared by the
-    processes of one host (``mpsflow run --workers N``), not over a network file system.
+    process's appends since, plus its journal's pending items (not those of other processes'
+    journals): processes sharing the file may together pass it by up to 1024 each and by what
+    their journals hold, and an append is never refused while there is room. ``path`` may be
+    shared by the processes of one host (``mpsflow run --workers N``), not over a network file
+    system.
     """
 
     def __init__(
@@ -162,6 +173,9 @@ class SQLiteInbox:
         """When a lease that found nothing last swept (the inbox's clock)."""
         self._orphans_at = -math.inf
         """When a lease last looked for journals of processes that are gone."""
+        self._stranded: dict[int, tuple[float, int]] = {}
+        """Journal items whose move to the table failed: (visible at, attempts), moved by
+        the next lease."""
 
     def __repr__(self) -> str:
         return f"SQLiteInbox(path={self._path!r}, max_items={self.max_items})"
@@ -278,6 +292,8 @@ class SQLiteInbox:
         """Up to ``max_count`` visible items, oldest first, hidden for ``lease_seconds``."""
         if self._appended is None:  # from now on, appends of this process wake the consumer
             self._appended = anyio.Event()
+        if self._stranded and self._journal is not None:
+            await self._move_stranded(self._journal)
         now = self._clock.time()
         until = now + lease_seconds
         owner = self.owner
@@ -333,21 +349,55 @@ class SQLiteInbox:
         the attempt given back)."""
         visible_at = self._clock.time() + max(delay, 0.0)
         give_back = 0 if counted else 1
-        if item_id < 0:  # from the journal into the table, then done in the journal
+        if item_id < 0:
             journal = self._journal
             pending = journal.get(-item_id) if journal is not None else None
             if journal is None or pending is None or attempt != 1:
                 return False
-            await self._append(
-                pending.body, visible_at, 1 - give_back, "", pending.received_at, bounded=False
-            )
-            return journal.done(-item_id)
+            try:
+                await self._move_item(journal, pending, visible_at, 1 - give_back)
+            except InboxUnavailable:
+                self._stranded[pending.number] = (visible_at, 1 - give_back)
+                raise
+            return True
 
         def retry(conn: sqlite3.Connection) -> bool:
             args = (visible_at, give_back, item_id, attempt)
             return conn.execute(_AGAIN, args).rowcount == 1
 
         return await self._run(retry)
+
+    async def _move_item(
+        self, journal: Journal, pending: Pending, visible_at: float, attempts: int
+    ) -> None:
+        """A journal item into the table, recorded as moved in the same transaction (a journal
+        moved after a crash skips it), then done in its journal and the record dropped."""
+        segments = self._segments if self._write_segments else None
+
+        def move(conn: sqlite3.Connection) -> None:
+            columns = _body_columns(pending.body, segments)
+            conn.execute(_INSERT, (*columns, pending.received_at, visible_at, attempts, ""))
+            conn.execute(_MOVED_ITEM, (pending.journal, pending.number))
+            self._estimate += 1
+
+        await self._run(move)
+        self._stranded.pop(pending.number, None)
+        journal.done(pending.number)
+        with contextlib.suppress(InboxUnavailable):  # else dropped with its journal's move
+            await self._run(functools.partial(_forget_item, pending=pending))
+
+    async def _move_stranded(self, journal: Journal) -> None:
+        """Move the journal items whose move to the table failed earlier (the database was
+        unavailable): nothing else would bring them back while this process runs."""
+        for number, (visible_at, attempts) in list(self._stranded.items()):
+            pending = journal.get(number)
+            if pending is None:
+                del self._stranded[number]
+                continue
+            try:
+                await self._move_item(journal, pending, visible_at, attempts)
+            except InboxUnavailable:
+                return
 
     async def reclaim(self) -> int:
         """Make the leases of this host's processes that are gone visible again, and move
@@ -391,7 +441,7 @@ class SQLiteInbox:
                 _log.warning("%s; journal %s is moved later", exc, name)
                 return moved
             orphan.delete()
-            with contextlib.suppress(InboxUnavailable):  # else forgotten by a later move
+            with contextlib.suppress(InboxUnavailable):  # else the name stays, a few bytes
                 await self._run(functools.partial(_forget, name=name))
         return moved
 
@@ -406,16 +456,16 @@ class SQLiteInbox:
             )
         if conn.execute(_MOVED, (orphan.name,)).fetchone() is not None:
             return 0  # moved by a process that died before deleting it
+        moved = {number for (number,) in conn.execute(_MOVED_NUMBERS, (orphan.name,))}
+        items = [item for item in orphan.pending if item.number not in moved]
         segments = self._segments if self._write_segments else None
         conn.executemany(
             _INSERT,
-            [
-                (*_body_columns(item.body, segments), item.received_at, 0.0, 1, "")
-                for item in orphan.pending
-            ],
+            [(*_body_columns(item.body, segments), item.received_at, 0.0, 1, "") for item in items],
         )
         conn.execute(f"INSERT INTO {_JOURNALS} (name) VALUES (?)", (orphan.name,))
-        return len(orphan.pending)
+        conn.execute(_FORGET_ITEMS, (orphan.name,))
+        return len(items)
 
     async def wait_for_items(self, at_most: float) -> None:
         """Return at once when this process appended since the last call, else after an
@@ -496,6 +546,10 @@ class SQLiteInbox:
 
 def _forget(conn: sqlite3.Connection, *, name: str) -> None:
     conn.execute(_FORGET, (name,))
+
+
+def _forget_item(conn: sqlite3.Connection, *, pending: Pending) -> None:
+    conn.execute(_FORGET_ITEM, (pending.journal, pending.number))
 
 
 def _body_columns(body: bytes, segments: Segments | None) -> tuple[object, ...]:

@@ -65,7 +65,7 @@ class PullSource(abc.ABC):
         self.max_in_flight = max_in_flight
         self.pollers = pollers
         self._running: _Loop | None = None
-        """The loop of the current ``run`` (for ``_offer``)."""
+        """The loop of the current ``run`` (for ``_push``)."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Acquire connections before the first receive."""
@@ -87,6 +87,12 @@ class PullSource(abc.ABC):
 
     def _on_take(self, delivery: Delivery) -> None:  # noqa: B027 - optional hook
         """Called as a worker takes ``delivery`` from the queue, before it runs."""
+
+    def _keep_at_stop(self, delivery: Delivery) -> bool:
+        """Whether a delivery still queued when the source stops is run in the drain (by
+        default: it was received, and would otherwise wait for redelivery). False leaves it
+        unsettled, for the source to give back itself."""
+        return True
 
     def _push(self, delivery: Delivery) -> bool:
         """Queue ``delivery`` for the workers as if received, past ``max_in_flight`` too (the
@@ -151,6 +157,11 @@ class _Loop:
                 await self.stop.wait()
                 pollers.cancel_scope.cancel()
             self.polling_done = True
+            queue = self.queue  # the workers' own: changed in place
+            kept = [delivery for delivery in queue if source._keep_at_stop(delivery)]
+            self.unsettled -= len(queue) - len(kept)
+            queue.clear()
+            queue.extend(kept)
             for idle in self.idle:
                 idle.set()
             self.idle.clear()

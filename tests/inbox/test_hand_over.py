@@ -163,3 +163,38 @@ async def test_an_append_cancelled_while_it_waits_for_room_leaves_the_line(
     await inbox.close()
     assert runs == ["first", "third"]
     assert dead.records == []
+
+
+async def test_items_still_queued_at_stop_are_given_back_not_run(tmp_path: Path) -> None:
+    """The drain finishes what runs; what waits in memory is durable already and goes back to
+    the inbox, first attempt kept, for the next run."""
+    app, dead = make_app()
+    runs: list[str] = []
+    release = anyio.Event()
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        runs.append(ctx.task_id)
+        await release.wait()
+
+    path = tmp_path / "inbox.sqlite3"
+    inbox = SQLiteInbox(path)
+    await inbox.size()
+    source = InboxSource(inbox, max_in_flight=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(app.run, source, handle_signals=False))
+        with anyio.fail_after(10):
+            await anyio.wait_all_tasks_blocked()
+            for name in ("running", "queued-1", "queued-2"):
+                assert await source.append(signed(name))
+            await anyio.wait_all_tasks_blocked()
+            assert runs == ["running"]
+            app.stop()
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+    assert runs == ["running"]
+    assert table_rows(path) == 2
+    items = await inbox.lease(5, LEASE)
+    await inbox.close()
+    assert sorted(item.attempt for item in items) == [1, 1]
+    assert dead.records == []

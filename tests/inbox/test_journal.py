@@ -9,11 +9,13 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 
+from mpsflow.errors import InboxUnavailable
 from mpsflow.inbox import SQLiteInbox
 from mpsflow.inbox import _journal as journal_module
 from mpsflow.inbox import sqlite as sqlite_module
@@ -262,5 +264,87 @@ async def test_appends_are_synced_to_disk_in_a_thread_soon_after(
         assert await anyio.to_thread.run_sync(synced.wait, 10)
         assert threads
         assert not any(threads)  # never on the event loop's thread
+    finally:
+        await inbox.close()
+
+
+async def test_an_item_moved_for_a_retry_is_not_moved_again_with_its_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed (or cancelled) after the row committed and before the journal said done: the
+    move of the journal skips it, so the next run has it once."""
+    path = tmp_path / "inbox.sqlite3"
+    left = await opened(path)
+    item = await left.append_leased(b"once", LEASE)
+    assert item is not None
+
+    class Killed(Exception):
+        pass
+
+    def killed(journal: journal_module.Journal, number: int) -> bool:
+        raise Killed
+
+    with monkeypatch.context() as crash:
+        crash.setattr(journal_module.Journal, "done", killed)
+        with pytest.raises(Killed):
+            await left.retry(item.id, item.attempt, 0.0)
+    await left.close()  # still pending in its journal: left behind
+    assert len(journals(path)) == 1
+    inbox = SQLiteInbox(path)
+    try:
+        assert await inbox.reclaim() == 0
+        assert [leased.body for leased in await inbox.lease(5, LEASE)] == [b"once"]
+        assert journals(path) == []
+    finally:
+        await inbox.close()
+
+
+async def test_an_item_whose_move_failed_is_moved_by_the_next_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failed as a journaled item was to be retried: it is not left in the
+    journal of a process that goes on running."""
+    path = tmp_path / "inbox.sqlite3"
+    inbox = await opened(path)
+    try:
+        item = await inbox.append_leased(b"stranded", LEASE)
+        assert item is not None
+        columns = sqlite_module._body_columns
+
+        def failing(body: bytes, segments: object) -> tuple[object, ...]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(sqlite_module, "_body_columns", failing)
+        with pytest.raises(InboxUnavailable):
+            await inbox.retry(item.id, item.attempt, 0.0)
+        monkeypatch.setattr(sqlite_module, "_body_columns", columns)
+        [leased] = await inbox.lease(5, LEASE)
+        assert (leased.body, leased.attempt) == (b"stranded", 2)
+        assert await inbox.settle(leased.id, leased.attempt)
+        assert await inbox.size() == 0
+    finally:
+        await inbox.close()
+    assert journals(path) == []
+
+
+async def test_the_last_appends_of_a_burst_are_synced_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync is due ``SYNC_EVERY`` after the last one, whatever comes after the burst."""
+    monkeypatch.setattr(journal_module, "SYNC_EVERY", 0.05)
+    synced_after = threading.Event()
+    last = [float("inf")]
+
+    def fsync(fd: int) -> None:
+        if time.monotonic() > last[0]:
+            synced_after.set()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    inbox = await opened(tmp_path / "inbox.sqlite3")
+    try:
+        for n in range(5):
+            assert await inbox.append_leased(f"{n}".encode(), LEASE) is not None
+        last[0] = time.monotonic()  # nothing is appended after this
+        assert await anyio.to_thread.run_sync(synced_after.wait, 10)
     finally:
         await inbox.close()
