@@ -5,10 +5,13 @@ their lease."""
 from __future__ import annotations
 
 import sqlite3
-from functools import partial
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from mpsflow import Context
@@ -61,6 +64,71 @@ def table_rows(path: Path) -> int:
     return int(count)
 
 
+class Blocked:
+    """An app consuming an ``InboxSource`` (one slot) on its own ``SQLiteInbox``, whose
+    handler records each run (task, attempt), then waits for ``release``."""
+
+    def __init__(self, path: Path, group: anyio.abc.TaskGroup, **options: Any) -> None:
+        self.path = path
+        self.group = group
+        self.inbox = SQLiteInbox(path)
+        self.source = InboxSource(self.inbox, max_in_flight=1, **options)
+        self.app, self.dead = make_app()
+        self.runs: list[tuple[str, int]] = []
+        self.release = anyio.Event()
+        self.stopped = anyio.Event()
+
+        @self.app.on("WorkflowTask")
+        async def handler(event: WorkflowTask, ctx: Context) -> None:
+            self.runs.append((ctx.task_id, ctx.attempt))
+            await self.release.wait()
+
+    def appending(self, task_id: str) -> anyio.Event:
+        """Append ``task_id`` in a task of its own; the event is set once it was appended."""
+        appended = anyio.Event()
+
+        async def append() -> None:
+            assert await self.source.append(signed(task_id))
+            appended.set()
+
+        self.group.start_soon(append)
+        return appended
+
+    async def until_empty(self) -> None:
+        while await self.inbox.size():
+            await self.inbox.wait_for_items(0.05)
+
+    async def stop(self) -> None:
+        """Stop the app and wait until its run returned (the source gave back what it held)."""
+        self.app.stop()
+        await self.stopped.wait()
+
+
+@asynccontextmanager
+async def blocked(tmp_path: Path, **options: Any) -> AsyncIterator[Blocked]:
+    """A running ``Blocked`` consumer, waiting for items; stopped and closed at the end."""
+    async with anyio.create_task_group() as tg:
+        consumer = Blocked(tmp_path / "inbox.sqlite3", tg, **options)
+        await consumer.inbox.size()  # counted: the first append need not go to the table
+
+        async def run() -> None:
+            await consumer.app.run(consumer.source, handle_signals=False)
+            consumer.stopped.set()
+
+        tg.start_soon(run)
+        try:
+            with anyio.fail_after(10):
+                await anyio.wait_all_tasks_blocked()  # the source runs: it waits for items
+                yield consumer
+                consumer.release.set()
+                await consumer.stop()
+        finally:
+            consumer.app.stop()
+            consumer.release.set()
+    await consumer.inbox.close()
+    assert consumer.dead.records == []
+
+
 @pytest.mark.parametrize(
     ("room_wait", "rows"), [(30.0, 0), (0.01, 1)], ids=["room-frees", "waited-enough"]
 )
@@ -70,46 +138,20 @@ async def test_an_append_with_no_room_waits_for_a_settle_then_goes_to_the_table(
     """One slot, nothing ahead: the second append waits until the first is settled and is
     then handed over too, unless ``room_wait`` passes first: it is then a row, leased later.
     Each runs once, on its first attempt."""
-    app, dead = make_app()
-    runs: list[tuple[str, int]] = []
-    release = anyio.Event()
-
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        runs.append((ctx.task_id, ctx.attempt))
-        await release.wait()
-
-    path = tmp_path / "inbox.sqlite3"
-    inbox = SQLiteInbox(path)
-    await inbox.size()  # counted: the first append need not go to the table to count
-    source = InboxSource(inbox, max_in_flight=1, hand_over_ahead=0, room_wait=room_wait)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(app.run, source, handle_signals=False))
-        with anyio.fail_after(10):
-            await anyio.wait_all_tasks_blocked()  # the source runs: it waits for items
-            assert await source.append(signed("first"))
-            await anyio.wait_all_tasks_blocked()  # its handler runs
-            assert runs == [("first", 1)]
-            appended = anyio.Event()
-
-            async def second() -> None:
-                assert await source.append(signed("second"))
-                appended.set()
-
-            tg.start_soon(second)
-            if rows == 0:
-                await anyio.wait_all_tasks_blocked()
-                assert not appended.is_set()  # waiting for room
-                release.set()
-            await appended.wait()
-            assert table_rows(path) == rows
-            release.set()
-            while await inbox.size():
-                await inbox.wait_for_items(0.05)
-        app.stop()
-    await inbox.close()
-    assert runs == [("first", 1), ("second", 1)]
-    assert dead.records == []
+    async with blocked(tmp_path, hand_over_ahead=0, room_wait=room_wait) as consumer:
+        assert await consumer.source.append(signed("first"))
+        await anyio.wait_all_tasks_blocked()  # its handler runs
+        assert consumer.runs == [("first", 1)]
+        appended = consumer.appending("second")
+        if rows == 0:
+            await anyio.wait_all_tasks_blocked()
+            assert not appended.is_set()  # waiting for room
+            consumer.release.set()
+        await appended.wait()
+        assert table_rows(consumer.path) == rows
+        consumer.release.set()
+        await consumer.until_empty()
+    assert consumer.runs == [("first", 1), ("second", 1)]
 
 
 async def test_an_append_cancelled_while_it_waits_for_room_leaves_the_line(
@@ -117,84 +159,41 @@ async def test_an_append_cancelled_while_it_waits_for_room_leaves_the_line(
 ) -> None:
     """The sender went away: its place goes to the next append that waits, whose notification
     is handed over once the item ahead is settled."""
-    app, dead = make_app()
-    runs: list[str] = []
-    release = anyio.Event()
+    async with blocked(tmp_path, hand_over_ahead=0, room_wait=30.0) as consumer:
+        assert await consumer.source.append(signed("first"))
+        await anyio.wait_all_tasks_blocked()
+        gone = anyio.CancelScope()
 
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        runs.append(ctx.task_id)
-        await release.wait()
+        async def cancelled() -> None:  # waits in line first, then is cancelled
+            with gone:
+                await consumer.source.append(signed("gone"))
 
-    path = tmp_path / "inbox.sqlite3"
-    inbox = SQLiteInbox(path)
-    await inbox.size()
-    source = InboxSource(inbox, max_in_flight=1, hand_over_ahead=0, room_wait=30.0)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(app.run, source, handle_signals=False))
-        with anyio.fail_after(10):
-            await anyio.wait_all_tasks_blocked()
-            assert await source.append(signed("first"))
-            await anyio.wait_all_tasks_blocked()
-            gone = anyio.CancelScope()
-
-            async def cancelled() -> None:  # waits in line first, then is cancelled
-                with gone:
-                    await source.append(signed("gone"))
-
-            tg.start_soon(cancelled)
-            await anyio.wait_all_tasks_blocked()
-            gone.cancel()
-            appended = anyio.Event()
-
-            async def third() -> None:
-                assert await source.append(signed("third"))
-                appended.set()
-
-            tg.start_soon(third)
-            await anyio.wait_all_tasks_blocked()
-            assert not appended.is_set()
-            release.set()
-            await appended.wait()
-            assert table_rows(path) == 0
-            while await inbox.size():
-                await inbox.wait_for_items(0.05)
-        app.stop()
-    await inbox.close()
-    assert runs == ["first", "third"]
-    assert dead.records == []
+        consumer.group.start_soon(cancelled)
+        await anyio.wait_all_tasks_blocked()
+        gone.cancel()
+        appended = consumer.appending("third")
+        await anyio.wait_all_tasks_blocked()
+        assert not appended.is_set()
+        consumer.release.set()
+        await appended.wait()
+        assert table_rows(consumer.path) == 0
+        await consumer.until_empty()
+    assert consumer.runs == [("first", 1), ("third", 1)]
 
 
 async def test_items_still_queued_at_stop_are_given_back_not_run(tmp_path: Path) -> None:
     """The drain finishes what runs; what waits in memory is durable already and goes back to
     the inbox, first attempt kept, for the next run."""
-    app, dead = make_app()
-    runs: list[str] = []
-    release = anyio.Event()
-
-    @app.on("WorkflowTask")
-    async def handler(event: WorkflowTask, ctx: Context) -> None:
-        runs.append(ctx.task_id)
-        await release.wait()
-
-    path = tmp_path / "inbox.sqlite3"
-    inbox = SQLiteInbox(path)
-    await inbox.size()
-    source = InboxSource(inbox, max_in_flight=1)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(app.run, source, handle_signals=False))
-        with anyio.fail_after(10):
-            await anyio.wait_all_tasks_blocked()
-            for name in ("running", "queued-1", "queued-2"):
-                assert await source.append(signed(name))
-            await anyio.wait_all_tasks_blocked()
-            assert runs == ["running"]
-            app.stop()
-            await anyio.wait_all_tasks_blocked()
-            release.set()
-    assert runs == ["running"]
-    assert table_rows(path) == 2
-    items = await inbox.lease(5, LEASE)
-    await inbox.close()
-    assert sorted(item.attempt for item in items) == [1, 1]
-    assert dead.records == []
+    async with blocked(tmp_path) as consumer:
+        for name in ("running", "queued-1", "queued-2"):
+            assert await consumer.source.append(signed(name))
+        await anyio.wait_all_tasks_blocked()
+        assert consumer.runs == [("running", 1)]
+        consumer.group.start_soon(consumer.stop)
+        await anyio.wait_all_tasks_blocked()  # draining: the running one only
+        consumer.release.set()
+        await consumer.stopped.wait()
+        assert table_rows(consumer.path) == 2
+        items = await consumer.inbox.lease(5, LEASE)
+        assert sorted(item.attempt for item in items) == [1, 1]
+    assert consumer.runs == [("running", 1)]
