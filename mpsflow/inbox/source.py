@@ -313,13 +313,13 @@ class InboxSource(PullSource):
             self._freed()
         item_id, _, attempt = lease.partition(":")
         try:
-            with anyio.CancelScope(shield=True):  # settled whole, even at the shutdown timeout
-                if outcome.settled:
-                    await self.inbox.settle(int(item_id), int(attempt))
-                else:
-                    # A run put off by middleware (a duplicate in progress, the store down) did
-                    # not fail: it does not use up an attempt.
-                    counted = outcome.cause is not Cause.DEFERRED
+            if outcome.settled:
+                await self.inbox.settle(int(item_id), int(attempt))
+            else:
+                # A run put off by middleware (a duplicate in progress, the store down) did
+                # not fail: it does not use up an attempt.
+                counted = outcome.cause is not Cause.DEFERRED
+                with anyio.CancelScope(shield=True):  # a move in two steps: finished whole
                     await self.inbox.retry(
                         int(item_id), int(attempt), outcome.retry_after, counted=counted
                     )
