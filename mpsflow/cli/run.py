@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mpsflow.cli._heap import freeze_loaded_heap
+from mpsflow.cli._heap import prepare_heap_for_serving
 from mpsflow.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -526,7 +526,7 @@ def _serve(app: App, sources: list[Source]) -> int:
     from mpsflow.sources.file import FileSource
 
     files = [source for source in sources if isinstance(source, FileSource)]
-    freeze_loaded_heap()
+    prepare_heap_for_serving()
     try:
         left = app.serve(*sources)
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from mpsflow.cli._heap import freeze_loaded_heap
+from mpsflow.cli._heap import prepare_heap_for_serving
 from mpsflow.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STARTUP
 from mpsflow.errors import ConfigurationError, StartupError
 
@@ -219,7 +219,7 @@ def serve_workers(
         left = app.serve(*worker_sources(sock, metrics_dir))
         return EXIT_FAILED if left else EXIT_OK  # the shutdown timeout left work in flight
 
-    freeze_loaded_heap()
+    prepare_heap_for_serving()
     supervisor = Supervisor(args.workers, work)
     try:
         code = supervisor.run()

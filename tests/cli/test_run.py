@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from mpsflow import App
+from mpsflow.cli._heap import YOUNG_COLLECTION_THRESHOLD
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.http import HttpSource, listen
 from mpsflow.testing import build_notification, media_result
@@ -279,19 +280,22 @@ app = App(dead_letters="dead.jsonl")
 @app.on("WorkflowTask")
 async def frozen(event, ctx: Context) -> None:
     with open("frozen.json", "w") as out:
-        json.dump(gc.get_freeze_count(), out)
+        json.dump([gc.get_freeze_count(), gc.get_threshold()[0]], out)
 """
 
 
-async def test_run_freezes_the_loaded_heap_before_serving(tmp_path: Path) -> None:
-    """Objects alive once the app is loaded are out of the collector's full collections."""
+async def test_run_readies_the_heap_before_serving(tmp_path: Path) -> None:
+    """Objects alive once the app is loaded are out of the collector's full collections, and
+    young collections run at mpsflow's threshold, not CPython's 700."""
     (tmp_path / "heapapp.py").write_text(HEAP_APP)
     (tmp_path / "one.json").write_bytes(note("h-1"))
     code, _, err = await run_mpsflow(
         tmp_path, "run", "heapapp:app", "--files", str(tmp_path / "one.json"), "--no-dedup"
     )
     assert code == 0, err
-    assert json.loads((tmp_path / "frozen.json").read_text()) > 1000
+    frozen, threshold = json.loads((tmp_path / "frozen.json").read_text())
+    assert frozen > 1000
+    assert threshold == YOUNG_COLLECTION_THRESHOLD
 
 
 FLAKY_APP = """
