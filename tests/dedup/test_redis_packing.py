@@ -1,4 +1,5 @@
-"""RedisStore's own pipeline: RESP packed by hand, replies read on a connection of the pool.
+"""RedisStore's own pipeline: RESP packed by hand, replies read on the store's own connection
+(a URL, a client decoding replies) or on a connection of the client's pool (a RESP3 client).
 
 The packer must send exactly what redis-py would; the round trip must keep redis-py's pipeline
 semantics: NOSCRIPT reruns only the calls that hit it, an error reply fails only its own call,
@@ -98,7 +99,8 @@ def test_any_pipeline_of_text_and_ints_is_packed_as_redis_py_packs_it(
 
 @pytest.fixture(params=["url", "decode_responses", "resp3"])
 async def redis_store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[RedisStore]:
-    """A store made from the URL, or given a client that decodes replies or speaks RESP3."""
+    """A store made from the URL, or given a client that decodes replies (both on the store's
+    own connection) or speaks RESP3 (through the client's pool)."""
     client: Redis | None = None
     if request.param == "url":
         made = RedisStore(redis_url, clock=FakeClock())

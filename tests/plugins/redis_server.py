@@ -52,6 +52,15 @@ class RedisServer:
         return f"redis://{self.host}:{self.port}/0"
 
     @property
+    def socket_url(self) -> str:
+        """The same server on its Unix socket (``unix://…/redis.sock?db=0``)."""
+        return f"unix://{self.socket}?db=0"
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "redis.sock"
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -113,6 +122,8 @@ class RedisServer:
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.workdir),
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
             "--logfile", "",
             "--loglevel", "notice",
         ]  # fmt: skip

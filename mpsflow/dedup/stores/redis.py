@@ -16,19 +16,27 @@ flight) ask for in one turn of the event loop, or while the previous pipeline is
 Redis as one pipeline of scripts, one round trip for all of them. Each script stays atomic on
 its own; a pipeline that fails (a timeout, a lost connection) fails every call in it with
 ``StoreUnavailable``, while an error reply fails only its own call. The store writes the
-pipeline's RESP itself (under half the CPU of redis-py's packing) and sends it on a connection
-of the client's pool, under that connection's retry policy. The batching uses asyncio futures:
-the store needs anyio's asyncio backend.
+pipeline's RESP itself (under half the CPU of redis-py's packing).
+
+Pipelines go over the store's own connection (:mod:`mpsflow.dedup.stores._resp`: one write and
+one future per pipeline, replies parsed as they arrive), which costs about half the CPU of
+reading each reply through redis-py; a lost connection is opened again once, at once. Servers
+that connection cannot speak for (TLS, a credential provider, RESP3, a client name) are reached
+through a connection of the client's pool instead, under that connection's retry policy. The
+batching uses asyncio futures: the store needs anyio's asyncio backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import math
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, Final, NamedTuple
 
 try:
@@ -36,7 +44,8 @@ try:
     from redis.asyncio.connection import AbstractConnection, ConnectionPool, SSLConnection
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import NoScriptError, RedisError, ResponseError
+    from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ModuleNotFoundError as _missing:
     if _missing.name != "redis" and not (_missing.name or "").startswith("redis."):
         raise
@@ -45,6 +54,7 @@ except ModuleNotFoundError as _missing:
     ) from None
 
 from mpsflow.clock import Clock, SystemClock
+from mpsflow.dedup.stores._resp import RespConnection, fast_address
 from mpsflow.dedup.stores.base import Claim, ClaimState, store_unavailable
 from mpsflow.errors import ConfigurationError
 
@@ -63,6 +73,7 @@ class _Script(NamedTuple):
 
 _Call = tuple[_Script, str, tuple[str | int, ...], "asyncio.Future[Any]"]
 _Command = Sequence[str | int]
+_Exchange = Callable[[list[_Command]], Awaitable[list[Any]]]
 
 # Lua strings below spell the ClaimState values: "in_progress", "completed", "claimed".
 _CLAIMED = "claimed"
@@ -118,9 +129,10 @@ class RedisStore:
     open on :meth:`close`; its own timeouts apply). Any Redis error or timeout raises
     :class:`~mpsflow.errors.StoreUnavailable`. Keys are ``prefix + key``.
 
-    At most ``max_connections`` commands run at once; more wait up to ``pool_timeout`` for a
-    free connection; each command still fails within ``socket_timeout`` once the server stops
-    answering.
+    Calls fail within ``socket_timeout`` once the server stops answering. ``max_connections``
+    and ``pool_timeout`` bound the client's pool: on a server reached through it (TLS and the
+    like, see the module docstring) at most ``max_connections`` pipelines run at once, and more
+    wait up to ``pool_timeout`` for a free connection.
     """
 
     def __init__(
@@ -173,6 +185,9 @@ class RedisStore:
             str(options.get("encoding", "utf-8")),
             str(options.get("encoding_errors", "strict")),
         )
+        self._address = fast_address(self._pool)
+        """Where the store's own connection goes; None: through the client's pool."""
+        self._link: RespConnection | None = None
         self._claim = _script(_CLAIM)
         self._complete = _script(_COMPLETE)
         self._release = _script(_RELEASE)
@@ -239,6 +254,7 @@ class RedisStore:
             and flusher.get_loop() is (asyncio.get_running_loop())
         ):
             await asyncio.wait([flusher])  # answer what was asked before closing
+        self._drop_link()
         if self._owns_client:
             await self._client.aclose()
 
@@ -279,27 +295,14 @@ class RedisStore:
                     future.set_result(result)
 
     async def _send(self, batch: list[_Call]) -> list[Any]:
-        """One pipeline of EVALSHAs; scripts the server does not know are loaded and rerun."""
+        """One pipeline of EVALSHAs, on the store's own connection or one of the pool's."""
         self.pipelines += 1
+        if self._address is not None:
+            return await self._run_scripts(batch, self._exchange_own)
         connection = await self._get_connection(*self._connection_args)
         answered = False
         try:
-            results = await self._exchange(connection, [_evalsha(call) for call in batch])
-            unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            if unknown:  # a restarted or different server: load them, then run those calls again
-                scripts = list(dict.fromkeys(batch[i][0] for i in unknown))
-                loads = [("SCRIPT", "LOAD", script.text) for script in scripts]
-                replies = await self._exchange(
-                    connection, loads + [_evalsha(batch[i]) for i in unknown]
-                )
-                loaded, rerun = replies[: len(loads)], replies[len(loads) :]
-                failed = {  # a script that did not load: its calls get the reason
-                    script: reply
-                    for script, reply in zip(scripts, loaded, strict=True)
-                    if isinstance(reply, Exception)
-                }
-                for i, reply in zip(unknown, rerun, strict=True):
-                    results[i] = failed.get(batch[i][0], reply)
+            results = await self._run_scripts(batch, partial(self._exchange, connection))
             answered = True
         finally:
             try:
@@ -308,6 +311,50 @@ class RedisStore:
             finally:
                 await asyncio.shield(self._pool.release(connection))
         return results
+
+    async def _run_scripts(self, batch: list[_Call], exchange: _Exchange) -> list[Any]:
+        """The replies to ``batch``; scripts the server does not know are loaded and rerun."""
+        results = await exchange([_evalsha(call) for call in batch])
+        unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if unknown:  # a restarted or different server: load them, then run those calls again
+            scripts = list(dict.fromkeys(batch[i][0] for i in unknown))
+            loads: list[_Command] = [("SCRIPT", "LOAD", script.text) for script in scripts]
+            replies = await exchange(loads + [_evalsha(batch[i]) for i in unknown])
+            loaded, rerun = replies[: len(loads)], replies[len(loads) :]
+            failed = {  # a script that did not load: its calls get the reason
+                script: reply
+                for script, reply in zip(scripts, loaded, strict=True)
+                if isinstance(reply, Exception)
+            }
+            for i, reply in zip(unknown, rerun, strict=True):
+                results[i] = failed.get(batch[i][0], reply)
+        return results
+
+    async def _exchange_own(self, commands: list[_Command]) -> list[Any]:
+        """``commands`` on the store's own connection, opened (again) when needed; a pipeline
+        whose connection is lost or times out is sent once more on a new one."""
+        assert self._address is not None
+        payload = _pack(commands, *self._encoding)
+        for attempt in (1, 2):
+            link = self._link
+            if link is None or not link.usable:
+                self._drop_link()
+                link = self._link = await RespConnection.open(self._address)
+            try:
+                return await link.exchange(payload, len(commands))
+            except (ConnectionError, RedisTimeoutError):
+                self._drop_link()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _drop_link(self) -> None:
+        """Forget the store's own connection, closing it when it is this process's: a forked
+        child must not touch its parent's sockets (their event loop's epoll is shared)."""
+        link, self._link = self._link, None
+        if link is not None and link.pid == os.getpid():
+            with contextlib.suppress(RuntimeError):  # its event loop is closed
+                link.close()
 
     async def _exchange(
         self, connection: AbstractConnection, commands: list[_Command]

@@ -1,5 +1,9 @@
 """One contract suite for every idempotency store: memory, SQLite and a real redis-server.
 
+Redis runs twice: ``redis`` on the store's own connection, ``redis-pool`` through a client's
+connection pool (where a client's options are beyond the store's connection: here a client
+name).
+
 Time is a FakeClock for all three (the Redis store compares stored expiries with the clock's
 ``now`` inside its Lua scripts), so lease and TTL expiry are tested without sleeping.
 """
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 
 from mpsflow.clock import FakeClock
 from mpsflow.dedup.stores import IdempotencyStore, MemoryStore, RedisStore, SQLiteStore
@@ -33,6 +38,8 @@ class Backend:
     clock: FakeClock
     factory: Callable[[], IdempotencyStore]
     opened: list[IdempotencyStore] = field(default_factory=list)
+    clients: list[Redis] = field(default_factory=list)
+    """Redis clients given to stores (a store leaves a given client open)."""
 
     def new(self) -> IdempotencyStore:
         store = self.factory()
@@ -41,7 +48,11 @@ class Backend:
 
 
 def _factory(
-    name: str, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+    name: str,
+    clock: FakeClock,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    clients: list[Redis],
 ) -> Callable[[], IdempotencyStore]:
     if name == "memory":
         shared = MemoryStore(clock=clock)
@@ -50,6 +61,13 @@ def _factory(
         path = tmp_path / "idem.sqlite3"
         return lambda: SQLiteStore(path, clock=clock)
     url: str = request.getfixturevalue("redis_url")
+    if name == "redis-pool":
+
+        def pooled() -> IdempotencyStore:
+            clients.append(Redis.from_url(url, client_name="contract"))
+            return RedisStore(clients[-1], clock=clock)
+
+        return pooled
     return lambda: RedisStore(url, clock=clock)
 
 
@@ -57,21 +75,26 @@ async def _backend(
     request: pytest.FixtureRequest, tmp_path: Path, name: str
 ) -> AsyncIterator[Backend]:
     clock = FakeClock()
-    backend = Backend(name, clock, _factory(name, clock, tmp_path, request))
+    clients: list[Redis] = []
+    backend = Backend(
+        name, clock, _factory(name, clock, tmp_path, request, clients), clients=clients
+    )
     try:
         yield backend
     finally:
         for store in backend.opened:
             await store.close()
+        for client in clients:
+            await client.aclose()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-pool"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     async for value in _backend(request, tmp_path, request.param):
         yield value
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-pool"])
 async def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     async for value in _backend(request, tmp_path, request.param):
         yield value

@@ -1,0 +1,281 @@
+"""RedisStore's own connection: pipelines of RESP commands over an ``asyncio.Protocol``.
+
+redis-py reads each reply of a pipeline with a coroutine of its own under a timeout of its
+own; for the store's small replies that cost more CPU than everything else in a claim. Here a
+pipeline is one write and one future: replies are parsed as bytes arrive
+(:meth:`RespConnection.data_received`) and the future is answered once the last one is in, under
+one timer per pipeline. Replies come back as redis-py's parser gives them with decoding off
+(bytes, ints, lists; ``None`` for a null), an error reply as a ``ResponseError`` (a
+``NoScriptError`` for NOSCRIPT), so the store treats both connections alike.
+
+Only plain RESP2 over TCP or a Unix socket, with password authentication and a database number:
+what :func:`fast_address` accepts. Anything else (TLS, a credential provider, RESP3, a client
+name) stays on redis-py's connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final
+
+from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError,
+    NoScriptError,
+    ResponseError,
+    TimeoutError,
+)
+
+__all__ = ["RespAddress", "RespConnection", "fast_address", "parse_reply"]
+
+_INCOMPLETE: Final = object()
+"""What :func:`parse_reply` returns when the buffer ends inside a reply."""
+_CRLF: Final = b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class RespAddress:
+    """Where and how to connect: a TCP ``host``/``port`` or a Unix socket ``path``."""
+
+    host: str = ""
+    port: int = 6379
+    path: str = ""
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+    connect_timeout: float | None = None
+    socket_timeout: float | None = None
+
+    def handshake(self) -> list[tuple[str | int, ...]]:
+        """The commands a new connection sends first: AUTH, SELECT (none when not needed)."""
+        commands: list[tuple[str | int, ...]] = []
+        if self.password is not None:
+            if self.username:
+                commands.append(("AUTH", self.username, self.password))
+            else:
+                commands.append(("AUTH", self.password))
+        if self.db:
+            commands.append(("SELECT", self.db))
+        return commands
+
+
+def fast_address(pool: ConnectionPool) -> RespAddress | None:
+    """The :class:`RespAddress` of ``pool``'s connections, or None when this module cannot speak
+    for them (TLS, a custom connection class, a credential provider, RESP3, a client name)."""
+    options: dict[str, Any] = pool.connection_kwargs
+    if pool.connection_class not in (Connection, UnixDomainSocketConnection):
+        return None
+    if options.get("credential_provider") is not None or options.get("client_name"):
+        return None
+    if options.get("protocol") not in (None, 2, "2") or options.get("redis_connect_func"):
+        return None
+    username, password = options.get("username"), options.get("password")
+    unix = pool.connection_class is UnixDomainSocketConnection
+    return RespAddress(
+        host="" if unix else str(options.get("host", "localhost")),
+        port=int(options.get("port", 6379)),
+        path=str(options["path"]) if unix else "",
+        username=None if username is None else str(username),
+        password=None if password is None else str(password),
+        db=int(options.get("db") or 0),
+        connect_timeout=_seconds(options.get("socket_connect_timeout")),
+        socket_timeout=_seconds(options.get("socket_timeout")),
+    )
+
+
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+class RespConnection(asyncio.Protocol):
+    """One connection; :meth:`open` it, then send pipelines with :meth:`exchange`.
+
+    Pipelines may overlap: replies are matched to them in order. A connection that is lost or
+    times out fails every pipeline waiting on it and is not used again (:attr:`usable`).
+    """
+
+    def __init__(self, address: RespAddress) -> None:
+        self._address = address
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiting: deque[tuple[int, list[Any], asyncio.Future[list[Any]]]] = deque()
+        self._failure: Exception | None = None
+        self.pid = os.getpid()
+        """The process that opened it."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def open(cls, address: RespAddress) -> RespConnection:
+        """Connect (within ``connect_timeout``), authenticate and select the database.
+
+        Raises redis-py's ``ConnectionError`` (``AuthenticationError`` for a refused password),
+        ``TimeoutError`` or ``ResponseError``.
+        """
+        loop = asyncio.get_running_loop()
+        where = address.path or f"{address.host}:{address.port}"
+        connection = cls(address)
+        connection._loop = loop
+        try:
+            if address.path:
+                connect = loop.create_unix_connection(lambda: connection, address.path)
+            else:
+                connect = loop.create_connection(lambda: connection, address.host, address.port)
+            await asyncio.wait_for(connect, address.connect_timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"Timeout connecting to {where}") from None
+        except OSError as exc:
+            raise ConnectionError(f"Error connecting to {where}: {exc.strerror or exc}") from None
+        handshake = address.handshake()
+        if handshake:
+            try:
+                replies = await connection.exchange(handshake_bytes(handshake), len(handshake))
+            except BaseException:
+                connection.close()
+                raise
+            for command, reply in zip(handshake, replies, strict=True):
+                if isinstance(reply, ResponseError):
+                    connection.close()
+                    if command[0] == "AUTH":
+                        raise AuthenticationError(str(reply))
+                    raise reply
+        return connection
+
+    @property
+    def usable(self) -> bool:
+        """Open, not failed, and in this process and event loop."""
+        return (
+            self._failure is None
+            and self._transport is not None
+            and self.pid == os.getpid()
+            and self._loop is asyncio.get_running_loop()
+        )
+
+    def exchange(self, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
+        """Send ``payload`` (``count`` packed commands); a future of their ``count`` replies.
+
+        It fails with ``ConnectionError`` when the connection is lost, and with
+        ``TimeoutError`` (and the connection closed) when the replies take longer than
+        ``socket_timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if self._failure is not None or self._transport is None:
+            future.set_exception(self._failure or ConnectionError("Connection closed"))
+            return future
+        self._waiting.append((count, [], future))
+        self._transport.write(payload)
+        timeout = self._address.socket_timeout
+        if timeout is not None:
+            timer = loop.call_later(timeout, self._timed_out, future)
+            future.add_done_callback(lambda _: timer.cancel())
+        return future
+
+    def close(self) -> None:
+        """Close the connection; what waits on it fails with ``ConnectionError``."""
+        self._fail(ConnectionError("Connection closed"))
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"Connection lost: {exc}" if exc else "Connection lost"))
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        position = 0
+        waiting = self._waiting
+        try:
+            while waiting:
+                count, replies, future = waiting[0]
+                while len(replies) < count:
+                    reply, end = parse_reply(buffer, position)
+                    if reply is _INCOMPLETE:
+                        return
+                    replies.append(reply)
+                    position = end
+                waiting.popleft()
+                if not future.done():
+                    future.set_result(replies)
+            if position < len(buffer):  # bytes nobody asked for: out of step
+                self._fail(ConnectionError("Protocol error: unexpected reply"))
+        except ValueError as exc:
+            self._fail(ConnectionError(f"Protocol error: {exc}"))
+        finally:
+            del buffer[:position]
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def _timed_out(self, future: asyncio.Future[list[Any]]) -> None:
+        if not future.done():
+            where = self._address.path or f"{self._address.host}:{self._address.port}"
+            self._fail(TimeoutError(f"Timeout reading from {where}"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._failure is None:
+            self._failure = exc
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()
+        while self._waiting:
+            *_, future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(self._failure)
+
+
+def handshake_bytes(commands: list[tuple[str | int, ...]]) -> bytes:
+    """The handshake's commands packed as RESP arrays of bulk strings (UTF-8)."""
+    out = bytearray()
+    for command in commands:
+        out += b"*%d\r\n" % len(command)
+        for arg in command:
+            data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+            out += b"$%d\r\n%b\r\n" % (len(data), data)
+    return bytes(out)
+
+
+def parse_reply(buffer: bytearray, start: int) -> tuple[Any, int]:
+    """The RESP2 reply at ``start`` of ``buffer`` and where it ends, or ``(_INCOMPLETE,
+    start)`` when the buffer ends inside it. Raises ValueError on bytes that are not RESP."""
+    end = buffer.find(_CRLF, start)
+    if end < 0:
+        return _INCOMPLETE, start
+    kind = buffer[start]
+    after = end + 2
+    if kind == 0x24:  # $ bulk string
+        size = int(buffer[start + 1 : end])
+        if size < 0:
+            return None, after
+        stop = after + size
+        if len(buffer) < stop + 2:
+            return _INCOMPLETE, start
+        return bytes(buffer[after:stop]), stop + 2
+    if kind == 0x3A:  # : integer
+        return int(buffer[start + 1 : end]), after
+    if kind == 0x2A:  # * array
+        size = int(buffer[start + 1 : end])
+        if size < 0:
+            return None, after
+        items: list[Any] = []
+        position = after
+        for _ in range(size):
+            item, position = parse_reply(buffer, position)
+            if item is _INCOMPLETE:
+                return _INCOMPLETE, start
+            items.append(item)
+        return items, position
+    if kind == 0x2B:  # + simple string
+        return bytes(buffer[start + 1 : end]), after
+    if kind == 0x2D:  # - error
+        message = buffer[start + 1 : end].decode("utf-8", "replace")
+        if message.startswith("NOSCRIPT"):
+            return NoScriptError(message), after
+        return ResponseError(message), after
+    raise ValueError(f"unexpected reply type byte {kind:#04x}")

@@ -1,0 +1,222 @@
+"""RedisStore's own connection (``mpsflow.dedup.stores._resp``): the reply parser, which servers
+it speaks for, and the store over it against a real redis-server (TCP with a password and a
+database number, and a Unix socket)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.asyncio import ConnectionPool, Redis
+from redis.credentials import UsernamePasswordCredentialProvider
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+
+from mpsflow.clock import FakeClock
+from mpsflow.dedup.stores import RedisStore
+from mpsflow.dedup.stores._resp import RespAddress, RespConnection, fast_address, parse_reply
+from mpsflow.dedup.stores.base import ClaimState
+from tests.plugins.redis_server import RedisServer
+
+LEASE = 30.0
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _encode(reply: Any) -> bytes:
+    """``reply`` in RESP2, as a server sends it."""
+    if reply is None:
+        return b"$-1\r\n"
+    if isinstance(reply, bytes):
+        return b"$%d\r\n%b\r\n" % (len(reply), reply)
+    if isinstance(reply, int):
+        return b":%d\r\n" % reply
+    return b"*%d\r\n" % len(reply) + b"".join(_encode(item) for item in reply)
+
+
+_replies = st.recursive(
+    st.none() | st.binary(max_size=40) | st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(replies=st.lists(_replies, min_size=1, max_size=5), data=st.data())
+def test_replies_split_anywhere_parse_to_what_was_sent(replies: list[Any], data: Any) -> None:
+    stream = b"".join(_encode(reply) for reply in replies)
+    cut = data.draw(st.integers(min_value=0, max_value=len(stream)))
+    buffer = bytearray(stream[:cut])
+    parsed: list[Any] = []
+    position = 0
+    while True:  # what the first part holds, up to the reply it ends inside
+        reply, end = parse_reply(buffer, position)
+        if end == position:
+            break
+        parsed.append(reply)
+        position = end
+    del buffer[:position]
+    buffer += stream[cut:]
+    position = 0
+    while position < len(buffer):
+        reply, position = parse_reply(buffer, position)
+        parsed.append(reply)
+    assert parsed == replies
+
+
+def test_error_replies_are_exceptions_and_noscript_is_its_own() -> None:
+    buffer = bytearray(b"-NOSCRIPT No matching script.\r\n-ERR wrong number of arguments\r\n")
+    first, end = parse_reply(buffer, 0)
+    second, _ = parse_reply(buffer, end)
+    assert isinstance(first, NoScriptError)
+    assert type(second) is ResponseError
+    assert "wrong number of arguments" in str(second)
+
+
+def test_simple_strings_and_null_arrays() -> None:
+    buffer = bytearray(b"+OK\r\n*-1\r\n")
+    ok, end = parse_reply(buffer, 0)
+    assert (ok, parse_reply(buffer, end)) == (b"OK", (None, len(buffer)))
+
+
+def test_bytes_that_are_not_resp_are_an_error() -> None:
+    with pytest.raises(ValueError, match="reply type"):
+        parse_reply(bytearray(b"HTTP/1.1 400 Bad Request\r\n"), 0)
+
+
+class _Transport(asyncio.Transport):
+    """Records what the connection writes and whether it gave up (no socket needed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.aborted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_bytes_nobody_asked_for_fail_the_connection() -> None:
+    """A reply past the last pipeline means the connection is out of step: it is given up, and
+    what is sent next fails instead of reading a stranger's reply."""
+    connection = RespConnection(RespAddress(host="127.0.0.1"))
+    transport = _Transport()
+    connection.connection_made(transport)
+    first = connection.exchange(b"*1\r\n$4\r\nPING\r\n", 1)
+    connection.data_received(b"+PONG\r\n")
+    assert await first == [b"PONG"]
+    connection.data_received(b"+PONG\r\n")
+    assert transport.aborted
+    assert not connection.usable
+    with pytest.raises(ConnectionError, match="unexpected reply"):
+        await connection.exchange(b"*1\r\n$4\r\nPING\r\n", 1)
+
+
+# -- which servers it speaks for --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6390/0", RespAddress(host="127.0.0.1", port=6390)),
+        (
+            "redis://user:pw@example.internal:7000/4",
+            RespAddress(host="example.internal", port=7000, username="user", password="pw", db=4),
+        ),
+        ("redis://:pw@localhost", RespAddress(host="localhost", password="pw")),
+        ("unix:///run/redis.sock?db=2", RespAddress(path="/run/redis.sock", db=2)),
+    ],
+)
+def test_plain_servers_get_the_stores_own_connection(url: str, expected: RespAddress) -> None:
+    assert fast_address(ConnectionPool.from_url(url)) == expected
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ConnectionPool.from_url("rediss://127.0.0.1:6390/0"),
+        lambda: ConnectionPool.from_url("redis://127.0.0.1:6390/0", client_name="billing"),
+        lambda: ConnectionPool.from_url("redis://127.0.0.1:6390/0", protocol=3),
+        lambda: (
+            Redis(
+                credential_provider=UsernamePasswordCredentialProvider("user", "pw")
+            ).connection_pool
+        ),
+    ],
+    ids=["tls", "client-name", "resp3", "credential-provider"],
+)
+def test_other_servers_stay_on_redis_pys_connections(make: Callable[[], ConnectionPool]) -> None:
+    assert fast_address(make()) is None
+
+
+def test_timeouts_come_from_the_pool() -> None:
+    pool = ConnectionPool.from_url(
+        "redis://127.0.0.1:6390/0", socket_timeout=0.25, socket_connect_timeout=2
+    )
+    address = fast_address(pool)
+    assert address is not None
+    assert (address.socket_timeout, address.connect_timeout) == (0.25, 2.0)
+
+
+# -- the store over it, against a real redis-server -------------------------------------------
+
+
+async def test_a_password_and_a_database_number_are_sent_first(
+    redis_spawn: Callable[[], RedisServer],
+) -> None:
+    server = redis_spawn()
+    async with Redis.from_url(server.url) as admin:
+        await admin.config_set("requirepass", "right-password")
+    url = server.url.replace("redis://", "redis://:right-password@").replace("/0", "/5")
+    store = RedisStore(url, clock=FakeClock())
+    try:
+        claim = await store.claim("k", lease_seconds=LEASE, payload_hash="h")
+        assert claim.state is ClaimState.CLAIMED
+        assert await store.complete("k", claim.token, ttl_seconds=100)
+        async with Redis.from_url(url) as admin:
+            assert await admin.hget("mpsflow:idem:k", "s") == b"completed"
+        async with Redis.from_url(url.replace("/5", "/0")) as admin:
+            assert await admin.dbsize() == 0
+    finally:
+        await store.close()
+
+
+async def test_the_store_works_over_a_unix_socket(
+    redis_url: str, redis_process: RedisServer
+) -> None:
+    store = RedisStore(redis_process.socket_url, prefix="unix:", clock=FakeClock())
+    try:
+        claim = await store.claim("k", lease_seconds=LEASE, payload_hash="h")
+        assert claim.state is ClaimState.CLAIMED
+        busy = await store.claim("k", lease_seconds=LEASE, payload_hash="other")
+        assert (busy.state, busy.payload_hash) == (ClaimState.IN_PROGRESS, "h")
+        assert await store.release("k", claim.token)
+        async with Redis.from_url(redis_url) as admin:  # the same server, over TCP
+            assert await admin.exists("unix:k") == 0
+    finally:
+        await store.close()
+
+
+async def test_a_restarted_server_is_reached_on_a_new_connection(
+    redis_spawn: Callable[[], RedisServer],
+) -> None:
+    """The connection the store held died with the server; the next call opens another."""
+    server = redis_spawn()
+    store = RedisStore(server.url, clock=FakeClock())
+    try:
+        assert (await store.claim("a", lease_seconds=LEASE, payload_hash="h")).state is (
+            ClaimState.CLAIMED
+        )
+        server.stop()
+        server.start()
+        assert (await store.claim("b", lease_seconds=LEASE, payload_hash="h")).state is (
+            ClaimState.CLAIMED
+        )
+    finally:
+        await store.close()
