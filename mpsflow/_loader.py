@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
+import pkgutil
+import sys
+import sysconfig
 import traceback
 
 from mpsflow.errors import ConfigurationError
@@ -32,21 +36,80 @@ def load_object(spec: str) -> object:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
             path = module_name.replace(".", "/")
+            close = _closest_module(missing)
+            hint = f"; did you mean {close}{module_name[len(missing) :]}:{attr_path}?"
             raise ConfigurationError(
                 f"cannot import module {module_name!r}: no {path}.py (or package {path}/) in"
-                " the current folder or on sys.path"
+                f" the current folder or on sys.path{hint if close else ''}"
             ) from None
         raise ConfigurationError(_import_failure(module_name, exc)) from exc
     except Exception as exc:
         raise ConfigurationError(_import_failure(module_name, exc)) from exc
-    for part in attr_path.split("."):
+    parts = attr_path.split(".")
+    for index, part in enumerate(parts):
         try:
             obj = getattr(obj, part)
         except AttributeError:
+            close = _closest_attribute(obj, part)
+            fixed = ".".join([*parts[:index], close or part, *parts[index + 1 :]])
+            hint = f"; did you mean {module_name}:{fixed}?"
             raise ConfigurationError(
-                f"module {module_name!r} has no attribute {attr_path!r}"
+                f"module {module_name!r} has no attribute {attr_path!r}{hint if close else ''}"
             ) from None
     return obj
+
+
+def _closest_module(missing: str) -> str | None:
+    """The module name most like ``missing`` (a typo): a sibling in its package, or for a
+    top-level name, a module in the user's own folders on ``sys.path`` (not the standard
+    library's or installed packages', which would only make wild guesses)."""
+    parent, _, name = missing.rpartition(".")
+    if parent:
+        try:
+            folders = getattr(importlib.import_module(parent), "__path__", None)
+        except Exception:
+            return None
+        if folders is None:
+            return None
+    else:
+        folders = _own_folders()
+    names = [module.name for module in pkgutil.iter_modules(list(folders))]
+    match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if not match:
+        return None
+    return f"{parent}.{match[0]}" if parent else match[0]
+
+
+def _own_folders() -> list[str]:
+    """The folders on ``sys.path`` that hold the user's code (the current folder first)."""
+    installed = {
+        os.path.realpath(folder)
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (folder := sysconfig.get_paths().get(key))
+    }
+    folders: list[str] = []
+    for entry in sys.path:
+        folder = os.path.realpath(entry or os.curdir)
+        inside = any(folder == top or folder.startswith(top + os.sep) for top in installed)
+        if not inside and os.path.isdir(folder) and folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def _closest_attribute(obj: object, name: str) -> str | None:
+    """The attribute of ``obj`` that ``name`` most likely meant: an ``App`` of the module if
+    one is close to it, or is the module's only one; else the closest public attribute."""
+    from mpsflow.app import App
+
+    public = [attribute for attribute in dir(obj) if not attribute.startswith("_")]
+    apps = [attribute for attribute in public if isinstance(getattr(obj, attribute, None), App)]
+    match = difflib.get_close_matches(name, apps, n=1, cutoff=0.6)
+    if match:
+        return match[0]
+    if len(apps) == 1:
+        return apps[0]
+    match = difflib.get_close_matches(name, public, n=1, cutoff=0.6)
+    return match[0] if match else None
 
 
 def _import_failure(module_name: str, exc: Exception) -> str:

@@ -73,6 +73,31 @@ def test_a_file_name_is_not_a_module_name(folder: Path) -> None:
     assert failure("loadme_app.py:app") == "name the module without .py: loadme_app:app"
 
 
-def test_a_missing_attribute_names_it(folder: Path) -> None:
+def test_a_missing_attribute_names_it_and_the_closest_one(folder: Path) -> None:
     (folder / "loadme_attr.py").write_text("app = 1\n")
-    assert failure("loadme_attr:ap") == "module 'loadme_attr' has no attribute 'ap'"
+    assert failure("loadme_attr:ap") == (
+        "module 'loadme_attr' has no attribute 'ap'; did you mean loadme_attr:app?"
+    )
+    assert failure("loadme_attr:zzz") == "module 'loadme_attr' has no attribute 'zzz'"
+
+
+def test_a_missing_attribute_points_at_the_modules_one_app(folder: Path) -> None:
+    (folder / "loadme_one_app.py").write_text(
+        "from mpsflow import App\n\napplication = App()\nsettings = {}\n"
+    )
+    assert failure("loadme_one_app:app").endswith("; did you mean loadme_one_app:application?")
+
+
+def test_a_misspelt_module_gets_the_closest_name(folder: Path) -> None:
+    (folder / "loadme_billing.py").write_text("app = 1\n")
+    (folder / "loadme_pkg").mkdir()
+    (folder / "loadme_pkg" / "__init__.py").write_text("")
+    (folder / "loadme_pkg" / "callbacks.py").write_text("app = 1\n")
+    assert failure("loadme_biling:app").endswith("; did you mean loadme_billing:app?")
+    assert failure("loadme_pgk.callbacks:app").endswith("; did you mean loadme_pkg.callbacks:app?")
+    assert failure("loadme_pkg.calbacks:app").endswith("; did you mean loadme_pkg.callbacks:app?")
+
+
+def test_installed_modules_are_not_guessed(folder: Path) -> None:
+    """A name close to a standard or installed module only (``jsn``) gets no guess."""
+    assert "did you mean" not in failure("jsn:app")
