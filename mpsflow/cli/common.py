@@ -9,7 +9,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "require_cmq_keys",
+    "require_paths",
 ]
 
 _N = TypeVar("_N", int, float)
@@ -218,3 +219,11 @@ def require_cmq_keys(flag: str = "--cmq") -> None:
             f"{flag} needs API keys in the environment: set {' and '.join(missing)} "
             "(and TENCENTCLOUD_SESSIONTOKEN for temporary keys)"
         )
+
+
+def require_paths(paths: Sequence[str]) -> None:
+    """Raise ConfigurationError naming the first of ``paths`` (files or folders given on the
+    command line) that does not exist: a wrong command line, found before anything starts."""
+    for path in paths:
+        if not os.path.exists(path):
+            raise ConfigurationError(f"no such file or folder: {path}")

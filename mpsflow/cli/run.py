@@ -38,6 +38,7 @@ from mpsflow.cli.common import (
     positive_float,
     positive_int,
     require_cmq_keys,
+    require_paths,
 )
 from mpsflow.cli.supervisor import serve_workers
 from mpsflow.errors import ConfigurationError, StartupError
@@ -258,6 +259,7 @@ def _files_source(args: argparse.Namespace, app: App) -> Source | None:
     paths: list[str] | None = args.files
     if not paths:
         return None
+    require_paths(paths)
     return FileSource(*paths)
 
 

@@ -34,6 +34,7 @@ from mpsflow.cli.common import (
     positive_float,
     positive_int,
     require_cmq_keys,
+    require_paths,
 )
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError
@@ -349,6 +350,7 @@ def _send(args: argparse.Namespace) -> int:
     import anyio
 
     args.url, paths = _target(args)
+    require_paths(paths)
     items = _load_items(paths, signing=args.sign_key is not None)
     if not items:
         raise ConfigurationError("no notifications found in the given paths")

@@ -298,6 +298,15 @@ async def test_run_readies_the_heap_before_serving(tmp_path: Path) -> None:
     assert threshold == YOUNG_COLLECTION_THRESHOLD
 
 
+async def test_run_files_a_missing_path_is_a_wrong_command_line(tmp_path: Path) -> None:
+    (tmp_path / "heapapp.py").write_text(HEAP_APP)
+    code, _, err = await run_mpsflow(
+        tmp_path, "run", "heapapp:app", "--files", "typo.json", "--no-dedup"
+    )
+    assert code == 2
+    assert err.strip().endswith("mpsflow run: error: no such file or folder: typo.json")
+
+
 FLAKY_APP = """
 from mpsflow import App, Context, RetryPolicy
 from mpsflow.clock import FakeClock

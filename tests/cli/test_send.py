@@ -202,6 +202,21 @@ def test_send_with_no_notifications(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no notifications found" in capsys.readouterr().err
 
 
+def test_send_a_missing_file_is_a_wrong_command_line(
+    tmp_path: Path, seed_sample: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 and one line, before anything is sent (the existing file is not sent either)."""
+    from mpsflow.cli import main
+
+    (tmp_path / "one.json").write_bytes(seed_sample)
+    missing = tmp_path / "typo.json"
+    argv = ["send", "http://127.0.0.1:9/x", str(tmp_path / "one.json"), str(missing)]
+    assert main(argv) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"mpsflow send: error: no such file or folder: {missing}"
+    )
+
+
 # -- answers that say no ----------------------------------------------------------------------
 
 
