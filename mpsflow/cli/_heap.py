@@ -29,5 +29,6 @@ def prepare_heap_for_serving() -> None:
     """
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+    young, middle, old = gc.get_threshold()
+    if 0 < young < YOUNG_COLLECTION_THRESHOLD:  # 0: the app turned automatic collection off
+        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)

@@ -5,13 +5,15 @@ database number, and a Unix socket)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection
 from redis.credentials import UsernamePasswordCredentialProvider
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
@@ -19,9 +21,20 @@ from mpsflow.clock import FakeClock
 from mpsflow.dedup.stores import RedisStore
 from mpsflow.dedup.stores._resp import RespAddress, RespConnection, fast_address, parse_reply
 from mpsflow.dedup.stores.base import ClaimState
+from mpsflow.errors import StoreUnavailable
 from tests.plugins.redis_server import RedisServer
 
 LEASE = 30.0
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers (a hung Redis)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
 
 # -- the parser -------------------------------------------------------------------------------
 
@@ -134,7 +147,11 @@ async def test_bytes_nobody_asked_for_fail_the_connection() -> None:
     ],
 )
 def test_plain_servers_get_the_stores_own_connection(url: str, expected: RespAddress) -> None:
-    assert fast_address(ConnectionPool.from_url(url)) == expected
+    """Where and as whom (timeouts and keepalive are redis-py's defaults, tested below)."""
+    address = fast_address(ConnectionPool.from_url(url))
+    assert address is not None
+    where = ("host", "port", "path", "username", "password", "db")
+    assert [getattr(address, name) for name in where] == [getattr(expected, n) for n in where]
 
 
 @pytest.mark.parametrize(
@@ -162,6 +179,62 @@ def test_timeouts_come_from_the_pool() -> None:
     address = fast_address(pool)
     assert address is not None
     assert (address.socket_timeout, address.connect_timeout) == (0.25, 2.0)
+
+
+def test_a_clients_defaults_apply_as_redis_py_applies_them() -> None:
+    """A client given no timeouts gets redis-py's defaults (whatever this version's are), and
+    the connect timeout falls back to the socket timeout, as in redis-py."""
+    pool = Redis(host="127.0.0.1", port=6390).connection_pool
+    built = pool.connection_class(**pool.connection_kwargs)
+    address = fast_address(pool)
+    assert address is not None
+    assert address.socket_timeout == built.socket_timeout
+    only_socket = fast_address(Redis(host="127.0.0.1", socket_timeout=0.5).connection_pool)
+    assert only_socket is not None
+    built = Connection(host="127.0.0.1", socket_timeout=0.5)
+    assert only_socket.connect_timeout == (built.socket_connect_timeout or 0.5)
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "auth"),
+    [
+        (None, None, None),
+        (None, "", None),  # an empty password sends no AUTH, as in redis-py
+        (None, "pw", ("AUTH", "pw")),
+        ("worker", "pw", ("AUTH", "worker", "pw")),
+        ("worker", None, ("AUTH", "worker", "")),
+    ],
+)
+def test_auth_is_sent_as_redis_py_sends_it(
+    username: str | None, password: str | None, auth: tuple[str, ...] | None
+) -> None:
+    address = RespAddress(host="h", username=username, password=password, db=3)
+    assert address.handshake() == [*([auth] if auth else []), ("SELECT", 3)]
+
+
+def test_the_password_is_not_in_the_addresss_repr() -> None:
+    address = fast_address(ConnectionPool.from_url("redis://admin:hunter2-secret@h:1/0"))
+    assert address is not None
+    assert "hunter2-secret" not in repr(address)
+    assert "admin" not in repr(address)
+
+
+def test_a_password_given_as_bytes_stays_on_redis_pys_connections() -> None:
+    assert fast_address(Redis(host="h", password=b"pw").connection_pool) is None  # type: ignore[arg-type]
+
+
+async def test_a_server_without_users_gets_the_password_alone() -> None:
+    """Before Redis 6, AUTH takes one argument: redis-py retries with the password alone."""
+    connection = RespConnection(RespAddress(host="127.0.0.1", username="h", password="pw"))
+    transport = _Transport()
+    connection.connection_made(transport)
+    authenticating = asyncio.ensure_future(connection._authenticate())
+    await asyncio.sleep(0)
+    connection.data_received(b"-ERR wrong number of arguments for 'auth' command\r\n")
+    await asyncio.sleep(0)
+    connection.data_received(b"+OK\r\n")
+    await authenticating
+    assert bytes(transport.written).endswith(b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n")
 
 
 # -- the store over it, against a real redis-server -------------------------------------------
@@ -201,6 +274,46 @@ async def test_the_store_works_over_a_unix_socket(
             assert await admin.exists("unix:k") == 0
     finally:
         await store.close()
+
+
+async def test_a_client_with_a_short_timeout_fails_on_a_silent_server_and_closes(
+    silent_port: int,
+) -> None:
+    client = Redis(host="127.0.0.1", port=silent_port, socket_timeout=0.1)
+    store = RedisStore(client, clock=FakeClock())
+    try:
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            await store.claim("k", lease_seconds=LEASE, payload_hash="h")
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+async def test_a_malformed_host_name_is_unavailable_not_cancelled() -> None:
+    store = RedisStore("redis://redis..internal:6379/0", clock=FakeClock())
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.claim("k", lease_seconds=LEASE, payload_hash="h")
+    finally:
+        await store.close()
+
+
+async def test_keepalive_is_on_when_the_client_asks_for_it(redis_url: str) -> None:
+    client = Redis.from_url(
+        redis_url, socket_keepalive=True, socket_keepalive_options={socket.TCP_KEEPIDLE: 42}
+    )
+    store = RedisStore(client, clock=FakeClock())
+    try:
+        await store.claim("k", lease_seconds=LEASE, payload_hash="h")
+        link = store._link
+        assert link is not None
+        assert link._transport is not None
+        sock = link._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 42
+    finally:
+        await store.close()
+        await client.aclose()
 
 
 async def test_a_restarted_server_is_reached_on_a_new_connection(

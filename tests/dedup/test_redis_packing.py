@@ -188,11 +188,13 @@ class Relay:
     """A TCP relay in front of a redis-server that can lose its connections on demand.
 
     While ``broken``, a reply is cut after its first bytes and the connection closed, and new
-    connections are closed as they come: a server lost in the middle of a pipeline.
+    connections are closed as they come: a server lost in the middle of a pipeline. With
+    ``once``, only the first reply is cut, and later connections go through.
     """
 
-    def __init__(self, upstream: int) -> None:
+    def __init__(self, upstream: int, *, once: bool = False) -> None:
         self.upstream = upstream
+        self.once = once
         self.broken = False
         self.cut = asyncio.Event()
         """Set once a reply was cut short."""
@@ -244,6 +246,7 @@ class Relay:
                     writer.write(data[:3])
                     await writer.drain()
                     self.cut.set()
+                    self.broken = not self.once
                     break
                 writer.write(data)
                 await writer.drain()
@@ -278,5 +281,32 @@ async def test_a_connection_lost_mid_batch_fails_the_batch_then_the_store_recove
             assert (await _claim(store, "before")).state is ClaimState.IN_PROGRESS
             assert (await _claim(store, "b")).state is ClaimState.CLAIMED
             assert (await _claim(store, "a")).state is ClaimState.IN_PROGRESS
+        finally:
+            await store.close()
+
+
+async def test_a_pipeline_sent_again_after_its_replies_were_lost_answers_as_the_first_did(
+    redis_url: str, redis_process: RedisServer
+) -> None:
+    """The store sends a pipeline once more on a new connection when the first one is lost. The
+    scripts ran the first time; the caller's own token makes the second answer the same
+    (CLAIMED, completed), not IN_PROGRESS held by nobody or a completion said to be lost."""
+    async with Relay(redis_process.port, once=True) as relay:
+        store = RedisStore(relay.url, clock=FakeClock())
+        try:
+            assert (await _claim(store, "warm-up")).state is ClaimState.CLAIMED
+            relay.broken = True
+            claim = await _claim(store, "k")
+            assert relay.cut.is_set()
+            assert claim.state is ClaimState.CLAIMED
+            relay.cut.clear()
+            relay.broken = True
+            assert await store.complete("k", claim.token, ttl_seconds=100)
+            assert relay.cut.is_set()
+            async with Redis.from_url(redis_url) as admin:
+                record = await admin.hgetall("mpsflow:idem:k")
+            assert (record[b"s"], record[b"t"]) == (b"completed", claim.token.encode())
+            again = await _claim(store, "k")
+            assert again.state is ClaimState.COMPLETED
         finally:
             await store.close()

@@ -8,18 +8,19 @@ one timer per pipeline. Replies come back as redis-py's parser gives them with d
 (bytes, ints, lists; ``None`` for a null), an error reply as a ``ResponseError`` (a
 ``NoScriptError`` for NOSCRIPT), so the store treats both connections alike.
 
-Only plain RESP2 over TCP or a Unix socket, with password authentication and a database number:
-what :func:`fast_address` accepts. Anything else (TLS, a credential provider, RESP3, a client
-name) stays on redis-py's connections.
+Only plain RESP2 over TCP or a Unix socket, with password authentication, a database number,
+redis-py's timeouts and keepalive: what :func:`fast_address` accepts. Anything else (TLS, a
+credential provider, a client set to RESP3, a client name) stays on redis-py's connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
 
 from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
 from redis.exceptions import (
@@ -39,25 +40,31 @@ _CRLF: Final = b"\r\n"
 
 @dataclass(frozen=True, slots=True)
 class RespAddress:
-    """Where and how to connect: a TCP ``host``/``port`` or a Unix socket ``path``."""
+    """Where and how to connect: a TCP ``host``/``port`` or a Unix socket ``path``, with
+    redis-py's settings for that connection (its defaults filled in)."""
 
     host: str = ""
     port: int = 6379
     path: str = ""
-    username: str | None = None
-    password: str | None = None
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
     db: int = 0
     connect_timeout: float | None = None
     socket_timeout: float | None = None
+    keepalive: dict[int, int | bytes] | None = None
+    """TCP keepalive options to set (``{}`` for the system's), or None for no keepalive."""
+    encoding: str = "utf-8"
 
     def handshake(self) -> list[tuple[str | int, ...]]:
-        """The commands a new connection sends first: AUTH, SELECT (none when not needed)."""
+        """The commands a new connection sends first: AUTH, SELECT (none when not needed).
+
+        AUTH as redis-py sends it: only with a username or a non-empty password, the username
+        first when there is one (an absent password then goes as an empty one)."""
         commands: list[tuple[str | int, ...]] = []
-        if self.password is not None:
-            if self.username:
-                commands.append(("AUTH", self.username, self.password))
-            else:
-                commands.append(("AUTH", self.password))
+        if self.username:
+            commands.append(("AUTH", self.username, self.password or ""))
+        elif self.password:
+            commands.append(("AUTH", self.password))
         if self.db:
             commands.append(("SELECT", self.db))
         return commands
@@ -65,7 +72,13 @@ class RespAddress:
 
 def fast_address(pool: ConnectionPool) -> RespAddress | None:
     """The :class:`RespAddress` of ``pool``'s connections, or None when this module cannot speak
-    for them (TLS, a custom connection class, a credential provider, RESP3, a client name)."""
+    for them (TLS, a custom connection class, a credential provider, a client explicitly set to
+    RESP3, a client name, a username or password given as bytes).
+
+    The settings are read off a connection redis-py builds from the pool's options (no I/O),
+    so that its defaults apply as they would to its own connections: the socket timeout,
+    the connect timeout falling back to it, keepalive.
+    """
     options: dict[str, Any] = pool.connection_kwargs
     if pool.connection_class not in (Connection, UnixDomainSocketConnection):
         return None
@@ -73,17 +86,37 @@ def fast_address(pool: ConnectionPool) -> RespAddress | None:
         return None
     if options.get("protocol") not in (None, 2, "2") or options.get("redis_connect_func"):
         return None
-    username, password = options.get("username"), options.get("password")
-    unix = pool.connection_class is UnixDomainSocketConnection
+    try:
+        built = pool.connection_class(**options)
+    except Exception:  # options this redis-py does not take: leave them to the pool
+        return None
+    username, password = getattr(built, "username", None), getattr(built, "password", None)
+    if not all(value is None or isinstance(value, str) for value in (username, password)):
+        return None
+    socket_timeout = _seconds(getattr(built, "socket_timeout", None))
+    connect_timeout = _seconds(getattr(built, "socket_connect_timeout", None)) or socket_timeout
+    encoding = getattr(getattr(built, "encoder", None), "encoding", "utf-8")
+    if isinstance(built, UnixDomainSocketConnection):
+        return RespAddress(
+            path=str(built.path),
+            username=username,
+            password=password,
+            db=int(built.db or 0),
+            connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+            encoding=encoding,
+        )
+    keepalive_options = getattr(built, "socket_keepalive_options", None) or {}
     return RespAddress(
-        host="" if unix else str(options.get("host", "localhost")),
-        port=int(options.get("port", 6379)),
-        path=str(options["path"]) if unix else "",
-        username=None if username is None else str(username),
-        password=None if password is None else str(password),
-        db=int(options.get("db") or 0),
-        connect_timeout=_seconds(options.get("socket_connect_timeout")),
-        socket_timeout=_seconds(options.get("socket_timeout")),
+        host=str(built.host),
+        port=int(built.port),
+        username=username,
+        password=password,
+        db=int(built.db or 0),
+        connect_timeout=connect_timeout,
+        socket_timeout=socket_timeout,
+        keepalive=dict(keepalive_options) if getattr(built, "socket_keepalive", False) else None,
+        encoding=encoding,
     )
 
 
@@ -129,20 +162,48 @@ class RespConnection(asyncio.Protocol):
             raise TimeoutError(f"Timeout connecting to {where}") from None
         except OSError as exc:
             raise ConnectionError(f"Error connecting to {where}: {exc.strerror or exc}") from None
-        handshake = address.handshake()
-        if handshake:
-            try:
-                replies = await connection.exchange(handshake_bytes(handshake), len(handshake))
-            except BaseException:
-                connection.close()
-                raise
-            for command, reply in zip(handshake, replies, strict=True):
-                if isinstance(reply, ResponseError):
-                    connection.close()
-                    if command[0] == "AUTH":
-                        raise AuthenticationError(str(reply))
-                    raise reply
+        except Exception as exc:  # a malformed host name (UnicodeError), and the like
+            raise ConnectionError(f"Error connecting to {where}: {exc}") from None
+        try:
+            connection._keep_alive()
+            await connection._authenticate()
+        except BaseException:
+            connection.close()
+            raise
         return connection
+
+    async def _authenticate(self) -> None:
+        """Send the handshake; AUTH with a username falls back to the password alone on a
+        server older than Redis 6 (no users), as redis-py does."""
+        handshake = self._address.handshake()
+        if not handshake:
+            return
+        replies = await self.exchange(self._pack(handshake), len(handshake))
+        for command, reply in zip(handshake, replies, strict=True):
+            if not isinstance(reply, ResponseError):
+                continue
+            if command[0] != "AUTH":
+                raise reply
+            refusal = reply
+            if len(command) == 3 and "wrong number of arguments" in str(reply):
+                (refusal,) = await self.exchange(self._pack([("AUTH", command[2])]), 1)
+                if not isinstance(refusal, ResponseError):
+                    continue
+            raise AuthenticationError(str(refusal))
+
+    def _keep_alive(self) -> None:
+        """Turn TCP keepalive on, with redis-py's options, when the client asks for it."""
+        options = self._address.keepalive
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if options is None or sock is None or sock.family == socket.AF_UNIX:
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in options.items():
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+    def _pack(self, commands: list[tuple[str | int, ...]]) -> bytes:
+        return _pack_commands(commands, self._address.encoding)
 
     @property
     def usable(self) -> bool:
@@ -181,8 +242,7 @@ class RespConnection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"Connection lost: {exc}" if exc else "Connection lost"))
@@ -230,13 +290,13 @@ class RespConnection(asyncio.Protocol):
                 future.set_exception(self._failure)
 
 
-def handshake_bytes(commands: list[tuple[str | int, ...]]) -> bytes:
-    """The handshake's commands packed as RESP arrays of bulk strings (UTF-8)."""
+def _pack_commands(commands: list[tuple[str | int, ...]], encoding: str = "utf-8") -> bytes:
+    """``commands`` packed as RESP arrays of bulk strings (the handshake's)."""
     out = bytearray()
     for command in commands:
         out += b"*%d\r\n" % len(command)
         for arg in command:
-            data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+            data = arg.encode(encoding) if isinstance(arg, str) else b"%d" % arg
             out += b"$%d\r\n%b\r\n" % (len(data), data)
     return bytes(out)
 

@@ -80,10 +80,15 @@ _CLAIMED = "claimed"
 
 # KEYS[1] record; ARGV: now, lease ms, token, payload hash, expires_at.
 # Returns {state, payload hash, expires_at} of a live record, or {"claimed", "", expires_at}.
+# A live lease under the caller's own token is the caller's: a pipeline sent again after its
+# connection was lost (the first one ran, its replies were lost) answers as the first did.
 _CLAIM = """
-local r = redis.call('HMGET', KEYS[1], 's', 'h', 'e')
+local r = redis.call('HMGET', KEYS[1], 's', 'h', 'e', 't')
 local e = tonumber(r[3])
 if r[1] and e and e > tonumber(ARGV[1]) then
+  if r[1] == 'in_progress' and r[4] == ARGV[3] then
+    return {'claimed', '', r[3]}
+  end
   return {r[1], r[2] or '', r[3]}
 end
 redis.call('DEL', KEYS[1])
@@ -97,13 +102,18 @@ _OWNED = """
 local r = redis.call('HMGET', KEYS[1], 's', 't', 'e')
 local e = tonumber(r[3])
 if r[1] ~= 'in_progress' or r[2] ~= ARGV[1] or not e or e <= tonumber(ARGV[2]) then
-  return 0
+  return %s
 end
 """
 
-# ARGV: token, now, ttl ms, expires_at.
+# ARGV: token, now, ttl ms, expires_at[, "again"]. Sent again (ARGV[5], see _CLAIM), a record
+# the caller's token completed answers 1: the first call did it, and its reply was lost.
 _COMPLETE = (
     _OWNED
+    % (
+        "(ARGV[5] == 'again' and r[1] == 'completed' and r[2] == ARGV[1] and e"
+        " and e > tonumber(ARGV[2])) and 1 or 0"
+    )
     + """
 redis.call('HSET', KEYS[1], 's', 'completed', 'e', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -113,7 +123,7 @@ return 1
 
 # ARGV: token, now.
 _RELEASE = (
-    _OWNED
+    _OWNED % "0"
     + """
 redis.call('DEL', KEYS[1])
 return 1
@@ -129,7 +139,9 @@ class RedisStore:
     open on :meth:`close`; its own timeouts apply). Any Redis error or timeout raises
     :class:`~mpsflow.errors.StoreUnavailable`. Keys are ``prefix + key``.
 
-    Calls fail within ``socket_timeout`` once the server stops answering. ``max_connections``
+    Calls fail within twice ``socket_timeout`` (the pipeline is sent once more, on a new
+    connection; the scripts make that harmless) once the server stops answering; a given
+    client's own timeouts, keepalive and defaults apply. ``max_connections``
     and ``pool_timeout`` bound the client's pool: on a server reached through it (TLS and the
     like, see the module docstring) at most ``max_connections`` pipelines run at once, and more
     wait up to ``pool_timeout`` for a free connection.
@@ -336,9 +348,13 @@ class RedisStore:
         assert self._address is not None
         payload = _pack(commands, *self._encoding)
         for attempt in (1, 2):
+            if attempt == 2:  # a completion that went through the first time answers 1
+                payload = _pack([self._again(command) for command in commands], *self._encoding)
             link = self._link
             if link is None or not link.usable:
                 self._drop_link()
+                if self._closed:
+                    raise ConnectionError("the store is closed")
                 link = self._link = await RespConnection.open(self._address)
             try:
                 return await link.exchange(payload, len(commands))
@@ -347,6 +363,12 @@ class RedisStore:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _again(self, command: _Command) -> _Command:
+        """``command`` as sent a second time: a completion says so (see ``_COMPLETE``)."""
+        if len(command) > 1 and command[1] == self._complete.sha:
+            return (*command, "again")
+        return command
 
     def _drop_link(self) -> None:
         """Forget the store's own connection, closing it when it is this process's: a forked
