@@ -26,6 +26,8 @@ def load_object(spec: str) -> object:
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise ConfigurationError(f"expected MODULE:ATTRIBUTE (like 'myapp:app'), got {spec!r}")
+    if "/" in module_name or os.sep in module_name or module_name.startswith("."):
+        raise ConfigurationError(_path_given(module_name, attr_path))
     if module_name.endswith(".py"):
         raise ConfigurationError(
             f"name the module without .py: {module_name.removesuffix('.py')}:{attr_path}"
@@ -57,6 +59,21 @@ def load_object(spec: str) -> object:
                 f"module {module_name!r} has no attribute {attr_path!r}{hint if close else ''}"
             ) from None
     return obj
+
+
+def _path_given(path: str, attr_path: str) -> str:
+    """What to run instead of a file path (``qs/myapp.py:app``): the module, from its folder."""
+    folder, file = os.path.split(path.replace(os.sep, "/").rstrip("/"))
+    module = file.removesuffix(".py")
+    here = os.path.normpath(folder or ".") == "."
+    message = f"name a module, not a file: {module}:{attr_path}"
+    if here:
+        return message
+    message += f", run from {folder} (cd {folder})"
+    parts = os.path.normpath(folder).replace(os.sep, "/").split("/")
+    if not os.path.isabs(folder) and all(part.isidentifier() for part in parts):
+        message += f", or {'.'.join([*parts, module])}:{attr_path} if {folder} is a package"
+    return message
 
 
 def _closest_module(missing: str) -> str | None:

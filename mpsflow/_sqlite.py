@@ -250,9 +250,7 @@ class SQLiteWriter:
     def _inline_connection(self) -> sqlite3.Connection:
         conn = self._inline
         if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=0, isolation_level=None, check_same_thread=False
-            )
+            conn = _connect(self.path, timeout=0)
             try:
                 conn.execute("PRAGMA journal_mode = WAL")  # busy: the thread's connection will
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -340,12 +338,7 @@ class SQLiteWriter:
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            conn = _connect(self.path, timeout=self.busy_timeout)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                 _enable_wal(conn, self.busy_timeout)
@@ -357,6 +350,20 @@ class SQLiteWriter:
             self._ready = 0
         self._ready = _run_setup(conn, self._setup, self._ready)
         return conn
+
+
+def _connect(path: str, *, timeout: float) -> sqlite3.Connection:
+    """A connection to ``path`` in autocommit mode, usable from any thread; the file's folder
+    is made first if it is missing (as the file sinks make theirs)."""
+    if path != ":memory:":
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:  # reported as SQLite's own failure to open the file would be
+            raise sqlite3.OperationalError(
+                f"cannot make the folder {folder}: {exc.strerror or exc}"
+            ) from exc
+    return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
 
 
 def _run_setup(

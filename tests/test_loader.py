@@ -73,6 +73,23 @@ def test_a_file_name_is_not_a_module_name(folder: Path) -> None:
     assert failure("loadme_app.py:app") == "name the module without .py: loadme_app:app"
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("./myapp.py:app", "name a module, not a file: myapp:app"),
+        (
+            "qs/myapp.py:app",
+            "name a module, not a file: myapp:app, run from qs (cd qs), or qs.myapp:app if qs"
+            " is a package",
+        ),
+        ("/srv/my-apps/myapp.py:app", "name a module, not a file: myapp:app, run from"),
+    ],
+)
+def test_a_file_path_says_which_module_to_run_from_where(spec: str, message: str) -> None:
+    assert failure(spec).startswith(message)
+    assert "qs.myapp" in failure("qs/myapp:app")
+
+
 def test_a_missing_attribute_names_it_and_the_closest_one(folder: Path) -> None:
     (folder / "loadme_attr.py").write_text("app = 1\n")
     assert failure("loadme_attr:ap") == (

@@ -167,6 +167,13 @@ COMMANDS: dict[str, Run | NotRun] = {
         "extra includes the bench extra, so scripts/test.sh installs them and tests/benchmarks "
         "runs every peer"
     ),
+    'python -c "from MODULE import APP"': NotRun(
+        "a placeholder, not a command: it says what MODULE:APP means"
+    ),
+    "mpsflow run qs/myapp.py:app": Run(
+        "tests/test_loader.py::test_a_file_path_says_which_module_to_run_from_where",
+        "the mistake the README warns of: the one-line answer is checked",
+    ),
     "pip install 'mpsflow[redis]'": NotRun(
         "it installs from the package index; tests/dedup/test_store_errors.py checks that the "
         "error without the extra names this command"

@@ -35,6 +35,8 @@ def _decode(args: argparse.Namespace) -> int:
 
     if args.file != "-" and Path(args.file).is_dir():
         raise ConfigurationError(f"{args.file} is a folder: give one notification file")
+    if args.file != "-" and not Path(args.file).exists():
+        raise ConfigurationError(f"no such file or folder: {args.file}")
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     try:
         notification = decode_any(data)

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, TextIO
 from urllib.parse import urlsplit
 
@@ -263,11 +264,21 @@ def _refusal(answer: bytes) -> tuple[int, str, bool] | None:
     return code, _one_line(message), "requestId" in document
 
 
-def _http_answer(tally: Tally, url: str, status: int, answer: bytes) -> None:
-    """Count one HTTP answer: a 2xx is a success unless its JSON says otherwise."""
+def _http_answer(
+    tally: Tally, url: str, status: int, answer: bytes, *, signed: bool = False
+) -> None:
+    """Count one HTTP answer: a 2xx is a success unless its JSON says otherwise.
+
+    A refusal's reason (an mpsflow app's ``error``) is counted with its status. ``signed``:
+    this command signed the bodies, so a Timestamp refused is the clocks' or ``--expires-in``'s
+    doing, not old signatures sent as they were."""
     if not 200 <= status < 300:
-        tally.add(str(status), ok=False)
+        reason = _error_reason(answer)
+        said = reason and reason.lower() != _phrase(status)  # more than "404 (not found)"
+        tally.add(f"{status} ({reason})" if said else str(status), ok=False)
         hint = _STATUS_HINTS.get(status)
+        if status == 401 and (reason == _TOO_FAR_AHEAD or (signed and reason == _EXPIRED)):
+            hint = _CLOCK_HINT
         if hint is not None:
             tally.hints[hint.format(url=url, path=urlsplit(url).path or "/")] = None
         return
@@ -283,6 +294,32 @@ def _http_answer(tally: Tally, url: str, status: int, answer: bytes) -> None:
             " use mpsflow send --cmq ENDPOINT --queue NAME FILE|DIR…"
         ] = None
 
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:
+        return ""
+
+
+def _error_reason(answer: bytes) -> str:
+    """The ``error`` of an mpsflow app's JSON refusal (``{"code": 400, "error": …}``), on one
+    line; empty for any other answer."""
+    try:
+        document = json.loads(answer)
+    except ValueError:
+        return ""
+    error = document.get("error") if isinstance(document, dict) else None
+    return _one_line(error) if isinstance(error, str) else ""
+
+
+_EXPIRED: Final = "signature expired"
+_TOO_FAR_AHEAD: Final = "signature too_far_ahead"
+"""401 reasons about a signature's Timestamp, not its key."""
+_CLOCK_HINT: Final = (
+    "{url} refused the signatures' Timestamp: keep --expires-in within an hour (600 s, as MPS,"
+    " by default) and this machine's clock in step with the app's"
+)
 
 _STATUS_HINTS: Final = {
     401: "{url} refused the signatures: send with --sign-key set to one of the app's"
@@ -389,7 +426,9 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
                     args.url, data=body, headers={"Content-Type": "application/json"}
                 ) as response:
                     answer = await response.read()
-                    _http_answer(tally, args.url, response.status, answer)
+                    _http_answer(
+                        tally, args.url, response.status, answer, signed=args.sign_key is not None
+                    )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 tally.add(f"error ({type(exc).__name__})", ok=False)
                 tally.hints[_connection_hint(args.url, exc)] = None

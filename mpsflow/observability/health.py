@@ -104,4 +104,13 @@ async def require_store(store: IdempotencyStore, *, within: float = CHECK_TIMEOU
         problem = f"idempotency store {describe_store(store)} did not answer within {within:g}s"
     except Exception as exc:
         problem = str(store_unavailable(describe_store(store), exc))
-    raise StartupError(f"{problem}: start it or fix its address (dedup cannot run without it)")
+    advice = "check its password" if _refused_login(problem) else "start it or fix its address"
+    raise StartupError(f"{problem}: {advice} (dedup cannot run without it)")
+
+
+_LOGIN_REFUSALS = ("NOAUTH", "WRONGPASS", "AuthenticationError", "invalid password")
+"""How a store says it refused the credentials (Redis' error codes, redis-py's exception)."""
+
+
+def _refused_login(problem: str) -> bool:
+    return any(refusal in problem for refusal in _LOGIN_REFUSALS)

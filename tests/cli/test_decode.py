@@ -117,6 +117,14 @@ def test_decode_a_folder_says_to_give_a_file(
     )
 
 
+def test_decode_a_missing_file_is_a_wrong_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo.json"
+    assert main(["decode", str(missing)]) == 2
+    assert capsys.readouterr().err == f"mpsflow decode: error: no such file or folder: {missing}\n"
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

@@ -363,7 +363,8 @@ async def test_a_port_in_use_exits_3_with_one_line(tmp_path: Path) -> None:
 
 async def test_an_unusable_dedup_store_exits_3_with_one_line(tmp_path: Path) -> None:
     write_app(tmp_path)
-    missing = tmp_path / "no-such-folder" / "dedup.sqlite3"
+    (tmp_path / "a-file").write_text("not a folder")
+    missing = tmp_path / "a-file" / "dedup.sqlite3"  # its folder cannot be made
     for workers in ("1", "2"):
         code, _, err = await run_mpsflow(
             tmp_path,

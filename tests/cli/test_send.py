@@ -105,7 +105,27 @@ async def test_send_reports_failures_and_exits_non_zero(samples_dir: Path) -> No
     code, out, err = await send_to(app, str(samples_dir / "07_edit_media_task_failure.json"))
     assert code == 1
     assert out.startswith("tried to send 1 notification(s) in ")
-    assert summary(out) == {"401": 1}
+    assert summary(out) == {"401 (signature expired)": 1}
+    assert "refused the signatures: send with --sign-key set to one of the app's" in err
+
+
+async def test_a_timestamp_too_far_ahead_is_not_blamed_on_the_key(samples_dir: Path) -> None:
+    """Signed with the right key, but for two hours: the hint is about --expires-in."""
+    app, _ = make_app(notify_keys=[SAMPLE_KEY])
+    sample = str(samples_dir / "07_edit_media_task_failure.json")
+    code, out, err = await send_to(app, sample, "--sign-key", SAMPLE_KEY, "--expires-in", "7200")
+    assert code == 1
+    assert summary(out) == {"401 (signature too_far_ahead)": 1}
+    assert "refused the signatures' Timestamp: keep --expires-in within an hour" in err
+    assert "send with --sign-key set to" not in err
+
+
+async def test_a_wrong_key_gets_the_key_hint(samples_dir: Path) -> None:
+    app, _ = make_app(notify_keys=[SAMPLE_KEY])
+    sample = str(samples_dir / "07_edit_media_task_failure.json")
+    code, out, err = await send_to(app, sample, "--sign-key", "not-the-key")
+    assert code == 1
+    assert summary(out) == {"401 (signature mismatch)": 1}
     assert "refused the signatures: send with --sign-key set to one of the app's" in err
 
 

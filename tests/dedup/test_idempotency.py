@@ -282,6 +282,7 @@ async def test_a_lost_lease_is_reported_not_raised(
 
 
 async def test_store_down_never_runs_without_a_claim(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "missing").write_text("a file where the folder should be")
     store = SQLiteStore(tmp_path / "missing" / "idem.db", clock=clock)
     idem = Idempotency(store, clock=clock)
     with pytest.raises(StoreUnavailable):

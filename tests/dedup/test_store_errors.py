@@ -27,9 +27,10 @@ from mpsflow.dedup.stores.base import (
     unavailable_message,
 )
 from mpsflow.delivery import Outcome
-from mpsflow.errors import StoreUnavailable
+from mpsflow.errors import ConfigurationError, StartupError, StoreUnavailable
 from mpsflow.events import WorkflowTask
 from mpsflow.middleware.base import Call, HandlerInfo
+from mpsflow.observability.health import require_store
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import build_notification
 from tests.modules import run_ok
@@ -101,6 +102,7 @@ async def test_sqlite_errors_name_the_absolute_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "missing-dir").write_text("a file where the folder should be")
     store = SQLiteStore(Path("missing-dir") / "dedup.sqlite3")
     expected = f"sqlite:{tmp_path / 'missing-dir' / 'dedup.sqlite3'}"
     assert store.describe() == expected
@@ -310,3 +312,51 @@ def test_without_redis_the_error_says_what_to_install(statement: str) -> None:
     assert done.stdout.strip() == (
         "ModuleNotFoundError|redis|RedisStore needs the redis extra: pip install 'mpsflow[redis]'"
     )
+
+
+# -- configuration mistakes, and what startup says about them --------------------------------
+
+
+def test_a_url_given_to_the_sqlite_store_says_where_redis_goes() -> None:
+    with pytest.raises(ConfigurationError, match=r"RedisStore\(url\)"):
+        SQLiteStore("redis://127.0.0.1:6379/0")
+
+
+async def test_the_sqlite_store_makes_its_folder(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "data" / "dedup" / "idem.sqlite3", clock=FakeClock())
+    try:
+        claim = await store.claim("k", lease_seconds=30, payload_hash="h")
+        assert claim.token
+        assert (tmp_path / "data" / "dedup" / "idem.sqlite3").is_file()
+    finally:
+        await store.close()
+
+
+def test_the_blocking_redis_client_is_refused_at_once() -> None:
+    import redis
+
+    with pytest.raises(ConfigurationError, match=r"redis\.asyncio\.Redis client, not redis\."):
+        RedisStore(redis.Redis())  # type: ignore[arg-type]
+
+
+def test_a_redis_url_without_a_scheme_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigurationError, match="redis://host:6379/0") as caught:
+        RedisStore("admin:hunter2-secret@127.0.0.1:6379")
+    assert "hunter2-secret" not in str(caught.value)
+
+
+async def test_a_refused_password_is_named_at_startup(
+    redis_spawn: Callable[[], RedisServer],
+) -> None:
+    server = redis_spawn()
+    async with Redis.from_url(server.url) as admin:
+        await admin.config_set("requirepass", "the-real-password")
+    for url in (server.url, server.url.replace("redis://", "redis://:wrong-password@")):
+        store = RedisStore(url, connect_timeout=0.5)
+        try:
+            with pytest.raises(StartupError) as caught:
+                await require_store(store)
+            assert str(caught.value).endswith(": check its password (dedup cannot run without it)")
+            assert "wrong-password" not in str(caught.value)
+        finally:
+            await store.close()

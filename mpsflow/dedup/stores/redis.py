@@ -158,6 +158,13 @@ class RedisStore:
         max_connections: int = 32,
         pool_timeout: float = 10.0,
     ) -> None:
+        given: object = url_or_client  # typed away, but redis.Redis is an easy mistake
+        if not isinstance(given, (str, Redis)):
+            kind = type(given)
+            raise ConfigurationError(
+                "RedisStore needs a URL or a redis.asyncio.Redis client, not"
+                f" {kind.__module__}.{kind.__qualname__} (redis.Redis is the blocking client)"
+            )
         if pool_timeout <= 0:
             raise ConfigurationError("pool_timeout must be positive")
         if isinstance(url_or_client, str):
@@ -165,14 +172,20 @@ class RedisStore:
             # ``pool_timeout``) instead of opening one connection per in-flight delivery. The
             # wait is longer than the socket timeout: a busy pool means a live but loaded
             # store, and deferring the delivery would only bring it back later.
-            pool = BlockingConnectionPool.from_url(
-                url_or_client,
-                max_connections=max_connections,
-                timeout=pool_timeout,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 1),
-            )
+            try:
+                pool = BlockingConnectionPool.from_url(
+                    url_or_client,
+                    max_connections=max_connections,
+                    timeout=pool_timeout,
+                    socket_timeout=socket_timeout,
+                    socket_connect_timeout=connect_timeout,
+                    retry=Retry(NoBackoff(), 1),
+                )
+            except ValueError:  # never the URL itself in the message: it may hold a password
+                raise ConfigurationError(
+                    "RedisStore needs a URL like redis://host:6379/0 (or rediss://, unix://);"
+                    " the one given has no such scheme or cannot be read"
+                ) from None
             self._client = Redis.from_pool(pool)  # the client owns (and closes) the pool
             self._owns_client = True
         else:

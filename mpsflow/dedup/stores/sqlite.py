@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -22,7 +23,7 @@ from typing import TypeVar
 from mpsflow._sqlite import Operation, SQLiteWriter
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.dedup.stores.base import Claim, ClaimState, store_unavailable
-from mpsflow.errors import StoreUnavailable
+from mpsflow.errors import ConfigurationError, StoreUnavailable
 
 __all__ = ["SQLiteStore"]
 
@@ -33,6 +34,8 @@ _IN_PROGRESS = ClaimState.IN_PROGRESS.value
 _COMPLETED = ClaimState.COMPLETED.value
 """The ``state`` column's values (an enum member's ``.value`` is slow to read per call)."""
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+"""A path that is a URL (``redis://…``): a store given to the wrong class."""
 _TABLE = "mpsflow_idempotency"
 _PURGE_BATCH = 1000
 
@@ -84,6 +87,11 @@ class SQLiteStore:
         purge_interval: float = 60.0,
     ) -> None:
         self._path = os.fspath(path)
+        if _URL.match(self._path):
+            raise ConfigurationError(
+                f"the SQLite store takes a file path, not a URL ({self._path}): for Redis, give"
+                " the app idempotency=RedisStore(url) (mpsflow run's --dedup is the SQLite file)"
+            )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._time: Callable[[], float] = (
             time.time if type(self._clock) is SystemClock else self._clock.time

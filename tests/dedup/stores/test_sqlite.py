@@ -166,6 +166,7 @@ async def test_a_locked_database_is_unavailable_then_recovers(tmp_path: Path) ->
 
 
 async def test_an_unopenable_path_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "missing-dir").write_text("a file where the folder should be")
     store = SQLiteStore(tmp_path / "missing-dir" / "idem.db")
     assert not await store.ping()
     with pytest.raises(StoreUnavailable):
