@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,15 +25,6 @@ from mpsflow.errors import StoreUnavailable
 from tests.plugins.redis_server import RedisServer
 
 LEASE = 30.0
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A loopback port that accepts connections and never answers (a hung Redis)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -277,9 +268,9 @@ async def test_the_store_works_over_a_unix_socket(
 
 
 async def test_a_client_with_a_short_timeout_fails_on_a_silent_server_and_closes(
-    silent_port: int,
+    silent_server: int,
 ) -> None:
-    client = Redis(host="127.0.0.1", port=silent_port, socket_timeout=0.1)
+    client = Redis(host="127.0.0.1", port=silent_server, socket_timeout=0.1)
     store = RedisStore(client, clock=FakeClock())
     try:
         with pytest.raises(StoreUnavailable, match="Timeout"):

@@ -96,26 +96,20 @@ def fast_address(pool: ConnectionPool) -> RespAddress | None:
     socket_timeout = _seconds(getattr(built, "socket_timeout", None))
     connect_timeout = _seconds(getattr(built, "socket_connect_timeout", None)) or socket_timeout
     encoding = getattr(getattr(built, "encoder", None), "encoding", "utf-8")
-    if isinstance(built, UnixDomainSocketConnection):
-        return RespAddress(
-            path=str(built.path),
-            username=username,
-            password=password,
-            db=int(built.db or 0),
-            connect_timeout=connect_timeout,
-            socket_timeout=socket_timeout,
-            encoding=encoding,
-        )
-    keepalive_options = getattr(built, "socket_keepalive_options", None) or {}
+    unix = isinstance(built, UnixDomainSocketConnection)
+    keepalive: dict[int, int | bytes] | None = None
+    if getattr(built, "socket_keepalive", False) and not unix:
+        keepalive = dict(getattr(built, "socket_keepalive_options", None) or {})
     return RespAddress(
-        host=str(built.host),
-        port=int(built.port),
+        host="" if unix else str(getattr(built, "host", "localhost")),
+        port=6379 if unix else int(getattr(built, "port", 6379)),
+        path=str(getattr(built, "path", "")) if unix else "",
         username=username,
         password=password,
         db=int(built.db or 0),
         connect_timeout=connect_timeout,
         socket_timeout=socket_timeout,
-        keepalive=dict(keepalive_options) if getattr(built, "socket_keepalive", False) else None,
+        keepalive=keepalive,
         encoding=encoding,
     )
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -19,15 +18,6 @@ from mpsflow.errors import ConfigurationError, StoreUnavailable
 from tests.plugins.redis_server import RedisServer
 
 LEASE = 30.0
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A loopback port that accepts connections and never answers (a hung Redis)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
 
 
 async def test_server_down_is_unavailable_then_recovers(
