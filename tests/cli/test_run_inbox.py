@@ -262,10 +262,11 @@ async def test_a_receiver_that_processes_a_misspelt_cmq_inbox_exits_3_with_one_l
 
 async def test_an_inbox_that_cannot_be_opened_is_one_line_at_startup(tmp_path: Path) -> None:
     (tmp_path / "inboxapp.py").write_text(APP)
+    (tmp_path / "no").write_text("a file where the inbox's folder would be made")
     command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--inbox", "no/such/inbox.db")
     async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
         with anyio.fail_after(30):
             assert await process.wait() == 3
     errors = [line for line in output.text.splitlines() if "error:" in line]
     assert len(errors) == 1, output.text
-    assert "its folder must exist and be writable" in errors[0]
+    assert "its folder must be writable (it is made if missing)" in errors[0]
