@@ -923,5 +923,6 @@ async def _check_inbox(inbox: Inbox) -> None:
         await inbox.size()
     except InboxUnavailable as exc:
         raise StartupError(
-            f"{exc}: check the inbox's path (--inbox): its folder must be writable (it is made if missing)"
+            f"{exc}: check the inbox's path (--inbox): its folder must be writable"
+            " (it is made if missing)"
         ) from exc
