@@ -305,22 +305,3 @@ async def test_keepalive_is_on_when_the_client_asks_for_it(redis_url: str) -> No
     finally:
         await store.close()
         await client.aclose()
-
-
-async def test_a_restarted_server_is_reached_on_a_new_connection(
-    redis_spawn: Callable[[], RedisServer],
-) -> None:
-    """The connection the store held died with the server; the next call opens another."""
-    server = redis_spawn()
-    store = RedisStore(server.url, clock=FakeClock())
-    try:
-        assert (await store.claim("a", lease_seconds=LEASE, payload_hash="h")).state is (
-            ClaimState.CLAIMED
-        )
-        server.stop()
-        server.start()
-        assert (await store.claim("b", lease_seconds=LEASE, payload_hash="h")).state is (
-            ClaimState.CLAIMED
-        )
-    finally:
-        await store.close()
