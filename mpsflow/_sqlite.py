@@ -24,6 +24,15 @@ starts the WAL over, and what arrived meanwhile goes in one bigger batch. Before
 pass it runs the hooks given to :meth:`SQLiteWriter.open` (the inbox syncs its body files
 there, so that what rows refer to is on disk before they are).
 
+A process that writes the file alone (:mod:`mpsflow._sqlite_sharing` tells) does better:
+:meth:`SQLiteWriter.run_now` runs an operation at once, in a transaction left open until the
+next turn of the loop, and answers the caller before the commit, so a dedup claim and its
+completion await nothing. Nobody else can write in between; what must not become durable
+before those operations waits for the commit (:func:`after_commit`), and a commit that fails
+sends what it held to the next batch. In company (``mpsflow run --workers N``) the other
+writers would wait on that open transaction, so ``run_now`` declines and callers await
+:meth:`SQLiteWriter.run`.
+
 A batch commits or rolls back as a whole: when any operation raises, nothing of the batch is
 written, and every caller in it gets that exception (a ``sqlite3.Error`` its store turns into
 ``StoreUnavailable``), so nothing is done for a caller that was told it failed.
@@ -39,16 +48,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, TypeVar
 
-__all__ = ["Operation", "SQLiteWriter"]
+from mpsflow._sqlite_connections import close_quietly, connect, enable_wal, is_busy, run_setup
+from mpsflow._sqlite_sharing import WriterSharing
+
+__all__ = ["NOT_NOW", "Operation", "SQLiteWriter", "after_commit"]
+
+_log = logging.getLogger("mpsflow.sqlite")
 
 _T = TypeVar("_T")
 
@@ -67,8 +81,10 @@ _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 _Item = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 _Outcome = list[object] | BaseException
 _STOP: Final = object()
+NOT_NOW: Final = object()
+"""What :meth:`SQLiteWriter.run_now` answers when only :meth:`SQLiteWriter.run` can run the
+operation now."""
 _CHECKPOINT: Final = object()
-_BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (extended codes masked)
 
 
 class _Busy(Exception):
@@ -110,6 +126,17 @@ class SQLiteWriter:
         """The thread is checkpointing (its first pass)."""
         self._held_back: asyncio.Future[None] | None = None
         """Set during the checkpoint's second pass: inline batches wait for it."""
+        self._in_txn: sqlite3.Connection | None = None
+        """The inline connection while a transaction of :meth:`run_now` is open."""
+        self._txn_loop: asyncio.AbstractEventLoop | None = None
+        """The event loop that commits it."""
+        self._answered: list[Callable[[sqlite3.Connection], Any]] = []
+        """What :meth:`run_now` ran (and answered) in the open transaction, in order."""
+        self._after: list[Callable[[], object]] = []
+        """Run once what was answered so far is committed (see :func:`after_commit`)."""
+        self._replaying = 0
+        """Answered operations being written again after their commit failed."""
+        self._sharing = WriterSharing(path) if path != ":memory:" else None
         self._queue: queue.SimpleQueue[list[_Item] | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -161,6 +188,130 @@ class SQLiteWriter:
             loop.call_soon(self._flush, loop)
         return await future
 
+    def run_now(self, operation: Callable[[sqlite3.Connection], _T]) -> _T | object:
+        """Run ``operation`` at once, in a transaction committed at the next turn of the loop;
+        its result, or :data:`NOT_NOW` when only :meth:`run` can run it now.
+
+        Only a process writing the file alone (see :mod:`mpsflow._sqlite_sharing`) runs
+        operations this way: the caller gets its answer before the commit, and nobody else can
+        write in between. Not now: in company, while operations queued by :meth:`run` wait
+        (they keep their order), while a checkpoint holds batches back, while operations whose
+        commit failed are written again, and when the lock is taken. Raises what the operation
+        raises, or the ``sqlite3.Error`` of opening the transaction; what was answered before
+        in the transaction is then written again in the next batch.
+        """
+        conn = self._in_txn
+        loop = asyncio.get_running_loop()
+        if conn is not None and loop is not self._txn_loop:  # opened on a loop that is gone
+            self._commit_answered(loop)
+            conn = self._in_txn
+        if conn is None:
+            sharing = self._sharing
+            if (
+                self._pending
+                or self._held_back is not None
+                or self._replaying
+                or sharing is None
+                or not sharing.alone()
+            ):
+                return NOT_NOW
+            try:
+                conn = self._inline_connection()
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                    self.contended += 1
+                    return NOT_NOW
+                close_quietly(self._inline)
+                self._inline = None
+                raise
+            self._in_txn = conn
+            self._txn_loop = loop
+            self.batches += 1
+            loop.call_soon(self._commit_answered, loop)
+        elif self._pending or self._held_back is not None:
+            return NOT_NOW
+        try:
+            result = operation(conn)
+        except BaseException as exc:
+            self._abandon(loop, exc)
+            raise
+        self._answered.append(operation)
+        self.operations += 1
+        return result
+
+    def _commit_answered(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the transaction of :meth:`run_now` (if still open) and run what waited."""
+        conn = self._in_txn
+        if conn is None:
+            return
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._abandon(loop, exc)
+            return
+        self._in_txn = None
+        answered, self._answered = self._answered, []
+        after, self._after = self._after, []
+        self._commits += 1
+        self._since_checkpoint += len(answered)
+        self._checkpoint_if_due(loop)
+        _run_all(after)
+
+    def _abandon(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
+        """The open transaction failed: roll it back and write what it answered again.
+
+        Those callers were told their operations were done (a claim taken, a completion
+        written), and handlers may have run on it: the operations go to the front of the next
+        batch, and :meth:`run_now` declines until that batch is over.
+        """
+        conn, self._in_txn = self._in_txn, None
+        answered, self._answered = self._answered, []
+        after, self._after = self._after, []
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                close_quietly(self._inline)
+                self._inline = None
+        if not answered:
+            _run_all(after)
+            return
+        _log.warning(
+            "%s: %d operations answered in place were not committed (%s: %s); writing them again",
+            self.path,
+            len(answered),
+            type(exc).__name__,
+            exc,
+        )
+        self._replaying += 1
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in answered]
+        left = [len(futures), 0]  # not yet answered, failed
+
+        def replayed(future: asyncio.Future[Any]) -> None:
+            left[0] -= 1
+            if future.cancelled() or future.exception() is not None:
+                left[1] += 1
+            if left[0]:
+                return
+            self._replaying -= 1
+            if left[1]:
+                _log.error(
+                    "%s: %d operations answered in place could not be written again: records"
+                    " of handlers that ran may be missing, and a redelivery may run them again",
+                    self.path,
+                    left[1],
+                )
+            waited, self._after = self._after, []  # attached meanwhile (see after_commit)
+            _run_all(after + waited)
+
+        for future in futures:
+            future.add_done_callback(replayed)
+        self._pending[:0] = list(zip(answered, futures, strict=True))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, loop)
+
     def forget_before_checkpoint(self, hook: Callable[[], object]) -> None:
         """Stop running ``hook`` (given to :meth:`open`) before checkpoints."""
         with contextlib.suppress(ValueError):
@@ -177,12 +328,18 @@ class SQLiteWriter:
                         del self._open[key]
         if not last:
             return
+        loop = asyncio.get_running_loop()
+        self._commit_answered(loop)
         if self._held_back is not None:
             await asyncio.shield(self._held_back)
         while self._pending:  # answer what is pending before closing
-            self._flush(asyncio.get_running_loop())
-        _close(self._inline)
+            self._flush(loop)
+            if self._held_back is not None:
+                await asyncio.shield(self._held_back)
+        close_quietly(self._inline)
         self._inline = None
+        if self._sharing is not None:
+            self._sharing.close()
         thread = self._thread
         if thread is None:
             return
@@ -194,6 +351,8 @@ class SQLiteWriter:
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit what is pending (a batch of it; the rest in the next turn of the loop)."""
         self._flush_scheduled = False
+        if self._in_txn is not None:  # what run_now answered goes first
+            self._commit_answered(loop)
         if self._held_back is not None:
             return  # flushed again when the checkpoint is done
         batch = self._pending[:_MAX_BATCH]
@@ -212,6 +371,9 @@ class SQLiteWriter:
         _settle(_answers(batch, outcome), isinstance(outcome, BaseException))
         self._commits += 1
         self._since_checkpoint += len(batch)
+        self._checkpoint_if_due(loop)
+
+    def _checkpoint_if_due(self, loop: asyncio.AbstractEventLoop) -> None:
         due = self._commits >= _CHECKPOINT_EVERY or self._since_checkpoint >= _CHECKPOINT_OPERATIONS
         if due and not self._checkpointing:
             self._commits = self._since_checkpoint = 0
@@ -240,17 +402,17 @@ class SQLiteWriter:
             conn = self._inline_connection()
             return self._transaction(conn, batch)
         except BaseException as exc:
-            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
                 raise _Busy from exc
             if isinstance(exc, sqlite3.Error) and (conn is None or conn.in_transaction):
-                _close(self._inline)  # it could not be opened or rolled back: start afresh
+                close_quietly(self._inline)  # it could not be opened or rolled back: start afresh
                 self._inline = None
             return exc
 
     def _inline_connection(self) -> sqlite3.Connection:
         conn = self._inline
         if conn is None:
-            conn = _connect(self.path, timeout=0)
+            conn = connect(self.path, timeout=0)
             try:
                 conn.execute("PRAGMA journal_mode = WAL")  # busy: the thread's connection will
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -261,7 +423,9 @@ class SQLiteWriter:
                 raise
             self._inline = conn
             self._inline_ready = 0
-        self._inline_ready = _run_setup(conn, self._setup, self._inline_ready)
+            if self._sharing is not None:
+                self._sharing.alone()  # takes part in the agreement before the first write
+        self._inline_ready = run_setup(conn, self._setup, self._inline_ready)
         return conn
 
     # -- the thread: contended batches, checkpoints ------------------------------------------
@@ -279,6 +443,12 @@ class SQLiteWriter:
         self._thread = None
         self._conn = None  # never closed here: closing would drop this process's locks
         self._inline = None
+        self._in_txn = None
+        self._answered = []
+        self._after = []
+        self._replaying = 0
+        if self._sharing is not None:
+            self._sharing.forked()
         self._pending = []
         self._flush_scheduled = False
         self._checkpointing = False
@@ -289,7 +459,7 @@ class SQLiteWriter:
         while True:
             work = self._queue.get()
             if work is _STOP:
-                _close(self._conn)
+                close_quietly(self._conn)
                 self._conn = None
                 return
             if isinstance(work, tuple):  # (_CHECKPOINT, loop, what it runs when done, first)
@@ -316,7 +486,7 @@ class SQLiteWriter:
             return self._transaction(conn, batch)
         except BaseException as exc:
             if isinstance(exc, sqlite3.Error) and (conn is None or conn.in_transaction):
-                _close(self._conn)  # it could not be opened or rolled back: start afresh
+                close_quietly(self._conn)  # it could not be opened or rolled back: start afresh
                 self._conn = None
             return exc
 
@@ -338,62 +508,18 @@ class SQLiteWriter:
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
-            conn = _connect(self.path, timeout=self.busy_timeout)
+            conn = connect(self.path, timeout=self.busy_timeout)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                _enable_wal(conn, self.busy_timeout)
+                enable_wal(conn, self.busy_timeout)
                 conn.execute("PRAGMA synchronous = NORMAL")
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
             self._ready = 0
-        self._ready = _run_setup(conn, self._setup, self._ready)
+        self._ready = run_setup(conn, self._setup, self._ready)
         return conn
-
-
-def _connect(path: str, *, timeout: float) -> sqlite3.Connection:
-    """A connection to ``path`` in autocommit mode, usable from any thread; the file's folder
-    is made first if it is missing (as the file sinks make theirs)."""
-    if path != ":memory:":
-        folder = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as exc:  # reported as SQLite's own failure to open the file would be
-            raise sqlite3.OperationalError(
-                f"cannot make the folder {folder}: {exc.strerror or exc}"
-            ) from exc
-    return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-
-
-def _run_setup(
-    conn: sqlite3.Connection, setup: list[Callable[[sqlite3.Connection], object]], done: int
-) -> int:
-    """Run the ``setup`` operations ``conn`` has not run yet (each in its own transaction)."""
-    while done < len(setup):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            setup[done](conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        done += 1
-    return done
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in _BUSY_CODES
-    return "locked" in str(exc) or "busy" in str(exc)  # Python before 3.11
-
-
-def _close(conn: sqlite3.Connection | None) -> None:
-    """Close ``conn`` if there is one, whatever state it is in; the caller drops it."""
-    if conn is not None:
-        with contextlib.suppress(sqlite3.Error):
-            conn.close()
 
 
 def _answers(batch: list[_Item], outcome: _Outcome) -> list[tuple[asyncio.Future[Any], object]]:
@@ -424,6 +550,29 @@ def _settle(answers: list[tuple[asyncio.Future[Any], object]], failed: bool) -> 
             future.set_result(answer)
 
 
+def after_commit(callback: Callable[[], object]) -> None:
+    """Run ``callback`` once every operation :meth:`SQLiteWriter.run_now` answered in this
+    process so far is committed (or written again after a failed commit); at once when none
+    waits.
+
+    For what must not be durable before those operations are: the inbox marks a notification
+    done only after the completions of its handlers.
+    """
+    for writer in list(SQLiteWriter._every):
+        if writer._in_txn is not None or writer._replaying:
+            writer._after.append(lambda: after_commit(callback))
+            return
+    callback()
+
+
+def _run_all(callbacks: list[Callable[[], object]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            _log.exception("a callback waiting for a commit failed")
+
+
 def _after_fork_in_child() -> None:
     SQLiteWriter._registry_lock = threading.Lock()
     for writer in list(SQLiteWriter._every):
@@ -432,23 +581,3 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    """Switch the file to WAL, retrying within ``busy_timeout``.
-
-    SQLite does not run the busy handler for this switch, so a connection opening while
-    another one writes would otherwise fail at once with "database is locked".
-    """
-    give_up_at = time.monotonic() + busy_timeout
-    delay = 0.001
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")  # no-op once the file is in WAL
-        except sqlite3.OperationalError:
-            if time.monotonic() >= give_up_at:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        else:
-            return

@@ -23,10 +23,11 @@ When the store is down, :meth:`Idempotency.begin` raises
 :class:`~mpsflow.errors.StoreUnavailable`: the delivery must be retried later, never processed
 without a claim.
 
-On a store that settles in place (``MemoryStore``) the same protocol runs without a coroutine:
-:meth:`Idempotency.begin_now`, :meth:`~Idempotency.succeeded_now` and
-:meth:`~Idempotency.failed_now` give the same answers synchronously, or None when only the
-coroutine can (another store, store faults to repair, ``wait_for_in_progress``).
+On a store with synchronous twins (``MemoryStore``; ``SQLiteStore`` while its process writes
+the file alone) the same protocol runs without a coroutine: :meth:`Idempotency.begin_now`,
+:meth:`~Idempotency.succeeded_now` and :meth:`~Idempotency.failed_now` give the same answers
+synchronously, or None when only the coroutine can (another store, a twin that declined,
+store faults to repair, ``wait_for_in_progress``).
 
 Which notifications are the same one (the default notification key and the payload hash)
 is :mod:`mpsflow.dedup.keys`'s job; its functions are importable from here too.
@@ -52,6 +53,7 @@ from mpsflow.dedup.keys import (
     typed_payload_hash,
 )
 from mpsflow.dedup.stores.base import (
+    DECLINED,
     Claim,
     ClaimState,
     IdempotencyStore,
@@ -313,11 +315,12 @@ class Idempotency:
         *,
         deadline: float | None = None,
     ) -> Decision | None:
-        """:meth:`begin` without a coroutine, on a store that settles in place (MemoryStore).
+        """:meth:`begin` without a coroutine, on a store with synchronous twins.
 
         The decision ``begin`` would make, or None when only ``begin`` can make it: the store
-        has no synchronous twins (see :func:`~mpsflow.dedup.stores.base.in_place`), store
-        faults are waiting to be repaired, or ``wait_for_in_progress`` may make it sleep.
+        has no synchronous twins (see :func:`~mpsflow.dedup.stores.base.in_place`) or its
+        twin declined, store faults are waiting to be repaired, or ``wait_for_in_progress``
+        may make it sleep.
         Raises StoreUnavailable as ``begin`` does.
         """
         store = self._in_place
@@ -339,6 +342,8 @@ class Idempotency:
             raise
         if found is None:
             return _claimed(record, token, now + lease)
+        if found is DECLINED:
+            return None
         return self._found(found, key, handler, record, payload_hash)
 
     def _found(
@@ -392,6 +397,8 @@ class Idempotency:
             )
         except StoreUnavailable as exc:
             return self._not_completed(decision, exc)
+        if done is None:
+            return None
         if not done:
             self._lease_lost(decision)
         return done

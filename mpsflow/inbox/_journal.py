@@ -172,6 +172,10 @@ class Journal:
             self._schedule_sync()
         return number
 
+    def __contains__(self, number: object) -> bool:
+        """Whether item ``number`` is pending in this journal."""
+        return number in self._items
+
     def get(self, number: int) -> Pending | None:
         """The pending item ``number``, None when it is done (or not this journal's)."""
         found = self._items.get(number)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
-from mpsflow._sqlite import Operation, SQLiteWriter
+from mpsflow._sqlite import Operation, SQLiteWriter, after_commit
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, InboxUnavailable
 from mpsflow.inbox._journal import Journal, Orphan, Pending, orphan_names, read_orphan
@@ -331,7 +331,13 @@ class SQLiteInbox:
     async def settle(self, item_id: int, attempt: int) -> bool:
         """Remove a processed item while the caller's lease is its current one."""
         if item_id < 0:
-            return self._journal is not None and attempt == 1 and self._journal.done(-item_id)
+            journal = self._journal
+            if journal is None or attempt != 1 or -item_id not in journal:
+                return False
+            # Done only once what its handlers' dedup answered in place is committed: a crash
+            # in between must leave the item to run again, deduplicated.
+            after_commit(lambda: journal.done(-item_id))
+            return True
 
         def settle(conn: sqlite3.Connection) -> bool:
             return conn.execute(_DELETE, (item_id, attempt)).rowcount == 1

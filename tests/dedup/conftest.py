@@ -1,9 +1,13 @@
-"""Fixtures the dedup tests share: a fake clock, a MemoryStore on it, a silent server."""
+"""Fixtures the dedup tests share: a fake clock, a MemoryStore on it, a silent server, another
+process writing a SQLite file."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +32,38 @@ def silent_server() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         yield listener.getsockname()[1]
+
+
+_IN_COMPANY = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1] + "-writers", os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.lockf(fd, fcntl.LOCK_SH, 1, 1)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def company() -> Iterator[Callable[[Path], None]]:
+    """``company(path)``: another process says it writes the SQLite file ``path`` too (as a
+    writer in company does, see ``mpsflow._sqlite_sharing``), until the test ends."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def join(path: Path) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _IN_COMPANY, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+
+    yield join
+    for process in processes:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.close()
+        process.wait(timeout=30)
+        process.stdout.close()

@@ -106,28 +106,28 @@ async def test_only_a_store_whose_twins_are_its_coroutines_is_called_in_place(
     patched.claim = memory.claim  # type: ignore[method-assign]
     assert in_place(patched) is None
     assert in_place(FaultyStore(MemoryStore())) is None
+    # The SQLite store answers in place too; its twins may decline (tests/dedup/stores/
+    # test_sqlite_in_place.py).
     sqlite = SQLiteStore(tmp_path / "idem.sqlite3")
     try:
-        assert in_place(sqlite) is None
+        assert in_place(sqlite) is sqlite
     finally:
         await sqlite.close()
 
 
-async def test_a_replaced_store_is_looked_at_again(tmp_path: Path) -> None:
+async def test_a_replaced_store_is_looked_at_again() -> None:
     idem = Idempotency(MemoryStore())
     assert idem.begin_now("n", "h", "") is not None
-    sqlite = SQLiteStore(tmp_path / "idem.sqlite3")
-    try:
-        idem.store = sqlite  # as TestClient does
-        assert idem.store is sqlite
-        assert idem.begin_now("n", "h", "") is None
-        decision = await idem.begin("n", "h", "")
-        assert decision.state is ClaimState.CLAIMED
-        assert idem.succeeded_now(decision) is None
-        assert idem.failed_now(decision) is None
-        assert await idem.succeeded(decision)
-    finally:
-        await sqlite.close()
+    proxy = FaultyStore(MemoryStore())  # no twins: every call is a coroutine
+    idem.store = proxy  # as TestClient does
+    assert idem.store is proxy
+    assert idem.begin_now("n", "h", "") is None
+    decision = await idem.begin("n", "h", "")
+    assert decision.state is ClaimState.CLAIMED
+    assert idem.succeeded_now(decision) is None
+    assert idem.failed_now(decision) is None
+    assert await idem.succeeded(decision)
+    await proxy.close()
     idem.store = MemoryStore()
     assert idem.begin_now("n", "h", "") is not None
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, cast, runtime_checkable
+from typing import Final, Protocol, cast, runtime_checkable
 
 from mpsflow.errors import StoreUnavailable
 
 __all__ = [
+    "DECLINED",
     "Claim",
     "ClaimState",
     "IdempotencyStore",
@@ -68,7 +69,9 @@ class IdempotencyStore(Protocol):
     cancellation, which nothing could interrupt anyway. Such a store may also offer the
     synchronous twins of :class:`InPlaceStore` (``claim_now``, ``complete_now``,
     ``release_now``): :class:`~mpsflow.dedup.Idempotency` then calls them directly, with no
-    coroutine per call (see :func:`in_place`).
+    coroutine per call (see :func:`in_place`). A store whose coroutines may suspend can offer
+    twins too, by setting ``answers_in_place = True``: its twins answer when they can and
+    decline otherwise (:data:`DECLINED`, None), and the caller then awaits the coroutine.
     """
 
     async def claim(
@@ -99,12 +102,18 @@ class IdempotencyStore(Protocol):
         ...
 
 
+DECLINED: Final = Claim(ClaimState.IN_PROGRESS, token="declined")
+"""What ``claim_now`` answers when only ``claim`` can answer now (compare with ``is``)."""
+
+
 class InPlaceStore(Protocol):
-    """The synchronous twins of a store that settles in place (``MemoryStore``).
+    """The synchronous twins of a store's coroutines (``MemoryStore``, ``SQLiteStore``).
 
     Each does what its coroutine does and raises what it raises; ``claim_now`` answers
-    without allocating a :class:`Claim` for the common case. A dedup run on such a store
-    awaits nothing (see :func:`in_place`).
+    without allocating a :class:`Claim` for the common case. A dedup run whose twins all
+    answer awaits nothing (see :func:`in_place`). The twins of a store that settles in place
+    always answer; those of a store that ``answers_in_place`` may decline (:data:`DECLINED`
+    from ``claim_now``, None from the others), having done nothing.
     """
 
     def claim_now(
@@ -112,15 +121,15 @@ class InPlaceStore(Protocol):
     ) -> Claim | None:
         """``claim`` with the caller's (non-empty) ``token``: None when the caller now holds
         ``key`` (CLAIMED, until ``lease_seconds`` from now), else the live record's Claim
-        (IN_PROGRESS or COMPLETED)."""
+        (IN_PROGRESS or COMPLETED), or :data:`DECLINED`."""
         ...
 
-    def complete_now(self, key: str, token: str, *, ttl_seconds: float) -> bool:
-        """``complete``, synchronously."""
+    def complete_now(self, key: str, token: str, *, ttl_seconds: float) -> bool | None:
+        """``complete``, synchronously; None when declined."""
         ...
 
-    def release_now(self, key: str, token: str) -> bool:
-        """``release``, synchronously."""
+    def release_now(self, key: str, token: str) -> bool | None:
+        """``release``, synchronously; None when declined."""
         ...
 
 
@@ -135,12 +144,13 @@ def settles_in_place(store: IdempotencyStore) -> bool:
 def in_place(store: IdempotencyStore) -> InPlaceStore | None:
     """``store`` as an :class:`InPlaceStore` when its twins may stand in for its coroutines.
 
-    That is when it settles in place and each twin is defined by the same class as the
-    coroutine it stands for, neither replaced on the instance: a subclass or a test double
-    that overrides ``release`` alone (to fail it, say) is still called through ``release``.
-    None otherwise: callers then await the coroutines.
+    That is when it settles or ``answers_in_place`` and each twin is defined by the same
+    class as the coroutine it stands for, neither replaced on the instance: a subclass or a
+    test double that overrides ``release`` alone (to fail it, say) is still called through
+    ``release``. None otherwise: callers then await the coroutines.
     """
-    if not settles_in_place(store) or not defined_together(store, _TWINS):
+    answers = settles_in_place(store) or getattr(store, "answers_in_place", False) is True
+    if not answers or not defined_together(store, _TWINS):
         return None
     return cast(InPlaceStore, store)
 

@@ -2,11 +2,12 @@
 
 Stdlib ``sqlite3`` in WAL mode, so readers never block the writer and several processes on
 one host can share the file. Calls are group-committed (:mod:`mpsflow._sqlite`): the claims,
-completions and releases of all concurrent deliveries go to one writer thread per database,
-which runs what is queued in one ``BEGIN IMMEDIATE`` transaction (the write lock is taken
+completions and releases of all concurrent deliveries go to one writer per database, which
+runs what is queued in one ``BEGIN IMMEDIATE`` transaction (the write lock is taken
 before the reads, so two claimers, even in one batch, can never both see "no record"). Lock
 waits on other processes are bounded by ``busy_timeout``; the event loop never blocks on the
-disk.
+disk. A process writing the file alone answers at once instead, from a transaction that
+stays open until the next turn of its event loop (:meth:`mpsflow._sqlite.SQLiteWriter.run_now`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from mpsflow._sqlite import Operation, SQLiteWriter
+from mpsflow._sqlite import NOT_NOW, Operation, SQLiteWriter
 from mpsflow.clock import Clock, SystemClock
-from mpsflow.dedup.stores.base import Claim, ClaimState, store_unavailable
+from mpsflow.dedup.stores.base import DECLINED, Claim, ClaimState, store_unavailable
 from mpsflow.errors import ConfigurationError, StoreUnavailable
 
 __all__ = ["SQLiteStore"]
@@ -76,7 +77,14 @@ class SQLiteStore:
     file system: SQLite's locking is not reliable there). ``busy_timeout`` bounds how long a
     claim waits for another writer before raising StoreUnavailable. Expired rows are purged
     in batches inside a claim at most once per ``purge_interval`` seconds.
+
+    While its process writes the file alone, the synchronous twins (``claim_now``,
+    ``complete_now``, ``release_now``) answer at once and the dedup of a handler run awaits
+    nothing (see :meth:`mpsflow._sqlite.SQLiteWriter.run_now`); in company they decline and
+    the coroutines run as before.
     """
+
+    answers_in_place = True
 
     def __init__(
         self,
@@ -115,36 +123,68 @@ class SQLiteStore:
         self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
     ) -> Claim:
         """Take ``key`` as IN_PROGRESS unless a live record exists."""
+        token = token or secrets.token_hex(16)
+        claim, expires_at = self._claim(key, lease_seconds, payload_hash, token)
+        found = await self._run(claim)
+        return Claim(_CLAIMED, token=token, expires_at=expires_at) if found is None else found
+
+    async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
+        """Turn the caller's live lease into a COMPLETED row kept for ``ttl_seconds``."""
+        return await self._run(self._complete(key, token, ttl_seconds))
+
+    async def release(self, key: str, token: str) -> bool:
+        """Delete the caller's live lease so a redelivery can run the handler again."""
+        return await self._run(self._release(key, token))
+
+    def claim_now(
+        self, key: str, *, lease_seconds: float, payload_hash: str, token: str
+    ) -> Claim | None:
+        """``claim`` at once while this process writes the file alone, else ``DECLINED``."""
+        if not token:
+            raise ValueError("token must not be empty")
+        claim, _ = self._claim(key, lease_seconds, payload_hash, token)
+        found = self._run_now(claim)
+        return DECLINED if found is NOT_NOW else cast(Claim | None, found)
+
+    def complete_now(self, key: str, token: str, *, ttl_seconds: float) -> bool | None:
+        """``complete`` at once while this process writes the file alone, else None."""
+        done = self._run_now(self._complete(key, token, ttl_seconds))
+        return None if done is NOT_NOW else bool(done)
+
+    def release_now(self, key: str, token: str) -> bool | None:
+        """``release`` at once while this process writes the file alone, else None."""
+        done = self._run_now(self._release(key, token))
+        return None if done is NOT_NOW else bool(done)
+
+    def _claim(
+        self, key: str, lease_seconds: float, payload_hash: str, token: str
+    ) -> tuple[Operation[Claim | None], float]:
+        """The claim's operation (None when it took ``key``) and when its lease would end."""
         if not lease_seconds > 0:
             _check_positive("lease_seconds", lease_seconds)
         now = self._time()
-        token = token or secrets.token_hex(16)
         expires_at = now + lease_seconds
         taken = (key, _IN_PROGRESS, token, payload_hash, expires_at, now)
 
-        def claim(conn: sqlite3.Connection) -> Claim:
+        def claim(conn: sqlite3.Connection) -> Claim | None:
             if conn.execute(_CLAIM, taken).rowcount != 1:  # a live row: what does it say?
                 row = conn.execute(_SELECT, (key,)).fetchone()
                 return Claim(ClaimState(row[0]), payload_hash=row[1], expires_at=row[2])
             if now >= self._next_purge:
                 conn.execute(_PURGE, (now,))
                 self._next_purge = now + self._purge_interval
-            return Claim(_CLAIMED, token=token, expires_at=expires_at)
+            return None
 
-        return await self._run(claim)
+        return claim, expires_at
 
-    async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
-        """Turn the caller's live lease into a COMPLETED row kept for ``ttl_seconds``."""
+    def _complete(self, key: str, token: str, ttl_seconds: float) -> Operation[bool]:
         if not ttl_seconds > 0:
             _check_positive("ttl_seconds", ttl_seconds)
         now = self._time()
-        args = (_COMPLETED, now + ttl_seconds, key, token, _IN_PROGRESS, now)
-        return await self._run(_changes(_COMPLETE, args))
+        return _changes(_COMPLETE, (_COMPLETED, now + ttl_seconds, key, token, _IN_PROGRESS, now))
 
-    async def release(self, key: str, token: str) -> bool:
-        """Delete the caller's live lease so a redelivery can run the handler again."""
-        now = self._time()
-        return await self._run(_changes(_RELEASE, (key, token, _IN_PROGRESS, now)))
+    def _release(self, key: str, token: str) -> Operation[bool]:
+        return _changes(_RELEASE, (key, token, _IN_PROGRESS, self._time()))
 
     async def ping(self) -> bool:
         """True when the database file can be opened and queried."""
@@ -170,6 +210,15 @@ class SQLiteStore:
         self._closed = True
         if self._writer is not None:
             await self._writer.close()
+
+    def _run_now(self, operation: Operation[_T]) -> _T | object:
+        if self._closed:
+            raise store_unavailable(self.describe(), "closed")
+        writer = self._writer or self.writer
+        try:
+            return writer.run_now(operation)
+        except sqlite3.Error as exc:
+            raise store_unavailable(self.describe(), exc) from exc
 
     async def _run(self, operation: Operation[_T]) -> _T:
         if self._closed:

@@ -2,7 +2,9 @@
 
 Redis runs twice: ``redis`` on the store's own connection, ``redis-pool`` through a client's
 connection pool (where a client's options are beyond the store's connection: here a client
-name).
+name). The stores with synchronous twins run through them too (``memory-twins``,
+``sqlite-twins``: each call tries the twin first, as ``Idempotency`` does), and SQLite once
+more with another process writing the file (``sqlite-twins-in-company``: the twins decline).
 
 Time is a FakeClock for all three (the Redis store compares stored expiries with the clock's
 ``now`` inside its Lua scripts), so lease and TTL expiry are tested without sleeping.
@@ -11,6 +13,7 @@ Time is a FakeClock for all three (the Redis store compares stored expiries with
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +26,7 @@ from redis.asyncio import Redis
 
 from mpsflow.clock import FakeClock
 from mpsflow.dedup.stores import IdempotencyStore, MemoryStore, RedisStore, SQLiteStore
-from mpsflow.dedup.stores.base import Claim, ClaimState
+from mpsflow.dedup.stores.base import DECLINED, Claim, ClaimState
 from mpsflow.errors import StoreUnavailable
 
 LEASE = 30.0
@@ -57,9 +60,16 @@ def _factory(
     if name == "memory":
         shared = MemoryStore(clock=clock)
         return lambda: shared
-    if name == "sqlite":
+    if name == "memory-twins":
+        twins = TwinsFirst(MemoryStore(clock=clock), clock)
+        return lambda: twins
+    if name.startswith("sqlite"):
         path = tmp_path / "idem.sqlite3"
-        return lambda: SQLiteStore(path, clock=clock)
+        if name == "sqlite":
+            return lambda: SQLiteStore(path, clock=clock)
+        if name == "sqlite-twins-in-company":
+            request.getfixturevalue("company")(path)
+        return lambda: TwinsFirst(SQLiteStore(path, clock=clock), clock)
     url: str = request.getfixturevalue("redis_url")
     if name == "redis-pool":
 
@@ -69,6 +79,58 @@ def _factory(
 
         return pooled
     return lambda: RedisStore(url, clock=clock)
+
+
+class TwinsFirst:
+    """A store with synchronous twins, called as :class:`~mpsflow.dedup.Idempotency` calls
+    it: the twin first, the coroutine when the twin declines (counted: ``answered``,
+    ``declined``)."""
+
+    def __init__(self, inner: MemoryStore | SQLiteStore, clock: FakeClock) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.answered = 0
+        self.declined = 0
+
+    async def claim(
+        self, key: str, *, lease_seconds: float, payload_hash: str, token: str = ""
+    ) -> Claim:
+        token = token or secrets.token_hex(16)
+        found = self.inner.claim_now(
+            key, lease_seconds=lease_seconds, payload_hash=payload_hash, token=token
+        )
+        if found is None:
+            self.answered += 1
+            return Claim(ClaimState.CLAIMED, token, expires_at=self.clock.time() + lease_seconds)
+        if found is not DECLINED:
+            self.answered += 1
+            return found
+        self.declined += 1
+        return await self.inner.claim(
+            key, lease_seconds=lease_seconds, payload_hash=payload_hash, token=token
+        )
+
+    async def complete(self, key: str, token: str, *, ttl_seconds: float) -> bool:
+        done = self.inner.complete_now(key, token, ttl_seconds=ttl_seconds)
+        if done is not None:
+            self.answered += 1
+            return done
+        self.declined += 1
+        return await self.inner.complete(key, token, ttl_seconds=ttl_seconds)
+
+    async def release(self, key: str, token: str) -> bool:
+        done = self.inner.release_now(key, token)
+        if done is not None:
+            self.answered += 1
+            return done
+        self.declined += 1
+        return await self.inner.release(key, token)
+
+    async def ping(self) -> bool:
+        return await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 async def _backend(
@@ -81,6 +143,11 @@ async def _backend(
     )
     try:
         yield backend
+        twins = [store for store in backend.opened if isinstance(store, TwinsFirst)]
+        if name == "sqlite-twins-in-company":
+            assert not any(store.answered for store in twins)
+        elif twins:
+            assert not any(store.declined for store in twins)
     finally:
         for store in backend.opened:
             await store.close()
@@ -88,13 +155,16 @@ async def _backend(
             await client.aclose()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-pool"])
+_TWINS = ["memory-twins", "sqlite-twins", "sqlite-twins-in-company"]
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-pool", *_TWINS])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     async for value in _backend(request, tmp_path, request.param):
         yield value
 
 
-@pytest.fixture(params=["sqlite", "redis", "redis-pool"])
+@pytest.fixture(params=["sqlite", "redis", "redis-pool", *_TWINS[1:]])
 async def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     async for value in _backend(request, tmp_path, request.param):
         yield value

@@ -1,0 +1,79 @@
+"""Opening SQLite connections the way the writers of :mod:`mpsflow._sqlite` use them, and
+reading their failures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["close_quietly", "connect", "enable_wal", "is_busy", "run_setup"]
+
+_BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (extended codes masked)
+
+
+def connect(path: str, *, timeout: float) -> sqlite3.Connection:
+    """A connection to ``path`` in autocommit mode, usable from any thread; the file's folder
+    is made first if it is missing (as the file sinks make theirs)."""
+    if path != ":memory:":
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:  # reported as SQLite's own failure to open the file would be
+            raise sqlite3.OperationalError(
+                f"cannot make the folder {folder}: {exc.strerror or exc}"
+            ) from exc
+    return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+
+
+def run_setup(
+    conn: sqlite3.Connection, setup: list[Callable[[sqlite3.Connection], object]], done: int
+) -> int:
+    """Run the ``setup`` operations ``conn`` has not run yet (each in its own transaction)."""
+    while done < len(setup):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            setup[done](conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        done += 1
+    return done
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)  # Python before 3.11
+
+
+def close_quietly(conn: sqlite3.Connection | None) -> None:
+    """Close ``conn`` if there is one, whatever state it is in; the caller drops it."""
+    if conn is not None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+
+def enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL, retrying within ``busy_timeout``.
+
+    SQLite does not run the busy handler for this switch, so a connection opening while
+    another one writes would otherwise fail at once with "database is locked".
+    """
+    give_up_at = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")  # no-op once the file is in WAL
+        except sqlite3.OperationalError:
+            if time.monotonic() >= give_up_at:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        else:
+            return
