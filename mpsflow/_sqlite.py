@@ -24,14 +24,11 @@ starts the WAL over, and what arrived meanwhile goes in one bigger batch. Before
 pass it runs the hooks given to :meth:`SQLiteWriter.open` (the inbox syncs its body files
 there, so that what rows refer to is on disk before they are).
 
-A process that writes the file alone (:mod:`mpsflow._sqlite_sharing` tells) does better:
-:meth:`SQLiteWriter.run_now` runs an operation at once, in a transaction left open until the
-next turn of the loop, and answers the caller before the commit, so a dedup claim and its
-completion await nothing. Nobody else can write in between; what must not become durable
-before those operations waits for the commit (:func:`after_commit`), and a commit that fails
-sends what it held to the next batch. In company (``mpsflow run --workers N``) the other
-writers would wait on that open transaction, so ``run_now`` declines and callers await
-:meth:`SQLiteWriter.run`.
+A process writing the file alone (:mod:`mpsflow._sqlite_sharing`) does better: ``run_now``
+runs an operation at once in a transaction left open until the next turn of the loop and
+answers before the commit, so a dedup claim and its completion await nothing. What must not be
+durable before them waits (:mod:`mpsflow._sqlite_commits`); what a failed commit changed is
+written again. In company (``--workers N``) others would wait on that transaction: it declines.
 
 A batch commits or rolls back as a whole: when any operation raises, nothing of the batch is
 written, and every caller in it gets that exception (a ``sqlite3.Error`` its store turns into
@@ -57,10 +54,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, TypeVar
 
+from mpsflow._sqlite_commits import WAITING, run_all
 from mpsflow._sqlite_connections import close_quietly, connect, enable_wal, is_busy, run_setup
 from mpsflow._sqlite_sharing import WriterSharing
 
-__all__ = ["NOT_NOW", "Operation", "SQLiteWriter", "after_commit"]
+__all__ = ["NOT_NOW", "Operation", "SQLiteWriter"]
 
 _log = logging.getLogger("mpsflow.sqlite")
 
@@ -78,7 +76,8 @@ _CHECKPOINT_OPERATIONS: Final = 2000
 _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 """Bytes the WAL file is cut back to when it starts over (``journal_size_limit``)."""
 
-_Item = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+_Operation = Callable[[sqlite3.Connection], Any]
+_Item = tuple[_Operation, "asyncio.Future[Any]"]
 _Outcome = list[object] | BaseException
 _STOP: Final = object()
 NOT_NOW: Final = object()
@@ -100,6 +99,8 @@ class SQLiteWriter:
     _open: ClassVar[dict[str, SQLiteWriter]] = {}
     _registry_lock: ClassVar = threading.Lock()
     _every: ClassVar[weakref.WeakSet[SQLiteWriter]] = weakref.WeakSet()
+    _inherited: ClassVar[list[sqlite3.Connection]] = []
+    """Connections a forked child inherited (kept, never used)."""
 
     def __init__(self, path: str, busy_timeout: float) -> None:
         self.path = path
@@ -116,8 +117,11 @@ class SQLiteWriter:
         self._pending: list[_Item] = []
         self._flush_scheduled = False
         self._inline: sqlite3.Connection | None = None
-        self._inline_ready = 0
-        """How many of ``_setup`` ran on ``_inline``."""
+        self._schema_ready = 0
+        """How many of ``_setup`` ran on a connection of this writer: they make schemas, which
+        are in the file for every connection from then on. (Running them again on the thread's
+        connection would wait for the write lock, which a writer answering in place holds
+        almost all the time: the first checkpoint would wait seconds.)"""
         self._commits = 0
         """Inline commits since the last checkpoint."""
         self._since_checkpoint = 0
@@ -130,18 +134,17 @@ class SQLiteWriter:
         """The inline connection while a transaction of :meth:`run_now` is open."""
         self._txn_loop: asyncio.AbstractEventLoop | None = None
         """The event loop that commits it."""
-        self._answered: list[Callable[[sqlite3.Connection], Any]] = []
-        """What :meth:`run_now` ran (and answered) in the open transaction, in order."""
+        self._answered: list[tuple[_Operation, Any, bool]] = []
+        """What :meth:`run_now` ran in the open transaction, in order: each operation, its
+        answer, and whether it wrote anything."""
         self._after: list[Callable[[], object]] = []
-        """Run once what was answered so far is committed (see :func:`after_commit`)."""
+        """Run once what was answered so far is committed (see ``_sqlite_commits``)."""
         self._replaying = 0
         """Answered operations being written again after their commit failed."""
-        self._sharing = WriterSharing(path) if path != ":memory:" else None
+        self._sharing = WriterSharing.join(path) if path != ":memory:" else None
         self._queue: queue.SimpleQueue[list[_Item] | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        self._ready = 0
-        """How many of ``_setup`` ran on ``_conn`` (the thread's connection)."""
         self._every.add(self)
 
     @classmethod
@@ -188,9 +191,15 @@ class SQLiteWriter:
             loop.call_soon(self._flush, loop)
         return await future
 
-    def run_now(self, operation: Callable[[sqlite3.Connection], _T]) -> _T | object:
+    def run_now(
+        self,
+        operation: Callable[[sqlite3.Connection], _T],
+        changed: Callable[[_T], bool] | None = None,
+    ) -> _T | object:
         """Run ``operation`` at once, in a transaction committed at the next turn of the loop;
-        its result, or :data:`NOT_NOW` when only :meth:`run` can run it now.
+        its result, or :data:`NOT_NOW` when only :meth:`run` can run it now. ``changed`` says
+        from a result whether the operation wrote anything (by default, always): only those
+        are written again when the commit fails.
 
         Only a process writing the file alone (see :mod:`mpsflow._sqlite_sharing`) runs
         operations this way: the caller gets its answer before the commit, and nobody else can
@@ -198,7 +207,7 @@ class SQLiteWriter:
         (they keep their order), while a checkpoint holds batches back, while operations whose
         commit failed are written again, and when the lock is taken. Raises what the operation
         raises, or the ``sqlite3.Error`` of opening the transaction; what was answered before
-        in the transaction is then written again in the next batch.
+        in the transaction is then written again (see :meth:`_abandon`).
         """
         conn = self._in_txn
         loop = asyncio.get_running_loop()
@@ -227,6 +236,7 @@ class SQLiteWriter:
                 raise
             self._in_txn = conn
             self._txn_loop = loop
+            WAITING.add(self)
             self.batches += 1
             loop.call_soon(self._commit_answered, loop)
         elif self._pending or self._held_back is not None:
@@ -236,7 +246,7 @@ class SQLiteWriter:
         except BaseException as exc:
             self._abandon(loop, exc)
             raise
-        self._answered.append(operation)
+        self._answered.append((operation, result, changed is None or changed(result)))
         self.operations += 1
         return result
 
@@ -251,19 +261,22 @@ class SQLiteWriter:
             self._abandon(loop, exc)
             return
         self._in_txn = None
+        WAITING.discard(self)
         answered, self._answered = self._answered, []
         after, self._after = self._after, []
         self._commits += 1
         self._since_checkpoint += len(answered)
         self._checkpoint_if_due(loop)
-        _run_all(after)
+        run_all(after)
 
     def _abandon(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
-        """The open transaction failed: roll it back and write what it answered again.
+        """The open transaction failed: roll it back and write what it changed again.
 
-        Those callers were told their operations were done (a claim taken, a completion
-        written), and handlers may have run on it: the operations go to the front of the next
-        batch, and :meth:`run_now` declines until that batch is over.
+        Its callers were told their operations were done (a claim taken, a completion
+        written), and handlers may have run on that. What changed is written again at once, in
+        a transaction of its own (when the lock is taken, first in the next batch), and each
+        operation must answer as it did; one that does not (another process wrote in between)
+        is logged as an error. :meth:`run_now` declines until that is over.
         """
         conn, self._in_txn = self._in_txn, None
         answered, self._answered = self._answered, []
@@ -274,43 +287,83 @@ class SQLiteWriter:
             except sqlite3.Error:
                 close_quietly(self._inline)
                 self._inline = None
-        if not answered:
-            _run_all(after)
-            return
-        _log.warning(
-            "%s: %d operations answered in place were not committed (%s: %s); writing them again",
-            self.path,
-            len(answered),
-            type(exc).__name__,
-            exc,
-        )
-        self._replaying += 1
-        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in answered]
-        left = [len(futures), 0]  # not yet answered, failed
+        changes = [(operation, answer) for operation, answer, wrote in answered if wrote]
+        if changes:
+            _log.warning(
+                "%s: %d changes answered in place were not committed (%s: %s); writing them again",
+                self.path,
+                len(changes),
+                type(exc).__name__,
+                exc,
+            )
+            try:
+                outcome = self._commit_inline([operation for operation, _ in changes])
+            except _Busy:
+                self._write_again_later(loop, changes, after)
+                return
+            self._written_again(changes, outcome)
+        WAITING.discard(self)
+        run_all(after)
 
-        def replayed(future: asyncio.Future[Any]) -> None:
+    def _write_again_later(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        changes: list[tuple[_Operation, Any]],
+        after: list[Callable[[], object]],
+    ) -> None:
+        """Put ``changes`` first in the next batch; run ``after`` once they are written."""
+        self._replaying += 1
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in changes]
+        left = [len(futures)]
+
+        def answered(_: asyncio.Future[Any]) -> None:
             left[0] -= 1
-            if future.cancelled() or future.exception() is not None:
-                left[1] += 1
             if left[0]:
                 return
+            failed = next((f.exception() for f in futures if f.exception() is not None), None)
+            results = failed if failed is not None else [f.result() for f in futures]
+            self._written_again(changes, results)
             self._replaying -= 1
-            if left[1]:
-                _log.error(
-                    "%s: %d operations answered in place could not be written again: records"
-                    " of handlers that ran may be missing, and a redelivery may run them again",
-                    self.path,
-                    left[1],
-                )
+            if not self._replaying and self._in_txn is None:
+                WAITING.discard(self)
             waited, self._after = self._after, []  # attached meanwhile (see after_commit)
-            _run_all(after + waited)
+            run_all(after + waited)
 
         for future in futures:
-            future.add_done_callback(replayed)
-        self._pending[:0] = list(zip(answered, futures, strict=True))
+            future.add_done_callback(answered)
+        self._pending[:0] = [
+            (operation, future) for (operation, _), future in zip(changes, futures, strict=True)
+        ]
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush, loop)
+
+    def _written_again(self, changes: list[tuple[_Operation, Any]], outcome: _Outcome) -> None:
+        """Log what writing ``changes`` again came to, unless each answered as it did."""
+        if isinstance(outcome, BaseException):
+            _log.error(
+                "%s: %d changes answered in place could not be written again (%s: %s): records"
+                " of handlers that ran are missing, and a redelivery may run them again",
+                self.path,
+                len(changes),
+                type(outcome).__name__,
+                outcome,
+            )
+            return
+        differ = sum(
+            1 for (_, answer), result in zip(changes, outcome, strict=True) if result != answer
+        )
+        if differ:
+            _log.error(
+                "%s: %d changes answered in place came out differently when written again"
+                " (another process wrote in between): their handlers may run again",
+                self.path,
+                differ,
+            )
+
+    def when_committed(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once what this writer answered in place so far is committed."""
+        self._after.append(callback)
 
     def forget_before_checkpoint(self, hook: Callable[[], object]) -> None:
         """Stop running ``hook`` (given to :meth:`open`) before checkpoints."""
@@ -338,19 +391,20 @@ class SQLiteWriter:
                 await asyncio.shield(self._held_back)
         close_quietly(self._inline)
         self._inline = None
-        if self._sharing is not None:
-            self._sharing.close()
         thread = self._thread
-        if thread is None:
-            return
-        self._queue.put(_STOP)
-        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        if self._sharing is not None:
+            self._sharing.leave()  # after the thread's last write
 
     # -- inline: on the event loop's thread --------------------------------------------------
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit what is pending (a batch of it; the rest in the next turn of the loop)."""
         self._flush_scheduled = False
+        if self._sharing is not None:
+            self._sharing.take_part()  # a process that could not yet say it writes tries again
         if self._in_txn is not None:  # what run_now answered goes first
             self._commit_answered(loop)
         if self._held_back is not None:
@@ -363,7 +417,7 @@ class SQLiteWriter:
         if not batch:
             return
         try:
-            outcome = self._commit_inline(batch)
+            outcome = self._commit_inline([operation for operation, _ in batch])
         except _Busy:
             self.contended += 1
             self._to_thread(batch)
@@ -381,7 +435,9 @@ class SQLiteWriter:
             self._to_thread((_CHECKPOINT, loop, self._hold_back, True))
 
     def _hold_back(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The first pass is done: hold batches back for the second."""
+        """The first pass is done: hold batches back for the second (and commit what is open
+        now, or the second pass would never catch up)."""
+        self._commit_answered(loop)
         self._held_back = loop.create_future()
         self._to_thread((_CHECKPOINT, loop, self._checkpointed, False))
 
@@ -395,7 +451,7 @@ class SQLiteWriter:
             self._flush_scheduled = True
             loop.call_soon(self._flush, loop)
 
-    def _commit_inline(self, batch: list[_Item]) -> _Outcome:
+    def _commit_inline(self, batch: list[_Operation]) -> _Outcome:
         """Run ``batch`` in one transaction without waiting for a lock; raises ``_Busy``."""
         conn: sqlite3.Connection | None = None
         try:
@@ -412,6 +468,8 @@ class SQLiteWriter:
     def _inline_connection(self) -> sqlite3.Connection:
         conn = self._inline
         if conn is None:
+            if self._sharing is not None:
+                self._sharing.take_part()
             conn = connect(self.path, timeout=0)
             try:
                 conn.execute("PRAGMA journal_mode = WAL")  # busy: the thread's connection will
@@ -422,10 +480,7 @@ class SQLiteWriter:
                 conn.close()
                 raise
             self._inline = conn
-            self._inline_ready = 0
-            if self._sharing is not None:
-                self._sharing.alone()  # takes part in the agreement before the first write
-        self._inline_ready = run_setup(conn, self._setup, self._inline_ready)
+        self._schema_ready = run_setup(conn, self._setup, self._schema_ready)
         return conn
 
     # -- the thread: contended batches, checkpoints ------------------------------------------
@@ -441,14 +496,15 @@ class SQLiteWriter:
     def _forked(self) -> None:
         """In a forked child: the parent's thread and connections are not this process's."""
         self._thread = None
-        self._conn = None  # never closed here: closing would drop this process's locks
+        # Never closed here, not even by dropping the last reference: closing would roll back
+        # or unlock what belongs to the parent.
+        self._inherited.extend(conn for conn in (self._conn, self._inline) if conn is not None)
+        self._conn = None
         self._inline = None
         self._in_txn = None
         self._answered = []
         self._after = []
         self._replaying = 0
-        if self._sharing is not None:
-            self._sharing.forked()
         self._pending = []
         self._flush_scheduled = False
         self._checkpointing = False
@@ -475,10 +531,10 @@ class SQLiteWriter:
                         loop.call_soon_threadsafe(then, loop)
                 continue
             assert isinstance(work, list)
-            outcome = self._commit(work)
+            outcome = self._commit([operation for operation, _ in work])
             _answer_from_thread(work, outcome)
 
-    def _commit(self, batch: list[_Item]) -> _Outcome:
+    def _commit(self, batch: list[_Operation]) -> _Outcome:
         """Run ``batch`` in one transaction, waiting up to ``busy_timeout`` for the lock."""
         conn: sqlite3.Connection | None = None
         try:
@@ -490,14 +546,14 @@ class SQLiteWriter:
                 self._conn = None
             return exc
 
-    def _transaction(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[object]:
+    def _transaction(self, conn: sqlite3.Connection, batch: list[_Operation]) -> list[object]:
         """Every operation of ``batch`` in one transaction on ``conn``; rolled back if any
         raises (``conn.in_transaction`` stays true only when the rollback failed)."""
         conn.execute("BEGIN IMMEDIATE")
         self.batches += 1
         self.operations += len(batch)
         try:
-            results = [operation(conn) for operation, _ in batch]
+            results = [operation(conn) for operation in batch]
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -508,6 +564,8 @@ class SQLiteWriter:
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
+            if self._sharing is not None:
+                self._sharing.take_part()
             conn = connect(self.path, timeout=self.busy_timeout)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
@@ -517,8 +575,7 @@ class SQLiteWriter:
                 conn.close()
                 raise
             self._conn = conn
-            self._ready = 0
-        self._ready = run_setup(conn, self._setup, self._ready)
+        self._schema_ready = run_setup(conn, self._setup, self._schema_ready)
         return conn
 
 
@@ -550,31 +607,10 @@ def _settle(answers: list[tuple[asyncio.Future[Any], object]], failed: bool) -> 
             future.set_result(answer)
 
 
-def after_commit(callback: Callable[[], object]) -> None:
-    """Run ``callback`` once every operation :meth:`SQLiteWriter.run_now` answered in this
-    process so far is committed (or written again after a failed commit); at once when none
-    waits.
-
-    For what must not be durable before those operations are: the inbox marks a notification
-    done only after the completions of its handlers.
-    """
-    for writer in list(SQLiteWriter._every):
-        if writer._in_txn is not None or writer._replaying:
-            writer._after.append(lambda: after_commit(callback))
-            return
-    callback()
-
-
-def _run_all(callbacks: list[Callable[[], object]]) -> None:
-    for callback in callbacks:
-        try:
-            callback()
-        except Exception:
-            _log.exception("a callback waiting for a commit failed")
-
-
 def _after_fork_in_child() -> None:
     SQLiteWriter._registry_lock = threading.Lock()
+    WAITING.clear()
+    WriterSharing.forked()
     for writer in list(SQLiteWriter._every):
         writer._forked()
 

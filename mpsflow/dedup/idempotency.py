@@ -38,8 +38,10 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -197,8 +199,8 @@ class Idempotency:
             time.monotonic if type(self._clock) is SystemClock else self._clock.monotonic
         )
         """The clock's monotonic time (``time.monotonic`` itself for the system clock)."""
-        self._tokens = f"{secrets.token_hex(8)}-"
-        self._token_count = itertools.count(1)
+        self._new_tokens()
+        _EVERY.add(self)
         self._unwritten: dict[str, Decision] = {}
         """Completions the store did not take yet, by record key (done in this process)."""
         self._orphans: dict[tuple[str, str], None] = {}
@@ -207,6 +209,12 @@ class Idempotency:
 
     def __repr__(self) -> str:
         return f"Idempotency(store={self.store!r}, completed_ttl={self.completed_ttl})"
+
+    def _new_tokens(self) -> None:
+        """Owner tokens from here on: a random prefix and a counter (new in a forked child,
+        whose tokens would otherwise be its siblings')."""
+        self._tokens = f"{secrets.token_hex(8)}-"
+        self._token_count = itertools.count(1)
 
     @property
     def store(self) -> IdempotencyStore:
@@ -530,6 +538,18 @@ class Idempotency:
         if deadline is None:
             return self.lease_seconds
         return max(deadline - self._monotonic(), 0.0) + self.lease_margin
+
+
+_EVERY: weakref.WeakSet[Idempotency] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for idempotency in list(_EVERY):
+        idempotency._new_tokens()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _require_run(decision: Decision) -> None:

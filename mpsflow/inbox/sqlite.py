@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 
-from mpsflow._sqlite import Operation, SQLiteWriter, after_commit
+from mpsflow._sqlite import Operation, SQLiteWriter
+from mpsflow._sqlite_commits import after_commit, committed
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError, InboxUnavailable
 from mpsflow.inbox._journal import Journal, Orphan, Pending, orphan_names, read_orphan
@@ -342,6 +343,7 @@ class SQLiteInbox:
         def settle(conn: sqlite3.Connection) -> bool:
             return conn.execute(_DELETE, (item_id, attempt)).rowcount == 1
 
+        await committed()  # as for a journal item, above
         settled = await self._run(settle)
         self._since_sweep += 1
         if self._since_sweep >= _SWEEP_EVERY and self._segments is not None:

@@ -36,7 +36,7 @@ def silent_server() -> Iterator[int]:
 
 _IN_COMPANY = """
 import fcntl, os, sys
-fd = os.open(sys.argv[1] + "-writers", os.O_RDWR | os.O_CREAT, 0o644)
+fd = os.open(os.path.realpath(sys.argv[1]) + "-writers", os.O_RDWR | os.O_CREAT, 0o644)
 fcntl.lockf(fd, fcntl.LOCK_SH, 1, 1)
 print("ready", flush=True)
 sys.stdin.read()
@@ -44,12 +44,21 @@ sys.stdin.read()
 
 
 @pytest.fixture
-def company() -> Iterator[Callable[[Path], None]]:
-    """``company(path)``: another process says it writes the SQLite file ``path`` too (as a
-    writer in company does, see ``mpsflow._sqlite_sharing``), until the test ends."""
+def company() -> Iterator[Callable[[Path], Callable[[], None]]]:
+    """``leave = company(path)``: another process says it writes the SQLite file ``path`` too
+    (as a writer in company does, see ``mpsflow._sqlite_sharing``) until ``leave()`` or the end
+    of the test."""
     processes: list[subprocess.Popen[str]] = []
 
-    def join(path: Path) -> None:
+    def end(process: subprocess.Popen[str]) -> None:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        if process.returncode is None:
+            process.stdin.close()
+            process.wait(timeout=30)
+            process.stdout.close()
+
+    def join(path: Path) -> Callable[[], None]:
         process = subprocess.Popen(
             [sys.executable, "-c", _IN_COMPANY, str(path)],
             stdin=subprocess.PIPE,
@@ -59,11 +68,8 @@ def company() -> Iterator[Callable[[Path], None]]:
         processes.append(process)
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n"
+        return lambda: end(process)
 
     yield join
     for process in processes:
-        assert process.stdin is not None
-        assert process.stdout is not None
-        process.stdin.close()
-        process.wait(timeout=30)
-        process.stdout.close()
+        end(process)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -477,3 +478,26 @@ def test_a_key_function_overrides_the_default(store: MemoryStore) -> None:
     with pytest.raises(ConfigurationError):
         Idempotency(store, key_function=lambda _: "").notification_key(document)
     assert Idempotency(store).notification_key(document) == default_notification_key(document)
+
+
+def test_a_forked_child_makes_tokens_of_its_own(store: MemoryStore) -> None:
+    """An app built at import and forked into workers (``mpsflow run --workers N``) must not
+    give two workers the same owner tokens: one could then complete or release the other's
+    claim."""
+    idem = Idempotency(store)
+    parent = idem.begin_now("k1", "h", "")
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        decision = idem.begin_now("k2", "h", "")
+        os.write(writer, (decision.token if decision is not None else "").encode())
+        os._exit(0)
+    os.close(writer)
+    try:
+        token = os.read(reader, 200).decode()
+    finally:
+        os.close(reader)
+        os.waitpid(child, 0)
+    assert parent is not None
+    assert token
+    assert token.rsplit("-", 1)[0] != parent.token.rsplit("-", 1)[0]

@@ -143,17 +143,17 @@ class SQLiteStore:
         if not token:
             raise ValueError("token must not be empty")
         claim, _ = self._claim(key, lease_seconds, payload_hash, token)
-        found = self._run_now(claim)
+        found = self._run_now(claim, _took)
         return DECLINED if found is NOT_NOW else cast(Claim | None, found)
 
     def complete_now(self, key: str, token: str, *, ttl_seconds: float) -> bool | None:
         """``complete`` at once while this process writes the file alone, else None."""
-        done = self._run_now(self._complete(key, token, ttl_seconds))
+        done = self._run_now(self._complete(key, token, ttl_seconds), bool)
         return None if done is NOT_NOW else bool(done)
 
     def release_now(self, key: str, token: str) -> bool | None:
         """``release`` at once while this process writes the file alone, else None."""
-        done = self._run_now(self._release(key, token))
+        done = self._run_now(self._release(key, token), bool)
         return None if done is NOT_NOW else bool(done)
 
     def _claim(
@@ -211,12 +211,12 @@ class SQLiteStore:
         if self._writer is not None:
             await self._writer.close()
 
-    def _run_now(self, operation: Operation[_T]) -> _T | object:
+    def _run_now(self, operation: Operation[_T], changed: Callable[[_T], bool]) -> _T | object:
         if self._closed:
             raise store_unavailable(self.describe(), "closed")
         writer = self._writer or self.writer
         try:
-            return writer.run_now(operation)
+            return writer.run_now(operation, changed)
         except sqlite3.Error as exc:
             raise store_unavailable(self.describe(), exc) from exc
 
@@ -228,6 +228,11 @@ class SQLiteStore:
             return await writer.run(operation)
         except sqlite3.Error as exc:
             raise store_unavailable(self.describe(), exc) from exc
+
+
+def _took(found: Claim | None) -> bool:
+    """Whether a claim's operation wrote (took the key): it found no live row."""
+    return found is None
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:

@@ -4,10 +4,12 @@ a failed commit writes what was answered again, and what waits for a commit runs
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from mpsflow._sqlite import after_commit
+from mpsflow import _sqlite_sharing as sqlite_sharing
+from mpsflow._sqlite_commits import after_commit
 from mpsflow._sqlite_sharing import WriterSharing
 from mpsflow.dedup.stores import SQLiteStore
 from mpsflow.dedup.stores.base import DECLINED, ClaimState
@@ -121,45 +124,108 @@ async def test_another_process_makes_it_write_in_company(tmp_path: Path) -> None
     assert other.returncode == 0
 
 
-def test_the_first_of_two_writers_is_alone_until_the_second_comes(
-    tmp_path: Path, company: Callable[[Path], None]
+def test_a_writer_is_alone_until_another_process_comes_and_again_once_it_left(
+    tmp_path: Path,
+    company: Callable[[Path], Callable[[], None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sqlite_sharing, "RECHECK_EVERY", 0.0)  # try to go back at every call
+    path = tmp_path / "db"
+    sharing = WriterSharing.join(str(path))
+    try:
+        assert sharing.state == "unknown"
+        assert sharing.alone()
+        assert sharing.alone()
+        leave = company(path)
+        assert not sharing.alone()
+        assert sharing.state == "in company"
+        assert not sharing.alone()  # the other one is still there
+        leave()
+        assert sharing.alone()
+        company(path)
+        assert not sharing.alone()
+    finally:
+        sharing.leave()
+
+
+def test_a_writer_coming_after_a_lone_one_is_in_company(
+    tmp_path: Path, company: Callable[[Path], Callable[[], None]]
 ) -> None:
     path = tmp_path / "db"
-    first = WriterSharing(str(path))
+    company(path)
+    sharing = WriterSharing.join(str(path))
     try:
-        assert first.alone()
-        assert first.alone()
-        company(path)
-        assert not first.alone()
-        assert not first.alone()  # once in company, always
+        sharing.take_part()
+        assert sharing.state == "in company"
+        assert not sharing.alone()
     finally:
-        first.close()
+        sharing.leave()
 
 
-def test_a_lock_file_that_cannot_be_opened_means_company(tmp_path: Path) -> None:
-    nowhere = WriterSharing(str(tmp_path / "no such folder" / "db"))
-    assert not nowhere.alone()
-    nowhere.close()
+def test_one_agreement_per_file_in_a_process(tmp_path: Path) -> None:
+    """Record locks belong to the process: two agreements on one file would both be alone,
+    and closing either would drop the other's locks."""
+    path = tmp_path / "db"
+    path.touch()
+    (tmp_path / "link").symlink_to(path)
+    first = WriterSharing.join(str(path))
+    second = WriterSharing.join(str(tmp_path / "link"))
+    try:
+        assert first is second
+        assert first.alone()
+    finally:
+        first.leave()
+    assert second.alone()  # still held: one user is left
+    second.leave()
+    assert second.state == "unknown"
 
 
-class _FailingCommit:
-    """A connection whose next COMMIT fails as a full disk would (no real disk fills here)."""
+def test_a_lock_file_that_cannot_be_opened_means_company(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    nowhere = WriterSharing.join(str(tmp_path / "no such folder" / "db"))
+    with caplog.at_level(logging.WARNING, logger="mpsflow.sqlite"):
+        assert not nowhere.alone()
+    assert "will not know this one writes it too" in caplog.text
+    nowhere.leave()
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+
+class _FailingConnection:
+    """The writer's connection, failing as a full disk would (no real disk fills here):
+    the next COMMIT; then, once, the BEGIN after it as a lock another process holds would;
+    ``meanwhile`` runs at the rollback, as another process writing in between."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, *, busy: bool = False, meanwhile: Any = None
+    ) -> None:
         self.conn = conn
-        self.fail = True
+        self.fail_commit = True
+        self.busy = busy
+        self.meanwhile = meanwhile
 
     def execute(self, sql: str, *args: Any) -> Any:
-        if sql == "COMMIT" and self.fail:
-            self.fail = False
+        if sql == "COMMIT" and self.fail_commit:
+            self.fail_commit = False
             raise sqlite3.OperationalError("database or disk is full")
-        return self.conn.execute(sql, *args)
+        if sql == "BEGIN IMMEDIATE" and self.busy and not self.fail_commit:
+            self.busy = False
+            raise sqlite3.OperationalError("database is locked")
+        result = self.conn.execute(sql, *args)
+        if sql == "ROLLBACK" and self.meanwhile is not None:
+            self.meanwhile()
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.conn, name)
 
 
-async def test_what_was_answered_is_written_again_when_its_commit_fails(
+def _fail_the_commit(store: SQLiteStore, **options: Any) -> None:
+    writer = store.writer
+    failing = _FailingConnection(writer._inline, **options)  # type: ignore[arg-type]
+    writer._inline = writer._in_txn = failing  # type: ignore[assignment]
+
+
+async def test_what_a_failed_commit_changed_is_written_again_at_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "idem.sqlite3"
@@ -169,20 +235,91 @@ async def test_what_was_answered_is_written_again_when_its_commit_fails(
         assert _claim_now(store, "a", "t1") is None
         assert store.complete_now("a", "t1", ttl_seconds=100) is True
         assert _claim_now(store, "b", "t2") is None
+        assert _claim_now(store, "b", "t3") is not None  # found b: wrote nothing
         after_commit(lambda: ran.append(str(_committed(path, "a"))))
-        writer = store.writer
-        failing = _FailingCommit(writer._inline)  # type: ignore[arg-type]
-        writer._inline = writer._in_txn = failing  # type: ignore[assignment]
+        _fail_the_commit(store)
         with caplog.at_level(logging.WARNING, logger="mpsflow.sqlite"):
-            await anyio.lowlevel.checkpoint()  # the commit fails: the three go to the next batch
-            assert _claim_now(store, "c") is DECLINED  # until that batch is over
-            assert ran == []
-            for _ in range(3):
-                await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
         assert ran == ["completed"]
-        assert (_committed(path, "a"), _committed(path, "b")) == ("completed", "in_progress")
-        assert "3 operations answered in place were not committed" in caplog.text
+        assert _committed(path, "b") == "in_progress"
+        [line] = caplog.records
+        assert "3 changes answered in place were not committed" in line.getMessage()
         assert _claim_now(store, "c") is None
+    finally:
+        await store.close()
+
+
+async def test_when_the_lock_is_taken_the_changes_go_first_in_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "idem.sqlite3"
+    store = SQLiteStore(path)
+    ran: list[str] = []
+    try:
+        assert _claim_now(store, "a", "t1") is None
+        after_commit(lambda: ran.append(str(_committed(path, "a"))))
+        _fail_the_commit(store, busy=True)
+        await anyio.lowlevel.checkpoint()  # the commit fails, and the lock is taken
+        assert _claim_now(store, "c") is DECLINED  # until the changes are written
+        after_commit(lambda: ran.append("later"))
+        assert ran == []
+        assert await store.complete("a", "t1", ttl_seconds=100)  # comes after them
+        assert ran == ["completed", "later"]  # one batch: the changes, then the completion
+        assert _claim_now(store, "c") is None
+    finally:
+        await store.close()
+
+
+async def test_a_change_that_comes_out_differently_when_written_again_is_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "idem.sqlite3"
+    store = SQLiteStore(path)
+
+    def another_process_claims_a() -> None:
+        with sqlite3.connect(path) as other:
+            other.execute(
+                "INSERT INTO mpsflow_idempotency VALUES ('a', 'in_progress', 'theirs', 'h', ?)",
+                (time.time() + LEASE,),
+            )
+
+    try:
+        assert _claim_now(store, "a", "mine") is None
+        _fail_the_commit(store, meanwhile=another_process_claims_a)
+        with caplog.at_level(logging.WARNING, logger="mpsflow.sqlite"):
+            await anyio.lowlevel.checkpoint()
+        assert "1 changes answered in place came out differently" in caplog.text
+        assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.ERROR]
+    finally:
+        await store.close()
+
+
+async def test_the_wal_starts_over_under_load_answered_in_place(tmp_path: Path) -> None:
+    """A checkpoint's second pass holds batches back so that it can catch up; a transaction
+    left open into it would commit during the pass, and the WAL would never start over (it
+    reached 55 MB in this test, and hundreds in longer runs)."""
+    path = tmp_path / "idem.sqlite3"
+    wal = path.with_name(path.name + "-wal")
+    store = SQLiteStore(path)
+    largest = 0
+
+    async def deliveries(worker: int) -> None:
+        nonlocal largest
+        for n in range(200):
+            key = f"{worker}-{n}"
+            if _claim_now(store, key, key) is DECLINED:
+                await store.claim(key, lease_seconds=LEASE, payload_hash="h", token=key)
+            if store.complete_now(key, key, ttl_seconds=100) is None:
+                assert await store.complete(key, key, ttl_seconds=100)
+            await anyio.lowlevel.checkpoint()
+            largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            for worker in range(50):
+                tasks.start_soon(deliveries, worker)
+        assert store.writer.batches > 200  # more than a checkpoint's worth of commits
+        assert largest < 24 * 1024 * 1024
     finally:
         await store.close()
 
@@ -210,17 +347,28 @@ async def test_closing_commits_what_was_answered(tmp_path: Path) -> None:
     assert _committed(path, "a") == "in_progress"
 
 
-def test_a_transaction_left_by_a_loop_that_ended_is_committed_by_the_next_one(
+def test_a_transaction_left_by_a_loop_that_stopped_is_committed_by_the_next_one(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "idem.sqlite3"
     store = SQLiteStore(path)
+    answers: list[object] = []
+    stopped = asyncio.new_event_loop()
 
-    async def claim(key: str) -> object:
-        return _claim_now(store, key)
+    def claim_and_stop() -> None:  # the commit turn never comes on this loop
+        answers.append(_claim_now(store, "a"))
+        stopped.stop()
 
-    assert anyio.run(claim, "a") is None  # the loop ends before its commit turn
-    assert anyio.run(claim, "b") is None
+    async def claim(key: str) -> None:
+        answers.append(_claim_now(store, key))
+
+    stopped.call_soon(claim_and_stop)
+    stopped.run_forever()
+    stopped.close()
+    assert store.writer._in_txn is not None
+    assert _committed(path, "a") is None
+    anyio.run(claim, "b")
+    assert answers == [None, None]
     assert _committed(path, "a") == "in_progress"
     anyio.run(store.close)
     assert _committed(path, "b") == "in_progress"
