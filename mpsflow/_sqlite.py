@@ -54,7 +54,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, TypeVar
 
-from mpsflow._sqlite_commits import WAITING, run_all
+from mpsflow._sqlite_commits import WAITING, answer, answer_from_thread, run_all
 from mpsflow._sqlite_connections import close_quietly, connect, enable_wal, is_busy, run_setup
 from mpsflow._sqlite_sharing import WriterSharing
 
@@ -140,7 +140,8 @@ class SQLiteWriter:
         self._after: list[Callable[[], object]] = []
         """Run once what was answered so far is committed (see ``_sqlite_commits``)."""
         self._replaying = 0
-        """Answered operations being written again after their commit failed."""
+        """Batches of answered changes being written again after their commit failed."""
+        self._replay_done: asyncio.Future[None] | None = None
         self._sharing = WriterSharing.join(path) if path != ":memory:" else None
         self._queue: queue.SimpleQueue[list[_Item] | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -196,18 +197,12 @@ class SQLiteWriter:
         operation: Callable[[sqlite3.Connection], _T],
         changed: Callable[[_T], bool] | None = None,
     ) -> _T | object:
-        """Run ``operation`` at once, in a transaction committed at the next turn of the loop;
-        its result, or :data:`NOT_NOW` when only :meth:`run` can run it now. ``changed`` says
-        from a result whether the operation wrote anything (by default, always): only those
-        are written again when the commit fails.
-
-        Only a process writing the file alone (see :mod:`mpsflow._sqlite_sharing`) runs
-        operations this way: the caller gets its answer before the commit, and nobody else can
-        write in between. Not now: in company, while operations queued by :meth:`run` wait
-        (they keep their order), while a checkpoint holds batches back, while operations whose
-        commit failed are written again, and when the lock is taken. Raises what the operation
-        raises, or the ``sqlite3.Error`` of opening the transaction; what was answered before
-        in the transaction is then written again (see :meth:`_abandon`).
+        """Run ``operation`` now in a transaction committed at the next turn of the loop (its
+        result), or answer :data:`NOT_NOW`: in company (:mod:`mpsflow._sqlite_sharing`), while
+        :meth:`run`'s operations wait (they keep their order), a checkpoint holds batches
+        back, failed changes are written again, or the lock is taken. ``changed`` tells from a
+        result whether the operation wrote (default: yes); those are written again when the
+        commit fails (:meth:`_abandon`), as when an operation raises (its error is raised).
         """
         conn = self._in_txn
         loop = asyncio.get_running_loop()
@@ -256,7 +251,8 @@ class SQLiteWriter:
         if conn is None:
             return
         try:
-            conn.execute("COMMIT")
+            if conn.in_transaction:  # not if committed before a fork (see _before_fork)
+                conn.execute("COMMIT")
         except BaseException as exc:
             self._abandon(loop, exc)
             return
@@ -311,8 +307,11 @@ class SQLiteWriter:
         changes: list[tuple[_Operation, Any]],
         after: list[Callable[[], object]],
     ) -> None:
-        """Put ``changes`` first in the next batch; run ``after`` once they are written."""
+        """Write ``changes`` in a batch of their own on the thread (which waits for the lock);
+        batches and ``run_now`` wait for them, and ``after`` runs once they are over."""
         self._replaying += 1
+        done: asyncio.Future[None] = loop.create_future()
+        self._replay_done = done
         futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in changes]
         left = [len(futures)]
 
@@ -320,23 +319,27 @@ class SQLiteWriter:
             left[0] -= 1
             if left[0]:
                 return
-            failed = next((f.exception() for f in futures if f.exception() is not None), None)
-            results = failed if failed is not None else [f.result() for f in futures]
-            self._written_again(changes, results)
+            failures = [
+                asyncio.CancelledError() if f.cancelled() else f.exception() for f in futures
+            ]
+            failed = next((exc for exc in failures if exc is not None), None)
+            self._written_again(changes, failed or [f.result() for f in futures])
             self._replaying -= 1
+            if not done.done():
+                done.set_result(None)
             if not self._replaying and self._in_txn is None:
                 WAITING.discard(self)
             waited, self._after = self._after, []  # attached meanwhile (see after_commit)
             run_all(after + waited)
+            if self._pending and not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush, loop)
 
         for future in futures:
             future.add_done_callback(answered)
-        self._pending[:0] = [
-            (operation, future) for (operation, _), future in zip(changes, futures, strict=True)
-        ]
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush, loop)
+        self._to_thread(
+            [(operation, future) for (operation, _), future in zip(changes, futures, strict=True)]
+        )
 
     def _written_again(self, changes: list[tuple[_Operation, Any]], outcome: _Outcome) -> None:
         """Log what writing ``changes`` again came to, unless each answered as it did."""
@@ -383,6 +386,8 @@ class SQLiteWriter:
             return
         loop = asyncio.get_running_loop()
         self._commit_answered(loop)
+        while self._replay_done is not None and not self._replay_done.done():
+            await asyncio.shield(self._replay_done)
         if self._held_back is not None:
             await asyncio.shield(self._held_back)
         while self._pending:  # answer what is pending before closing
@@ -407,8 +412,8 @@ class SQLiteWriter:
             self._sharing.take_part()  # a process that could not yet say it writes tries again
         if self._in_txn is not None:  # what run_now answered goes first
             self._commit_answered(loop)
-        if self._held_back is not None:
-            return  # flushed again when the checkpoint is done
+        if self._held_back is not None or self._replaying:
+            return  # flushed again when the checkpoint, or the writing again, is over
         batch = self._pending[:_MAX_BATCH]
         del self._pending[:_MAX_BATCH]
         if self._pending:
@@ -422,7 +427,7 @@ class SQLiteWriter:
             self.contended += 1
             self._to_thread(batch)
             return
-        _settle(_answers(batch, outcome), isinstance(outcome, BaseException))
+        answer(batch, outcome)
         self._commits += 1
         self._since_checkpoint += len(batch)
         self._checkpoint_if_due(loop)
@@ -480,6 +485,8 @@ class SQLiteWriter:
                 conn.close()
                 raise
             self._inline = conn
+            if self.path == ":memory:":  # a database of its own: empty
+                self._schema_ready = 0
         self._schema_ready = run_setup(conn, self._setup, self._schema_ready)
         return conn
 
@@ -505,6 +512,7 @@ class SQLiteWriter:
         self._answered = []
         self._after = []
         self._replaying = 0
+        self._replay_done = None
         self._pending = []
         self._flush_scheduled = False
         self._checkpointing = False
@@ -532,7 +540,7 @@ class SQLiteWriter:
                 continue
             assert isinstance(work, list)
             outcome = self._commit([operation for operation, _ in work])
-            _answer_from_thread(work, outcome)
+            answer_from_thread(work, outcome)
 
     def _commit(self, batch: list[_Operation]) -> _Outcome:
         """Run ``batch`` in one transaction, waiting up to ``busy_timeout`` for the lock."""
@@ -579,32 +587,15 @@ class SQLiteWriter:
         return conn
 
 
-def _answers(batch: list[_Item], outcome: _Outcome) -> list[tuple[asyncio.Future[Any], object]]:
-    if isinstance(outcome, BaseException):
-        return [(future, outcome) for _, future in batch]
-    return [(future, result) for (_, future), result in zip(batch, outcome, strict=True)]
-
-
-def _answer_from_thread(batch: list[_Item], outcome: _Outcome) -> None:
-    """Settle a batch the thread ran: one wake-up per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
-    for answer in _answers(batch, outcome):
-        by_loop.setdefault(answer[0].get_loop(), []).append(answer)
-    for loop, answers in by_loop.items():
-        # A closed loop (RuntimeError) has nobody waiting for these answers.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, answers, isinstance(outcome, BaseException))
-
-
-def _settle(answers: list[tuple[asyncio.Future[Any], object]], failed: bool) -> None:
-    for future, answer in answers:
-        if future.done():  # its caller was cancelled
-            continue
-        if failed:
-            assert isinstance(answer, BaseException)
-            future.set_exception(answer)
-        else:
-            future.set_result(answer)
+def _before_fork() -> None:
+    """Commit what is answered in place before a fork: a child inheriting a connection in a
+    write transaction would find the database locked for good (SQLite keeps its lock records
+    per process). What waits for the commit runs at its turn, as usual."""
+    for writer in list(SQLiteWriter._every):
+        conn = writer._in_txn
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # then its turn fails and writes again
+                conn.execute("COMMIT")
 
 
 def _after_fork_in_child() -> None:
@@ -616,4 +607,4 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -48,6 +48,8 @@ _ALONE: Final = "alone"
 _JOINING: Final = "joining"
 """Wants company and has not got byte 1 yet (someone holds it exclusively for a moment)."""
 _IN_COMPANY: Final = "in company"
+_LEFT: Final = "left"
+"""Its last user left: it takes part no more (a late flush must not open it again)."""
 _SUFFIX: Final = "-writers"
 
 
@@ -68,6 +70,7 @@ class WriterSharing:
         self._has_byte_0 = False
         self._users = 0
         self._recheck_at = 0.0
+        self._warned = False
         self._lock = threading.Lock()
 
     @classmethod
@@ -83,21 +86,23 @@ class WriterSharing:
 
     def leave(self) -> None:
         """One user fewer; the last one lets the locks go."""
-        with self._registry:
+        with self._registry:  # held while letting go: a join meanwhile would share the locks
             self._users -= 1
             if self._users > 0:
                 return
             if self._agreements.get(self.path) is self:
                 del self._agreements[self.path]
-        with self._lock:
-            self._let_go()
+            with self._lock:
+                self._let_go()
+                self._state = _LEFT
 
     def __repr__(self) -> str:
         return f"WriterSharing({self.path!r}, {self._state})"
 
     @property
     def state(self) -> str:
-        """``alone``, ``in company``, ``joining`` or ``unknown`` (before taking part)."""
+        """``alone``, ``in company``, ``joining``, ``unknown`` (before taking part, or while
+        its lock file cannot be opened) or ``left``."""
         return self._state
 
     def alone(self) -> bool:
@@ -114,7 +119,7 @@ class WriterSharing:
                 return self._start()
             if state == _JOINING:
                 self._join_company()
-            elif time.monotonic() >= self._recheck_at:
+            elif state == _IN_COMPANY and time.monotonic() >= self._recheck_at:
                 return self._go_back()
             return False
 
@@ -137,7 +142,10 @@ class WriterSharing:
     # -- with self._lock held ---------------------------------------------------------------
 
     def _start(self) -> bool:
+        """Open the lock file (its folder made, as the database's is) and take part; while it
+        cannot be opened, stay unknown and try again at the next call."""
         try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except PermissionError:
             # Byte 1 needs only a read lock: this process can still say it writes.
@@ -146,13 +154,13 @@ class WriterSharing:
         except OSError:
             pass
         if self._fd is None:
-            _log.warning(
-                "cannot open %s: a process writing this database alone will not know this one"
-                " writes it too, and may keep it waiting",
-                self.path,
-            )
-            self._state = _IN_COMPANY
-            self._recheck_at = float("inf")
+            if not self._warned:
+                self._warned = True
+                _log.warning(
+                    "cannot open %s: until it can, this process does not write the database"
+                    " alone, and one that does will not know this one writes it too",
+                    self.path,
+                )
             return False
         if _try_lock(self._fd, fcntl.LOCK_EX, 0):
             self._has_byte_0 = True

@@ -146,8 +146,8 @@ async def _backend(
         twins = [store for store in backend.opened if isinstance(store, TwinsFirst)]
         if name == "sqlite-twins-in-company":
             assert not any(store.answered for store in twins)
-        elif any(store.declined for store in twins):  # a checkpoint may hold a batch back
-            assert any(store.answered for store in twins)
+        else:  # alone: a checkpoint may hold a batch back now and then
+            assert sum(s.answered for s in twins) >= sum(s.declined for s in twins)
     finally:
         for store in backend.opened:
             await store.close()
