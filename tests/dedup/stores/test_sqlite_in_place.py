@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,15 @@ from mpsflow.dedup.stores.base import DECLINED, ClaimState
 LEASE = 60.0
 
 
+@pytest.fixture
+async def sqlite(tmp_path: Path) -> AsyncIterator[tuple[Path, SQLiteStore]]:
+    """A SQLite store on a file of its own (and the file's path), closed at the end."""
+    path = tmp_path / "idem.sqlite3"
+    store = SQLiteStore(path)
+    yield path, store
+    await store.close()
+
+
 def _claim_now(store: SQLiteStore, key: str, token: str = "t") -> object:
     return store.claim_now(key, lease_seconds=LEASE, payload_hash="h", token=token)
 
@@ -40,35 +49,30 @@ def _committed(path: Path, key: str) -> str | None:
 
 
 async def test_alone_a_claim_is_answered_at_once_and_committed_at_the_next_turn(
-    tmp_path: Path,
+    sqlite: tuple[Path, SQLiteStore],
 ) -> None:
-    path = tmp_path / "idem.sqlite3"
-    store = SQLiteStore(path)
-    try:
-        assert _claim_now(store, "a", "t1") is None
-        assert _claim_now(store, "b", "t2") is None
-        assert store.complete_now("a", "t1", ttl_seconds=100) is True
-        busy = _claim_now(store, "a", "t3")  # the open transaction sees its own rows
-        assert busy is not None
-        assert busy is not DECLINED
-        assert busy.state is ClaimState.COMPLETED  # type: ignore[attr-defined]
-        assert _committed(path, "a") is None
-        await anyio.lowlevel.checkpoint()
-        assert (_committed(path, "a"), _committed(path, "b")) == ("completed", "in_progress")
-        assert store.writer.batches == 1
-    finally:
-        await store.close()
+    path, store = sqlite
+    assert _claim_now(store, "a", "t1") is None
+    assert _claim_now(store, "b", "t2") is None
+    assert store.complete_now("a", "t1", ttl_seconds=100) is True
+    busy = _claim_now(store, "a", "t3")  # the open transaction sees its own rows
+    assert busy is not None
+    assert busy is not DECLINED
+    assert busy.state is ClaimState.COMPLETED  # type: ignore[attr-defined]
+    assert _committed(path, "a") is None
+    await anyio.lowlevel.checkpoint()
+    assert (_committed(path, "a"), _committed(path, "b")) == ("completed", "in_progress")
+    assert store.writer.batches == 1
 
 
-async def test_a_coroutine_call_comes_after_what_was_answered_in_place(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "idem.sqlite3")
-    try:
-        assert _claim_now(store, "k", "mine") is None
-        claim = await store.claim("k", lease_seconds=LEASE, payload_hash="h")
-        assert claim.state is ClaimState.IN_PROGRESS
-        assert await store.complete("k", "mine", ttl_seconds=100)
-    finally:
-        await store.close()
+async def test_a_coroutine_call_comes_after_what_was_answered_in_place(
+    sqlite: tuple[Path, SQLiteStore],
+) -> None:
+    _, store = sqlite
+    assert _claim_now(store, "k", "mine") is None
+    claim = await store.claim("k", lease_seconds=LEASE, payload_hash="h")
+    assert claim.state is ClaimState.IN_PROGRESS
+    assert await store.complete("k", "mine", ttl_seconds=100)
 
 
 _OTHER_PROCESS = """
@@ -286,55 +290,46 @@ def _fail_the_commit(store: SQLiteStore, **options: Any) -> None:
 
 
 async def test_what_a_failed_commit_changed_is_written_again_at_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sqlite: tuple[Path, SQLiteStore], caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "idem.sqlite3"
-    store = SQLiteStore(path)
+    path, store = sqlite
     ran: list[str] = []
-    try:
-        assert _claim_now(store, "a", "t1") is None
-        assert store.complete_now("a", "t1", ttl_seconds=100) is True
-        assert _claim_now(store, "b", "t2") is None
-        assert _claim_now(store, "b", "t3") is not None  # found b: wrote nothing
-        after_commit(lambda: ran.append(str(_committed(path, "a"))))
-        _fail_the_commit(store)
-        with caplog.at_level(logging.WARNING, logger="mpsflow.sqlite"):
-            await anyio.lowlevel.checkpoint()
-        assert ran == ["completed"]
-        assert _committed(path, "b") == "in_progress"
-        [line] = caplog.records
-        assert "3 changes answered in place were not committed" in line.getMessage()
-        assert _claim_now(store, "c") is None
-    finally:
-        await store.close()
+    assert _claim_now(store, "a", "t1") is None
+    assert store.complete_now("a", "t1", ttl_seconds=100) is True
+    assert _claim_now(store, "b", "t2") is None
+    assert _claim_now(store, "b", "t3") is not None  # found b: wrote nothing
+    after_commit(lambda: ran.append(str(_committed(path, "a"))))
+    _fail_the_commit(store)
+    with caplog.at_level(logging.WARNING, logger="mpsflow.sqlite"):
+        await anyio.lowlevel.checkpoint()
+    assert ran == ["completed"]
+    assert _committed(path, "b") == "in_progress"
+    [line] = caplog.records
+    assert "3 changes answered in place were not committed" in line.getMessage()
+    assert _claim_now(store, "c") is None
 
 
 async def test_when_the_lock_is_taken_the_changes_are_written_first_in_a_batch_of_their_own(
-    tmp_path: Path,
+    sqlite: tuple[Path, SQLiteStore],
 ) -> None:
-    path = tmp_path / "idem.sqlite3"
-    store = SQLiteStore(path)
+    path, store = sqlite
     ran: list[str] = []
-    try:
-        assert _claim_now(store, "a", "t1") is None
-        after_commit(lambda: ran.append(str(_committed(path, "a"))))
-        _fail_the_commit(store, busy=True)
-        await anyio.lowlevel.checkpoint()  # the commit fails, and the lock is taken
-        assert _claim_now(store, "c") is DECLINED  # until the changes are written
-        after_commit(lambda: ran.append("later"))
-        assert ran == []
-        assert await store.complete("a", "t1", ttl_seconds=100)  # comes after them
-        assert ran == ["in_progress", "later"]  # their batch, then the completion's
-        assert _claim_now(store, "c") is None
-    finally:
-        await store.close()
+    assert _claim_now(store, "a", "t1") is None
+    after_commit(lambda: ran.append(str(_committed(path, "a"))))
+    _fail_the_commit(store, busy=True)
+    await anyio.lowlevel.checkpoint()  # the commit fails, and the lock is taken
+    assert _claim_now(store, "c") is DECLINED  # until the changes are written
+    after_commit(lambda: ran.append("later"))
+    assert ran == []
+    assert await store.complete("a", "t1", ttl_seconds=100)  # comes after them
+    assert ran == ["in_progress", "later"]  # their batch, then the completion's
+    assert _claim_now(store, "c") is None
 
 
 async def test_a_change_that_comes_out_differently_when_written_again_is_an_error(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sqlite: tuple[Path, SQLiteStore], caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "idem.sqlite3"
-    store = SQLiteStore(path)
+    path, store = sqlite
 
     def another_process_claims_a() -> None:
         with sqlite3.connect(path) as other:
@@ -343,52 +338,44 @@ async def test_a_change_that_comes_out_differently_when_written_again_is_an_erro
                 (time.time() + LEASE,),
             )
 
-    try:
-        assert _claim_now(store, "a", "mine") is None
-        _fail_the_commit(store, meanwhile=another_process_claims_a)
-        with caplog.at_level(logging.WARNING, logger="mpsflow.sqlite"):
-            await anyio.lowlevel.checkpoint()
-        assert "1 changes answered in place came out differently" in caplog.text
-        assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.ERROR]
-    finally:
-        await store.close()
+    assert _claim_now(store, "a", "mine") is None
+    _fail_the_commit(store, meanwhile=another_process_claims_a)
+    with caplog.at_level(logging.WARNING, logger="mpsflow.sqlite"):
+        await anyio.lowlevel.checkpoint()
+    assert "1 changes answered in place came out differently" in caplog.text
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.ERROR]
 
 
 async def test_a_checkpoint_holding_batches_back_commits_what_was_answered_first(
-    tmp_path: Path,
+    sqlite: tuple[Path, SQLiteStore],
 ) -> None:
     """The second pass of a checkpoint holds batches back so that it can catch up with the
     WAL; a transaction left open into it would commit during the pass, and the WAL would never
     start over (it reached 300 MB in a short load test)."""
-    path = tmp_path / "idem.sqlite3"
-    store = SQLiteStore(path)
-    try:
-        writer = store.writer
-        assert _claim_now(store, "a") is None
-        writer._hold_back(asyncio.get_running_loop())  # as the first pass's end calls it
-        assert _committed(path, "a") == "in_progress"
-        held_back = writer._held_back
-        assert held_back is not None
-        assert _claim_now(store, "b") is DECLINED
-        await held_back  # the second pass
-        assert _claim_now(store, "b") is None
-    finally:
-        await store.close()
+    path, store = sqlite
+    writer = store.writer
+    assert _claim_now(store, "a") is None
+    writer._hold_back(asyncio.get_running_loop())  # as the first pass's end calls it
+    assert _committed(path, "a") == "in_progress"
+    held_back = writer._held_back
+    assert held_back is not None
+    assert _claim_now(store, "b") is DECLINED
+    await held_back  # the second pass
+    assert _claim_now(store, "b") is None
 
 
-async def test_after_commit_runs_at_once_when_nothing_waits(tmp_path: Path) -> None:
+async def test_after_commit_runs_at_once_when_nothing_waits(
+    sqlite: tuple[Path, SQLiteStore],
+) -> None:
+    _, store = sqlite
     ran: list[int] = []
     after_commit(lambda: ran.append(1))
     assert ran == [1]
-    store = SQLiteStore(tmp_path / "idem.sqlite3")
-    try:
-        assert _claim_now(store, "a") is None
-        after_commit(lambda: ran.append(2))
-        assert ran == [1]
-        await anyio.lowlevel.checkpoint()
-        assert ran == [1, 2]
-    finally:
-        await store.close()
+    assert _claim_now(store, "a") is None
+    after_commit(lambda: ran.append(2))
+    assert ran == [1]
+    await anyio.lowlevel.checkpoint()
+    assert ran == [1, 2]
 
 
 async def test_closing_commits_what_was_answered(tmp_path: Path) -> None:
