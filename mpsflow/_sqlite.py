@@ -54,7 +54,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, TypeVar
 
-from mpsflow._sqlite_commits import WAITING, answer, answer_from_thread, run_all
+from mpsflow._sqlite_commits import WAITING, BatchOutcome, answer, answer_from_thread, run_all
 from mpsflow._sqlite_connections import close_quietly, connect, enable_wal, is_busy, run_setup
 from mpsflow._sqlite_sharing import WriterSharing
 
@@ -78,7 +78,6 @@ _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 
 _Operation = Callable[[sqlite3.Connection], Any]
 _Item = tuple[_Operation, "asyncio.Future[Any]"]
-_Outcome = list[object] | BaseException
 _STOP: Final = object()
 NOT_NOW: Final = object()
 """What :meth:`SQLiteWriter.run_now` answers when only :meth:`SQLiteWriter.run` can run the
@@ -341,7 +340,7 @@ class SQLiteWriter:
             [(operation, future) for (operation, _), future in zip(changes, futures, strict=True)]
         )
 
-    def _written_again(self, changes: list[tuple[_Operation, Any]], outcome: _Outcome) -> None:
+    def _written_again(self, changes: list[tuple[_Operation, Any]], outcome: BatchOutcome) -> None:
         """Log what writing ``changes`` again came to, unless each answered as it did."""
         if isinstance(outcome, BaseException):
             _log.error(
@@ -456,7 +455,7 @@ class SQLiteWriter:
             self._flush_scheduled = True
             loop.call_soon(self._flush, loop)
 
-    def _commit_inline(self, batch: list[_Operation]) -> _Outcome:
+    def _commit_inline(self, batch: list[_Operation]) -> BatchOutcome:
         """Run ``batch`` in one transaction without waiting for a lock; raises ``_Busy``."""
         conn: sqlite3.Connection | None = None
         try:
@@ -542,7 +541,7 @@ class SQLiteWriter:
             outcome = self._commit([operation for operation, _ in work])
             answer_from_thread(work, outcome)
 
-    def _commit(self, batch: list[_Operation]) -> _Outcome:
+    def _commit(self, batch: list[_Operation]) -> BatchOutcome:
         """Run ``batch`` in one transaction, waiting up to ``busy_timeout`` for the lock."""
         conn: sqlite3.Connection | None = None
         try:

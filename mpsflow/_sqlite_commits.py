@@ -18,6 +18,7 @@ from typing import Any, Final, Protocol
 
 __all__ = [
     "WAITING",
+    "BatchOutcome",
     "Committing",
     "after_commit",
     "answer",
@@ -26,7 +27,7 @@ __all__ = [
     "run_all",
 ]
 
-Outcome = list[object] | BaseException
+BatchOutcome = list[object] | BaseException
 """What a batch came to: each operation's result in order, or what made it roll back."""
 
 _log = logging.getLogger("mpsflow.sqlite")
@@ -83,13 +84,13 @@ def run_all(callbacks: list[Callable[[], object]]) -> None:
             _log.exception("a callback waiting for a commit failed")
 
 
-def answer(batch: list[tuple[Any, asyncio.Future[Any]]], outcome: Outcome) -> None:
+def answer(batch: list[tuple[Any, asyncio.Future[Any]]], outcome: BatchOutcome) -> None:
     """Answer the callers of a batch run on the event loop's thread (each ``(operation,
     future)``): their results, or everyone the exception that rolled the batch back."""
     _settle(_answers(batch, outcome), isinstance(outcome, BaseException))
 
 
-def answer_from_thread(batch: list[tuple[Any, asyncio.Future[Any]]], outcome: Outcome) -> None:
+def answer_from_thread(batch: list[tuple[Any, asyncio.Future[Any]]], outcome: BatchOutcome) -> None:
     """Answer a batch the writer's thread ran: one wake-up per event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
     for pair in _answers(batch, outcome):
@@ -101,7 +102,7 @@ def answer_from_thread(batch: list[tuple[Any, asyncio.Future[Any]]], outcome: Ou
 
 
 def _answers(
-    batch: list[tuple[Any, asyncio.Future[Any]]], outcome: Outcome
+    batch: list[tuple[Any, asyncio.Future[Any]]], outcome: BatchOutcome
 ) -> list[tuple[asyncio.Future[Any], object]]:
     if isinstance(outcome, BaseException):
         return [(future, outcome) for _, future in batch]
