@@ -138,9 +138,9 @@ class SQLiteWriter:
         answer, and whether it wrote anything."""
         self._after: list[Callable[[], object]] = []
         """Run once what was answered so far is committed (see ``_sqlite_commits``)."""
-        self._replaying = 0
-        """Batches of answered changes being written again after their commit failed."""
-        self._replay_done: asyncio.Future[None] | None = None
+        self._replaying: asyncio.Future[None] | None = None
+        """Set while answered changes are written again after their commit failed (done
+        when they are over)."""
         self._sharing = WriterSharing.join(path) if path != ":memory:" else None
         self._queue: queue.SimpleQueue[list[_Item] | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -213,7 +213,7 @@ class SQLiteWriter:
             if (
                 self._pending
                 or self._held_back is not None
-                or self._replaying
+                or self._replaying is not None
                 or sharing is None
                 or not sharing.alone()
             ):
@@ -308,9 +308,8 @@ class SQLiteWriter:
     ) -> None:
         """Write ``changes`` in a batch of their own on the thread (which waits for the lock);
         batches and ``run_now`` wait for them, and ``after`` runs once they are over."""
-        self._replaying += 1
         done: asyncio.Future[None] = loop.create_future()
-        self._replay_done = done
+        self._replaying = done
         futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in changes]
         left = [len(futures)]
 
@@ -323,11 +322,9 @@ class SQLiteWriter:
             ]
             failed = next((exc for exc in failures if exc is not None), None)
             self._written_again(changes, failed or [f.result() for f in futures])
-            self._replaying -= 1
-            if not done.done():
-                done.set_result(None)
-            if not self._replaying and self._in_txn is None:
-                WAITING.discard(self)
+            self._replaying = None  # run_now declined meanwhile: no transaction is open
+            done.set_result(None)
+            WAITING.discard(self)
             waited, self._after = self._after, []  # attached meanwhile (see after_commit)
             run_all(after + waited)
             if self._pending and not self._flush_scheduled:
@@ -385,8 +382,8 @@ class SQLiteWriter:
             return
         loop = asyncio.get_running_loop()
         self._commit_answered(loop)
-        while self._replay_done is not None and not self._replay_done.done():
-            await asyncio.shield(self._replay_done)
+        if self._replaying is not None:
+            await asyncio.shield(self._replaying)
         if self._held_back is not None:
             await asyncio.shield(self._held_back)
         while self._pending:  # answer what is pending before closing
@@ -411,7 +408,7 @@ class SQLiteWriter:
             self._sharing.take_part()  # a process that could not yet say it writes tries again
         if self._in_txn is not None:  # what run_now answered goes first
             self._commit_answered(loop)
-        if self._held_back is not None or self._replaying:
+        if self._held_back is not None or self._replaying is not None:
             return  # flushed again when the checkpoint, or the writing again, is over
         batch = self._pending[:_MAX_BATCH]
         del self._pending[:_MAX_BATCH]
@@ -510,8 +507,7 @@ class SQLiteWriter:
         self._in_txn = None
         self._answered = []
         self._after = []
-        self._replaying = 0
-        self._replay_done = None
+        self._replaying = None
         self._pending = []
         self._flush_scheduled = False
         self._checkpointing = False
