@@ -341,6 +341,18 @@ async def test_the_quickstart_handlers_fire_on_a_signed_sample(
     assert {p.name for p in Path.cwd().iterdir()} - {"__pycache__"} == {"myapp.py"}
 
 
+async def inbox_settled(callback_url: str) -> None:
+    """Wait (up to 30 s) until ``mpsflow run``'s inbox holds nothing: all it took is settled."""
+    metrics = callback_url.rsplit("/", 2)[0] + "/metrics"
+    with anyio.fail_after(30):
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(metrics) as answer:
+                    if "\nmpsflow_inbox_items 0\n" in await answer.text():
+                        return
+                await anyio.sleep(0.02)  # another process settles: nothing here to wait on
+
+
 async def test_the_quickstart_under_mpsflow_run_answers_send(tmp_path: Path) -> None:
     project = write_project(tmp_path / "project")
     [run_line, send_line] = command_lines(block("Quickstart", lang="bash"))
@@ -356,6 +368,7 @@ async def test_the_quickstart_under_mpsflow_run_answers_send(tmp_path: Path) -> 
                 [sys.executable, "-m", "mpsflow", *send_args[1:]], cwd=project, env=ENV, check=False
             )
             assert sent.returncode == 0, sent.stdout.decode() + sent.stderr.decode()
+            await inbox_settled(url)  # a 200 meant "in the inbox"; handling comes right after
             lines = (project / "catalogue.jsonl").read_text().splitlines()
             assert sorted((r["task"], r["path"]) for r in map(json.loads, lines)) == expected
         async with (
