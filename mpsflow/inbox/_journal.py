@@ -6,7 +6,8 @@ almost always settled within the second. As a row it costs an insert and a delet
 transaction and each awaited by its caller: most of what the inbox costs per notification.
 Here an append is one ``writev`` of a record (header and body) to the end of this process's
 journal file, done before the receiver answers 200, and a settle is one short record saying
-the item is done. ``write`` leaves the bytes in the kernel's page cache: they survive the
+the item is done (the done records of one turn of the event loop go in one ``write`` per file).
+``write`` leaves the bytes in the kernel's page cache: they survive the
 process being killed, as a WAL commit with ``synchronous = NORMAL`` does. A thread syncs the
 journal to disk at most :data:`SYNC_EVERY` seconds after each append (so a power cut loses at
 most about that much of what was answered), and the inbox's writer before each checkpoint.
@@ -126,6 +127,9 @@ class Journal:
         """Files with nothing pending, to write over next."""
         self._items: dict[int, tuple[_File, bytes, float]] = {}
         """Pending items by number: their file, body and time of append."""
+        self._done: list[tuple[_File, int]] = []
+        """Items done whose done records are not written yet (at the end of this turn of
+        the event loop, before a file is started over, and at close)."""
         self._serial = 0
         self._lock = threading.Lock()
         self._broken = False
@@ -154,6 +158,9 @@ class Journal:
             return None
         number = next(self._numbers)
         crc = zlib.crc32(body)
+        files = self._files
+        if self._done and files and files[-1].size + _HEAD.size + len(body) > JOURNAL_BYTES:
+            self._write_done()  # the current file may have nothing pending left: reused
         with self._lock:
             try:
                 current = self._current(_HEAD.size + len(body))
@@ -182,20 +189,38 @@ class Journal:
         return None if found is None else Pending(number, found[1], found[2], found[0].name)
 
     def done(self, number: int) -> bool:
-        """Mark ``number`` done; False when it was not pending. A file left with nothing
-        pending, other than the current one, becomes a spare."""
+        """Mark ``number`` done; False when it was not pending. Its done record is written
+        with the others of this turn of the event loop (at once without a running loop): a
+        crash before then runs the item again, as a lost write would, and dedup skips it."""
         found = self._items.pop(number, None)
         if found is None:
             return False
-        file = found[0]
-        with self._lock:
-            with contextlib.suppress(OSError):  # lost: the item is run again after a crash,
-                file.write(_HEAD.pack(_DONE, file.generation, number, 0.0, 0, 0))  # deduped
-            file.pending -= 1
-            if file.pending == 0 and file is not self._files[-1]:
-                self._files.remove(file)
-                self._retire(file)
+        self._done.append((found[0], number))
+        if len(self._done) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self._write_done)
+            except RuntimeError:
+                self._write_done()
         return True
+
+    def _write_done(self) -> None:
+        """Write the done records waiting, one ``write`` per file. A file left with nothing
+        pending, other than the current one, becomes a spare."""
+        waiting, self._done = self._done, []
+        if not waiting:
+            return
+        by_file: dict[_File, list[bytes]] = {}
+        for file, number in waiting:
+            record = _HEAD.pack(_DONE, file.generation, number, 0.0, 0, 0)
+            by_file.setdefault(file, []).append(record)
+        with self._lock:
+            for file, records in by_file.items():
+                with contextlib.suppress(OSError):  # lost: the items run again after a crash,
+                    file.write(b"".join(records))  # deduplicated
+                file.pending -= len(records)
+                if file.pending == 0 and file is not self._files[-1]:
+                    self._files.remove(file)
+                    self._retire(file)
 
     def sync(self) -> None:
         """Flush the journal to disk (in a thread: the event loop never waits for it). The
@@ -243,6 +268,7 @@ class Journal:
     def close(self) -> None:
         """Release the files: deleted when nothing is pending, else left (unlocked) for the
         next :func:`read_orphan` to move into the table."""
+        self._write_done()
         with self._lock:
             files, self._files = self._files, []
             spares, self._spares = self._spares, []
@@ -316,6 +342,7 @@ class Journal:
         self._files = []
         self._spares = []
         self._items = {}
+        self._done = []
 
 
 class Orphan:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from mpsflow.errors import InboxUnavailable
@@ -56,6 +57,36 @@ async def test_a_handed_over_item_is_journaled_and_done_without_a_row(tmp_path: 
         assert not await inbox.settle(item.id, item.attempt)  # done once
         assert await inbox.size() == 1
         assert [i.body for i in await inbox.lease(5, LEASE)] == [b"table"]  # never leased
+    finally:
+        await inbox.close()
+    assert journals(path) == []  # nothing pending: deleted at close
+
+
+async def test_the_done_records_of_one_turn_are_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items settled in one turn of the event loop cost one write together, not one each;
+    until it is written, a crash runs them again (deduplicated), as a lost write would."""
+    path = tmp_path / "inbox.sqlite3"
+    inbox = await opened(path)
+    writes: list[bytes] = []
+    write_at = journal_module._write_at
+
+    def counted(fd: int, offset: int, head: bytes, body: bytes) -> None:
+        writes.append(head[:1])
+        write_at(fd, offset, head, body)
+
+    monkeypatch.setattr(journal_module, "_write_at", counted)
+    try:
+        items = [await inbox.append_leased(f"item {n}".encode(), LEASE) for n in range(5)]
+        assert writes == [b"H"] + [b"A"] * 5  # the file's header, then one write each
+        for item in items:
+            assert item is not None
+            assert await inbox.settle(item.id, item.attempt)
+        assert writes == [b"H"] + [b"A"] * 5  # not yet: at the end of this turn
+        await anyio.lowlevel.checkpoint()
+        assert writes == [b"H"] + [b"A"] * 5 + [b"D"]
+        assert await inbox.size() == 0
     finally:
         await inbox.close()
     assert journals(path) == []  # nothing pending: deleted at close
@@ -121,6 +152,7 @@ async def main():
         print(i, flush=True)  # answered: it must be processed after a kill -9
     for item in items[::2]:  # the even ones were processed
         assert await box.settle(item.id, item.attempt)
+    await anyio.sleep(0)  # their done records are written at the end of the loop's turn
     os.kill(os.getpid(), signal.SIGKILL)
 anyio.run(main)
 """
