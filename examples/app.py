@@ -10,7 +10,8 @@ then post a sample the way MPS would:
         --sign-key mps-sample-notify-key
 
 Records land in ``out/catalogue.jsonl``, ``out/alerts.jsonl`` and ``out/images.jsonl``;
-failures that keep failing land in ``mpsflow-dead-letters.jsonl``.
+failures that keep failing land in ``mpsflow-dead-letters.jsonl``, as do notifications without a
+valid signature (set your NotifyKeys in ``MPS_NOTIFY_KEYS``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ from mpsflow.events import (
 from mpsflow.sinks.jsonl import JsonlSink
 
 OUT = os.environ.get("MPSFLOW_EXAMPLE_OUT", "out")
+NOTIFY_KEYS = os.environ.get("MPS_NOTIFY_KEYS", "mps-sample-notify-key").split(",")
+"""Your MPS NotifyKeys, comma-separated in ``MPS_NOTIFY_KEYS`` (the samples' key by default, to
+try it out): a notification not signed with one of them is answered 401, never processed."""
 
-app = App(retry=RetryPolicy(max_attempts=5, base_delay=2.0))
+app = App(
+    notify_keys=[key for key in NOTIFY_KEYS if key],
+    retry=RetryPolicy(max_attempts=5, base_delay=2.0),
+)
 app.sink("catalogue", JsonlSink(f"{OUT}/catalogue.jsonl"))
 app.sink("alerts", JsonlSink(f"{OUT}/alerts.jsonl"))
 app.sink("images", JsonlSink(f"{OUT}/images.jsonl"))

@@ -47,6 +47,7 @@ import mpsflow
 from mpsflow import App, Cause, Context, Outcome
 from mpsflow.app import DEFAULT_DEAD_LETTER_PATH
 from mpsflow.cli import build_parser
+from mpsflow.cli.common import DEFAULT_DEDUP_PATH
 from mpsflow.clock import FakeClock
 from mpsflow.dedup import Idempotency
 from mpsflow.dedup.stores import MemoryStore, SQLiteStore
@@ -691,7 +692,8 @@ def test_the_files_a_readme_run_leaves_in_the_clone_are_ignored() -> None:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     defaults = build_parser().parse_args(["run", "myapp:app"])
-    dedup, inbox = defaults.dedup, defaults.inbox
+    dedup, inbox = DEFAULT_DEDUP_PATH, defaults.inbox
+    assert defaults.dedup is None  # --dedup not given: DEFAULT_DEDUP_PATH
     dead = DEFAULT_DEAD_LETTER_PATH
     keys = JsonlSink(dead).keys_path.name
     names = [
@@ -702,9 +704,11 @@ def test_the_files_a_readme_run_leaves_in_the_clone_are_ignored() -> None:
         dedup,
         f"{dedup}-wal",
         f"{dedup}-shm",
+        f"{dedup}-writers",  # the lock file of the processes writing it
         inbox,  # the HTTP source's durable inbox
         f"{inbox}-wal",
         f"{inbox}-shm",
+        f"{inbox}-writers",
         "out/catalogue.jsonl",  # the example app's records
         "build/scf/function.zip",  # the SCF deployment folder
         "examples/mpsflow-dead-letters.jsonl",

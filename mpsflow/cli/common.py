@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CMQ_KEYS",
+    "DEFAULT_DEDUP_PATH",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -39,6 +40,7 @@ __all__ = [
     "positive_int",
     "require_cmq_keys",
     "require_paths",
+    "use_dedup_option",
 ]
 
 _N = TypeVar("_N", int, float)
@@ -65,6 +67,25 @@ class Command:
 
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
+
+
+DEFAULT_DEDUP_PATH: Final = "mpsflow-dedup.sqlite3"
+"""The SQLite dedup store of ``run``, ``reconcile`` and ``deadletters replay`` (one file, so
+a replay or a reconciliation skips what ``run`` already did)."""
+
+
+def use_dedup_option(app: App, path: str | None) -> None:
+    """``--dedup PATH``: the SQLite store at ``path`` (or the default) unless the app sets a
+    store of its own; both at once is a mistake, refused rather than one silently ignored."""
+    if path is not None and app.idempotency is not None:
+        from mpsflow.dedup.stores.base import describe_store
+
+        own = describe_store(getattr(app.idempotency, "store", app.idempotency))
+        raise ConfigurationError(
+            f"--dedup {path}: the app sets its own dedup store ({own}), which is the one"
+            " used; drop --dedup"
+        )
+    app.use_default_idempotency(path or DEFAULT_DEDUP_PATH)
 
 
 def load_app(spec: str) -> App:

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, load_app, positive_float
+from mpsflow.cli.common import (
+    DEFAULT_DEDUP_PATH,
+    EXIT_FAILED,
+    EXIT_OK,
+    load_app,
+    positive_float,
+    use_dedup_option,
+)
 from mpsflow.cli.deadletters import (
     FILE_HELP,
     KINDS,
@@ -57,12 +64,9 @@ if TYPE_CHECKING:
 
     from mpsflow.app import App
 
-__all__ = ["DEFAULT_DEDUP_PATH", "configure_replay"]
+__all__ = ["configure_replay"]
 
 _RESPONSE_SHOWN = 200
-
-DEFAULT_DEDUP_PATH = "mpsflow-dedup.sqlite3"
-"""The SQLite dedup store ``replay --app`` uses when the app configures none (as ``run``)."""
 
 
 def configure_replay(parser: argparse.ArgumentParser) -> None:
@@ -336,7 +340,7 @@ def _use_replay_settings(
     stack.callback(setattr, app, "idempotency", store)
     stack.callback(setattr, app, "dead_letter_sink", dead_letters)
     if not args.no_dedup:
-        app.use_default_idempotency(args.dedup or DEFAULT_DEDUP_PATH)
+        use_dedup_option(app, args.dedup)
     app.dead_letter_sink = _Updates(args.file, records)
 
 

@@ -22,16 +22,23 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_STARTUP, Command, duration, load_app
-from mpsflow.errors import ConfigurationError, StartupError
+from mpsflow.cli.common import (
+    DEFAULT_DEDUP_PATH,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STARTUP,
+    Command,
+    duration,
+    load_app,
+    use_dedup_option,
+)
+from mpsflow.errors import StartupError
 
 if TYPE_CHECKING:
     from mpsflow.app import App
     from mpsflow.sources.reconcile import ReconcileSource, ScanReport
 
 __all__ = ["COMMAND"]
-
-_DEFAULT_DEDUP = "mpsflow-dedup.sqlite3"
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +73,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dedup",
         metavar="PATH",
-        default=_DEFAULT_DEDUP,
-        help="SQLite dedup store used when the app configures none (%(default)s): the one"
-        " mpsflow run uses",
+        help=f"SQLite dedup store used when the app configures none ({DEFAULT_DEDUP_PATH}):"
+        " the one mpsflow run uses",
     )
     parser.add_argument(
         "--log-level",
@@ -85,11 +91,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     app = load_app(args.app)
-    if app.idempotency is not None and args.dedup != _DEFAULT_DEDUP:
-        raise ConfigurationError(
-            f"--dedup {args.dedup}: the app sets its own dedup store, which reconcile uses"
-        )
-    app.use_default_idempotency(args.dedup)
+    use_dedup_option(app, args.dedup)
     store = getattr(app.idempotency, "store", app.idempotency)
     if isinstance(store, MemoryStore):
         print(

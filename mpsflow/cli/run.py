@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from mpsflow.cli._heap import prepare_heap_for_serving
 from mpsflow.cli.common import (
+    DEFAULT_DEDUP_PATH,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_STARTUP,
@@ -39,6 +40,7 @@ from mpsflow.cli.common import (
     positive_int,
     require_cmq_keys,
     require_paths,
+    use_dedup_option,
 )
 from mpsflow.cli.supervisor import serve_workers
 from mpsflow.errors import ConfigurationError, StartupError
@@ -462,8 +464,7 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     dedup.add_argument(
         "--dedup",
         metavar="PATH",
-        default="mpsflow-dedup.sqlite3",
-        help="SQLite dedup store used when the app configures none (%(default)s)",
+        help=f"SQLite dedup store used when the app configures none ({DEFAULT_DEDUP_PATH})",
     )
     dedup.add_argument(
         "--no-dedup", action="store_true", help="do not add the default SQLite dedup store"
@@ -494,7 +495,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers > 1 and others:
         raise ConfigurationError(f"--workers applies to --http only, not {', '.join(others)}")
     if not args.no_dedup:
-        app.use_default_idempotency(args.dedup)
+        use_dedup_option(app, args.dedup)
     if args.shutdown_timeout is not None:
         app.shutdown_timeout = args.shutdown_timeout
     if not args.reconcile:

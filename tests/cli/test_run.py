@@ -387,6 +387,33 @@ async def test_an_unusable_dedup_store_exits_3_with_one_line(tmp_path: Path) -> 
         assert "restarting" not in err
 
 
+OWN_STORE_APP = """
+from mpsflow import App
+from mpsflow.dedup.stores.memory import MemoryStore
+
+app = App(idempotency=MemoryStore())
+
+
+@app.on("WorkflowTask")
+async def noop(event, ctx) -> None:
+    pass
+"""
+
+
+async def test_dedup_given_to_an_app_with_its_own_store_is_one_line(tmp_path: Path) -> None:
+    """Two stores named: refused at startup, not one of them silently ignored."""
+    (tmp_path / "ownstore.py").write_text(OWN_STORE_APP)
+    code, _, err = await run_mpsflow(
+        tmp_path, "run", "ownstore:app", "--http", "127.0.0.1:0", "--dedup", "mine.sqlite3"
+    )
+    assert code == 2, err
+    assert err.strip().splitlines() == [
+        "mpsflow run: error: --dedup mine.sqlite3: the app sets its own dedup store"
+        " (memory), which is the one used; drop --dedup"
+    ]
+    assert not (tmp_path / "mine.sqlite3").exists()
+
+
 async def test_cmq_credentials_refused_exit_3_with_one_line(
     tmp_path: Path, cmq_server_factory: CmqServerFactory
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,13 @@ from typing import Any
 
 import pytest
 
-from mpsflow.testing import TestClient
+from mpsflow import Cause
+from mpsflow.testing import TestClient, sign_payload
 from tests.plugins.samples import SAMPLE_PATHS
 from tests.sinks.peers import RobotPeer
+
+SAMPLE_KEY = "mps-sample-notify-key"
+"""What the samples are signed with, and the example app's key unless MPS_NOTIFY_KEYS is set."""
 
 
 def fresh_import(name: str) -> ModuleType:
@@ -24,6 +29,7 @@ def fresh_import(name: str) -> ModuleType:
 @pytest.fixture
 def example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("MPSFLOW_EXAMPLE_OUT", str(tmp_path / "out"))
+    monkeypatch.delenv("MPS_NOTIFY_KEYS", raising=False)  # the samples' key
     module = fresh_import("examples.app")
     yield module.app
     sys.modules.pop("examples.app", None)
@@ -32,7 +38,7 @@ def example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any
 async def test_example_app_catalogues_alerts_and_collects(example_app: Any) -> None:
     async with TestClient(example_app) as client:
         for path in SAMPLE_PATHS:
-            result = await client.send(path.read_bytes())
+            result = await client.send(sign_payload(json.loads(path.read_bytes()), SAMPLE_KEY))
             assert result.acked, path.name
         catalogue = client.emitted("catalogue")
         alerts = client.emitted("alerts")
@@ -45,6 +51,22 @@ async def test_example_app_catalogues_alerts_and_collects(example_app: Any) -> N
     kinds = {r["kind"] for r in images}  # type: ignore[index]
     assert kinds == {"snapshot", "sprite"}
     assert client.dead_letters == []
+
+
+async def test_example_app_refuses_what_its_keys_did_not_sign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MPSFLOW_EXAMPLE_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("MPS_NOTIFY_KEYS", "key-2026,key-2025")
+    app = fresh_import("examples.app").app
+    sys.modules.pop("examples.app", None)
+    seed = json.loads(SAMPLE_PATHS[0].read_bytes())
+    async with TestClient(app) as client:
+        samples_key = await client.send(sign_payload(dict(seed), SAMPLE_KEY))
+        rotated = await client.send(sign_payload(dict(seed), "key-2025"))
+    assert samples_key.dead_lettered
+    assert samples_key.outcome.cause is Cause.UNAUTHENTICATED
+    assert rotated.acked
 
 
 async def test_wecom_example_posts_markdown_for_failed_tasks(
