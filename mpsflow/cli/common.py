@@ -40,6 +40,7 @@ __all__ = [
     "positive_int",
     "require_cmq_keys",
     "require_paths",
+    "signature_lifetime",
     "use_dedup_option",
 ]
 
@@ -151,6 +152,18 @@ def _duration(text: str) -> float:
             f"expected a duration such as 90s, 5m, 24h or 7d, got {text!r}"
         )
     return value
+
+
+def signature_lifetime(text: str) -> int:
+    """argparse type of ``--expires-in``: whole seconds, written as a duration (``600``, ``10m``,
+    ``1h``); a leading ``-`` signs already expired, to see a refusal."""
+    sign = -1 if text.startswith("-") else 1
+    try:
+        return sign * round(_duration(text[1:] if sign < 0 else text))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 600, 10m or 1h (-1m: already expired), got {text!r}"
+        ) from None
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:

@@ -40,6 +40,7 @@ from mpsflow.cli.common import (
     EXIT_OK,
     load_app,
     positive_float,
+    signature_lifetime,
     use_dedup_option,
 )
 from mpsflow.cli.deadletters import (
@@ -107,10 +108,10 @@ def configure_replay(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--expires-in",
-        metavar="SECONDS",
-        type=int,
+        metavar="DURATION",
+        type=signature_lifetime,
         default=600,
-        help="signature lifetime in seconds: Timestamp = now + this (%(default)s)",
+        help="signature lifetime (600, 10m, 1h): Timestamp = now + this (%(default)s seconds)",
     )
     parser.add_argument(
         "--keep-going", action="store_true", help="go on after a failure (default: stop)"

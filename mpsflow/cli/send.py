@@ -36,6 +36,7 @@ from mpsflow.cli.common import (
     positive_int,
     require_cmq_keys,
     require_paths,
+    signature_lifetime,
 )
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import ConfigurationError
@@ -83,9 +84,11 @@ def _configure_send(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--expires-in",
-        type=int,
+        metavar="DURATION",
+        type=signature_lifetime,
         default=600,
-        help="signature lifetime in seconds: Timestamp = now + this (%(default)s, as MPS)",
+        help="signature lifetime (600, 10m, 1h; --expires-in=-1m signs already expired):"
+        " Timestamp = now + this (%(default)s seconds, as MPS)",
     )
     parser.add_argument(
         "--rate",
@@ -337,6 +340,12 @@ def _connection_hint(url: str, exc: BaseException) -> str:
 
     parts = urlsplit(url)
     where = parts.netloc
+    if isinstance(exc, aiohttp.ClientSSLError) and parts.scheme == "https":
+        plain = parts._replace(scheme="http").geturl()
+        return (
+            f"cannot connect to {where} over TLS ({_one_line(str(exc.os_error))}): an app run"
+            f" with --http {where} and no --certfile serves plain HTTP; send to {plain}"
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error
         if isinstance(cause, socket.gaierror):

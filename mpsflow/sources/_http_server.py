@@ -522,6 +522,9 @@ class LaneRules(NamedTuple):
 
 _MAX_HEAD: Final = 16 * 1024
 """Bytes of a request head the lane reads; a longer one is aiohttp's (and its limits')."""
+_TLS_HANDSHAKE: Final = b"\x16"
+"""The first byte of a TLS ClientHello: a client speaking HTTPS to this plain-HTTP port, handed
+to aiohttp at once (it answers 400), not left waiting for a head until the header timeout."""
 _MAX_HEADERS: Final = 100
 """Header lines the lane reads; more go to aiohttp."""
 _MAX_PIPELINED: Final = 256 * 1024
@@ -762,7 +765,7 @@ class Lane(asyncio.Protocol):
         if self._state == _HEAD:
             end = buffer.find(b"\r\n\r\n", 0, _MAX_HEAD)
             if end < 0:
-                if len(buffer) >= _MAX_HEAD:
+                if len(buffer) >= _MAX_HEAD or buffer[:1] == _TLS_HANDSHAKE:
                     self._hand_over()
                 else:
                     self._arm(self._since + rules.header_timeout)

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from mpsflow import App, Context
+from mpsflow.cli import build_parser
 from mpsflow.cli.send import Pacer, SendItem, signed_body
 from mpsflow.clock import FakeClock
 from mpsflow.devservers.cmq import CmqServer
@@ -109,15 +110,36 @@ async def test_send_reports_failures_and_exits_non_zero(samples_dir: Path) -> No
     assert "refused the signatures: send with --sign-key set to one of the app's" in err
 
 
-async def test_a_timestamp_too_far_ahead_is_not_blamed_on_the_key(samples_dir: Path) -> None:
+@pytest.mark.parametrize("two_hours", ["7200", "2h", "120m"])
+async def test_a_timestamp_too_far_ahead_is_not_blamed_on_the_key(
+    samples_dir: Path, two_hours: str
+) -> None:
     """Signed with the right key, but for two hours: the hint is about --expires-in."""
     app, _ = make_app(notify_keys=[SAMPLE_KEY])
     sample = str(samples_dir / "07_edit_media_task_failure.json")
-    code, out, err = await send_to(app, sample, "--sign-key", SAMPLE_KEY, "--expires-in", "7200")
+    code, out, err = await send_to(app, sample, "--sign-key", SAMPLE_KEY, "--expires-in", two_hours)
     assert code == 1
     assert summary(out) == {"401 (signature too_far_ahead)": 1}
     assert "refused the signatures' Timestamp: keep --expires-in within an hour" in err
     assert "send with --sign-key set to" not in err
+
+
+async def test_a_signature_sent_already_expired_is_refused_as_expired(samples_dir: Path) -> None:
+    app, _ = make_app(notify_keys=[SAMPLE_KEY])
+    sample = str(samples_dir / "07_edit_media_task_failure.json")
+    code, out, err = await send_to(app, sample, "--sign-key", SAMPLE_KEY, "--expires-in=-1m")
+    assert code == 1
+    assert summary(out) == {"401 (signature expired)": 1}
+    assert "refused the signatures' Timestamp" in err  # the hint is about --expires-in
+
+
+def test_expires_in_that_is_no_duration_is_a_wrong_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["send", "http://127.0.0.1:9/", "x.json", "--expires-in", "1y"])
+    assert stopped.value.code == 2
+    assert "expected a duration such as 600, 10m or 1h" in capsys.readouterr().err
 
 
 async def test_a_wrong_key_gets_the_key_hint(samples_dir: Path) -> None:
@@ -200,6 +222,21 @@ async def test_send_to_nothing_counts_connection_errors(tmp_path: Path, seed_sam
         f"mpsflow send: cannot connect to 127.0.0.1:{port} (connection refused): is `mpsflow run "
         f"APP --http 127.0.0.1:{port}` running there" in err
     )
+
+
+async def test_https_to_a_plain_http_app_says_to_send_to_http(samples_dir: Path) -> None:
+    app, _ = make_app()
+    sample = str(samples_dir / "07_edit_media_task_failure.json")
+    async with serve(app) as source:
+        url = source.url.replace("http://", "https://", 1)
+        code, out, err = await send(url, sample)
+    assert code == 1
+    [(status, _)] = summary(out).items()
+    assert status.startswith("error (")
+    where = url.split("/")[2]
+    assert f"cannot connect to {where} over TLS (" in err
+    assert f"an app run with --http {where} and no --certfile serves plain HTTP;" in err
+    assert f"send to {source.url}" in err
 
 
 def test_signed_body_is_the_way_mps_signs(seed_sample: bytes) -> None:

@@ -286,6 +286,17 @@ MALFORMED = [
 ]
 
 
+CLIENT_HELLO = bytes.fromhex("160301010c010001080303") + bytes(32)
+"""The start of a TLS ClientHello: an https:// sender at this plain-HTTP port."""
+
+
+async def test_a_tls_handshake_gets_a_400_at_once_not_at_the_header_timeout() -> None:
+    app, _ = make_app()
+    async with serve(app, header_timeout=600.0) as source:
+        answer = await ask(source, CLIENT_HELLO)  # within ask's 10 s, far below 600
+    assert status_of(answer) == 400, answer[:200]
+
+
 async def test_malformed_requests_get_json_400s_and_one_warning_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
