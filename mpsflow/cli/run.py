@@ -18,7 +18,8 @@ import logging
 import socket
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -517,10 +518,28 @@ def _run(args: argparse.Namespace) -> int:
                 return [source, *beside]
 
             return serve_workers(app, args, worker_sources)
-        return _serve(app, [*(source for _, source in built), *beside])
+        with _listening([source for _, source in built]):
+            return _serve(app, [*(source for _, source in built), *beside])
     except StartupError as exc:
         print(f"mpsflow run: error: {exc}", file=sys.stderr)
         return EXIT_STARTUP
+
+
+@contextmanager
+def _listening(sources: list[Source]) -> Iterator[None]:
+    """The HTTP sources' addresses listened on before the app starts, so a port in use fails
+    before any store, inbox or sink has made a file; the sockets are closed at the end."""
+    from mpsflow.sources.http import HttpSource, listen
+
+    with ExitStack() as stack:
+        for source in sources:
+            if isinstance(source, HttpSource) and source.sock is None:
+                sock = listen(
+                    source.host, source.port, backlog=source.backlog, reuse_port=source.reuse_port
+                )
+                stack.callback(sock.close)
+                source.sock = sock
+        yield
 
 
 def _serve(app: App, sources: list[Source]) -> int:

@@ -233,7 +233,9 @@ class HttpSource:
         self.inbox_retry_after = inbox_retry_after
         self.consume_inbox = consume_inbox
         self._shared: WorkerMetrics | None = None
-        self._sock = sock
+        self.sock = sock
+        """The listening socket to serve on (a duplicate of it: it stays open, its owner's to
+        close); None: the source listens on ``host``/``port`` when it starts."""
         self.address: tuple[str, int] | None = None
         """``(host, port)`` actually listened on, once serving."""
         self.redeliveries = RedeliveryCounter(remember_failures)
@@ -346,7 +348,7 @@ class HttpSource:
         self._draining = False
         # The server closes the socket it serves on: serve a duplicate of a given one, so
         # a restart (or the caller) still has it.
-        sock = _duplicate(self._sock) if self._sock is not None else self._listen()
+        sock = _duplicate(self.sock) if self.sock is not None else self._listen()
         host, port = sock.getsockname()[:2]
         self.address = (str(host), int(port))
         connections = Connections(

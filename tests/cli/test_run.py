@@ -359,6 +359,8 @@ async def test_a_port_in_use_exits_3_with_one_line(tmp_path: Path) -> None:
                 "(is another mpsflow running? pick another port with --http HOST:PORT)\n"
             )
             assert out == ""
+            # refused before the app started: no dedup store, inbox or sink file was made
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["cliapp.py"], workers
 
 
 async def test_an_unusable_dedup_store_exits_3_with_one_line(tmp_path: Path) -> None:
