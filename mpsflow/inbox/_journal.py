@@ -188,15 +188,19 @@ class Journal:
         found = self._items.get(number)
         return None if found is None else Pending(number, found[1], found[2], found[0].name)
 
-    def done(self, number: int) -> bool:
+    def done(self, number: int, *, at_once: bool = False) -> bool:
         """Mark ``number`` done; False when it was not pending. Its done record is written
-        with the others of this turn of the event loop (at once without a running loop): a
-        crash before then runs the item again, as a lost write would, and dedup skips it."""
+        with the others of this turn of the event loop (at once without a running loop, or
+        with ``at_once``): a crash before then runs the item again, as a lost write would,
+        and dedup skips it. ``at_once`` is for a caller whose next step relies on the record
+        being written (an item moved to the table, whose record of the move is then dropped)."""
         found = self._items.pop(number, None)
         if found is None:
             return False
         self._done.append((found[0], number))
-        if len(self._done) == 1:
+        if at_once:
+            self._write_done()
+        elif len(self._done) == 1:
             try:
                 asyncio.get_running_loop().call_soon(self._write_done)
             except RuntimeError:

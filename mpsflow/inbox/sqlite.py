@@ -390,7 +390,7 @@ class SQLiteInbox:
 
         await self._run(move)
         self._stranded.pop(pending.number, None)
-        journal.done(pending.number)
+        journal.done(pending.number, at_once=True)  # written before the move's record goes
         with contextlib.suppress(InboxUnavailable):  # else dropped with its journal's move
             await self._run(functools.partial(_forget_item, pending=pending))
 

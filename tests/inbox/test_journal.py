@@ -111,6 +111,31 @@ async def test_a_journaled_item_to_retry_moves_into_the_table(
         await inbox.close()
 
 
+async def test_a_done_record_asked_for_at_once_is_written_before_done_returns(
+    tmp_path: Path,
+) -> None:
+    """What an item moved to the table uses (``SQLiteInbox._move_item``): the record of the
+    move is dropped right after, so a crash then must not find the item pending in its
+    journal and move it twice. Other done records wait for the end of the turn."""
+    journal = journal_module.Journal(str(tmp_path / "bodies"))
+    try:
+        first, second = journal.append(b"first", 0.0), journal.append(b"second", 0.0)
+        assert first is not None
+        assert second is not None
+        [path] = (tmp_path / "bodies").glob("*.journal")
+
+        def pending() -> list[int]:
+            items, _ = journal_module._parse(path.read_bytes())
+            return sorted(item.number for item in items)
+
+        assert journal.done(first)
+        assert pending() == [first, second]  # at the end of this turn
+        assert journal.done(second, at_once=True)
+        assert pending() == []  # written now, with the one that waited
+    finally:
+        journal.close()
+
+
 async def test_the_bound_counts_journaled_items(tmp_path: Path) -> None:
     inbox = await opened(tmp_path / "inbox.sqlite3", max_items=2)
     try:
@@ -313,7 +338,7 @@ async def test_an_item_moved_for_a_retry_is_not_moved_again_with_its_journal(
     class Killed(Exception):
         pass
 
-    def killed(journal: journal_module.Journal, number: int) -> bool:
+    def killed(journal: journal_module.Journal, number: int, *, at_once: bool = False) -> bool:
         raise Killed
 
     with monkeypatch.context() as crash:
