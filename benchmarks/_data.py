@@ -1,24 +1,22 @@
 """Payloads for the decode benchmark: small, the seed sample and a large one, each two ways.
 
 Every payload comes in a pretty (indented, as MPS documents it) and a compact encoding. The large
-payload is built from the shared samples: every media-process result of sample 03 twice over and
-every AI review/analysis/recognition result of sample 05, i.e. 60 routed subtasks.
+payload is built from the samples in ``tests/samples``: every media-process result of sample 03
+twice over and every AI review/analysis/recognition result of sample 05, i.e. 60 routed
+subtasks.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SHARED_DIR", "Payload", "large_document", "payloads"]
+__all__ = ["SAMPLES_DIR", "Payload", "large_document", "payloads"]
 
-SHARED_DIR = Path(
-    os.environ.get("MPSFLOW_SHARED") or Path(__file__).resolve().parents[1].parent / "shared"
-)
-"""The shared research folder (``../shared`` next to the repository)."""
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "tests" / "samples"
+"""The sample notifications (the test suite's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +28,7 @@ class Payload:
 
 
 def _sample_bytes(name: str) -> bytes:
-    return (SHARED_DIR / "samples" / name).read_bytes()
+    return (SAMPLES_DIR / name).read_bytes()
 
 
 def _sample(name: str) -> dict[str, Any]:

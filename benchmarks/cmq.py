@@ -40,7 +40,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._data import SHARED_DIR
+from benchmarks._data import SAMPLES_DIR
 from benchmarks._process import cpu_seconds, pinned
 from benchmarks.cmq_bare import bare_consume
 from mpsflow import App, Context
@@ -54,7 +54,7 @@ from mpsflow.tencentcloud.cmq.credentials import Credential
 
 __all__ = ["Result", "Stopwatch", "bare_loops", "main", "pipeline_run", "seed_bodies"]
 
-SEED = SHARED_DIR / "samples" / "01_workflow_task_seed_verbatim.json"
+SEED = SAMPLES_DIR / "01_workflow_task_seed_verbatim.json"
 CREDENTIAL = Credential("AKIDmpsflowBENCHMARK", "benchmark-secret-key")
 QUEUE = "bench"
 TARGET = 0.8

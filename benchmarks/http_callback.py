@@ -45,7 +45,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._data import SHARED_DIR
+from benchmarks._data import SAMPLES_DIR
 from benchmarks._process import cpu_seconds, free_port, pinned
 from mpsflow.signing import sign_notification
 
@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED = SHARED_DIR / "samples" / "01_workflow_task_seed_verbatim.json"
+SEED = SAMPLES_DIR / "01_workflow_task_seed_verbatim.json"
 KEY = "benchmark-notify-key"
 PATH = "/mps/callback"
 TASK_MARK = "@@TASK@@"

@@ -31,7 +31,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._data import SHARED_DIR
+from benchmarks._data import SAMPLES_DIR
 from benchmarks._process import free_port
 from mpsflow import App, Context, Settlement, decode
 from mpsflow.dedup.idempotency import Idempotency
@@ -49,7 +49,7 @@ KEY = "bench-notify-key"
 def payloads(n: int) -> list[bytes]:
     """``n`` compact seed notifications, distinct TaskIds, signed to expire in an hour."""
     seed: dict[str, Any] = json.loads(
-        (SHARED_DIR / "samples" / "01_workflow_task_seed_verbatim.json").read_bytes()
+        (SAMPLES_DIR / "01_workflow_task_seed_verbatim.json").read_bytes()
     )
     expires = int(time.time()) + 3600
     out = []

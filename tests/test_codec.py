@@ -50,8 +50,8 @@ def test_response_wrapper(seed_sample: bytes, seed_doc: dict[str, Any]) -> None:
     assert decode(late) == expected
 
 
-def test_live_response_wrapper(shared_dir: Path) -> None:
-    raw = (shared_dir / "samples" / "live" / "04_live_process_eof.json").read_bytes()
+def test_live_response_wrapper(samples_dir: Path) -> None:
+    raw = (samples_dir / "live" / "04_live_process_eof.json").read_bytes()
     wrapped = b'{"Response": ' + raw + b"}"
     assert decode_live(wrapped) == decode_live(raw)
     assert isinstance(decode_any(wrapped), LiveStreamNotification)

@@ -162,7 +162,8 @@ def signature_lifetime(text: str) -> int:
         return sign * round(_duration(text[1:] if sign < 0 else text))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected a duration such as 600, 10m or 1h (-1m: already expired), got {text!r}"
+            f"expected a duration such as 600, 10m or 1h (--expires-in=-1m: already expired),"
+            f" got {text!r}"
         ) from None
 
 

@@ -320,8 +320,8 @@ _EXPIRED: Final = "signature expired"
 _TOO_FAR_AHEAD: Final = "signature too_far_ahead"
 """401 reasons about a signature's Timestamp, not its key."""
 _CLOCK_HINT: Final = (
-    "{url} refused the signatures' Timestamp: keep --expires-in within an hour (600 s, as MPS,"
-    " by default) and this machine's clock in step with the app's"
+    "{url} refused the signatures' Timestamp: keep --expires-in above 0 and within an hour"
+    " (600 s, as MPS, by default) and this machine's clock in step with the app's"
 )
 
 _STATUS_HINTS: Final = {

@@ -28,9 +28,9 @@ from mpsflow.dedup.stores.base import ClaimState
 from mpsflow.delivery import Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError, DecodeError, StoreUnavailable
 from mpsflow.middleware.base import Call, CallNext, HandlerInfo
-from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_PATHS, SHARED_DIR
+from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_PATHS, SAMPLES_DIR
 
-SAMPLES = SHARED_DIR / "samples"
+SAMPLES = SAMPLES_DIR
 CHANGE_MODE = SAMPLES / "04_workflow_task_processing_change_mode.json"
 DAY = 24 * 3600.0
 

@@ -29,7 +29,7 @@ from mpsflow.errors import StoreUnavailable
 from mpsflow.events import Notification, collect_subtasks
 from mpsflow.middleware.base import Call, HandlerInfo
 from tests.guarantee.faults import FaultyStore
-from tests.plugins.samples import SAMPLE_PATHS, SHARED_DIR
+from tests.plugins.samples import SAMPLE_PATHS, SAMPLES_DIR
 
 LEASE = 60.0
 _ACK = Outcome(Settlement.ACK)
@@ -65,7 +65,7 @@ def test_subtask_keys_are_the_scope_and_the_payload_hash_on_every_sample() -> No
 def test_subtask_keys_keep_the_format_stores_persist() -> None:
     """The values the implementation before the in-place path gave (SQLite and Redis keep them
     as record keys and payload hashes, handlers pass the effect key downstream)."""
-    path = SHARED_DIR / "samples" / "01_workflow_task_seed_verbatim.json"
+    path = SAMPLES_DIR / "01_workflow_task_seed_verbatim.json"
     notification = decode_any(path.read_bytes())
     assert isinstance(notification, Notification)
     [sub] = collect_subtasks(notification, {"Transcode"})

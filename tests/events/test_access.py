@@ -123,8 +123,8 @@ def test_schedule_outputs_use_the_nearest_storage(samples_dir: Path) -> None:
     assert paths[-1].key == "AiRecognition.AsrFullTextRecognition"
 
 
-def test_live_process_eof_outcome(shared_dir: Path) -> None:
-    n = decode_live((shared_dir / "samples" / "live" / "04_live_process_eof.json").read_bytes())
+def test_live_process_eof_outcome(samples_dir: Path) -> None:
+    n = decode_live((samples_dir / "live" / "04_live_process_eof.json").read_bytes())
     assert isinstance(n.info, LiveStreamProcessErrorInfo)
     assert n.info.ok
     assert not n.info.failed

@@ -1,12 +1,12 @@
-"""pytest fixtures: the sample notifications of the shared research folder.
+"""pytest fixtures: the sample notifications in ``tests/samples``.
 
-``shared/`` is the sibling of the repository root (``../shared``); set ``MPSFLOW_SHARED`` to
-point elsewhere. Task notifications are ``samples/*.json``, live ones ``samples/live/*.json``.
+Task notifications are ``tests/samples/*.json``, live ones ``tests/samples/live/*.json``: the
+first is verbatim from Tencent's documentation, the rest are schema-exact and signed with
+:data:`SAMPLE_KEY` (``examples/notifications`` holds three of them for the README's commands).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -15,47 +15,36 @@ import pytest
 
 __all__ = [
     "LIVE_SAMPLE_PATHS",
+    "SAMPLES_DIR",
     "SAMPLE_KEY",
     "SAMPLE_PATHS",
-    "SHARED_DIR",
     "live_sample_bytes",
     "live_sample_path",
     "sample_bytes",
     "sample_path",
     "samples_dir",
     "seed_sample",
-    "shared_dir",
 ]
 
-SHARED_DIR = Path(
-    os.environ.get("MPSFLOW_SHARED") or Path(__file__).resolve().parents[2].parent / "shared"
-)
-"""The shared research folder (protocol notes and sample notifications)."""
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
+"""The task-notification samples (the live ones in its ``live`` folder)."""
 
 SAMPLE_KEY = "mps-sample-notify-key"
 """The NotifyKey the generated samples are signed with."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-SAMPLE_PATHS: tuple[Path, ...] = tuple(sorted((SHARED_DIR / "samples").glob("*.json")))
+SAMPLE_PATHS: tuple[Path, ...] = tuple(sorted(SAMPLES_DIR.glob("*.json")))
 """Every task-notification sample (``EventType`` at the top)."""
 
-LIVE_SAMPLE_PATHS: tuple[Path, ...] = tuple(
-    sorted((SHARED_DIR / "samples" / "live").glob("*.json"))
-)
+LIVE_SAMPLE_PATHS: tuple[Path, ...] = tuple(sorted((SAMPLES_DIR / "live").glob("*.json")))
 """Every live-stream notification sample (``NotificationType`` at the top)."""
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The shared research folder."""
-    return SHARED_DIR
 
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     """The folder of task-notification samples."""
-    return SHARED_DIR / "samples"
+    return SAMPLES_DIR
 
 
 def _each(paths: tuple[Path, ...]) -> Callable[[_F], _F]:
@@ -90,4 +79,4 @@ def live_sample_bytes(live_sample_path: Path) -> bytes:
 @pytest.fixture(scope="session")
 def seed_sample() -> bytes:
     """The verbatim seed sample (``01_workflow_task_seed_verbatim.json``)."""
-    return (SHARED_DIR / "samples" / "01_workflow_task_seed_verbatim.json").read_bytes()
+    return (SAMPLES_DIR / "01_workflow_task_seed_verbatim.json").read_bytes()

@@ -31,7 +31,7 @@ from mpsflow.testing import (
     media_result,
     sign_payload,
 )
-from tests.plugins.samples import SAMPLE_KEY, SHARED_DIR
+from tests.plugins.samples import SAMPLE_KEY, SAMPLES_DIR
 
 NOW = 1_735_787_000.0  # the shared samples are signed to expire around 2025-01-02 03:10Z
 
@@ -190,7 +190,7 @@ async def test_real_samples_pass_with_the_sample_notify_key() -> None:
     async def handler(event: WorkflowTask, ctx: Context) -> None:
         seen.append(ctx.task_id)
 
-    body = (SHARED_DIR / "samples" / "03_workflow_task_all_media_process_types.json").read_bytes()
+    body = (SAMPLES_DIR / "03_workflow_task_all_media_process_types.json").read_bytes()
     async with TestClient(app, clock=clock) as client:
         result = await client.send(body)
     assert result.acked
@@ -301,7 +301,7 @@ async def test_test_client_gives_up_on_a_delivery_deferred_for_good() -> None:
 
 
 def test_typed_keys_follow_the_raw_key_rules() -> None:
-    change = (SHARED_DIR / "samples" / "04_workflow_task_processing_change_mode.json").read_bytes()
+    change = (SAMPLES_DIR / "04_workflow_task_processing_change_mode.json").read_bytes()
     doc = json.loads(change)
     finished = json.loads(change)
     finished["WorkflowTaskEvent"]["Status"] = "FINISH"

@@ -27,9 +27,9 @@ from mpsflow.signing.verifier import (
     sign_notification,
 )
 from mpsflow.testing import sign_payload
-from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS, SHARED_DIR
+from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS, SAMPLES_DIR
 
-SAMPLES = SHARED_DIR / "samples"
+SAMPLES = SAMPLES_DIR
 SIGNED_PATHS = [p for p in SAMPLE_PATHS + LIVE_SAMPLE_PATHS if b'"Sign"' in p.read_bytes()]
 JAN_2_2025 = 1_735_787_000.0  # 2025-01-02T03:03:20Z, before every sample's expiry
 TS = 1_735_787_400
