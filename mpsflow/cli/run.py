@@ -529,14 +529,12 @@ def _run(args: argparse.Namespace) -> int:
 def _listening(sources: list[Source]) -> Iterator[None]:
     """The HTTP sources' addresses listened on before the app starts, so a port in use fails
     before any store, inbox or sink has made a file; the sockets are closed at the end."""
-    from mpsflow.sources.http import HttpSource, listen
+    from mpsflow.sources.http import HttpSource
 
     with ExitStack() as stack:
         for source in sources:
             if isinstance(source, HttpSource) and source.sock is None:
-                sock = listen(
-                    source.host, source.port, backlog=source.backlog, reuse_port=source.reuse_port
-                )
+                sock = source.listen()
                 stack.callback(sock.close)
                 source.sock = sock
         yield

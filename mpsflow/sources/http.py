@@ -348,7 +348,7 @@ class HttpSource:
         self._draining = False
         # The server closes the socket it serves on: serve a duplicate of a given one, so
         # a restart (or the caller) still has it.
-        sock = _duplicate(self.sock) if self.sock is not None else self._listen()
+        sock = _duplicate(self.sock) if self.sock is not None else self.listen()
         host, port = sock.getsockname()[:2]
         self.address = (str(host), int(port))
         connections = Connections(
@@ -455,7 +455,10 @@ class HttpSource:
             if metrics is not None:
                 shared.record(metrics, self.responses)
 
-    def _listen(self) -> socket.socket:
+    def listen(self) -> socket.socket:
+        """A new listening socket on this source's ``host``/``port`` (``backlog``,
+        ``reuse_port``); :class:`~mpsflow.errors.StartupError` when the address cannot be
+        used. The source serves on one of its own unless ``sock`` is set."""
         return listen(self.host, self.port, backlog=self.backlog, reuse_port=self.reuse_port)
 
     # -- requests --------------------------------------------------------------------------
