@@ -2,8 +2,9 @@
 
 Commands live in ``COMMANDS`` (name → ``Command``, or a lazy ``"module:attribute"`` naming
 one), one module each under :mod:`mpsflow.cli`, so other parts of mpsflow plug theirs in
-(``cmq-server``, ``deadletters``). The sources ``run`` can feed live in ``SOURCE_FLAGS``
-(:mod:`mpsflow.cli.run`).
+(``cmq-server``, ``deadletters``). The sources ``run`` can feed live in
+:data:`mpsflow.cli.run.SOURCE_FLAGS`. Every command is imported by :func:`main`, inside its
+handling of Ctrl-C: importing this package loads none of the framework.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mpsflow._loader import load_object
-from mpsflow.cli import decode, run, send
 from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Command
-from mpsflow.cli.run import SOURCE_FLAGS, SourceFlag
 from mpsflow.errors import ConfigurationError
 
 __all__ = [
@@ -25,17 +24,15 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "SOURCE_FLAGS",
     "Command",
-    "SourceFlag",
     "build_parser",
     "main",
 ]
 
 COMMANDS: dict[str, Command | str] = {
-    "run": run.COMMAND,
-    "send": send.COMMAND,
-    "decode": decode.COMMAND,
+    "run": "mpsflow.cli.run:COMMAND",
+    "send": "mpsflow.cli.send:COMMAND",
+    "decode": "mpsflow.cli.decode:COMMAND",
     "deadletters": "mpsflow.cli.deadletters:COMMAND",
     "cmq-server": "mpsflow.cli.cmq_server:COMMAND",
     "mps-server": "mpsflow.cli.mps_server:COMMAND",

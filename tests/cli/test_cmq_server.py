@@ -20,7 +20,8 @@ import anyio.abc
 import pytest
 
 from mpsflow import App, Context
-from mpsflow.cli import SOURCE_FLAGS, SourceFlag, build_parser, main
+from mpsflow.cli import build_parser, main
+from mpsflow.cli.run import SOURCE_FLAGS, SourceFlag
 from mpsflow.devservers.cmq import CmqServer
 from mpsflow.events import WorkflowTask
 from mpsflow.sinks.memory import MemorySink

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -15,14 +16,14 @@ from mpsflow.cli import COMMANDS, main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m mpsflow ARGS`` as a user would, with this checkout importable."""
+def _python(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` with this checkout importable."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     return subprocess.run(
-        [sys.executable, "-m", "mpsflow", *args],
+        [sys.executable, *args],
         input=stdin.decode() if stdin is not None else None,
         capture_output=True,
         text=True,
@@ -30,6 +31,11 @@ def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[s
         timeout=60,
         check=False,
     )
+
+
+def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mpsflow ARGS`` as a user would."""
+    return _python("-m", "mpsflow", *args, stdin=stdin)
 
 
 def test_decode_prints_a_summary_of_the_seed(samples_dir: Path) -> None:
@@ -209,3 +215,49 @@ def test_a_misspelt_option_gets_the_commands_usage_and_a_guess(
     assert err.splitlines()[-1] == (
         "mpsflow run: error: unrecognized arguments: --htp (did you mean --http?) 127.0.0.1:8080"
     )
+
+
+def test_the_command_line_imports_none_of_the_framework_before_main_runs() -> None:
+    """A Ctrl-C while a command starts lands in ``main``'s handling, not in an import."""
+    result = _python(
+        "-c",
+        "import json, sys, mpsflow, mpsflow.cli, mpsflow.__main__\n"
+        "print(json.dumps([m for m in sys.modules if m.startswith('mpsflow')]))",
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    assert loaded <= {
+        "mpsflow",
+        "mpsflow.__main__",
+        "mpsflow._loader",
+        "mpsflow.cli",
+        "mpsflow.cli.common",
+        "mpsflow.errors",
+    }
+
+
+def test_ctrl_c_while_the_command_line_is_imported_exits_130_quietly() -> None:
+    result = _python(
+        "-c",
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'mpsflow.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from mpsflow.__main__ import main\n"
+        "sys.exit(main())\n",
+    )
+    assert (result.returncode, result.stderr) == (130, "")
+
+
+def test_the_package_loads_its_public_names_on_first_use() -> None:
+    import mpsflow
+
+    assert mpsflow.App is importlib.import_module("mpsflow.app").App
+    assert mpsflow.decode is importlib.import_module("mpsflow.codec").decode
+    assert mpsflow.events is importlib.import_module("mpsflow.events")
+    assert set(mpsflow.__all__) <= set(dir(mpsflow))
+    for missing in ("no_such_name", "_private"):
+        with pytest.raises(AttributeError, match=missing):
+            getattr(mpsflow, missing)
