@@ -5,6 +5,7 @@ the argparse number types, so each command module depends on this one and not on
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import re
@@ -44,6 +45,8 @@ __all__ = [
     "use_dedup_option",
 ]
 
+_log = logging.getLogger("mpsflow.cli")
+
 _N = TypeVar("_N", int, float)
 
 EXIT_OK = 0
@@ -75,18 +78,31 @@ DEFAULT_DEDUP_PATH: Final = "mpsflow-dedup.sqlite3"
 a replay or a reconciliation skips what ``run`` already did)."""
 
 
-def use_dedup_option(app: App, path: str | None) -> None:
+def use_dedup_option(app: App, path: str | None, *, none: bool = False) -> None:
     """``--dedup PATH``: the SQLite store at ``path`` (or the default) unless the app sets a
-    store of its own; both at once is a mistake, refused rather than one silently ignored."""
-    if path is not None and app.idempotency is not None:
+    store of its own; both at once is a mistake, refused rather than one silently ignored.
+
+    ``none`` (``--no-dedup``): add no store. An app that sets its own keeps it, which a
+    warning says: the flag changed nothing.
+    """
+    own = app.idempotency
+    if own is not None and (path is not None or none):
         from mpsflow.dedup.stores.base import describe_store
 
-        own = describe_store(getattr(app.idempotency, "store", app.idempotency))
+        described = describe_store(getattr(own, "store", own))
+        if none:
+            _log.warning(
+                "--no-dedup adds no dedup store, and the app sets its own (%s): that one"
+                " stays in use",
+                described,
+            )
+            return
         raise ConfigurationError(
-            f"--dedup {path}: the app sets its own dedup store ({own}), which is the one"
-            " used; drop --dedup"
+            f"--dedup {path}: the app sets its own dedup store ({described}), which is the"
+            " one used; drop --dedup"
         )
-    app.use_default_idempotency(path or DEFAULT_DEDUP_PATH)
+    if not none:
+        app.use_default_idempotency(path or DEFAULT_DEDUP_PATH)
 
 
 def load_app(spec: str) -> App:

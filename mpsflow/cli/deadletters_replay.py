@@ -340,8 +340,7 @@ def _use_replay_settings(
     store, dead_letters = app.idempotency, app.dead_letter_sink
     stack.callback(setattr, app, "idempotency", store)
     stack.callback(setattr, app, "dead_letter_sink", dead_letters)
-    if not args.no_dedup:
-        use_dedup_option(app, args.dedup)
+    use_dedup_option(app, args.dedup, none=args.no_dedup)
     app.dead_letter_sink = _Updates(args.file, records)
 
 

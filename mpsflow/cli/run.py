@@ -468,7 +468,9 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
         help=f"SQLite dedup store used when the app configures none ({DEFAULT_DEDUP_PATH})",
     )
     dedup.add_argument(
-        "--no-dedup", action="store_true", help="do not add the default SQLite dedup store"
+        "--no-dedup",
+        action="store_true",
+        help="do not add the default SQLite dedup store (an app that sets its own keeps it)",
     )
     _log_level_argument(parser)
     parser.set_defaults(run=_run)
@@ -495,8 +497,7 @@ def _run(args: argparse.Namespace) -> int:
     others = [f"--{flag.name}" for flag, _ in built if not flag.workers]
     if args.workers > 1 and others:
         raise ConfigurationError(f"--workers applies to --http only, not {', '.join(others)}")
-    if not args.no_dedup:
-        use_dedup_option(app, args.dedup)
+    use_dedup_option(app, args.dedup, none=args.no_dedup)
     if args.shutdown_timeout is not None:
         app.shutdown_timeout = args.shutdown_timeout
     if not args.reconcile:

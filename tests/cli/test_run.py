@@ -24,6 +24,8 @@ from aiohttp import web
 
 from mpsflow import App
 from mpsflow.cli._heap import YOUNG_COLLECTION_THRESHOLD
+from mpsflow.cli.common import use_dedup_option
+from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.http import HttpSource, listen
 from mpsflow.testing import build_notification, media_result
@@ -414,6 +416,23 @@ async def test_dedup_given_to_an_app_with_its_own_store_is_one_line(tmp_path: Pa
         " (memory), which is the one used; drop --dedup"
     ]
     assert not (tmp_path / "mine.sqlite3").exists()
+
+
+def test_no_dedup_keeps_the_apps_own_store_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """``--no-dedup`` adds no store; an app's own store stays, and the flag's no-op is logged."""
+    store = MemoryStore()
+    own = App(idempotency=store)
+    use_dedup_option(own, None, none=True)
+    assert own.idempotency is store
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "--no-dedup" in record.getMessage()
+    assert "(memory)" in record.getMessage()
+    caplog.clear()
+    bare = App()
+    use_dedup_option(bare, None, none=True)
+    assert bare.idempotency is None
+    assert caplog.records == []
 
 
 async def test_cmq_credentials_refused_exit_3_with_one_line(
