@@ -57,6 +57,7 @@ from mpsflow.cli.deadletters import (
 )
 from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
+from mpsflow.events.envelope import scan_timestamp_sign
 from mpsflow.signing import sign_notification
 from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
 
@@ -242,8 +243,27 @@ def _label(record: DeadLetter) -> str:
 def _print_plan(args: argparse.Namespace, record: DeadLetter) -> None:
     body, note = _body_to_send(args, record)
     where = f"POST {len(body)} bytes to {args.to}" if args.to else f"process with {args.app}"
+    if not note and _signature_expired(body):
+        note = f" (its signature has expired; if the app checks signatures, {_SIGN_KEY_HINT})"
     print(f"{_label(record)}  would {where}{note}")
     print(f"  {compact_body(body)}")
+
+
+_SIGN_KEY_HINT = "replay with --sign-key KEY, one of its keys"
+"""What a refused (or, in a dry run, expired) signature calls for: a re-signed replay."""
+
+
+def _signature_expired(body: bytes) -> bool:
+    """Whether ``body`` carries a signature whose ``Timestamp`` (its expiry) has passed."""
+    found = scan_timestamp_sign(body)
+    if found is None:
+        return False
+    expiry = found[0]
+    if isinstance(expiry, str):
+        if not expiry.isdigit():
+            return False
+        expiry = int(expiry)
+    return expiry < time.time()
 
 
 def _body_to_send(args: argparse.Namespace, record: DeadLetter) -> tuple[bytes, str]:
@@ -324,7 +344,7 @@ async def _open_target(
     if app is not None:
         _use_replay_settings(args, app, records, stack)
         await stack.enter_async_context(app)
-        return _app_target(app)
+        return _app_target(app, signed=bool(args.sign_key))
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=args.timeout)
@@ -383,7 +403,7 @@ class _Updates:
         return updated
 
 
-def _app_target(app: App) -> _Deliver:
+def _app_target(app: App, *, signed: bool) -> _Deliver:
     from mpsflow.delivery import Cause, Delivery, Settlement
 
     async def deliver(record: DeadLetter, body: bytes) -> _Result:
@@ -391,6 +411,8 @@ def _app_target(app: App) -> _Deliver:
         detail = outcome.settlement.value
         if outcome.cause is Cause.ALREADY_DONE:
             detail += " (already done: the dedup store remembers its handlers)"
+        elif outcome.cause is Cause.UNAUTHENTICATED and not signed:
+            detail += f" ({one_line(outcome.reason)}; the app checks signatures: {_SIGN_KEY_HINT})"
         elif outcome.reason:
             detail += f" ({one_line(outcome.reason)})"
         return _Result(outcome.settlement is Settlement.ACK, detail)
@@ -414,7 +436,7 @@ def _http_target(session: aiohttp.ClientSession, url: str, *, signed: bool) -> _
             return _Result(False, f"error ({type(exc).__name__})")
         text = one_line(answer.decode("utf-8", "replace"))[:_RESPONSE_SHOWN]
         if status == 401 and not signed:  # the record's own signature has long expired
-            text += " (the app checks signatures: replay with --sign-key KEY, one of its keys)"
+            text += f" (the app checks signatures: {_SIGN_KEY_HINT})"
         return _Result(200 <= status < 300 and _code_zero(answer), f"{status} {text}".rstrip())
 
     return deliver

@@ -660,6 +660,42 @@ async def test_a_refused_signature_says_to_replay_with_a_key(
     assert "(the app checks signatures: replay with --sign-key KEY, one of its keys)" in out
 
 
+def test_a_signature_the_app_refuses_says_to_replay_with_a_key(
+    letters: Letters,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--app``, as ``--to``: the record's own signature expired long ago, and the app checks
+    signatures; the dry run says so before anything is tried."""
+    name = f"keyed_app_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(
+        REPLAY_APP.replace("RETRIES", "1").replace(
+            "retry=RetryPolicy", f"notify_keys=[{SAMPLE_KEY!r}], retry=RetryPolicy"
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    argv = ["replay", str(letters.path), letters.ids["a"], "--app", f"{name}:app"]
+    try:
+        code, out, _ = run(capsys, *argv, "--dry-run")
+        assert code == 0
+        assert (
+            "(its signature has expired; if the app checks signatures, replay with --sign-key"
+            " KEY, one of its keys)"
+        ) in out
+        code, out, _ = run(capsys, *argv)
+        assert code == 1
+        assert (
+            "rejected (signature expired; the app checks signatures: replay with --sign-key" in out
+        )
+        code, out, _ = run(capsys, *argv, "--sign-key", SAMPLE_KEY)
+        assert code == 0, out
+        assert "-> ack  ok (re-signed)" in out
+    finally:
+        sys.modules.pop(name, None)
+
+
 async def test_dry_run_sends_nothing(letters: Letters, capsys: pytest.CaptureFixture[str]) -> None:
     async with receiver() as server:
         code, out, _ = await run_in_thread(
