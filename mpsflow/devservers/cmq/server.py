@@ -216,7 +216,7 @@ class CmqServer:
         )
         if self._data_path is not None and self._save_interval > 0:
             self._saver = asyncio.create_task(self._save_periodically())
-        _log.info("local CMQ server listening on %s", self.url)
+        _log.debug("local CMQ server listening on %s", self.url)
 
     async def stop(self) -> None:
         """Wake pending long polls, stop listening, and save if a data file is set."""

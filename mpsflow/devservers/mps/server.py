@@ -292,7 +292,7 @@ class MpsServer:
         self._runner, self._address = await start_runner(
             self._handle, host, port, max_request_bytes=_MAX_REQUEST_BYTES
         )
-        _log.info("local MPS server listening on %s", self.url)
+        _log.debug("local MPS server listening on %s", self.url)
 
     async def stop(self) -> None:
         """Stop listening (the tasks stay, for a later :meth:`start`)."""
