@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import anyio
 
+from mpsflow._throttle import report_held_back
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.codec import DEFAULT_MAX_SIZE
 from mpsflow.deadletter import DeadLetterLimits
@@ -50,6 +51,9 @@ DEFAULT_MAX_BODY_SIZE = DEFAULT_MAX_SIZE
 """The default body size limit (16 MiB): the codec's."""
 
 _log = logging.getLogger("mpsflow.app")
+
+_HELD_BACK_CHECK_INTERVAL = 5.0
+"""Seconds between two looks for rate-limited warnings held back past their interval."""
 
 Hook = Callable[[], Awaitable[None]]
 Lifespan = Callable[["App"], AbstractAsyncContextManager[None]]
@@ -341,6 +345,7 @@ class App(Router):
         self._pipeline = None
         if stack is not None:
             await stack.aclose()
+        report_held_back()  # what rate-limited warnings held back shows before the app is gone
 
     def _restore_checks(self, checks: list[ReadinessCheck]) -> None:
         self.readiness_checks[:] = checks
@@ -462,6 +467,7 @@ class App(Router):
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drain, run, tg.cancel_scope)
             tg.start_soon(self._summarize_deferrals)
+            tg.start_soon(self._report_held_back_lines)
             if self._dedup is not None:
                 tg.start_soon(self._settle_store_faults, self._dedup)
             async with anyio.create_task_group() as supervised:
@@ -487,6 +493,13 @@ class App(Router):
         while True:
             await anyio.sleep(self.deferral_summary_interval)
             self._log_deferrals()
+
+    async def _report_held_back_lines(self) -> None:
+        """Rate-limited warnings held back after the last line of a burst are reported once
+        their interval has passed (checked every few seconds, in real time)."""
+        while True:
+            await anyio.sleep(_HELD_BACK_CHECK_INTERVAL)
+            report_held_back(due_only=True)
 
     def _log_deferrals(self) -> None:
         pipeline = self._pipeline

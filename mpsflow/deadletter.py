@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from mpsflow._throttle import LogThrottle, held_back
+from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.clock import Clock
 from mpsflow.delivery import Cause, Delivery
 
@@ -294,7 +294,9 @@ class RefusalLimiter:
         self._clock = clock
         self._peers: OrderedDict[str, _Bucket] = OrderedDict()
         self._total: _Bucket | None = None
-        self._lines = LogThrottle(clock, log_interval)
+        self._lines = LogThrottle(
+            clock, log_interval, tail=tail_line(_log, "refusal dead letters", "not recorded")
+        )
         self.unrecorded: Counter[str] = Counter()
         """Refusals not recorded since the app started, by kind."""
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from mpsflow._throttle import LogThrottle, held_back
+from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.clock import Clock
 from mpsflow.codec import decode_any
 from mpsflow.context import Context, reset_current_context, set_current_context
@@ -133,7 +133,9 @@ class Pipeline:
         self._in_flight: dict[str, int] = {}
         self.deferrals = DeferralCounter()
         """Deferred handler runs since the last summary (see ``DeferralCounter``)."""
-        self._dead_letter_lines = LogThrottle(clock, 10.0)
+        self._dead_letter_lines = LogThrottle(
+            clock, 10.0, tail=tail_line(_log, "dead letters", "dead-lettered")
+        )
         self.refusals = RefusalLimiter(dead_letter_limits or DeadLetterLimits(), clock)
         self._ok_results: dict[HandlerSpec, _HandlerResult] = {}
         """One shared, never-mutated success result per handler (no allocation when it runs)."""

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from mpsflow._throttle import LogThrottle, held_back
+from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.clock import Clock
 from mpsflow.codec import DEFAULT_MAX_SIZE, decode_any
 from mpsflow.delivery import Cause, Outcome, Settlement
@@ -93,7 +93,11 @@ class SignatureMiddleware:
         self.verifier = verifier
         self._metrics = metrics
         self._max_size = max_size
-        self._throttle = LogThrottle(clock or verifier.clock, log_interval)
+        self._throttle = LogThrottle(
+            clock or verifier.clock,
+            log_interval,
+            tail=tail_line(_log, "signature checks", "rejected"),
+        )
         """Rejection log lines: the first, then one per ``log_interval`` (the verifier's clock,
         the app's, unless ``clock`` is given)."""
 

@@ -85,7 +85,7 @@ import anyio
 import msgspec
 from aiohttp import StreamReader, web
 
-from mpsflow._throttle import LogThrottle, held_back
+from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.context import AnyNotification
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import ConfigurationError, InboxRefusedBody, InboxUnavailable, StartupError
@@ -607,7 +607,9 @@ class HttpSource:
     def _inbox_trouble(self, kind: str, what: str, runtime: SourceRuntime) -> None:
         """Log that callbacks are answered 503: the first time, then once per 10 s."""
         if self._inbox_lines is None:
-            self._inbox_lines = LogThrottle(runtime.clock, 10.0)
+            self._inbox_lines = LogThrottle(
+                runtime.clock, 10.0, tail=tail_line(_log, "inbox", "answered 503")
+            )
         held = self._inbox_lines.admit(kind)
         if held is not None:
             _log.warning("%s; answering 503%s", what, held_back(held, "answered 503"))

@@ -420,6 +420,24 @@ async def test_rejections_are_rate_limited_on_the_app_clock_and_counted(
     assert sum(snapshot["signature_rejections"].values()) == 6  # every one is counted
 
 
+async def test_rejections_held_back_at_the_end_of_a_burst_are_reported_when_the_app_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No line came after them to count them into: the app reports them itself."""
+    caplog.set_level(logging.WARNING, logger="mpsflow.signing")
+    app = app_with(notify_keys=["k1"], clock=(clock := FakeClock(NOW)))
+    async with app:
+        for payload in [signed("wrong"), signed("k1", expires_at=int(NOW) - 3600), signed("x")]:
+            await app.process(Delivery(json.dumps(payload).encode()))
+            clock.advance(1.0)
+        assert len(caplog.records) == 1
+    first, tail = (record.getMessage() for record in caplog.records)
+    assert first.startswith("signature mismatch: ")
+    assert (
+        tail == "signature checks: 2 more rejected since the last such line (expired 1, mismatch 1)"
+    )
+
+
 async def test_unreadable_or_hostile_fields_cannot_forge_log_lines(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
