@@ -46,6 +46,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -93,6 +94,7 @@ __all__ = [
     "make_fastapi_app",
     "make_orjson_app",
     "make_sdk_app",
+    "paired_ratios",
     "scrape_metrics",
 ]
 
@@ -553,6 +555,27 @@ def _targets(rows: dict[str, Row]) -> list[str]:
     return lines
 
 
+def paired_ratios(rounds: list[dict[str, Row]]) -> list[str]:
+    """Each target's ratio within each round (against that round's own peer row) and their
+    median: on a machine whose speed drifts between rounds, a second view beside the
+    best-of-N table, which pairs each row's best round with the peer's."""
+    lines = []
+    for what, name, against, other, goal in _TARGETS:
+        ratios = [
+            measured[name].rate / measured[other].rate
+            for measured in rounds
+            if name in measured and other in measured and measured[other].rate
+        ]
+        if len(ratios) < 2:
+            continue
+        each = ", ".join(f"{ratio:.2f}×" for ratio in ratios)
+        lines.append(
+            f"- {what} / {against}, round by round: {each}; median"
+            f" {statistics.median(ratios):.2f}× (target {goal}×)"
+        )
+    return lines
+
+
 def _print_run(row: Row) -> None:
     extra = ""
     if row.name in _MPSFLOW_APPS:
@@ -599,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     notes = []
     best: dict[str, Row] = {}
+    rounds: list[dict[str, Row]] = []
     failures = 0
     with tempfile.TemporaryDirectory() as tmp_dir, ExitStack() as stack:
         tmp = Path(tmp_dir)
@@ -613,8 +637,10 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ[REDIS_URL_ENV] = redis_url  # for the mpsflow run it starts
                 notes.append(f"redis-server on CPU {args.wrk_core} (the wrk core)")
         for _ in range(args.rounds):
+            rounds.append({})
             for name in names:
                 row = _measure(name, args, script, tmp)
+                rounds[-1][name] = row
                 _print_run(row)
                 failures += not row.ok
                 if name not in best or row.rate > best[name].rate:
@@ -639,6 +665,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(_table(best)))
     print()
     print("\n".join(_targets(best)))
+    paired = paired_ratios(rounds)
+    if paired:
+        print()
+        print("\n".join(paired))
     return 1 if failures else 0
 
 

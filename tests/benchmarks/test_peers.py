@@ -21,8 +21,23 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from benchmarks._process import free_port
-from benchmarks.http_callback import KEY, PATH, TASK_MARK, body_template, running_server
-from benchmarks.peers import apps, make_fastapi_app, make_orjson_app, make_sdk_app, scrape_metrics
+from benchmarks.http_callback import (
+    KEY,
+    PATH,
+    TASK_MARK,
+    WrkRun,
+    body_template,
+    running_server,
+)
+from benchmarks.peers import (
+    Row,
+    apps,
+    make_fastapi_app,
+    make_orjson_app,
+    make_sdk_app,
+    paired_ratios,
+    scrape_metrics,
+)
 from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.signing import sign_notification
 
@@ -152,3 +167,19 @@ def test_the_mpsflow_rows_count_completed_handlers_and_duplicates(tmp_path: Path
             pytest.fail(f"not all handled after 30 s: {after}")
     assert (after.completed - before.completed, after.failed - before.failed) == (20, 0)
     assert after.duplicates - before.duplicates == 1
+
+
+def test_paired_ratios_compare_each_round_with_its_own_peer_row() -> None:
+    def row(name: str, rate: float) -> Row:
+        return Row(name, rate, WrkRun(rate, int(rate), 0, "", 1.0))
+
+    rounds = [
+        {"orjson": row("orjson", 2000.0), "mpsflow": row("mpsflow", 1500.0)},
+        {"orjson": row("orjson", 3000.0), "mpsflow": row("mpsflow", 1500.0)},
+        {"orjson": row("orjson", 2500.0), "mpsflow": row("mpsflow", 1750.0)},
+    ]
+    assert paired_ratios(rounds) == [
+        "- `mpsflow run` default / hand-written aiohttp+orjson, round by round:"
+        " 0.75×, 0.50×, 0.70×; median 0.70× (target 0.8×)"
+    ]
+    assert paired_ratios(rounds[:1]) == []  # one round: nothing to pair beyond the table
