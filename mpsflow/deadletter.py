@@ -19,23 +19,32 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.clock import Clock
-from mpsflow.delivery import Cause, Delivery
+from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
+from mpsflow.errors import DecodeError
+from mpsflow.events.envelope import identify
+
+if TYPE_CHECKING:
+    from mpsflow.context import AnyNotification
+    from mpsflow.observability.metrics import Metrics
+    from mpsflow.sinks.channel import SinkChannel
 
 __all__ = [
     "DEFAULT_EXCERPT_BYTES",
     "DeadLetter",
     "DeadLetterKind",
     "DeadLetterLimits",
+    "DeadLetterWriter",
     "Failure",
     "RefusalLimiter",
     "body_bytes",
     "dead_letter_kind",
+    "event_type_of",
     "make_dead_letter",
     "refusal_peer",
 ]
@@ -347,3 +356,139 @@ class RefusalLimiter:
                 extra={"kind": kind, "peer": peer, "suppressed": held.total()},
             )
         return False
+
+
+# -- writing them ---------------------------------------------------------------------------------
+
+
+class DeadLetterWriter:
+    """Writes one pipeline's dead-letter records through its dead-letter channel.
+
+    A record's kind follows the delivery's :class:`~mpsflow.delivery.Cause`. Refusals (a bad
+    signature, poison, a rejection before any handler ran) keep an excerpt of the body and are
+    recorded as ``refusals`` allows. Every record is counted in the metrics and logged at
+    WARNING, at most one line per 10 s counting the rest (a bad signature's refusal is logged
+    by the signature check instead).
+    """
+
+    def __init__(
+        self,
+        channel: SinkChannel,
+        *,
+        metrics: Metrics,
+        clock: Clock,
+        limits: DeadLetterLimits | None = None,
+    ) -> None:
+        self._channel = channel
+        self._metrics = metrics
+        self._clock = clock
+        self.refusals = RefusalLimiter(limits or DeadLetterLimits(), clock)
+        """Which refusals get a record (see :class:`RefusalLimiter`)."""
+        self._lines = LogThrottle(
+            clock, 10.0, tail=tail_line(_log, "dead letters", "dead-lettered")
+        )
+
+    async def write(
+        self,
+        delivery: Delivery,
+        *,
+        cause: Cause,
+        reason: str,
+        path: str = "",
+        notification: AnyNotification | None = None,
+        failures: list[Failure] | None = None,
+        handlers_run: int = 0,
+        settled: Outcome | None = None,
+        refused: bool = False,
+    ) -> Outcome:
+        """Write a dead-letter record (its kind follows ``cause``); the delivery is then settled.
+
+        Returns ``settled`` (default: DEAD_LETTERED with ``cause``), or RETRY when the record
+        could not be written, so nothing is lost. A refusal (``refused``) keeps an excerpt of
+        the body, and over its sender's limit is settled the same way without a record.
+        """
+        dead = Outcome(
+            Settlement.DEAD_LETTERED,
+            reason=reason,
+            cause=cause,
+            path=path,
+            handlers_run=handlers_run,
+        )
+        kind = dead_letter_kind(cause)
+        if refused and not self.refusals.admit(delivery, kind):
+            return dead if settled is None else settled
+        event_type, task_id = _about(delivery, notification)
+        record = make_dead_letter(
+            kind=kind,
+            reason=dead.describe(),  # the message once, then where: "… at $.X"
+            body=delivery.body,
+            now=self._clock.time(),
+            source=delivery.source,
+            delivery_id=delivery.id,
+            attempt=delivery.attempt,
+            event_type=event_type,
+            task_id=task_id,
+            failures=failures,
+            excerpt=self.refusals.excerpt_bytes if refused else None,
+        )
+        if not await self._write(record):
+            return Outcome(
+                Settlement.RETRY,
+                cause=Cause.DEFERRED,
+                reason="dead-letter sink unavailable; retry later",
+            )
+        delivery.dead_lettered = True
+        self._metrics.dead_letter(kind)
+        if cause is not Cause.UNAUTHENTICATED:  # the signature check logs its own refusals
+            self._log(record)
+        return dead if settled is None else settled
+
+    async def _write(self, record: DeadLetter) -> bool:
+        try:
+            receipt = await self._channel.submit(record)
+            await receipt.wait()
+        except Exception:
+            _log.exception(
+                "could not write dead letter %s; the delivery will be retried", record.id
+            )
+            return False
+        return True
+
+    def _log(self, record: DeadLetter) -> None:
+        """One WARNING per dead letter, at most one per 10 s (counting the ones held back)."""
+        held = self._lines.admit(record.kind)
+        if held is None:
+            return
+        what = " ".join(filter(None, [record.event_type, record.task_id])) or "a notification"
+        more = held_back(held, "dead-lettered")
+        _log.warning(
+            "dead-lettered %s from %s (%s): %s; record %s%s",
+            what,
+            record.source or "?",
+            record.kind,
+            record.reason,
+            record.id,
+            more,
+            extra={"dead_letter_id": record.id, "kind": record.kind},
+        )
+
+
+def event_type_of(notification: AnyNotification) -> str:
+    """A notification's ``EventType`` (a live one's ``NotificationType``), or ``""``."""
+    return (
+        getattr(notification, "event_type", None)
+        or getattr(notification, "notification_type", None)
+        or ""
+    )
+
+
+def _about(delivery: Delivery, notification: AnyNotification | None) -> tuple[str, str]:
+    """``(event type, task id)`` for a dead-letter record: from the notification, else read
+    from the body where it shows them (a bad signature, a malformed subtask), else empty."""
+    if notification is not None:
+        return event_type_of(notification), notification.task_id or ""
+    try:
+        identity = identify(delivery.body)
+    except DecodeError:
+        return "", ""
+    return identity.event_type, identity.task_id

@@ -17,21 +17,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.clock import Clock
 from mpsflow.codec import decode_any
 from mpsflow.context import Context, reset_current_context, set_current_context
 from mpsflow.deadletter import (
-    DeadLetter,
     DeadLetterLimits,
+    DeadLetterWriter,
     Failure,
-    RefusalLimiter,
     dead_letter_kind,
-    make_dead_letter,
+    event_type_of,
 )
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.errors import DecodeError, PayloadTooLarge, Reject, Retry
-from mpsflow.events.envelope import identify
 from mpsflow.middleware.base import Call, CallNext, chain, runs_at_admission
 from mpsflow.observability.metrics import Metrics
 from mpsflow.observability.summaries import DeferralCounter
@@ -123,7 +120,6 @@ class Pipeline:
         dead_letter_limits: DeadLetterLimits | None = None,
     ) -> None:
         self._sinks = sinks
-        self._dead_letters = dead_letters
         self._retry = retry
         self._unmatched = unmatched
         self._metrics = metrics
@@ -133,10 +129,10 @@ class Pipeline:
         self._in_flight: dict[str, int] = {}
         self.deferrals = DeferralCounter()
         """Deferred handler runs since the last summary (see ``DeferralCounter``)."""
-        self._dead_letter_lines = LogThrottle(
-            clock, 10.0, tail=tail_line(_log, "dead letters", "dead-lettered")
+        self._dead_letters = DeadLetterWriter(
+            dead_letters, metrics=metrics, clock=clock, limits=dead_letter_limits
         )
-        self.refusals = RefusalLimiter(dead_letter_limits or DeadLetterLimits(), clock)
+        self.refusals = self._dead_letters.refusals
         self._ok_results: dict[HandlerSpec, _HandlerResult] = {}
         """One shared, never-mutated success result per handler (no allocation when it runs)."""
         self._calls: dict[HandlerSpec, tuple[_HandlerCall, CallNext | None]] = {}
@@ -208,7 +204,7 @@ class Pipeline:
             return Outcome(Settlement.DEAD_LETTERED, reason=reason, cause=cause, path=path)
         failure = Failure(kind=dead_letter_kind(cause), message=reason)
         refused = delivery.notification is None and not delivery.admitted
-        return await self._to_dead_letters(
+        return await self._dead_letters.write(
             delivery, cause=cause, reason=reason, path=path, failures=[failure], refused=refused
         )
 
@@ -274,7 +270,7 @@ class Pipeline:
 
     async def _poison(self, delivery: Delivery, exc: DecodeError) -> Outcome:
         """A body that does not decode: a poison dead letter (never retried)."""
-        return await self._to_dead_letters(
+        return await self._dead_letters.write(
             delivery,
             cause=Cause.TOO_LARGE if isinstance(exc, PayloadTooLarge) else Cause.MALFORMED,
             reason=str(exc)[:500],
@@ -284,10 +280,10 @@ class Pipeline:
         )
 
     async def _no_handler(self, delivery: Delivery, notification: AnyNotification) -> Outcome:
-        event_type = _event_type(notification)
+        event_type = event_type_of(notification)
         self._metrics.unmatched(event_type)
         if self._unmatched == "dead_letter":
-            return await self._to_dead_letters(
+            return await self._dead_letters.write(
                 delivery,
                 cause=Cause.UNMATCHED,
                 reason=f"no handler for {event_type or 'this notification'}",
@@ -463,7 +459,7 @@ class Pipeline:
         ]
         rejected = [r for r in failures if r.cause is Cause.REJECTED]
         if rejected:
-            return await self._to_dead_letters(
+            return await self._dead_letters.write(
                 delivery,
                 cause=Cause.REJECTED,
                 reason="; ".join(f"{r.spec.name}: {r.reason}" for r in rejected)[:500],
@@ -476,7 +472,7 @@ class Pipeline:
         attempt = delivery.attempt
         policies = [r.spec.retry or self._retry for r in failures]
         if Cause.DEFERRED not in causes and all(p.exhausted(attempt) for p in policies):
-            return await self._to_dead_letters(
+            return await self._dead_letters.write(
                 delivery,
                 cause=cause,
                 reason=f"{len(failures)} handler(s) still failing after {attempt} attempt(s)",
@@ -497,79 +493,6 @@ class Pipeline:
             duplicates_skipped=skipped,
         )
 
-    async def _to_dead_letters(
-        self,
-        delivery: Delivery,
-        *,
-        cause: Cause,
-        reason: str,
-        path: str = "",
-        notification: AnyNotification | None = None,
-        failures: list[Failure] | None = None,
-        handlers_run: int = 0,
-        settled: Outcome | None = None,
-        refused: bool = False,
-    ) -> Outcome:
-        """Write a dead-letter record (its kind follows ``cause``); the delivery is then settled.
-
-        Returns ``settled`` (default: DEAD_LETTERED with ``cause``), or RETRY when the record
-        could not be written, so nothing is lost. A refusal (``refused``) keeps an excerpt of
-        the body, and over its sender's limit is settled the same way without a record.
-        """
-        dead = Outcome(
-            Settlement.DEAD_LETTERED,
-            reason=reason,
-            cause=cause,
-            path=path,
-            handlers_run=handlers_run,
-        )
-        kind = dead_letter_kind(cause)
-        if refused and not self.refusals.admit(delivery, kind):
-            return dead if settled is None else settled
-        event_type, task_id = _about(delivery, notification)
-        record = make_dead_letter(
-            kind=kind,
-            reason=dead.describe(),  # the message once, then where: "… at $.X"
-            body=delivery.body,
-            now=self._clock.time(),
-            source=delivery.source,
-            delivery_id=delivery.id,
-            attempt=delivery.attempt,
-            event_type=event_type,
-            task_id=task_id,
-            failures=failures,
-            excerpt=self.refusals.excerpt_bytes if refused else None,
-        )
-        if not await self._write_dead_letter(record):
-            return Outcome(
-                Settlement.RETRY,
-                cause=Cause.DEFERRED,
-                reason="dead-letter sink unavailable; retry later",
-            )
-        delivery.dead_lettered = True
-        self._metrics.dead_letter(kind)
-        if cause is not Cause.UNAUTHENTICATED:  # the signature check logs its own refusals
-            self._log_dead_letter(record)
-        return dead if settled is None else settled
-
-    def _log_dead_letter(self, record: DeadLetter) -> None:
-        """One WARNING per dead letter, at most one per 10 s (counting the ones held back)."""
-        held = self._dead_letter_lines.admit(record.kind)
-        if held is None:
-            return
-        what = " ".join(filter(None, [record.event_type, record.task_id])) or "a notification"
-        more = held_back(held, "dead-lettered")
-        _log.warning(
-            "dead-lettered %s from %s (%s): %s; record %s%s",
-            what,
-            record.source or "?",
-            record.kind,
-            record.reason,
-            record.id,
-            more,
-            extra={"dead_letter_id": record.id, "kind": record.kind},
-        )
-
     async def _internal_error(self, delivery: Delivery, exc: Exception) -> Outcome:
         """A failure outside any handler (middleware, a bug): retried, then dead-lettered."""
         if not self._retry.exhausted(delivery.attempt):
@@ -585,7 +508,7 @@ class Pipeline:
             message=_describe(exc),
             traceback="".join(traceback.format_exception(exc, limit=20)),
         )
-        return await self._to_dead_letters(
+        return await self._dead_letters.write(
             delivery,
             cause=Cause.ERROR,
             reason=f"internal error after {delivery.attempt} attempt(s): {_describe(exc)}"[:500],
@@ -595,7 +518,7 @@ class Pipeline:
     async def _dead_letter_rejection(self, delivery: Delivery, outcome: Outcome) -> Outcome:
         """Record a rejection decided by middleware (bad signature, …) before settling."""
         cause = Cause.UNAUTHENTICATED if outcome.cause is Cause.UNAUTHENTICATED else Cause.REJECTED
-        return await self._to_dead_letters(
+        return await self._dead_letters.write(
             delivery,
             cause=cause,
             reason=outcome.reason,
@@ -604,17 +527,6 @@ class Pipeline:
             settled=outcome,
             refused=True,
         )
-
-    async def _write_dead_letter(self, record: DeadLetter) -> bool:
-        try:
-            receipt = await self._dead_letters.submit(record)
-            await receipt.wait()
-        except Exception:
-            _log.exception(
-                "could not write dead letter %s; the delivery will be retried", record.id
-            )
-            return False
-        return True
 
 
 def _handler_call(spec: HandlerSpec) -> _HandlerCall:
@@ -677,23 +589,3 @@ async def _with_timeout(
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}"[:1000] if text else type(exc).__name__
-
-
-def _event_type(notification: AnyNotification) -> str:
-    return (
-        getattr(notification, "event_type", None)
-        or getattr(notification, "notification_type", None)
-        or ""
-    )
-
-
-def _about(delivery: Delivery, notification: AnyNotification | None) -> tuple[str, str]:
-    """``(event type, task id)`` for a dead-letter record: from the notification, else read
-    from the body where it shows them (a bad signature, a malformed subtask), else empty."""
-    if notification is not None:
-        return _event_type(notification), notification.task_id or ""
-    try:
-        identity = identify(delivery.body)
-    except DecodeError:
-        return "", ""
-    return identity.event_type, identity.task_id

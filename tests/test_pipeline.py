@@ -420,7 +420,7 @@ async def test_each_dead_letter_is_logged_once_then_summarised(
     async def broken(result: MediaProcessTaskTranscodeResult, ctx: Context) -> None:
         raise KeyError("missing asset row")
 
-    caplog.set_level(logging.WARNING, logger="mpsflow.pipeline")
+    caplog.set_level(logging.WARNING, logger="mpsflow.deadletter")
     clock = FakeClock()
     payload = transcode_notification()
     async with TestClient(app, clock=clock) as client:
@@ -429,7 +429,7 @@ async def test_each_dead_letter_is_logged_once_then_summarised(
         await client.send(b"{}")
         clock.advance(10.0)
         await client.send(b"still not json")
-    lines = [r.getMessage() for r in caplog.records if r.name == "mpsflow.pipeline"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "mpsflow.deadletter"]
     assert len(lines) == 2
     [record, *_] = client.dead_letters
     task_id = payload["WorkflowTaskEvent"]["TaskId"]
