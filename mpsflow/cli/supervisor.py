@@ -191,7 +191,7 @@ def serve_workers(
     """
     if not hasattr(os, "fork"):
         raise ConfigurationError("--workers needs a platform with fork()")
-    from mpsflow.sources.http import listen
+    from mpsflow._listen import listen
 
     host, port = args.http
     sock = listen(host, port)  # StartupError saying what to do when the port is taken

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from mpsflow.sources.http import listen
+from mpsflow._listen import listen
 
 __all__ = ["start_runner"]
 

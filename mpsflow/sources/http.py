@@ -7,31 +7,15 @@ HTTP/1.1 protocol of its own with no per-request objects; any other request, and
 its connection, by aiohttp's low-level server (no router, no middleware stack). With
 ``access_log`` every request is aiohttp's, which writes the log.
 
-=================================  =========================================================
-outcome (settlement, cause)        response
-=================================  =========================================================
-acked                              200 ``{"code":0}``
-dead-lettered (Reject, exhausted)  200 ``{"code":0}``: recorded, MPS need not resend it
-dead-lettered, ``MALFORMED``       400 ``{"code":400,"error":…,"path":"$.X"}``
-dead-lettered, ``TOO_LARGE``       413
-body over the limit at the door    413, not read and not recorded (``Content-Length`` or
-                                   the bytes read so far are over ``max_body_size``)
-rejected, ``UNAUTHENTICATED``      401, never retried by the pipeline
-rejected otherwise                 400
-retry, ``ERROR``/``TIMEOUT``       500 with ``Retry-After``
-retry otherwise (busy, deferred)   503 with ``Retry-After``
-=================================  =========================================================
+The answer to each outcome is the delivery contract's table, in
+:func:`mpsflow.sources._http_answers.respond`.
 
 With an ``inbox`` (``mpsflow run``'s default), a POST is not processed before the answer: the
 body passes the app's admission checks (``runtime.admit``: the signature, the decode; refusals
-are answered by the table above), is appended to the durable inbox, and is answered 200 once
+are answered by that table), is appended to the durable inbox, and is answered 200 once
 the append is committed; the pipeline then consumes the inbox (its ``consumer``, run by this
 source unless ``consume_inbox`` is off). A full inbox, or one whose storage fails, is answered
 503 with ``Retry-After``, so the sender keeps the notification.
-
-This table is the only place where an outcome becomes a status code: the pipeline speaks
-in domain words (:class:`~mpsflow.delivery.Cause`), and the JSON path of a malformed body
-travels as ``Outcome.path``, never inside the reason.
 
 When a notification that failed comes again (MPS's retry policy is undocumented; an operator
 or ``mpsflow send`` may resend it), the source knows it by content (``redeliveries``), so it
@@ -71,7 +55,6 @@ The URL is public, so slow or hostile senders must not hold the service (see
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import math
 import os
@@ -79,35 +62,42 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import msgspec
-from aiohttp import StreamReader, web
+from aiohttp import web
 
+from mpsflow._listen import duplicate_socket, listen
 from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.context import AnyNotification
-from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
+from mpsflow.delivery import Cause, Delivery, Settlement
 from mpsflow.errors import ConfigurationError, InboxRefusedBody, InboxUnavailable, StartupError
 from mpsflow.inbox.base import Inbox
 from mpsflow.inbox.source import InboxSource
 from mpsflow.observability.metrics import InMemoryMetrics
-from mpsflow.observability.prometheus import CONTENT_TYPE, format_family, render_metrics
 from mpsflow.observability.workers import WorkerMetrics
+from mpsflow.sources._http_answers import (
+    ACCEPTED,
+    SHUTTING_DOWN,
+    error_answer,
+    json_response,
+    metrics_response,
+    read_body,
+    respond,
+    web_response,
+)
 from mpsflow.sources._http_server import Answer, Connections, LaneRules, Server, request_id_or_new
 from mpsflow.sources.base import Source
 from mpsflow.sources.redelivery import RedeliveryCounter
 from mpsflow.sources.runtime import SourceRuntime
 
-__all__ = ["HttpSource", "listen"]
+__all__ = ["HttpSource"]
 
 _log = logging.getLogger("mpsflow.sources.http")
 
-_JSON = "application/json"
-_OK_BODY = b'{"code":0}'
 _READY_BODY = b'{"ready":true}'
 _DRAINING_BODY = b'{"ready":false,"reason":"draining"}'
-_SERVER_ERRORS = frozenset({Cause.ERROR, Cause.TIMEOUT})
 """Retry causes answered 500 (something failed); every other retry is 503 (busy, deferred)."""
 _ENCODER = msgspec.json.Encoder()
 
@@ -348,7 +338,7 @@ class HttpSource:
         self._draining = False
         # The server closes the socket it serves on: serve a duplicate of a given one, so
         # a restart (or the caller) still has it.
-        sock = _duplicate(self.sock) if self.sock is not None else self.listen()
+        sock = duplicate_socket(self.sock) if self.sock is not None else self.listen()
         host, port = sock.getsockname()[:2]
         self.address = (str(host), int(port))
         connections = Connections(
@@ -479,28 +469,30 @@ class HttpSource:
                 if request.method == "POST":
                     response = await self._callback(request, request_id)
                 else:
-                    response = _web(_error(405, "use POST", headers={"Allow": "POST"}))
+                    response = web_response(
+                        error_answer(405, "use POST", headers={"Allow": "POST"})
+                    )
                 self.responses[response.status] += 1
                 self._record_metrics()  # before the answer goes out: a SIGKILL keeps its counts
                 return response
             if request.method in ("GET", "HEAD"):
                 if path == "/healthz":
-                    return _json(200, b'{"status":"ok"}')
+                    return json_response(200, b'{"status":"ok"}')
                 if path == "/readyz":
                     return await self._readyz()
                 if path == "/metrics":
                     return await self._metrics()
-            return _web(_error(404, "not found"))
+            return web_response(error_answer(404, "not found"))
         except Exception:
             _log.exception("internal error answering %s %s", request.method, path)
             self.responses[500] += 1
             self._record_metrics()
-            return _web(_error(500, "internal error"))
+            return web_response(error_answer(500, "internal error"))
 
     async def _callback(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         """A callback that aiohttp's protocol serves (the lane handed its connection over)."""
         if self._draining:
-            return _web(_SHUTTING_DOWN)
+            return web_response(SHUTTING_DOWN)
         runtime = self._runtime
         assert runtime is not None
         task = asyncio.current_task()
@@ -511,12 +503,19 @@ class HttpSource:
             self._reading += 1
             try:
                 limit = self.max_body_size or runtime.max_body_size
-                body = await self._read_body(request, limit, {"X-Request-Id": request_id})
+                body = await read_body(
+                    request,
+                    limit,
+                    {"X-Request-Id": request_id},
+                    read_timeout=self.read_timeout,
+                    min_rate=self.min_rate,
+                    min_rate_grace=self.min_rate_grace,
+                )
             finally:
                 self._reading -= 1
             if isinstance(body, web.StreamResponse):
                 return body
-            return _web(await self._answer(body, request_id, request.remote or "", runtime))
+            return web_response(await self._answer(body, request_id, request.remote or "", runtime))
         finally:
             self._tasks.discard(task)
 
@@ -527,7 +526,7 @@ class HttpSource:
         try:
             runtime = self._runtime
             if self._draining or runtime is None:
-                answer = _SHUTTING_DOWN
+                answer = SHUTTING_DOWN
             else:
                 task = asyncio.current_task()
                 assert task is not None
@@ -538,7 +537,7 @@ class HttpSource:
                     self._tasks.discard(task)
         except Exception:
             _log.exception("internal error answering POST %s", self.path)
-            answer = _error(500, "internal error")
+            answer = error_answer(500, "internal error")
         headers = answer.headers
         if headers is None or "X-Request-Id" not in headers:  # every answer says which request
             answer = answer._replace(headers={**(headers or {}), "X-Request-Id": request_id})
@@ -551,7 +550,7 @@ class HttpSource:
     ) -> Answer:
         """The answer to a callback whose body arrived: 503 past ``max_in_flight``."""
         if self._in_flight >= self.max_in_flight:
-            return _error(503, "too many requests in flight", headers={"Retry-After": "1"})
+            return error_answer(503, "too many requests in flight", headers={"Retry-After": "1"})
         self._in_flight += 1
         try:
             return await self._process(body, request_id, remote, runtime)
@@ -576,13 +575,13 @@ class HttpSource:
         )
         outcome = await runtime.consumer(delivery)
         self.redeliveries.record(body, key, failed=outcome.settlement is Settlement.RETRY)
-        return _respond(outcome)
+        return respond(outcome)
 
     async def _admit(self, delivery: Delivery, inbox: Inbox, runtime: SourceRuntime) -> Answer:
         """Check the body at the door, append it to the inbox, answer 200 once it is durable."""
         outcome = await runtime.admit(delivery)
         if outcome.settlement is not Settlement.ACK:
-            return _respond(outcome)
+            return respond(outcome)
         body = delivery.body
         assert isinstance(body, bytes)
         retry_after = {"Retry-After": str(max(1, math.ceil(self.inbox_retry_after)))}
@@ -593,16 +592,16 @@ class HttpSource:
                 added = await inbox.append(body)
         except InboxRefusedBody as exc:  # it never fits: recorded, not left to the sender
             await runtime.dead_letter(delivery, str(exc), cause=Cause.TOO_LARGE)
-            return _error(413, str(exc))
+            return error_answer(413, str(exc))
         except InboxUnavailable as exc:
             self._inbox_trouble("unavailable", str(exc), runtime)
-            return _error(503, "inbox unavailable", headers=retry_after)
+            return error_answer(503, "inbox unavailable", headers=retry_after)
         if not added:
             self._inbox_trouble(
                 "full", f"inbox {inbox.describe()} is full (raise its bound)", runtime
             )
-            return _error(503, "inbox full", headers=retry_after)
-        return _ACCEPTED
+            return error_answer(503, "inbox full", headers=retry_after)
+        return ACCEPTED
 
     def _inbox_trouble(self, kind: str, what: str, runtime: SourceRuntime) -> None:
         """Log that callbacks are answered 503: the first time, then once per 10 s."""
@@ -614,77 +613,16 @@ class HttpSource:
         if held is not None:
             _log.warning("%s; answering 503%s", what, held_back(held, "answered 503"))
 
-    async def _read_body(
-        self, request: web.BaseRequest, limit: int, id_header: dict[str, str]
-    ) -> bytes | web.StreamResponse:
-        """The whole body, or the error response (413, 408, 400) that replaces it
-        (``id_header``: the ``X-Request-Id`` of the answers written here, which close the
-        connection at once)."""
-        length = request.content_length
-        if length is not None and length > limit:
-            return _web(_error(413, f"body larger than {limit} bytes"))
-        content = request.content
-        if (
-            request.version >= (1, 1)
-            and request.headers.get("Expect", "").lower() == "100-continue"
-            and not content.is_eof()
-        ):  # aiohttp's low-level server does not answer it: the sender waits for it
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            if content.is_eof():  # everything arrived with the headers: no timer needed
-                body = await content.read()
-            else:
-                body = await self._read_paced(content, limit)
-        except _TooLarge:
-            return _web(_error(413, f"body larger than {limit} bytes"))
-        except _TooSlow as exc:
-            return await _close_with(request, _web(_error(408, str(exc), headers=id_header)))
-        except (web.RequestPayloadError, ConnectionError, asyncio.IncompleteReadError):
-            answer = _error(400, "incomplete request body", headers=id_header)
-            return await _close_with(request, _web(answer))
-        if len(body) > limit:
-            return _web(_error(413, f"body larger than {limit} bytes"))
-        return body
-
-    async def _read_paced(self, content: StreamReader, limit: int) -> bytes:
-        """The body, at most ``limit`` bytes, arriving within ``read_timeout`` and at
-        ``min_rate`` after ``min_rate_grace`` (else :class:`_TooSlow`).
-
-        Before each wait for more, the deadline is the earlier of the end of ``read_timeout``
-        and the moment the bytes received so far fall below the minimum rate: ``start + grace
-        + received / min_rate``. One timer per wait, on the event loop's clock.
-        """
-        start = anyio.current_time()
-        end = start + self.read_timeout
-        rate = self.min_rate
-        grace = start + self.min_rate_grace
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            deadline = min(end, grace + size / rate) if rate > 0 else end
-            with anyio.CancelScope(deadline=deadline) as scope:
-                chunk = await content.readany()
-            if scope.cancelled_caught:
-                if deadline >= end:
-                    raise _TooSlow(f"request body not received in {self.read_timeout:g}s")
-                raise _TooSlow(f"request body slower than {rate:g} bytes/s")
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-
     async def _readyz(self) -> web.StreamResponse:
         runtime = self._runtime
         if self._draining or runtime is None:
-            return _json(503, _DRAINING_BODY)
+            return json_response(503, _DRAINING_BODY)
         readiness = await runtime.readiness()
         reason = readiness.reason if not readiness.ready else (await self._inbox_state())[1]
         if not reason:
-            return _json(200, _READY_BODY)
+            return json_response(200, _READY_BODY)
         body = _ENCODER.encode({"ready": False, "reason": reason})
-        return _json(503, body)
+        return json_response(503, body)
 
     async def _inbox_state(self) -> tuple[int | None, str]:
         """How many notifications the inbox holds (None: no inbox, or a queue that does not
@@ -707,204 +645,8 @@ class HttpSource:
         responses: Mapping[int, int] = self.responses
         if self._shared is not None and isinstance(metrics, InMemoryMetrics):
             metrics, responses = self._shared.combined(metrics, responses)
-        text = render_metrics(metrics)
-        if text is None:
-            return _web(_error(404, "this app's metrics have no Prometheus form"))
-        samples: dict[tuple[tuple[str, str], ...], float] = {
-            (("code", str(code)),): float(n) for code, n in sorted(responses.items())
-        }
-        own = format_family(
-            "mpsflow_http_callback_responses",
-            "counter",
-            "Responses on the callback path, by status code.",
-            samples,
-        )
-        own += self._connection_metrics()
         size, _ = await self._inbox_state()
-        if size is not None:
-            own += format_family(
-                "mpsflow_inbox_items",
-                "gauge",
-                "Notifications in the inbox: answered 200, not settled yet (every process"
-                " sharing the inbox sees the same count).",
-                {(): float(size)},
-            )
-        response = web.Response(body=text + own.encode())
-        response.headers["Content-Type"] = CONTENT_TYPE
-        return response
-
-    def _connection_metrics(self) -> str:
-        """This process's connection counts (not combined across ``--workers``)."""
-        connections = self._connections
-        if connections is None:
-            return ""
-        families = (
-            ("open_connections", "gauge", "Connections open now", connections.open),
-            (
-                "refused_connections",
-                "counter",
-                "Connections refused: too many open from their peer address",
-                connections.refused,
-            ),
-            (
-                "header_timeouts",
-                "counter",
-                "Connections closed with 408: a request head not received in time",
-                connections.header_timeouts,
-            ),
-            (
-                "malformed_requests",
-                "counter",
-                "Requests that could not be parsed, answered 400 and closed",
-                connections.malformed_requests,
-            ),
-        )
-        return "".join(
-            format_family(f"mpsflow_http_{name}", kind, f"{text} (this process).", {(): value})
-            for name, kind, text, value in families
-        )
-
-
-def listen(
-    host: str,
-    port: int,
-    *,
-    backlog: int = 1024,
-    reuse_port: bool = False,
-    port_option: str = "--http HOST:PORT",
-) -> socket.socket:
-    """A listening socket on ``host``/``port`` (IPv6 when ``host`` has a colon).
-
-    Raises :class:`~mpsflow.errors.StartupError` saying what to do when the address cannot
-    be used (already in use: pick another port with ``port_option``; a privileged port; not
-    an address of this machine).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server(
-            (host, port), family=family, backlog=backlog, reuse_port=reuse_port
-        )
-    except OSError as exc:
-        shown = f"[{host}]" if ":" in host else host
-        raise StartupError(
-            f"cannot listen on {shown}:{port}: {_listen_problem(exc, host, port, port_option)}"
-        ) from exc
-
-
-_LOOKUP_FAILED = frozenset(
-    getattr(socket, name)
-    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL", "EAI_AGAIN")
-    if hasattr(socket, name)
-)
-
-
-def _listen_problem(exc: OSError, host: str, port: int, port_option: str) -> str:
-    """Why ``host:port`` cannot be listened on, and what to do about it."""
-    # create_server re-raises a failed name lookup as a plain OSError with the lookup's errno
-    if isinstance(exc, socket.gaierror) or exc.errno in _LOOKUP_FAILED:
-        return f"unknown host {host!r} (use an IP address or a name this machine resolves)"
-    if exc.errno == errno.EADDRINUSE:
-        return (
-            f"address already in use (is another mpsflow running? pick another port with"
-            f" {port_option})"
-        )
-    if exc.errno == errno.EACCES and 0 < port < 1024:
-        return "permission denied (ports below 1024 need privileges: pick one from 1024 up)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"address not available (is {host} an address of this machine?)"
-    return exc.strerror or str(exc)
-
-
-def _duplicate(sock: socket.socket) -> socket.socket:
-    """A socket object on a duplicate of ``sock``'s descriptor; the blocking mode untouched.
-
-    Not ``sock.dup()``: it gives the copy ``sock``'s timeout, and on a blocking ``sock`` (one
-    bound before forking) that clears ``O_NONBLOCK``, which belongs to the open file every
-    process sharing the socket uses. Another worker's event loop, serving that socket, then
-    blocks in ``accept()`` until the next connection comes, and the one it had just accepted
-    waits unanswered. The event loop makes the copy non-blocking when it starts serving it.
-    """
-    return socket.socket(sock.family, sock.type, sock.proto, fileno=socket.dup(sock.fileno()))
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _TooSlow(Exception):
-    """The body did not arrive in time, or arrives below the minimum rate (the message)."""
-
-
-async def _close_with(request: web.BaseRequest, response: web.Response) -> web.StreamResponse:
-    """Send ``response`` now and close the connection (no lingering for a stalled client).
-
-    A peer already gone gets nothing: the connection is closed all the same.
-    """
-    response.force_close()
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionError:
-        pass  # the peer went away (aiohttp: "Cannot write to closing transport")
-    finally:
-        request.protocol.force_close()
-    return response
-
-
-def _json(status: int, body: bytes) -> web.Response:
-    return web.Response(status=status, body=body, content_type=_JSON)
-
-
-def _error(
-    status: int, message: str, *, path: str = "", headers: dict[str, str] | None = None
-) -> Answer:
-    payload: dict[str, object] = {"code": status, "error": message}
-    if path:
-        payload["path"] = path
-    return Answer(status, _ENCODER.encode(payload), headers)
-
-
-def _web(answer: Answer) -> web.Response:
-    """``answer`` as aiohttp's response."""
-    status, body, headers, close = answer
-    response = web.Response(status=status, body=body, content_type=_JSON, headers=headers)
-    if close:
-        response.force_close()
-    return response
-
-
-_ACCEPTED: Final = Answer(200, _OK_BODY)
-"""200 ``{"code":0}``: processed, recorded, or (with an inbox) durable there."""
-_SHUTTING_DOWN: Final = Answer(
-    503,
-    _ENCODER.encode({"code": 503, "error": "shutting down"}),
-    {"Retry-After": "1"},
-    close=True,
-)
-
-
-def _respond(outcome: Outcome) -> Answer:
-    """Express the pipeline's outcome as the delivery contract's HTTP answer (see the table;
-    the ``X-Request-Id`` of every answer is added where requests come in)."""
-    settlement = outcome.settlement
-    cause = outcome.cause
-    if settlement is Settlement.ACK:
-        return _ACCEPTED
-    if settlement is Settlement.RETRY:
-        status = 500 if cause in _SERVER_ERRORS else 503
-        retry_after = {"Retry-After": str(max(1, math.ceil(outcome.retry_after)))}
-        return _error(status, outcome.reason or "retry later", headers=retry_after)
-    if cause is Cause.TOO_LARGE:
-        status = 413
-    elif cause is Cause.MALFORMED:
-        status = 400
-    elif settlement is Settlement.DEAD_LETTERED:
-        return _ACCEPTED  # recorded: MPS need not send it again
-    elif cause is Cause.UNAUTHENTICATED:
-        status = 401
-    else:
-        status = 400  # rejected by middleware: never retried
-    return _error(status, outcome.reason or "rejected", path=outcome.path)
+        return metrics_response(metrics, responses, self._connections, size)
 
 
 async def _consume(

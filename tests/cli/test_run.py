@@ -23,11 +23,12 @@ import pytest
 from aiohttp import web
 
 from mpsflow import App
+from mpsflow._listen import listen
 from mpsflow.cli._heap import YOUNG_COLLECTION_THRESHOLD
 from mpsflow.cli.common import use_dedup_option
 from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.sinks.memory import MemorySink
-from mpsflow.sources.http import HttpSource, listen
+from mpsflow.sources.http import HttpSource
 from mpsflow.testing import build_notification, media_result
 from tests.plugins.cmq_server import CmqServerFactory
 from tests.process_output import Output, mpsflow_process

@@ -15,12 +15,13 @@ import anyio
 import pytest
 
 from mpsflow import App, Context, Delivery, Outcome, Reject, RetryPolicy, Settlement
+from mpsflow._listen import listen
 from mpsflow.errors import ConfigurationError, StartupError
 from mpsflow.events.subtasks import EVENT_KEYS, LIVE_KEYS
 from mpsflow.observability.health import Readiness
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.workers import WorkerMetrics
-from mpsflow.sources.http import HttpSource, listen
+from mpsflow.sources.http import HttpSource
 from mpsflow.sources.runtime import SourceRuntime
 from mpsflow.testing import build_notification, sign_payload
 from tests.plugins.samples import SAMPLE_KEY
