@@ -1,6 +1,6 @@
 """The HTTP callback source: the server MPS POSTs notifications to (``NotifyType=URL``).
 
-A server (:mod:`mpsflow.sources._http_server`) that turns each POST on ``path`` into a
+A server (:mod:`mpsflow.sources._http_lane`) that turns each POST on ``path`` into a
 ``Delivery`` of the raw body and answers with the status the pipeline's outcome calls for.
 Callback POSTs in the strict form senders use are served by the callback lane, a small
 HTTP/1.1 protocol of its own with no per-request objects; any other request, and the rest of
@@ -29,7 +29,8 @@ finish. All it knows of the app comes from the :class:`~mpsflow.sources.runtime.
 it runs with (consumer, clock, body limit, metrics, readiness probe, shutdown timeout).
 
 The URL is public, so slow or hostile senders must not hold the service (see
-:mod:`mpsflow.sources._http_server` for how each bound is kept on both protocols):
+:mod:`mpsflow.sources._http_server` and :mod:`mpsflow.sources._http_lane` for how each bound
+is kept on both protocols):
 
 - A request counts as *in flight* (``max_in_flight``) only once its whole body has arrived:
   connections still sending headers or a body hold no slot, so a real sender is served
@@ -87,7 +88,8 @@ from mpsflow.sources._http_answers import (
     respond,
     web_response,
 )
-from mpsflow.sources._http_server import Answer, Connections, LaneRules, Server, request_id_or_new
+from mpsflow.sources._http_lane import LaneRules, Server
+from mpsflow.sources._http_server import Answer, Connections, request_id_or_new
 from mpsflow.sources.base import Source
 from mpsflow.sources.redelivery import RedeliveryCounter
 from mpsflow.sources.runtime import SourceRuntime

@@ -1,4 +1,4 @@
-"""The callback lane of the HTTP source (``mpsflow/sources/_http_server.py``), over loopback.
+"""The callback lane of the HTTP source (``mpsflow/sources/_http_lane.py``), over loopback.
 
 The lane serves strict ``POST`` callbacks itself and hands everything else to aiohttp. The
 differential test holds it to one rule: for any request, a source with the lane answers with
