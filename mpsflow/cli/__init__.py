@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from mpsflow._loader import load_object
 from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Command
@@ -69,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     command = "mpsflow"
     try:
-        parser = build_parser()
+        with _interrupts_held() as interrupted:
+            parser = build_parser()
+        if interrupted:
+            return 130
         args = _parse(parser, argv)
         command = f"mpsflow {args.command}"
         handler: Callable[[argparse.Namespace], int] = args.run
@@ -91,6 +97,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _only_broken_pipes(exc):  # raised inside a task group
             return _reader_gone()
         raise
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C back while the commands are imported, and note it instead: a
+    ``KeyboardInterrupt`` raised inside an extension module's setup (msgspec building its
+    decoders at import) can crash the interpreter (SIGSEGV, seen with msgspec 0.23). The
+    imports take well under a second; the caller exits 130 once they are done. Only where
+    Ctrl-C would raise ``KeyboardInterrupt`` (the main thread, the default handler)."""
+    noted: list[int] = []
+    held = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if held:
+        signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield noted
+    finally:
+        if held:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -152,7 +152,7 @@ def _http_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="how long processing a notification may take: its inbox lease and dedup lease (after"
         " a crash what was in progress runs again this long after it started); a handler still"
-        " running a second before it is cut off and retried (%(default)s)",
+        " running a second before then is cut off and retried (%(default)s)",
     )
     inbox = group.add_mutually_exclusive_group()
     inbox.add_argument(

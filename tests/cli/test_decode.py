@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from mpsflow._loader import load_object
 from mpsflow.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -261,3 +263,22 @@ def test_the_package_loads_its_public_names_on_first_use() -> None:
     for missing in ("no_such_name", "_private"):
         with pytest.raises(AttributeError, match=missing):
             getattr(mpsflow, missing)
+
+
+def test_ctrl_c_while_the_commands_load_waits_for_them_then_exits_130(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A KeyboardInterrupt raised inside an extension's import can crash the interpreter: the
+    commands load whole, and the interrupt is honoured after."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    loaded: list[str] = []
+
+    def interrupted_while_loading(spec: str) -> object:
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C, now
+        loaded.append(spec)
+        return load_object(spec)
+
+    monkeypatch.setattr("mpsflow.cli.load_object", interrupted_while_loading)
+    assert main(["decode", "--help"]) == 130
+    assert loaded == [entry for entry in COMMANDS.values() if isinstance(entry, str)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
