@@ -336,10 +336,6 @@ def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
         admitted=args.from_inbox,
     )
 
-    async def announce() -> None:
-        _log.info("consuming CMQ queue %s at %s", queue, client.url)
-
-    app.on_startup(announce)
     app.on_shutdown(client.aclose)  # its HTTP session lives as long as the app runs
     return source
 

@@ -49,7 +49,9 @@ class CmqSource(PullSource):
     """Consumes one CMQ queue with ``pollers`` concurrent long polls.
 
     ``wait_seconds`` is the long-poll wait (0-30 s); ``batch_size`` caps each
-    ``BatchReceiveMessage`` (1-16) and is further capped by the free in-flight slots.
+    ``BatchReceiveMessage`` (1-16) and is further capped by the free in-flight slots. A run's
+    first receive does not wait: once one has worked, the source logs that it is consuming the
+    queue, and a missing queue or refused credentials end the run at once (``StartupError``).
     Deletes are sent as soon as 16 are pending or ``delete_delay`` seconds after the first.
     Receive errors that may pass (network, throttling) back off and poll again; others (bad
     credentials, a missing queue) end the run. Before the first receive of a run succeeded,
@@ -141,8 +143,11 @@ class CmqSource(PullSource):
 
     async def receive(self, max_count: int) -> Sequence[Delivery]:
         count = min(max_count, self.batch_size)
+        # Until a receive of this run has worked, poll without waiting: a missing queue or
+        # refused keys are known at once, and so is that the queue is being consumed.
+        wait = self.wait_seconds if self._received else 0
         try:
-            messages = await self.client.batch_receive(self.queue, count, self.wait_seconds)
+            messages = await self.client.batch_receive(self.queue, count, wait)
         except CmqError as exc:
             if not self._received and (not exc.retryable or _unreachable(exc)):
                 raise StartupError(self._cannot_start(exc)) from exc
@@ -162,7 +167,9 @@ class CmqSource(PullSource):
                 self._receive_failures,
             )
         self._receive_failures = 0
-        self._received = True
+        if not self._received:
+            self._received = True
+            _log.info("consuming CMQ queue %s at %s", self.queue, self.client.url)
         now, mono = self._clock.time(), self._clock.monotonic()
         return [
             Delivery(

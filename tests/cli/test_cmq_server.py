@@ -454,6 +454,7 @@ async def test_the_local_cmq_loop_as_the_readme_shows_it(tmp_path: Path) -> None
         )
         assert misspelt.returncode == 3
         assert f"CMQ queue x at {url}/v2/index.php does not exist" in misspelt.stderr.decode()
+        assert "consuming CMQ queue" not in misspelt.stderr.decode()
         run_args = ["run", "loopapp:app", "--cmq", url, "--queue", QUEUE]
         async with mpsflow_process(tmp_path, env, *run_args) as (consumer, consumed):
             await consumed.wait_for(CONSUMING)

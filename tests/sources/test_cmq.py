@@ -344,6 +344,41 @@ async def test_a_missing_queue_ends_run_with_one_startup_error(
     )
 
 
+async def test_a_missing_queue_fails_at_once_however_long_the_source_polls(
+    cmq_server_factory: CmqServerFactory,
+    cmq_credential: Credential,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mpsflow.sources.cmq")
+    server = await cmq_server_factory(auto_create=False)
+    app, _ = make_app()
+    async with CmqClient(server.url, cmq_credential) as client:
+        source = CmqSource(client, "missing", wait_seconds=30, pollers=1)
+        with pytest.raises(StartupError), anyio.fail_after(10):  # not after a 30 s poll
+            await app.run(source, handle_signals=False)
+    assert not [r for r in caplog.records if "consuming" in r.getMessage()]
+
+
+async def test_consuming_is_logged_once_the_first_receive_worked_on_an_empty_queue(
+    queue_server: QueueServer, cmq_credential: Credential
+) -> None:
+    server = await queue_server()
+    app, _ = make_app()
+    watch = LineWatch(f"consuming CMQ queue {QUEUE} at ")
+    cmq_log = logging.getLogger("mpsflow.sources.cmq")
+    cmq_log.addHandler(watch)
+    previous_level = cmq_log.level
+    cmq_log.setLevel(logging.INFO)
+    try:
+        async with CmqClient(server.url, cmq_credential) as client:
+            # Long polls of 30 s: the line comes from the first receive, which does not wait.
+            source = CmqSource(client, QUEUE, wait_seconds=30, pollers=2)
+            await run_until(app, source, watch.seen)
+    finally:
+        cmq_log.removeHandler(watch)
+        cmq_log.setLevel(previous_level)
+
+
 class RestartWatch(logging.Handler):
     """Sets ``seen`` once ``count`` "restarting in" lines were logged."""
 
