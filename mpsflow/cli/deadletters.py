@@ -4,7 +4,11 @@
 record in full (tracebacks, the body pretty-printed with secrets masked); ``replay`` sends
 the records' raw bodies again, to a callback URL or straight into an app, once the bug that
 dead-lettered them is fixed. Replayed records are noted in ``FILE.replayed`` (a JSON line per
-record), so a second replay skips them.
+record, :class:`ReplayedEntry`), so a second replay skips them; ``list`` marks them (its
+``REPLAYED`` column, ``replayed_at`` with ``--json``, only the others with ``--pending``) and
+``show`` says when. :func:`read_replayed` is the one reader of that journal and
+:func:`replayed_at` the one rule: a record counts as replayed until it is dead-lettered again
+(a newer version written after its replay is pending again).
 
 The dead-letter file is only ever appended to, never rewritten, so an ``mpsflow run`` writing to
 it meanwhile loses nothing. A record that fails again when replayed into an app (``--app``) is
@@ -27,7 +31,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,12 +48,16 @@ __all__ = [
     "FILE_HELP",
     "KINDS",
     "SHORT_ID",
+    "ReplayedEntry",
     "compact_body",
     "excerpt_note",
     "find_record",
     "one_line",
     "read_dead_letters",
+    "read_replayed",
     "redact",
+    "replay_journal",
+    "replayed_at",
     "unique_records",
     "utc_time",
 ]
@@ -97,6 +105,54 @@ def read_dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
     except DecodeError as exc:
         raise ConfigurationError(str(exc)) from None
     return list(latest.values())
+
+
+class ReplayedEntry(msgspec.Struct, kw_only=True):
+    """One line of ``FILE.replayed``, written by ``replay`` for each record it replayed."""
+
+    id: str
+    """The record's id."""
+    time: float
+    """When it was replayed (Unix time)."""
+    via: str
+    """``"http"`` (``--to``) or ``"app"`` (``--app``)."""
+    result: str
+    """What the target answered."""
+
+
+def replay_journal(path: str | os.PathLike[str]) -> Path:
+    """``FILE.replayed`` beside the dead-letter file ``path``: the journal of ``replay``."""
+    file = Path(path)
+    return file.with_name(file.name + ".replayed")
+
+
+def read_replayed(path: str | os.PathLike[str]) -> dict[str, float]:
+    """Record id → when it was last replayed, from the journal of the dead-letter file ``path``
+    (empty when there is none).
+
+    A torn last line (a write cut short) is skipped, and so is a line that is not an entry;
+    an entry without a numeric time reads as replayed at 0 (before any record was written).
+    Raises ``ConfigurationError`` when another line is not JSON.
+    """
+    journal = replay_journal(path)
+    if not journal.is_file():
+        return {}
+    done: dict[str, float] = {}
+    try:
+        for entry in read_jsonl(journal):
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                stamp = entry.get("time")
+                done[entry["id"]] = float(stamp) if isinstance(stamp, int | float) else 0.0
+    except DecodeError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return done
+
+
+def replayed_at(record: DeadLetter, replayed: Mapping[str, float]) -> float | None:
+    """When ``record`` was replayed, by :func:`read_replayed`'s ``replayed``; ``None`` when it
+    was not, or has been dead-lettered again since (its newer version is pending)."""
+    when = replayed.get(record.id)
+    return when if when is not None and when >= record.time else None
 
 
 def excerpt_note(record: DeadLetter) -> str:
@@ -236,32 +292,48 @@ def _configure_list(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help=FILE_HELP)
     parser.add_argument("--kind", choices=KINDS, help="only dead letters of this kind")
     parser.add_argument("--task", metavar="TASK_ID", help="only dead letters of this task")
+    parser.add_argument(
+        "--pending",
+        action="store_true",
+        help="only those not replayed (FILE.replayed does not list them, or they were"
+        " dead-lettered again since)",
+    )
     window = parser.add_mutually_exclusive_group()
     window.add_argument(
         "--since", type=_since, metavar="ISO", help="only those written at or after this time"
     )
     window.add_argument("--last", type=positive_int, metavar="N", help="only the last N")
-    parser.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the records as JSON lines, each with replayed_at (Unix time, or null)",
+    )
     parser.set_defaults(run=_list)
 
 
 def _list(args: argparse.Namespace) -> int:
     records = read_dead_letters(args.file)
+    journal = read_replayed(args.file)
+    replayed = {r.id: replayed_at(r, journal) for r in records}
     shown = [
         r
         for r in records
         if (args.kind is None or r.kind == args.kind)
         and (args.task is None or r.task_id == args.task)
         and (args.since is None or r.time >= args.since)
+        and (not args.pending or replayed[r.id] is None)
     ]
     if args.last is not None:
         shown = shown[-args.last :]
     if args.json:
+        encoder = msgspec.json.Encoder()
         for record in shown:
-            sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+            document = msgspec.to_builtins(record)
+            document["replayed_at"] = replayed[record.id]
+            sys.stdout.write(encoder.encode(document).decode() + "\n")
         return EXIT_OK
     if shown:
-        rows = [["TIME", "ID", "KIND", "EVENT", "TASK", "ATTEMPT", "FAILURE", "REASON"]]
+        rows = [["TIME", "ID", "KIND", "EVENT", "TASK", "ATTEMPT", "FAILURE", "REPLAYED", "REASON"]]
         rows += [
             [
                 utc_time(r.time),
@@ -271,6 +343,7 @@ def _list(args: argparse.Namespace) -> int:
                 one_line(r.task_id) or "-",
                 str(r.attempt),
                 one_line(_first_failure(r)),
+                _when(replayed[r.id]),
                 one_line(r.reason) or "-",
             ]
             for r in shown
@@ -279,10 +352,16 @@ def _list(args: argparse.Namespace) -> int:
             print(line)
     of_total = f" (of {len(records)})" if len(shown) != len(records) else ""
     counts = f": {_kinds_summary(shown)}" if shown else ""
+    done = sum(replayed[r.id] is not None for r in shown)
+    done_note = f"; {done} replayed (replay skips them)" if done else ""
     rotated = len(jsonl_files(args.file)) - Path(args.file).exists()
     files = f"; read with its {rotated} rotated file(s)" if rotated else ""
-    print(f"{len(shown)} dead letter(s){of_total}{counts}{files}")
+    print(f"{len(shown)} dead letter(s){of_total}{counts}{done_note}{files}")
     return EXIT_OK
+
+
+def _when(timestamp: float | None) -> str:
+    return "-" if timestamp is None else utc_time(timestamp)
 
 
 # -- show -------------------------------------------------------------------------------------
@@ -296,12 +375,22 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 
 def _show(args: argparse.Namespace) -> int:
     record = find_record(read_dead_letters(args.file), args.id)
-    for line in _describe(record):
+    for line in _describe(record, read_replayed(args.file)):
         print(line)
     return EXIT_OK
 
 
-def _describe(record: DeadLetter) -> Iterator[str]:
+def _replay_state(record: DeadLetter, journal: Mapping[str, float]) -> str:
+    """``show``'s ``replayed:`` line: when, or ``no`` (and why, when it was replayed once)."""
+    when = replayed_at(record, journal)
+    if when is not None:
+        return f"{utc_time(when)} (replay skips it unless --force)"
+    if record.id in journal:
+        return f"no: dead-lettered again since its replay at {utc_time(journal[record.id])}"
+    return "no"
+
+
+def _describe(record: DeadLetter, journal: Mapping[str, float]) -> Iterator[str]:
     fields = [
         ("id", record.id),
         ("time", f"{utc_time(record.time)} ({record.time})"),
@@ -312,6 +401,7 @@ def _describe(record: DeadLetter) -> Iterator[str]:
         ("attempt", str(record.attempt)),
         ("event", record.event_type),
         ("task", record.task_id),
+        ("replayed", _replay_state(record, journal)),
     ]
     for name, value in fields:
         yield f"{name + ':':<10}{one_line(value) or '-'}"

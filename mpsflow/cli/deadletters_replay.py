@@ -1,7 +1,10 @@
 """``mpsflow deadletters replay``: send dead letters' bodies again, to a URL or into an app.
 
-Each success is noted in ``FILE.replayed`` (a JSON line per record) before it is printed, so a
-second replay skips it, unless the record was dead-lettered again since. Replaying into an app
+Each success is noted in ``FILE.replayed`` (a JSON line per record,
+:class:`~mpsflow.cli.deadletters.ReplayedEntry`) before it is printed, so a second replay skips
+it, unless the record was dead-lettered again since (the journal is read, and that rule kept, by
+:func:`~mpsflow.cli.deadletters.read_replayed` and :func:`~mpsflow.cli.deadletters.replayed_at`,
+which ``list`` and ``show`` use to mark replayed records). Replaying into an app
 (``--app``) uses the dedup store ``mpsflow run`` uses (``--dedup PATH``, ``--no-dedup``), so
 handlers that have already succeeded do not run again; and a record that fails again is
 appended to FILE anew under its own id (the file is never rewritten, so an ``mpsflow run``
@@ -47,11 +50,15 @@ from mpsflow.cli.deadletters import (
     FILE_HELP,
     KINDS,
     SHORT_ID,
+    ReplayedEntry,
     compact_body,
     excerpt_note,
     find_record,
     one_line,
     read_dead_letters,
+    read_replayed,
+    replay_journal,
+    replayed_at,
     unique_records,
     utc_time,
 )
@@ -59,7 +66,7 @@ from mpsflow.deadletter import DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
 from mpsflow.events.envelope import scan_timestamp_sign
 from mpsflow.signing import sign_notification
-from mpsflow.sinks.jsonl import JsonlSink, read_jsonl
+from mpsflow.sinks.jsonl import JsonlSink
 
 if TYPE_CHECKING:
     import aiohttp
@@ -137,36 +144,7 @@ class _Result:
     """HTTP status and response, or the settlement: what the operator reads."""
 
 
-class _Replayed(msgspec.Struct, kw_only=True):
-    """One line of ``FILE.replayed``."""
-
-    id: str
-    time: float
-    via: str
-    result: str
-
-
 _Deliver = Callable[[DeadLetter, bytes], Awaitable[_Result]]
-
-
-def _journal_path(file: str) -> Path:
-    path = Path(file)
-    return path.with_name(path.name + ".replayed")
-
-
-def _replayed_before(journal: Path) -> dict[str, float]:
-    """Record id → when it was last replayed, from ``FILE.replayed``."""
-    if not journal.is_file():
-        return {}
-    done: dict[str, float] = {}
-    try:
-        for entry in read_jsonl(journal):
-            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                stamp = entry.get("time")
-                done[entry["id"]] = float(stamp) if isinstance(stamp, int | float) else 0.0
-    except DecodeError as exc:
-        raise ConfigurationError(str(exc)) from None
-    return done
 
 
 def _resigned(body: bytes, key: str, expires_in: int) -> bytes | None:
@@ -205,10 +183,10 @@ def _replay(args: argparse.Namespace) -> int:
     for record in chosen:
         if record.body_truncated:
             print(f"{_label(record)}  not replayable: {excerpt_note(record)}")
-    journal = _journal_path(args.file)
-    done = {} if args.force else _replayed_before(journal)
+    journal = replay_journal(args.file)
+    done = {} if args.force else read_replayed(args.file)
     # Replayed, and not dead-lettered again since (a newer version of the record is pending).
-    skipped = {r.id: done[r.id] for r in records if r.id in done and done[r.id] >= r.time}
+    skipped = {r.id: when for r in records if (when := replayed_at(r, done)) is not None}
     pending = [r for r in records if r.id not in skipped]
     for record in records:
         if record.id in skipped:
@@ -330,7 +308,7 @@ async def _note_replayed(sink: JsonlSink, record: DeadLetter, result: _Result, v
     """Journal a success (before anything is printed); what went wrong, or ``""``."""
     if not result.ok:
         return ""
-    entry = _Replayed(id=record.id, time=time.time(), via=via, result=result.detail)
+    entry = ReplayedEntry(id=record.id, time=time.time(), via=via, result=result.detail)
     try:
         await sink.send([entry])
     except SinkError as exc:

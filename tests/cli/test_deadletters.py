@@ -22,7 +22,7 @@ from aiohttp import web
 
 from mpsflow import App, Context, Reject, RetryPolicy
 from mpsflow.cli import main
-from mpsflow.cli.deadletters import read_dead_letters, redact
+from mpsflow.cli.deadletters import read_dead_letters, redact, utc_time
 from mpsflow.clock import FakeClock
 from mpsflow.deadletter import DeadLetter
 from mpsflow.delivery import Delivery
@@ -160,10 +160,11 @@ def test_list_shows_one_line_per_record_and_counts(
         "TASK",
         "ATTEMPT",
         "FAILURE",
+        "REPLAYED",
         "REASON",
     ]
     first = lines[1].split()
-    assert first[:8] == [
+    assert first[:9] == [
         "2023-11-14T22:13:20Z",
         letters.ids["a"][:8],
         "exhausted",
@@ -171,6 +172,7 @@ def test_list_shows_one_line_per_record_and_counts(
         "task-a",
         "1",
         "transcode_done:RuntimeError",
+        "-",  # not replayed: there is no FILE.replayed
         "1",
     ]
     assert "still failing after 1 attempt(s)" in lines[1]
@@ -211,6 +213,7 @@ def test_list_json_prints_the_records(letters: Letters, capsys: pytest.CaptureFi
     assert code == 0
     printed = [msgspec.json.decode(line, type=DeadLetter) for line in out.splitlines()]
     assert printed == read_dead_letters(letters.path)[:2]
+    assert [json.loads(line)["replayed_at"] for line in out.splitlines()] == [None, None]
 
 
 @pytest.mark.parametrize(
@@ -557,6 +560,143 @@ def test_replay_selects_by_kind_and_refuses_unknown_ids(
     code, _, err = run(capsys, "replay", str(letters.path), "--app", "no_such_module:app")
     assert code == 2
     assert "cannot import module 'no_such_module'" in err
+
+
+# -- list and show after a replay ------------------------------------------------------------
+
+
+def journal_times(letters: Letters) -> dict[str, float]:
+    """Record id → replay time, as ``replay`` wrote them to ``FILE.replayed``."""
+    path = letters.path.with_name("dl.jsonl.replayed")
+    return {e["id"]: e["time"] for e in map(json.loads, path.read_text().splitlines())}
+
+
+def listed(out: str) -> dict[str, str]:
+    """Short id → the REPLAYED column of ``list``'s text output."""
+    return {line.split()[1]: line.split()[7] for line in rows(out)}
+
+
+def test_list_and_show_mark_what_a_replay_noted(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(capsys, "replay", str(letters.path), "--app", replay_app, "--keep-going")
+    assert code == 1  # task-b and the two poison bodies fail again; a and reject-c succeed
+    times = journal_times(letters)
+    assert set(times) == {letters.ids["a"], letters.ids["c"]}
+    short = {name: record_id[:8] for name, record_id in letters.ids.items()}
+
+    code, out, _ = run(capsys, "list", str(letters.path))
+    assert code == 0
+    assert out.splitlines()[0].split()[7] == "REPLAYED"
+    assert listed(out) == {
+        short["a"]: utc_time(times[letters.ids["a"]]),
+        short["b"]: "-",
+        short["c"]: utc_time(times[letters.ids["c"]]),
+        short["poison"]: "-",
+        short["binary"]: "-",
+    }
+    assert out.splitlines()[-1] == (
+        "5 dead letter(s): exhausted 2, rejected 1, poison 2; 2 replayed (replay skips them)"
+    )
+
+    code, out, _ = run(capsys, "list", str(letters.path), "--json")
+    assert code == 0
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert {d["id"]: d["replayed_at"] for d in printed} == {
+        letters.ids["a"]: times[letters.ids["a"]],
+        letters.ids["b"]: None,
+        letters.ids["c"]: times[letters.ids["c"]],
+        letters.ids["poison"]: None,
+        letters.ids["binary"]: None,
+    }
+    # Otherwise the records as they are stored.
+    stored = {r.id: r for r in read_dead_letters(letters.path)}
+    assert [msgspec.convert(d, DeadLetter) for d in printed] == [stored[d["id"]] for d in printed]
+
+    code, out, _ = run(capsys, "list", str(letters.path), "--pending")
+    assert code == 0
+    assert set(listed(out)) == {short["b"], short["poison"], short["binary"]}
+    assert set(listed(out).values()) == {"-"}
+    assert out.splitlines()[-1] == "3 dead letter(s) (of 5): exhausted 1, poison 2"
+    code, out, _ = run(capsys, "list", str(letters.path), "--pending", "--kind", "exhausted")
+    assert list(listed(out)) == [short["b"]]
+    code, out, _ = run(capsys, "list", str(letters.path), "--pending", "--json")
+    assert {json.loads(line)["id"] for line in out.splitlines()} == {
+        letters.ids[name] for name in ("b", "poison", "binary")
+    }
+
+    code, out, _ = run(capsys, "show", str(letters.path), short["a"])
+    assert code == 0
+    assert f"replayed: {utc_time(times[letters.ids['a']])} " in out
+    code, out, _ = run(capsys, "show", str(letters.path), short["b"])
+    assert code == 0
+    assert "replayed: no\n" in out
+
+    # What list marks is what replay skips: nothing is left but the pending ones.
+    code, out, _ = run(capsys, "replay", str(letters.path), "--app", replay_app, "--dry-run")
+    assert code == 0
+    assert {line.split()[0] for line in out.splitlines() if "  would " in line} == {
+        short["b"],
+        short["poison"],
+        short["binary"],
+    }
+
+
+def test_a_record_dead_lettered_again_after_its_replay_is_listed_as_pending(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = letters.ids["a"]
+    assert run(capsys, "replay", str(letters.path), a, "--app", replay_app)[0] == 0
+    [replayed] = journal_times(letters).values()
+    [record] = [r for r in read_dead_letters(letters.path) if r.id == a]
+    newer = msgspec.structs.replace(record, time=replayed + 1, attempt=2)
+    with letters.path.open("ab") as file:
+        file.write(msgspec.json.encode(newer) + b"\n")
+    code, out, _ = run(capsys, "list", str(letters.path))
+    assert code == 0
+    assert listed(out)[a[:8]] == "-"
+    code, out, _ = run(capsys, "list", str(letters.path), "--pending")
+    assert a[:8] in listed(out)
+    assert out.splitlines()[-1] == "5 dead letter(s): exhausted 2, rejected 1, poison 2"
+    code, out, _ = run(capsys, "list", str(letters.path), "--json", "--task", "task-a")
+    assert json.loads(out)["replayed_at"] is None
+    code, out, _ = run(capsys, "show", str(letters.path), a)
+    assert f"replayed: no: dead-lettered again since its replay at {utc_time(replayed)}\n" in out
+
+
+def test_list_reads_a_journal_with_a_torn_last_line_and_stray_lines(
+    letters: Letters, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, c = letters.ids["a"], letters.ids["c"]
+    journal_file = letters.path.with_name("dl.jsonl.replayed")
+    entries = [
+        {"id": a, "time": START + 10 * HOUR, "via": "http", "result": '200 {"code":0}'},
+        [1, 2],  # not an entry: skipped
+        {"time": START + 10 * HOUR},  # no id: skipped
+    ]
+    torn = json.dumps({"id": c, "time": START + 10 * HOUR})[:20]  # a write cut short
+    journal_file.write_text("".join(json.dumps(e) + "\n" for e in entries) + torn)
+    code, out, err = run(capsys, "list", str(letters.path))
+    assert (code, err) == (0, "")
+    marks = listed(out)
+    assert marks.pop(a[:8]) == "2023-11-15T08:13:20Z"
+    assert set(marks.values()) == {"-"}  # c's torn line does not count
+    code, out, _ = run(capsys, "show", str(letters.path), a)
+    assert code == 0
+    assert "replayed: 2023-11-15T08:13:20Z " in out
+
+    # A line in the middle that is not JSON is an error naming it, for list as for replay,
+    # not a traceback.
+    journal_file.write_text("{broken\n" + json.dumps(entries[0]) + "\n")
+    path = str(letters.path)
+    for argv in (
+        ["list", path],
+        ["show", path, a],
+        ["replay", path, "--to", "http://127.0.0.1:9/"],
+    ):
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, "")
+        assert f"{journal_file}:1" in err
 
 
 # -- replay --to ------------------------------------------------------------------------------
