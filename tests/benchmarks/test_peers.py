@@ -37,6 +37,7 @@ from benchmarks.peers import (
     make_sdk_app,
     paired_ratios,
     scrape_metrics,
+    target_lines,
 )
 from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.signing import sign_notification
@@ -183,3 +184,18 @@ def test_paired_ratios_compare_each_round_with_its_own_peer_row() -> None:
         " 0.75×, 0.50×, 0.70×; median 0.70× (target 0.8×)"
     ]
     assert paired_ratios(rounds[:1]) == []  # one round: nothing to pair beyond the table
+
+
+def test_target_lines_give_the_ratio_by_rate_and_by_cpu_per_item() -> None:
+    def row(name: str, rate: float, cpu_us: float | None) -> Row:
+        return Row(name, rate, WrkRun(rate, int(rate), 0, "", 1.0), cpu_us=cpu_us)
+
+    rows = {"orjson": row("orjson", 3000.0, 300.0), "mpsflow": row("mpsflow", 1500.0, 600.0)}
+    lines = target_lines(rows)
+    assert lines[0] == (
+        "- `mpsflow run` default ≥ 0.8× hand-written aiohttp+orjson: measured 0.50×"
+        " (missed by 38%); by server CPU per item 0.50× (600 µs against 300 µs)"
+    )
+    assert lines[1].endswith("measured n/a (not measured)")  # no FastAPI row
+    rows["mpsflow"] = row("mpsflow", 2700.0, None)  # no /proc: the rate alone
+    assert target_lines(rows)[0].endswith("measured 0.90× (met by 12%)")
