@@ -15,7 +15,8 @@ body passes the app's admission checks (``runtime.admit``: the signature, the de
 are answered by that table), is appended to the durable inbox, and is answered 200 once
 the append is committed; the pipeline then consumes the inbox (its ``consumer``, run by this
 source unless ``consume_inbox`` is off). A full inbox, or one whose storage fails, is answered
-503 with ``Retry-After``, so the sender keeps the notification.
+503 with ``Retry-After``, so the sender keeps the notification. That side of the source is
+:mod:`mpsflow.sources._http_inbox`.
 
 When a notification that failed comes again (MPS's retry policy is undocumented; an operator
 or ``mpsflow send`` may resend it), the source knows it by content (``redeliveries``), so it
@@ -57,12 +58,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -70,16 +70,12 @@ import msgspec
 from aiohttp import web
 
 from mpsflow._listen import duplicate_socket, listen
-from mpsflow._throttle import LogThrottle, held_back, tail_line
-from mpsflow.context import AnyNotification
-from mpsflow.delivery import Cause, Delivery, Settlement
-from mpsflow.errors import ConfigurationError, InboxRefusedBody, InboxUnavailable, StartupError
+from mpsflow.delivery import Delivery, Settlement
+from mpsflow.errors import ConfigurationError
 from mpsflow.inbox.base import Inbox
-from mpsflow.inbox.source import InboxSource
 from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.observability.workers import WorkerMetrics
 from mpsflow.sources._http_answers import (
-    ACCEPTED,
     SHUTTING_DOWN,
     error_answer,
     json_response,
@@ -88,6 +84,7 @@ from mpsflow.sources._http_answers import (
     respond,
     web_response,
 )
+from mpsflow.sources._http_inbox import InboxIntake, inbox_state
 from mpsflow.sources._http_lane import LaneRules, Server
 from mpsflow.sources._http_server import Answer, Connections, request_id_or_new
 from mpsflow.sources.base import Source
@@ -243,11 +240,8 @@ class HttpSource:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runtime: SourceRuntime | None = None
         """The runtime of the current ``run`` (consumer, clock, metrics, readiness, …)."""
-        self._inbox_lines: LogThrottle | None = None
-        """Rate-limits the lines saying the inbox is full or failing."""
-        self._append: Callable[[bytes, AnyNotification | None], Awaitable[bool]] | None = None
-        """The inbox's consumer in this process, which takes appends in memory (see
-        ``InboxSource.append``); None: append to the inbox itself."""
+        self._intake = InboxIntake()
+        """What takes admitted callbacks into the inbox (with one), across runs."""
 
     # -- public state ----------------------------------------------------------------------
 
@@ -302,38 +296,18 @@ class HttpSource:
         if inbox is None:
             await self._serve(runtime)
             return
-        await _check_inbox(inbox)
-        cannot_start: list[StartupError] = []
-        try:
-            async with anyio.create_task_group() as tg:
-                if self.consume_inbox:
-                    consumer = inbox.consumer(
-                        name=self.name,
-                        max_in_flight=self.max_in_flight,
-                        lease_seconds=self.handler_budget,
-                    )
-                    if isinstance(consumer, InboxSource):  # hands appends over in memory
-                        self._append = consumer.append
-                    tg.start_soon(_consume, consumer, runtime, cannot_start, tg.cancel_scope)
-                await self._serve(runtime)
-            if cannot_start:  # the app ends with its one line instead of restarting the source
-                raise cannot_start[0]
-        finally:
-            self._append = None
-            with anyio.CancelScope(shield=True):
-                await self._report_inbox(inbox)
 
-    async def _report_inbox(self, inbox: Inbox) -> None:
-        try:
-            waiting = await inbox.size()
-        except InboxUnavailable:
-            return
-        if waiting:
-            _log.info(
-                "%d notification(s) wait in the inbox %s for the next start",
-                waiting,
-                inbox.describe(),
+        def consumer() -> Source:
+            return inbox.consumer(
+                name=self.name, max_in_flight=self.max_in_flight, lease_seconds=self.handler_budget
             )
+
+        await self._intake.run(
+            inbox,
+            lambda: self._serve(runtime),
+            runtime,
+            consumer=consumer if self.consume_inbox else None,
+        )
 
     async def _serve(self, runtime: SourceRuntime) -> None:
         self._runtime = runtime
@@ -565,7 +539,9 @@ class HttpSource:
         """Admit ``body`` to the inbox, or process it, and answer as the outcome calls for."""
         if self.inbox is not None:
             delivery = Delivery(body, source=self.name, id=request_id, meta={"remote": remote})
-            return await self._admit(delivery, self.inbox, runtime)
+            return await self._intake.admit(
+                delivery, self.inbox, runtime, retry_after=self.inbox_retry_after
+            )
         attempt, key = self.redeliveries.attempt(body)
         delivery = Delivery(
             body,
@@ -579,67 +555,16 @@ class HttpSource:
         self.redeliveries.record(body, key, failed=outcome.settlement is Settlement.RETRY)
         return respond(outcome)
 
-    async def _admit(self, delivery: Delivery, inbox: Inbox, runtime: SourceRuntime) -> Answer:
-        """Check the body at the door, append it to the inbox, answer 200 once it is durable."""
-        outcome = await runtime.admit(delivery)
-        if outcome.settlement is not Settlement.ACK:
-            return respond(outcome)
-        body = delivery.body
-        assert isinstance(body, bytes)
-        retry_after = {"Retry-After": str(max(1, math.ceil(self.inbox_retry_after)))}
-        try:
-            if self._append is not None:
-                added = await self._append(body, delivery.notification)
-            else:
-                added = await inbox.append(body)
-        except InboxRefusedBody as exc:  # it never fits: recorded, not left to the sender
-            await runtime.dead_letter(delivery, str(exc), cause=Cause.TOO_LARGE)
-            return error_answer(413, str(exc))
-        except InboxUnavailable as exc:
-            self._inbox_trouble("unavailable", str(exc), runtime)
-            return error_answer(503, "inbox unavailable", headers=retry_after)
-        if not added:
-            self._inbox_trouble(
-                "full", f"inbox {inbox.describe()} is full (raise its bound)", runtime
-            )
-            return error_answer(503, "inbox full", headers=retry_after)
-        return ACCEPTED
-
-    def _inbox_trouble(self, kind: str, what: str, runtime: SourceRuntime) -> None:
-        """Log that callbacks are answered 503: the first time, then once per 10 s."""
-        if self._inbox_lines is None:
-            self._inbox_lines = LogThrottle(
-                runtime.clock, 10.0, tail=tail_line(_log, "inbox", "answered 503")
-            )
-        held = self._inbox_lines.admit(kind)
-        if held is not None:
-            _log.warning("%s; answering 503%s", what, held_back(held, "answered 503"))
-
     async def _readyz(self) -> web.StreamResponse:
         runtime = self._runtime
         if self._draining or runtime is None:
             return json_response(503, _DRAINING_BODY)
         readiness = await runtime.readiness()
-        reason = readiness.reason if not readiness.ready else (await self._inbox_state())[1]
+        reason = readiness.reason if not readiness.ready else (await inbox_state(self.inbox))[1]
         if not reason:
             return json_response(200, _READY_BODY)
         body = _ENCODER.encode({"ready": False, "reason": reason})
         return json_response(503, body)
-
-    async def _inbox_state(self) -> tuple[int | None, str]:
-        """How many notifications the inbox holds (None: no inbox, or a queue that does not
-        say), and why it cannot take callbacks now (``""``: it can)."""
-        inbox = self.inbox
-        if inbox is None:
-            return None, ""
-        try:
-            size = await inbox.size()
-        except InboxUnavailable:
-            return None, "inbox unavailable"
-        bound = getattr(inbox, "max_items", None)
-        if size is not None and isinstance(bound, int) and size >= bound:
-            return size, "inbox full"
-        return size, ""
 
     async def _metrics(self) -> web.StreamResponse:
         runtime = self._runtime
@@ -647,33 +572,5 @@ class HttpSource:
         responses: Mapping[int, int] = self.responses
         if self._shared is not None and isinstance(metrics, InMemoryMetrics):
             metrics, responses = self._shared.combined(metrics, responses)
-        size, _ = await self._inbox_state()
+        size, _ = await inbox_state(self.inbox)
         return metrics_response(metrics, responses, self._connections, size)
-
-
-async def _consume(
-    consumer: Source,
-    runtime: SourceRuntime,
-    cannot_start: list[StartupError],
-    serving: anyio.CancelScope,
-) -> None:
-    """Run the inbox's consumer; if it cannot start (a queue that does not exist, refused
-    keys), note why and stop serving, so the source ends with that error itself."""
-    try:
-        await consumer.run(runtime)
-    except StartupError as exc:
-        cannot_start.append(exc)
-        serving.cancel()
-
-
-async def _check_inbox(inbox: Inbox) -> None:
-    """Fail at startup, with what to check, when the inbox cannot be used at all (its SQLite
-    file cannot be opened); a queue service answers ``size`` with None and is checked by its
-    consumer."""
-    try:
-        await inbox.size()
-    except InboxUnavailable as exc:
-        raise StartupError(
-            f"{exc}: check the inbox's path (--inbox): its folder must be writable"
-            " (it is made if missing)"
-        ) from exc
