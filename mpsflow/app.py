@@ -1,19 +1,21 @@
-"""``App``: handlers, sinks, middleware and lifecycle around one pipeline."""
+"""``App``: handlers, sinks, middleware and lifecycle around one pipeline.
+
+What one ``App.run`` does with its sources (supervision, stop signals, the drain) is
+:mod:`mpsflow._running`.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
-import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
 
+from mpsflow._running import AppRun
 from mpsflow._throttle import report_held_back
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.codec import DEFAULT_MAX_SIZE
@@ -22,11 +24,11 @@ from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.middleware import DedupMiddleware
 from mpsflow.dedup.stores.base import IdempotencyStore
 from mpsflow.delivery import Cause, Delivery, Outcome
-from mpsflow.errors import ConfigurationError, MpsflowError, SinkError, StartupError
+from mpsflow.errors import ConfigurationError, SinkError, StartupError
 from mpsflow.middleware.base import Middleware
 from mpsflow.observability.health import Readiness, ReadinessCheck, probe, require_store
 from mpsflow.observability.metrics import InMemoryMetrics, Metrics
-from mpsflow.observability.summaries import DEFERRAL_SUMMARY_INTERVAL, describe_in_flight
+from mpsflow.observability.summaries import DEFERRAL_SUMMARY_INTERVAL
 from mpsflow.pipeline import Pipeline, UnmatchedPolicy
 from mpsflow.retry import RetryPolicy
 from mpsflow.router import Router
@@ -51,9 +53,6 @@ DEFAULT_MAX_BODY_SIZE = DEFAULT_MAX_SIZE
 """The default body size limit (16 MiB): the codec's."""
 
 _log = logging.getLogger("mpsflow.app")
-
-_HELD_BACK_CHECK_INTERVAL = 5.0
-"""Seconds between two looks for rate-limited warnings held back past their interval."""
 
 Hook = Callable[[], Awaitable[None]]
 Lifespan = Callable[["App"], AbstractAsyncContextManager[None]]
@@ -442,156 +441,22 @@ class App(Router):
         """
         if not sources:
             raise ConfigurationError("run() needs at least one source")
-        run = _Run(anyio.Event())
         async with self:
             if self._dedup is not None:
                 await require_store(self._dedup.store)
+            assert self._pipeline is not None
+            run = AppRun(self, self._pipeline, self._dedup)
             self._stop = run.stop
             try:
-                async with anyio.create_task_group() as outer:
-                    run.scope = outer.cancel_scope
-                    if handle_signals and threading.current_thread() is threading.main_thread():
-                        outer.start_soon(self._stop_on_signals, run)
-                    outer.start_soon(self._run_sources, sources, run)
+                await run.run_sources(sources, handle_signals=handle_signals)
             finally:
                 self._stop = None
-                self._log_deferrals()
+                run.log_deferrals()
         if run.failure is not None:
             raise run.failure
         if run.interrupted:
             raise KeyboardInterrupt
         return run.left
-
-    async def _run_sources(self, sources: Sequence[Source], run: _Run) -> None:
-        """Run every source under supervision; past the shutdown timeout, cancel them."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._drain, run, tg.cancel_scope)
-            tg.start_soon(self._summarize_deferrals)
-            tg.start_soon(self._report_held_back_lines)
-            if self._dedup is not None:
-                tg.start_soon(self._settle_store_faults, self._dedup)
-            async with anyio.create_task_group() as supervised:
-                for source in sources:
-                    supervised.start_soon(self._supervise, source, run)
-            tg.cancel_scope.cancel()  # every source ended: the timeout watch is not needed
-        run.scope.cancel()
-
-    async def _settle_store_faults(self, idempotency: Idempotency) -> None:
-        """Write what dedup store faults left (completions, lost claims) once the store is
-        back, also when no delivery comes to do it (see :class:`Idempotency`).
-
-        Paced in real time, not on ``self.clock``: sleeping on a test's FakeClock would move
-        its time on by itself.
-        """
-        while True:
-            await anyio.sleep(idempotency.retry_interval)
-            if idempotency.unsettled:
-                await idempotency.settle_pending()
-
-    async def _summarize_deferrals(self) -> None:
-        """One summary line per interval while handler runs are deferred (in real time)."""
-        while True:
-            await anyio.sleep(self.deferral_summary_interval)
-            self._log_deferrals()
-
-    async def _report_held_back_lines(self) -> None:
-        """Rate-limited warnings held back after the last line of a burst are reported once
-        their interval has passed (checked every few seconds, in real time)."""
-        while True:
-            await anyio.sleep(_HELD_BACK_CHECK_INTERVAL)
-            report_held_back(due_only=True)
-
-    def _log_deferrals(self) -> None:
-        pipeline = self._pipeline
-        line = pipeline.deferrals.summary() if pipeline is not None else None
-        if line is not None:
-            _log.info("%s", line)
-
-    async def _drain(self, run: _Run, drain_scope: anyio.CancelScope) -> None:
-        """Once ``stop`` is set: say what the drain waits for, every ``drain_report_interval``
-        seconds, and cancel the sources when the shutdown timeout is reached."""
-        await run.stop.wait()
-        timeout = self.shutdown_timeout
-        deadline = anyio.current_time() + timeout
-        with anyio.move_on_after(timeout) as waited:
-            while True:
-                self._report_drain(deadline - anyio.current_time())
-                await anyio.sleep(self.drain_report_interval)
-        if waited.cancelled_caught:
-            run.left = self._in_flight()
-            _log.warning(
-                "shutdown timeout (%gs) reached; leaving %s for redelivery",
-                timeout,
-                describe_in_flight(run.left),
-            )
-            drain_scope.cancel()
-
-    def _in_flight(self) -> dict[str, int]:
-        pipeline = self._pipeline
-        return pipeline.in_flight if pipeline is not None else {}
-
-    def _report_drain(self, left: float) -> None:
-        in_flight = self._in_flight()
-        if in_flight:
-            _log.info(
-                "draining: %s; up to %ds left",
-                describe_in_flight(in_flight),
-                math.ceil(left),
-            )
-
-    async def _stop_on_signals(self, run: _Run) -> None:
-        """A stop signal: drain. The same signal again: stop at once (``run.interrupted``)."""
-        seen: set[int] = set()
-        with anyio.open_signal_receiver(*self.stop_signals) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if signum in seen:
-                    _log.warning(
-                        "received %s again: stopping now, leaving %s for redelivery",
-                        name,
-                        describe_in_flight(self._in_flight()),
-                    )
-                    run.interrupted = True
-                    run.scope.cancel()
-                    return
-                seen.add(signum)
-                _log.info(
-                    "received %s; draining for up to %gs (%s again stops at once)",
-                    name,
-                    self.shutdown_timeout,
-                    name,
-                )
-                run.stop.set()
-
-    async def _supervise(self, source: Source, run: _Run) -> None:
-        """Run ``source``, restarting it with backoff when it fails; a ``ConfigurationError``
-        (``StartupError`` included) on its first run stops the app instead."""
-        name = getattr(source, "name", type(source).__name__)
-        runtime = self.source_runtime(run.stop)
-        delay = 0.5
-        first = True
-        while True:
-            try:
-                await source.run(runtime)
-                return
-            except Exception as exc:
-                cause = _root_cause(exc)
-                if first and isinstance(cause, ConfigurationError):
-                    run.fail(cause)
-                    return
-                if isinstance(cause, ConfigurationError):  # a setting, not a bug
-                    _log.error("source %s cannot run: %s; restarting in %gs", name, cause, delay)
-                elif isinstance(cause, MpsflowError):  # expected (CMQ refused, …): its words
-                    _log.error("source %s failed: %s; restarting in %gs", name, cause, delay)
-                else:
-                    _log.error("source %s crashed; restarting in %gs", name, delay, exc_info=cause)
-            first = False
-            if run.stop.is_set():
-                return
-            await self.clock.sleep(delay)
-            if run.stop.is_set():
-                return
-            delay = min(delay * 2, 30.0)
 
     def scf_handler(self) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
         """A synchronous ``main_handler(event, context)`` for the SCF Python runtime."""
@@ -602,26 +467,6 @@ class App(Router):
     def serve(self, *sources: Source) -> dict[str, int]:
         """Blocking ``run``: for scripts and the command line."""
         return anyio.run(lambda: self.run(*sources))
-
-
-@dataclass(slots=True)
-class _Run:
-    """One ``App.run``: its stop event, its outermost cancel scope, and how it ended."""
-
-    stop: anyio.Event
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    failure: ConfigurationError | None = None
-    """The first source that could not start: ``run`` raises it once the app is closed."""
-    interrupted: bool = False
-    """A second signal stopped the app at once: ``run`` raises ``KeyboardInterrupt``."""
-    left: dict[str, int] = field(default_factory=dict)
-    """Deliveries in flight by source when the shutdown timeout cancelled them."""
-
-    def fail(self, error: ConfigurationError) -> None:
-        """A source cannot start: stop the others (they drain) and end with ``error``."""
-        if self.failure is None:
-            self.failure = error
-        self.stop.set()
 
 
 def _sink_name(sink: Sink) -> str:
@@ -639,20 +484,3 @@ def _dead_letters_cannot_start(sink: Sink, exc: SinkError) -> str:
             " creates missing ones), or give App(dead_letters=…) a path that is"
         )
     return f"{what} {_sink_name(sink)} did not start: {exc}"
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The failure an exception group stands for: its first ``ConfigurationError``, else its
-    first leaf (task groups wrap what a source's tasks raise)."""
-    leaves: list[BaseException] = []
-    pending = [exc]
-    while pending:
-        current = pending.pop(0)
-        inner = getattr(current, "exceptions", None)  # an (exception) group, also on 3.10
-        if isinstance(inner, tuple):
-            pending[:0] = [e for e in inner if isinstance(e, BaseException)]
-        else:
-            leaves.append(current)
-    return next(
-        (e for e in leaves if isinstance(e, ConfigurationError)), leaves[0] if leaves else exc
-    )
