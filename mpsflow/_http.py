@@ -1,14 +1,22 @@
-"""The aiohttp session of an HTTP client or sink: the caller's, or one opened and closed here.
+"""What the HTTP clients and sinks share: their aiohttp session, and why they could not connect.
 
 The webhook and SCF sinks and the CMQ client all take an optional ``session`` to share; without
 one they open their own on start and close it on close. ``SessionHolder`` is that rule, once.
+
+aiohttp's own text for a refused connection names its connection key (``Cannot connect to host
+127.0.0.1:9800 ssl:default [Connect call failed ...]``); the CMQ and MPS clients, the webhook
+sink and ``mpsflow send`` say ``cannot connect to HOST:PORT (connection refused)`` instead
+(:func:`cannot_connect`, :func:`connect_failure`). Neither names more of the URL than the host
+and port, so no signature or token in a query string can leak through them.
 """
 
 from __future__ import annotations
 
+import socket
+
 import aiohttp
 
-__all__ = ["SessionHolder"]
+__all__ = ["SessionHolder", "cannot_connect", "connect_failure"]
 
 
 class SessionHolder:
@@ -36,3 +44,19 @@ class SessionHolder:
         if self._owned and self.session is not None:
             await self.session.close()
             self.session = None
+
+
+def connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """Why no connection was made: ``"connection refused"``, ``"no such host"``, or the
+    operating system's reason."""
+    cause = exc.os_error
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "no such host"
+    return " ".join((cause.strerror or type(cause).__name__).split())
+
+
+def cannot_connect(exc: aiohttp.ClientConnectorError) -> str:
+    """``"cannot connect to HOST:PORT (connection refused)"``."""
+    return f"cannot connect to {exc.host}:{exc.port} ({connect_failure(exc)})"

@@ -401,6 +401,8 @@ def _app_target(app: App, *, signed: bool) -> _Deliver:
 def _http_target(session: aiohttp.ClientSession, url: str, *, signed: bool) -> _Deliver:
     import aiohttp
 
+    from mpsflow._http import cannot_connect
+
     headers = {"Content-Type": "application/json"}
 
     async def deliver(record: DeadLetter, body: bytes) -> _Result:
@@ -410,6 +412,8 @@ def _http_target(session: aiohttp.ClientSession, url: str, *, signed: bool) -> _
             ) as response:
                 status: int = response.status
                 answer: bytes = await response.read()
+        except aiohttp.ClientConnectorError as exc:
+            return _Result(False, f"error ({cannot_connect(exc)})")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return _Result(False, f"error ({type(exc).__name__})")
         text = one_line(answer.decode("utf-8", "replace"))[:_RESPONSE_SHOWN]

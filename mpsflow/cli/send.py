@@ -350,14 +350,11 @@ def _connection_hint(url: str, exc: BaseException) -> str:
         cause = exc.os_error
         if isinstance(cause, socket.gaierror):
             return f"cannot connect to {where}: no such host ({parts.hostname}); is the URL right?"
-        reason = (
-            "connection refused"
-            if isinstance(cause, ConnectionRefusedError)
-            else _one_line(cause.strerror or type(cause).__name__)
-        )
+        from mpsflow._http import connect_failure
+
         return (
-            f"cannot connect to {where} ({reason}): is `mpsflow run APP --http {where}` running"
-            " there, and is the URL right?"
+            f"cannot connect to {where} ({connect_failure(exc)}): is `mpsflow run APP --http"
+            f" {where}` running there, and is the URL right?"
         )
     if isinstance(exc, TimeoutError):
         return f"{where} did not answer in time: is the app stuck or overloaded? (see --timeout)"

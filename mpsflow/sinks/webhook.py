@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 import aiohttp
 from yarl import URL
 
-from mpsflow._http import SessionHolder
+from mpsflow._http import SessionHolder, connect_failure
 from mpsflow._json import dumps
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import SinkError
@@ -281,7 +281,7 @@ def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return f"timed out after {timeout:g}s"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        return f"cannot connect ({connect_failure(exc)})"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -25,7 +24,7 @@ import aiohttp
 import msgspec
 import yarl
 
-from mpsflow._http import SessionHolder
+from mpsflow._http import SessionHolder, cannot_connect, connect_failure
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.retry import RetryPolicy
 from mpsflow.tencentcloud.cmq.credentials import Credential, CredentialProvider, StaticCredentials
@@ -325,15 +324,9 @@ class CmqClient:
                 status = http_response.status
                 payload = await http_response.read()
         except aiohttp.ClientConnectorError as exc:  # no connection made at all
-            # It names the host and port only, so no Signature or Token can leak from here.
-            unreachable = (
-                "connection refused"
-                if isinstance(exc.os_error, ConnectionRefusedError)
-                else "no such host"
-                if isinstance(exc.os_error, socket.gaierror)
-                else exc.os_error.strerror or type(exc.os_error).__name__
-            )
-            raise CmqNetworkError(f"{action}: {exc}", unreachable=unreachable) from exc
+            raise CmqNetworkError(
+                f"{action}: {cannot_connect(exc)}", unreachable=connect_failure(exc)
+            ) from exc
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             # Neither carries the query string, so no Signature or Token can leak from here.
             detail = str(exc) or type(exc).__name__

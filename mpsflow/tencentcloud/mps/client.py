@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import random
-import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Final, TypeVar
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from mpsflow._http import SessionHolder
+from mpsflow._http import SessionHolder, cannot_connect, connect_failure
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.retry import RetryPolicy
 from mpsflow.tencentcloud.cmq.credentials import (
@@ -367,15 +366,9 @@ class MpsApiClient:
                     )
                 body = await self._read(action, http_response)
         except aiohttp.ClientConnectorError as exc:  # no connection made at all
-            # It names the host and port only; the signature travels in headers it never shows.
-            unreachable = (
-                "connection refused"
-                if isinstance(exc.os_error, ConnectionRefusedError)
-                else "no such host"
-                if isinstance(exc.os_error, socket.gaierror)
-                else exc.os_error.strerror or type(exc.os_error).__name__
-            )
-            raise MpsNetworkError(action, str(exc), unreachable=unreachable) from exc
+            raise MpsNetworkError(
+                action, cannot_connect(exc), unreachable=connect_failure(exc)
+            ) from exc
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             raise MpsNetworkError(action, str(exc) or type(exc).__name__) from exc
         except aiohttp.ClientError as exc:

@@ -289,6 +289,10 @@ async def test_gives_up_on_network_errors_after_the_last_attempt(
             await client.send("q", "x")
     assert caught.value.retryable
     assert caught.value.status is None
+    assert caught.value.unreachable == "connection refused"
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    # Host and port in our words, not aiohttp's connection key ("ssl:default").
+    assert str(caught.value) == f"SendMessage: cannot connect to {host}:{port} (connection refused)"
     assert clock.sleeps == [0.1, 0.2]
 
 

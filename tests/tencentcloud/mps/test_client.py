@@ -312,6 +312,7 @@ async def test_an_unreachable_endpoint_is_retried_then_raised(
         await client.describe_tasks()
     assert caught.value.code == "ClientNetworkError"
     assert caught.value.unreachable == "connection refused"
+    assert caught.value.api_message == f"cannot connect to 127.0.0.1:{port} (connection refused)"
     assert caught.value.status is None
     assert clock.sleeps == [0.5, 1.0, 2.0]
 
