@@ -149,7 +149,7 @@ class CmqSource(PullSource):
         try:
             messages = await self.client.batch_receive(self.queue, count, wait)
         except CmqError as exc:
-            if not self._received and (not exc.retryable or _unreachable(exc)):
+            if not self._received and (not exc.retryable or _unreachable(exc) or _silent(exc)):
                 raise StartupError(self._cannot_start(exc)) from exc
             if not exc.retryable:
                 raise
@@ -204,6 +204,12 @@ class CmqSource(PullSource):
             )
         if isinstance(exc, CmqServerError):
             return f"cannot receive from {where}: code {exc.code}: {exc.cmq_message}"
+        if _silent(exc):
+            return (
+                f"CMQ at {self.client.url} did not answer ({exc}): check the endpoint (an"
+                " internal address answers only inside its VPC), and that the queue service is"
+                " running there"
+            )
         if unreachable := _unreachable(exc):
             return (
                 f"cannot reach CMQ at {self.client.url} ({unreachable}): check the endpoint, and "
@@ -271,3 +277,8 @@ class CmqSource(PullSource):
 def _unreachable(exc: CmqError) -> str:
     """Why no connection to CMQ could be made (``"connection refused"``), or ``""``."""
     return exc.unreachable if isinstance(exc, CmqNetworkError) else ""
+
+
+def _silent(exc: CmqError) -> bool:
+    """True when CMQ took the connection but did not answer in time."""
+    return isinstance(exc, CmqNetworkError) and exc.timed_out

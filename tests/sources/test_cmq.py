@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.credentials import Credential
-from mpsflow.tencentcloud.cmq.errors import CmqAuthError
+from mpsflow.tencentcloud.cmq.errors import CmqAuthError, CmqNetworkError
 from tests.plugins.cmq_server import CmqServerFactory
 
 QUEUE = "mps-notify"
@@ -357,6 +358,29 @@ async def test_a_missing_queue_fails_at_once_however_long_the_source_polls(
         with pytest.raises(StartupError), anyio.fail_after(10):  # not after a 30 s poll
             await app.run(source, handle_signals=False)
     assert not [r for r in caplog.records if "consuming" in r.getMessage()]
+
+
+async def test_an_endpoint_that_never_answers_ends_run_with_one_startup_error(
+    cmq_credential: Credential,
+) -> None:
+    app, _ = make_app()
+    with socket.socket() as silent:  # takes connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        retry = RetryPolicy(max_attempts=2, base_delay=0.01, jitter=0.0)
+        client = CmqClient(
+            f"http://127.0.0.1:{port}", cmq_credential, poll_timeout_margin=0.2, retry=retry
+        )
+        async with client:
+            source = CmqSource(client, QUEUE, wait_seconds=30, pollers=2)
+            with pytest.raises(StartupError) as raised, anyio.fail_after(20):
+                await app.run(source, handle_signals=False)
+    message = str(raised.value)
+    assert message.startswith(f"CMQ at {client.url} did not answer (")
+    assert "no answer within 0.2s" in message  # the first receive does not wait
+    assert isinstance(raised.value.__cause__, CmqNetworkError)
+    assert raised.value.__cause__.timed_out
 
 
 async def test_consuming_is_logged_once_the_first_receive_worked_on_an_empty_queue(

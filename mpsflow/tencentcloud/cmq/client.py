@@ -327,8 +327,12 @@ class CmqClient:
             raise CmqNetworkError(
                 f"{action}: {cannot_connect(exc)}", unreachable=connect_failure(exc)
             ) from exc
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            # Neither carries the query string, so no Signature or Token can leak from here.
+        except asyncio.TimeoutError as exc:
+            raise CmqNetworkError(
+                f"{action}: no answer within {timeout:g}s", timed_out=True
+            ) from exc
+        except aiohttp.ClientConnectionError as exc:
+            # It does not carry the query string, so no Signature or Token can leak from here.
             detail = str(exc) or type(exc).__name__
             raise CmqNetworkError(f"{action}: {detail}") from exc
         except aiohttp.ClientError as exc:

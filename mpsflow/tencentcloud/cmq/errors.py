@@ -66,6 +66,8 @@ class CmqNetworkError(CmqError):
     are retryable; other statuses (a wrong path, a proxy refusing) are not. ``unreachable``
     says why no connection could be made at all (``"connection refused"``, ``"no such host"``),
     and is empty otherwise: a caller that never reached the endpoint may stop trying.
+    ``timed_out`` says no answer came within the request's timeout (an endpoint that takes
+    connections and never answers, such as a VPC-internal address seen from outside).
     """
 
     def __init__(
@@ -75,11 +77,13 @@ class CmqNetworkError(CmqError):
         status: int | None = None,
         retryable: bool = True,
         unreachable: str = "",
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.unreachable = unreachable
+        self.timed_out = timed_out
 
 
 class CmqServerError(CmqError):
