@@ -11,11 +11,12 @@ record, :class:`ReplayedEntry`), so a second replay skips them; ``list`` marks t
 (a newer version written after its replay is pending again).
 
 The dead-letter file is only ever appended to, never rewritten, so an ``mpsflow run`` writing to
-it meanwhile loses nothing. A record that fails again when replayed into an app (``--app``) is
-appended anew under its own id, with the new reason, failures and kind and the attempts added
-up: the last line with an id is the record, and every command reads the file that way, so the
-record is updated, not duplicated, and the next replay sends it once. ``replay --app`` uses the
-dedup store ``mpsflow run`` uses, so handlers that have already succeeded do not run again.
+it meanwhile loses nothing. A record that the app dead-letters again when replayed into it
+(``--app``) is appended anew under its own id, with the new reason, failures and kind and the
+attempts added up: the last line with an id is the record, and every command reads the file
+that way, so the record is updated, not duplicated, and the next replay sends it once.
+``replay --app`` uses the dedup store ``mpsflow run`` uses, so handlers that have already
+succeeded do not run again.
 
 Every command reads FILE together with its rotated files (``FILE.N`` … ``FILE.1``, oldest
 first; the default dead-letter file rotates by size), as one file. A refusal (a bad signature,

@@ -6,9 +6,9 @@ it, unless the record was dead-lettered again since (the journal is read, and th
 :func:`~mpsflow.cli.deadletters.read_replayed` and :func:`~mpsflow.cli.deadletters.replayed_at`,
 which ``list`` and ``show`` use to mark replayed records). Replaying into an app
 (``--app``) uses the dedup store ``mpsflow run`` uses (``--dedup PATH``, ``--no-dedup``), so
-handlers that have already succeeded do not run again; and a record that fails again is
-appended to FILE anew under its own id (the file is never rewritten, so an ``mpsflow run``
-appending to it meanwhile loses nothing), which
+handlers that have already succeeded do not run again; and a record that the app dead-letters
+again (a handler's ``Reject``, its attempts used up) is appended to FILE anew under its own id
+(the file is never rewritten, so an ``mpsflow run`` appending to it meanwhile loses nothing), which
 :func:`~mpsflow.cli.deadletters.read_dead_letters` reads as the record's newer version: the
 record is updated, not duplicated.
 
@@ -89,8 +89,9 @@ def configure_replay(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--app",
         metavar="MODULE:APP",
-        help="run each body through this App in-process; a record that fails again is"
-        " updated in FILE (its reason, failures and attempts), not added to the app's dead letters",
+        help="run each body through this App in-process; a record the app dead-letters again"
+        " is updated in FILE (its reason, failures and attempts), not added to the app's dead"
+        " letters",
     )
     dedup = parser.add_mutually_exclusive_group()
     dedup.add_argument(
@@ -343,10 +344,14 @@ def _use_replay_settings(
 
 
 class _Updates:
-    """The dead-letter sink of a replay into an app: a record that fails again is appended to
-    FILE anew under its own id (its newer version, see the module doc), never as a new record.
+    """The dead-letter sink of a replay into an app: a record that the app dead-letters again
+    is appended to FILE anew under its own id (its newer version, see the module doc), never as
+    a new record.
 
-    Appending keeps the file whole while ``mpsflow run`` may be appending to it too.
+    A signature refusal is the replay's own (a record's signature expires; ``--sign-key``
+    signs it afresh), not the notification's: the record stays as it was, with its first
+    failure and traceback. Appending keeps the file whole while ``mpsflow run`` may be
+    appending to it too.
     """
 
     def __init__(self, path: str, records: Iterable[DeadLetter]) -> None:
@@ -357,10 +362,19 @@ class _Updates:
         await self._file.start()
 
     async def send(self, batch: Sequence[object]) -> None:
-        await self._file.send([self._updated(item) for item in batch])
+        updates = [item for item in batch if not self._refused_signature(item)]
+        if updates:
+            await self._file.send([self._updated(item) for item in updates])
 
     async def close(self) -> None:
         await self._file.close()
+
+    def _refused_signature(self, item: object) -> bool:
+        return (
+            isinstance(item, DeadLetter)
+            and item.delivery_id in self._records
+            and item.kind == "signature"
+        )
 
     def _updated(self, item: object) -> object:
         """The replayed record with what its new failure says (a delivery's id is its id)."""

@@ -823,11 +823,14 @@ def test_a_signature_the_app_refuses_says_to_replay_with_a_key(
             "(its signature has expired; if the app checks signatures, replay with --sign-key"
             " KEY, one of its keys)"
         ) in out
+        before = letters.path.read_bytes()
         code, out, _ = run(capsys, *argv)
         assert code == 1
         assert (
             "rejected (signature expired; the app checks signatures: replay with --sign-key" in out
         )
+        # The refusal is the replay's, not the notification's: the record keeps its failure.
+        assert letters.path.read_bytes() == before
         code, out, _ = run(capsys, *argv, "--sign-key", SAMPLE_KEY)
         assert code == 0, out
         assert "-> ack  ok (re-signed)" in out
