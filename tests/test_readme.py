@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import logging
 import os
 import re
 import shlex
@@ -450,15 +451,9 @@ def review(suggestion: str) -> dict[str, Any]:
     return build_notification(event=event, sign_key=QUICKSTART_KEY)
 
 
-async def test_the_routers_block(myapp: ModuleType) -> None:
-    audited: list[str] = []
-
-    async def audit(call: Call, call_next: CallNext) -> Outcome:
-        assert call.handler is not None
-        audited.append(call.handler.name)
-        return await call_next(call)
-
-    namespace: dict[str, Any] = {"__name__": "readme_routers", "app": myapp.app, "audit": audit}
+async def test_the_routers_block(myapp: ModuleType, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="myapp.audit")
+    namespace: dict[str, Any] = {"__name__": "readme_routers", "app": myapp.app}
     exec(compile(block("Handlers and routing keys"), "README.md: Routers", "exec"), namespace)
     async with TestClient(myapp.app) as client:
         blocked = await client.send(review("block"))
@@ -467,7 +462,9 @@ async def test_the_routers_block(myapp: ModuleType) -> None:
     assert passed.acked
     assert blocked.handlers() == ["readme_routers.takedown"]
     assert passed.handlers() == []
-    assert audited == ["readme_routers.takedown"]  # the router's middleware wraps its handlers
+    # The router's middleware wraps its handlers, and only those.
+    audited = [r.getMessage() for r in caplog.records if r.name == "myapp.audit"]
+    assert audited == ["readme_routers.takedown: ack"]
 
 
 def test_the_typed_notifications_block() -> None:
@@ -520,11 +517,7 @@ async def test_the_reconciliation_block() -> None:
 MYPY_HARNESS = {
     "Handlers and routing keys": (
         "readme_routers",
-        "from mpsflow import Outcome\n"
-        "from mpsflow.middleware.base import Call, CallNext\n"
-        "from myapp import app\n\n\n"
-        "async def audit(call: Call, call_next: CallNext) -> Outcome:\n"
-        "    return await call_next(call)\n\n\n",
+        "from myapp import app\n\n",
     ),
     "Typed notifications": ("readme_typed", 'body = b"{}"\nlive_body = b"{}"\n\n'),
     "Reconciliation": (
