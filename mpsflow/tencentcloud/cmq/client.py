@@ -281,7 +281,8 @@ class CmqClient:
                 if not exc.retryable or self._retry.exhausted(attempt):
                     raise
                 delay = self._retry.delay(attempt, self._rng)
-                _log.info("CMQ %s attempt %d failed (%s); retrying", action, attempt, exc)
+                # DEBUG: what the last attempt's error means is its caller's line to log.
+                _log.debug("CMQ %s attempt %d failed (%s); retrying", action, attempt, exc)
                 attempt += 1
                 await self._clock.sleep(delay)
 

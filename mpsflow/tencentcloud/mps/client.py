@@ -323,7 +323,8 @@ class MpsApiClient:
                 if not exc.retryable or self._retry.exhausted(attempt):
                     raise
                 delay = self._retry.delay(attempt, self._rng)
-                _log.info(
+                # DEBUG: what the last attempt's error means is its caller's line to log.
+                _log.debug(
                     "MPS %s attempt %d failed (%s); retrying in %.2fs", action, attempt, exc, delay
                 )
                 attempt += 1
