@@ -47,13 +47,15 @@ class SessionHolder:
 
 
 def connect_failure(exc: aiohttp.ClientConnectorError) -> str:
-    """Why no connection was made: ``"connection refused"``, ``"no such host"``, or the
-    operating system's reason."""
+    """Why no connection was made: ``"connection refused"``, ``"no such host"``, that an
+    ``https://`` address answers plain HTTP, or the operating system's reason."""
     cause = exc.os_error
     if isinstance(cause, ConnectionRefusedError):
         return "connection refused"
     if isinstance(cause, socket.gaierror):
         return "no such host"
+    if getattr(cause, "reason", None) == "WRONG_VERSION_NUMBER":  # an https:// URL, plain HTTP
+        return "it answers plain HTTP, not TLS: use an http:// address"
     return " ".join((cause.strerror or type(cause).__name__).split())
 
 

@@ -296,6 +296,17 @@ async def test_gives_up_on_network_errors_after_the_last_attempt(
     assert clock.sleeps == [0.1, 0.2]
 
 
+async def test_an_https_address_of_a_plain_http_server_says_so(
+    cmq_server: CmqServer, cmq_credential: Credential
+) -> None:
+    retry = RetryPolicy(max_attempts=1)
+    url = cmq_server.url.replace("http://", "https://")
+    async with CmqClient(url, cmq_credential, retry=retry) as client:
+        with pytest.raises(CmqNetworkError) as caught:
+            await client.send("q", "x")
+    assert caught.value.unreachable == "it answers plain HTTP, not TLS: use an http:// address"
+
+
 @pytest.mark.parametrize("http_method", ["GET", "POST"])
 @pytest.mark.parametrize("signature_method", ["HmacSHA1", "HmacSHA256"])
 async def test_both_http_and_signature_methods_are_accepted(
