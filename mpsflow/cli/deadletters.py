@@ -435,7 +435,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         ("show", "one dead letter in full: failures, tracebacks and body", _configure_show),
         ("replay", "send dead letters' bodies again, to a URL or an app", configure_replay),
     ):
-        configure(actions.add_parser(name, help=help_text, description=help_text))
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        configure(action)
+        action.set_defaults(command_parser=action)  # its usage and "did you mean" on a typo
 
 
 COMMAND = Command("list, inspect and replay dead letters", _configure)

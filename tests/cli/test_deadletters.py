@@ -130,6 +130,20 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def test_a_misspelt_option_of_an_action_gets_its_usage_and_a_guess(
+    letters: Letters, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["deadletters", "list", "--pendng", str(letters.path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith("usage: mpsflow deadletters list ")
+    assert err.splitlines()[-1] == (
+        "mpsflow deadletters list: error: unrecognized arguments: --pendng (did you mean"
+        " --pending?)"
+    )
+
+
 def rows(out: str) -> list[str]:
     """The record lines of ``list`` (no header, no summary)."""
     return out.splitlines()[1:-1]
