@@ -81,7 +81,6 @@ class InboxIntake:
             return respond(outcome)
         body = delivery.body
         assert isinstance(body, bytes)
-        retry_after_header = {"Retry-After": str(max(1, math.ceil(retry_after)))}
         try:
             if self._append is not None:
                 added = await self._append(body, delivery.notification)
@@ -92,10 +91,10 @@ class InboxIntake:
             return error_answer(413, str(exc))
         except InboxUnavailable as exc:
             self._trouble("unavailable", str(exc), runtime)
-            return error_answer(503, "inbox unavailable", headers=retry_after_header)
+            return error_answer(503, "inbox unavailable", headers=_retry_after(retry_after))
         if not added:
             self._trouble("full", f"inbox {inbox.describe()} is full (raise its bound)", runtime)
-            return error_answer(503, "inbox full", headers=retry_after_header)
+            return error_answer(503, "inbox full", headers=_retry_after(retry_after))
         return ACCEPTED
 
     def _trouble(self, kind: str, what: str, runtime: SourceRuntime) -> None:
@@ -107,6 +106,11 @@ class InboxIntake:
         held = self._lines.admit(kind)
         if held is not None:
             _log.warning("%s; answering 503%s", what, held_back(held, "answered 503"))
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    """The header of a 503: whole seconds, at least one (built only when answering one)."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 async def inbox_state(inbox: Inbox | None) -> tuple[int | None, str]:
