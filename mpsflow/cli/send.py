@@ -532,12 +532,8 @@ async def _queue_batch(
             ] = None
     except CmqError as exc:
         tally.add(f"error ({_one_line(str(exc))})", len(batch), ok=False)
-        if isinstance(exc, CmqNetworkError) and (exc.unreachable or exc.timed_out):
-            why = exc.unreachable or "no answer in time"
-            tally.hints[
-                f"cannot reach CMQ at {args.cmq} ({why}): check the endpoint, and "
-                "that the queue service is running there (`mpsflow cmq-server` for a local one)"
-            ] = None
+        if isinstance(exc, CmqNetworkError) and (hint := exc.reach_hint(args.cmq)):
+            tally.hints[hint] = None
     else:
         tally.add("queued", len(batch))
 

@@ -149,7 +149,7 @@ class CmqSource(PullSource):
         try:
             messages = await self.client.batch_receive(self.queue, count, wait)
         except CmqError as exc:
-            if not self._received and (not exc.retryable or _unreachable(exc) or _silent(exc)):
+            if not self._received and (not exc.retryable or _unanswered(exc)):
                 raise StartupError(self._cannot_start(exc)) from exc
             if not exc.retryable:
                 raise
@@ -204,17 +204,8 @@ class CmqSource(PullSource):
             )
         if isinstance(exc, CmqServerError):
             return f"cannot receive from {where}: code {exc.code}: {exc.cmq_message}"
-        if _silent(exc):
-            return (
-                f"CMQ at {self.client.url} did not answer ({exc}): check the endpoint (an"
-                " internal address answers only inside its VPC), and that the queue service is"
-                " running there"
-            )
-        if unreachable := _unreachable(exc):
-            return (
-                f"cannot reach CMQ at {self.client.url} ({unreachable}): check the endpoint, and "
-                "that the queue service is running there (`mpsflow cmq-server` for a local one)"
-            )
+        if isinstance(exc, CmqNetworkError) and (hint := exc.reach_hint(self.client.url)):
+            return hint
         return f"cannot receive from {where}: {exc} (is it the queue's API address?)"
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
@@ -274,11 +265,6 @@ class CmqSource(PullSource):
                 _log.warning("delete failed with CMQ code %d: %s", failure.code, failure.message)
 
 
-def _unreachable(exc: CmqError) -> str:
-    """Why no connection to CMQ could be made (``"connection refused"``), or ``""``."""
-    return exc.unreachable if isinstance(exc, CmqNetworkError) else ""
-
-
-def _silent(exc: CmqError) -> bool:
-    """True when CMQ took the connection but did not answer in time."""
-    return isinstance(exc, CmqNetworkError) and exc.timed_out
+def _unanswered(exc: CmqError) -> bool:
+    """True when CMQ could not be reached, or took the connection and did not answer."""
+    return isinstance(exc, CmqNetworkError) and bool(exc.unreachable or exc.timed_out)

@@ -85,6 +85,22 @@ class CmqNetworkError(CmqError):
         self.unreachable = unreachable
         self.timed_out = timed_out
 
+    def reach_hint(self, url: str) -> str:
+        """What to check when CMQ at ``url`` could not be reached or did not answer (``""``
+        when it answered): the one wording of ``run --cmq``'s startup error and ``send``'s
+        hint."""
+        if self.timed_out:
+            return (
+                f"CMQ at {url} did not answer ({self}): check the endpoint (an internal address"
+                " answers only inside its VPC), and that the queue service is running there"
+            )
+        if self.unreachable:
+            return (
+                f"cannot reach CMQ at {url} ({self.unreachable}): check the endpoint, and that"
+                " the queue service is running there (`mpsflow cmq-server` for a local one)"
+            )
+        return ""
+
 
 class CmqServerError(CmqError):
     """The server answered with a non-zero ``code``."""
