@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_EXCERPT_BYTES",
+    "REPLAYED_RECORD",
     "DeadLetter",
     "DeadLetterKind",
     "DeadLetterLimits",
@@ -58,6 +59,10 @@ _FIELD_LIMIT = 256
 request header: a forged one may be any length)."""
 _TEXT_LIMIT = 1000
 """Characters kept of a refusal's reason and failure messages."""
+REPLAYED_RECORD = "replayed_dead_letter"
+"""The ``Delivery.meta`` key naming the dead-letter record a delivery replays (``mpsflow
+deadletters replay --app``): a dead letter of that delivery is written, and logged, under that
+record's id, as its newer version, so the id the log names is one ``deadletters show`` finds."""
 
 DeadLetterKind = Literal["exhausted", "rejected", "poison", "unmatched", "signature"]
 
@@ -150,12 +155,14 @@ def make_dead_letter(
     task_id: str = "",
     failures: list[Failure] | None = None,
     excerpt: int | None = None,
+    record_id: str = "",
 ) -> DeadLetter:
     """Build a record, keeping the body verbatim (base64 when it is not UTF-8).
 
     With ``excerpt`` (a refusal), a body longer than that many bytes keeps only its first ones
     (``body_truncated``), and the reason and failure messages are cut short too. The size and
-    SHA-256 of the whole body are recorded either way.
+    SHA-256 of the whole body are recorded either way. The record gets a new id unless
+    ``record_id`` names the one it is a newer version of (a replayed record).
     """
     raw = body_bytes(body)
     truncated = excerpt is not None and len(raw) > excerpt
@@ -174,7 +181,7 @@ def make_dead_letter(
             for f in failures
         ]
     return DeadLetter(
-        id=uuid.uuid4().hex,
+        id=record_id or uuid.uuid4().hex,
         time=now,
         kind=kind,
         reason=reason,
@@ -368,7 +375,8 @@ class DeadLetterWriter:
     signature, poison, a rejection before any handler ran) keep an excerpt of the body and are
     recorded as ``refusals`` allows. Every record is counted in the metrics and logged at
     WARNING, at most one line per 10 s counting the rest (a bad signature's refusal is logged
-    by the signature check instead).
+    by the signature check instead). A delivery that replays a record (its ``meta`` names it
+    under :data:`REPLAYED_RECORD`) is written and logged under that record's id.
     """
 
     def __init__(
@@ -418,6 +426,7 @@ class DeadLetterWriter:
         if refused and not self.refusals.admit(delivery, kind):
             return dead if settled is None else settled
         event_type, task_id = _about(delivery, notification)
+        replayed = delivery.meta.get(REPLAYED_RECORD, "")
         record = make_dead_letter(
             kind=kind,
             reason=dead.describe(),  # the message once, then where: "… at $.X"
@@ -430,6 +439,7 @@ class DeadLetterWriter:
             task_id=task_id,
             failures=failures,
             excerpt=self.refusals.excerpt_bytes if refused else None,
+            record_id=replayed,
         )
         if not await self._write(record):
             return Outcome(
@@ -440,7 +450,7 @@ class DeadLetterWriter:
         delivery.dead_lettered = True
         self._metrics.dead_letter(kind)
         if cause is not Cause.UNAUTHENTICATED:  # the signature check logs its own refusals
-            self._log(record)
+            self._log(record, replayed=bool(replayed))
         return dead if settled is None else settled
 
     async def _write(self, record: DeadLetter) -> bool:
@@ -454,22 +464,26 @@ class DeadLetterWriter:
             return False
         return True
 
-    def _log(self, record: DeadLetter) -> None:
-        """One WARNING per dead letter, at most one per 10 s (counting the ones held back)."""
+    def _log(self, record: DeadLetter, *, replayed: bool) -> None:
+        """One WARNING per dead letter, at most one per 10 s (counting the ones held back).
+
+        It names the record's id; for a replayed record, that it was updated (not added).
+        """
         held = self._lines.admit(record.kind)
         if held is None:
             return
         what = " ".join(filter(None, [record.event_type, record.task_id])) or "a notification"
+        which = f"replayed record {record.id} updated" if replayed else f"record {record.id}"
         more = held_back(held, "dead-lettered")
         _log.warning(
-            "dead-lettered %s from %s (%s): %s; record %s%s",
+            "dead-lettered %s from %s (%s): %s; %s%s",
             what,
             record.source or "?",
             record.kind,
             record.reason,
-            record.id,
+            which,
             more,
-            extra={"dead_letter_id": record.id, "kind": record.kind},
+            extra={"dead_letter_id": record.id, "kind": record.kind, "replayed": replayed},
         )
 
 

@@ -10,7 +10,7 @@ handlers that have already succeeded do not run again; and a record that the app
 again (a handler's ``Reject``, its attempts used up) is appended to FILE anew under its own id
 (the file is never rewritten, so an ``mpsflow run`` appending to it meanwhile loses nothing), which
 :func:`~mpsflow.cli.deadletters.read_dead_letters` reads as the record's newer version: the
-record is updated, not duplicated.
+record is updated, not duplicated, and the app's own log line about it names that id.
 
 With ``--to URL`` the app behind the URL dead-letters a body again in its own way (a new record
 with a new id) and answers ``{"code": 0}``: the replay counts as done, and the new record is
@@ -62,7 +62,7 @@ from mpsflow.cli.deadletters import (
     unique_records,
     utc_time,
 )
-from mpsflow.deadletter import DeadLetter
+from mpsflow.deadletter import REPLAYED_RECORD, DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
 from mpsflow.events.envelope import scan_timestamp_sign
 from mpsflow.signing import sign_notification
@@ -346,7 +346,8 @@ def _use_replay_settings(
 class _Updates:
     """The dead-letter sink of a replay into an app: a record that the app dead-letters again
     is appended to FILE anew under its own id (its newer version, see the module doc), never as
-    a new record.
+    a new record. The app writes (and logs) it under that id already: each replayed delivery
+    names its record in ``meta`` (:data:`~mpsflow.deadletter.REPLAYED_RECORD`).
 
     A signature refusal is the replay's own (a record's signature expires; ``--sign-key``
     signs it afresh), not the notification's: the record stays as it was, with its first
@@ -371,16 +372,14 @@ class _Updates:
 
     def _refused_signature(self, item: object) -> bool:
         return (
-            isinstance(item, DeadLetter)
-            and item.delivery_id in self._records
-            and item.kind == "signature"
+            isinstance(item, DeadLetter) and item.id in self._records and item.kind == "signature"
         )
 
     def _updated(self, item: object) -> object:
-        """The replayed record with what its new failure says (a delivery's id is its id)."""
-        if not isinstance(item, DeadLetter) or item.delivery_id not in self._records:
+        """The replayed record with what its new failure says (the app wrote it under its id)."""
+        if not isinstance(item, DeadLetter) or item.id not in self._records:
             return item
-        record = self._records[item.delivery_id]
+        record = self._records[item.id]
         updated = msgspec.structs.replace(
             record,
             time=time.time(),
@@ -399,7 +398,8 @@ def _app_target(app: App, *, signed: bool) -> _Deliver:
     from mpsflow.delivery import Cause, Delivery, Settlement
 
     async def deliver(record: DeadLetter, body: bytes) -> _Result:
-        outcome = await app.process(Delivery(body, source="replay", id=record.id))
+        replaying = {REPLAYED_RECORD: record.id}  # a dead letter of it updates this record
+        outcome = await app.process(Delivery(body, source="replay", id=record.id, meta=replaying))
         detail = outcome.settlement.value
         if outcome.cause is Cause.ALREADY_DONE:
             detail += " (already done: the dedup store remembers its handlers)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -475,6 +476,32 @@ def test_a_replay_that_fails_again_updates_the_record_and_the_next_sends_it_once
     assert out.splitlines()[-1] == "5 dead letter(s): exhausted 2, rejected 1, poison 2"
     assert out.splitlines()[-2].split()[1] == b[:8]  # the latest version: listed last
     assert out.splitlines()[-2].split()[5] == "4"  # attempts: 1 and three replays
+
+
+def test_the_app_logs_the_id_of_the_record_its_replay_updates(
+    letters: Letters,
+    replay_app: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The app's own line about a dead letter it writes during a replay names the replayed
+    record, the one ``show`` finds, not a new id; a normal run names the new record's id."""
+    written = [r for r in caplog.get_records("setup") if r.name == "mpsflow.deadletter"]
+    assert [getattr(r, "dead_letter_id", None) for r in written] == list(letters.ids.values())
+    b, poison = letters.ids["b"], letters.ids["poison"]
+    caplog.set_level(logging.WARNING, logger="mpsflow.deadletter")
+    for replayed in (b, poison):  # exhausted again; refused as poison again
+        caplog.clear()
+        assert run(capsys, "replay", str(letters.path), replayed, "--app", replay_app)[0] == 1
+        [line] = [r for r in caplog.records if r.name == "mpsflow.deadletter"]
+        assert getattr(line, "dead_letter_id", None) == replayed
+        assert replayed in line.getMessage()
+        code, out, _ = run(capsys, "show", str(letters.path), replayed)
+        assert code == 0
+        assert out.splitlines()[0].split() == ["id:", replayed]
+    records = {r.id: r for r in read_dead_letters(letters.path)}
+    assert set(records) == set(letters.ids.values())  # updated, not added
+    assert (records[b].attempt, records[poison].attempt) == (2, 2)
 
 
 @pytest.mark.parametrize("replay_app", [3], indirect=True)
