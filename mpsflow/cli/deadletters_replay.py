@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -62,9 +62,10 @@ from mpsflow.cli.deadletters import (
     unique_records,
     utc_time,
 )
+from mpsflow.codec import decode_any
 from mpsflow.deadletter import REPLAYED_RECORD, DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
-from mpsflow.events.envelope import scan_timestamp_sign
+from mpsflow.events.envelope import extract_timestamp_sign, scan_timestamp_sign
 from mpsflow.signing import sign_notification
 from mpsflow.sinks.jsonl import JsonlSink
 
@@ -222,14 +223,53 @@ def _label(record: DeadLetter) -> str:
 def _print_plan(args: argparse.Namespace, record: DeadLetter) -> None:
     body, note = _body_to_send(args, record)
     where = f"POST {len(body)} bytes to {args.to}" if args.to else f"process with {args.app}"
-    if not note and _signature_expired(body):
-        note = f" (its signature has expired; if the app checks signatures, {_SIGN_KEY_HINT})"
+    if not note:
+        note = _signature_note(body)
     print(f"{_label(record)}  would {where}{note}")
     print(f"  {compact_body(body)}")
 
 
 _SIGN_KEY_HINT = "replay with --sign-key KEY, one of its keys"
-"""What a refused (or, in a dry run, expired) signature calls for: a re-signed replay."""
+"""What a refused (or, in a dry run, expired or missing) signature calls for: a re-signed
+replay."""
+
+
+def _signature_note(body: bytes) -> str:
+    """A dry run's warning that an app checking signatures refuses ``body`` as it would be sent
+    (its signature has expired, or it has none), and what to do; ``""`` otherwise."""
+    if _signature_expired(body):
+        return f" (its signature has expired; if the app checks signatures, {_SIGN_KEY_HINT})"
+    unsigned = _unsigned(body)
+    if unsigned is None:
+        return ""
+    advice = (
+        _SIGN_KEY_HINT
+        if unsigned == "json"
+        else "--sign-key cannot sign it (not a JSON object): only an app that allows unsigned"
+        " notifications takes it"
+    )
+    return (
+        " (it carries no signature; if the app checks signatures and refuses unsigned"
+        f" notifications, {advice})"
+    )
+
+
+def _unsigned(body: bytes) -> Literal["json", "other"] | None:
+    """Whether ``body`` is a notification the signature check finds unsigned (no ``Sign``, or no
+    ``Timestamp``), read as the check reads it: ``"json"`` for a JSON object (``--sign-key``
+    signs it), ``"other"`` for another carrier (a URL-encoded body), ``None`` when it is signed
+    or no notification at all (refused as poison, signature or not)."""
+    try:
+        timestamp, sign = extract_timestamp_sign(body)
+        found: Literal["json", "other"] = "json"
+    except DecodeError:
+        try:
+            notification = decode_any(body)
+        except DecodeError:
+            return None
+        timestamp, sign = notification.timestamp, notification.sign
+        found = "other"
+    return found if timestamp in (None, "") or sign in (None, "") else None
 
 
 def _signature_expired(body: bytes) -> bool:

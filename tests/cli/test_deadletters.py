@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from mpsflow import App, Context, Reject, RetryPolicy
 from mpsflow.cli import main
 from mpsflow.cli.deadletters import read_dead_letters, redact, utc_time
 from mpsflow.clock import FakeClock
-from mpsflow.deadletter import DeadLetter
+from mpsflow.deadletter import DeadLetter, make_dead_letter
 from mpsflow.delivery import Delivery
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.testing import build_notification, media_result
@@ -840,14 +841,10 @@ async def test_a_refused_signature_says_to_replay_with_a_key(
     assert "(the app checks signatures: replay with --sign-key KEY, one of its keys)" in out
 
 
-def test_a_signature_the_app_refuses_says_to_replay_with_a_key(
-    letters: Letters,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """``--app``, as ``--to``: the record's own signature expired long ago, and the app checks
-    signatures; the dry run says so before anything is tried."""
+@pytest.fixture
+def keyed_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The fixed app of ``replay_app`` checking signatures (``notify_keys``: ``SAMPLE_KEY``);
+    yields its ``MODULE:APP``."""
     name = f"keyed_app_{os.getpid()}_{tmp_path.name}".replace("-", "_")
     (tmp_path / f"{name}.py").write_text(
         REPLAY_APP.replace("RETRIES", "1").replace(
@@ -856,27 +853,87 @@ def test_a_signature_the_app_refuses_says_to_replay_with_a_key(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    argv = ["replay", str(letters.path), letters.ids["a"], "--app", f"{name}:app"]
-    try:
-        code, out, _ = run(capsys, *argv, "--dry-run")
-        assert code == 0
-        assert (
-            "(its signature has expired; if the app checks signatures, replay with --sign-key"
-            " KEY, one of its keys)"
-        ) in out
-        before = letters.path.read_bytes()
-        code, out, _ = run(capsys, *argv)
-        assert code == 1
-        assert (
-            "rejected (signature expired; the app checks signatures: replay with --sign-key" in out
-        )
-        # The refusal is the replay's, not the notification's: the record keeps its failure.
-        assert letters.path.read_bytes() == before
-        code, out, _ = run(capsys, *argv, "--sign-key", SAMPLE_KEY)
-        assert code == 0, out
-        assert "-> ack  ok (re-signed)" in out
-    finally:
-        sys.modules.pop(name, None)
+    yield f"{name}:app"
+    sys.modules.pop(name, None)
+
+
+def test_a_signature_the_app_refuses_says_to_replay_with_a_key(
+    letters: Letters, keyed_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--app``, as ``--to``: the record's own signature expired long ago, and the app checks
+    signatures; the dry run says so before anything is tried."""
+    argv = ["replay", str(letters.path), letters.ids["a"], "--app", keyed_app]
+    code, out, _ = run(capsys, *argv, "--dry-run")
+    assert code == 0
+    assert (
+        "(its signature has expired; if the app checks signatures, replay with --sign-key"
+        " KEY, one of its keys)"
+    ) in out
+    before = letters.path.read_bytes()
+    code, out, _ = run(capsys, *argv)
+    assert code == 1
+    assert "rejected (signature expired; the app checks signatures: replay with --sign-key" in out
+    # The refusal is the replay's, not the notification's: the record keeps its failure.
+    assert letters.path.read_bytes() == before
+    code, out, _ = run(capsys, *argv, "--sign-key", SAMPLE_KEY)
+    assert code == 0, out
+    assert "-> ack  ok (re-signed)" in out
+
+
+def test_a_record_without_a_signature_is_flagged_as_the_app_refuses_it(
+    letters: Letters, keyed_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unsigned body (no Timestamp/Sign) fails an app's signature check as an expired one
+    does, and the dry run says so and what to do: a JSON one is re-signed with ``--sign-key``;
+    a URL-encoded one cannot be. A body that is no notification is refused as poison whatever
+    it carries: it is not flagged."""
+    form = make_dead_letter(
+        kind="exhausted",
+        reason="bug",
+        body=urllib.parse.quote(_body("form-d").decode()).encode(),
+        now=START,
+    )
+    with letters.path.open("ab") as file:
+        file.write(msgspec.json.encode(form) + b"\n")
+    c, poison = letters.ids["c"], letters.ids["poison"]
+    argv = ["replay", str(letters.path), c, poison, form.id, "--app", keyed_app, "--keep-going"]
+
+    def lines(out: str) -> dict[str, str]:
+        return {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+
+    code, out, _ = run(capsys, *argv, "--dry-run")
+    assert code == 0
+    planned = lines(out)
+    assert planned[c[:8]].endswith(
+        "(it carries no signature; if the app checks signatures and refuses unsigned"
+        " notifications, replay with --sign-key KEY, one of its keys)"
+    )
+    assert planned[form.id[:8]].endswith(
+        "(it carries no signature; if the app checks signatures and refuses unsigned"
+        " notifications, --sign-key cannot sign it (not a JSON object): only an app that allows"
+        " unsigned notifications takes it)"
+    )
+    assert planned[poison[:8]].endswith(f"would process with {keyed_app}")
+
+    before = {r.id: r for r in read_dead_letters(letters.path)}
+    code, out, _ = run(capsys, *argv)
+    assert code == 1
+    done = lines(out)
+    refused = "-> rejected (signature missing; the app checks signatures: replay with --sign-key"
+    assert refused in done[c[:8]]
+    assert "-> rejected (signature missing" in done[form.id[:8]]
+    assert "-> dead_lettered" in done[poison[:8]]  # poison again, not a signature refusal
+    after = {r.id: r for r in read_dead_letters(letters.path)}
+    # The refusals are the replay's: those records stay as they were; the poison one is updated.
+    assert (after[c], after[form.id]) == (before[c], before[form.id])
+    assert after[poison].attempt == 2
+
+    code, out, _ = run(capsys, *argv, "--sign-key", SAMPLE_KEY)
+    assert code == 1
+    done = lines(out)
+    assert done[c[:8]].endswith("-> ack  ok (re-signed)")
+    assert "-> rejected (signature missing" in done[form.id[:8]]
+    assert done[form.id[:8]].endswith("(not a JSON object: sent unsigned, as it was)")
 
 
 async def test_dry_run_sends_nothing(letters: Letters, capsys: pytest.CaptureFixture[str]) -> None:
@@ -895,6 +952,7 @@ async def test_dry_run_sends_nothing(letters: Letters, capsys: pytest.CaptureFix
     assert server.requests == []
     assert not letters.path.with_name("dl.jsonl.replayed").exists()
     assert f"would POST {len(BODIES[0][1])} bytes to {server.url}" in out
+    assert out.count("(it carries no signature;") == 1  # task-b's body (task-a's has expired)
     assert '"S3SecretKey":"<redacted>"' in out
     for secret in (S3_ID, S3_KEY, OLD_SIGN):
         assert secret not in out
