@@ -4,8 +4,9 @@ Bodies come from .json/.jsonl files or folders; with a key each is re-signed the
 so a real app's signature check accepts them. ``--rate``, ``--concurrency`` and ``--repeat``
 shape a load test. The summary counts answers: by HTTP status, where a 2xx answer whose JSON
 body carries a non-zero ``code`` (a CMQ error, a callback's refusal) is a failure; or, with
-``--cmq ENDPOINT --queue NAME``, messages queued with ``BatchSendMessage`` and the CMQ errors.
-The command exits 1 when anything failed.
+``--cmq ENDPOINT --queue NAME``, messages queued with ``BatchSendMessage``, the CMQ errors and,
+once CMQ could not be reached or did not answer, those not sent. The command exits 1 when
+anything failed.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ _CMQ_BATCH_BYTES: Final = 65536
 """The most bytes of bodies one BatchSendMessage takes."""
 _SIGNATURE_ROOM: Final = 128
 """Bytes a fresh ``Timestamp`` and ``Sign`` may add to a body."""
+_CALLBACK_TIMEOUT: Final = 30.0
+"""Default ``--timeout`` of a POST to a callback URL (a handler may take a while)."""
+_CMQ_TIMEOUT: Final = 10.0
+"""Default ``--timeout`` of a BatchSendMessage, which CMQ answers at once (the client's)."""
 _DETAIL: Final = 160
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -102,7 +107,10 @@ def _configure_send(parser: argparse.ArgumentParser) -> None:
         "--repeat", type=positive_int, default=1, help="send the whole set N times (%(default)s)"
     )
     parser.add_argument(
-        "--timeout", type=positive_float, default=30.0, help="seconds per request (%(default)s)"
+        "--timeout",
+        type=positive_float,
+        help=f"seconds per request ({_CALLBACK_TIMEOUT:g}; {_CMQ_TIMEOUT:g} with --cmq, where a"
+        " request that gets no answer in time is not tried again)",
     )
     group = parser.add_argument_group(
         "TDMQ-CMQ queue (instead of a URL)",
@@ -440,7 +448,7 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
                 tally.hints[_connection_hint(args.url, exc)] = None
             progress.advance()
 
-    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    timeout = aiohttp.ClientTimeout(total=args.timeout or _CALLBACK_TIMEOUT)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with (
         aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
@@ -475,7 +483,11 @@ def _batches(items: Sequence[SendItem], size: int, tally: Tally) -> Iterator[lis
 
 
 async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
-    """Put every item on the queue ``--repeat`` times, in batches, ``--concurrency`` at once."""
+    """Put every item on the queue ``--repeat`` times, in batches, ``--concurrency`` at once.
+
+    Once CMQ could not be reached or did not answer a batch, the batches not yet sent are
+    counted as not sent: each would wait out the same failure (a send is simply run again).
+    """
     import anyio
 
     from mpsflow.tencentcloud.cmq.client import CmqClient
@@ -487,12 +499,22 @@ async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
     progress = _Progress(len(every), sys.stderr)
     progress.done = sum(tally.counts.values())  # those left out of every batch
     pacer = Pacer(args.rate)
-    client = CmqClient(args.cmq, EnvironmentCredentials(), request_timeout=args.timeout)
+    client = CmqClient(
+        args.cmq,
+        EnvironmentCredentials(),
+        request_timeout=args.timeout or _CMQ_TIMEOUT,
+        retry_timeouts=False,  # a user waits; dedup makes the run they start again harmless
+    )
+    given_up: list[str] = []  # how to count the batches left, once CMQ did not answer one
 
     async def worker() -> None:
         for batch in plan:
-            await pacer.wait()
-            await _queue_batch(client, args, batch, tally)
+            if given_up:
+                tally.add(given_up[0], len(batch), ok=False)
+            else:
+                await pacer.wait()
+                if reason := await _queue_batch(client, args, batch, tally):
+                    given_up.append(reason)
             for _ in batch:
                 progress.advance()
 
@@ -504,8 +526,12 @@ async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
 
 async def _queue_batch(
     client: CmqClient, args: argparse.Namespace, batch: list[SendItem], tally: Tally
-) -> None:
-    """One BatchSendMessage; its messages counted as queued, or as the error that refused them."""
+) -> str:
+    """One BatchSendMessage; its messages counted as queued, or as the error that refused them.
+
+    Returns how to count the batches not yet sent when CMQ could not be reached or did not
+    answer (after the client's retries), and ``""`` when it answered.
+    """
     from mpsflow.tencentcloud.cmq.errors import (
         CODE_AUTH_FAILED,
         CODE_QUEUE_NOT_FOUND,
@@ -534,8 +560,12 @@ async def _queue_batch(
         tally.add(f"error ({_one_line(str(exc))})", len(batch), ok=False)
         if isinstance(exc, CmqNetworkError) and (hint := exc.reach_hint(args.cmq)):
             tally.hints[hint] = None
+            return (
+                "not sent (CMQ did not answer)" if exc.timed_out else "not sent (CMQ unreachable)"
+            )
     else:
         tally.add("queued", len(batch))
+    return ""
 
 
 COMMAND = Command(

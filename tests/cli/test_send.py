@@ -25,7 +25,12 @@ from mpsflow.clock import FakeClock
 from mpsflow.devservers.cmq import CmqServer
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.credentials import Credential
-from tests.plugins.cmq_server import CMQ_SECRET_ID, CMQ_SECRET_KEY, CmqServerFactory
+from tests.plugins.cmq_server import (
+    CMQ_SECRET_ID,
+    CMQ_SECRET_KEY,
+    CmqServerFactory,
+    SilentEndpoint,
+)
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
 from tests.sinks.peers import serve as serve_peer
 from tests.sources.http_app import make_app, serve
@@ -418,18 +423,43 @@ async def test_send_to_cmq_with_refused_keys_fails_and_says_which_keys(
 async def test_send_to_an_unreachable_cmq_endpoint_fails(
     tmp_path: Path, seed_sample: bytes
 ) -> None:
-    (tmp_path / "seed.json").write_bytes(seed_sample)
+    """The first batch fails after the client's retries; the second is not sent at all."""
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_bytes(seed_sample)
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()
     code, out, err = await send_cmq(
-        cmq_env(), "--cmq", f"http://127.0.0.1:{port}", "--queue", QUEUE, str(tmp_path)
+        cmq_env(),
+        *("--cmq", f"http://127.0.0.1:{port}", "--queue", QUEUE),
+        *("--batch", "1", "--concurrency", "1", str(tmp_path)),
     )
     assert code == 1
-    [(status, count)] = summary(out).items()
-    assert status.startswith("error (")
-    assert count == 1
+    counts = summary(out)
+    [error] = [status for status in counts if status.startswith("error (")]
+    assert counts == {error: 1, "not sent (CMQ unreachable)": 1}
     assert f"cannot reach CMQ at http://127.0.0.1:{port} (connection refused)" in err
+
+
+async def test_send_to_a_cmq_endpoint_that_never_answers_gives_up_after_one_timeout(
+    silent_cmq: SilentEndpoint, tmp_path: Path, seed_sample: bytes
+) -> None:
+    """One request, not tried again, and the other batch not sent: a silent endpoint costs one
+    --timeout, not four (the client's attempts) for each batch."""
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_bytes(seed_sample)
+    code, out, err = await send_cmq(
+        cmq_env(),
+        *("--cmq", silent_cmq.url, "--queue", QUEUE, "--batch", "1", "--concurrency", "1"),
+        *("--timeout", "0.5", str(tmp_path)),
+    )
+    assert code == 1
+    assert summary(out) == {
+        "error (BatchSendMessage: no answer within 0.5s)": 1,
+        "not sent (CMQ did not answer)": 1,
+    }
+    assert silent_cmq.connections() == 1
+    assert f"mpsflow send: CMQ at {silent_cmq.url} did not answer (" in err
 
 
 async def test_send_to_a_missing_cmq_queue_fails_and_says_to_check_its_name(

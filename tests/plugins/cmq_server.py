@@ -3,13 +3,15 @@
 Every server listens on a free loopback port and accepts the key pair of ``cmq_credential``.
 ``cmq_server_factory`` starts servers with any :class:`CmqServer` options (a ``FakeClock``, a
 data file, ...) and stops them all at teardown; ``cmq_server_process`` runs
-``python -m mpsflow.devservers.cmq --port 0`` and reads the URL it prints.
+``python -m mpsflow.devservers.cmq --port 0`` and reads the URL it prints. ``silent_cmq`` is
+an endpoint that takes connections and never answers, and counts them.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -28,11 +30,13 @@ __all__ = [
     "CmqServerFactory",
     "CmqServerProcess",
     "CmqServerProcessFactory",
+    "SilentEndpoint",
     "cmq_client",
     "cmq_credential",
     "cmq_server",
     "cmq_server_factory",
     "cmq_server_process",
+    "silent_cmq",
 ]
 
 CMQ_SECRET_ID = "AKIDmpsflowTESTKEY0000000000000001"
@@ -141,3 +145,33 @@ def cmq_server_process() -> Iterator[CmqServerProcessFactory]:
     yield start
     for server in started:
         server.stop()
+
+
+class SilentEndpoint:
+    """A loopback port whose connections the kernel accepts into the listen backlog, where
+    nothing ever reads or answers them (a VPC-internal address seen from outside)."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def connections(self) -> int:
+        """How many connections were made since the last call (taken off the backlog)."""
+        self.listener.setblocking(False)
+        count = 0
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except BlockingIOError:
+                return count
+            connection.close()
+            count += 1
+
+
+@pytest.fixture
+def silent_cmq() -> Iterator[SilentEndpoint]:
+    """An endpoint that takes connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(32)
+        yield SilentEndpoint(listener)

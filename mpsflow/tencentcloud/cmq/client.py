@@ -7,8 +7,9 @@ cloud.tencent.com/document/product/406/5883 and /406/5837 onwards): POST (or GET
 :mod:`mpsflow.tencentcloud.cmq.signing`), JSON answers with ``code``. It sends, receives and
 deletes messages, one at a time or in batches of up to 16; ``7000`` (queue empty after the long
 poll) comes back as ``None`` / ``[]``, and a partly failed batch delete as the list of handles
-that failed. Network errors, throttling (4420) and internal errors (6000) are retried with
-backoff on an injectable clock; authentication failures (4100) never are.
+that failed. Network errors (a request that got no answer in time too, unless
+``retry_timeouts=False``), throttling (4420) and internal errors (6000) are retried with backoff
+on an injectable clock; authentication failures (4100) never are.
 """
 
 from __future__ import annotations
@@ -126,7 +127,11 @@ class CmqClient:
     opens one and closes it in :meth:`aclose` (or ``async with``).
 
     A long poll's HTTP timeout is its wait plus ``poll_timeout_margin``, so the server always
-    answers first; other actions time out after ``request_timeout``.
+    answers first; other actions time out after ``request_timeout``. With
+    ``retry_timeouts=False`` a request that got no answer in time is not sent again, so a caller
+    at a terminal (``mpsflow send``) reports an endpoint that never answers after one timeout,
+    not after every attempt's; errors that came with an answer (throttling, a 5xx) are still
+    retried.
     """
 
     def __init__(
@@ -141,6 +146,7 @@ class CmqClient:
         request_timeout: float = 10.0,
         poll_timeout_margin: float = 10.0,
         retry: RetryPolicy | None = None,
+        retry_timeouts: bool = True,
         clock: Clock | None = None,
         request_client: str | None = "SDK_Python_1.3",
     ) -> None:
@@ -162,6 +168,7 @@ class CmqClient:
         self._request_timeout = request_timeout
         self._poll_margin = poll_timeout_margin
         self._retry = retry or _DEFAULT_RETRY
+        self._retry_timeouts = retry_timeouts
         self._clock = clock or SystemClock()
         self._request_client = request_client
         self._rng = random.Random()
@@ -278,13 +285,17 @@ class CmqClient:
                     action, params, response_type, timeout or self._request_timeout, outcomes
                 )
             except CmqError as exc:
-                if not exc.retryable or self._retry.exhausted(attempt):
+                if not exc.retryable or self._retry.exhausted(attempt) or self._gives_up(exc):
                     raise
                 delay = self._retry.delay(attempt, self._rng)
                 # DEBUG: what the last attempt's error means is its caller's line to log.
                 _log.debug("CMQ %s attempt %d failed (%s); retrying", action, attempt, exc)
                 attempt += 1
                 await self._clock.sleep(delay)
+
+    def _gives_up(self, exc: CmqError) -> bool:
+        """Whether ``exc`` ends the call though retryable: no answer in time, not retried."""
+        return not self._retry_timeouts and isinstance(exc, CmqNetworkError) and exc.timed_out
 
     async def _signed_form(self, action: str, params: dict[str, str]) -> str:
         credential = await self._credentials.get_credential()

@@ -27,7 +27,7 @@ from mpsflow.tencentcloud.cmq import (
     tdmq_endpoint,
 )
 from mpsflow.tencentcloud.cmq.errors import CmqQueueFullError, server_error
-from tests.plugins.cmq_server import CmqServerFactory
+from tests.plugins.cmq_server import CmqServerFactory, SilentEndpoint
 
 _NO_JITTER = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=10.0, jitter=0.0)
 
@@ -294,6 +294,38 @@ async def test_gives_up_on_network_errors_after_the_last_attempt(
     # Host and port in our words, not aiohttp's connection key ("ssl:default").
     assert str(caught.value) == f"SendMessage: cannot connect to {host}:{port} (connection refused)"
     assert clock.sleeps == [0.1, 0.2]
+
+
+async def test_without_retry_timeouts_a_silent_endpoint_is_asked_once_and_answers_are_retried(
+    silent_cmq: SilentEndpoint, cmq_server: CmqServer, cmq_credential: Credential
+) -> None:
+    clock = FakeClock()
+    options: dict[str, Any] = {"clock": clock, "retry": _NO_JITTER, "retry_timeouts": False}
+    async with CmqClient(silent_cmq.url, cmq_credential, request_timeout=0.2, **options) as client:
+        with pytest.raises(CmqNetworkError) as caught:
+            await client.send("q", "x")
+    assert caught.value.timed_out
+    assert silent_cmq.connections() == 1
+    assert clock.sleeps == []
+    async with CmqClient(cmq_server.url, cmq_credential, **options) as client:
+        cmq_server.throttle(2)  # an answer that says "later" is still tried again
+        await client.send("throttled", "x")
+    assert clock.sleeps == [0.5, 1.0]
+
+
+async def test_a_silent_endpoint_is_retried_by_default(
+    silent_cmq: SilentEndpoint, cmq_credential: Credential
+) -> None:
+    clock = FakeClock()
+    retry = RetryPolicy(max_attempts=2, base_delay=0.1, jitter=0.0)
+    async with CmqClient(
+        silent_cmq.url, cmq_credential, request_timeout=0.2, clock=clock, retry=retry
+    ) as client:
+        with pytest.raises(CmqNetworkError) as caught:
+            await client.send("q", "x")
+    assert caught.value.timed_out
+    assert silent_cmq.connections() == 2
+    assert clock.sleeps == [0.1]
 
 
 async def test_an_https_address_of_a_plain_http_server_says_so(
