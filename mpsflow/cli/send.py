@@ -203,26 +203,29 @@ class Pacer:
 
 
 class _Progress:
-    """A progress bar on a terminal; a few plain counter lines otherwise."""
+    """How far the send is: what was sent and what failed, read from the :class:`Tally` the
+    summary prints. A bar on a terminal; a few plain lines otherwise."""
 
     def __init__(self, total: int, out: TextIO) -> None:
         self.total = total
-        self.done = 0
         self.out = out
         self.tty = out.isatty()
         self._step = max(1, total // 10)
+        self._shown = 0
 
-    def advance(self) -> None:
-        self.done += 1
+    def show(self, tally: Tally) -> None:
+        """Report ``tally``: on a terminal always, otherwise at each tenth of the total."""
+        done = sum(tally.counts.values())
+        failed = tally.failures
+        line = f"{done}/{self.total} done: {done - failed} sent, {failed} failed"
         if self.tty:
             width = 30
-            filled = width * self.done // self.total
+            filled = width * done // self.total
             bar = "#" * filled + "." * (width - filled)
-            self.out.write(f"\r[{bar}] {self.done}/{self.total}")
-            if self.done == self.total:
-                self.out.write("\n")
-        elif self.done % self._step == 0 or self.done == self.total:
-            self.out.write(f"{self.done}/{self.total} done\n")
+            self.out.write(f"\r[{bar}] {line}" + ("\n" if done == self.total else ""))
+        elif done // self._step > self._shown // self._step or done == self.total > self._shown:
+            self.out.write(f"{line}\n")
+        self._shown = done
         self.out.flush()
 
 
@@ -245,6 +248,11 @@ class Tally:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def failures(self) -> int:
+        """How many notifications failed: the counts of the answers that are failures."""
+        return sum(n for answer, n in self.counts.items() if answer in self.failed)
 
 
 def _one_line(text: str) -> str:
@@ -446,7 +454,7 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 tally.add(f"error ({type(exc).__name__})", ok=False)
                 tally.hints[_connection_hint(args.url, exc)] = None
-            progress.advance()
+            progress.show(tally)
 
     timeout = aiohttp.ClientTimeout(total=args.timeout or _CALLBACK_TIMEOUT)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
@@ -497,7 +505,6 @@ async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
     every = [item for _ in range(args.repeat) for item in items]
     plan = iter(list(_batches(every, args.batch or _CMQ_BATCH, tally)))
     progress = _Progress(len(every), sys.stderr)
-    progress.done = sum(tally.counts.values())  # those left out of every batch
     pacer = Pacer(args.rate)
     client = CmqClient(
         args.cmq,
@@ -515,8 +522,7 @@ async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
                 await pacer.wait()
                 if reason := await _queue_batch(client, args, batch, tally):
                     given_up.append(reason)
-            for _ in batch:
-                progress.advance()
+            progress.show(tally)
 
     async with client, anyio.create_task_group() as tg:
         for _ in range(args.concurrency):

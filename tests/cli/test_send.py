@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -76,6 +77,11 @@ def summary(stdout: str) -> dict[str, int]:
     return counts
 
 
+def progress(stderr: str) -> list[str]:
+    """The plain progress lines (``3/10 done: 2 sent, 1 failed``), not on a terminal."""
+    return [line for line in stderr.splitlines() if re.fullmatch(r"\d+/\d+ done: .*", line)]
+
+
 async def test_send_signs_afresh_and_summarises(samples_dir: Path) -> None:
     app, dead = make_app(notify_keys=[SAMPLE_KEY])
     seen = task_ids(app, "WorkflowTask")
@@ -94,7 +100,7 @@ async def test_send_signs_afresh_and_summarises(samples_dir: Path) -> None:
     assert code == 0, out + err
     assert out.splitlines()[0].startswith(f"sent {total} notification(s) in ")
     assert summary(out) == {"200": total}
-    assert f"{total}/{total} done" in err  # plain progress lines when not on a terminal
+    assert progress(err)[-1] == f"{total}/{total} done: {total} sent, 0 failed"
     workflow_samples = [
         p
         for p in SAMPLE_PATHS
@@ -321,6 +327,18 @@ async def test_a_2xx_whose_json_carries_a_non_zero_code_is_a_failure(
     assert ("--cmq ENDPOINT --queue NAME" in err) == (b"requestId" in answer)
 
 
+async def test_the_progress_lines_count_refusals_as_failed_not_sent(
+    tmp_path: Path, seed_sample: bytes
+) -> None:
+    body = tmp_path / "seed.json"
+    body.write_bytes(seed_sample)
+    async with answering(b'{"code":1,"error":"not today"}') as url:
+        code, out, err = await send(url, str(body), "--repeat", "3", "--concurrency", "1")
+    assert code == 1
+    assert summary(out) == {"200 code 1 (not today)": 3}
+    assert progress(err) == [f"{n}/3 done: 0 sent, {n} failed" for n in (1, 2, 3)]
+
+
 async def test_send_to_the_cmq_api_as_a_callback_is_a_failure_that_says_what_to_do(
     cmq_server: CmqServer, tmp_path: Path, seed_sample: bytes
 ) -> None:
@@ -402,6 +420,19 @@ async def test_send_to_cmq_splits_batches_at_64_kb(cmq_server: CmqServer, tmp_pa
     assert sorted(json.loads(b)["N"] for b in await drain(cmq_server, QUEUE)) == list(range(20))
 
 
+async def test_send_to_cmq_counts_what_was_queued_and_what_failed_as_it_goes(
+    cmq_server: CmqServer, tmp_path: Path, seed_sample: bytes
+) -> None:
+    (tmp_path / "seed.json").write_bytes(seed_sample)
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe not text")
+    code, out, err = await send_cmq(
+        cmq_env(), "--cmq", cmq_server.url, "--queue", QUEUE, "--repeat", "2", str(tmp_path)
+    )
+    assert code == 1
+    assert summary(out) == {"queued": 2, "not sent (not UTF-8 text; a CMQ message is text)": 2}
+    assert progress(err) == ["4/4 done: 2 sent, 2 failed"]  # one batch, after the two left out
+
+
 async def test_send_to_cmq_with_refused_keys_fails_and_says_which_keys(
     cmq_server: CmqServer, tmp_path: Path, seed_sample: bytes
 ) -> None:
@@ -459,6 +490,7 @@ async def test_send_to_a_cmq_endpoint_that_never_answers_gives_up_after_one_time
         "not sent (CMQ did not answer)": 1,
     }
     assert silent_cmq.connections() == 1
+    assert progress(err) == ["1/2 done: 0 sent, 1 failed", "2/2 done: 0 sent, 2 failed"]
     assert f"mpsflow send: CMQ at {silent_cmq.url} did not answer (" in err
 
 
