@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from mpsflow._loader import load_object
-from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Command
+from mpsflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Command, CommandParser
 from mpsflow.errors import ConfigurationError
 
 __all__ = [
@@ -45,10 +45,11 @@ COMMANDS: dict[str, Command | str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (every command in ``COMMANDS``)."""
+    """The full argument parser (every command in ``COMMANDS``): a :class:`CommandParser`, so
+    every command's bad option value is one line."""
     from mpsflow import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="mpsflow", description="Typed, reliable handling of Tencent Cloud MPS notifications."
     )
     parser.add_argument("--version", action="version", version=f"mpsflow {__version__}")

@@ -1,5 +1,6 @@
-"""What every ``mpsflow`` command shares: the ``Command`` type, exit codes, app loading and
-the argparse number types, so each command module depends on this one and not on the others.
+"""What every ``mpsflow`` command shares: the ``Command`` type, the argument parser, exit codes,
+app loading and the argparse number types, so each command module depends on this one and not
+on the others.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from mpsflow._loader import load_object
@@ -30,6 +31,7 @@ __all__ = [
     "EXIT_STARTUP",
     "EXIT_USAGE",
     "Command",
+    "CommandParser",
     "any_duration",
     "bounded_int",
     "cmq_endpoint",
@@ -71,6 +73,27 @@ class Command:
 
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``mpsflow`` and, as argparse makes subcommands' parsers of their parent's
+    class, of every command: a bad option value is one line saying what is wrong and where to
+    read more (``mpsflow run: error: --wait: expected 0 to 30, got 31; see mpsflow run --help``),
+    not argparse's whole usage first. Other mistakes keep argparse's usage and line: arguments
+    missing, where the usage shows what to give, and unknown options (with a guess).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Exit 2. argparse calls this while it handles the ``ArgumentError`` of a value it
+        could not take: one naming its argument gets the short line, the rest argparse's."""
+        wrong = sys.exc_info()[1]
+        if isinstance(wrong, argparse.ArgumentError) and wrong.argument_name is not None:
+            self.exit(
+                EXIT_USAGE,
+                f"{self.prog}: error: {wrong.argument_name}: {wrong.message};"
+                f" see {self.prog} --help\n",
+            )
+        super().error(message)
 
 
 DEFAULT_DEDUP_PATH: Final = "mpsflow-dedup.sqlite3"

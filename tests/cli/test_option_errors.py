@@ -1,0 +1,97 @@
+"""A bad option value is one line on every command, in our words where the words are ours; a
+missing argument and a misspelt option keep their usage (see also test_decode and
+test_deadletters)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mpsflow.cli import COMMANDS, main
+
+BAD_VALUES = [
+    (
+        "run",
+        ["app:app", "--cmq", "http://127.0.0.1:1", "--queue", "q", "--wait", "31"],
+        "--wait",
+    ),
+    ("run", ["app:app", "--workers", "-1"], "--workers"),
+    ("run", ["app:app", "--log-level", "loud"], "--log-level"),
+    ("run", ["app:app", "--wait"], "--wait"),
+    ("send", ["http://127.0.0.1:9/cb", "x.json", "--concurrency", "0"], "--concurrency"),
+    ("decode", ["--json=yes", "x.json"], "--json"),
+    ("deadletters list", ["letters.jsonl", "--last", "x"], "--last"),
+    ("deadletters show", ["--help=yes", "letters.jsonl", "id"], "-h/--help"),
+    (
+        "deadletters replay",
+        ["letters.jsonl", "--to", "http://x/", "--expires-in", "1y"],
+        "--expires-in",
+    ),
+    ("reconcile", ["app:app", "--since", "x"], "--since"),
+    ("cmq-server", ["--max-messages", "0"], "--max-messages"),
+    ("mps-server", ["--port", "x"], "--port"),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "option"),
+    BAD_VALUES,
+    ids=[f"{command} {option}" for command, _, option in BAD_VALUES],
+)
+def test_a_bad_option_value_is_one_line_naming_the_option_and_the_help(
+    command: str, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command.split(), *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"mpsflow {command}: error: {option}: ")
+    assert err.endswith(f"; see mpsflow {command} --help\n")
+
+
+def test_every_command_and_action_is_checked() -> None:
+    checked = {command.split()[0] for command, _, _ in BAD_VALUES}
+    assert checked == set(COMMANDS)
+    assert {c for c, _, _ in BAD_VALUES if c.startswith("deadletters ")} == {
+        "deadletters list",
+        "deadletters show",
+        "deadletters replay",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["run", "app:app", "--cmq", "http://127.0.0.1:1", "--queue", "q", "--wait", "31"],
+            "mpsflow run: error: --wait: expected 0 to 30, got 31; see mpsflow run --help",
+        ),
+        (
+            ["run", "app:app", "--workers", "-1"],
+            "mpsflow run: error: --workers: expected at least 1, got -1; see mpsflow run --help",
+        ),
+        (
+            ["send", "--cmq", "http://127.0.0.1:9800", "--queue", "q", "--batch", "17", "x"],
+            "mpsflow send: error: --batch: expected 1 to 16, got 17; see mpsflow send --help",
+        ),
+    ],
+)
+def test_the_line_says_what_is_wrong_in_our_words(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_a_missing_argument_keeps_the_usage_and_names_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) > 1  # the usage, then the line
+    assert err[-1].startswith("mpsflow run: error: ")
+    assert "MODULE:APP" in err[-1]
