@@ -125,9 +125,18 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     """Parse ``argv``; a command that sets ``intermixed=DEST`` takes positional arguments after
     its options too (``send URL --sign-key K DIR``), added to the list ``DEST``.
 
-    argparse's own ``parse_intermixed_args`` does not work with subcommands.
+    argparse's own ``parse_intermixed_args`` does not work with subcommands. A misspelt
+    command gets a guess (``mpsflow sned``: did you mean send?).
     """
-    args, extras = parser.parse_known_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and not given[0].startswith("-") and given[0] not in COMMANDS:
+        guess = difflib.get_close_matches(given[0], list(COMMANDS), n=1)
+        hint = f" (did you mean {guess[0]}?)" if guess else f"; one of {', '.join(COMMANDS)}"
+        parser.exit(
+            EXIT_USAGE,
+            f"{parser.prog}: error: unknown command {given[0]!r}{hint}; see {parser.prog} --help\n",
+        )
+    args, extras = parser.parse_known_args(given)
     dest = getattr(args, "intermixed", None)
     if dest is not None:
         getattr(args, dest).extend(e for e in extras if not e.startswith("-"))

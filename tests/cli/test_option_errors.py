@@ -95,3 +95,25 @@ def test_a_missing_argument_keeps_the_usage_and_names_it(
     assert len(err) > 1  # the usage, then the line
     assert err[-1].startswith("mpsflow run: error: ")
     assert "MODULE:APP" in err[-1]
+
+
+@pytest.mark.parametrize(
+    ("given", "line"),
+    [
+        ("sned", "mpsflow: error: unknown command 'sned' (did you mean send?); see mpsflow --help"),
+        ("rnu", "mpsflow: error: unknown command 'rnu' (did you mean run?); see mpsflow --help"),
+        (
+            "xyz",
+            "mpsflow: error: unknown command 'xyz'; one of "
+            + ", ".join(COMMANDS)
+            + "; see mpsflow --help",
+        ),
+    ],
+)
+def test_a_misspelt_command_is_one_line_with_a_guess(
+    given: str, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([given, "app:app"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == line + "\n"
