@@ -4,8 +4,9 @@ A callback whose body passes the app's admission checks (``runtime.admit``) is a
 inbox and answered 200 once the append is committed; a body the inbox never takes is recorded
 as a dead letter and answered 413; a full inbox, or one whose storage fails, is answered 503
 with ``Retry-After``, so the sender keeps the notification. The inbox's consumer runs beside
-the server (:meth:`InboxIntake.run`) and takes appends in memory while it does; ``/readyz`` and
-``/metrics`` learn the inbox's state from :func:`inbox_state`.
+the server (:meth:`InboxIntake.run`; a CMQ queue's has received once before the server serves)
+and takes appends in memory while it does; ``/readyz`` and ``/metrics`` learn the inbox's state
+from :func:`inbox_state`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mpsflow.inbox.base import Inbox
 from mpsflow.inbox.source import InboxSource
 from mpsflow.sources._http_answers import ACCEPTED, error_answer, respond
 from mpsflow.sources._http_server import Answer
-from mpsflow.sources.base import Source
+from mpsflow.sources.base import ConfirmsStart, Source
 from mpsflow.sources.runtime import SourceRuntime
 
 __all__ = ["InboxIntake", "inbox_state"]
@@ -53,17 +54,26 @@ class InboxIntake:
     ) -> None:
         """Check ``inbox`` can be used, then ``serve`` with the inbox's consumer (built by
         ``consumer``; None: it runs elsewhere) running beside; say what waits in the inbox
-        once done."""
+        once done.
+
+        A consumer that knows when it works (:class:`~mpsflow.sources.base.ConfirmsStart`: a
+        CMQ queue, once a first receive worked) is waited for before serving, so a queue that
+        does not exist ends the run with its one line and nothing said "serving" before it.
+        """
         await _check_inbox(inbox)
         cannot_start: list[StartupError] = []
         try:
             async with anyio.create_task_group() as tg:
+                serving = True
                 if consumer is not None:
                     inbox_consumer = consumer()
                     if isinstance(inbox_consumer, InboxSource):  # hands appends over in memory
                         self._append = inbox_consumer.append
                     tg.start_soon(_consume, inbox_consumer, runtime, cannot_start, tg.cancel_scope)
-                await serve()
+                    if isinstance(inbox_consumer, ConfirmsStart):
+                        serving = await _started(inbox_consumer, runtime.stop)
+                if serving:
+                    await serve()
             if cannot_start:  # the app ends with its one line instead of restarting the source
                 raise cannot_start[0]
         finally:
@@ -154,6 +164,21 @@ async def _consume(
     except StartupError as exc:
         cannot_start.append(exc)
         serving.cancel()
+
+
+async def _started(consumer: ConfirmsStart, stop: anyio.Event) -> bool:
+    """Wait until ``consumer`` works (True), or ``stop`` is set first (False). A consumer that
+    cannot start cancels this wait (``_consume``)."""
+    async with anyio.create_task_group() as tg:
+
+        async def started() -> None:
+            await consumer.wait_started()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(started)
+        await stop.wait()
+        tg.cancel_scope.cancel()
+    return not stop.is_set()
 
 
 async def _check_inbox(inbox: Inbox) -> None:

@@ -14,7 +14,7 @@ import anyio.abc
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.sources.runtime import Consumer, SourceRuntime
 
-__all__ = ["PullSource", "Source"]
+__all__ = ["ConfirmsStart", "PullSource", "Source"]
 
 _log = logging.getLogger("mpsflow.sources")
 
@@ -43,6 +43,16 @@ class Source(Protocol):
 
     async def run(self, runtime: SourceRuntime) -> None:
         """Deliver until ``runtime.stop`` is set (or the source ends), settling each delivery."""
+        ...
+
+
+@runtime_checkable
+class ConfirmsStart(Protocol):
+    """A source that knows when it works (CMQ: a first receive succeeded), so that what runs
+    beside it (the HTTP receiver of a CMQ inbox) announces itself only then."""
+
+    async def wait_started(self) -> None:
+        """Return once the current run works (before a run starts: once the next one does)."""
         ...
 
 

@@ -51,7 +51,8 @@ class CmqSource(PullSource):
     ``wait_seconds`` is the long-poll wait (0-30 s); ``batch_size`` caps each
     ``BatchReceiveMessage`` (1-16) and is further capped by the free in-flight slots. A run's
     first receive does not wait: once one has worked, the source logs that it is consuming the
-    queue, and a missing queue or refused credentials end the run at once (``StartupError``).
+    queue (and ``wait_started`` returns), and a missing queue or refused credentials end the run
+    at once (``StartupError``).
     Deletes are sent as soon as 16 are pending or ``delete_delay`` seconds after the first.
     Receive errors that may pass (network, throttling) back off and poll again; others (bad
     credentials, a missing queue) end the run. Before the first receive of a run succeeded,
@@ -107,6 +108,8 @@ class CmqSource(PullSource):
         self._receive_failures = 0
         self._received = False
         """A receive of this run succeeded: the queue exists and took the credentials."""
+        self._received_changed = anyio.Event()
+        """Set (and replaced) when ``_received`` changes, for ``wait_started``."""
         self._pending: list[str] = []
         self._wake = anyio.Event()
         self._full = anyio.Event()
@@ -132,9 +135,22 @@ class CmqSource(PullSource):
             try:
                 await super().run(runtime)
             finally:
+                self._set_received(False)  # a later wait_started waits for the next run
                 done.set()
                 self._wake.set()
                 self._full.set()
+
+    async def wait_started(self) -> None:
+        """Return once a receive of the current run has worked (the queue exists and took the
+        keys; before a run starts: of the next one). A receiver of this inbox serves only then,
+        so a queue that does not exist ends the run before anything said "serving"."""
+        while not self._received:
+            await self._received_changed.wait()
+
+    def _set_received(self, received: bool) -> None:
+        self._received = received
+        self._received_changed.set()
+        self._received_changed = anyio.Event()
 
     async def wait_deleted(self, count: int) -> None:
         """Wait until at least ``count`` messages were deleted (tests, tools)."""
@@ -168,7 +184,7 @@ class CmqSource(PullSource):
             )
         self._receive_failures = 0
         if not self._received:
-            self._received = True
+            self._set_received(True)
             _log.info("consuming CMQ queue %s at %s", self.queue, self.client.url)
         now, mono = self._clock.time(), self._clock.monotonic()
         return [

@@ -290,7 +290,8 @@ class HttpSource:
 
         With an inbox, its consumer runs beside the server (unless ``consume_inbox`` is off)
         and drains its deliveries too; what is still in the inbox waits there for the next
-        start.
+        start. A CMQ queue's consumer starts first: the server serves once it received from
+        the queue, so a queue that does not exist ends the run before "serving".
         """
         inbox = self.inbox
         if inbox is None:

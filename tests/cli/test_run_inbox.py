@@ -243,6 +243,7 @@ async def test_a_cmq_inbox_needs_the_api_keys(tmp_path: Path) -> None:
 async def test_a_receiver_that_processes_a_misspelt_cmq_inbox_exits_3_with_one_line(
     tmp_path: Path, cmq_server_process: CmqServerProcessFactory
 ) -> None:
+    """It fails before it serves: nothing says "serving" before the one error line."""
     (tmp_path / "inboxapp.py").write_text(APP)
     server = cmq_server_process("--queue", "inbox")
     address = server.url.split("://", 1)[1].split("/", 1)[0]
@@ -257,6 +258,7 @@ async def test_a_receiver_that_processes_a_misspelt_cmq_inbox_exits_3_with_one_l
     assert len(errors) == 1, output.text
     assert "CMQ queue inbx" in errors[0]
     assert "does not exist (code 4440)" in errors[0]
+    assert not SERVING.search(output.text), output.text
     assert "Traceback" not in output.text
 
 

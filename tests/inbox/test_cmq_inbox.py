@@ -5,6 +5,7 @@ sender."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -14,7 +15,7 @@ import pytest
 from mpsflow import Context, RetryPolicy
 from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.devservers.cmq import CmqServer
-from mpsflow.errors import InboxUnavailable
+from mpsflow.errors import InboxUnavailable, StartupError
 from mpsflow.events import WorkflowTask
 from mpsflow.inbox import CmqInbox, Inbox
 from mpsflow.sources.cmq import CmqSource
@@ -69,6 +70,38 @@ async def test_a_receiver_appends_and_a_worker_handles_each_notification_once(
     assert sorted(handled) == sorted(f"t-{n}" for n in range(12))
     assert len(server.queue(QUEUE)) == 0
     assert dead.records == []
+
+
+async def test_a_receiver_serves_only_once_it_consumes_its_queue(
+    inbox: CmqInbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its consumer's first receive comes before the server: "serving" is said only once the
+    queue is known to exist and to take the keys."""
+    caplog.set_level(logging.INFO, logger="mpsflow")
+    app, _ = make_app()
+    async with serve(app, inbox=inbox):
+        pass
+    lines = [record.getMessage() for record in caplog.records]
+    consuming = [n for n, line in enumerate(lines) if line.startswith("consuming CMQ queue")]
+    serving = [n for n, line in enumerate(lines) if line.startswith("serving MPS callbacks")]
+    assert len(consuming) == len(serving) == 1, lines
+    assert consuming < serving, lines
+
+
+async def test_a_receiver_of_a_queue_that_does_not_exist_ends_before_it_serves(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+) -> None:
+    server = await cmq_server_factory(auto_create=False)
+    server.create_queue(QUEUE)
+    inbox = CmqInbox(CmqClient(server.url, cmq_credential), "inbx", wait_seconds=1)
+    app, _ = make_app()
+    source = HttpSource(port=0, inbox=inbox)
+    try:
+        with anyio.fail_after(20), pytest.raises(StartupError, match="CMQ queue inbx at "):
+            await app.run(source, handle_signals=False)
+    finally:
+        await inbox.close()
+    assert source.address is None  # it never listened, so nothing said "serving"
 
 
 async def test_the_receiver_consumes_its_inbox_by_default(inbox: CmqInbox) -> None:

@@ -5,6 +5,7 @@ dead letters and attempt numbers."""
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +16,9 @@ from mpsflow import App, Call, CallNext, Cause, Context, Outcome, Retry, RetryPo
 from mpsflow.events import WorkflowTask
 from mpsflow.inbox import InboxItem, SQLiteInbox
 from mpsflow.sinks.memory import MemorySink
+from mpsflow.sources.base import ConfirmsStart, Source
 from mpsflow.sources.http import HttpSource
+from mpsflow.sources.runtime import SourceRuntime
 from tests.inbox.door import KEY, post, signed
 from tests.sources.http_app import base_url, make_app, records, serve
 
@@ -111,6 +114,62 @@ async def test_readyz_says_when_the_inbox_is_unavailable(tmp_path: Path) -> None
         ready, metrics = await probe(source)
         assert ready == (503, {"ready": False, "reason": "inbox unavailable"})
         assert "mpsflow_inbox_items" not in metrics
+
+
+class UnstartedConsumer:
+    """An inbox's consumer that does not get to work (a queue that keeps answering "busy"):
+    ``running`` is set once its run started."""
+
+    name = "inbox"
+
+    def __init__(self) -> None:
+        self.running = anyio.Event()
+
+    async def run(self, runtime: SourceRuntime) -> None:
+        self.running.set()
+        await runtime.stop.wait()
+
+    async def wait_started(self) -> None:
+        await anyio.sleep_forever()
+
+
+class QueueInbox:
+    """An inbox kept by a queue service, whose consumer is ``consumer``."""
+
+    def __init__(self, consumer: UnstartedConsumer) -> None:
+        self._consumer = consumer
+
+    def describe(self) -> str:
+        return "a queue"
+
+    async def append(self, body: bytes) -> bool:
+        return True
+
+    async def size(self) -> int | None:
+        return None
+
+    def consumer(
+        self, *, name: str = "inbox", max_in_flight: int = 64, lease_seconds: float = 60.0
+    ) -> Source:
+        return self._consumer
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_receiver_stopped_before_its_consumer_works_ends_without_serving() -> None:
+    """The server waits for a consumer that can say it works (a CMQ queue's); a stop meanwhile
+    ends the run at once, with nothing served."""
+    consumer = UnstartedConsumer()
+    assert isinstance(consumer, ConfirmsStart)
+    app, _ = make_app()
+    source = HttpSource(port=0, inbox=QueueInbox(consumer))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(app.run, source, handle_signals=False))
+            await consumer.running.wait()
+            app.stop()
+    assert source.address is None  # it never listened
 
 
 async def probe(source: HttpSource) -> tuple[tuple[int, object], str]:
