@@ -202,13 +202,15 @@ def serve_workers(
     args.http = (host, bound_port)
     scheme = "https" if args.certfile else "http"
     shown = f"[{host}]" if ":" in host else host
+    # Not "serving": each worker says so once it serves (after its CMQ inbox's consumer
+    # works), and a worker that cannot start ends the run with its one line instead.
     _log.info(
-        "serving MPS callbacks on %s://%s:%d%s with %d workers",
+        "starting %d workers to serve MPS callbacks on %s://%s:%d%s",
+        args.workers,
         scheme,
         shown,
         bound_port,
         args.path,
-        args.workers,
     )
 
     # Each worker publishes its counters here, so any of them answers /metrics for all.

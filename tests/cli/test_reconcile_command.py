@@ -189,7 +189,7 @@ async def test_workers_share_the_reconcile_lease_and_process_each_task_once(
         with anyio.fail_after(60):
             while sum(handled(tmp_path).values()) < len(TASKS):  # noqa: ASYNC110 - a child writes
                 await anyio.sleep(0.05)
-        await output.wait_for(re.compile(r"serving MPS callbacks .* with 2 workers"))
+        await output.wait_for_all(SERVING, 2)  # each worker serves
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
             assert await process.wait() == EXIT_OK

@@ -240,14 +240,16 @@ async def test_a_cmq_inbox_needs_the_api_keys(tmp_path: Path) -> None:
     assert "--inbox cmq://… needs API keys in the environment" in output.text
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 async def test_a_receiver_that_processes_a_misspelt_cmq_inbox_exits_3_with_one_line(
-    tmp_path: Path, cmq_server_process: CmqServerProcessFactory
+    tmp_path: Path, cmq_server_process: CmqServerProcessFactory, workers: str
 ) -> None:
-    """It fails before it serves: nothing says "serving" before the one error line."""
+    """It fails before it serves: nothing says "serving" before the one error line (with
+    ``--workers`` neither the supervisor nor a worker)."""
     (tmp_path / "inboxapp.py").write_text(APP)
     server = cmq_server_process("--queue", "inbox")
     address = server.url.split("://", 1)[1].split("/", 1)[0]
-    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--inbox")
+    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--workers", workers, "--inbox")
     async with mpsflow_process(tmp_path, CMQ_ENV, *command, f"cmq+http://{address}/inbx") as (
         process,
         output,
