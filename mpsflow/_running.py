@@ -144,28 +144,56 @@ class AppRun:
             )
 
     async def _stop_on_signals(self) -> None:
-        """A stop signal: drain. The same signal again: stop at once (``interrupted``)."""
-        seen: set[int] = set()
+        """A stop signal: drain. The same signal again: stop at once (``interrupted``).
+
+        A signal a supervisor forwarded (``app.forwarded_stops``) is named by the one the
+        supervisor received; one the user sent that is announced already (it reached this
+        process directly and forwarded) is logged at DEBUG only.
+        """
+        first_names: dict[int, str | None] = {}
+        """What each signal received stood for the first time (None: nothing the user sent)."""
+        announced: set[str] = set()
+        """The user's signals whose drain was announced."""
         with anyio.open_signal_receiver(*self.app.stop_signals) as signals:
             async for signum in signals:
-                name = signal.Signals(signum).name
-                if signum in seen:
+                cause, name = self._stop_cause(signum)
+                if signum in first_names:
+                    again = " again" if name == first_names[signum] else ""
                     _log.warning(
-                        "received %s again: stopping now, leaving %s for redelivery",
-                        name,
+                        "%s%s: stopping now, leaving %s for redelivery",
+                        cause,
+                        again,
                         describe_in_flight(self.pipeline.in_flight),
                     )
                     self.interrupted = True
                     self.scope.cancel()
                     return
-                seen.add(signum)
-                _log.info(
-                    "received %s; draining for up to %gs (%s again stops at once)",
-                    name,
-                    self.app.shutdown_timeout,
-                    name,
-                )
+                first_names[signum] = name
+                if name is not None and name in announced:
+                    _log.debug("%s: already draining", cause)
+                elif name is None:
+                    _log.info("%s; draining for up to %gs", cause, self.app.shutdown_timeout)
+                else:
+                    announced.add(name)
+                    _log.info(
+                        "%s; draining for up to %gs (%s again stops at once)",
+                        cause,
+                        self.app.shutdown_timeout,
+                        name,
+                    )
                 self.stop.set()
+
+    def _stop_cause(self, signum: int) -> tuple[str, str | None]:
+        """What a stop signal means to the user, and the name of the signal they sent (None:
+        the supervisor stops of its own accord)."""
+        forwarded = self.app.forwarded_stops.get(signal.Signals(signum))
+        if forwarded is None:
+            name = signal.Signals(signum).name
+            return f"received {name}", name
+        received = forwarded()
+        if received is None:
+            return "the supervisor is stopping the workers", None
+        return f"the supervisor received {received.name}", received.name
 
     async def _supervise(self, source: Source) -> None:
         """Run ``source``, restarting it with backoff when it fails; a ``ConfigurationError``

@@ -119,6 +119,12 @@ class App(Router):
         --workers`` adds SIGUSR1 in its workers, the stop its supervisor forwards: a signal
         sent to the whole process group or cgroup (systemd's default) reaches them directly
         too, and two different signals are one request, not "stop at once"."""
+        self.forwarded_stops: dict[signal.Signals, Callable[[], signal.Signals | None]] = {}
+        """Stop signals a supervisor sends on the user's behalf (``mpsflow run --workers``:
+        SIGUSR1), each with a function returning the signal the supervisor received (None: it
+        stops of its own accord). The drain lines name that one ("the supervisor received
+        SIGINT; draining …"), not the carrier, and say a request once when it also came
+        directly (Ctrl-C reaches the whole process group)."""
         self.deferral_summary_interval = DEFERRAL_SUMMARY_INTERVAL
         """Seconds between two "deferred N handler runs …" summary lines, at most."""
         self.unmatched: UnmatchedPolicy = unmatched

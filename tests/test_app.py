@@ -441,10 +441,13 @@ class LogWatch(logging.Handler):
         self.text = text
         self.count = count
         self.messages: list[str] = []
+        self.levels: list[int] = []
+        """The level of each of ``messages``."""
         self.seen = anyio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+        self.levels.append(record.levelno)
         if sum(self.text in m for m in self.messages) >= self.count:
             self.seen.set()
 
@@ -622,3 +625,75 @@ async def test_the_same_signal_twice_stops_at_once_and_raises_keyboard_interrupt
     )
     assert source.report == []  # not settled: left for redelivery
     assert not app.started
+
+
+def supervised(app: App, received: signal.Signals | None) -> None:
+    """Make ``app`` a worker of ``mpsflow run --workers``: SIGUSR1 is its supervisor's stop,
+    forwarded when the supervisor ``received`` that signal (None: of its own accord)."""
+    app.stop_signals = (*app.stop_signals, signal.SIGUSR1)
+    app.forwarded_stops = {signal.SIGUSR1: lambda: received}
+
+
+async def test_a_forwarded_stop_is_named_by_the_signal_the_supervisor_received(
+    app_log: Callable[[str, int], LogWatch],
+) -> None:
+    """The lines say SIGINT, never SIGUSR1; the same Ctrl-C reaching the worker directly too is
+    not announced twice (DEBUG only), and the supervisor's next stop stops at once."""
+    app = quiet_app(shutdown_timeout=600)
+    supervised(app, signal.SIGINT)
+    draining = app_log("draining: ", 1)
+    direct = app_log("already draining", 1)
+    logging.getLogger("mpsflow.app").setLevel(logging.DEBUG)  # the fixture puts it back
+
+    @app.on("WorkflowTask")
+    async def interrupting(event: WorkflowTask, ctx: Context) -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)  # the supervisor got SIGINT and forwards it
+        await draining.seen.wait()  # the app drains, waiting for this run
+        os.kill(os.getpid(), signal.SIGINT)  # the same Ctrl-C, sent to the whole group
+        await direct.seen.wait()
+        os.kill(os.getpid(), signal.SIGUSR1)  # the supervisor got SIGINT again
+        await anyio.sleep_forever()
+
+    source = MemorySource([note(1)], close_when_done=False)
+    with anyio.fail_after(10), pytest.raises(KeyboardInterrupt):
+        await app.run(source)
+    said = [
+        (level, message)
+        for level, message in zip(draining.levels, draining.messages, strict=True)
+        if level >= logging.INFO and not message.startswith("draining: ")
+    ]
+    assert said == [
+        (
+            logging.INFO,
+            "the supervisor received SIGINT; draining for up to 600s (SIGINT again stops at once)",
+        ),
+        (
+            logging.WARNING,
+            "the supervisor received SIGINT again: stopping now, leaving 1 delivery in flight"
+            " (memory 1) for redelivery",
+        ),
+    ]
+    assert "received SIGINT: already draining" in draining.messages
+    assert not any("SIGUSR1" in message for message in draining.messages)
+
+
+async def test_a_supervisor_that_stops_of_its_own_accord_says_so(
+    app_log: Callable[[str, int], LogWatch],
+) -> None:
+    """Another worker could not start: no signal to name, and none to send again."""
+    app = quiet_app(shutdown_timeout=600)
+    supervised(app, None)
+    draining = app_log("; draining for up to ", 1)
+
+    @app.on("WorkflowTask")
+    async def stopped(event: WorkflowTask, ctx: Context) -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        await draining.seen.wait()
+
+    source = MemorySource([note(1)], close_when_done=False)
+    with anyio.fail_after(10):
+        await app.run(source)
+    assert [m for m in draining.messages if "; draining for up to " in m] == [
+        "the supervisor is stopping the workers; draining for up to 600s"
+    ]
+    assert [settled.outcome.settlement for settled in source.report] == [Settlement.ACK]

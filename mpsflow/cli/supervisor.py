@@ -4,9 +4,11 @@ The listening socket is bound before forking, so every worker accepts on the sam
 supervisor restarts workers that crash and forwards SIGTERM/SIGINT, as SIGUSR1, so each
 drains gracefully (a second signal makes them stop at once). SIGUSR1, not the signal itself: a
 signal sent to the whole process group or cgroup (Ctrl-C, systemd) reaches the workers directly
-too, and one request must not look like two. A worker that cannot start (a
-:class:`~mpsflow.errors.StartupError`, e.g. its dedup store does not answer) is not restarted:
-the supervisor stops the others and ends with that error, reported once.
+too, and one request must not look like two. SIGUSR1 is ours, not the user's: the supervisor
+notes the signal it received in a byte of memory it shares with the workers, and their drain
+lines name that one ("the supervisor received SIGINT; draining …"). A worker that cannot
+start (a :class:`~mpsflow.errors.StartupError`, e.g. its dedup store does not answer) is not
+restarted: the supervisor stops the others and ends with that error, reported once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import mmap
 import os
 import select
 import shutil
@@ -68,8 +71,20 @@ class Supervisor:
         self._wake = threading.Event()
         self._reports: tuple[int, int] | None = None
         """A pipe on which a worker that cannot start writes why, for the supervisor."""
+        self._received: mmap.mmap | None = None
+        """While running: one byte shared with the workers, the number of the last stop
+        signal the supervisor received (0: none), read by ``received`` in a worker."""
+
+    def received(self) -> signal.Signals | None:
+        """In a worker: the stop signal the supervisor received last (None: none, it stops
+        the workers of its own accord), for the drain lines (``App.forwarded_stops``)."""
+        shared = self._received
+        number = shared[0] if shared is not None and not shared.closed else 0
+        return signal.Signals(number) if number else None
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._received is not None:
+            self._received[0] = signum  # before the workers are told
         self._signals += 1
         if self._signals > 1:
             self.interrupted = True
@@ -129,6 +144,7 @@ class Supervisor:
         quick_deaths = 0
         self._reports = os.pipe()
         os.set_blocking(self._reports[0], False)
+        self._received = mmap.mmap(-1, 1)  # anonymous and shared: the workers see its writes
         try:
             for _ in range(self.count):
                 self._spawn()
@@ -168,6 +184,8 @@ class Supervisor:
             for end in self._reports:
                 os.close(end)
             self._reports = None
+            self._received.close()
+            self._received = None
         if self.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_FAILED if failed else EXIT_OK
@@ -218,6 +236,7 @@ def serve_workers(
 
     def work() -> int:
         app.stop_signals = (*app.stop_signals, _FORWARDED_STOP)
+        app.forwarded_stops = {**app.forwarded_stops, _FORWARDED_STOP: supervisor.received}
         left = app.serve(*worker_sources(sock, metrics_dir))
         return EXIT_FAILED if left else EXIT_OK  # the shutdown timeout left work in flight
 

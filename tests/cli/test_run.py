@@ -214,6 +214,11 @@ async def test_sigterm_to_the_whole_process_group_drains_the_workers_once(tmp_pa
             assert await process.wait() == 0
     text = "\n".join(output.lines)
     assert "again: stopping now" not in text
+    assert "SIGUSR1" not in text  # the supervisor's own signal to its workers
+    # One line per worker, whichever came first: SIGTERM itself or the supervisor's SIGUSR1.
+    announced = re.compile(r"\[(\d+)\] (?:the supervisor )?received SIGTERM; draining for up to")
+    workers = [int(m.group(1)) for m in await output.wait_for_all(WORKER, 2)]
+    assert sorted(int(m.group(1)) for m in announced.finditer(text)) == sorted(workers), text
     assert [str(r["task"]) for r in seen(tmp_path)] == ["g-1"]
 
 
@@ -562,6 +567,8 @@ async def test_a_second_sigint_stops_at_once_and_exits_130(tmp_path: Path) -> No
 
 
 async def test_a_second_sigint_stops_workers_at_once_and_exits_130(tmp_path: Path) -> None:
+    """SIGINT to the supervisor alone: the workers get its SIGUSR1 only, and say what the
+    supervisor received."""
     async with stuck_app(tmp_path, "--workers", "2") as (process, output):
         await output.wait_for_all(SERVING, 2)  # each worker's
         url = (await output.wait_for(SERVING)).group(1)
@@ -575,8 +582,15 @@ async def test_a_second_sigint_stops_workers_at_once_and_exits_130(tmp_path: Pat
             with anyio.fail_after(30):
                 assert await process.wait() == 130
     assert isinstance(results[0], BaseException)
-    assert "stopping now, leaving 1 delivery in flight (http 1) for redelivery" in output.text
-    assert "Traceback" not in output.text
+    text = output.text
+    draining = "the supervisor received SIGINT; draining for up to 30s (SIGINT again stops at once)"
+    assert text.count(draining) == 2, text  # each worker's
+    assert (
+        "the supervisor received SIGINT again: stopping now, leaving 1 delivery in flight"
+        " (http 1) for redelivery" in text
+    )
+    assert "SIGUSR1" not in text  # the supervisor's own signal to its workers
+    assert "Traceback" not in text
 
 
 async def test_the_shutdown_timeout_leaves_stuck_work_for_redelivery(tmp_path: Path) -> None:
