@@ -238,6 +238,9 @@ class DeadLetterLimits:
     * ``total_per_minute`` (120): the same over all senders together. ``None``: no limit.
     * ``max_peers`` (10 000): senders whose buckets are remembered; the least recently seen
       is forgotten first (``total_per_minute`` still bounds what many senders write).
+    * A refusal of a record being replayed (``mpsflow deadletters replay --app``) is never
+      limited: it updates that record instead of adding one, so a replay of many poison
+      records updates every one.
     * ``rotate_bytes`` (64 MiB) and ``keep_files`` (5): a dead-letter path
       (``App(dead_letters="dead.jsonl")``, the default) becomes a ``JsonlSink`` that moves
       the file to ``dead.jsonl.1`` (…, ``.5``) once it would pass that size, so the files
@@ -423,10 +426,11 @@ class DeadLetterWriter:
             handlers_run=handlers_run,
         )
         kind = dead_letter_kind(cause)
-        if refused and not self.refusals.admit(delivery, kind):
+        replayed = delivery.meta.get(REPLAYED_RECORD, "")
+        # A replayed record's refusal updates a record already kept: it costs no new disk.
+        if refused and not replayed and not self.refusals.admit(delivery, kind):
             return dead if settled is None else settled
         event_type, task_id = _about(delivery, notification)
-        replayed = delivery.meta.get(REPLAYED_RECORD, "")
         record = make_dead_letter(
             kind=kind,
             reason=dead.describe(),  # the message once, then where: "… at $.X"

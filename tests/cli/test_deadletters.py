@@ -25,7 +25,7 @@ from mpsflow import App, Context, Reject, RetryPolicy
 from mpsflow.cli import main
 from mpsflow.cli.deadletters import read_dead_letters, redact, utc_time
 from mpsflow.clock import FakeClock
-from mpsflow.deadletter import DeadLetter, make_dead_letter
+from mpsflow.deadletter import DeadLetter, DeadLetterLimits, make_dead_letter
 from mpsflow.delivery import Delivery
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.testing import build_notification, media_result
@@ -503,6 +503,33 @@ def test_the_app_logs_the_id_of_the_record_its_replay_updates(
     records = {r.id: r for r in read_dead_letters(letters.path)}
     assert set(records) == set(letters.ids.values())  # updated, not added
     assert (records[b].attempt, records[poison].attempt) == (2, 2)
+
+
+def test_a_replay_updates_every_poison_record_past_the_refusal_limit(
+    tmp_path: Path, replay_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refusal's records are limited per sender (20 a minute by default), and a replay's
+    deliveries all come from one ("replay"); a replayed record's refusal updates it, so no
+    limit applies and none of them keeps its old attempt count."""
+    path = tmp_path / "poison.jsonl"
+    count = DeadLetterLimits().per_peer_per_minute
+    assert count is not None
+    unlimited = DeadLetterLimits(per_peer_per_minute=None, total_per_minute=None)
+
+    async def write() -> None:
+        async with App(dead_letters=JsonlSink(path), dead_letter_limits=unlimited) as app:
+            for n in range(int(count) + 5):
+                await app.process(Delivery(b"{poison %d" % n, source="http", id=f"req-{n}"))
+
+    anyio.run(write)
+    before = read_dead_letters(path)
+    assert len(before) == count + 5
+    code, out, _ = run(capsys, "replay", str(path), "--app", replay_app, "--keep-going")
+    assert code == 1
+    assert len(out.splitlines()) >= count + 5
+    after = read_dead_letters(path)
+    assert {r.id for r in after} == {r.id for r in before}  # updated, not added
+    assert [r.attempt for r in after] == [2] * (int(count) + 5)
 
 
 @pytest.mark.parametrize("replay_app", [3], indirect=True)
