@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from mpsflow.app import App
     from mpsflow.sources.base import Source
 
-__all__ = ["Supervisor", "serve_workers"]
+__all__ = ["Supervisor", "exit_reason", "serve_workers"]
 
 _FORWARDED_STOP: Final = signal.SIGUSR1
 """The signal the supervisor stops its workers with (their apps drain on it)."""
@@ -163,9 +163,13 @@ class Supervisor:
                     # Killed by the stop it was sent (or by the group's SIGTERM): it had not set
                     # up its app's signal handling yet (or had ended it), so it held no work.
                     failed |= code not in (0, -_FORWARDED_STOP, -signal.SIGTERM)
-                    _log.info("worker %d exited (%d)", pid, code)
+                    stopped = code == -_FORWARDED_STOP  # the carrier is ours, not the user's
+                    how = "stopped, holding no work" if stopped else exit_reason(code)
+                    _log.info("worker %d exited (%s)", pid, how)
                     continue
-                _log.error("worker %d exited unexpectedly (%d); restarting it", pid, code)
+                _log.error(
+                    "worker %d exited unexpectedly (%s); restarting it", pid, exit_reason(code)
+                )
                 quick_deaths = (
                     quick_deaths + 1 if time.monotonic() - started < self._QUICK_DEATH else 0
                 )
@@ -189,6 +193,17 @@ class Supervisor:
         if self.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_FAILED if failed else EXIT_OK
+
+
+def exit_reason(code: int) -> str:
+    """A worker's end in words: ``exit status 1``, or ``killed by SIGKILL`` (a negative
+    ``os.waitstatus_to_exitcode``), so a log line never shows a bare ``-9``."""
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 def _kill(pid: int, signum: int) -> None:
