@@ -41,6 +41,9 @@ __all__ = ["Supervisor", "exit_reason", "serve_workers"]
 
 _FORWARDED_STOP: Final = signal.SIGUSR1
 """The signal the supervisor stops its workers with (their apps drain on it)."""
+_STOPPED_CODES: Final = frozenset(-s for s in (_FORWARDED_STOP, signal.SIGTERM, signal.SIGINT))
+"""How a worker killed by a stop ends: before its app handled signals (or after), it held no
+work, so such an end is a stop, not a failure."""
 
 _log = logging.getLogger("mpsflow.cli")
 
@@ -160,12 +163,13 @@ class Supervisor:
                     self._stop_workers()  # the others too; none is restarted
                     continue
                 if self.stopping:
-                    # Killed by the stop it was sent (or by the group's SIGTERM): it had not set
-                    # up its app's signal handling yet (or had ended it), so it held no work.
-                    failed |= code not in (0, -_FORWARDED_STOP, -signal.SIGTERM)
-                    stopped = code == -_FORWARDED_STOP  # the carrier is ours, not the user's
+                    # Killed by the stop it was sent (or by the group's SIGTERM, or Ctrl-C's
+                    # SIGINT): it had not set up its app's signal handling yet (or had ended
+                    # it), so it held no work.
+                    stopped = code in _STOPPED_CODES
+                    failed |= code != 0 and not stopped
                     how = "stopped, holding no work" if stopped else exit_reason(code)
-                    _log.info("worker %d exited (%s)", pid, how)
+                    _log.info("worker %d exited (%s)", pid, "drained" if code == 0 else how)
                     continue
                 _log.error(
                     "worker %d exited unexpectedly (%s); restarting it", pid, exit_reason(code)

@@ -222,6 +222,21 @@ async def test_sigterm_to_the_whole_process_group_drains_the_workers_once(tmp_pa
     assert [str(r["task"]) for r in seen(tmp_path)] == ["g-1"]
 
 
+async def test_ctrl_c_while_the_workers_start_is_a_stop_not_a_failure(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the group) right as the workers start may kill one before its app
+    handles signals: it held no work, so that is a stop, exit 0, in words, not a failure."""
+    write_app(tmp_path)
+    args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2")
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        await output.wait_for_all(WORKER, 2)
+        os.killpg(process.pid, signal.SIGINT)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    ends = re.findall(r"worker \d+ exited \((.*?)\)", "\n".join(output.lines))
+    assert len(ends) == 2
+    assert set(ends) <= {"drained", "stopped, holding no work"}, ends
+
+
 async def test_a_worker_starting_leaves_the_shared_socket_non_blocking(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
