@@ -30,6 +30,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_STARTUP",
     "EXIT_USAGE",
+    "PORT",
     "Command",
     "CommandParser",
     "any_duration",
@@ -216,6 +217,10 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+PORT: Final = bounded_int(0, 65535)
+"""argparse type: a TCP port; 0 picks a free one."""
 
 
 # -- the CMQ options (`run --cmq`, `send --cmq`) ------------------------------------------------

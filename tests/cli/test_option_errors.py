@@ -29,6 +29,11 @@ BAD_VALUES = [
     ("reconcile", ["app:app", "--since", "x"], "--since"),
     ("cmq-server", ["--max-messages", "0"], "--max-messages"),
     ("mps-server", ["--port", "x"], "--port"),
+    ("mps-server", ["--port", "70000"], "--port"),
+    ("mps-server", ["--max-clock-skew", "-5"], "--max-clock-skew"),
+    ("cmq-server", ["--port", "-1"], "--port"),
+    ("cmq-server", ["--visibility-timeout", "-1"], "--visibility-timeout"),
+    ("cmq-server", ["--max-msg-size", "0"], "--max-msg-size"),
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Final
 import anyio
 import msgspec
 
+from mpsflow.cli.common import PORT, bounded_int, positive_float, positive_int
 from mpsflow.devservers._command import from_option_or_env, serve_until_signal
 from mpsflow.devservers.cmq.queue import (
     DEFAULT_MAX_MSG_HEAP_NUM,
@@ -34,17 +35,6 @@ DESCRIPTION: Final = (
 """What the server is, as its ``--help`` says (shared with ``mpsflow cmq-server``)."""
 
 
-def _at_least_one(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m mpsflow.devservers.cmq`` / ``mpsflow cmq-server``."""
     parser = argparse.ArgumentParser(prog="mpsflow cmq-server", description=DESCRIPTION)
@@ -55,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the server's options to ``parser`` (its own, or the ``mpsflow cmq-server`` one)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=9800, help="port; 0 picks a free one (9800)")
+    parser.add_argument("--port", type=PORT, default=9800, help="port; 0 picks a free one (9800)")
     keys = parser.add_argument_group(
         "API keys (required)",
         "The server accepts requests signed with one SecretId/SecretKey pair: give it with "
@@ -91,25 +81,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--visibility-timeout",
-        type=int,
+        type=bounded_int(0, 43200),
         default=DEFAULT_VISIBILITY_TIMEOUT,
         help="seconds a received message stays hidden (30)",
     )
     parser.add_argument(
         "--max-msg-size",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_MSG_SIZE,
         help="largest message in bytes (65536)",
     )
     parser.add_argument(
         "--polling-wait",
-        type=int,
+        type=bounded_int(0, 30),
         default=0,
         help="long-poll seconds when a receive does not say (0)",
     )
     parser.add_argument(
         "--max-messages",
-        type=_at_least_one,
+        type=positive_int,
         default=DEFAULT_MAX_MSG_HEAP_NUM,
         metavar="N",
         help="most messages a queue holds, in flight and delayed ones too, as CMQ's "
@@ -117,11 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data", metavar="FILE", help="load queues from FILE and save them back")
     parser.add_argument(
-        "--save-interval", type=float, default=5.0, help="seconds between saves of --data (5)"
+        "--save-interval",
+        type=positive_float,
+        default=5.0,
+        help="seconds between saves of --data (5)",
     )
     parser.add_argument(
         "--max-clock-skew",
-        type=float,
+        type=positive_float,
         default=None,
         help="reject requests whose Timestamp is further off than this many seconds",
     )

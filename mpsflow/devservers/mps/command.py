@@ -13,6 +13,7 @@ from typing import Final
 
 import anyio
 
+from mpsflow.cli.common import PORT, positive_float
 from mpsflow.devservers._command import from_option_or_env, serve_until_signal
 from mpsflow.devservers.mps.server import DEFAULT_MAX_CLOCK_SKEW, MpsServer
 from mpsflow.errors import ConfigurationError, StartupError
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the server's options to ``parser`` (its own, or the ``mpsflow mps-server`` one)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port; 0 picks a free one ({DEFAULT_PORT})"
+        "--port", type=PORT, default=DEFAULT_PORT, help=f"port; 0 picks a free one ({DEFAULT_PORT})"
     )
     keys = parser.add_argument_group(
         "API keys (required)",
@@ -81,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-clock-skew",
-        type=float,
+        type=positive_float,
         default=DEFAULT_MAX_CLOCK_SKEW,
         metavar="SECONDS",
         help="reject requests whose X-TC-Timestamp is further off than this with "
