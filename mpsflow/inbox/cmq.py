@@ -13,13 +13,16 @@ answered 503. Other refusals and an endpoint that cannot be reached are
 :class:`~mpsflow.errors.InboxUnavailable`, also answered 503, so the sender keeps the
 notification. A body larger than the queue's ``maxMsgSize`` (code 4400) can never be
 appended: it is :class:`~mpsflow.errors.InboxRefusedBody`, which the receiver records as a
-dead letter and answers 413, with what to change.
+dead letter and answers 413, with what to change. CMQ tells no count a receiver could check
+for readiness, so an append that failed is the sign: the inbox reports itself unavailable
+(``/readyz`` answers 503) until an append works again, or for ``unavailable_for`` seconds.
 """
 
 from __future__ import annotations
 
 import logging
 
+from mpsflow.clock import Clock, SystemClock
 from mpsflow.errors import InboxRefusedBody, InboxUnavailable
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.tencentcloud.cmq.client import MAX_BATCH, CmqClient
@@ -39,6 +42,11 @@ class CmqInbox:
 
     ``pollers``, ``batch_size`` and ``wait_seconds`` configure the consumer's long polls (see
     :class:`~mpsflow.sources.cmq.CmqSource`). ``close`` closes the client.
+
+    After an append that failed (the queue unreachable, or refusing), :meth:`size` raises
+    ``InboxUnavailable`` until one works again or ``unavailable_for`` seconds have passed: a
+    receiver that refuses every callback is not ready, and one that no traffic reaches any more
+    (a load balancer took it out) is ready again soon and tries.
     """
 
     def __init__(
@@ -49,13 +57,19 @@ class CmqInbox:
         pollers: int = 2,
         batch_size: int = MAX_BATCH,
         wait_seconds: int = 30,
+        unavailable_for: float = 10.0,
+        clock: Clock | None = None,
     ) -> None:
         self.client = client
         self.queue = queue
         self.pollers = pollers
         self.batch_size = batch_size
         self.wait_seconds = wait_seconds
+        self.unavailable_for = unavailable_for
+        self._clock = clock or SystemClock()
         self._closed = False
+        self._failed: tuple[float, str] | None = None
+        """When the last append failed (monotonic) and why; None once one worked."""
 
     def __repr__(self) -> str:
         return f"CmqInbox({self.client.url!r}, queue={self.queue!r})"
@@ -78,11 +92,18 @@ class CmqInbox:
                 f" {self.queue}: raise it (CMQ allows up to 1 MB); it is kept as a dead letter"
             ) from exc
         except CmqError as exc:
-            raise InboxUnavailable(f"inbox {self.describe()} failed: {exc}") from exc
+            reason = f"inbox {self.describe()} failed: {exc}"
+            self._failed = (self._clock.monotonic(), reason)
+            raise InboxUnavailable(reason) from exc
+        self._failed = None
         return True
 
     async def size(self) -> int | None:
-        """None: unknown here (the queue's counts are in its console, ``activeMsgNum``)."""
+        """None: unknown here (the queue's counts are in its console, ``activeMsgNum``).
+        Raises ``InboxUnavailable`` while the last append's failure is recent."""
+        failed = self._failed
+        if failed is not None and self._clock.monotonic() - failed[0] < self.unavailable_for:
+            raise InboxUnavailable(failed[1])
         return None
 
     def consumer(

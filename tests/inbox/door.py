@@ -8,9 +8,11 @@ from typing import Any
 
 import aiohttp
 
+from mpsflow.sources.http import HttpSource
 from mpsflow.testing import build_notification, sign_payload
+from tests.sources.http_app import base_url
 
-__all__ = ["KEY", "post", "signed"]
+__all__ = ["KEY", "post", "probe", "signed"]
 
 KEY = "inbox-test-key"
 
@@ -28,3 +30,13 @@ async def post(url: str, body: bytes) -> tuple[int, dict[str, Any], str]:
         session.post(url, data=body) as response,
     ):
         return response.status, await response.json(), response.headers.get("Retry-After", "")
+
+
+async def probe(source: HttpSource) -> tuple[tuple[int, object], str]:
+    """``/readyz``'s status and JSON, and the text of ``/metrics``."""
+    base = base_url(source)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/readyz") as ready:
+            readiness = (ready.status, await ready.json())
+        async with session.get(f"{base}/metrics") as metrics:
+            return readiness, await metrics.text()

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from mpsflow import Context, RetryPolicy
+from mpsflow.clock import FakeClock
 from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.devservers.cmq import CmqServer
 from mpsflow.errors import InboxUnavailable, StartupError
@@ -22,7 +23,7 @@ from mpsflow.sources.cmq import CmqSource
 from mpsflow.sources.http import HttpSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.credentials import Credential
-from tests.inbox.door import KEY, post, signed
+from tests.inbox.door import KEY, post, probe, signed
 from tests.plugins.cmq_server import CmqServerFactory
 from tests.sources.http_app import make_app, records, serve
 
@@ -214,3 +215,30 @@ async def test_the_cmq_inbox_is_an_inbox_and_a_closed_one_is_unavailable(
     await inbox.close()
     with pytest.raises(InboxUnavailable, match="closed"):
         await inbox.append(b"{}")
+
+
+async def test_a_receiver_whose_appends_fail_is_not_ready_until_one_works(
+    cmq_server_factory: CmqServerFactory, cmq_credential: Credential
+) -> None:
+    """CMQ has no count to check: a failed append makes ``/readyz`` answer 503 (a load balancer
+    stops sending callbacks it would refuse), until an append works or ``unavailable_for``
+    passes (one that no traffic reaches any more tries again)."""
+    server = await cmq_server_factory(auto_create=False)
+    clock = FakeClock()
+    client = CmqClient(server.url, cmq_credential, retry=RetryPolicy(max_attempts=1))
+    inbox = CmqInbox(client, QUEUE, unavailable_for=10.0, clock=clock)  # no such queue yet
+    app, _ = make_app(notify_keys=[KEY])
+    async with serve(app, inbox=inbox, consume_inbox=False) as source:
+        assert (await probe(source))[0][0] == 200
+        status, answer, _ = await post(source.url, signed("t-1"))
+        assert (status, answer["error"]) == (503, "inbox unavailable")
+        assert (await probe(source))[0] == (503, {"ready": False, "reason": "inbox unavailable"})
+        clock.advance(10.0)
+        assert (await probe(source))[0][0] == 200  # tries again
+        assert (await post(source.url, signed("t-2")))[0] == 503
+        assert (await probe(source))[0][0] == 503
+        server.create_queue(QUEUE)
+        assert (await post(source.url, signed("t-3")))[0] == 200
+        assert (await probe(source))[0][0] == 200
+    await inbox.close()
+    assert len(server.queue(QUEUE)) == 1

@@ -8,7 +8,6 @@ import shutil
 from functools import partial
 from pathlib import Path
 
-import aiohttp
 import anyio
 import pytest
 
@@ -19,8 +18,8 @@ from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.base import ConfirmsStart, Source
 from mpsflow.sources.http import HttpSource
 from mpsflow.sources.runtime import SourceRuntime
-from tests.inbox.door import KEY, post, signed
-from tests.sources.http_app import base_url, make_app, records, serve
+from tests.inbox.door import KEY, post, probe, signed
+from tests.sources.http_app import make_app, records, serve
 
 
 async def until_dead_lettered(
@@ -170,16 +169,6 @@ async def test_a_receiver_stopped_before_its_consumer_works_ends_without_serving
             await consumer.running.wait()
             app.stop()
     assert source.address is None  # it never listened
-
-
-async def probe(source: HttpSource) -> tuple[tuple[int, object], str]:
-    """``/readyz``'s status and JSON, and the text of ``/metrics``."""
-    base = base_url(source)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/readyz") as ready:
-            readiness = (ready.status, await ready.json())
-        async with session.get(f"{base}/metrics") as metrics:
-            return readiness, await metrics.text()
 
 
 async def test_a_failing_handler_is_retried_from_the_inbox_then_dead_lettered(
