@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from mpsflow.cli.common import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     Command,
     bounded_int,
@@ -414,8 +415,26 @@ def _send(args: argparse.Namespace) -> int:
     if not items:
         raise ConfigurationError("no notifications found in the given paths")
     started = time.monotonic()
-    tally = anyio.run(_send_all if args.cmq is None else _queue_all, args, items)
-    elapsed = time.monotonic() - started
+    tally = Tally()
+    try:
+        anyio.run(_send_all if args.cmq is None else _queue_all, args, items, tally)
+    except KeyboardInterrupt:
+        # What was answered so far still counts: the user must know what reached the app.
+        _summary(args, tally, time.monotonic() - started)
+        planned = len(items) * args.repeat
+        print(
+            f"mpsflow send: interrupted: {sum(tally.counts.values())} of {planned} answered;"
+            " the rest were not sent, or their answer never came (send them again: dedup"
+            " makes a repeat harmless)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    _summary(args, tally, time.monotonic() - started)
+    return EXIT_OK if tally.ok else EXIT_FAILED
+
+
+def _summary(args: argparse.Namespace, tally: Tally, elapsed: float) -> None:
+    """The closing lines: how many were sent, at what rate, each answer's count, the hints."""
     total = sum(tally.counts.values())
     where = f" to queue {args.queue}" if args.cmq else ""
     print(
@@ -427,16 +446,14 @@ def _send(args: argparse.Namespace) -> int:
         print(f"  {answer}: {n}")
     for hint in tally.hints:
         print(f"mpsflow send: {hint}", file=sys.stderr)
-    return EXIT_OK if tally.ok else EXIT_FAILED
 
 
-async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
+async def _send_all(args: argparse.Namespace, items: list[SendItem], tally: Tally) -> None:
     import aiohttp
     import anyio
 
     plan = iter([item for _ in range(args.repeat) for item in items])
     progress = _Progress(len(items) * args.repeat, sys.stderr)
-    tally = Tally()
     pacer = Pacer(args.rate)
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -464,7 +481,6 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
     ):
         for _ in range(args.concurrency):
             tg.start_soon(worker, session)
-    return tally
 
 
 def _batches(items: Sequence[SendItem], size: int, tally: Tally) -> Iterator[list[SendItem]]:
@@ -490,7 +506,7 @@ def _batches(items: Sequence[SendItem], size: int, tally: Tally) -> Iterator[lis
         yield batch
 
 
-async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
+async def _queue_all(args: argparse.Namespace, items: list[SendItem], tally: Tally) -> None:
     """Put every item on the queue ``--repeat`` times, in batches, ``--concurrency`` at once.
 
     Once CMQ could not be reached or did not answer a batch, the batches not yet sent are
@@ -501,7 +517,6 @@ async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
     from mpsflow.tencentcloud.cmq.client import CmqClient
     from mpsflow.tencentcloud.cmq.credentials import EnvironmentCredentials
 
-    tally = Tally()
     every = [item for _ in range(args.repeat) for item in items]
     plan = iter(list(_batches(every, args.batch or _CMQ_BATCH, tally)))
     progress = _Progress(len(every), sys.stderr)
@@ -527,7 +542,6 @@ async def _queue_all(args: argparse.Namespace, items: list[SendItem]) -> Tally:
     async with client, anyio.create_task_group() as tg:
         for _ in range(args.concurrency):
             tg.start_soon(worker)
-    return tally
 
 
 async def _queue_batch(

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -586,3 +587,46 @@ def test_send_checks_the_cmq_options_as_run_does(
         main(["send", *argv, str(tmp_path)])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+async def test_ctrl_c_still_says_what_was_answered(samples_dir: Path) -> None:
+    """Interrupted, ``send`` prints its summary of what was answered so far, says that the
+    rest were not sent or not answered, and exits 130."""
+    answered = 0
+    fourth, released = anyio.Event(), anyio.Event()
+
+    async def callback(request: web.Request) -> web.Response:
+        nonlocal answered
+        await request.read()
+        if answered == 3:
+            fourth.set()
+            await released.wait()  # held: the sender waits for this answer
+        answered += 1
+        return web.json_response({"code": 0})
+
+    server = web.Application()
+    server.router.add_post("/cb", callback)
+    sample = str(samples_dir / "06_edit_media_task_success.json")
+    async with serve_peer(server) as base:
+        command = [sys.executable, "-m", "mpsflow", "send", f"{base}/cb", sample]
+        args = ["--repeat", "6", "--concurrency", "1"]
+        async with await anyio.open_process([*command, *args], env=ENV) as process:
+            with anyio.fail_after(30):
+                await fourth.wait()
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(30):
+                code = await process.wait()
+            out, err = [await read_all(stream) for stream in (process.stdout, process.stderr)]
+        released.set()  # the server's shutdown waits for its handlers
+    assert code == 130
+    assert summary(out) == {"200": 3}
+    assert "mpsflow send: interrupted: 3 of 6 answered;" in err
+
+
+async def read_all(stream: anyio.abc.ByteReceiveStream | None) -> str:
+    """What a finished process wrote to ``stream``."""
+    assert stream is not None
+    data = b""
+    async for chunk in stream:
+        data += chunk
+    return data.decode()
