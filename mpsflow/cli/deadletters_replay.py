@@ -66,7 +66,8 @@ from mpsflow.codec import decode_any
 from mpsflow.deadletter import REPLAYED_RECORD, DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
 from mpsflow.events.envelope import extract_timestamp_sign, scan_timestamp_sign
-from mpsflow.signing import sign_notification
+from mpsflow.signing import SignatureVerifier, sign_notification
+from mpsflow.signing.verifier import VerifyReason
 from mpsflow.sinks.jsonl import JsonlSink
 
 if TYPE_CHECKING:
@@ -180,6 +181,9 @@ def _replay(args: argparse.Namespace) -> int:
             "--dedup and --no-dedup go with --app (the app behind --to uses its own store)"
         )
     chosen = _select(args, read_dead_letters(args.file))
+    # Imported (not started) before anything is printed, a dry run and an empty replay too:
+    # a misspelt MODULE:APP fails every replay alike.
+    app = load_app(args.app) if args.app else None
     records = [r for r in chosen if not r.body_truncated]
     excerpts = len(chosen) - len(records)
     for record in chosen:
@@ -195,12 +199,11 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"{_label(record)}  skipped: replayed at {utc_time(skipped[record.id])}")
     if args.dry_run:
         for record in pending:
-            _print_plan(args, record)
+            _print_plan(args, record, app)
         print(_summary(would=len(pending), skipped=len(skipped), excerpts=excerpts))
         return EXIT_OK
     succeeded = failed = 0
     if pending:
-        app = load_app(args.app) if args.app else None
         succeeded, failed = anyio.run(_replay_all, args, pending, journal, app)
     print(
         _summary(
@@ -220,11 +223,11 @@ def _label(record: DeadLetter) -> str:
     return f"{record.id[:SHORT_ID]}  {one_line(record.kind)}  {event}  {task}"
 
 
-def _print_plan(args: argparse.Namespace, record: DeadLetter) -> None:
+def _print_plan(args: argparse.Namespace, record: DeadLetter, app: App | None) -> None:
     body, note = _body_to_send(args, record)
     where = f"POST {len(body)} bytes to {args.to}" if args.to else f"process with {args.app}"
     if not note:
-        note = _signature_note(body)
+        note = _signature_note(body) if app is None else _app_signature_note(body, app)
     print(f"{_label(record)}  would {where}{note}")
     print(f"  {compact_body(body)}")
 
@@ -235,8 +238,9 @@ replay."""
 
 
 def _signature_note(body: bytes) -> str:
-    """A dry run's warning that an app checking signatures refuses ``body`` as it would be sent
-    (its signature has expired, or it has none), and what to do; ``""`` otherwise."""
+    """A dry run's warning, with ``--to`` (an app it cannot see), that an app checking
+    signatures refuses ``body`` as it would be sent (its signature has expired, or it has
+    none), and what to do; ``""`` otherwise."""
     if _signature_expired(body):
         return f" (its signature has expired; if the app checks signatures, {_SIGN_KEY_HINT})"
     unsigned = _unsigned(body)
@@ -254,22 +258,63 @@ def _signature_note(body: bytes) -> str:
     )
 
 
-def _unsigned(body: bytes) -> Literal["json", "other"] | None:
-    """Whether ``body`` is a notification the signature check finds unsigned (no ``Sign``, or no
-    ``Timestamp``), read as the check reads it: ``"json"`` for a JSON object (``--sign-key``
-    signs it), ``"other"`` for another carrier (a URL-encoded body), ``None`` when it is signed
-    or no notification at all (refused as poison, signature or not)."""
+_REFUSED_BECAUSE = {
+    VerifyReason.MISSING: "it carries no signature",
+    VerifyReason.EXPIRED: "its signature has expired",
+    VerifyReason.MISMATCH: "its signature matches none of the app's keys",
+}
+
+
+def _app_signature_note(body: bytes, app: App) -> str:
+    """A dry run's warning, with ``--app``, that ``app`` refuses ``body`` as it would be sent,
+    by the check the app runs (its ``notify_keys``, ``allow_unsigned``, ``signature_skew``,
+    ``max_signature_lifetime``), and what to do; ``""`` when it takes it or checks nothing."""
+    found = _timestamp_sign(body)
+    if not app.notify_keys or found is None:
+        return ""
+    timestamp, sign, carrier = found
+    verifier = SignatureVerifier(
+        app.notify_keys,
+        skew_seconds=app.signature_skew,
+        max_lifetime_seconds=app.max_signature_lifetime,
+        clock=app.clock,
+        allow_unsigned=app.allow_unsigned,
+    )
+    result = verifier.verify(timestamp, sign, payload=body)
+    if result.ok:
+        return ""
+    why = _REFUSED_BECAUSE.get(result.reason, f"its signature is refused ({result.reason.value})")
+    advice = (
+        _SIGN_KEY_HINT if carrier == "json" else "--sign-key cannot sign it (not a JSON object)"
+    )
+    return f" ({why}; the app checks signatures: it will refuse this; {advice})"
+
+
+def _timestamp_sign(body: bytes) -> tuple[object, object, Literal["json", "other"]] | None:
+    """``Timestamp`` and ``Sign`` of the notification ``body``, read as the signature check
+    reads them, and its carrier: ``"json"`` for a JSON object (``--sign-key`` signs it),
+    ``"other"`` for another (a URL-encoded body); ``None`` when it is no notification at all
+    (refused as poison, signature or not)."""
     try:
         timestamp, sign = extract_timestamp_sign(body)
-        found: Literal["json", "other"] = "json"
     except DecodeError:
         try:
             notification = decode_any(body)
         except DecodeError:
             return None
-        timestamp, sign = notification.timestamp, notification.sign
-        found = "other"
-    return found if timestamp in (None, "") or sign in (None, "") else None
+        return notification.timestamp, notification.sign, "other"
+    return timestamp, sign, "json"
+
+
+def _unsigned(body: bytes) -> Literal["json", "other"] | None:
+    """Whether ``body`` is a notification the signature check finds unsigned (no ``Sign``, or no
+    ``Timestamp``): its carrier (see :func:`_timestamp_sign`), ``None`` when it is signed or no
+    notification at all."""
+    found = _timestamp_sign(body)
+    if found is None:
+        return None
+    timestamp, sign, carrier = found
+    return carrier if timestamp in (None, "") or sign in (None, "") else None
 
 
 def _signature_expired(body: bytes) -> bool:

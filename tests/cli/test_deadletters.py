@@ -888,13 +888,13 @@ def test_a_signature_the_app_refuses_says_to_replay_with_a_key(
     letters: Letters, keyed_app: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--app``, as ``--to``: the record's own signature expired long ago, and the app checks
-    signatures; the dry run says so before anything is tried."""
+    signatures; the dry run, which loads the app, says so plainly before anything is tried."""
     argv = ["replay", str(letters.path), letters.ids["a"], "--app", keyed_app]
     code, out, _ = run(capsys, *argv, "--dry-run")
     assert code == 0
     assert (
-        "(its signature has expired; if the app checks signatures, replay with --sign-key"
-        " KEY, one of its keys)"
+        "(its signature has expired; the app checks signatures: it will refuse this; replay"
+        " with --sign-key KEY, one of its keys)"
     ) in out
     before = letters.path.read_bytes()
     code, out, _ = run(capsys, *argv)
@@ -932,13 +932,12 @@ def test_a_record_without_a_signature_is_flagged_as_the_app_refuses_it(
     assert code == 0
     planned = lines(out)
     assert planned[c[:8]].endswith(
-        "(it carries no signature; if the app checks signatures and refuses unsigned"
-        " notifications, replay with --sign-key KEY, one of its keys)"
+        "(it carries no signature; the app checks signatures: it will refuse this; replay with"
+        " --sign-key KEY, one of its keys)"
     )
     assert planned[form.id[:8]].endswith(
-        "(it carries no signature; if the app checks signatures and refuses unsigned"
-        " notifications, --sign-key cannot sign it (not a JSON object): only an app that allows"
-        " unsigned notifications takes it)"
+        "(it carries no signature; the app checks signatures: it will refuse this; --sign-key"
+        " cannot sign it (not a JSON object))"
     )
     assert planned[poison[:8]].endswith(f"would process with {keyed_app}")
 
@@ -961,6 +960,64 @@ def test_a_record_without_a_signature_is_flagged_as_the_app_refuses_it(
     assert done[c[:8]].endswith("-> ack  ok (re-signed)")
     assert "-> rejected (signature missing" in done[form.id[:8]]
     assert done[form.id[:8]].endswith("(not a JSON object: sent unsigned, as it was)")
+
+
+def test_a_dry_run_into_an_app_flags_only_what_that_app_refuses(
+    letters: Letters, replay_app: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dry run loads the app (imports it, runs nothing): one without ``notify_keys`` checks
+    no signature, so neither an expired one nor a missing one is flagged; one that allows
+    unsigned notifications refuses only the expired one."""
+    argv = ["replay", str(letters.path), "--kind", "exhausted", "--dry-run"]
+    code, out, _ = run(capsys, *argv, "--app", replay_app)
+    assert code == 0
+    assert out.count(f"would process with {replay_app}\n") == 2, out
+    assert "signature" not in out
+    assert seen(replay_app) == []  # imported, nothing processed
+
+    name = f"unsigned_ok_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(
+        REPLAY_APP.replace("RETRIES", "1").replace(
+            "retry=RetryPolicy",
+            f"notify_keys=[{SAMPLE_KEY!r}], allow_unsigned=True, retry=RetryPolicy",
+        )
+    )
+    try:
+        code, out, _ = run(capsys, *argv, "--app", f"{name}:app")
+    finally:
+        sys.modules.pop(name, None)
+    assert code == 0
+    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert plan[letters.ids["a"][:8]].endswith(
+        "(its signature has expired; the app checks signatures: it will refuse this; replay"
+        " with --sign-key KEY, one of its keys)"
+    )
+    assert plan[letters.ids["b"][:8]].endswith(f"would process with {name}:app")
+
+
+@pytest.mark.parametrize("nothing", ["empty file", "all replayed"])
+def test_a_misspelt_app_fails_a_dry_run_and_a_replay_with_nothing_to_do(
+    letters: Letters, replay_app: str, nothing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The app is imported before anything else is decided: a wrong MODULE:APP is the same
+    one-line error (exit 2) whether the replay is a dry run, has nothing to replay, or not."""
+    if nothing == "empty file":
+        letters.path.write_bytes(b"")
+    else:
+        code, _, _ = run(
+            capsys, "replay", str(letters.path), "--kind", "rejected", "--app", replay_app
+        )
+        assert code == 0
+    typo = replay_app.replace(":app", "_x:app")
+    argv = ["replay", str(letters.path), "--kind", "rejected", "--app", typo]
+    errors = []
+    for extra in ([], ["--dry-run"]):
+        code, out, err = run(capsys, *argv, *extra)
+        assert (code, out) == (2, "")
+        assert err.count("\n") == 1, err
+        assert "cannot import module" in err
+        errors.append(err)
+    assert errors[0] == errors[1]
 
 
 async def test_dry_run_sends_nothing(letters: Letters, capsys: pytest.CaptureFixture[str]) -> None:
