@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if interrupted:
             return 130
         args = _parse(parser, argv)
-        command = f"mpsflow {args.command}"
+        parsed_by = getattr(args, "command_parser", None)  # the action's, for deadletters
+        command = parsed_by.prog if parsed_by is not None else f"mpsflow {args.command}"
         handler: Callable[[argparse.Namespace], int] = args.run
         try:
             code = handler(args)

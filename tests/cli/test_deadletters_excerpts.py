@@ -144,7 +144,7 @@ def test_replay_of_an_excerpt_named_by_id_is_an_error(
     assert code == 2
     assert out == ""
     assert err == (
-        f"mpsflow deadletters: error: dead letter {forged.id[:8]} (signature) cannot be"
+        f"mpsflow deadletters replay: error: dead letter {forged.id[:8]} (signature) cannot be"
         f" replayed: only the first {len(forged.raw_body())} of {len(FORGED)} bytes of its"
         " body were kept (a refused request is recorded with an excerpt only)\n"
     )

@@ -4,6 +4,8 @@ test_deadletters)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mpsflow.cli import COMMANDS, main
@@ -122,3 +124,13 @@ def test_a_misspelt_command_is_one_line_with_a_guess(
         main([given, "app:app"])
     assert exited.value.code == 2
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_an_action_s_error_is_prefixed_with_the_action(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mpsflow deadletters show: error: …``, as the action's usage errors are."""
+    empty = tmp_path / "letters.jsonl"
+    empty.touch()
+    assert main(["deadletters", "show", str(empty), "zzz"]) == 2
+    assert capsys.readouterr().err.startswith("mpsflow deadletters show: error: ")
