@@ -77,8 +77,9 @@ class App(Router):
     bounds what refused deliveries (bad signatures, poison) may write: an excerpt of the body,
     at most 20 records a minute per sender and 120 in all by default; and sets that rotation
     (64 MiB, 5 old files kept). The app does not start (``StartupError``, one line) when the
-    dead-letter sink cannot write, and is not ready (``/readyz`` 503) while a sink that can
-    tell (:class:`~mpsflow.sinks.base.CheckedSink`, as ``JsonlSink``) says it cannot.
+    dead-letter sink or another sink does not (a file it cannot write), and is not ready
+    (``/readyz`` 503) while a sink that can tell (:class:`~mpsflow.sinks.base.CheckedSink`, as
+    ``JsonlSink``) says it cannot.
     """
 
     def __init__(
@@ -289,16 +290,11 @@ class App(Router):
             dead = SinkChannel(
                 self._dead_letter_sink, batch_size=50, max_delay=0.01, clock=self.clock
             )
-            try:
-                await stack.enter_async_context(dead)
-            except SinkError as exc:
-                raise StartupError(
-                    _dead_letters_cannot_start(self._dead_letter_sink, exc)
-                ) from None
+            await _start_sink(stack, dead, "the dead-letter sink", "App(dead_letters=…)")
             channels: dict[str, SinkChannel] = {}
             for name, (sink, options) in self._sinks.items():
                 channel = SinkChannel(sink, clock=self.clock, **options)
-                await stack.enter_async_context(channel)
+                await _start_sink(stack, channel, f"sink {name!r}", f"its {type(sink).__name__}")
                 channels[name] = channel
             if self._lifespan is not None:
                 await stack.enter_async_context(self._lifespan(self))
@@ -480,13 +476,28 @@ def _sink_name(sink: Sink) -> str:
     return os.fspath(path) if isinstance(path, str | os.PathLike) else type(sink).__name__
 
 
-def _dead_letters_cannot_start(sink: Sink, exc: SinkError) -> str:
-    """The one line ``StartupError`` says when the dead-letter sink does not start."""
-    what = "the dead-letter sink"
-    if isinstance(sink, JsonlSink):
-        where = sink.path.parent
+async def _start_sink(stack: AsyncExitStack, channel: SinkChannel, what: str, give: str) -> None:
+    """Start ``channel`` (its sink) on ``stack``; a ``SinkError`` becomes a ``StartupError``
+    whose one line names the sink (``what``) and what to do (``give`` it another path)."""
+    try:
+        await stack.enter_async_context(channel)
+    except SinkError as exc:
+        raise StartupError(_sink_cannot_start(channel.sink, exc, what, give)) from None
+
+
+def _sink_cannot_start(sink: Sink, exc: SinkError, what: str, give: str) -> str:
+    """The one line ``StartupError`` says when a sink does not start."""
+    if not isinstance(sink, JsonlSink):
+        return f"{what} {_sink_name(sink)} did not start: {exc}"
+    cause = exc.__cause__
+    if isinstance(cause, IsADirectoryError):  # the path names a directory, not a file
+        path = os.fsdecode(cause.filename) if cause.filename is not None else sink.path
         return (
-            f"{what} {exc}: make {os.fspath(where) or '.'} a writable directory (the app"
-            " creates missing ones), or give App(dead_letters=…) a path that is"
+            f"{what} cannot write {path}: it is a directory, not a file: move it away, or give"
+            f" {give} another path"
         )
-    return f"{what} {_sink_name(sink)} did not start: {exc}"
+    where = os.fspath(sink.path.parent) or "."
+    return (
+        f"{what} {exc}: make {where} a writable directory (the app creates missing ones), or"
+        f" give {give} a path that is"
+    )

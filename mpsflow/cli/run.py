@@ -7,8 +7,8 @@ pre-fork supervisor (:mod:`mpsflow.cli.supervisor`).
 Exit codes: 0 when stopped (SIGTERM/SIGINT) after draining, or when ``--files`` dead-lettered
 nothing; 1 when ``--files`` dead-lettered something; 2 for a wrong command line or app
 configuration; 3 when it could not start (a :class:`~mpsflow.errors.StartupError`: a port in
-use, credentials refused, a dedup store that does not answer; printed as one line saying what
-to do); 130 when the same signal came twice and stopped it at once.
+use, credentials refused, a dedup store that does not answer, a sink that cannot write; printed
+as one line saying what to do); 130 when the same signal came twice and stopped it at once.
 """
 
 from __future__ import annotations
