@@ -302,14 +302,8 @@ class App(Router):
                 await hook()
             stack.push_async_callback(self._run_shutdown_hooks)
             delivery_mw: list[Middleware] = []
-            if self.notify_keys:
-                verifier = SignatureVerifier(
-                    self.notify_keys,
-                    skew_seconds=self.signature_skew,
-                    max_lifetime_seconds=self.max_signature_lifetime,
-                    clock=self.clock,
-                    allow_unsigned=self.allow_unsigned,
-                )
+            verifier = self.signature_verifier()
+            if verifier is not None:
                 delivery_mw.append(
                     SignatureMiddleware(verifier, metrics=self.metrics, max_size=self.max_body_size)
                 )
@@ -350,6 +344,20 @@ class App(Router):
 
     def _restore_checks(self, checks: list[ReadinessCheck]) -> None:
         self.readiness_checks[:] = checks
+
+    def signature_verifier(self) -> SignatureVerifier | None:
+        """The signature check of this app's deliveries, from its settings (``notify_keys``,
+        ``signature_skew``, ``max_signature_lifetime``, ``allow_unsigned``, ``clock``); None
+        when it checks none. A replay's dry run asks it what the app would refuse."""
+        if not self.notify_keys:
+            return None
+        return SignatureVerifier(
+            self.notify_keys,
+            skew_seconds=self.signature_skew,
+            max_lifetime_seconds=self.max_signature_lifetime,
+            clock=self.clock,
+            allow_unsigned=self.allow_unsigned,
+        )
 
     def _check_dead_letter_sink(self) -> None:
         """While running, ``/readyz`` also asks the dead-letter sink whether it can write

@@ -66,7 +66,7 @@ from mpsflow.codec import decode_any
 from mpsflow.deadletter import REPLAYED_RECORD, DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
 from mpsflow.events.envelope import extract_timestamp_sign, scan_timestamp_sign
-from mpsflow.signing import SignatureVerifier, sign_notification
+from mpsflow.signing import sign_notification
 from mpsflow.signing.verifier import VerifyReason
 from mpsflow.sinks.jsonl import JsonlSink
 
@@ -270,16 +270,10 @@ def _app_signature_note(body: bytes, app: App) -> str:
     by the check the app runs (its ``notify_keys``, ``allow_unsigned``, ``signature_skew``,
     ``max_signature_lifetime``), and what to do; ``""`` when it takes it or checks nothing."""
     found = _timestamp_sign(body)
-    if not app.notify_keys or found is None:
+    verifier = app.signature_verifier()
+    if verifier is None or found is None:
         return ""
     timestamp, sign, carrier = found
-    verifier = SignatureVerifier(
-        app.notify_keys,
-        skew_seconds=app.signature_skew,
-        max_lifetime_seconds=app.max_signature_lifetime,
-        clock=app.clock,
-        allow_unsigned=app.allow_unsigned,
-    )
     result = verifier.verify(timestamp, sign, payload=body)
     if result.ok:
         return ""
