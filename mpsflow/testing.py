@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 _task_numbers = itertools.count(1)
+_PROCESS_TAG = secrets.token_hex(8)
+"""Part of every generated TaskId: ids from two processes (two test runs against one persistent
+dedup store, or ``mpsflow send`` of built notifications) never collide and so are never taken
+for duplicates of each other."""
 
 DEFAULT_EXPIRES_IN = 600
 """Seconds a notification signed without ``expires_at`` stays valid: MPS's own default (its
@@ -140,7 +145,7 @@ def build_notification(
         event_field = EVENT_FIELDS[event_type]
     except KeyError:
         raise ValueError(f"unknown EventType {event_type!r}") from None
-    task_id = task_id or f"1250000000-{event_type}-{next(_task_numbers):032x}t0"
+    task_id = task_id or f"1250000000-{event_type}-{_PROCESS_TAG}{next(_task_numbers):016x}t0"
     body: dict[str, Any] = {"TaskId": task_id, "Status": status, "ErrCode": err_code}
     body["Message"] = message
     cos_input = {
@@ -185,7 +190,7 @@ def build_live_notification(
     )
     payload: dict[str, Any] = {
         "NotificationType": notification_type,
-        "TaskId": task_id or f"live-{next(_task_numbers):016x}",
+        "TaskId": task_id or f"live-{_PROCESS_TAG}{next(_task_numbers):08x}",
         field_name: dict(info),
         "SessionId": "",
         "SessionContext": "",
