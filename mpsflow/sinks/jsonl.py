@@ -110,10 +110,18 @@ class JsonlSink(KeyedSinkBase):
         """When ``ready()`` last probed, and what was wrong (``""``: nothing)."""
 
     async def start(self) -> None:
-        """Open the file (creating its directory); ``SinkError`` when it cannot be written."""
+        """Open the file (creating its directory); ``SinkError`` when it cannot be written.
+
+        A start that fails holds nothing open: nobody calls ``close`` after a failed start.
+        """
         async with self._lock:
-            await self._in_thread(self._open)
-            await self._in_thread(self._probe)
+            try:
+                await self._in_thread(self._open)
+                await self._in_thread(self._probe)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._let_go)
+                raise
 
     async def ready(self) -> bool:
         """True when the sink can write now (see the class doc); logs a change either way."""
@@ -179,8 +187,13 @@ class JsonlSink(KeyedSinkBase):
             return
         _make_directory(self.path.parent)
         _repair_tail(self.path)
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open until close
-        self._size = self._file.seek(0, os.SEEK_END)
+        file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open until close
+        try:
+            self._size = file.seek(0, os.SEEK_END)
+        except BaseException:
+            _close_logged(file, self.path)
+            raise
+        self._file = file
         if self.dedup_window:
             self._load_keys()
 
@@ -394,6 +407,11 @@ class JsonlSink(KeyedSinkBase):
                 os.fsync(self._fh.fileno())
         finally:
             self._close_quietly()
+
+    def _let_go(self) -> None:
+        """Close whatever is open without syncing it: nothing was written through it."""
+        self._close_keys()
+        self._close_quietly()
 
     def _close_quietly(self) -> None:
         file, self._file = self._file, None

@@ -102,6 +102,42 @@ async def test_ready_needs_free_space(tmp_path: Path, monkeypatch: pytest.Monkey
     assert await sink.ready()
 
 
+def _open_descriptors(path: Path) -> int:
+    """How many of this process's file descriptors are open on ``path`` (Linux)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}") == os.fspath(path)
+        except OSError:  # the descriptor listdir itself used, closed since
+            continue
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd (Linux)")
+async def test_a_failed_start_leaves_nothing_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "out.jsonl"
+    real = os.statvfs
+
+    class Full:
+        def __init__(self, stats: Any) -> None:
+            self.f_frsize = stats.f_frsize
+            self.f_bavail = 1
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Full(real(p)))
+    sink = JsonlSink(path, dedup_window=10)
+    with pytest.raises(SinkError):
+        await sink.start()  # the file opens, then the free-space probe fails
+    assert path.exists()
+    assert _open_descriptors(path) == 0
+    monkeypatch.setattr(os, "statvfs", real)
+    await sink.start()  # and a later start still works
+    assert _open_descriptors(path) == 1
+    await sink.close()
+    assert _open_descriptors(path) == 0
+
+
 @pytest.mark.parametrize("how", ["removed", "moved"])
 async def test_a_file_taken_away_is_reopened_at_its_path(tmp_path: Path, how: str) -> None:
     path = tmp_path / "out.jsonl"
