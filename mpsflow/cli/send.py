@@ -5,8 +5,10 @@ so a real app's signature check accepts them. ``--rate``, ``--concurrency`` and 
 shape a load test. The summary counts answers: by HTTP status, where a 2xx answer whose JSON
 body carries a non-zero ``code`` (a CMQ error, a callback's refusal) is a failure; or, with
 ``--cmq ENDPOINT --queue NAME``, messages queued with ``BatchSendMessage``, the CMQ errors and,
-once CMQ could not be reached or did not answer, those not sent. The command exits 1 when
-anything failed.
+once CMQ could not be reached or did not answer, those not sent. A callback URL that answers
+nothing, its first requests getting no answer within ``--timeout``, is given up on the same way:
+the notifications left are counted as not sent, not each left to wait out its own timeout. The
+command exits 1 when anything failed.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def _configure_send(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=positive_float,
         help=f"seconds per request ({_CALLBACK_TIMEOUT:g}; {_CMQ_TIMEOUT:g} with --cmq, where a"
-        " request that gets no answer in time is not tried again)",
+        " request that gets no answer in time is not tried again); once a request gets no answer"
+        " in time and none was answered yet, the rest are not sent",
     )
     group = parser.add_argument_group(
         "TDMQ-CMQ queue (instead of a URL)",
@@ -378,6 +381,20 @@ def _connection_hint(url: str, exc: BaseException) -> str:
     return f"the requests to {where} failed ({_one_line(str(exc)) or type(exc).__name__})"
 
 
+_NOT_ANSWERING: Final = "not sent (the URL did not answer)"
+"""How the notifications left are counted once a URL that answered none timed out."""
+
+
+def _silence_hint(url: str, seconds: float) -> str:
+    """Why a send to ``url`` stopped early (a request got no answer within ``seconds`` and
+    none was ever answered) and what to do."""
+    where = urlsplit(url).netloc
+    return (
+        f"{where} did not answer within {seconds:g}s and has answered no request: the rest were"
+        " not sent; check that the app there is running and not stuck, or raise --timeout"
+    )
+
+
 def _target(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """Check where the notifications go: the callback URL (``None`` with ``--cmq``) and the
     paths to read them from."""
@@ -449,31 +466,53 @@ def _summary(args: argparse.Namespace, tally: Tally, elapsed: float) -> None:
 
 
 async def _send_all(args: argparse.Namespace, items: list[SendItem], tally: Tally) -> None:
+    """POST every item ``--repeat`` times, ``--concurrency`` at once.
+
+    Once a request got no answer within ``--timeout`` while the URL has answered none, the
+    notifications not yet sent are counted as not sent: each would wait out the same silence
+    (a hung app, a port that takes connections and never answers). A URL that answered once,
+    however slowly or with whatever status, gets them all.
+    """
     import aiohttp
     import anyio
 
     plan = iter([item for _ in range(args.repeat) for item in items])
     progress = _Progress(len(items) * args.repeat, sys.stderr)
     pacer = Pacer(args.rate)
+    seconds = args.timeout or _CALLBACK_TIMEOUT
+    answered = given_up = False
+
+    async def post(session: aiohttp.ClientSession, item: SendItem) -> None:
+        nonlocal answered, given_up
+        body = signed_body(item, args.sign_key, args.expires_in)
+        try:
+            async with session.post(
+                args.url, data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                answered = True  # the status line came: the URL is alive, however slow
+                answer = await response.read()
+                _http_answer(
+                    tally, args.url, response.status, answer, signed=args.sign_key is not None
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            tally.add(f"error ({type(exc).__name__})", ok=False)
+            if not isinstance(exc, TimeoutError) or answered:
+                tally.hints[_connection_hint(args.url, exc)] = None
+            elif not given_up:  # silence from the start: the rest would wait as long
+                given_up = True
+                tally.hints[_silence_hint(args.url, seconds)] = None
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for item in plan:
-            await pacer.wait()
-            body = signed_body(item, args.sign_key, args.expires_in)
-            try:
-                async with session.post(
-                    args.url, data=body, headers={"Content-Type": "application/json"}
-                ) as response:
-                    answer = await response.read()
-                    _http_answer(
-                        tally, args.url, response.status, answer, signed=args.sign_key is not None
-                    )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                tally.add(f"error ({type(exc).__name__})", ok=False)
-                tally.hints[_connection_hint(args.url, exc)] = None
+            if not given_up:
+                await pacer.wait()
+            if given_up:  # this one and every one left: count them at once
+                tally.add(_NOT_ANSWERING, 1 + sum(1 for _ in plan), ok=False)
+            else:
+                await post(session, item)
             progress.show(tally)
 
-    timeout = aiohttp.ClientTimeout(total=args.timeout or _CALLBACK_TIMEOUT)
+    timeout = aiohttp.ClientTimeout(total=seconds)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with (
         aiohttp.ClientSession(timeout=timeout, connector=connector) as session,

@@ -236,6 +236,67 @@ async def test_send_to_nothing_counts_connection_errors(tmp_path: Path, seed_sam
     )
 
 
+async def test_send_to_a_url_that_never_answers_stops_after_the_first_timeouts(
+    silent_cmq: SilentEndpoint, tmp_path: Path, seed_sample: bytes
+) -> None:
+    """A port that takes connections and never answers costs one --timeout, not one per round
+    of --concurrency: once the requests in flight go unanswered, with nothing answered before,
+    no more are started, the rest are counted as not sent, and one line says what to check."""
+    body = tmp_path / "seed.json"
+    body.write_bytes(seed_sample)
+    silent = silent_cmq  # nothing about it is CMQ's: it never answers anything
+    code, out, err = await send(
+        f"{silent.url}/mps/callback",
+        *(str(body), "--repeat", "20", "--concurrency", "2", "--timeout", "0.5"),
+    )
+    assert code == 1
+    counts = summary(out)
+    errors = sum(n for status, n in counts.items() if status.startswith("error ("))
+    assert (errors, counts.pop("not sent (the URL did not answer)", 0)) == (2, 18), out
+    assert silent.connections() == 2  # the two in flight: none started after
+    assert progress(err)[-1] == "20/20 done: 0 sent, 20 failed"
+    where = silent.url.split("//", 1)[1]
+    [line] = [line for line in err.splitlines() if "has answered no request" in line]
+    assert line.startswith(f"mpsflow send: {where} did not answer within 0.5s")
+    assert line.endswith("check that the app there is running and not stuck, or raise --timeout")
+
+
+async def test_a_url_that_answered_once_gets_every_request_however_late(
+    tmp_path: Path, seed_sample: bytes
+) -> None:
+    """No early stop once the URL has answered anything (here a 500): the requests that then
+    get no answer in time do not stop the others."""
+    body = tmp_path / "seed.json"
+    body.write_bytes(seed_sample)
+    received = 0
+    released = anyio.Event()
+
+    async def callback(request: web.Request) -> web.Response:
+        nonlocal received
+        await request.read()
+        received += 1
+        if received > 1:
+            await released.wait()  # too late: the sender's --timeout passes first
+        return web.json_response({"code": 500, "error": "broken"}, status=500)
+
+    server = web.Application()
+    server.router.add_post("/cb", callback)
+    async with serve_peer(server) as base:
+        code, out, err = await send(
+            f"{base}/cb",
+            *(str(body), "--repeat", "4", "--concurrency", "1", "--timeout", "0.5"),
+        )
+        released.set()  # the server's shutdown waits for its handlers
+    assert code == 1
+    assert received == 4
+    counts = summary(out)
+    assert counts.pop("500 (broken)") == 1
+    [(status, n)] = counts.items()
+    assert (status.startswith("error ("), n) == (True, 3), out
+    assert "has answered no request" not in err
+    assert progress(err)[-1] == "4/4 done: 0 sent, 4 failed"
+
+
 async def test_https_to_a_plain_http_app_says_to_send_to_http(samples_dir: Path) -> None:
     app, _ = make_app()
     sample = str(samples_dir / "07_edit_media_task_failure.json")
