@@ -33,7 +33,12 @@ from mpsflow.pipeline import Pipeline, UnmatchedPolicy
 from mpsflow.retry import RetryPolicy
 from mpsflow.router import Router
 from mpsflow.signing.middleware import SignatureMiddleware
-from mpsflow.signing.verifier import DEFAULT_MAX_LIFETIME, SignatureVerifier, UnsignedPolicy
+from mpsflow.signing.verifier import (
+    DEFAULT_MAX_LIFETIME,
+    DEFAULT_SKEW,
+    SignatureVerifier,
+    UnsignedPolicy,
+)
 from mpsflow.sinks.base import CheckedSink, Sink
 from mpsflow.sinks.channel import SinkChannel
 from mpsflow.sinks.jsonl import JsonlSink
@@ -96,7 +101,7 @@ class App(Router):
         clock: Clock | None = None,
         shutdown_timeout: float = 30.0,
         notify_keys: Sequence[str] = (),
-        signature_skew: float = 30.0,
+        signature_skew: float = DEFAULT_SKEW,
         max_signature_lifetime: float | None = DEFAULT_MAX_LIFETIME,
         allow_unsigned: UnsignedPolicy | bool = False,
         idempotency: Idempotency | IdempotencyStore | None = None,

@@ -34,6 +34,7 @@ from mpsflow.events.envelope import (
 
 __all__ = [
     "DEFAULT_MAX_LIFETIME",
+    "DEFAULT_SKEW",
     "NotificationRef",
     "SignatureVerifier",
     "UnsignedPolicy",
@@ -49,6 +50,9 @@ __all__ = [
 DEFAULT_MAX_LIFETIME = 3600.0
 """Seconds a signature's expiry may lie ahead: MPS signs for 10 minutes; an hour leaves room
 for senders configured longer, and bounds how long a captured signature can be replayed."""
+DEFAULT_SKEW = 30.0
+"""Seconds past its expiry a signature is still accepted by default (``skew_seconds``, an
+app's ``signature_skew``): room for a clock a little off from MPS's."""
 
 _SIGN_LENGTH = 32
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -138,7 +142,7 @@ class SignatureVerifier:
         self,
         keys: Sequence[str],
         *,
-        skew_seconds: float = 30.0,
+        skew_seconds: float = DEFAULT_SKEW,
         clock: Clock | None = None,
         allow_unsigned: UnsignedPolicy | bool = False,
         max_lifetime_seconds: float | None = DEFAULT_MAX_LIFETIME,
