@@ -67,7 +67,7 @@ from mpsflow.deadletter import REPLAYED_RECORD, DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
 from mpsflow.events.envelope import extract_timestamp_sign, scan_timestamp_sign
 from mpsflow.signing import sign_notification
-from mpsflow.signing.verifier import VerifyReason
+from mpsflow.signing.verifier import DEFAULT_SKEW, VerifyReason
 from mpsflow.sinks.jsonl import JsonlSink
 
 if TYPE_CHECKING:
@@ -239,8 +239,8 @@ replay."""
 
 def _signature_note(body: bytes) -> str:
     """A dry run's warning, with ``--to`` (an app it cannot see), that an app checking
-    signatures refuses ``body`` as it would be sent (its signature has expired, or it has
-    none), and what to do; ``""`` otherwise."""
+    signatures with the default settings refuses ``body`` as it would be sent (its signature
+    has expired, or it has none), and what to do; ``""`` otherwise."""
     if _signature_expired(body):
         return f" (its signature has expired; if the app checks signatures, {_SIGN_KEY_HINT})"
     unsigned = _unsigned(body)
@@ -312,7 +312,8 @@ def _unsigned(body: bytes) -> Literal["json", "other"] | None:
 
 
 def _signature_expired(body: bytes) -> bool:
-    """Whether ``body`` carries a signature whose ``Timestamp`` (its expiry) has passed."""
+    """Whether ``body`` carries a signature an app with the default ``signature_skew`` refuses
+    as expired: its ``Timestamp`` (its expiry) passed more than that skew ago."""
     found = scan_timestamp_sign(body)
     if found is None:
         return False
@@ -321,7 +322,7 @@ def _signature_expired(body: bytes) -> bool:
         if not expiry.isdigit():
             return False
         expiry = int(expiry)
-    return expiry < time.time()
+    return time.time() > expiry + DEFAULT_SKEW
 
 
 def _body_to_send(args: argparse.Namespace, record: DeadLetter) -> tuple[bytes, str]:

@@ -27,7 +27,9 @@ from mpsflow.cli.deadletters import read_dead_letters, redact, utc_time
 from mpsflow.clock import FakeClock
 from mpsflow.deadletter import DeadLetter, DeadLetterLimits, make_dead_letter
 from mpsflow.delivery import Delivery
+from mpsflow.signing.verifier import DEFAULT_SKEW
 from mpsflow.sinks.jsonl import JsonlSink
+from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import build_notification, media_result
 from tests.cli.test_decode import closed_pipe
 from tests.modules import run_ok
@@ -1041,6 +1043,37 @@ async def test_dry_run_sends_nothing(letters: Letters, capsys: pytest.CaptureFix
     for secret in (S3_ID, S3_KEY, OLD_SIGN):
         assert secret not in out
     assert out.splitlines()[-1] == "dry run: 2 would be replayed"
+
+
+def test_a_dry_run_to_a_url_flags_as_expired_only_what_a_default_app_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--to`` cannot see the app: it judges expiry as an app with the default
+    ``signature_skew`` does. A signature past its expiry by less than that skew is accepted
+    there, so it is not flagged; one past it by more is, in the hedged wording."""
+    now = int(time.time())
+    skew = int(DEFAULT_SKEW)
+    within = _body("task-within", sign_key=SAMPLE_KEY, expires_at=now - skew // 2)
+    past = _body("task-past", sign_key=SAMPLE_KEY, expires_at=now - 2 * skew)
+    default_app = App(notify_keys=[SAMPLE_KEY], dead_letters=MemorySink())
+    check = default_app.signature_verifier()
+    assert check is not None
+    assert (check.verify_payload(within).ok, check.verify_payload(past).ok) == (True, False)
+    records = [
+        make_dead_letter(kind="exhausted", reason="bug", body=body, now=now)
+        for body in (within, past)
+    ]
+    path = tmp_path / "dl.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(record) + b"\n" for record in records))
+    url = "http://127.0.0.1:9/mps/callback"  # a dry run sends nothing
+    code, out, _ = run(capsys, "replay", str(path), "--to", url, "--dry-run")
+    assert code == 0
+    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert plan[records[0].id[:8]].endswith(f"would POST {len(within)} bytes to {url}")
+    assert plan[records[1].id[:8]].endswith(
+        "(its signature has expired; if the app checks signatures, replay with --sign-key KEY,"
+        " one of its keys)"
+    )
 
 
 async def test_replay_reports_an_unreachable_url(
