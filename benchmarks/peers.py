@@ -11,6 +11,10 @@ warm-up never turns measured requests into duplicates (``benchmarks/http_callbac
 * **orjson**: hand-written aiohttp + ``orjson.loads``: ``Timestamp`` not expired and
   ``Sign == md5(Timestamp + key)`` (``hmac.compare_digest``), dedup on ``TaskId`` in a dict, a
   no-op async handler for ``WorkflowTask``; 401 on a bad signature, 400 on bad JSON.
+* **orjson-durable**: the same, plus the least a receiver writes to keep the promises of the
+  mpsflow default (:class:`DurableChecks`): each signed body written to a journal file before
+  the answer, and each handled ``TaskId`` recorded in SQLite, group-committed per loop turn. Not
+  a target of issue 15: a floor for scale, since the default's guarantees need these writes.
 * **sdk**: the same with ``json.loads`` and the official SDK's ``ParseNotificationResponse``.
 * **fastapi**: FastAPI + uvicorn (one worker, uvicorn's default loop and HTTP parser: httptools,
   which the ``bench`` extra installs as ``fastapi[standard]`` does, and asyncio's loop as for
@@ -38,6 +42,7 @@ pydantic, the SDK).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -46,11 +51,15 @@ import json
 import os
 import platform
 import re
+import sqlite3
 import statistics
+import struct
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -85,11 +94,13 @@ if TYPE_CHECKING:
 __all__ = [
     "REDIS_URL_ENV",
     "SERVERS",
+    "DurableChecks",
     "HandChecks",
     "HandlerCounts",
     "PeerApps",
     "Row",
     "apps",
+    "floor_lines",
     "main",
     "make_fastapi_app",
     "make_orjson_app",
@@ -102,6 +113,7 @@ __all__ = [
 SERVERS = {
     "bare": "bare aiohttp (no body read)",
     "orjson": "hand-written aiohttp + orjson dicts + MD5 check + dict dedup",
+    "orjson-durable": "the same + a journal write and SQLite-recorded dedup (the durable floor)",
     "sdk": "hand-written aiohttp + official SDK models",
     "fastapi": "FastAPI + uvicorn + pydantic model of the notification",
     "mpsflow": "**`mpsflow run` default (SQLite dedup)**",
@@ -123,6 +135,7 @@ _MPSFLOW_OPTIONS = {"mpsflow-no-inbox": ("--no-inbox",)}
 
 _MODULES = {
     "orjson": ("orjson",),
+    "orjson-durable": ("orjson",),
     "sdk": ("tencentcloud.mps",),
     "fastapi": ("fastapi", "uvicorn", "pydantic"),
     "mpsflow-redis": ("redis",),
@@ -193,6 +206,109 @@ class HandChecks:
             del seen[next(iter(seen))]
 
 
+class DurableChecks(HandChecks):
+    """:class:`HandChecks` plus the least a receiver writes to keep the default's promises.
+
+    The floor of a durable receiver, for scale beside the mpsflow default (which keeps these
+    promises and more: leases, retries, dead letters, per-effect dedup, a typed decode):
+
+    * ``journal``: each accepted body is written (length and CRC-32 header, then the body, one
+      ``pwrite``) to a file, before the answer; the file is written in full once at start and
+      then written over in a ring, so its pages are in the page cache (as the inbox reuses its
+      journal files), and a thread syncs it every second (the inbox's ``SYNC_EVERY``);
+    * ``process``: a ``TaskId`` is remembered in SQLite (WAL, ``synchronous = NORMAL``, the
+      inbox's and the SQLite store's settings) once its handler ran: the ids of one turn of the
+      event loop in one ``executemany`` and one commit, awaited before the answer. The ids
+      stored are loaded at start (a restart skips them) and all kept in memory, so a request
+      never reads the database; an id whose handler is running counts as seen too.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        handler: Handler,
+        directory: Path,
+        *,
+        journal_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        super().__init__(key, handler)
+        self._journal = os.open(directory / "journal", os.O_RDWR | os.O_CREAT, 0o600)
+        self._journal_bytes = journal_bytes
+        chunk = bytes(1024 * 1024)
+        for offset in range(0, journal_bytes, len(chunk)):
+            os.pwrite(self._journal, chunk[: journal_bytes - offset], offset)
+        self._offset = 0
+        self._db = sqlite3.connect(directory / "done.sqlite", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS done (task_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        for (task_id,) in self._db.execute("SELECT task_id FROM done"):
+            self.seen[task_id] = None
+        self.limit = sys.maxsize  # every recorded id stays in memory: no lookup per request
+        self._running: set[str] = set()
+        self._unrecorded: list[tuple[str]] = []
+        self._waiting: list[asyncio.Future[None]] = []
+        self._stop = threading.Event()
+        self._syncer = threading.Thread(target=self._sync_every_second, daemon=True)
+        self._syncer.start()
+
+    def journal(self, body: bytes) -> None:
+        """Write ``body`` to the journal (over the oldest records once it is full)."""
+        record = _JOURNAL_HEAD.pack(len(body), zlib.crc32(body)) + body
+        if self._offset + len(record) > self._journal_bytes:
+            self._offset = 0
+        os.pwrite(self._journal, record, self._offset)
+        self._offset += len(record)
+
+    async def process(self, task_id: str, event: Any) -> None:
+        """Run the handler unless ``task_id`` is recorded; record it (group-committed)."""
+        if task_id in self.seen or task_id in self._running:
+            self.duplicates += 1
+            return
+        self._running.add(task_id)
+        try:
+            await self.handler(event)
+            loop = asyncio.get_running_loop()
+            if not self._waiting:
+                loop.call_soon(self._commit)
+            recorded = loop.create_future()
+            self._unrecorded.append((task_id,))
+            self._waiting.append(recorded)
+            await recorded
+            self.seen[task_id] = None
+        finally:
+            self._running.discard(task_id)
+
+    def _commit(self) -> None:
+        rows, self._unrecorded = self._unrecorded, []
+        waiting, self._waiting = self._waiting, []
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO done VALUES (?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            for future in waiting:
+                future.set_exception(exc)
+            return
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
+
+    def _sync_every_second(self) -> None:
+        while not self._stop.wait(1.0):
+            os.fdatasync(self._journal)
+
+    def close(self) -> None:
+        """Stop the sync thread and close the files."""
+        self._stop.set()
+        self._syncer.join()
+        os.close(self._journal)
+        self._db.close()
+
+
+_JOURNAL_HEAD = struct.Struct("<II")
+
+
 def _aiohttp_app(callback: Callable[[web.Request], Awaitable[web.Response]]) -> web.Application:
     """An aiohttp application posting ``PATH`` to ``callback``."""
     from aiohttp import web
@@ -209,21 +325,29 @@ def _answer(status: int) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-def make_orjson_app(key: str = KEY, handler: Handler = _noop) -> web.Application:
-    """Hand-written aiohttp + orjson dicts: signature, dict dedup, ``handler`` on WorkflowTask."""
+def make_orjson_app(
+    key: str = KEY, handler: Handler = _noop, *, durable: DurableChecks | None = None
+) -> web.Application:
+    """Hand-written aiohttp + orjson dicts: signature, dict dedup, ``handler`` on WorkflowTask.
+
+    With ``durable``, its checks instead, and each signed body journaled before the rest.
+    """
     import orjson
 
-    checks = HandChecks(key, handler)
+    checks = durable if durable is not None else HandChecks(key, handler)
 
     async def callback(request: web.Request) -> web.Response:
         try:
-            doc = orjson.loads(await request.read())
+            body = await request.read()
+            doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return _answer(400)
         if not isinstance(doc, dict):
             return _answer(400)
         if not checks.signed(doc.get("Timestamp"), doc.get("Sign")):
             return _answer(401)
+        if durable is not None:
+            durable.journal(body)
         if doc.get("EventType") == "WorkflowTask":
             event = doc.get("WorkflowTaskEvent")
             task_id = event.get("TaskId") if isinstance(event, dict) else None
@@ -233,6 +357,16 @@ def make_orjson_app(key: str = KEY, handler: Handler = _noop) -> web.Application
         return _answer(200)
 
     return _aiohttp_app(callback)
+
+
+def _serve_durable(port: int) -> None:
+    """The durable floor (:class:`DurableChecks`) in a temporary folder, removed at exit."""
+    with tempfile.TemporaryDirectory(prefix="peers-durable-") as directory:
+        checks = DurableChecks(KEY, _noop, Path(directory))
+        try:
+            _run_aiohttp(make_orjson_app(durable=checks), port)
+        finally:
+            checks.close()
 
 
 def make_sdk_app(key: str = KEY, handler: Handler = _noop) -> web.Application:
@@ -321,6 +455,7 @@ def _serve_fastapi(port: int) -> None:
 _PEERS: dict[str, Callable[[int], None]] = {
     "bare": serve_bare,
     "orjson": lambda port: _run_aiohttp(make_orjson_app(), port),
+    "orjson-durable": _serve_durable,
     "sdk": lambda port: _run_aiohttp(make_sdk_app(), port),
     "fastapi": _serve_fastapi,
 }
@@ -586,6 +721,24 @@ def target_lines(rows: dict[str, Row]) -> list[str]:
     return lines
 
 
+def floor_lines(rows: dict[str, Row]) -> list[str]:
+    """For scale, not targets: the durable floor against the hand-written orjson server, and
+    the mpsflow default against the durable floor (best rates, and by CPU per item)."""
+    lines = []
+    pairs = (
+        ("the durable floor", "orjson-durable", "hand-written aiohttp+orjson", "orjson"),
+        ("`mpsflow run` default", "mpsflow", "the durable floor", "orjson-durable"),
+    )
+    for what, name, against, other in pairs:
+        if name in rows and other in rows and rows[other].rate:
+            ratio = rows[name].rate / rows[other].rate
+            lines.append(
+                f"- for scale: {what} is {ratio:.2f}× {against}"
+                + _cpu_view(rows[name], rows[other])
+            )
+    return lines
+
+
 def _cpu_view(row: Row, peer: Row) -> str:
     """The same ratio from CPU per item: the peer's µs over the row's."""
     if row.cpu_us is None or peer.cpu_us is None or not row.cpu_us:
@@ -705,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(_table(best)))
     print()
-    print("\n".join(target_lines(best)))
+    print("\n".join(target_lines(best) + floor_lines(best)))
     paired = paired_ratios(rounds)
     if paired:
         print()

@@ -8,6 +8,8 @@ The mpsflow rows' counting (``scrape_metrics`` of ``mpsflow run``) is checked wi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from benchmarks._process import free_port
@@ -30,8 +33,10 @@ from benchmarks.http_callback import (
     running_server,
 )
 from benchmarks.peers import (
+    DurableChecks,
     Row,
     apps,
+    floor_lines,
     make_fastapi_app,
     make_orjson_app,
     make_sdk_app,
@@ -88,8 +93,8 @@ async def _asgi_post(app: Any, body: bytes) -> tuple[int, bytes]:
     return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
 
-@pytest.fixture(params=["orjson", "sdk", "fastapi"])
-async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
+@pytest.fixture(params=["orjson", "orjson-durable", "sdk", "fastapi"])
+async def peer(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Peer]:
     name: str = request.param
     handled: list[Any] = []
 
@@ -104,8 +109,22 @@ async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
 
         yield Peer(name, post_asgi, handled)
         return
+    if name == "orjson-durable":
+        durable = DurableChecks(KEY, handler, tmp_path, journal_bytes=1024 * 1024)
+        try:
+            async with _aiohttp_peer(name, make_orjson_app(durable=durable), handled) as found:
+                yield found
+        finally:
+            durable.close()
+        return
     factory = make_orjson_app if name == "orjson" else make_sdk_app
-    async with TestClient(TestServer(factory(handler=handler))) as client:
+    async with _aiohttp_peer(name, factory(handler=handler), handled) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def _aiohttp_peer(name: str, app: web.Application, handled: list[Any]) -> AsyncIterator[Peer]:
+    async with TestClient(TestServer(app)) as client:
 
         async def post(body: bytes) -> tuple[int, bytes]:
             headers = {"Content-Type": "application/json"}
@@ -113,6 +132,31 @@ async def peer(request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
                 return response.status, await response.read()
 
         yield Peer(name, post, handled)
+
+
+async def test_the_durable_floor_journals_bodies_and_remembers_ids_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    handled: list[Any] = []
+
+    async def handler(event: Any) -> None:
+        handled.append(event)
+
+    bodies = [_body("kept-1"), _body("kept-2")]
+    for restart in range(2):
+        durable = DurableChecks(KEY, handler, tmp_path, journal_bytes=1024 * 1024)
+        try:
+            async with _aiohttp_peer("durable", make_orjson_app(durable=durable), []) as peer:
+                answers = await asyncio.gather(*(peer.post(body) for body in bodies * 2))
+        finally:
+            durable.close()
+        assert [status for status, _ in answers] == [200] * 4
+        assert durable.duplicates == (2 if restart == 0 else 4)  # at once, then every one
+    sent = {json.loads(body)["WorkflowTaskEvent"]["TaskId"] for body in bodies}
+    assert len(handled) == 2
+    assert {event["TaskId"] for event in handled} == sent
+    journal = (tmp_path / "journal").read_bytes()
+    assert all(body in journal for body in bodies)
 
 
 async def test_signed_sample_is_handled_once_per_task_id(peer: Peer) -> None:
@@ -199,3 +243,22 @@ def test_target_lines_give_the_ratio_by_rate_and_by_cpu_per_item() -> None:
     assert lines[1].endswith("measured n/a (not measured)")  # no FastAPI row
     rows["mpsflow"] = row("mpsflow", 2700.0, None)  # no /proc: the rate alone
     assert target_lines(rows)[0].endswith("measured 0.90× (met by 12%)")
+
+
+def test_floor_lines_scale_the_durable_floor_and_the_default() -> None:
+    def row(name: str, rate: float, cpu_us: float) -> Row:
+        return Row(name, rate, WrkRun(rate, int(rate), 0, "", 1.0), cpu_us=cpu_us)
+
+    rows = {
+        "orjson": row("orjson", 4000.0, 250.0),
+        "orjson-durable": row("orjson-durable", 3000.0, 333.0),
+        "mpsflow": row("mpsflow", 1500.0, 666.0),
+    }
+    assert floor_lines(rows) == [
+        "- for scale: the durable floor is 0.75× hand-written aiohttp+orjson; by server CPU per"
+        " item 0.75× (333 µs against 250 µs)",
+        "- for scale: `mpsflow run` default is 0.50× the durable floor; by server CPU per item"
+        " 0.50× (666 µs against 333 µs)",
+    ]
+    del rows["orjson-durable"]
+    assert floor_lines(rows) == []
