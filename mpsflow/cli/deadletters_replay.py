@@ -235,6 +235,14 @@ def _print_plan(args: argparse.Namespace, record: DeadLetter, app: App | None) -
 _SIGN_KEY_HINT = "replay with --sign-key KEY, one of its keys"
 """What a refused (or, in a dry run, expired or missing) signature calls for: a re-signed
 replay."""
+_CANNOT_SIGN = "--sign-key cannot sign it (not a JSON object)"
+"""What a refused signature of a body ``--sign-key`` cannot sign (a URL-encoded one) says."""
+
+
+def _resign_advice(body: bytes) -> str:
+    """What to do about ``body``'s refused signature: re-sign it, unless it is not JSON."""
+    found = _timestamp_sign(body)
+    return _CANNOT_SIGN if found is not None and found[2] == "other" else _SIGN_KEY_HINT
 
 
 def _signature_note(body: bytes) -> str:
@@ -249,8 +257,7 @@ def _signature_note(body: bytes) -> str:
     advice = (
         _SIGN_KEY_HINT
         if unsigned == "json"
-        else "--sign-key cannot sign it (not a JSON object): only an app that allows unsigned"
-        " notifications takes it"
+        else f"{_CANNOT_SIGN}: only an app that allows unsigned notifications takes it"
     )
     return (
         " (it carries no signature; if the app checks signatures and refuses unsigned"
@@ -278,9 +285,7 @@ def _app_signature_note(body: bytes, app: App) -> str:
     if result.ok:
         return ""
     why = _REFUSED_BECAUSE.get(result.reason, f"its signature is refused ({result.reason.value})")
-    advice = (
-        _SIGN_KEY_HINT if carrier == "json" else "--sign-key cannot sign it (not a JSON object)"
-    )
+    advice = _SIGN_KEY_HINT if carrier == "json" else _CANNOT_SIGN
     return f" ({why}; the app checks signatures: it will refuse this; {advice})"
 
 
@@ -484,7 +489,8 @@ def _app_target(app: App, *, signed: bool) -> _Deliver:
         if outcome.cause is Cause.ALREADY_DONE:
             detail += " (already done: the dedup store remembers its handlers)"
         elif outcome.cause is Cause.UNAUTHENTICATED and not signed:
-            detail += f" ({one_line(outcome.reason)}; the app checks signatures: {_SIGN_KEY_HINT})"
+            advice = _resign_advice(body)
+            detail += f" ({one_line(outcome.reason)}; the app checks signatures: {advice})"
         elif outcome.reason:
             detail += f" ({one_line(outcome.reason)})"
         return _Result(outcome.settlement is Settlement.ACK, detail)
@@ -512,7 +518,7 @@ def _http_target(session: aiohttp.ClientSession, url: str, *, signed: bool) -> _
             return _Result(False, f"error ({type(exc).__name__})")
         text = one_line(answer.decode("utf-8", "replace"))[:_RESPONSE_SHOWN]
         if status == 401 and not signed:  # the record's own signature has long expired
-            text += f" (the app checks signatures: {_SIGN_KEY_HINT})"
+            text += f" (the app checks signatures: {_resign_advice(body)})"
         return _Result(200 <= status < 300 and _code_zero(answer), f"{status} {text}".rstrip())
 
     return deliver

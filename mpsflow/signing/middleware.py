@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.clock import Clock
 from mpsflow.codec import DEFAULT_MAX_SIZE, decode_any
+from mpsflow.deadletter import REPLAYED_RECORD
 from mpsflow.delivery import Cause, Outcome, Settlement
 from mpsflow.errors import DecodeError
 from mpsflow.events.envelope import extract_timestamp_sign, scan_timestamp_sign
@@ -151,12 +152,18 @@ class SignatureMiddleware:
             else f"from source {_safe(delivery.source)}"
         )
         more = held_back(held, "rejected")
+        replayed = delivery.meta.get(REPLAYED_RECORD, "")
+        hint = (  # the replay's own line says what to do about its record
+            f"a replay of dead-letter record {_safe(replayed)}: the replay says what to do"
+            if replayed
+            else _HINTS.get(reason, "it does not verify")
+        )
         _log.warning(
             "signature %s: rejected %s %s; %s%s",
             reason.value,
             what,
             where,
-            _HINTS.get(reason, "it does not verify"),
+            hint,
             more,
             extra={
                 "reason": reason.value,

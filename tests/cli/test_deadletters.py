@@ -910,7 +910,10 @@ def test_a_signature_the_app_refuses_says_to_replay_with_a_key(
 
 
 def test_a_record_without_a_signature_is_flagged_as_the_app_refuses_it(
-    letters: Letters, keyed_app: str, capsys: pytest.CaptureFixture[str]
+    letters: Letters,
+    keyed_app: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An unsigned body (no Timestamp/Sign) fails an app's signature check as an expired one
     does, and the dry run says so and what to do: a JSON one is re-signed with ``--sign-key``;
@@ -944,12 +947,21 @@ def test_a_record_without_a_signature_is_flagged_as_the_app_refuses_it(
     assert planned[poison[:8]].endswith(f"would process with {keyed_app}")
 
     before = {r.id: r for r in read_dead_letters(letters.path)}
+    caplog.set_level(logging.WARNING, logger="mpsflow.signing")
     code, out, _ = run(capsys, *argv)
     assert code == 1
+    # The app's own log lines name the replayed records, not live-traffic advice.
+    # (One line per reason a while: the second refusal is counted, not named, in the log.)
+    refusal = next(r.getMessage() for r in caplog.records if r.name == "mpsflow.signing")
+    assert refusal.startswith("signature missing: rejected ")
+    assert refusal.endswith(f"; a replay of dead-letter record {c}: the replay says what to do")
     done = lines(out)
     refused = "-> rejected (signature missing; the app checks signatures: replay with --sign-key"
     assert refused in done[c[:8]]
-    assert "-> rejected (signature missing" in done[form.id[:8]]
+    assert (
+        "-> rejected (signature missing; the app checks signatures: --sign-key cannot sign it (not"
+        " a JSON object))"
+    ) in done[form.id[:8]]
     assert "-> dead_lettered" in done[poison[:8]]  # poison again, not a signature refusal
     after = {r.id: r for r in read_dead_letters(letters.path)}
     # The refusals are the replay's: those records stay as they were; the poison one is updated.
