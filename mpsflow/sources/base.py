@@ -14,7 +14,7 @@ import anyio.abc
 from mpsflow.delivery import Cause, Delivery, Outcome, Settlement
 from mpsflow.sources.runtime import Consumer, SourceRuntime
 
-__all__ = ["ConfirmsStart", "PullSource", "Source"]
+__all__ = ["ConfirmsStart", "PullSource", "Source", "TracksCatchUp"]
 
 _log = logging.getLogger("mpsflow.sources")
 
@@ -54,6 +54,16 @@ class ConfirmsStart(Protocol):
     async def wait_started(self) -> None:
         """Return once the current run works (before a run starts: once the next one does)."""
         ...
+
+
+@runtime_checkable
+class TracksCatchUp(Protocol):
+    """A queue's consumer that notes when it last took everything waiting (CMQ: a receive got
+    fewer messages than it asked for), where the queue tells no count; an inbox receiver that
+    runs it shows this on ``/metrics``."""
+
+    caught_up_at: float
+    """Wall-clock time it last found nothing more waiting; 0 before the first."""
 
 
 class PullSource(abc.ABC):

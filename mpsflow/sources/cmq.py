@@ -69,6 +69,10 @@ class CmqSource(PullSource):
 
     ``remember_deferrals`` bounds how many messages' deferrals (runs put off by middleware,
     not counted as attempts) this process remembers; 0 counts every deferral as an attempt.
+
+    ``caught_up_at`` is when a receive last took everything waiting in the queue (it got
+    fewer messages than it asked for): CMQ's message API tells no count, so this is what a
+    consumer knows of its backlog (an inbox receiver shows it on ``/metrics``).
     """
 
     def __init__(
@@ -116,6 +120,10 @@ class CmqSource(PullSource):
         self.deleted = 0
         """Messages deleted so far (for tests and metrics)."""
         self._deleted_changed = anyio.Event()
+        self.caught_up_at = 0.0
+        """Wall-clock time a receive last got fewer messages than it asked for, so nothing
+        more was waiting (0 before the first): ``time()`` minus this is how long this
+        consumer has been behind, or unable to receive."""
         self.expired_handles = 0
         """Deletes refused with 4430: the message was redelivered meanwhile (dedup covers it)."""
         self.remember_deferrals = remember_deferrals
@@ -183,10 +191,12 @@ class CmqSource(PullSource):
                 self._receive_failures,
             )
         self._receive_failures = 0
+        now, mono = self._clock.time(), self._clock.monotonic()
+        if len(messages) < count:
+            self.caught_up_at = now
         if not self._received:
             self._set_received(True)
             _log.info("consuming CMQ queue %s at %s", self.queue, self.client.url)
-        now, mono = self._clock.time(), self._clock.monotonic()
         return [
             Delivery(
                 message.msg_body.encode(),

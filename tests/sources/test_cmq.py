@@ -403,6 +403,28 @@ async def test_consuming_is_logged_once_the_first_receive_worked_on_an_empty_que
         cmq_log.setLevel(previous_level)
 
 
+async def test_caught_up_at_is_when_a_receive_last_got_fewer_messages_than_it_asked_for(
+    queue_server: QueueServer, cmq_credential: Credential, clock: FakeClock
+) -> None:
+    """CMQ tells no count: a full batch says more may wait, a short one that nothing did."""
+    server = await queue_server()
+    async with CmqClient(server.url, cmq_credential) as client:
+        for n in range(3):
+            await client.send(QUEUE, body(n))
+        source = CmqSource(client, QUEUE, batch_size=2, wait_seconds=0, clock=clock)
+        assert source.caught_up_at == 0.0
+        assert len(await source.receive(5)) == 2  # as many as a batch takes
+        assert len(await source.receive(1)) == 1  # as many as asked (one free slot)
+        assert source.caught_up_at == 0.0
+        clock.advance(5.0)
+        assert await source.receive(2) == []
+        assert source.caught_up_at == clock.time()
+        await client.send(QUEUE, body(3))
+        clock.advance(5.0)
+        assert len(await source.receive(2)) == 1
+        assert source.caught_up_at == clock.time()
+
+
 class RestartWatch(logging.Handler):
     """Sets ``seen`` once ``count`` "restarting in" lines were logged."""
 
