@@ -214,10 +214,12 @@ def metrics_response(
     responses: Mapping[int, int],
     connections: Connections | None,
     inbox_size: int | None,
+    inbox_caught_up: float | None,
 ) -> web.Response:
     """``/metrics``: the app's ``metrics`` in Prometheus' text form, then the source's own
-    families (answers by status code, connections, the inbox's size when known); 404 when
-    the metrics have no Prometheus form."""
+    families (answers by status code, connections, the inbox's size when known, and when
+    this process's consumer of a queue inbox last caught up); 404 when the metrics have no
+    Prometheus form. Nothing here waits for the inbox: a slow queue never slows a scrape."""
     text = render_metrics(metrics)
     if text is None:
         return web_response(error_answer(404, "this app's metrics have no Prometheus form"))
@@ -238,6 +240,15 @@ def metrics_response(
             "Notifications in the inbox: answered 200, not settled yet (every process"
             " sharing the inbox sees the same count).",
             {(): float(inbox_size)},
+        )
+    if inbox_caught_up is not None:
+        own += format_family(
+            "mpsflow_inbox_last_caught_up_timestamp_seconds",
+            "gauge",
+            "When this process last took everything waiting in the inbox queue (a receive got"
+            " fewer messages than it asked for; Unix time, 0 before the first): time() minus"
+            " this is how long it has been behind. The queue's count is in its console.",
+            {(): inbox_caught_up},
         )
     response = web.Response(body=text + own.encode())
     response.headers["Content-Type"] = CONTENT_TYPE

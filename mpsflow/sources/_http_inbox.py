@@ -6,7 +6,8 @@ as a dead letter and answered 413; a full inbox, or one whose storage fails, is 
 with ``Retry-After``, so the sender keeps the notification. The inbox's consumer runs beside
 the server (:meth:`InboxIntake.run`; a CMQ queue's has received once before the server serves)
 and takes appends in memory while it does; ``/readyz`` and ``/metrics`` learn the inbox's state
-from :func:`inbox_state`.
+from :func:`inbox_state`, and ``/metrics`` when a queue's consumer last caught up from
+:meth:`InboxIntake.caught_up_at` (a queue such as CMQ tells no count).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mpsflow.inbox.base import Inbox
 from mpsflow.inbox.source import InboxSource
 from mpsflow.sources._http_answers import ACCEPTED, error_answer, respond
 from mpsflow.sources._http_server import Answer
-from mpsflow.sources.base import ConfirmsStart, Source
+from mpsflow.sources.base import ConfirmsStart, Source, TracksCatchUp
 from mpsflow.sources.runtime import SourceRuntime
 
 __all__ = ["InboxIntake", "inbox_state"]
@@ -43,6 +44,8 @@ class InboxIntake:
         self._append: Callable[[bytes, AnyNotification | None], Awaitable[bool]] | None = None
         """The inbox's consumer in this process, which takes appends in memory (see
         ``InboxSource.append``); None: append to the inbox itself."""
+        self._consumer: Source | None = None
+        """The inbox's consumer while it runs in this process."""
 
     async def run(
         self,
@@ -66,7 +69,7 @@ class InboxIntake:
             async with anyio.create_task_group() as tg:
                 serving = True
                 if consumer is not None:
-                    inbox_consumer = consumer()
+                    inbox_consumer = self._consumer = consumer()
                     if isinstance(inbox_consumer, InboxSource):  # hands appends over in memory
                         self._append = inbox_consumer.append
                     tg.start_soon(_consume, inbox_consumer, runtime, cannot_start, tg.cancel_scope)
@@ -78,8 +81,16 @@ class InboxIntake:
                 raise cannot_start[0]
         finally:
             self._append = None
+            self._consumer = None
             with anyio.CancelScope(shield=True):
                 await _report_inbox(inbox)
+
+    def caught_up_at(self) -> float | None:
+        """When the inbox's consumer in this process last took everything waiting in it
+        (wall-clock time, 0 before the first), for ``/metrics``; None when none runs here, or
+        when it does not tell (a SQLite inbox's consumer: its count says more)."""
+        consumer = self._consumer
+        return consumer.caught_up_at if isinstance(consumer, TracksCatchUp) else None
 
     async def admit(
         self, delivery: Delivery, inbox: Inbox, runtime: SourceRuntime, *, retry_after: float

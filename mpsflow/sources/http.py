@@ -574,4 +574,5 @@ class HttpSource:
         if self._shared is not None and isinstance(metrics, InMemoryMetrics):
             metrics, responses = self._shared.combined(metrics, responses)
         size, _ = await inbox_state(self.inbox)
-        return metrics_response(metrics, responses, self._connections, size)
+        caught_up = self._intake.caught_up_at()
+        return metrics_response(metrics, responses, self._connections, size, caught_up)

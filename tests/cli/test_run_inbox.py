@@ -205,6 +205,46 @@ async def test_receivers_append_to_a_cmq_inbox_and_a_worker_handles_each_once_ac
     assert "Traceback" not in http_output.text
 
 
+ACKS = re.compile(r'^mpsflow_deliveries_total\{source="http",outcome="ack"\} (\d+)$', re.M)
+CAUGHT_UP = re.compile(r"^mpsflow_inbox_last_caught_up_timestamp_seconds (\S+)$", re.M)
+
+
+async def test_a_receiver_that_processes_its_cmq_inbox_reports_it_on_metrics(
+    tmp_path: Path, cmq_server_process: CmqServerProcessFactory
+) -> None:
+    """Its deliveries count under ``source="http"``, as with a SQLite inbox (they came in
+    through it); CMQ tells no count, so ``/metrics`` shows when it last took everything
+    waiting in the queue."""
+    (tmp_path / "inboxapp.py").write_text(APP)
+    server = cmq_server_process("--queue", "inbox")
+    address = server.url.split("://", 1)[1].split("/", 1)[0]
+    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--wait", "1")
+    tasks = [f"task-{n}" for n in range(5)]
+    async with mpsflow_process(
+        tmp_path, CMQ_ENV, *command, "--inbox", f"cmq+http://{address}/inbox"
+    ) as (process, output):
+        url = (await output.wait_for(SERVING)).group(1)
+        assert await post_all(url, tasks) == [200] * len(tasks)
+        await wait_handled(tmp_path, len(tasks), output)
+        metrics_url = url.removesuffix("/mps/callback") + "/metrics"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            with anyio.fail_after(30):
+                while True:  # the count follows the handler's effect by a moment
+                    async with session.get(metrics_url) as response:
+                        metrics = await response.text()
+                    acks = ACKS.search(metrics)
+                    if acks and int(acks.group(1)) == len(tasks):
+                        break
+                    await anyio.sleep(0.05)
+        caught_up = CAUGHT_UP.search(metrics)
+        assert caught_up is not None, metrics
+        assert float(caught_up.group(1)) > 0
+        assert "mpsflow_inbox_items" not in metrics
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0, output.text[-4000:]
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

@@ -6,6 +6,8 @@ sender."""
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -19,15 +21,24 @@ from mpsflow.devservers.cmq import CmqServer
 from mpsflow.errors import InboxUnavailable, StartupError
 from mpsflow.events import WorkflowTask
 from mpsflow.inbox import CmqInbox, Inbox
+from mpsflow.observability.metrics import InMemoryMetrics
 from mpsflow.sources.cmq import CmqSource
 from mpsflow.sources.http import HttpSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from tests.inbox.door import KEY, post, probe, signed
-from tests.plugins.cmq_server import CmqServerFactory
+from tests.plugins.cmq_server import CmqServerFactory, SilentEndpoint
 from tests.sources.http_app import make_app, records, serve
 
 QUEUE = "inbox"
+CAUGHT_UP = re.compile(r"^mpsflow_inbox_last_caught_up_timestamp_seconds (\S+)$", re.MULTILINE)
+
+
+def caught_up(metrics: str) -> float:
+    """The time ``/metrics`` says this process last took everything waiting in its queue."""
+    match = CAUGHT_UP.search(metrics)
+    assert match is not None, metrics
+    return float(match.group(1))
 
 
 @pytest.fixture
@@ -242,3 +253,57 @@ async def test_a_receiver_whose_appends_fail_is_not_ready_until_one_works(
         assert (await probe(source))[0][0] == 200
     await inbox.close()
     assert len(server.queue(QUEUE)) == 1
+
+
+async def test_metrics_show_when_the_receiver_last_caught_up_with_its_queue(
+    inbox: CmqInbox,
+) -> None:
+    """CMQ tells no count, so ``/metrics`` shows when this process last took everything waiting
+    (it stays put while the process is behind), not ``mpsflow_inbox_items``. Deliveries count
+    under the receiver's name, as with a SQLite inbox: they came in through it."""
+    app, _ = make_app(notify_keys=[KEY])
+    started = anyio.Event()
+    release = anyio.Event()
+    done = anyio.Event()
+    handled: list[str] = []
+
+    @app.on("WorkflowTask")
+    async def handler(event: WorkflowTask, ctx: Context) -> None:
+        started.set()
+        await release.wait()
+        handled.append(ctx.task_id)
+        if len(handled) == 2:
+            done.set()
+
+    async with serve(app, inbox=inbox, max_in_flight=1) as source:
+        _, metrics = await probe(source)
+        assert 0 < caught_up(metrics) <= time.time()  # its first receive found the queue empty
+        assert "mpsflow_inbox_items" not in metrics
+        assert (await post(source.url, signed("t-1")))[0] == 200
+        with anyio.fail_after(20):
+            await started.wait()  # its one slot is taken: it receives no more for now
+        behind = caught_up((await probe(source))[1])
+        before_second = time.time()
+        assert (await post(source.url, signed("t-2")))[0] == 200  # waits in the queue
+        assert caught_up((await probe(source))[1]) == behind < before_second
+        release.set()
+        with anyio.fail_after(20):
+            await done.wait()
+    assert isinstance(app.metrics, InMemoryMetrics)
+    assert app.metrics.deliveries == {("http", "ack"): 2}
+
+
+async def test_a_scrape_never_waits_for_the_queue(
+    silent_cmq: SilentEndpoint, cmq_credential: Credential
+) -> None:
+    """``/metrics`` and ``/readyz`` read nothing from CMQ: they answer at once while the queue
+    answers nothing. A receiver that only appends has no consumer to say when it caught up."""
+    inbox = CmqInbox(CmqClient(silent_cmq.url, cmq_credential), QUEUE)
+    app, _ = make_app(notify_keys=[KEY])
+    async with serve(app, inbox=inbox, consume_inbox=False) as source:
+        with anyio.fail_after(5):
+            ready, metrics = await probe(source)
+    await inbox.close()
+    assert ready == (200, {"ready": True})
+    assert "mpsflow_inbox_last_caught_up_timestamp_seconds" not in metrics
+    assert "mpsflow_http_callback_responses" in metrics
