@@ -204,7 +204,11 @@ class _Loop:
         while not self.stop.is_set():
             free = limit - self.unsettled
             if free <= 0:
-                self.space = space = anyio.Event()
+                # One wake-up for every poller waiting: each would overwrite its own, and a
+                # poller left on one nobody sets any more would never poll again.
+                space = self.space
+                if space is None:
+                    self.space = space = anyio.Event()
                 await space.wait()
                 continue
             self.unsettled += free  # reserve the slots while the receive is under way
