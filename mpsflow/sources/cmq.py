@@ -57,7 +57,8 @@ class CmqSource(PullSource):
     Receive errors that may pass (network, throttling) back off and poll again; others (bad
     credentials, a missing queue) end the run. Before the first receive of a run succeeded,
     both these and an endpoint that cannot be reached at all (after the client's own retries)
-    end it with a :class:`~mpsflow.errors.StartupError` saying what to check: ``App.run`` then
+    or does not answer (after one timeout: that receive is not tried again) end it with a
+    :class:`~mpsflow.errors.StartupError` saying what to check: ``App.run`` then
     ends with it, when this is the source's first run. Later, a refusal ends the run with the
     ``CmqError`` itself, so the app's supervisor restarts the source with backoff and logs it,
     and an unreachable endpoint is polled again with backoff. ``clock`` defaults to the
@@ -167,11 +168,16 @@ class CmqSource(PullSource):
 
     async def receive(self, max_count: int) -> Sequence[Delivery]:
         count = min(max_count, self.batch_size)
-        # Until a receive of this run has worked, poll without waiting: a missing queue or
-        # refused keys are known at once, and so is that the queue is being consumed.
-        wait = self.wait_seconds if self._received else 0
+        # Until a receive of this run has worked, poll without waiting (a missing queue or
+        # refused keys are known at once, and so is that the queue is being consumed), and do
+        # not send again a request that got no answer: it ends the run after one timeout, not
+        # one per attempt. Later polls ride out timeouts with the client's retries.
+        started = self._received
+        wait = self.wait_seconds if started else 0
         try:
-            messages = await self.client.batch_receive(self.queue, count, wait)
+            messages = await self.client.batch_receive(
+                self.queue, count, wait, retry_timeouts=None if started else False
+            )
         except CmqError as exc:
             if not self._received and (not exc.retryable or _unanswered(exc)):
                 raise StartupError(self._cannot_start(exc)) from exc

@@ -30,7 +30,7 @@ from mpsflow.dedup.stores.memory import MemoryStore
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.sources.http import HttpSource
 from mpsflow.testing import build_notification, media_result
-from tests.plugins.cmq_server import CmqServerFactory
+from tests.plugins.cmq_server import CmqServerFactory, SilentEndpoint
 from tests.process_output import Output, mpsflow_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -410,6 +410,39 @@ async def test_an_unusable_dedup_store_exits_3_with_one_line(tmp_path: Path) -> 
         assert errors[0].endswith(": start it or fix its address (dedup cannot run without it)")
         assert "Traceback" not in err
         assert "restarting" not in err
+
+
+def cmq_address(url: str) -> str:
+    """The ``HOST:PORT`` of a CMQ API address."""
+    return url.split("://", 1)[1].split("/", 1)[0]
+
+
+CMQ_ENV = {**ENV, "TENCENTCLOUD_SECRETID": "AKIDlocal", "TENCENTCLOUD_SECRETKEY": "local"}
+
+
+@pytest.mark.parametrize("inbox", [False, True], ids=["cmq", "inbox"])
+async def test_a_cmq_endpoint_that_never_answers_exits_3_after_one_timeout(
+    tmp_path: Path, silent_cmq: SilentEndpoint, inbox: bool
+) -> None:
+    """The run's first receive is not sent again after its timeout (10 s): the one line comes
+    then, not after each of the client's four attempts (over 40 s)."""
+    write_app(tmp_path)
+    where = cmq_address(silent_cmq.url)
+    source = (
+        ("--http", "127.0.0.1:0", "--inbox", f"cmq+http://{where}/notify")
+        if inbox
+        else ("--cmq", silent_cmq.url, "--queue", "notify")
+    )
+    argv = [sys.executable, "-m", "mpsflow", "run", "cliapp:app", *source, "--pollers", "1"]
+    with anyio.fail_after(30):
+        result = await anyio.run_process(argv, cwd=tmp_path, env=CMQ_ENV, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == EXIT_STARTUP, err
+    [line] = err.splitlines()
+    assert line.startswith(
+        f"mpsflow run: error: CMQ at {silent_cmq.url}/v2/index.php did not answer"
+    )
+    assert silent_cmq.connections() == 1
 
 
 OWN_STORE_APP = """

@@ -822,13 +822,17 @@ class TappedCmqClient(CmqClient):
         super().__init__(endpoint, credentials)
         self._log = log
 
-    async def receive(self, queue: str, wait: int | None = None) -> Message | None:
-        message = await super().receive(queue, wait)
+    async def receive(
+        self, queue: str, wait: int | None = None, *, retry_timeouts: bool | None = None
+    ) -> Message | None:
+        message = await super().receive(queue, wait, retry_timeouts=retry_timeouts)
         self._log.received([message] if message is not None else [])
         return message
 
-    async def batch_receive(self, queue: str, n: int, wait: int | None = None) -> list[Message]:
-        messages = await super().batch_receive(queue, n, wait)
+    async def batch_receive(
+        self, queue: str, n: int, wait: int | None = None, *, retry_timeouts: bool | None = None
+    ) -> list[Message]:
+        messages = await super().batch_receive(queue, n, wait, retry_timeouts=retry_timeouts)
         self._log.received(messages)
         return messages
 

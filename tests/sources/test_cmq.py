@@ -24,7 +24,8 @@ from mpsflow.sources.cmq import CmqSource
 from mpsflow.tencentcloud.cmq.client import CmqClient
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from mpsflow.tencentcloud.cmq.errors import CmqAuthError, CmqNetworkError
-from tests.plugins.cmq_server import CmqServerFactory
+from mpsflow.tencentcloud.cmq.models import Message
+from tests.plugins.cmq_server import CmqServerFactory, SilentEndpoint
 
 QUEUE = "mps-notify"
 
@@ -381,6 +382,60 @@ async def test_an_endpoint_that_never_answers_ends_run_with_one_startup_error(
     assert "no answer within 0.2s" in message  # the first receive does not wait
     assert isinstance(raised.value.__cause__, CmqNetworkError)
     assert raised.value.__cause__.timed_out
+
+
+async def test_an_endpoint_that_never_answers_is_asked_once_at_startup(
+    silent_cmq: SilentEndpoint, cmq_credential: Credential
+) -> None:
+    """The first receive is not sent again after a timeout (it ends the run anyway): one
+    timeout, not one per attempt of the client's retry policy, which stays as it is."""
+    app, _ = make_app()
+    retries = FakeClock()
+    retry = RetryPolicy(max_attempts=4, base_delay=0.5, jitter=0.0)
+    client = CmqClient(
+        silent_cmq.url, cmq_credential, poll_timeout_margin=0.2, retry=retry, clock=retries
+    )
+    async with client:
+        source = CmqSource(client, QUEUE, wait_seconds=30, pollers=1)
+        with pytest.raises(StartupError) as raised, anyio.fail_after(20):
+            await app.run(source, handle_signals=False)
+    assert silent_cmq.connections() == 1
+    assert retries.sleeps == []
+    assert isinstance(raised.value.__cause__, CmqNetworkError)
+    assert raised.value.__cause__.timed_out
+
+
+class ReceiveRecorder(CmqClient):
+    """A client that notes each receive's ``retry_timeouts``; ``polled`` once 3 were made."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_timeouts: list[bool | None] = []
+        self.polled = anyio.Event()
+
+    async def batch_receive(
+        self, queue: str, n: int, wait: int | None = None, *, retry_timeouts: bool | None = None
+    ) -> list[Message]:
+        self.retry_timeouts.append(retry_timeouts)
+        if len(self.retry_timeouts) >= 3:
+            self.polled.set()
+        return await super().batch_receive(queue, n, wait, retry_timeouts=retry_timeouts)
+
+
+async def test_receives_after_the_first_keep_the_clients_retries(
+    queue_server: QueueServer, cmq_credential: Credential
+) -> None:
+    """Once the queue works, a consumer rides out timeouts: only the first receive of a run
+    gives up after one."""
+    server = await queue_server()
+    app, _ = make_app()
+    async with ReceiveRecorder(server.url, cmq_credential) as client:
+        source = CmqSource(client, QUEUE, wait_seconds=0, pollers=1)
+        await run_until(app, source, client.polled)
+    first, *later = client.retry_timeouts
+    assert first is False
+    assert len(later) >= 2
+    assert set(later) == {None}
 
 
 async def test_consuming_is_logged_once_the_first_receive_worked_on_an_empty_queue(

@@ -112,6 +112,11 @@ def _check_wait(wait: int | None) -> None:
         raise ValueError(f"wait must be between 0 and {MAX_POLLING_WAIT} seconds")
 
 
+def _timed_out(exc: CmqError) -> bool:
+    """Whether ``exc`` says no answer came in time (not tried again without retry_timeouts)."""
+    return isinstance(exc, CmqNetworkError) and exc.timed_out
+
+
 def _check_batch(count: int, what: str) -> None:
     if not 1 <= count <= MAX_BATCH:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH} {what}, not {count}")
@@ -131,7 +136,8 @@ class CmqClient:
     ``retry_timeouts=False`` a request that got no answer in time is not sent again, so a caller
     at a terminal (``mpsflow send``) reports an endpoint that never answers after one timeout,
     not after every attempt's; errors that came with an answer (throttling, a 5xx) are still
-    retried.
+    retried. The receive actions take ``retry_timeouts`` for one call too (a consumer's first
+    receive, which checks the queue works, while its later long polls ride out timeouts).
     """
 
     def __init__(
@@ -211,22 +217,34 @@ class CmqClient:
         response = await self._call("BatchSendMessage", params, BatchSendMessageResponse)
         return [item.msg_id for item in response.msg_list]
 
-    async def receive(self, queue: str, wait: int | None = None) -> Message | None:
+    async def receive(
+        self, queue: str, wait: int | None = None, *, retry_timeouts: bool | None = None
+    ) -> Message | None:
         """ReceiveMessage, long-polling up to ``wait`` seconds (None: the queue's default).
 
-        Returns None when no message arrived in time (code 7000).
+        Returns None when no message arrived in time (code 7000). ``retry_timeouts`` overrides
+        the client's setting for this call (None: the client's).
         """
         params = {"queueName": queue}
-        response = await self._poll("ReceiveMessage", params, ReceiveMessageResponse, wait)
+        response = await self._poll(
+            "ReceiveMessage", params, ReceiveMessageResponse, wait, retry_timeouts
+        )
         if response.code == CODE_NO_MESSAGE:
             return None
         return response.to_message()
 
-    async def batch_receive(self, queue: str, n: int, wait: int | None = None) -> list[Message]:
-        """BatchReceiveMessage of up to ``n`` (1-16) messages; ``[]`` when none arrived."""
+    async def batch_receive(
+        self, queue: str, n: int, wait: int | None = None, *, retry_timeouts: bool | None = None
+    ) -> list[Message]:
+        """BatchReceiveMessage of up to ``n`` (1-16) messages; ``[]`` when none arrived.
+
+        ``retry_timeouts`` overrides the client's setting for this call (None: the client's).
+        """
         _check_batch(n, "messages")
         params = {"queueName": queue, "numOfMsg": str(n)}
-        batch = await self._poll("BatchReceiveMessage", params, BatchReceiveMessageResponse, wait)
+        batch = await self._poll(
+            "BatchReceiveMessage", params, BatchReceiveMessageResponse, wait, retry_timeouts
+        )
         return batch.msg_info_list
 
     async def delete(self, queue: str, receipt_handle: str) -> None:
@@ -257,7 +275,12 @@ class CmqClient:
     # -- transport ---------------------------------------------------------------------------
 
     async def _poll(
-        self, action: str, params: dict[str, str], response_type: type[_R], wait: int | None
+        self,
+        action: str,
+        params: dict[str, str],
+        response_type: type[_R],
+        wait: int | None,
+        retry_timeouts: bool | None,
     ) -> _R:
         """A receive action long-polling up to ``wait`` seconds; 7000 (no message) is an answer.
 
@@ -267,7 +290,14 @@ class CmqClient:
         if wait is not None:
             params["pollingWaitSeconds"] = str(wait)
         timeout = (MAX_POLLING_WAIT if wait is None else wait) + self._poll_margin
-        return await self._call(action, params, response_type, timeout=timeout, outcomes=_POLLED)
+        return await self._call(
+            action,
+            params,
+            response_type,
+            timeout=timeout,
+            outcomes=_POLLED,
+            retry_timeouts=retry_timeouts,
+        )
 
     async def _call(
         self,
@@ -277,7 +307,10 @@ class CmqClient:
         *,
         timeout: float | None = None,
         outcomes: frozenset[int] = _NO_CODES,
+        retry_timeouts: bool | None = None,
     ) -> _R:
+        if retry_timeouts is None:
+            retry_timeouts = self._retry_timeouts
         attempt = 1
         while True:
             try:
@@ -285,17 +318,17 @@ class CmqClient:
                     action, params, response_type, timeout or self._request_timeout, outcomes
                 )
             except CmqError as exc:
-                if not exc.retryable or self._retry.exhausted(attempt) or self._gives_up(exc):
+                if (
+                    not exc.retryable
+                    or self._retry.exhausted(attempt)
+                    or (not retry_timeouts and _timed_out(exc))
+                ):
                     raise
                 delay = self._retry.delay(attempt, self._rng)
                 # DEBUG: what the last attempt's error means is its caller's line to log.
                 _log.debug("CMQ %s attempt %d failed (%s); retrying", action, attempt, exc)
                 attempt += 1
                 await self._clock.sleep(delay)
-
-    def _gives_up(self, exc: CmqError) -> bool:
-        """Whether ``exc`` ends the call though retryable: no answer in time, not retried."""
-        return not self._retry_timeouts and isinstance(exc, CmqNetworkError) and exc.timed_out
 
     async def _signed_form(self, action: str, params: dict[str, str]) -> str:
         credential = await self._credentials.get_credential()

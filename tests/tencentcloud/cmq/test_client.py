@@ -313,6 +313,31 @@ async def test_without_retry_timeouts_a_silent_endpoint_is_asked_once_and_answer
     assert clock.sleeps == [0.5, 1.0]
 
 
+@pytest.mark.parametrize("batch", [False, True])
+async def test_a_receive_may_give_up_after_one_timeout_while_the_client_retries_others(
+    silent_cmq: SilentEndpoint, cmq_credential: Credential, batch: bool
+) -> None:
+    """The switch is per call: the client shared by a consumer's first receive (asked once)
+    and its later long polls (retried) keeps its own setting."""
+    clock = FakeClock()
+    options: dict[str, Any] = {"clock": clock, "retry": _NO_JITTER, "poll_timeout_margin": 0.2}
+    async with CmqClient(silent_cmq.url, cmq_credential, **options) as client:
+        once = (
+            client.batch_receive("q", 16, 0, retry_timeouts=False)
+            if batch
+            else client.receive("q", 0, retry_timeouts=False)
+        )
+        with pytest.raises(CmqNetworkError) as caught:
+            await once
+        assert caught.value.timed_out
+        assert silent_cmq.connections() == 1
+        assert clock.sleeps == []
+        with pytest.raises(CmqNetworkError):
+            await client.batch_receive("q", 16, 0)  # the client's own setting: retried
+    assert silent_cmq.connections() == 4
+    assert clock.sleeps == [0.5, 1.0, 2.0]
+
+
 async def test_a_silent_endpoint_is_retried_by_default(
     silent_cmq: SilentEndpoint, cmq_credential: Credential
 ) -> None:
