@@ -7,16 +7,22 @@ aiohttp's own text for a refused connection names its connection key (``Cannot c
 127.0.0.1:9800 ssl:default [Connect call failed ...]``); the CMQ and MPS clients, the webhook
 sink and ``mpsflow send`` say ``cannot connect to HOST:PORT (connection refused)`` instead
 (:func:`cannot_connect`, :func:`connect_failure`). Neither names more of the URL than the host
-and port, so no signature or token in a query string can leak through them.
+and port, so no signature or token in a query string can leak through them. An ``https://``
+address whose server answers plain HTTP is told to use an ``http://`` one, or what the caller
+names instead (a command names its option: ``--inbox cmq+http://…``).
 """
 
 from __future__ import annotations
 
 import socket
+from typing import Final
 
 import aiohttp
 
-__all__ = ["SessionHolder", "cannot_connect", "connect_failure"]
+__all__ = ["PLAIN_HTTP_ADDRESS", "SessionHolder", "cannot_connect", "connect_failure"]
+
+PLAIN_HTTP_ADDRESS: Final = "an http:// address"
+"""What an ``https://`` address whose server answers plain HTTP is told to use by default."""
 
 
 class SessionHolder:
@@ -46,19 +52,25 @@ class SessionHolder:
             self.session = None
 
 
-def connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+def connect_failure(
+    exc: aiohttp.ClientConnectorError, *, plain_http: str = PLAIN_HTTP_ADDRESS
+) -> str:
     """Why no connection was made: ``"connection refused"``, ``"no such host"``, that an
-    ``https://`` address answers plain HTTP, or the operating system's reason."""
+    ``https://`` address answers plain HTTP (and to use ``plain_http``), or the operating
+    system's reason."""
     cause = exc.os_error
     if isinstance(cause, ConnectionRefusedError):
         return "connection refused"
     if isinstance(cause, socket.gaierror):
         return "no such host"
     if getattr(cause, "reason", None) == "WRONG_VERSION_NUMBER":  # an https:// URL, plain HTTP
-        return "it answers plain HTTP, not TLS: use an http:// address"
+        return f"it answers plain HTTP, not TLS: use {plain_http}"
     return " ".join((cause.strerror or type(cause).__name__).split())
 
 
-def cannot_connect(exc: aiohttp.ClientConnectorError) -> str:
+def cannot_connect(
+    exc: aiohttp.ClientConnectorError, *, plain_http: str = PLAIN_HTTP_ADDRESS
+) -> str:
     """``"cannot connect to HOST:PORT (connection refused)"``."""
-    return f"cannot connect to {exc.host}:{exc.port} ({connect_failure(exc)})"
+    reason = connect_failure(exc, plain_http=plain_http)
+    return f"cannot connect to {exc.host}:{exc.port} ({reason})"

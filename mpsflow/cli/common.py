@@ -40,6 +40,7 @@ __all__ = [
     "cmq_queue",
     "duration",
     "load_app",
+    "plain_http_address",
     "positive_float",
     "positive_int",
     "require_cmq_keys",
@@ -288,6 +289,14 @@ def cmq_inbox(text: str) -> tuple[str, str] | None:
             f" {problem}"
         )
     return f"{transport}://{api}", queue
+
+
+def plain_http_address(option: str, text: str) -> str:
+    """What to give ``option`` instead of ``text``, its ``https://`` (``cmq://``) CMQ address,
+    when the server there answers plain HTTP: ``--cmq http://…``, ``--inbox cmq+http://…``,
+    for the error to name (each option spells a plain-HTTP address its own way)."""
+    scheme, _, rest = text.partition("://")
+    return f"{option} {'cmq+http' if scheme.startswith('cmq') else 'http'}://{rest}"
 
 
 def require_cmq_keys(flag: str = "--cmq") -> None:

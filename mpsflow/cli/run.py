@@ -37,6 +37,7 @@ from mpsflow.cli.common import (
     cmq_queue,
     duration,
     load_app,
+    plain_http_address,
     positive_float,
     positive_int,
     require_cmq_keys,
@@ -240,7 +241,8 @@ def _cmq_inbox(endpoint: str, queue: str, args: argparse.Namespace) -> Inbox:
     from mpsflow.tencentcloud.cmq.client import CmqClient
     from mpsflow.tencentcloud.cmq.credentials import EnvironmentCredentials
 
-    client = CmqClient(endpoint, EnvironmentCredentials())
+    plain_http = plain_http_address("--inbox", args.inbox)
+    client = CmqClient(endpoint, EnvironmentCredentials(), plain_http_address=plain_http)
     return CmqInbox(
         client, queue, pollers=args.pollers, batch_size=args.batch, wait_seconds=args.wait
     )
@@ -325,7 +327,8 @@ def _cmq_source(args: argparse.Namespace, app: App) -> Source | None:
     from mpsflow.tencentcloud.cmq.client import CmqClient
     from mpsflow.tencentcloud.cmq.credentials import EnvironmentCredentials
 
-    client = CmqClient(endpoint, EnvironmentCredentials())
+    plain_http = plain_http_address("--cmq", endpoint)
+    client = CmqClient(endpoint, EnvironmentCredentials(), plain_http_address=plain_http)
     source = CmqSource(
         client,
         queue,

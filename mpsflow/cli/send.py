@@ -36,6 +36,7 @@ from mpsflow.cli.common import (
     bounded_int,
     cmq_endpoint,
     cmq_queue,
+    plain_http_address,
     positive_float,
     positive_int,
     require_cmq_keys,
@@ -565,6 +566,7 @@ async def _queue_all(args: argparse.Namespace, items: list[SendItem], tally: Tal
         EnvironmentCredentials(),
         request_timeout=args.timeout or _CMQ_TIMEOUT,
         retry_timeouts=False,  # a user waits; dedup makes the run they start again harmless
+        plain_http_address=plain_http_address("--cmq", args.cmq),
     )
     given_up: list[str] = []  # how to count the batches left, once CMQ did not answer one
 

@@ -445,6 +445,31 @@ async def test_a_cmq_endpoint_that_never_answers_exits_3_after_one_timeout(
     assert silent_cmq.connections() == 1
 
 
+@pytest.mark.parametrize("inbox", [False, True], ids=["cmq", "inbox"])
+async def test_an_https_cmq_address_of_a_plain_http_server_names_the_options_spelling(
+    tmp_path: Path, cmq_server_factory: CmqServerFactory, inbox: bool
+) -> None:
+    """``--cmq`` takes ``http://…`` and ``--inbox`` ``cmq+http://…``: the line says which."""
+    server = await cmq_server_factory()
+    server.create_queue("notify")
+    write_app(tmp_path)
+    where = cmq_address(server.url)
+    if inbox:
+        source: tuple[str, ...] = ("--http", "127.0.0.1:0", "--inbox", f"cmq://{where}/notify")
+        spelled = f"--inbox cmq+http://{where}/notify"
+    else:
+        source = ("--cmq", f"https://{where}", "--queue", "notify")
+        spelled = f"--cmq http://{where}"
+    argv = [sys.executable, "-m", "mpsflow", "run", "cliapp:app", *source]
+    with anyio.fail_after(30):
+        result = await anyio.run_process(argv, cwd=tmp_path, env=CMQ_ENV, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == EXIT_STARTUP, err
+    [line] = err.splitlines()
+    assert line.startswith(f"mpsflow run: error: cannot reach CMQ at https://{where}/"), line
+    assert f"use {spelled})" in line, line
+
+
 OWN_STORE_APP = """
 from mpsflow import App
 from mpsflow.dedup.stores.memory import MemoryStore

@@ -534,6 +534,19 @@ async def test_send_to_an_unreachable_cmq_endpoint_fails(
     assert f"cannot reach CMQ at http://127.0.0.1:{port} (connection refused)" in err
 
 
+async def test_send_to_an_https_address_of_a_plain_http_cmq_server_says_what_to_give_cmq(
+    cmq_server: CmqServer, tmp_path: Path, seed_sample: bytes
+) -> None:
+    (tmp_path / "seed.json").write_bytes(seed_sample)
+    where = cmq_server.url.split("://", 1)[1].split("/", 1)[0]
+    code, _, err = await send_cmq(
+        cmq_env(), "--cmq", f"https://{where}", "--queue", QUEUE, str(tmp_path)
+    )
+    assert code == 1
+    assert f"cannot reach CMQ at https://{where} (" in err
+    assert f"use --cmq http://{where})" in err
+
+
 async def test_send_to_a_cmq_endpoint_that_never_answers_gives_up_after_one_timeout(
     silent_cmq: SilentEndpoint, tmp_path: Path, seed_sample: bytes
 ) -> None:

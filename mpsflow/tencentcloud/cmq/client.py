@@ -25,7 +25,7 @@ import aiohttp
 import msgspec
 import yarl
 
-from mpsflow._http import SessionHolder, cannot_connect, connect_failure
+from mpsflow._http import PLAIN_HTTP_ADDRESS, SessionHolder, cannot_connect, connect_failure
 from mpsflow.clock import Clock, SystemClock
 from mpsflow.retry import RetryPolicy
 from mpsflow.tencentcloud.cmq.credentials import Credential, CredentialProvider, StaticCredentials
@@ -138,6 +138,10 @@ class CmqClient:
     not after every attempt's; errors that came with an answer (throttling, a 5xx) are still
     retried. The receive actions take ``retry_timeouts`` for one call too (a consumer's first
     receive, which checks the queue works, while its later long polls ride out timeouts).
+
+    An ``https://`` endpoint whose server answers plain HTTP fails saying to use
+    ``plain_http_address`` instead (a command names what to give its option, such as
+    ``--inbox cmq+http://HOST:PORT/QUEUE``).
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class CmqClient:
         retry_timeouts: bool = True,
         clock: Clock | None = None,
         request_client: str | None = "SDK_Python_1.3",
+        plain_http_address: str = PLAIN_HTTP_ADDRESS,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
@@ -178,6 +183,7 @@ class CmqClient:
         self._clock = clock or SystemClock()
         self._request_client = request_client
         self._rng = random.Random()
+        self._plain_http = plain_http_address
 
     def __repr__(self) -> str:
         return f"CmqClient({self._url!r})"
@@ -369,8 +375,10 @@ class CmqClient:
                 status = http_response.status
                 payload = await http_response.read()
         except aiohttp.ClientConnectorError as exc:  # no connection made at all
+            plain_http = self._plain_http
             raise CmqNetworkError(
-                f"{action}: {cannot_connect(exc)}", unreachable=connect_failure(exc)
+                f"{action}: {cannot_connect(exc, plain_http=plain_http)}",
+                unreachable=connect_failure(exc, plain_http=plain_http),
             ) from exc
         except asyncio.TimeoutError as exc:
             raise CmqNetworkError(
