@@ -8,7 +8,11 @@ too, and one request must not look like two. SIGUSR1 is ours, not the user's: th
 notes the signal it received in a byte of memory it shares with the workers, and their drain
 lines name that one ("the supervisor received SIGINT; draining …"). A worker that cannot
 start (a :class:`~mpsflow.errors.StartupError`, e.g. its dedup store does not answer) is not
-restarted: the supervisor stops the others and ends with that error, reported once.
+restarted: the supervisor stops the others and ends with that error, reported once. The first
+worker starts alone, and the others once it serves: what stops every worker from starting (a
+misspelt CMQ inbox, a store that does not answer) ends the run with that one line as with one
+worker, not with the lines of others that were starting, stopped or failed too (in whatever
+order they came).
 """
 
 from __future__ import annotations
@@ -56,14 +60,19 @@ class Supervisor:
     once) and the supervisor exits with 130. A worker that keeps dying right after start (5
     times in a row) makes it give up and stop the others; one that cannot start
     (``StartupError``) makes it stop the others at once, and ``startup_error`` says why.
+
+    With ``first_alone`` the first worker starts on its own, and the others once it calls
+    :meth:`serving` (or ended otherwise than by a startup error or a stop): one that cannot
+    start is then the only worker there was.
     """
 
     _QUICK_DEATH = 1.0
     _GIVE_UP_AFTER = 5
 
-    def __init__(self, count: int, work: Callable[[], int]) -> None:
+    def __init__(self, count: int, work: Callable[[], int], *, first_alone: bool = False) -> None:
         self.count = count
         self.work = work
+        self.first_alone = first_alone
         self.workers: dict[int, float] = {}  # pid -> start time
         self.stopping = False
         self.interrupted = False
@@ -77,6 +86,10 @@ class Supervisor:
         self._received: mmap.mmap | None = None
         """While running: one byte shared with the workers, the number of the last stop
         signal the supervisor received (0: none), read by ``received`` in a worker."""
+        self._serves: int | None = None
+        """In the first worker of ``first_alone``: the pipe on which it says it serves."""
+        self._failed = False
+        self._quick_deaths = 0
 
     def received(self) -> signal.Signals | None:
         """In a worker: the stop signal the supervisor received last (None: none, it stops
@@ -99,9 +112,21 @@ class Supervisor:
         for pid in list(self.workers):
             _kill(pid, _FORWARDED_STOP)
 
-    def _spawn(self) -> None:
+    def serving(self) -> None:
+        """In a worker: it serves. The first worker of ``first_alone`` tells the supervisor so,
+        which starts the others; in any other worker this does nothing."""
+        serves, self._serves = self._serves, None
+        if serves is not None:
+            with contextlib.suppress(OSError):
+                os.write(serves, b"serving\n")
+            os.close(serves)
+
+    def _spawn(self, *, serves: int | None = None) -> int:
+        """Fork a worker (``serves``: the pipe the first worker of ``first_alone`` says it
+        serves on); its pid."""
         pid = os.fork()
         if pid == 0:  # the worker
+            self._serves = serves
             code = EXIT_FAILED
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -120,7 +145,33 @@ class Supervisor:
                 sys.stderr.flush()
                 os._exit(code)
         self.workers[pid] = time.monotonic()
-        _log.info("worker %d started", pid)
+        if serves is None:
+            _log.info("worker %d started", pid)
+        else:  # said once it serves: a worker that cannot start is the run's one line
+            _log.debug("worker %d started; the others start once it serves", pid)
+        return pid
+
+    def _start_first(self) -> None:
+        """Start the first worker alone and wait until it serves, then start the others; when
+        it ended before serving, handle its end first (it could not start: none is started)."""
+        read, write = os.pipe()
+        try:
+            try:
+                pid = self._spawn(serves=write)
+            finally:
+                os.close(write)  # the worker's copy is the only one left: EOF once it ended
+            serves = os.read(read, 64) != b""
+        finally:
+            os.close(read)
+        if serves:
+            more = self.count - 1
+            _log.info("worker %d started%s", pid, f"; starting {more} more" if more else "")
+        else:
+            _, status = os.waitpid(pid, 0)
+            self._ended(pid, status)
+        if not self.stopping:
+            for _ in range(self.count - 1):
+                self._spawn()
 
     def _report(self, message: str) -> None:
         """In a worker: tell the supervisor why this worker cannot start."""
@@ -143,49 +194,20 @@ class Supervisor:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
-        failed = False
-        quick_deaths = 0
+        self._failed = False
+        self._quick_deaths = 0
         self._reports = os.pipe()
         os.set_blocking(self._reports[0], False)
         self._received = mmap.mmap(-1, 1)  # anonymous and shared: the workers see its writes
         try:
-            for _ in range(self.count):
-                self._spawn()
+            if self.first_alone:
+                self._start_first()
+            else:
+                for _ in range(self.count):
+                    self._spawn()
             while self.workers:
                 pid, status = os.wait()
-                started = self.workers.pop(pid, None)
-                if started is None:
-                    continue
-                code = os.waitstatus_to_exitcode(status)
-                if code == EXIT_STARTUP and self.startup_error is None:
-                    self.startup_error = self._read_report() or "a worker could not start"
-                    failed = True
-                    self._stop_workers()  # the others too; none is restarted
-                    continue
-                if self.stopping:
-                    # Killed by the stop it was sent (or by the group's SIGTERM, or Ctrl-C's
-                    # SIGINT): it had not set up its app's signal handling yet (or had ended
-                    # it), so it held no work.
-                    stopped = code in _STOPPED_CODES
-                    failed |= code != 0 and not stopped
-                    how = "stopped, holding no work" if stopped else exit_reason(code)
-                    _log.info("worker %d exited (%s)", pid, "drained" if code == 0 else how)
-                    continue
-                _log.error(
-                    "worker %d exited unexpectedly (%s); restarting it", pid, exit_reason(code)
-                )
-                quick_deaths = (
-                    quick_deaths + 1 if time.monotonic() - started < self._QUICK_DEATH else 0
-                )
-                if quick_deaths >= self._GIVE_UP_AFTER:
-                    _log.error("workers keep dying at start; giving up")
-                    failed = True
-                    self._stop_workers()
-                    continue
-                if quick_deaths:
-                    self._wake.wait(min(0.1 * 2**quick_deaths, 5.0))
-                if not self.stopping:
-                    self._spawn()
+                self._ended(pid, status)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -196,7 +218,41 @@ class Supervisor:
             self._received = None
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED if failed else EXIT_OK
+        return EXIT_FAILED if self._failed else EXIT_OK
+
+    def _ended(self, pid: int, status: int) -> None:
+        """Handle the end of worker ``pid`` (``status`` from ``os.wait``): note a startup
+        error and stop the others, say how it stopped, or restart it."""
+        started = self.workers.pop(pid, None)
+        if started is None:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if code == EXIT_STARTUP and self.startup_error is None:
+            self.startup_error = self._read_report() or "a worker could not start"
+            self._failed = True
+            self._stop_workers()  # the others too; none is restarted
+            return
+        if self.stopping:
+            # Killed by the stop it was sent (or by the group's SIGTERM, or Ctrl-C's
+            # SIGINT): it had not set up its app's signal handling yet (or had ended
+            # it), so it held no work.
+            stopped = code in _STOPPED_CODES
+            self._failed |= code != 0 and not stopped
+            how = "stopped, holding no work" if stopped else exit_reason(code)
+            _log.info("worker %d exited (%s)", pid, "drained" if code == 0 else how)
+            return
+        _log.error("worker %d exited unexpectedly (%s); restarting it", pid, exit_reason(code))
+        quick = time.monotonic() - started < self._QUICK_DEATH
+        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        if self._quick_deaths >= self._GIVE_UP_AFTER:
+            _log.error("workers keep dying at start; giving up")
+            self._failed = True
+            self._stop_workers()
+            return
+        if self._quick_deaths:
+            self._wake.wait(min(0.1 * 2**self._quick_deaths, 5.0))
+        if not self.stopping:
+            self._spawn()
 
 
 def exit_reason(code: int) -> str:
@@ -240,8 +296,8 @@ def serve_workers(
     scheme = "https" if args.certfile else "http"
     shown = f"[{host}]" if ":" in host else host
     # Not "serving": each worker says so once it serves (after its CMQ inbox's consumer
-    # works), and a worker that cannot start ends the run with its one line instead.
-    _log.info(
+    # works). Not INFO: a first worker that cannot start ends the run with its one line alone.
+    _log.debug(
         "starting %d workers to serve MPS callbacks on %s://%s:%d%s",
         args.workers,
         scheme,
@@ -256,11 +312,14 @@ def serve_workers(
     def work() -> int:
         app.stop_signals = (*app.stop_signals, _FORWARDED_STOP)
         app.forwarded_stops = {**app.forwarded_stops, _FORWARDED_STOP: supervisor.received}
-        left = app.serve(*worker_sources(sock, metrics_dir))
+        import anyio
+
+        sources = worker_sources(sock, metrics_dir)
+        left = anyio.run(_serve, app, sources, supervisor.serving)
         return EXIT_FAILED if left else EXIT_OK  # the shutdown timeout left work in flight
 
     prepare_heap_for_serving()
-    supervisor = Supervisor(args.workers, work)
+    supervisor = Supervisor(args.workers, work, first_alone=True)
     try:
         code = supervisor.run()
     finally:
@@ -269,3 +328,25 @@ def serve_workers(
     if supervisor.startup_error is not None:
         raise StartupError(supervisor.startup_error)
     return code
+
+
+async def _serve(app: App, sources: list[Source], serving: Callable[[], None]) -> dict[str, int]:
+    """``app.run(*sources)`` (what ``app.serve`` runs), calling ``serving`` once its HTTP
+    sources serve, for the supervisor to start the other workers."""
+    import asyncio
+
+    from mpsflow.sources.http import HttpSource
+
+    async def report() -> None:
+        for source in sources:
+            if isinstance(source, HttpSource):
+                await source.wait_serving()
+        serving()
+
+    # A task beside the app's, not a task group: app.run's StartupError stays itself, not
+    # wrapped in an exception group, for the worker to report.
+    watch = asyncio.get_running_loop().create_task(report())
+    try:
+        return await app.run(*sources)
+    finally:
+        watch.cancel()
