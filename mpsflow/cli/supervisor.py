@@ -57,16 +57,16 @@ class Supervisor:
 
     SIGTERM/SIGINT are forwarded to every worker as SIGUSR1 (each drains gracefully); the supervisor
     exits once they all have. A second signal is forwarded too (each worker then stops at
-    once) and the supervisor exits with 130. A worker that keeps dying right after start (5
-    times in a row) makes it give up and stop the others; one that cannot start
-    (``StartupError``) makes it stop the others at once, and ``startup_error`` says why.
+    once) and the supervisor exits with 130. A worker that keeps dying before it serves (5
+    times in a row; it serves once it calls :meth:`serving`) makes it give up and stop the
+    others; one that cannot start (``StartupError``) makes it stop the others at once, and
+    ``startup_error`` says why.
 
     With ``first_alone`` the first worker starts on its own, and the others once it calls
-    :meth:`serving` (or ended otherwise than by a startup error or a stop): one that cannot
-    start is then the only worker there was.
+    :meth:`serving`: one that cannot start, or that ends before it serves for any other reason
+    (its app's startup hook raised), is then the only worker there was, and none is restarted.
     """
 
-    _QUICK_DEATH = 1.0
     _GIVE_UP_AFTER = 5
 
     def __init__(self, count: int, work: Callable[[], int], *, first_alone: bool = False) -> None:
@@ -84,8 +84,15 @@ class Supervisor:
         self._reports: tuple[int, int] | None = None
         """A pipe on which a worker that cannot start writes why, for the supervisor."""
         self._received: mmap.mmap | None = None
-        """While running: one byte shared with the workers, the number of the last stop
-        signal the supervisor received (0: none), read by ``received`` in a worker."""
+        """While running: memory shared with the workers. Byte 0 is the number of the last stop
+        signal the supervisor received (0: none), read by ``received`` in a worker; byte
+        ``1 + slot`` is 1 once the worker in that slot serves."""
+        self._slots: dict[int, int] = {}
+        """pid -> the slot of its byte in ``_received`` (the supervisor's; one per worker)."""
+        self._slot: int | None = None
+        """In a worker: its slot."""
+        self._first_pending = False
+        """While the first worker of ``first_alone`` starts alone."""
         self._serves: int | None = None
         """In the first worker of ``first_alone``: the pipe on which it says it serves."""
         self._failed = False
@@ -113,8 +120,12 @@ class Supervisor:
             _kill(pid, _FORWARDED_STOP)
 
     def serving(self) -> None:
-        """In a worker: it serves. The first worker of ``first_alone`` tells the supervisor so,
-        which starts the others; in any other worker this does nothing."""
+        """In a worker: it serves. The supervisor counts its end as a crash from now on, not
+        as a failed start; the first worker of ``first_alone`` also tells it to start the
+        others. Outside a worker this does nothing."""
+        shared, slot = self._received, self._slot
+        if shared is not None and not shared.closed and slot is not None:
+            shared[1 + slot] = 1
         serves, self._serves = self._serves, None
         if serves is not None:
             with contextlib.suppress(OSError):
@@ -124,9 +135,13 @@ class Supervisor:
     def _spawn(self, *, serves: int | None = None) -> int:
         """Fork a worker (``serves``: the pipe the first worker of ``first_alone`` says it
         serves on); its pid."""
+        slot = min(set(range(self.count)) - set(self._slots.values()))
+        if self._received is not None:
+            self._received[1 + slot] = 0
         pid = os.fork()
         if pid == 0:  # the worker
             self._serves = serves
+            self._slot = slot
             code = EXIT_FAILED
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -137,6 +152,8 @@ class Supervisor:
                 code = EXIT_STARTUP
             except KeyboardInterrupt:  # stopped at once by a second signal
                 code = EXIT_INTERRUPTED
+            except OSError as exc:  # one line, as `mpsflow run` prints it with one worker
+                _log.error("worker failed: %s", exc)
             except BaseException:
                 _log.exception("worker failed")
             finally:
@@ -145,6 +162,7 @@ class Supervisor:
                 sys.stderr.flush()
                 os._exit(code)
         self.workers[pid] = time.monotonic()
+        self._slots[pid] = slot
         if serves is None:
             _log.info("worker %d started", pid)
         else:  # said once it serves: a worker that cannot start is the run's one line
@@ -155,6 +173,7 @@ class Supervisor:
         """Start the first worker alone and wait until it serves, then start the others; when
         it ended before serving, handle its end first (it could not start: none is started)."""
         read, write = os.pipe()
+        self._first_pending = True
         try:
             try:
                 pid = self._spawn(serves=write)
@@ -164,11 +183,13 @@ class Supervisor:
         finally:
             os.close(read)
         if serves:
+            self._first_pending = False
             more = self.count - 1
             _log.info("worker %d started%s", pid, f"; starting {more} more" if more else "")
         else:
             _, status = os.waitpid(pid, 0)
             self._ended(pid, status)
+            self._first_pending = False
         if not self.stopping:
             for _ in range(self.count - 1):
                 self._spawn()
@@ -198,7 +219,8 @@ class Supervisor:
         self._quick_deaths = 0
         self._reports = os.pipe()
         os.set_blocking(self._reports[0], False)
-        self._received = mmap.mmap(-1, 1)  # anonymous and shared: the workers see its writes
+        # Anonymous and shared: the workers see its writes, and it sees theirs.
+        self._received = mmap.mmap(-1, 1 + self.count)
         try:
             if self.first_alone:
                 self._start_first()
@@ -226,6 +248,8 @@ class Supervisor:
         started = self.workers.pop(pid, None)
         if started is None:
             return
+        slot = self._slots.pop(pid)
+        served = self._received is not None and self._received[1 + slot] == 1
         code = os.waitstatus_to_exitcode(status)
         if code == EXIT_STARTUP and self.startup_error is None:
             self.startup_error = self._read_report() or "a worker could not start"
@@ -241,14 +265,30 @@ class Supervisor:
             how = "stopped, holding no work" if stopped else exit_reason(code)
             _log.info("worker %d exited (%s)", pid, "drained" if code == 0 else how)
             return
-        _log.error("worker %d exited unexpectedly (%s); restarting it", pid, exit_reason(code))
-        quick = time.monotonic() - started < self._QUICK_DEATH
-        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        if self._first_pending:  # as one worker would, the run ends: nothing served yet
+            _log.error(
+                "worker %d ended before it served (%s); not starting the others",
+                pid,
+                exit_reason(code),
+            )
+            self._failed = True
+            self.stopping = True
+            return
+        # Before it served: a failed start, which another is likely to repeat. Counted by
+        # serving, not by time: a dead worker may be reaped late, after a backoff wait.
+        self._quick_deaths = 0 if served else self._quick_deaths + 1
         if self._quick_deaths >= self._GIVE_UP_AFTER:
-            _log.error("workers keep dying at start; giving up")
+            _log.error(
+                "worker %d exited unexpectedly (%s); %d workers in a row ended before they"
+                " served: giving up",
+                pid,
+                exit_reason(code),
+                self._quick_deaths,
+            )
             self._failed = True
             self._stop_workers()
             return
+        _log.error("worker %d exited unexpectedly (%s); restarting it", pid, exit_reason(code))
         if self._quick_deaths:
             self._wake.wait(min(0.1 * 2**self._quick_deaths, 5.0))
         if not self.stopping:

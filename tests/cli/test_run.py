@@ -412,6 +412,80 @@ async def test_an_unusable_dedup_store_exits_3_with_one_line(tmp_path: Path) -> 
         assert "restarting" not in err
 
 
+HOOKED_APP = """
+import os
+
+from mpsflow import App, Context
+
+app = App()
+
+
+@app.on_startup
+async def connect() -> None:  # a database the app needs, down
+    if os.path.exists("database-down"):
+        raise {error}
+
+
+@app.on("WorkflowTask")
+async def seen(event, ctx: Context) -> None:
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        ('ConnectionRefusedError(111, "Connection refused (db:5432)")', "one line"),
+        ('RuntimeError("a bug in the hook")', "a traceback"),
+    ],
+)
+async def test_a_start_that_fails_otherwise_ends_the_workers_once(
+    tmp_path: Path, error: str, said: str
+) -> None:
+    """A worker whose app fails to start for any reason (its startup hook raised) ends the run
+    as one worker does, exit 1, its error said once: the others are never started, none is
+    restarted."""
+    (tmp_path / "cliapp.py").write_text(HOOKED_APP.format(error=error))
+    (tmp_path / "database-down").touch()
+    args = ("cliapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--workers", "2")
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        with anyio.fail_after(60):  # (it restarted them for good)
+            assert await process.wait() == 1
+    err = "\n".join(output.lines)
+    lines = [line for line in output.lines if " mpsflow." in line]
+    assert len(lines) == 2, err
+    assert re.search(r"worker (\d+) ended before it served \(exit status 1\)", lines[1]), err
+    assert lines[1].endswith("; not starting the others")
+    assert "restarting" not in err
+    if said == "one line":
+        assert lines[0].endswith("worker failed: [Errno 111] Connection refused (db:5432)")
+        assert "Traceback" not in err
+    else:
+        assert err.count("Traceback") == 1
+        assert err.rstrip().splitlines()[-2].endswith("RuntimeError: a bug in the hook")
+
+
+async def test_replacements_that_cannot_start_make_the_supervisor_give_up(
+    tmp_path: Path,
+) -> None:
+    """Workers that serve, then die at once, and whose replacements fail to start: the
+    supervisor gives up after five failed starts in a row (counted by serving, not by time:
+    a worker reaped late, after a backoff wait, is still a failed start), exit 1."""
+    (tmp_path / "cliapp.py").write_text(HOOKED_APP.format(error='OSError("db down")'))
+    args = ("cliapp:app", "--http", "127.0.0.1:0", "--no-dedup", "--workers", "2")
+    async with mpsflow_process(tmp_path, ENV, "run", *args) as (process, output):
+        workers = [int(m.group(1)) for m in await output.wait_for_all(WORKER, 2)]
+        await output.wait_for_all(SERVING, 2)
+        (tmp_path / "database-down").touch()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(60):
+            assert await process.wait() == 1
+    text = "\n".join(output.lines)
+    assert text.count("; restarting it") == 2 + 4, text  # the two killed, four failed starts
+    assert "; 5 workers in a row ended before they served: giving up" in text
+
+
 def cmq_address(url: str) -> str:
     """The ``HOST:PORT`` of a CMQ API address."""
     return url.split("://", 1)[1].split("/", 1)[0]
