@@ -12,7 +12,7 @@ from typing import Any, Literal
 import anyio
 
 from mpsflow.app import App
-from mpsflow.clock import Clock, FakeClock, SystemClock
+from mpsflow.clock import FakeClock, SystemClock
 from mpsflow.deadletter import DeadLetter
 from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.stores.base import IdempotencyStore
@@ -298,7 +298,7 @@ class TestClient:
         self,
         app: App,
         *,
-        clock: Clock | None = None,
+        clock: FakeClock | None = None,
         capture_sinks: bool = True,
         middleware: Sequence[Middleware] = (),
         dedup_store: IdempotencyStore | Literal["memory", "app"] = "memory",
@@ -308,7 +308,8 @@ class TestClient:
                 f"dedup_store must be 'memory', 'app' or an IdempotencyStore, not {dedup_store!r}"
             )
         self.app = app
-        self.clock: Clock = clock or FakeClock(float(int(SystemClock().time())))
+        self.clock: FakeClock = clock or FakeClock(float(int(SystemClock().time())))
+        """The app's clock while the client runs (a FakeClock: ``client.clock.advance(s)``)."""
         self._capture = capture_sinks
         self._extra_middleware = tuple(middleware)
         self._dedup_choice = dedup_store

@@ -70,6 +70,7 @@ from tests.plugins.samples import LIVE_SAMPLE_PATHS
 from tests.process_output import Output, child_process, mpsflow_process
 from tests.readme import (
     CLONE,
+    README,
     ROOT,
     block,
     blocks,
@@ -581,6 +582,26 @@ def test_a_signed_notification_expires_in_ten_minutes_by_default() -> None:
     assert before + 600 <= live["Timestamp"] <= after + 600
     assert sign_payload({"EventType": "WorkflowTask"}, "k", expires_at=9)["Timestamp"] == 9
     assert "Timestamp" not in build_notification()
+
+
+async def test_the_readme_clock_advance_expires_a_signature_made_now() -> None:
+    """The README's ``client.clock.advance(N)`` makes a notification signed now expire for a
+    ``TestClient`` of an app checking signatures with its defaults; a little less does not."""
+    found = re.search(r"`client\.clock\.advance\((\d+)\)` expires a", README.read_text())
+    assert found is not None
+    seconds = int(found.group(1))
+    for advance, expired in ((seconds - 2, False), (seconds, True)):
+        app = App(notify_keys=["k"])
+
+        @app.on("WorkflowTask")
+        async def handle(task: WorkflowTask, ctx: Context) -> None:
+            pass
+
+        async with TestClient(app) as client:
+            payload = build_notification(sign_key="k")
+            client.clock.advance(advance)
+            result = await client.send(payload)
+        assert result.dead_lettered is expired, advance
 
 
 def counting_app(store: Any) -> tuple[App, list[str]]:
