@@ -137,13 +137,16 @@ class App(Router):
         limits = dead_letter_limits or DeadLetterLimits()
         self.dead_letter_limits = limits
         """What refusals may write (read when the app starts; see ``DeadLetterLimits``)."""
-        self._dead_letter_sink: Sink = (
-            JsonlSink(
-                os.fspath(dead_letters), rotate_bytes=limits.rotate_bytes, keep=limits.keep_files
-            )
-            if isinstance(dead_letters, str | os.PathLike)
-            else dead_letters
-        )
+        if isinstance(dead_letters, str | os.PathLike):
+            try:
+                dead_letters = JsonlSink(
+                    os.fspath(dead_letters),
+                    rotate_bytes=limits.rotate_bytes,
+                    keep=limits.keep_files,
+                )
+            except ConfigurationError as exc:  # a folder: say which option names it
+                raise ConfigurationError(f"App(dead_letters=…): {exc}") from None
+        self._dead_letter_sink: Sink = dead_letters
         self._delivery_middleware: list[Middleware] = list(middleware)
         self._app_handler_middleware: list[Middleware] = []
         self._sinks: dict[str, tuple[Sink, dict[str, Any]]] = {}

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from mpsflow import App
-from mpsflow.errors import StartupError
+from mpsflow.errors import ConfigurationError, StartupError
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.sinks.memory import MemorySink
 from tests.cli.test_run import run_mpsflow
@@ -60,6 +60,15 @@ async def test_a_dead_letter_path_that_is_a_directory_says_so(tmp_path: Path) ->
         f"the dead-letter sink cannot write {path}: it is a directory, not a file: move it"
         " away, or give App(dead_letters=…) another path"
     )
+
+
+@pytest.mark.parametrize("path", [".", "/", "dead-letters/"])
+def test_a_dead_letter_path_that_names_a_folder_is_refused_by_the_app(path: str) -> None:
+    """Refused where the app is made (``mpsflow run`` says so in one line, exit 2), naming the
+    option, not with pathlib's ValueError about a name derived from it."""
+    with pytest.raises(ConfigurationError) as caught:
+        App(dead_letters=path)
+    assert str(caught.value).startswith(f"App(dead_letters=…): {path!r} ")
 
 
 QUICKSTART_APP = """

@@ -86,8 +86,9 @@ def read_dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
 
     A record written again under the same id (a replay that failed again) counts once: its
     last version, in the place of that line. Raises ``ConfigurationError`` when there is no
-    such file, or one holds something else.
+    such file, ``path`` is a folder, or a file holds something else.
     """
+    _refuse_folder(path)
     files = jsonl_files(path)
     if not files or not all(file.is_file() for file in files):
         raise ConfigurationError(f"no dead-letter file at {os.fspath(path)}")
@@ -106,6 +107,26 @@ def read_dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
     except DecodeError as exc:
         raise ConfigurationError(str(exc)) from None
     return list(latest.values())
+
+
+def _refuse_folder(path: str | os.PathLike[str]) -> None:
+    """Raise ``ConfigurationError`` when ``path`` is a folder (``.``, ``/``, a named one),
+    saying which file to give instead: the app's default dead-letter file when it is there."""
+    folder = Path(path)
+    if folder.name and not folder.is_dir():
+        return
+    from mpsflow.app import DEFAULT_DEAD_LETTER_PATH
+
+    shown = os.fspath(folder)  # `.` for an empty path
+    candidate = os.path.join(shown, DEFAULT_DEAD_LETTER_PATH)
+    if os.path.isfile(candidate):
+        what = f"give the dead-letter file in it ({candidate})"
+    else:
+        what = (
+            "give the file the app writes dead letters to (App(dead_letters=…), by default"
+            f" {DEFAULT_DEAD_LETTER_PATH} in the folder it runs in)"
+        )
+    raise ConfigurationError(f"{shown} is a folder: {what}")
 
 
 class ReplayedEntry(msgspec.Struct, kw_only=True):

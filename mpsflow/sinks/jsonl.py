@@ -40,7 +40,7 @@ import anyio.to_thread
 import msgspec
 
 from mpsflow._json import dumps_line
-from mpsflow.errors import DecodeError, SinkError
+from mpsflow.errors import ConfigurationError, DecodeError, SinkError
 from mpsflow.sinks.base import KeyedSinkBase, RecentKeys, check_keys
 
 __all__ = ["FsyncPolicy", "JsonlSink", "jsonl_files", "read_jsonl"]
@@ -71,6 +71,10 @@ class JsonlSink(KeyedSinkBase):
     ``await sink.ready()`` is True while the sink can write: the file opens for appending,
     its directory takes a new file (with rotation) and has at least 1 MiB free. The answer is
     reused for ``ready_interval`` seconds, unless a write failed meanwhile.
+
+    A ``path`` that names a folder whatever is on disk (``.``, ``/``, ``..``, one ending in a
+    separator) is refused at once, a ``ConfigurationError``; one that is a folder on disk is
+    refused by ``start``.
     """
 
     ready_interval = 1.0
@@ -93,6 +97,12 @@ class JsonlSink(KeyedSinkBase):
             raise ValueError("keep must not be negative")
         if dedup_window < 0:
             raise ValueError("dedup_window must not be negative")
+        text = os.fspath(path)
+        if os.path.basename(text) in ("", ".", ".."):
+            example = os.path.join(text, "records.jsonl")
+            raise ConfigurationError(
+                f"{text!r} names a folder, not a file: give a file path, such as {example!r}"
+            )
         self.path = Path(path)
         self.fsync: FsyncPolicy = fsync
         self.rotate_bytes = rotate_bytes
@@ -517,8 +527,14 @@ def read_jsonl(path: str | os.PathLike[str], *, rotated: bool = False) -> Iterat
 
 def jsonl_files(path: str | os.PathLike[str]) -> list[Path]:
     """The files a rotating ``JsonlSink`` at ``path`` has written, oldest first: ``path.N``
-    … ``path.1``, then ``path`` (those that exist; empty when none does)."""
+    … ``path.1``, then ``path`` (those that exist; empty when none does).
+
+    Raises ``IsADirectoryError`` when ``path`` is a folder (as opening it would): no sink
+    writes there.
+    """
     base = Path(path)
+    if not base.name or base.is_dir():  # `.` and `/` have no name to add `.1` to
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
     files: list[Path] = []
     index = 1
     while _rotated(base, index).exists():

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from mpsflow import App, Context, Reject, RetryPolicy
+from mpsflow.app import DEFAULT_DEAD_LETTER_PATH
 from mpsflow.cli import main
 from mpsflow.cli.deadletters import read_dead_letters, redact, utc_time
 from mpsflow.clock import FakeClock
@@ -344,6 +345,36 @@ def test_a_missing_file_is_a_usage_error(
     assert code == 2
     assert out == ""
     assert f"no dead-letter file at {path}" in err
+
+
+@pytest.mark.parametrize("folder", [".", "/", "..", "named", ""])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "{path}"],
+        ["show", "{path}", "abc"],
+        ["replay", "{path}", "--to", "http://127.0.0.1:9/"],
+    ],
+)
+def test_a_folder_is_a_usage_error_naming_the_file_to_give(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    folder: str,
+    args: list[str],
+) -> None:
+    """``.`` and ``/`` (no name to add ``.1`` or ``.replayed`` to) are refused as a named folder
+    is: one line, exit 2; the app's default file is named when the folder holds it."""
+    (tmp_path / "named").mkdir()
+    (tmp_path / DEFAULT_DEAD_LETTER_PATH).write_text("")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *[a.format(path=folder) for a in args])
+    assert (code, out) == (2, ""), err
+    [line] = err.splitlines()
+    shown = folder or "."
+    assert line.startswith(f"mpsflow deadletters {args[0]}: error: {shown} is a folder: "), line
+    default_file = os.path.join(shown, DEFAULT_DEAD_LETTER_PATH)
+    assert (default_file in line) == (shown == "."), line
 
 
 def test_a_file_of_something_else_is_a_usage_error(

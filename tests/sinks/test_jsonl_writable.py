@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mpsflow.errors import SinkError
+from mpsflow.errors import ConfigurationError, SinkError
 from mpsflow.sinks.base import CheckedSink
 from mpsflow.sinks.jsonl import JsonlSink, jsonl_files, read_jsonl
 
@@ -165,3 +165,22 @@ def test_jsonl_files_lists_rotated_files_oldest_first(tmp_path: Path) -> None:
     assert [f.name for f in jsonl_files(path)] == ["dead.jsonl.2", "dead.jsonl.1"]
     path.write_text("")
     assert [f.name for f in jsonl_files(path)] == ["dead.jsonl.2", "dead.jsonl.1", "dead.jsonl"]
+
+
+@pytest.mark.parametrize("path", ["", ".", "/", "..", "out/", "out/."])
+def test_a_path_that_names_a_folder_is_refused_at_once(path: str) -> None:
+    """Such a path never names a file, so the sink is refused where it is made, and not with
+    pathlib's ValueError (``'.' has an empty name``) about the names it derives."""
+    with pytest.raises(ConfigurationError) as caught:
+        JsonlSink(path)
+    assert repr(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("path", [".", "/", "..", "{tmp}"])
+def test_the_files_of_a_folder_are_an_is_a_directory_error(tmp_path: Path, path: str) -> None:
+    """As opening it would be: a folder holds no sink's files, whether or not it has a name."""
+    folder = path.format(tmp=tmp_path)
+    with pytest.raises(IsADirectoryError):
+        jsonl_files(folder)
+    with pytest.raises(IsADirectoryError):
+        list(read_jsonl(folder, rotated=True))
