@@ -3,6 +3,9 @@
 Lists the finished MPS tasks of the last ``--since`` whose notification never reached the app
 (its dedup store has no record of their final notification), and processes them through the
 app, as ``mpsflow run --reconcile`` does every ``--interval``; ``--dry-run`` only lists them.
+Only a run with reconciliation records arrivals, so the tasks a plain ``mpsflow run`` handled
+are listed too ("no arrival recorded", not "lost"); processing them again runs no handler that
+the dedup store remembers.
 A progress line counts the windows on a terminal.
 
 Exit codes: 0 when nothing is missing, everything missing was processed, or with
@@ -60,7 +63,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="the time span one DescribeTasks listing covers (1h, or --since when shorter)",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="list the tasks that never notified, do nothing"
+        "--dry-run",
+        action="store_true",
+        help="list the finished tasks with no arrival recorded (only run --reconcile records"
+        " arrivals), do nothing",
     )
     parser.add_argument(
         "--handler-budget",
@@ -139,13 +145,13 @@ def _summary(report: ScanReport, *, dry_run: bool) -> int:
     listed = f"{report.tasks} finished task(s) in {report.windows} window(s) listed"
     if report.marked:
         listed += f" ({report.marked} more scanned before)"
+    # Missing means no arrival recorded, not lost: only a run with --reconcile records them.
+    missing = f"{len(report.missing)} with no arrival recorded"
     if dry_run:
-        print(f"{listed}; {len(report.missing)} never notified (dry run: nothing processed)")
+        unrecorded = "; a run without --reconcile records none" if report.missing else ""
+        print(f"{listed}; {missing} (dry run: nothing processed{unrecorded})")
         return EXIT_OK
-    print(
-        f"{listed}; {len(report.missing)} never notified: {report.reconciled} processed,"
-        f" {report.failed} left for a retry"
-    )
+    print(f"{listed}; {missing}: {report.reconciled} processed, {report.failed} left for a retry")
     return EXIT_FAILED if report.failed else EXIT_OK
 
 

@@ -66,7 +66,7 @@ class ReconcileMetrics(Protocol):
         worker held the lease)."""
 
     def reconcile_task(self, outcome: str) -> None:
-        """A finished task that never notified was found: processed, failed (left for the
+        """A finished task with no arrival recorded was found: processed, failed (left for the
         next pass) or listed (a dry run)."""
 
     def reconcile_api_error(self, action: str) -> None:

@@ -63,8 +63,8 @@ _HELP = {
     "duplicates_skipped": "Handler runs skipped because they had already completed.",
     "unmatched": "Notifications that reached no handler, by event type.",
     "reconcile_scans": "Reconcile passes, by outcome (full, partial, skipped).",
-    "reconcile_tasks": "Finished tasks found never notified, by outcome (processed, failed,"
-    " listed).",
+    "reconcile_tasks": "Finished tasks found with no arrival recorded, by outcome (processed,"
+    " failed, listed).",
     "reconcile_api_errors": "MPS API calls of the reconcile source that failed, by action.",
     "reconcile_last_full_scan_timestamp_seconds": "When the last full reconcile pass ended"
     " (Unix time; 0 before the first): its age is time() minus this.",

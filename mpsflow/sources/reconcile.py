@@ -32,8 +32,8 @@ is scanned again every pass, and only its unprocessed ``FINISH`` tasks cost a de
 
 **What it costs.** A pass lists the running tasks (one call per 100), then each window not
 marked scanned: one ``DescribeTasks`` call per 100 finished tasks in it, and one detail call
-per task that never notified. A window is listed until it is marked, so in steady state a pass
-lists about two windows; the first pass after a fresh start lists ``lookback / window`` of
+per task with no arrival recorded. A window is listed until it is marked, so in steady state a
+pass lists about two windows; the first pass after a fresh start lists ``lookback / window`` of
 them. The client sends at most 20 requests a second (MPS allows 100).
 
 A poll sees the final state only: the intermediate ``PROCESSING`` notifications of Change
@@ -315,7 +315,7 @@ class ReconcileSource:
         _log.log(
             level,
             "reconcile pass %s: %d window(s) listed (%d marked scanned before), %d finished"
-            " task(s), %d never notified%s",
+            " task(s), %d with no arrival recorded%s",
             "partial" if left else "full",
             report.windows,
             report.marked,

@@ -1,9 +1,10 @@
 """``mpsflow reconcile`` and ``mpsflow run --reconcile`` as processes, against the local MPS
-API server on loopback: they list or process the finished tasks that never notified, once."""
+API server on loopback: they list or process the finished tasks with no arrival recorded, once."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -83,18 +84,48 @@ async def test_reconcile_lists_then_processes_then_finds_nothing(
             assert await process.wait() == EXIT_OK
     listed = re.findall(r"^(task-\d+)\tWorkflowTask\tfinished ", output.text, re.MULTILINE)
     assert sorted(listed) == TASKS
-    assert "6 never notified (dry run: nothing processed)" in output.text
+    assert "; 6 with no arrival recorded (dry run: nothing processed" in output.text
     assert handled(tmp_path) == Counter()
     async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
         with anyio.fail_after(60):
             assert await process.wait() == EXIT_OK
-    assert "6 never notified: 6 processed, 0 left for a retry" in output.text
+    assert "; 6 with no arrival recorded: 6 processed, 0 left for a retry" in output.text
     assert handled(tmp_path) == Counter(f"{task} reconcile" for task in TASKS)
     async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
         with anyio.fail_after(60):
             assert await process.wait() == EXIT_OK
-    assert "; 0 never notified" in output.text
+    assert "; 0 with no arrival recorded" in output.text
     assert server.calls["DescribeTaskDetail"] == len(TASKS)  # each fetched once
+
+
+async def test_tasks_a_plain_run_handled_are_listed_as_unrecorded_not_as_lost(
+    server: MpsServer, tmp_path: Path
+) -> None:
+    """A run without --reconcile records no arrivals, so a dry run lists the tasks it handled:
+    the summary says no arrival was recorded and why, not that they never notified; processing
+    them runs no handler again (dedup remembers them)."""
+    (tmp_path / "reconapp.py").write_text(APP)
+    inbox = tmp_path / "notifications"
+    inbox.mkdir()
+    for task_id in TASKS:
+        (inbox / f"{task_id}.json").write_text(json.dumps(build_notification(task_id=task_id)))
+    plain_run = ("run", "reconapp:app", "--files", str(inbox))
+    async with mpsflow_process(tmp_path, ENV, *plain_run) as (process, output):
+        with anyio.fail_after(60):
+            assert await process.wait() == EXIT_OK, output.text
+    assert handled(tmp_path) == Counter(f"{task} file" for task in TASKS)
+    command = ("reconcile", "reconapp:app", "--since", "2h", *options(server))
+    async with mpsflow_process(tmp_path, ENV, *command, "--dry-run") as (process, output):
+        with anyio.fail_after(60):
+            assert await process.wait() == EXIT_OK
+    [summary] = [line for line in output.text.splitlines() if "window(s) listed" in line]
+    assert "never notified" not in summary
+    assert "6 with no arrival recorded" in summary
+    assert "without --reconcile" in summary
+    async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
+        with anyio.fail_after(60):
+            assert await process.wait() == EXIT_OK
+    assert handled(tmp_path) == Counter(f"{task} file" for task in TASKS)
 
 
 async def test_run_reconciles_beside_http_and_stops_cleanly(
