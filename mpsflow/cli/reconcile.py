@@ -107,7 +107,9 @@ def _reconcile(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     args.lookback, args.interval = args.since, min(args.window, args.since)
-    source = reconcile_source(args, app, flag="mpsflow reconcile")
+    source = reconcile_source(
+        args, app, flag="mpsflow reconcile", lookback_option="--since", window_option="--window"
+    )
     source.dry_run = args.dry_run
     source.progress = _progress if sys.stderr.isatty() else None
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: leases freed

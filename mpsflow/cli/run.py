@@ -36,6 +36,7 @@ from mpsflow.cli.common import (
     cmq_inbox,
     cmq_queue,
     duration,
+    format_duration,
     load_app,
     plain_http_address,
     positive_float,
@@ -401,14 +402,35 @@ def add_reconcile_options(group: argparse._ActionsContainer) -> None:
 
 
 def reconcile_source(
-    args: argparse.Namespace, app: App, *, flag: str = "--reconcile"
+    args: argparse.Namespace,
+    app: App,
+    *,
+    flag: str = "--reconcile",
+    lookback_option: str = "--lookback",
+    window_option: str = "--interval",
 ) -> ReconcileSource:
     """The reconcile source of ``args``, its recorder added to ``app`` (after its dedup
-    store is set: the markers live there)."""
+    store is set: the markers live there). ``args.lookback`` and ``args.interval`` are given
+    as ``lookback_option`` and ``window_option`` (``reconcile`` spells them ``--since`` and
+    ``--window``): the errors name the options the user gave."""
     from mpsflow.dedup.idempotency import Idempotency
     from mpsflow.sources.reconcile import ReconcileSource
     from mpsflow.tencentcloud.mps import DEFAULT_ENDPOINT, MpsApiClient
 
+    lookback = args.lookback or _LOOKBACK
+    interval = args.interval or _INTERVAL
+    grace = _GRACE if args.grace is None else args.grace
+    given_lookback = _given(lookback_option, lookback, args.lookback)
+    if grace >= lookback:
+        raise ConfigurationError(
+            f"{given_lookback} must be longer than {_given('--grace', grace, args.grace)}:"
+            f" no finished task could be due{_advice(lookback_option, lookback, '--grace')}"
+        )
+    if interval > lookback:
+        raise ConfigurationError(
+            f"{_given(window_option, interval, args.interval)} must not be longer than"
+            f" {given_lookback}{_advice(lookback_option, lookback, window_option)}"
+        )
     configured = app.idempotency
     if configured is None:
         raise ConfigurationError(
@@ -422,7 +444,6 @@ def reconcile_source(
         client = MpsApiClient(endpoint=endpoint, region=args.region)
     except ValueError as exc:
         raise ConfigurationError(f"--mps-endpoint: {exc}") from None
-    lookback = args.lookback or _LOOKBACK
     if lookback > _HISTORY:
         _log.warning(
             "the MPS API keeps about 7 days of tasks: a lookback of %.0f days finds no more",
@@ -432,13 +453,28 @@ def reconcile_source(
         client,
         store,
         lookback=lookback,
-        interval=args.interval or _INTERVAL,
-        grace=_GRACE if args.grace is None else args.grace,
+        interval=interval,
+        grace=grace,
         handler_budget=args.handler_budget,
     )
     app.add_middleware(source.recorder, scope="delivery")
     app.on_shutdown(client.aclose)
     return source
+
+
+def _given(option: str, seconds: float, given: float | None) -> str:
+    """``--grace 10m``, with ``(its default)`` when the option was not given (``given`` is
+    ``None``)."""
+    default = "" if given is not None else " (its default)"
+    return f"{option} {format_duration(seconds)}{default}"
+
+
+def _advice(option: str, seconds: float, other: str) -> str:
+    """What to change when the lookback ``option`` is too short for ``other``: under a minute,
+    the unit was forgotten (``--since 24`` is 24 seconds)."""
+    if seconds < 60:
+        return f" (a number without a unit is seconds: did you mean {option} {seconds:g}h?)"
+    return f"; give a longer {option} or a shorter {other}"
 
 
 def _configure_run(parser: argparse.ArgumentParser) -> None:

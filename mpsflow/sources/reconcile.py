@@ -177,8 +177,8 @@ class ReconcileSource:
             )
         if window > lookback:
             raise ConfigurationError(
-                f"the reconcile window ({window:g}s; --interval for run, --window for reconcile)"
-                f" must not be longer than the lookback ({lookback:g}s)"
+                f"the reconcile window ({window:g}s) must not be longer than the lookback"
+                f" ({lookback:g}s)"
             )
         store = _store_of(store)
         self.client = client
