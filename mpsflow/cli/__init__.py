@@ -127,16 +127,10 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     its options too (``send URL --sign-key K DIR``), added to the list ``DEST``.
 
     argparse's own ``parse_intermixed_args`` does not work with subcommands. A misspelt
-    command gets a guess (``mpsflow sned``: did you mean send?).
+    command or action gets a guess (:func:`_refuse_unknown_words`).
     """
     given = list(sys.argv[1:] if argv is None else argv)
-    if given and not given[0].startswith("-") and given[0] not in COMMANDS:
-        guess = difflib.get_close_matches(given[0], list(COMMANDS), n=1)
-        hint = f" (did you mean {guess[0]}?)" if guess else f"; one of {', '.join(COMMANDS)}"
-        parser.exit(
-            EXIT_USAGE,
-            f"{parser.prog}: error: unknown command {given[0]!r}{hint}; see {parser.prog} --help\n",
-        )
+    _refuse_unknown_words(parser, given)
     args, extras = parser.parse_known_args(given)
     dest = getattr(args, "intermixed", None)
     if dest is not None:
@@ -149,6 +143,37 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
         hints = [f"{e} (did you mean {g[0]}?)" if g else e for e, g in guesses.items()]
         command.error(f"unrecognized arguments: {' '.join(hints)}")
     return args
+
+
+def _refuse_unknown_words(parser: argparse.ArgumentParser, given: Sequence[str]) -> None:
+    """Exit 2 with one line and a guess when ``given`` misspells a command
+    (``mpsflow sned``: did you mean send?) or a command's action (``mpsflow deadletters lst``:
+    did you mean list?), instead of argparse's usage and list of choices."""
+    for word in given:
+        found = _subcommands(parser)
+        if word.startswith("-") or found is None:
+            return
+        kind, parsers = found
+        if word not in parsers:
+            guess = difflib.get_close_matches(word, list(parsers), n=1)
+            hint = f" (did you mean {guess[0]}?)" if guess else f"; one of {', '.join(parsers)}"
+            parser.exit(
+                EXIT_USAGE,
+                f"{parser.prog}: error: unknown {kind} {word!r}{hint}; see {parser.prog} --help\n",
+            )
+        parser = parsers[word]
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser,
+) -> tuple[str, dict[str, argparse.ArgumentParser]] | None:
+    """What ``parser``'s subcommands are called (``command``, ``action``: its metavar) and their
+    parsers by name; ``None`` when it has none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and isinstance(action.choices, dict):
+            name = action.metavar if isinstance(action.metavar, str) else action.dest
+            return name.lower(), action.choices
+    return None
 
 
 def _only_broken_pipes(exc: BaseException) -> bool:

@@ -126,6 +126,26 @@ def test_a_misspelt_command_is_one_line_with_a_guess(
     assert capsys.readouterr().err == line + "\n"
 
 
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        ("lst", " (did you mean list?)"),
+        ("repaly", " (did you mean replay?)"),
+        ("xyz", "; one of list, show, replay"),
+    ],
+)
+def test_a_misspelt_action_is_one_line_with_a_guess_as_a_command_is(
+    given: str, hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["deadletters", given, "letters.jsonl"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"mpsflow deadletters: error: unknown action {given!r}{hint};"
+        " see mpsflow deadletters --help\n"
+    )
+
+
 def test_an_action_s_error_is_prefixed_with_the_action(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
