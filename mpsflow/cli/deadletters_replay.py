@@ -20,6 +20,9 @@ A record that holds only an excerpt of its body (``body_truncated``: a refused r
 a forged signature or a malformed body, whose sender nobody vouches for) is never sent: named
 by id it is an error, and among the records picked by ``--kind`` or by default it is listed as
 not replayable and left out.
+
+``--dry-run`` marks what the target will refuse: a signature (see :func:`_signature_note`,
+:func:`_app_signature_note`), and a poison record whose body still does not decode.
 """
 
 from __future__ import annotations
@@ -228,8 +231,30 @@ def _print_plan(args: argparse.Namespace, record: DeadLetter, app: App | None) -
     where = f"POST {len(body)} bytes to {args.to}" if args.to else f"process with {args.app}"
     if not note:
         note = _signature_note(body) if app is None else _app_signature_note(body, app)
+    poison = _poison_note(record, body, app)
+    if poison:  # inside the same parentheses as a note already there
+        note = f"{note[:-1]}; {poison})" if note else f" ({poison})"
     print(f"{_label(record)}  would {where}{note}")
     print(f"  {compact_body(body)}")
+
+
+def _poison_note(record: DeadLetter, body: bytes, app: App | None) -> str:
+    """A dry run's warning (no parentheses) that a poison record (a body the app refused as no
+    notification) is refused again: its body still does not decode (with ``--app``, within that
+    app's ``max_body_size``); ``""`` for another record, or one that decodes now."""
+    if record.kind != "poison":
+        return ""
+    try:
+        if app is None:
+            decode_any(body)
+        else:
+            decode_any(body, max_size=app.max_body_size)
+    except DecodeError:
+        return (
+            "the app refused it as poison: it does not decode, and will again unless the app"
+            " changed"
+        )
+    return ""
 
 
 _SIGN_KEY_HINT = "replay with --sign-key KEY, one of its keys"

@@ -949,7 +949,7 @@ def test_a_record_without_a_signature_is_flagged_as_the_app_refuses_it(
     """An unsigned body (no Timestamp/Sign) fails an app's signature check as an expired one
     does, and the dry run says so and what to do: a JSON one is re-signed with ``--sign-key``;
     a URL-encoded one cannot be. A body that is no notification is refused as poison whatever
-    it carries: it is not flagged."""
+    it carries: it is flagged as poison, not for its signature."""
     form = make_dead_letter(
         kind="exhausted",
         reason="bug",
@@ -975,7 +975,8 @@ def test_a_record_without_a_signature_is_flagged_as_the_app_refuses_it(
         "(it carries no signature; the app checks signatures: it will refuse this; --sign-key"
         " cannot sign it (not a JSON object))"
     )
-    assert planned[poison[:8]].endswith(f"would process with {keyed_app}")
+    assert f"would process with {keyed_app} (the app refused it as poison" in planned[poison[:8]]
+    assert "signature" not in planned[poison[:8]]
 
     before = {r.id: r for r in read_dead_letters(letters.path)}
     caplog.set_level(logging.WARNING, logger="mpsflow.signing")
@@ -1117,6 +1118,41 @@ def test_a_dry_run_to_a_url_flags_as_expired_only_what_a_default_app_refuses(
         "(its signature has expired; if the app checks signatures, replay with --sign-key KEY,"
         " one of its keys)"
     )
+
+
+async def _write_too_large(path: Path, body: bytes) -> str:
+    """Dead-letter ``body`` as an app with a smaller ``max_body_size`` does: poison (too large),
+    its whole body kept (it is under the excerpt limit); the record's id."""
+    sink = MemorySink()
+    app = App(dead_letters=sink, max_body_size=len(body) - 1)
+    async with app:
+        await app.process(Delivery(body, source="http", id="req-large"))
+    [record] = sink.records
+    assert isinstance(record, DeadLetter)
+    assert (record.kind, record.body_truncated) == ("poison", False)
+    with path.open("ab") as file:
+        file.write(msgspec.json.encode(record) + b"\n")
+    return record.id
+
+
+@pytest.mark.parametrize("target", ["--app", "--to"])
+def test_a_dry_run_marks_poison_records_the_app_refuses_again(
+    letters: Letters, replay_app: str, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    """A poison record whose body still does not decode is marked: the app refused it and will
+    again. One that decodes now (refused as too large by a smaller ``max_body_size``) is not,
+    nor are the other kinds."""
+    large = anyio.run(_write_too_large, letters.path, _body("task-large"))
+    where = replay_app if target == "--app" else "http://127.0.0.1:9/mps/callback"
+    code, out, _ = run(capsys, "replay", str(letters.path), "--dry-run", target, where)
+    assert code == 0
+    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    marked = {
+        name
+        for name, record_id in {**letters.ids, "large": large}.items()
+        if "refused it as poison" in plan[record_id[:8]]
+    }
+    assert marked == {"poison", "binary"}, out
 
 
 async def test_replay_reports_an_unreachable_url(
