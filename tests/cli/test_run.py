@@ -482,7 +482,9 @@ async def test_replacements_that_cannot_start_make_the_supervisor_give_up(
         with anyio.fail_after(60):
             assert await process.wait() == 1
     text = "\n".join(output.lines)
-    assert text.count("; restarting it") == 2 + 4, text  # the two killed, four failed starts
+    # The two killed, then four failed starts: at most, since a worker killed the instant it
+    # logged "serving", before it told the supervisor so, counts as a failed start too.
+    assert text.count("; restarting it") <= 2 + 4, text
     assert "; 5 workers in a row ended before they served: giving up" in text
 
 
