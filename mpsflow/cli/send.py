@@ -285,7 +285,7 @@ def _refusal(answer: bytes) -> tuple[int, str, bool] | None:
         (v for k in ("message", "error", "msg") if isinstance(v := document.get(k), str) and v),
         "",
     )
-    return code, _one_line(message), "requestId" in document
+    return code, _located(_one_line(message), document), "requestId" in document
 
 
 def _http_answer(
@@ -293,9 +293,10 @@ def _http_answer(
 ) -> None:
     """Count one HTTP answer: a 2xx is a success unless its JSON says otherwise.
 
-    A refusal's reason (an mpsflow app's ``error``) is counted with its status. ``signed``:
-    this command signed the bodies, so a Timestamp refused is the clocks' or ``--expires-in``'s
-    doing, not old signatures sent as they were."""
+    A refusal's reason (an mpsflow app's ``error`` and ``path``) is counted with its status,
+    answers that say the same counted together. ``signed``: this command signed the bodies,
+    so a Timestamp refused is the clocks' or ``--expires-in``'s doing, not old signatures sent
+    as they were."""
     if not 200 <= status < 300:
         reason = _error_reason(answer)
         said = reason and reason.lower() != _phrase(status)  # more than "404 (not found)"
@@ -328,13 +329,24 @@ def _phrase(status: int) -> str:
 
 def _error_reason(answer: bytes) -> str:
     """The ``error`` of an mpsflow app's JSON refusal (``{"code": 400, "error": …}``), on one
-    line; empty for any other answer."""
+    line, with the ``path`` of the field it is about when the answer has one; empty for any
+    other answer."""
     try:
         document = json.loads(answer)
     except ValueError:
         return ""
     error = document.get("error") if isinstance(document, dict) else None
-    return _one_line(error) if isinstance(error, str) else ""
+    return _located(_one_line(error), document) if isinstance(error, str) else ""
+
+
+def _located(message: str, document: dict[str, Any]) -> str:
+    """``message`` with where the answer says it applies (``… at $.WorkflowTaskEvent.X``, as
+    an mpsflow app answers and logs a body it cannot decode): which field to fix, not only what
+    is wrong with it. Answers with the same message about different fields count apart."""
+    path = document.get("path")
+    if not message or not isinstance(path, str) or not (where := _one_line(path)):
+        return message
+    return f"{message} at {where}"
 
 
 _EXPIRED: Final = "signature expired"

@@ -35,7 +35,7 @@ from tests.plugins.cmq_server import (
 )
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
 from tests.sinks.peers import serve as serve_peer
-from tests.sources.http_app import make_app, serve
+from tests.sources.http_app import make_app, seed_like, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
@@ -387,6 +387,24 @@ async def test_a_2xx_whose_json_carries_a_non_zero_code_is_a_failure(
     assert (status.startswith(key), count) == (True, 1), out
     assert "\n" not in status
     assert ("--cmq ENDPOINT --queue NAME" in err) == (b"requestId" in answer)
+
+
+async def test_a_refusal_of_a_field_says_which_field(tmp_path: Path) -> None:
+    """An mpsflow app answers a body it cannot decode 400 with the ``error`` and the ``path`` of
+    the field: the summary names the field too, the same fault in two fields counted apart and
+    each field's answers together."""
+    app, _ = make_app()
+    for field in ("Progress", "ErrCode"):
+        doc = json.loads(seed_like())
+        doc["WorkflowTaskEvent"]["MediaProcessResultSet"][0]["TranscodeTask"][field] = "half"
+        (tmp_path / f"{field}.json").write_text(json.dumps(doc))
+    code, out, err = await send_to(app, str(tmp_path), "--repeat", "2")
+    assert code == 1, out + err
+    counts = summary(out)
+    assert all(answer.startswith("400 (") and answer.endswith(")") for answer in counts), out
+    fields = {answer[:-1].rpartition(" at ")[2]: n for answer, n in counts.items()}
+    where = "$.WorkflowTaskEvent.MediaProcessResultSet[0].TranscodeTask"
+    assert fields == {f"{where}.Progress": 2, f"{where}.ErrCode": 2}
 
 
 async def test_the_progress_lines_count_refusals_as_failed_not_sent(
