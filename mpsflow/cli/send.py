@@ -152,8 +152,6 @@ class SendItem:
 
 
 def _load_items(paths: Sequence[str], signing: bool) -> list[SendItem]:
-    import msgspec
-
     from mpsflow.sources.file import iter_notification_files
 
     items: list[SendItem] = []
@@ -167,18 +165,40 @@ def _load_items(paths: Sequence[str], signing: bool) -> list[SendItem]:
         else:
             bodies = [(str(path), path.read_bytes())]
         for name, raw in bodies:
-            doc: dict[str, Any] | None = None
-            if signing:
-                try:
-                    parsed = msgspec.json.decode(raw)
-                except msgspec.DecodeError:
-                    parsed = None
-                if isinstance(parsed, dict):
-                    doc = parsed
-                else:
-                    _log.warning("%s is not a JSON object; sending it unsigned, as it is", name)
-            items.append(SendItem(name, raw, doc))
+            items.append(SendItem(name, raw, _signable(name, raw) if signing else None))
     return items
+
+
+def _signable(name: str, raw: bytes) -> dict[str, Any] | None:
+    """``raw`` decoded when it is a JSON object, which can be re-signed; otherwise None and a
+    warning saying what it is instead (empty, not JSON at all, or JSON but not an object), so
+    the user knows which file to fix and that it goes unsigned."""
+    import msgspec
+
+    try:
+        parsed = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        reason = _one_line(str(exc).removeprefix("JSON is malformed: "))
+        what = f"is not valid JSON ({reason})" if raw.strip() else "is empty"
+    else:
+        if isinstance(parsed, dict):
+            return parsed
+        what = f"is JSON but not an object ({_json_kind(parsed)})"
+    _log.warning("%s %s; sending it unsigned, as it is", name, what)
+    return None
+
+
+def _json_kind(value: object) -> str:
+    """What a decoded JSON value is, in JSON's words: ``an array``, ``a string``, …"""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
 
 
 def signed_body(item: SendItem, key: str | None, expires_in: int) -> bytes:

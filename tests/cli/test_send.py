@@ -312,6 +312,23 @@ async def test_https_to_a_plain_http_app_says_to_send_to_http(samples_dir: Path)
     assert f"send to {source.url}" in err
 
 
+async def test_a_body_that_cannot_be_signed_says_what_it_is(tmp_path: Path) -> None:
+    """With a key, each body that is not a JSON object is named, with what it is instead (not
+    JSON at all, or JSON of another kind), and sent unsigned, as it is."""
+    broken, array = tmp_path / "broken.json", tmp_path / "array.json"
+    broken.write_bytes(b"{nope")
+    array.write_bytes(b"[1, 2]")
+    async with answering(b'{"code":0}') as url:
+        code, out, err = await send(url, str(broken), str(array), "--sign-key", "k")
+    assert code == 0, out + err
+    assert summary(out) == {"200": 2}
+    unsigned = "; sending it unsigned, as it is"
+    lines = [line.removesuffix(unsigned) for line in err.splitlines() if line.endswith(unsigned)]
+    assert len(lines) == 2, err
+    assert lines[0].startswith(f"{broken} is not valid JSON (")
+    assert lines[1] == f"{array} is JSON but not an object (an array)"
+
+
 def test_signed_body_is_the_way_mps_signs(seed_sample: bytes) -> None:
     doc = json.loads(seed_sample)
     item = SendItem("seed", seed_sample, doc)
