@@ -11,9 +11,9 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from mpsflow._loader import load_object
@@ -84,19 +84,73 @@ class CommandParser(argparse.ArgumentParser):
     read more (``mpsflow run: error: --wait: expected 0 to 30, got 31; see mpsflow run --help``),
     not argparse's whole usage first. Other mistakes keep argparse's usage and line: arguments
     missing, where the usage shows what to give, and unknown options (with a guess).
+
+    A value that starts with ``-`` and is not a plain number (``--expires-in -1m``) argparse
+    takes for an option, and the option before it for one given no value: for any option, the
+    line says to write ``--expires-in=-1m``, or why the option cannot take that value at all.
     """
+
+    _given: tuple[str, ...] = ()
+    """The arguments being parsed, for :meth:`error` to read."""
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        """Parse as argparse does, noting the arguments for :meth:`error`."""
+        given = list(sys.argv[1:] if args is None else args)
+        self._given = tuple(given)
+        return super().parse_known_args(given, namespace)
 
     def error(self, message: str) -> NoReturn:
         """Exit 2. argparse calls this while it handles the ``ArgumentError`` of a value it
         could not take: one naming its argument gets the short line, the rest argparse's."""
         wrong = sys.exc_info()[1]
         if isinstance(wrong, argparse.ArgumentError) and wrong.argument_name is not None:
-            self.exit(
-                EXIT_USAGE,
-                f"{self.prog}: error: {wrong.argument_name}: {wrong.message};"
-                f" see {self.prog} --help\n",
-            )
+            said = f"{wrong.argument_name}: {wrong.message}"
+            if wrong.__context__ is None:  # argparse's own complaint, not a type's refusal
+                option, value = self._negative_value(wrong.argument_name.split("/"))
+                if option:
+                    said = f"{option}: " + (
+                        self._refusal(option, value)
+                        or f"a negative value needs the = form: write {option}={value}"
+                    )
+            self.exit(EXIT_USAGE, f"{self.prog}: error: {said}; see {self.prog} --help\n")
         super().error(message)
+
+    def _negative_value(self, options: list[str]) -> tuple[str, str]:
+        """``(option, value)`` when one of ``options`` (one option's spellings) is followed on
+        the command line by a value that starts like a negative number but is not one
+        (``-1m``), which argparse takes for an option; ``("", "")`` otherwise."""
+        for token, value in zip(self._given, self._given[1:], strict=False):
+            if not _NEGATIVE.fullmatch(value) or _NUMBER.fullmatch(value):
+                continue
+            for option in options:
+                abbreviated = len(token) > 2 and token.startswith("--") and option.startswith(token)
+                if token == option or abbreviated:
+                    return option, value
+        return "", ""
+
+    def _refusal(self, option: str, value: str) -> str:
+        """Why ``option`` refuses ``value`` (``expected a positive number, got '-5s'``), which
+        the ``=`` form would only show next; empty when it takes it."""
+        for action in self._actions:
+            if option not in action.option_strings:
+                continue
+            try:
+                converted = action.type(value) if callable(action.type) else value
+            except argparse.ArgumentTypeError as exc:
+                return str(exc)
+            except (TypeError, ValueError):
+                return f"invalid value: {value!r}"
+            if action.choices is not None and converted not in action.choices:
+                return f"expected one of {', '.join(map(str, action.choices))}, got {value!r}"
+        return ""
+
+
+_NEGATIVE: Final = re.compile(r"-\.?\d\S*")
+"""A command-line value that starts like a negative number (``-1m``, ``-.5``)."""
+_NUMBER: Final = re.compile(r"-\d+|-\d*\.\d+")
+"""A negative number, which argparse takes as an option's value (``--expires-in -60``)."""
 
 
 DEFAULT_DEDUP_PATH: Final = "mpsflow-dedup.sqlite3"

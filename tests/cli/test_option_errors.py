@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mpsflow.cli import COMMANDS, main
+from mpsflow.cli import COMMANDS, build_parser, main
 
 BAD_VALUES = [
     (
@@ -154,3 +154,49 @@ def test_an_action_s_error_is_prefixed_with_the_action(
     empty.touch()
     assert main(["deadletters", "show", str(empty), "zzz"]) == 2
     assert capsys.readouterr().err.startswith("mpsflow deadletters show: error: ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["send", "http://127.0.0.1:9/cb", "x.json", "--expires-in", "-1m"],
+            "mpsflow send: error: --expires-in: a negative value needs the = form:"
+            " write --expires-in=-1m; see mpsflow send --help",
+        ),
+        (
+            ["send", "http://127.0.0.1:9/cb", "--expires", "-1.5h", "x.json"],
+            "mpsflow send: error: --expires-in: a negative value needs the = form:"
+            " write --expires-in=-1.5h; see mpsflow send --help",
+        ),
+        (
+            ["deadletters", "replay", "letters.jsonl", "--to", "http://x/", "--expires-in", "-2h"],
+            "mpsflow deadletters replay: error: --expires-in: a negative value needs the = form:"
+            " write --expires-in=-2h; see mpsflow deadletters replay --help",
+        ),
+        (
+            ["send", "http://127.0.0.1:9/cb", "x.json", "--timeout", "-5s"],
+            "mpsflow send: error: --timeout: expected a number, got '-5s'; see mpsflow send --help",
+        ),
+        (
+            ["run", "app:app", "--log-level", "-1x"],
+            "mpsflow run: error: --log-level: expected one of debug, info, warning, error,"
+            " got '-1x'; see mpsflow run --help",
+        ),
+    ],
+    ids=["send", "abbreviated", "replay", "not negative", "choices"],
+)
+def test_a_value_that_starts_with_a_minus_says_to_use_the_equals_form_or_why_not(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse takes ``-1m`` after an option for an option: the line says to write
+    ``--expires-in=-1m`` when the option takes a negative value, else why it takes none."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_a_negative_number_still_goes_with_a_space() -> None:
+    args = build_parser().parse_args(["send", "http://127.0.0.1:9/cb", "x", "--expires-in", "-60"])
+    assert args.expires_in == -60
