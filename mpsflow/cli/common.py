@@ -29,6 +29,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_STARTUP",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "PORT",
     "Command",
@@ -64,7 +65,11 @@ EXIT_STARTUP = 3
 """``run`` could not start: a port in use, credentials refused, a store that does not answer
 (:class:`~mpsflow.errors.StartupError`; the one line printed says what to do)."""
 EXIT_INTERRUPTED = 130
-"""Stopped at once by a second SIGINT/SIGTERM; in-flight work was left for redelivery."""
+"""Stopped at once by a second SIGINT/SIGTERM; in-flight work was left for redelivery.
+``send``: stopped by Ctrl-C (SIGINT)."""
+EXIT_TERMINATED = 143
+"""``send`` stopped by SIGTERM (128 + 15, the status a shell reports for a process that
+SIGTERM ended), after its summary of what was answered."""
 
 
 @dataclass(frozen=True, slots=True)

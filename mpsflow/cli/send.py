@@ -7,8 +7,11 @@ body carries a non-zero ``code`` (a CMQ error, a callback's refusal) is a failur
 ``--cmq ENDPOINT --queue NAME``, messages queued with ``BatchSendMessage``, the CMQ errors and,
 once CMQ could not be reached or did not answer, those not sent. A callback URL that answers
 nothing, its first requests getting no answer within ``--timeout``, is given up on the same way:
-the notifications left are counted as not sent, not each left to wait out its own timeout. The
-command exits 1 when anything failed.
+the notifications left are counted as not sent, not each left to wait out its own timeout.
+
+Exit codes: 0 when every notification was taken, 1 when anything failed, 2 for a wrong command
+line; stopped by Ctrl-C (SIGINT) or SIGTERM, it prints the summary of what was answered and a
+line saying the rest were not sent or not answered, and exits 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, TextIO
@@ -32,6 +37,7 @@ from mpsflow.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     Command,
     bounded_int,
     cmq_endpoint,
@@ -48,6 +54,8 @@ from mpsflow.errors import ConfigurationError
 from mpsflow.signing import sign_notification
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
     from mpsflow.tencentcloud.cmq.client import CmqClient
 
 __all__ = [
@@ -466,21 +474,51 @@ def _send(args: argparse.Namespace) -> int:
         raise ConfigurationError("no notifications found in the given paths")
     started = time.monotonic()
     tally = Tally()
+    send = _send_all if args.cmq is None else _queue_all
     try:
-        anyio.run(_send_all if args.cmq is None else _queue_all, args, items, tally)
+        stopped = EXIT_TERMINATED if anyio.run(_until_terminated, send, args, items, tally) else 0
     except KeyboardInterrupt:
-        # What was answered so far still counts: the user must know what reached the app.
-        _summary(args, tally, time.monotonic() - started)
-        planned = len(items) * args.repeat
-        print(
-            f"mpsflow send: interrupted: {sum(tally.counts.values())} of {planned} answered;"
-            " the rest were not sent, or their answer never came (send them again: dedup"
-            " makes a repeat harmless)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+        stopped = EXIT_INTERRUPTED
     _summary(args, tally, time.monotonic() - started)
-    return EXIT_OK if tally.ok else EXIT_FAILED
+    if not stopped:
+        return EXIT_OK if tally.ok else EXIT_FAILED
+    # What was answered so far still counts: the user must know what reached the app.
+    planned = len(items) * args.repeat
+    print(
+        f"mpsflow send: interrupted: {sum(tally.counts.values())} of {planned} answered;"
+        " the rest were not sent, or their answer never came (send them again: dedup"
+        " makes a repeat harmless)",
+        file=sys.stderr,
+    )
+    return stopped
+
+
+async def _until_terminated(
+    send: Callable[[argparse.Namespace, list[SendItem], Tally], Awaitable[None]],
+    args: argparse.Namespace,
+    items: list[SendItem],
+    tally: Tally,
+) -> bool:
+    """``send(args, items, tally)`` until it ends or SIGTERM stops it, as Ctrl-C does (the
+    requests in flight cancelled, their answers not counted); True when SIGTERM stopped it."""
+    import anyio
+
+    terminated = False
+
+    async def watch(*, task_status: TaskStatus[None]) -> None:
+        nonlocal terminated
+        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            task_status.started()
+            async for _ in signals:
+                terminated = True
+                tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        if threading.current_thread() is threading.main_thread():  # where signals are handled
+            await tg.start(watch)
+        await send(args, items, tally)
+        tg.cancel_scope.cancel()
+    return terminated
 
 
 def _summary(args: argparse.Namespace, tally: Tally, elapsed: float) -> None:

@@ -698,9 +698,16 @@ def test_send_checks_the_cmq_options_as_run_does(
     assert message in capsys.readouterr().err
 
 
-async def test_ctrl_c_still_says_what_was_answered(samples_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "exit_code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["Ctrl-C", "SIGTERM"],
+)
+async def test_ctrl_c_or_sigterm_still_says_what_was_answered(
+    samples_dir: Path, signum: signal.Signals, exit_code: int
+) -> None:
     """Interrupted, ``send`` prints its summary of what was answered so far, says that the
-    rest were not sent or not answered, and exits 130."""
+    rest were not sent or not answered, and exits 130 (Ctrl-C) or 143 (SIGTERM)."""
     answered = 0
     fourth, released = anyio.Event(), anyio.Event()
 
@@ -722,12 +729,12 @@ async def test_ctrl_c_still_says_what_was_answered(samples_dir: Path) -> None:
         async with await anyio.open_process([*command, *args], env=ENV) as process:
             with anyio.fail_after(30):
                 await fourth.wait()
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
             with anyio.fail_after(30):
                 code = await process.wait()
             out, err = [await read_all(stream) for stream in (process.stdout, process.stderr)]
         released.set()  # the server's shutdown waits for its handlers
-    assert code == 130
+    assert code == exit_code
     assert summary(out) == {"200": 3}
     assert "mpsflow send: interrupted: 3 of 6 answered;" in err
 
