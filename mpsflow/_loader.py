@@ -25,7 +25,11 @@ def load_object(spec: str) -> object:
     """
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
-        raise ConfigurationError(f"expected MODULE:ATTRIBUTE (like 'myapp:app'), got {spec!r}")
+        meant = _app_spec(module_name)
+        hint = f"; did you mean {meant}?" if meant else ""
+        raise ConfigurationError(
+            f"expected MODULE:ATTRIBUTE (like 'myapp:app'), got {spec!r}{hint}"
+        )
     if "/" in module_name or os.sep in module_name or module_name.startswith("."):
         raise ConfigurationError(_path_given(module_name, attr_path))
     if module_name.endswith(".py"):
@@ -113,13 +117,40 @@ def _own_folders() -> list[str]:
     return folders
 
 
-def _closest_attribute(obj: object, name: str) -> str | None:
-    """The attribute of ``obj`` that ``name`` most likely meant: an ``App`` of the module if
-    one is close to it, or is the module's only one; else the closest public attribute."""
+def _app_spec(module_name: str) -> str | None:
+    """The ``MODULE:ATTRIBUTE`` that ``module_name``, given without ``:ATTRIBUTE``, most likely
+    meant: its ``App`` named ``app``, or its only ``App``. None when it has no such one, or does
+    not import (a file path, a missing module, an error inside it).
+
+    The module is imported here as ``MODULE:ATTRIBUTE`` would import it, once: the command
+    line stops with the error, and a later ``load_object`` in this process finds it imported.
+    """
+    module_name = module_name.removesuffix(".py")  # `run app.py` meant app:app too
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        return None  # a file path in a folder, or nothing
+    try:
+        module = importlib.import_module(module_name)
+    except (Exception, SystemExit):  # a script that exits at import too: keep the one line
+        return None
+    apps = _apps(module)
+    if "app" in apps:
+        return f"{module_name}:app"
+    return f"{module_name}:{apps[0]}" if len(apps) == 1 else None
+
+
+def _apps(obj: object) -> list[str]:
+    """The public attributes of ``obj`` that are an :class:`~mpsflow.app.App`."""
     from mpsflow.app import App
 
     public = [attribute for attribute in dir(obj) if not attribute.startswith("_")]
-    apps = [attribute for attribute in public if isinstance(getattr(obj, attribute, None), App)]
+    return [attribute for attribute in public if isinstance(getattr(obj, attribute, None), App)]
+
+
+def _closest_attribute(obj: object, name: str) -> str | None:
+    """The attribute of ``obj`` that ``name`` most likely meant: an ``App`` of the module if
+    one is close to it, or is the module's only one; else the closest public attribute."""
+    public = [attribute for attribute in dir(obj) if not attribute.startswith("_")]
+    apps = _apps(obj)
     match = difflib.get_close_matches(name, apps, n=1, cutoff=0.6)
     if match:
         return match[0]

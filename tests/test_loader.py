@@ -105,6 +105,42 @@ def test_a_missing_attribute_points_at_the_modules_one_app(folder: Path) -> None
     assert failure("loadme_one_app:app").endswith("; did you mean loadme_one_app:application?")
 
 
+@pytest.mark.parametrize(
+    ("source", "meant"),
+    [
+        ("application = App()\nsettings = {}\n", "application"),
+        ("app = App()\nadmin = App()\n", "app"),
+        ("public = App()\nadmin = App()\n", None),
+        ("settings = {}\n", None),
+        ("raise KeyError('boom')\n", None),
+        ("raise SystemExit(3)\n", None),
+    ],
+    ids=["its one app", "the one named app", "two apps", "no app", "raises", "exits"],
+)
+def test_a_module_without_its_attribute_points_at_its_app(
+    folder: Path, source: str, meant: str | None
+) -> None:
+    """``MODULE`` alone: the module's ``App`` named ``app`` or its only one is suggested."""
+    (folder / "loadme_bare.py").write_text(f"from mpsflow import App\n\n{source}")
+    expected = "expected MODULE:ATTRIBUTE (like 'myapp:app'), got {!r}"
+    hint = f"; did you mean loadme_bare:{meant}?" if meant else ""
+    assert failure("loadme_bare") == expected.format("loadme_bare") + hint
+    assert failure("loadme_bare:") == expected.format("loadme_bare:") + hint
+    assert failure("loadme_bare.py") == expected.format("loadme_bare.py") + hint
+
+
+def test_a_module_without_its_attribute_is_imported_once(folder: Path) -> None:
+    """The suggestion imports the module as the spec it suggests would: once for both."""
+    imports = folder / "imports.txt"
+    (folder / "loadme_counted.py").write_text(
+        f"from mpsflow import App\n\nwith open({str(imports)!r}, 'a') as f:\n"
+        "    f.write('imported\\n')\n\napp = App()\n"
+    )
+    assert failure("loadme_counted").endswith("; did you mean loadme_counted:app?")
+    assert load_object("loadme_counted:app") is not None
+    assert imports.read_text() == "imported\n"
+
+
 def test_a_misspelt_module_gets_the_closest_name(folder: Path) -> None:
     (folder / "loadme_billing.py").write_text("app = 1\n")
     (folder / "loadme_pkg").mkdir()

@@ -177,6 +177,10 @@ COMMANDS: dict[str, Run | NotRun] = {
         "tests/test_loader.py::test_a_file_path_says_which_module_to_run_from_where",
         "the mistake the README warns of: the one-line answer is checked",
     ),
+    "mpsflow run myapp": Run(
+        "tests/cli/test_run.py::test_a_module_without_its_app_attribute_gets_the_spec_to_give",
+        "the mistake the README shows: its one line, with the App named service, not app",
+    ),
     "pip install 'mpsflow[redis]'": NotRun(
         "it installs from the package index; tests/dedup/test_store_errors.py checks that the "
         "error without the extra names this command"

@@ -278,6 +278,17 @@ async def run_mpsflow(cwd: Path, *args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 
+async def test_a_module_without_its_app_attribute_gets_the_spec_to_give(tmp_path: Path) -> None:
+    """``mpsflow run MODULE``: one line with the ``MODULE:ATTRIBUTE`` of the module's App."""
+    (tmp_path / "myapp.py").write_text("from mpsflow import App\n\nservice = App()\n")
+    code, out, err = await run_mpsflow(tmp_path, "run", "myapp")
+    assert (code, out) == (2, "")
+    assert err == (
+        "mpsflow run: error: expected MODULE:ATTRIBUTE (like 'myapp:app'), got 'myapp';"
+        " did you mean myapp:service?\n"
+    )
+
+
 async def test_run_files_processes_them_and_exits(tmp_path: Path) -> None:
     write_app(tmp_path)
     inbox = tmp_path / "inbox"
