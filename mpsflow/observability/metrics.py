@@ -73,7 +73,9 @@ class ReconcileMetrics(Protocol):
         """An MPS API call failed after the client's retries."""
 
     def reconcile_full_scan(self, timestamp: float) -> None:
-        """A full pass ended at ``timestamp`` (wall-clock seconds)."""
+        """A full pass ended at ``timestamp`` (wall-clock seconds). Also called with 0 as
+        reconciliation starts in this process: the last-full-pass gauge shows from then on (0
+        until a pass is full), and never in a process that does not reconcile."""
 
 
 class InMemoryMetrics:
@@ -94,8 +96,9 @@ class InMemoryMetrics:
         self.reconcile_scans: Counter[str] = Counter()
         self.reconcile_tasks: Counter[str] = Counter()
         self.reconcile_api_errors: Counter[str] = Counter()
-        self.reconcile_last_full_scan = 0.0
-        """Wall time the last full reconcile pass ended; 0 before the first."""
+        self.reconcile_last_full_scan: float | None = None
+        """Wall time the last full reconcile pass ended; 0 before the first, None while this
+        process does not reconcile (``/metrics`` then has no such gauge)."""
         self.delivery_seconds = 0.0
         self.handler_seconds = 0.0
 
@@ -137,7 +140,8 @@ class InMemoryMetrics:
         self.reconcile_api_errors[action] += 1
 
     def reconcile_full_scan(self, timestamp: float) -> None:
-        self.reconcile_last_full_scan = max(self.reconcile_last_full_scan, timestamp)
+        last = self.reconcile_last_full_scan
+        self.reconcile_last_full_scan = timestamp if last is None else max(last, timestamp)
 
     @property
     def in_flight_now(self) -> dict[str, int]:
@@ -192,4 +196,6 @@ class InMemoryMetrics:
             counter.update({k: int(v) for k, v in state.get(name, {}).items()})
         for name in _SECONDS:
             setattr(self, name, getattr(self, name) + float(state.get(name, 0.0)))
-        self.reconcile_full_scan(float(state.get("reconcile_last_full_scan", 0.0)))
+        last_full_scan = state.get("reconcile_last_full_scan")
+        if last_full_scan is not None:  # that process reconciles
+            self.reconcile_full_scan(float(last_full_scan))

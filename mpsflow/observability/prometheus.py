@@ -11,7 +11,7 @@ same metric names, so dashboards do not care which one an app runs with.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mpsflow.errors import ConfigurationError
@@ -76,6 +76,10 @@ class _Family(NamedTuple):
     kind: str
     """``counter``, ``gauge`` or ``histogram`` (kept as totals in memory: a summary there)."""
     labels: tuple[str, ...]
+    on_report: bool = False
+    """Exported only once its hook reports a value: the last full reconcile pass, which a
+    process that does not reconcile has none of (an unlabelled gauge would show 0, and an
+    alert on its age would fire for every such process)."""
 
 
 _FAMILIES = (
@@ -91,7 +95,7 @@ _FAMILIES = (
     _Family("reconcile_scans", "counter", ("outcome",)),
     _Family("reconcile_tasks", "counter", ("outcome",)),
     _Family("reconcile_api_errors", "counter", ("action",)),
-    _Family("reconcile_last_full_scan_timestamp_seconds", "gauge", ()),
+    _Family("reconcile_last_full_scan_timestamp_seconds", "gauge", (), on_report=True),
 )
 """Every metric family, in export order: both exports take names and labels from here."""
 
@@ -128,10 +132,15 @@ class PrometheusMetrics:
             "gauge": prom.Gauge,
             "histogram": functools.partial(prom.Histogram, buckets=tuple(buckets)),
         }
+        self._make: dict[str, Callable[[], Any]] = {
+            f.name: functools.partial(make[f.kind], f.name, _HELP[f.name], f.labels, **common)
+            for f in _FAMILIES
+        }
         self._families: dict[str, Any] = {
-            f.name: make[f.kind](f.name, _HELP[f.name], f.labels, **common) for f in _FAMILIES
+            f.name: self._make[f.name]() for f in _FAMILIES if not f.on_report
         }
         self._children: dict[tuple[str, ...], Any] = {}
+        self._last_full_scan = 0.0
 
     def _child(self, family: str, *labels: str) -> Any:
         key = (family, *labels)
@@ -174,7 +183,12 @@ class PrometheusMetrics:
         self._child("reconcile_api_errors", action).inc()
 
     def reconcile_full_scan(self, timestamp: float) -> None:
-        self._families["reconcile_last_full_scan_timestamp_seconds"].set(timestamp)
+        name = "reconcile_last_full_scan_timestamp_seconds"
+        gauge = self._families.get(name)
+        if gauge is None:  # reconciliation starts in this process: the gauge shows from now
+            gauge = self._families[name] = self._make[name]()
+        self._last_full_scan = max(self._last_full_scan, timestamp)
+        gauge.set(self._last_full_scan)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
@@ -229,9 +243,11 @@ def render_in_memory(metrics: InMemoryMetrics, namespace: str = "mpsflow") -> by
     """``InMemoryMetrics`` in the Prometheus text format (same names as ``PrometheusMetrics``).
 
     Latencies are only kept as totals there, so they are exported as summaries without
-    quantiles (``_sum`` and ``_count``).
+    quantiles (``_sum`` and ``_count``). The last full reconcile pass is exported only by a
+    process that reconciles, as by ``PrometheusMetrics``.
     """
-    counts: dict[str, Mapping[Any, float]] = {
+    last_full_scan = metrics.reconcile_last_full_scan
+    counts: dict[str, Mapping[Any, float] | None] = {
         "deliveries": metrics.deliveries,
         "handler_runs": metrics.handler_runs,
         "in_flight": metrics.in_flight_now,
@@ -242,7 +258,9 @@ def render_in_memory(metrics: InMemoryMetrics, namespace: str = "mpsflow") -> by
         "reconcile_scans": metrics.reconcile_scans,
         "reconcile_tasks": metrics.reconcile_tasks,
         "reconcile_api_errors": metrics.reconcile_api_errors,
-        "reconcile_last_full_scan_timestamp_seconds": {(): metrics.reconcile_last_full_scan},
+        "reconcile_last_full_scan_timestamp_seconds": (
+            None if last_full_scan is None else {(): last_full_scan}
+        ),
     }
     totals = {
         "delivery_duration_seconds": (metrics.delivery_seconds, sum(metrics.deliveries.values())),
@@ -253,8 +271,8 @@ def render_in_memory(metrics: InMemoryMetrics, namespace: str = "mpsflow") -> by
         name = f"{namespace}_{family.name}"
         if family.kind == "histogram":
             parts.append(_summary(name, _HELP[family.name], *totals[family.name]))
-        else:
-            samples = _labelled(family.labels, counts[family.name])
+        elif (values := counts[family.name]) is not None:  # None: nothing reported
+            samples = _labelled(family.labels, values)
             parts.append(format_family(name, family.kind, _HELP[family.name], samples))
     return "".join(parts).encode()
 

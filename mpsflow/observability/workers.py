@@ -54,15 +54,17 @@ _log = logging.getLogger("mpsflow.observability.metrics")
 
 _TEMPLATE = InMemoryMetrics().state()
 # The counters as InMemoryMetrics keeps them: dicts (keyed by a label or a pair of labels)
-# and float sums; the state names are the attribute names.
-_TABLES = tuple(name for name, value in _TEMPLATE.items() if not isinstance(value, float))
+# and single numbers (float sums, and the last full reconcile pass: None in a process that
+# does not reconcile, and then left out of what is written); the state names are the
+# attribute names.
+_TABLES = tuple(name for name, value in _TEMPLATE.items() if isinstance(value, list | dict))
 _PAIR_TABLES = frozenset(name for name, value in _TEMPLATE.items() if isinstance(value, list))
-_SUMS = tuple(name for name, value in _TEMPLATE.items() if isinstance(value, float))
+_SUMS = tuple(name for name, value in _TEMPLATE.items() if name not in _TABLES)
 _RESPONSES = "responses"
 # A journal record: payload length, CRC-32 of the payload, length of its first part. The
 # payload is two marshal dumps: the names of the counters, then their values in that order.
 _HEADER = struct.Struct("<III")
-_sums_of = operator.attrgetter(*_SUMS)  # a tuple, as there are two of them
+_sums_of = operator.attrgetter(*_SUMS)  # a tuple, as there are several
 # Only journals of this user are read (marshal data must come from a trusted writer).
 _OWNER: int | None = os.geteuid() if hasattr(os, "geteuid") else None
 
@@ -236,7 +238,8 @@ class WorkerMetrics:
 
 def _merge(flat: dict[_Key, float], entries: Iterable[tuple[_Key, float]]) -> None:
     for key, value in entries:
-        if value > flat.get(key, 0):
+        current = flat.get(key)
+        if current is None or value > current:  # a 0 counts too: a reconcile with no full pass
             flat[key] = value
 
 
@@ -280,7 +283,7 @@ def _record_entries(names: Sequence[Any], values: Sequence[Any]) -> list[tuple[_
         if isinstance(value, dict):
             for key, count in value.items():
                 entries.append(((name, *key) if type(key) is tuple else (name, key), count))
-        else:
+        elif value is not None:  # None: a number this worker does not keep (see _TEMPLATE)
             entries.append(((name,), value))
     if not all(_valid(key, (value,)) for key, value in entries):
         raise ValueError("not a journal record")

@@ -244,6 +244,11 @@ class ReconcileSource:
         """A pass at once, then one every ``interval``, until ``runtime.stop`` is set."""
         if self._given_clock is None:
             self._clock = runtime.clock
+        metrics: object = runtime.metrics
+        if isinstance(metrics, ReconcileMetrics):
+            # This process reconciles: its last-full-pass gauge shows from now on (0 until a
+            # pass is full); a process that does not reconcile has none.
+            metrics.reconcile_full_scan(self.last_full_scan or 0.0)
         if self._passes == 0:
             await self.check()
             _log.info(

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
 
@@ -328,3 +329,65 @@ async def test_reconcile_says_when_another_holds_the_lease(
             assert await process.wait() == EXIT_FAILED
     assert "another reconciler is scanning" in output.text
     assert handled(tmp_path) == Counter()
+
+
+PROMETHEUS_APP = APP.replace(
+    "app = App()",
+    "from mpsflow.observability.prometheus import PrometheusMetrics\n\n"
+    "app = App(metrics=PrometheusMetrics())",
+)
+SERVING_AT = re.compile(r"serving MPS callbacks on (http://127\.0\.0\.1:\d+)/mps/callback")
+PASS_ENDED = re.compile(r"reconcile pass (full|partial): |another reconciler is scanning")
+LAST_FULL_SCAN = re.compile(
+    r"^mpsflow_reconcile_last_full_scan_timestamp_seconds (\S+)$", re.MULTILINE
+)
+
+
+async def last_full_scans(base: str, scrapes: int) -> list[float | None]:
+    """The last-full-pass gauge of each of ``scrapes`` scrapes of ``/metrics`` (None: not
+    there), each on a new connection, so with ``--workers`` any worker may answer."""
+    found: list[float | None] = []
+    connector = aiohttp.TCPConnector(force_close=True)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        for _ in range(scrapes):
+            async with session.get(f"{base}/metrics") as response:
+                assert response.status == 200
+                match = LAST_FULL_SCAN.search(await response.text())
+            found.append(float(match.group(1)) if match else None)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("backend", "workers"),
+    [("in-memory", 1), ("in-memory", 2), ("prometheus-client", 1)],
+)
+async def test_the_last_full_pass_gauge_is_shown_only_where_reconciliation_runs(
+    server: MpsServer, tmp_path: Path, backend: str, workers: int
+) -> None:
+    """An app that does not reconcile has no last-full-pass gauge (its age would be an alert
+    firing for nothing); one that does shows it, in every path: the default metrics, the
+    prometheus-client backend, and the workers' combined metrics."""
+    (tmp_path / "reconapp.py").write_text(PROMETHEUS_APP if backend != "in-memory" else APP)
+    run = ("run", "reconapp:app", "--http", "127.0.0.1:0", "--workers", str(workers))
+    scrapes = 4 * workers
+    async with mpsflow_process(tmp_path, ENV, *run) as (process, output):
+        base = (await output.wait_for_all(SERVING_AT, workers))[0].group(1)
+        assert await last_full_scans(base, scrapes) == [None] * scrapes
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == EXIT_OK
+    reconciling = (*run, "--reconcile", "--lookback", "2h", "--interval", "10m", *options(server))
+    async with mpsflow_process(tmp_path, ENV, *reconciling) as (process, output):
+        base = (await output.wait_for_all(SERVING_AT, workers))[0].group(1)
+        await output.wait_for_all(PASS_ENDED, workers)  # each worker's first pass ended
+        found = await last_full_scans(base, scrapes)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == EXIT_OK
+    assert None not in found, output.text
+    if workers == 1:  # its pass was full (with two, one that skipped it may show 0 until the
+        # other's counts are published)
+        [last] = set(found)
+        assert last is not None
+        assert 0 < time.time() - last < 60

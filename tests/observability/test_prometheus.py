@@ -90,6 +90,27 @@ def test_in_memory_metrics_render_to_the_same_names() -> None:
     assert found["mpsflow_handler_duration_seconds_count", ()] == 3
 
 
+@pytest.mark.parametrize("backend", [InMemoryMetrics, PrometheusMetrics])
+def test_the_last_full_pass_gauge_shows_once_reconciliation_reports_it(
+    backend: type[InMemoryMetrics | PrometheusMetrics],
+) -> None:
+    metrics = backend()
+    exercise(metrics)
+    gauge = ("mpsflow_reconcile_last_full_scan_timestamp_seconds", ())
+
+    def shown() -> float | None:
+        text = render_metrics(metrics)
+        assert text is not None
+        return samples(text).get(gauge)
+
+    assert shown() is None  # a process that does not reconcile
+    metrics.reconcile_full_scan(0.0)  # reconciliation starts
+    assert shown() == 0
+    metrics.reconcile_full_scan(1_700_000_000.5)
+    metrics.reconcile_full_scan(0.0)  # the source started again: the last pass stays
+    assert shown() == 1_700_000_000.5
+
+
 def test_label_values_are_escaped() -> None:
     metrics = InMemoryMetrics()
     metrics.unmatched('odd "type"\\with\nnewline')

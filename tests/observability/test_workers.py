@@ -80,6 +80,32 @@ def test_stray_and_unreadable_files_are_left_out(
     assert "unreadable worker metrics file" in caplog.text
 
 
+def test_the_last_full_reconcile_pass_comes_only_from_workers_that_reconcile(
+    tmp_path: Path,
+) -> None:
+    reader = WorkerMetrics(tmp_path)
+    journalled = WorkerMetrics(tmp_path, pid=os.getppid())
+    published = WorkerMetrics(tmp_path, pid=_exited_pid())
+    journalled.record(_busy(2, 0), {200: 2})  # a worker that does not reconcile
+    total, _ = reader.combined(InMemoryMetrics(), {})
+    assert total.deliveries == {("http", "ack"): 2}
+    assert total.reconcile_last_full_scan is None  # nobody reconciles: no gauge
+    assert b"reconcile_last_full_scan" not in render_in_memory(total)
+
+    starting = _busy(1, 0)
+    starting.reconcile_full_scan(0.0)  # reconciliation started, no full pass yet
+    journalled.record(starting, {200: 1})
+    total, _ = reader.combined(InMemoryMetrics(), {})
+    assert total.reconcile_last_full_scan == 0.0
+
+    scanned = InMemoryMetrics()
+    scanned.reconcile_full_scan(1_700_000_000.5)
+    published.publish(scanned, {})
+    total, _ = reader.combined(InMemoryMetrics(), {})
+    assert total.reconcile_last_full_scan == 1_700_000_000.5  # the latest of them
+    assert total.deliveries == {("http", "ack"): 1}
+
+
 def test_publishing_replaces_the_file_whole(tmp_path: Path) -> None:
     worker = WorkerMetrics(tmp_path, pid=12345)
     worker.publish(_busy(1, 0), {})
