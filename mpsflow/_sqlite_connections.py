@@ -4,21 +4,30 @@ reading their failures."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import time
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["close_quietly", "connect", "enable_wal", "is_busy", "run_setup"]
+__all__ = ["close_quietly", "connect", "directory_given", "enable_wal", "is_busy", "run_setup"]
 
 _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (extended codes masked)
 
 
 def connect(path: str, *, timeout: float) -> sqlite3.Connection:
     """A connection to ``path`` in autocommit mode, usable from any thread; the file's folder
-    is made first if it is missing (as the file sinks make theirs)."""
+    is made first if it is missing (as the file sinks make theirs).
+
+    A ``path`` that is a directory fails saying so (SQLite says only "unable to open database
+    file"), its cause an ``IsADirectoryError`` that :func:`directory_given` finds.
+    """
     if path != ":memory:":
+        if os.path.isdir(path):
+            where = os.path.abspath(path)
+            cause = IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), where)
+            raise sqlite3.OperationalError(f"{where} is a directory, not a file") from cause
         folder = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(folder, exist_ok=True)
@@ -27,6 +36,17 @@ def connect(path: str, *, timeout: float) -> sqlite3.Connection:
                 f"cannot make the folder {folder}: {exc.strerror or exc}"
             ) from exc
     return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+
+
+def directory_given(exc: BaseException) -> str | None:
+    """The directory named where a database file was wanted, when that is what ``exc`` (or
+    an exception it was raised from) says; else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, IsADirectoryError) and seen.filename is not None:
+            return os.fsdecode(seen.filename)
+        seen = seen.__cause__
+    return None
 
 
 def run_setup(

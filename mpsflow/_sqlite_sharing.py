@@ -143,9 +143,19 @@ class WriterSharing:
 
     def _start(self) -> bool:
         """Open the lock file (its folder made, as the database's is) and take part; while it
-        cannot be opened, stay unknown and try again at the next call."""
+        cannot be opened, stay unknown and try again at the next call.
+
+        Nothing is made, and nothing said, while the database cannot be opened either
+        because its path is a directory or its folder cannot be made: opening it fails with
+        a line saying so, and a lock file would be left beside the directory.
+        """
+        if os.path.isdir(self.path.removesuffix(_SUFFIX)):
+            return False
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        except OSError:
+            return False
+        try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except PermissionError:
             # Byte 1 needs only a read lock: this process can still say it writes.

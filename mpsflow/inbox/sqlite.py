@@ -148,6 +148,8 @@ class SQLiteInbox:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._busy_timeout = busy_timeout
         self._writer: SQLiteWriter | None = None
+        self._opened = False
+        """An operation on the database succeeded (else there is nothing to sweep at close)."""
         self._closed = False
         self._appended: anyio.Event | None = None
         """Set by an append of this process; made by the first waiter (in its event loop)."""
@@ -520,11 +522,14 @@ class SQLiteInbox:
         if writer is None:
             return
         if segments is not None:
-            segments.retire()
-            try:  # seal this process's segments, delete those with nothing left
-                await writer.run(lambda conn: segments.sweep(conn, segments.retired()))
-            except (sqlite3.Error, OSError) as exc:
-                _log.warning("inbox %s: segments left for the next sweep: %s", self.describe(), exc)
+            if self._opened:  # else no segment is this process's, and the database fails
+                segments.retire()
+                try:  # seal this process's segments, delete those with nothing left
+                    await writer.run(lambda conn: segments.sweep(conn, segments.retired()))
+                except (sqlite3.Error, OSError) as exc:
+                    _log.warning(
+                        "inbox %s: segments left for the next sweep: %s", self.describe(), exc
+                    )
             writer.forget_before_checkpoint(self._sync_files)
             segments.close()
         await writer.close()
@@ -547,9 +552,11 @@ class SQLiteInbox:
                 before_checkpoint=self._sync_files if self._segments is not None else None,
             )
         try:
-            return await self._writer.run(operation)
+            result = await self._writer.run(operation)
         except (sqlite3.Error, OSError) as exc:
             raise InboxUnavailable(f"inbox {self.describe()} failed: {exc}") from exc
+        self._opened = True
+        return result
 
 
 def _forget(conn: sqlite3.Connection, *, name: str) -> None:

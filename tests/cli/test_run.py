@@ -423,6 +423,24 @@ async def test_an_unusable_dedup_store_exits_3_with_one_line(tmp_path: Path) -> 
         assert "restarting" not in err
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_folder_given_as_the_dedup_store_is_one_line_saying_so(
+    tmp_path: Path, workers: str
+) -> None:
+    """``--dedup .``: not a store that is down (start it, fix its address) but a path that is
+    not a file; the one line says that and what to give instead."""
+    write_app(tmp_path)
+    command = ("run", "cliapp:app", "--http", "127.0.0.1:0", "--dedup", ".", "--workers", workers)
+    code, out, err = await run_mpsflow(tmp_path, *command)
+    assert (code, out) == (EXIT_STARTUP, ""), err
+    folder = tmp_path.resolve()
+    assert err == (
+        f"mpsflow run: error: the idempotency store cannot open {folder}: it is a directory,"
+        f" not a file: give it a file path (--dedup PATH), e.g. {folder / 'dedup.sqlite3'}\n"
+    )
+    assert not folder.with_name(f"{folder.name}-writers").exists()  # nothing made beside it
+
+
 HOOKED_APP = """
 import os
 

@@ -308,6 +308,29 @@ async def test_an_inbox_that_cannot_be_opened_is_one_line_at_startup(tmp_path: P
     async with mpsflow_process(tmp_path, ENV, *command) as (process, output):
         with anyio.fail_after(30):
             assert await process.wait() == 3
-    errors = [line for line in output.text.splitlines() if "error:" in line]
-    assert len(errors) == 1, output.text
-    assert "its folder must be writable (it is made if missing)" in errors[0]
+    [line] = output.lines  # the error alone: no warning about the inbox's files before it
+    assert line.startswith("mpsflow run: error: "), output.text
+    assert "its folder must be writable (it is made if missing)" in line
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_folder_given_as_the_inbox_is_one_line_saying_so(
+    tmp_path: Path, workers: str
+) -> None:
+    """``--inbox .``: the folder is writable, the path is just not a file; the one line says
+    that and what to give instead."""
+    (tmp_path / "inboxapp.py").write_text(APP)
+    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--inbox", ".")
+    async with mpsflow_process(tmp_path, ENV, *command, "--workers", workers) as (
+        process,
+        output,
+    ):
+        with anyio.fail_after(30):
+            assert await process.wait() == 3
+    [line] = output.lines
+    folder = tmp_path.resolve()
+    assert line == (
+        f"mpsflow run: error: the inbox cannot open {folder}: it is a directory, not a file:"
+        f" give --inbox a file path, e.g. {folder / 'inbox.sqlite3'}"
+    )
+    assert not folder.with_name(f"{folder.name}-writers").exists()  # nothing made beside it
