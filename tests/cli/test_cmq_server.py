@@ -505,6 +505,48 @@ async def test_a_killed_consumers_long_polls_end_so_its_successor_gets_new_messa
         assert match.group(1) == "1"  # its first delivery: no poll had received it before
 
 
+@pytest.mark.parametrize(
+    "command", [["-m", "mpsflow", "cmq-server"], ["-m", "mpsflow.devservers.cmq"]]
+)
+async def test_cmq_server_data_that_cannot_be_a_file_is_one_line_saying_what_it_needs(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """``--data .`` and a ``--data`` path under a file: exit 2 with one line that says what
+    ``--data`` takes, before it serves (not a bare OSError, nor a failed save at stop)."""
+    env = child_env(TENCENTCLOUD_SECRETID=CMQ_SECRET_ID, TENCENTCLOUD_SECRETKEY=CMQ_SECRET_KEY)
+    (tmp_path / "notes.txt").write_text("a file where --data's folder would be")
+    malformed = tmp_path / "queues.json"
+    malformed.write_text("{not json")
+
+    async def error_line(data: str) -> str:
+        with anyio.fail_after(30):  # not serving: it ends by itself
+            result = await anyio.run_process(
+                [sys.executable, *command, "--port", "0", "--data", data],
+                cwd=tmp_path,
+                env=env,
+                check=False,
+            )
+        assert (result.returncode, result.stdout) == (2, b""), result.stderr
+        [line] = result.stderr.decode().splitlines()
+        return line
+
+    assert await error_line(".") == (
+        "mpsflow cmq-server: error: --data .: it is a directory, not a file: give --data a"
+        " file path (the queues are kept there as JSON), e.g. ./queues.json"
+    )
+    assert await error_line("notes.txt/queues.json") == (
+        "mpsflow cmq-server: error: --data notes.txt/queues.json: cannot make its folder"
+        " notes.txt (a file is in the way): give --data a file path in a folder this user can"
+        " write"
+    )
+    not_saved = await error_line("queues.json")
+    assert not_saved.startswith(
+        "mpsflow cmq-server: error: --data queues.json: not a file of queues this server saved"
+    )
+    assert not_saved.endswith(": give --data such a file, or a new path")
+    assert malformed.read_text() == "{not json"  # left as it was
+
+
 def test_cmq_server_help_says_the_keys_are_required(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_code(["cmq-server", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())

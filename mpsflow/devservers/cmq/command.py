@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import Final
 
 import anyio
@@ -105,7 +107,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most messages a queue holds, in flight and delayed ones too, as CMQ's "
         "maxMsgHeapNum: a send beyond it answers 4410, queue full (%(default)s)",
     )
-    parser.add_argument("--data", metavar="FILE", help="load queues from FILE and save them back")
+    parser.add_argument(
+        "--data",
+        metavar="FILE",
+        help="keep the queues in this JSON file: loaded at start, saved while running and at"
+        " stop (a file path; made if missing, with its folder)",
+    )
     parser.add_argument(
         "--save-interval",
         type=positive_float,
@@ -127,6 +134,40 @@ def _queues(server: CmqServer) -> str:
     if server.auto_create:
         return f"queues: {names} (others are created on first use)"
     return f"queues: {names} (others answer 4440, no such queue)"
+
+
+def _data_problem(path: str, exc: Exception) -> str:
+    """The one line saying why ``--data PATH`` cannot be used, and what it takes instead."""
+    if isinstance(exc, IsADirectoryError) or os.path.isdir(path):
+        return (
+            f"--data {path}: it is a directory, not a file: give --data a file path (the queues"
+            f" are kept there as JSON), e.g. {os.path.join(path, 'queues.json')}"
+        )
+    if isinstance(exc, msgspec.DecodeError):
+        return (
+            f"--data {path}: not a file of queues this server saved ({exc}): give --data such"
+            " a file, or a new path"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"--data {path}: cannot read it ({reason}): give --data a file this user can read"
+
+
+def _data_folder_problem(path: str) -> str | None:
+    """Make ``--data PATH``'s folder if missing, so a path that cannot be saved to fails at
+    start rather than at the first save; the line saying why it cannot, or None."""
+    if os.path.isdir(path):
+        return None  # said by _data_problem once the server reads it
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        in_the_way = isinstance(exc, FileExistsError | NotADirectoryError)
+        reason = "a file is in the way" if in_the_way else exc.strerror or str(exc)
+        return (
+            f"--data {path}: cannot make its folder {folder} ({reason}): give --data a file"
+            " path in a folder this user can write"
+        )
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,6 +198,9 @@ def run_server(args: argparse.Namespace) -> int:
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     auto_create = not args.queue if args.auto_create is None else args.auto_create
+    if args.data is not None and (problem := _data_folder_problem(args.data)):
+        print(f"mpsflow cmq-server: error: {problem}", file=sys.stderr)
+        return 2
     try:
         server = CmqServer(
             {secret_id: secret_key},
@@ -170,8 +214,11 @@ def run_server(args: argparse.Namespace) -> int:
             save_interval=args.save_interval,
             max_clock_skew=args.max_clock_skew,
         )
-    except (ValueError, msgspec.DecodeError, OSError) as exc:
-        print(f"mpsflow cmq-server: {exc}", file=sys.stderr)
+    except (msgspec.DecodeError, OSError) as exc:  # only the data file is read
+        print(f"mpsflow cmq-server: error: {_data_problem(args.data, exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"mpsflow cmq-server: error: {exc}", file=sys.stderr)
         return 2
     try:
         anyio.run(
