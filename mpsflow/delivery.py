@@ -86,8 +86,8 @@ class Cause(enum.Enum):
     ALREADY_DONE = "skipped"
     """Dedup found the effect completed earlier: the handler did not run again."""
     DEFERRED = "defer"
-    """Put off without running (a duplicate in progress elsewhere, a store or the dead-letter
-    sink unavailable): retried later, and it never uses up attempts."""
+    """Put off without running (a duplicate in progress, here or elsewhere, a store or the
+    dead-letter sink unavailable): retried later, and it never uses up attempts."""
     RETRY = "retry"
     """The handler asked to be retried later (``Retry``)."""
     REJECTED = "reject"

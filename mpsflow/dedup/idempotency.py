@@ -93,7 +93,7 @@ class Decision:
 
     state: ClaimState
     """What the store says: CLAIMED (run it, then settle), COMPLETED (skip it), IN_PROGRESS
-    (another worker holds a live lease: retry the delivery later)."""
+    (a live lease is held, by this process or another worker: retry the delivery later)."""
     record_key: str
     """The store key: scope + ``":"`` + handler name (see :mod:`mpsflow.dedup.effects`)."""
     token: str = ""
@@ -104,6 +104,9 @@ class Decision:
     """The stored record was made from a different payload (same key, different content)."""
     lease_until: float = 0.0
     """CLAIMED: the monotonic time (``clock.monotonic()``) the claim's lease ends."""
+    held_here: bool = False
+    """IN_PROGRESS: the live claim is this process's own (a concurrent duplicate here, not
+    one on another worker); False also when that cannot be told (another ``Idempotency``)."""
 
 
 _CLAIMED = ClaimState.CLAIMED
@@ -111,9 +114,17 @@ _COMPLETED = ClaimState.COMPLETED
 _new = object.__new__
 # The slots of a Decision, set directly: a frozen dataclass's __init__ goes through
 # object.__setattr__ once per field, and a CLAIMED decision is made for every handler run.
-_set_state, _set_record, _set_token, _set_retry, _set_conflict, _set_lease = (
+_set_state, _set_record, _set_token, _set_retry, _set_conflict, _set_lease, _set_here = (
     vars(Decision)[name].__set__
-    for name in ("state", "record_key", "token", "retry_after", "conflict", "lease_until")
+    for name in (
+        "state",
+        "record_key",
+        "token",
+        "retry_after",
+        "conflict",
+        "lease_until",
+        "held_here",
+    )
 )
 
 
@@ -126,6 +137,7 @@ def _claimed(record: str, token: str, lease_until: float) -> Decision:
     _set_retry(decision, 0.0)
     _set_conflict(decision, False)
     _set_lease(decision, lease_until)
+    _set_here(decision, False)
     return decision
 
 
@@ -205,6 +217,9 @@ class Idempotency:
         """Completions the store did not take yet, by record key (done in this process)."""
         self._orphans: dict[tuple[str, str], None] = {}
         """(record key, token) of claims whose answer was lost: released once the store is back."""
+        self._held: dict[str, Decision] = {}
+        """This process's claims not settled yet, by record key: a duplicate that finds one
+        of them in progress is told it is held here."""
         self._next_repair = -math.inf
 
     def __repr__(self) -> str:
@@ -307,7 +322,8 @@ class Idempotency:
                 raise
             state = claim.state
             if state is _CLAIMED:
-                return _claimed(record, claim.token, lease_until)
+                decision = self._held[record] = _claimed(record, claim.token, lease_until)
+                return decision
             if state is not _COMPLETED:
                 remaining = give_up_at - monotonic()
                 if remaining > 0:
@@ -349,7 +365,8 @@ class Idempotency:
             self._orphans[(record, token)] = None  # as in ``begin``
             raise
         if found is None:
-            return _claimed(record, token, now + lease)
+            decision = self._held[record] = _claimed(record, token, now + lease)
+            return decision
         if found is DECLINED:
             return None
         return self._found(found, key, handler, record, payload_hash)
@@ -370,7 +387,17 @@ class Idempotency:
                 )
             return Decision(ClaimState.COMPLETED, record, conflict=conflict)
         retry_after = max(claim.expires_at - self._clock.time(), 0.0)
-        return Decision(ClaimState.IN_PROGRESS, record, retry_after=retry_after, conflict=conflict)
+        mine = self._held.get(record)
+        here = mine is not None and self._monotonic() < mine.lease_until
+        if mine is not None and not here:  # its lease ended: whoever holds it now, not this
+            self._let_go(mine)
+        return Decision(
+            ClaimState.IN_PROGRESS,
+            record,
+            retry_after=retry_after,
+            conflict=conflict,
+            held_here=here,
+        )
 
     async def succeeded(self, decision: Decision) -> bool:
         """Record the handler as COMPLETED; False (and a log line) when that was not possible.
@@ -387,6 +414,8 @@ class Idempotency:
             )
         except StoreUnavailable as exc:
             return self._not_completed(decision, exc)
+        finally:
+            self._let_go(decision)
         if not done:
             self._lease_lost(decision)
         return done
@@ -404,12 +433,23 @@ class Idempotency:
                 decision.record_key, decision.token, ttl_seconds=self.completed_ttl
             )
         except StoreUnavailable as exc:
+            self._let_go(decision)
             return self._not_completed(decision, exc)
         if done is None:
             return None
+        held = self._held  # self._let_go(decision), inline: once per handler run
+        if held.get(decision.record_key) is decision:
+            del held[decision.record_key]
         if not done:
             self._lease_lost(decision)
         return done
+
+    def _let_go(self, decision: Decision) -> None:
+        """``decision``'s claim is settled (or left to the store-fault repairs): no longer
+        held here."""
+        held = self._held
+        if held.get(decision.record_key) is decision:
+            del held[decision.record_key]
 
     def _not_completed(self, decision: Decision, exc: StoreUnavailable) -> bool:
         self._unwritten[decision.record_key] = decision
@@ -438,6 +478,8 @@ class Idempotency:
             return await self._store.release(decision.record_key, decision.token)
         except StoreUnavailable as exc:
             return self._not_released(decision, exc)
+        finally:
+            self._let_go(decision)
 
     def failed_now(self, decision: Decision) -> bool | None:
         """:meth:`failed` without a coroutine; None when only ``failed`` can do it (the store
@@ -447,9 +489,13 @@ class Idempotency:
             return None
         _require_run(decision)
         try:
-            return store.release_now(decision.record_key, decision.token)
+            released = store.release_now(decision.record_key, decision.token)
         except StoreUnavailable as exc:
+            self._let_go(decision)
             return self._not_released(decision, exc)
+        if released is not None:
+            self._let_go(decision)
+        return released
 
     def _not_released(self, decision: Decision, exc: StoreUnavailable) -> bool:
         _log.warning(
@@ -546,6 +592,7 @@ _EVERY: weakref.WeakSet[Idempotency] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for idempotency in list(_EVERY):
         idempotency._new_tokens()
+        idempotency._held.clear()  # the parent's claims, not this process's
 
 
 if hasattr(os, "register_at_fork"):

@@ -4,8 +4,9 @@ Runs at handler scope, so records are per effect (:mod:`mpsflow.dedup.effects`):
 scope is the notification, a subtask handler's is one subtask result. A redelivery skips the
 effects that already completed and reruns only the ones that failed; a Change-mode
 notification runs only the subtask results that are new or changed. A concurrent duplicate
-held by another worker makes this delivery retry later (``Cause.DEFERRED``) instead of running
-twice; a store that is down makes it retry later too, never run unclaimed.
+held by this process or another worker makes this delivery retry later (``Cause.DEFERRED``)
+instead of running twice (the reason says when this process holds it); a store that is down
+makes it retry later too, never run unclaimed.
 
 The store's :class:`~mpsflow.dedup.stores.base.ClaimState` says what the claim found; this
 middleware turns it into the pipeline's words: COMPLETED is ``Cause.ALREADY_DONE``,
@@ -50,6 +51,10 @@ _log = logging.getLogger("mpsflow.dedup.idempotency")
 _ALREADY_DONE = Outcome(
     Settlement.ACK, reason="already completed", cause=Cause.ALREADY_DONE, duplicates_skipped=1
 )
+_HELD_HERE = "a duplicate is in progress in this process"
+_HELD_ELSEWHERE = "a duplicate is in progress elsewhere or its worker stopped"
+"""Why a run is deferred: this process holds the claim; or it cannot tell (another worker's
+claim, or one whose worker stopped and whose lease has not ended)."""
 _CLAIMED = ClaimState.CLAIMED
 _COMPLETED = ClaimState.COMPLETED
 _ACK = Settlement.ACK
@@ -152,7 +157,7 @@ class DedupMiddleware:
             return Outcome(
                 Settlement.RETRY,
                 retry_after=min(max(decision.retry_after, 1.0), self.busy_retry_after),
-                reason="a duplicate is in progress elsewhere or its worker stopped",
+                reason=_HELD_HERE if decision.held_here else _HELD_ELSEWHERE,
                 cause=Cause.DEFERRED,
             )
         try:

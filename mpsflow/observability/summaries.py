@@ -1,11 +1,11 @@
 """Summary lines for the log: deferred handler runs, and the deliveries a drain waits for.
 
-A deferral (a duplicate in progress elsewhere, the idempotency store briefly unavailable) is
-routine: the run is put off and tried again later without using up an attempt. The pipeline
-logs each one at INFO and counts it here; the running app logs one summary line per interval
-(at most one a minute) while deferrals happen, and a last one when it stops, e.g.
-``deferred 50 handler runs in the last 60s (a duplicate is in progress elsewhere or its
-worker stopped: 48, idempotency store unavailable: 2)``.
+A deferral (a duplicate in progress, in this process or elsewhere, the idempotency store
+briefly unavailable) is routine: the run is put off and tried again later without using up an
+attempt. The pipeline logs each one at INFO and counts it here; the running app logs one
+summary line per interval (at most one a minute) while deferrals happen, and a last one when it
+stops, e.g. ``deferred 50 handler runs in the last 60s (a duplicate is in progress in this
+process: 48, idempotency store unavailable: 2)``.
 """
 
 from __future__ import annotations

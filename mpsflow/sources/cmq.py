@@ -5,10 +5,10 @@ JSON (protocol notes, part A.5). Delivery contract: a settled delivery (acked, d
 rejected) is deleted with ``BatchDeleteMessage`` (batched, bounded delay); a retryable failure
 is left alone and comes back after the queue's visibility timeout with ``dequeueCount`` + 1,
 which is the attempt number the retry policy counts, so attempts survive process restarts.
-A run put off by middleware (``Cause.DEFERRED``: a duplicate in progress elsewhere, the dedup
-store down) did not fail, so it does not use up an attempt: the source remembers how many times
-it put each message off (the last ``remember_deferrals`` messages, in this process) and takes
-them off ``dequeueCount``.
+A run put off by middleware (``Cause.DEFERRED``: a duplicate in progress, here or elsewhere, the
+dedup store down) did not fail, so it does not use up an attempt: the source remembers how many
+times it put each message off (the last ``remember_deferrals`` messages, in this process) and
+takes them off ``dequeueCount``.
 A delete whose receipt handle expired (4430) means the message was already handed out again;
 that redelivery is skipped by dedup and deleted with its own fresh handle, so nothing is lost
 and nothing is processed twice in effect.

@@ -833,9 +833,42 @@ async def test_concurrent_duplicates_are_info_lines_and_one_summary(tmp_path: Pa
     [summary] = [line for line in lines if "handler runs in the last" in line]
     assert re.search(
         r" INFO mpsflow\.app \[\d+\] deferred 10 handler runs in the last \d+s "
-        r"\(a duplicate is in progress elsewhere or its worker stopped: 10\)$",
+        r"\(a duplicate is in progress in this process: 10\)$",
         summary,
     )
+
+
+async def test_a_duplicate_says_whether_it_waits_for_this_process_or_another(
+    tmp_path: Path,
+) -> None:
+    """Two processes sharing a dedup store: a duplicate of what one of them runs is deferred
+    by that one as in progress in this process, by the other as in progress elsewhere."""
+    (tmp_path / "gatedapp.py").write_text(GATED_APP)
+    args = ("run", "gatedapp:app", "--http", "127.0.0.1:0", "--no-inbox", "--dedup", "dedup.db")
+    async with (
+        mpsflow_process(tmp_path, ENV, *args) as (running, running_output),
+        mpsflow_process(tmp_path, ENV, *args) as (other, other_output),
+    ):
+        url = (await running_output.wait_for(SERVING)).group(1)
+        other_url = (await other_output.wait_for(SERVING)).group(1)
+        first: list[BaseException | int] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post_in_background, url, note("dup"), first)
+            await running_output.wait_for(re.compile("handler started"))
+            assert await post_all(url, [note("dup")]) == [503]
+            assert await post_all(other_url, [note("dup")]) == [503]
+            (tmp_path / "release").touch()
+        assert first == [200]
+        for process in (running, other):
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await process.wait() == 0
+    [here] = [line for line in running_output.lines if " deferred: " in line]
+    assert here.endswith(" deferred: a duplicate is in progress in this process"), here
+    [elsewhere] = [line for line in other_output.lines if " deferred: " in line]
+    assert elsewhere.endswith(
+        " deferred: a duplicate is in progress elsewhere or its worker stopped"
+    ), elsewhere
 
 
 async def asyncio_gather_posts(url: str, body: bytes, count: int) -> list[int]:

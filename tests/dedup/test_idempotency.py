@@ -135,6 +135,27 @@ async def test_busy_reports_when_the_lease_ends(idem: Idempotency, clock: FakeCl
     assert busy.token == ""
 
 
+async def test_busy_says_when_this_process_holds_the_claim(
+    idem: Idempotency, store: MemoryStore, clock: FakeClock
+) -> None:
+    other = Idempotency(store, clock=clock, lease_seconds=60)  # another worker's, on one store
+    mine = await idem.begin("n1", "h", "x")
+    assert (await idem.begin("n1", "h", "x")).held_here  # a concurrent duplicate here
+    assert not (await other.begin("n1", "h", "x")).held_here  # it cannot tell whose
+    assert await idem.failed(mine)
+    theirs = await other.begin("n1", "h", "x")
+    assert theirs.state is ClaimState.CLAIMED
+    assert not (await idem.begin("n1", "h", "x")).held_here  # released here, held there
+    assert await other.succeeded(theirs)
+
+    crashed = await idem.begin("n1", "h2", "x")  # its run never settles ...
+    clock.advance(60)  # ... and its lease ends: another worker takes it over
+    assert (await other.begin("n1", "h2", "x")).state is ClaimState.CLAIMED
+    busy = await idem.begin("n1", "h2", "x")
+    assert (busy.state, busy.held_here) == (ClaimState.IN_PROGRESS, False)
+    assert crashed.state is ClaimState.CLAIMED
+
+
 async def test_a_crash_midway_is_recovered_after_the_lease(
     idem: Idempotency, clock: FakeClock
 ) -> None:

@@ -187,7 +187,9 @@ async def test_begin_now_decides_as_begin_does(
 
     busy = idem.begin_now("n1", "h", "hash-1")
     assert busy == await idem.begin("n1", "h", "hash-1")
-    assert busy == Decision(ClaimState.IN_PROGRESS, "n1:h", retry_after=10 + idem.lease_margin)
+    assert busy == Decision(
+        ClaimState.IN_PROGRESS, "n1:h", retry_after=10 + idem.lease_margin, held_here=True
+    )
 
     assert idem.succeeded_now(claimed) is True
     done = idem.begin_now("n1", "h", "hash-1")
