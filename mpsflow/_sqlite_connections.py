@@ -11,7 +11,15 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["close_quietly", "connect", "directory_given", "enable_wal", "is_busy", "run_setup"]
+__all__ = [
+    "close_quietly",
+    "connect",
+    "directory_given",
+    "directory_problem",
+    "enable_wal",
+    "is_busy",
+    "run_setup",
+]
 
 _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (extended codes masked)
 
@@ -47,6 +55,18 @@ def directory_given(exc: BaseException) -> str | None:
             return os.fsdecode(seen.filename)
         seen = seen.__cause__
     return None
+
+
+def directory_problem(exc: BaseException, what: str, give: str, file_name: str) -> str | None:
+    """The one line saying that ``what`` (``the inbox``) was given a directory (``--inbox .``)
+    where its database file goes, and what to do (``give``: ``give --inbox a file path``),
+    with ``file_name`` in that directory for an example, when ``exc`` says so
+    (:func:`directory_given`); else None."""
+    folder = directory_given(exc)
+    if folder is None:
+        return None
+    example = os.path.join(folder, file_name)
+    return f"{what} cannot open {folder}: it is a directory, not a file: {give}, e.g. {example}"
 
 
 def run_setup(

@@ -9,13 +9,12 @@ source's ``/readyz``) ask through a :data:`ReadinessProbe` they are handed, neve
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
 
-from mpsflow._sqlite_connections import directory_given
+from mpsflow._sqlite_connections import directory_problem
 from mpsflow.dedup.stores.base import (
     IdempotencyStore,
     describe_store,
@@ -101,12 +100,11 @@ async def require_store(store: IdempotencyStore, *, within: float = CHECK_TIMEOU
             await store.release(_PROBE_KEY, "-")
         problem = f"idempotency store {describe_store(store)} does not answer a ping"
     except StoreUnavailable as exc:
-        folder = directory_given(exc)
-        if folder is not None:  # "--dedup ." : the folder is fine, the path is not a file
-            raise StartupError(
-                f"the idempotency store cannot open {folder}: it is a directory, not a file:"
-                f" give it a file path (--dedup PATH), e.g. {os.path.join(folder, 'dedup.sqlite3')}"
-            ) from None
+        refusal = directory_problem(
+            exc, "the idempotency store", "give it a file path (--dedup PATH)", "dedup.sqlite3"
+        )
+        if refusal is not None:  # "--dedup ." : the folder is fine, the path is not a file
+            raise StartupError(refusal) from None
         problem = unavailable_message(exc, store)
     except TimeoutError:
         problem = f"idempotency store {describe_store(store)} did not answer within {within:g}s"

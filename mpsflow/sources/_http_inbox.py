@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Awaitable, Callable
 
 import anyio
 
-from mpsflow._sqlite_connections import directory_given
+from mpsflow._sqlite_connections import directory_problem
 from mpsflow._throttle import LogThrottle, held_back, tail_line
 from mpsflow.context import AnyNotification
 from mpsflow.delivery import Cause, Delivery, Settlement
@@ -201,12 +200,9 @@ async def _check_inbox(inbox: Inbox) -> None:
     try:
         await inbox.size()
     except InboxUnavailable as exc:
-        folder = directory_given(exc)
-        if folder is not None:  # "--inbox ." : the folder is fine, the path is not a file
-            raise StartupError(
-                f"the inbox cannot open {folder}: it is a directory, not a file: give --inbox"
-                f" a file path, e.g. {os.path.join(folder, 'inbox.sqlite3')}"
-            ) from exc
+        problem = directory_problem(exc, "the inbox", "give --inbox a file path", "inbox.sqlite3")
+        if problem is not None:  # "--inbox ." : the folder is fine, the path is not a file
+            raise StartupError(problem) from exc
         raise StartupError(
             f"{exc}: check the inbox's path (--inbox): its folder must be writable"
             " (it is made if missing)"

@@ -85,20 +85,26 @@ async def test_ready_probes_logs_changes_and_looks_again_after_a_failed_write(
     assert problems == [f"cannot write {path}: a file is where a directory should be ({directory})"]
 
 
+class _Full:
+    """``os.statvfs`` of a disk with one free block."""
+
+    def __init__(self, stats: Any) -> None:
+        self.f_frsize = stats.f_frsize
+        self.f_bavail = 1
+
+
+def _fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda p: _Full(real(p)))
+
+
 async def test_ready_needs_free_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sink = JsonlSink(tmp_path / "out.jsonl")
     sink.ready_interval = 0.0
     assert await sink.ready()
-    real = os.statvfs
-
-    class Full:
-        def __init__(self, stats: Any) -> None:
-            self.f_frsize = stats.f_frsize
-            self.f_bavail = 1
-
-    monkeypatch.setattr(os, "statvfs", lambda p: Full(real(p)))
+    _fill_the_disk(monkeypatch)
     assert not await sink.ready()
-    monkeypatch.setattr(os, "statvfs", real)
+    monkeypatch.undo()
     assert await sink.ready()
 
 
@@ -118,20 +124,13 @@ async def test_a_failed_start_leaves_nothing_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "out.jsonl"
-    real = os.statvfs
-
-    class Full:
-        def __init__(self, stats: Any) -> None:
-            self.f_frsize = stats.f_frsize
-            self.f_bavail = 1
-
-    monkeypatch.setattr(os, "statvfs", lambda p: Full(real(p)))
+    _fill_the_disk(monkeypatch)
     sink = JsonlSink(path, dedup_window=10)
     with pytest.raises(SinkError):
         await sink.start()  # the file opens, then the free-space probe fails
     assert path.exists()
     assert _open_descriptors(path) == 0
-    monkeypatch.setattr(os, "statvfs", real)
+    monkeypatch.undo()
     await sink.start()  # and a later start still works
     assert _open_descriptors(path) == 1
     await sink.close()
