@@ -7,7 +7,7 @@ from typing import Protocol
 
 import anyio
 
-__all__ = ["Clock", "FakeClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "format_duration"]
 
 
 class Clock(Protocol):
@@ -66,3 +66,12 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.advance(max(seconds, 0.0))
         await anyio.lowlevel.checkpoint()
+
+
+def format_duration(seconds: float) -> str:
+    """``90s``, ``5m``, ``24h``, ``2d``: ``seconds`` in the largest unit that divides it, as
+    the command line's durations are written (and read back), for messages that quote one."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

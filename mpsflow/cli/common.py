@@ -40,7 +40,6 @@ __all__ = [
     "cmq_inbox",
     "cmq_queue",
     "duration",
-    "format_duration",
     "load_app",
     "plain_http_address",
     "positive_float",
@@ -253,15 +252,6 @@ def _duration(text: str) -> float:
             f"expected a duration such as 90s, 5m, 24h or 7d, got {text!r}"
         )
     return value
-
-
-def format_duration(seconds: float) -> str:
-    """``seconds`` as :func:`duration` reads it back: ``90s``, ``5m``, ``24h``, ``2d`` (the
-    largest unit that divides it), for messages that quote an option's value."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def signature_lifetime(text: str) -> int:

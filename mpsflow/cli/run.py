@@ -36,7 +36,6 @@ from mpsflow.cli.common import (
     cmq_inbox,
     cmq_queue,
     duration,
-    format_duration,
     load_app,
     plain_http_address,
     positive_float,
@@ -46,6 +45,7 @@ from mpsflow.cli.common import (
     use_dedup_option,
 )
 from mpsflow.cli.supervisor import serve_workers
+from mpsflow.clock import format_duration
 from mpsflow.errors import ConfigurationError, StartupError
 from mpsflow.inbox.sqlite import DEFAULT_MAX_ITEMS
 

@@ -51,7 +51,7 @@ from typing import Protocol
 
 import anyio
 
-from mpsflow.clock import Clock, SystemClock
+from mpsflow.clock import Clock, SystemClock, format_duration
 from mpsflow.dedup.idempotency import Idempotency
 from mpsflow.dedup.stores.base import ClaimState, IdempotencyStore, describe_store
 from mpsflow.delivery import Delivery, Outcome, Settlement
@@ -253,9 +253,9 @@ class ReconcileSource:
             await self.check()
             _log.info(
                 "reconciling tasks that finished between %s and %s ago, every %s, with %s",
-                _span(self.lookback),
-                _span(self.grace),
-                _span(self.interval),
+                format_duration(self.lookback),
+                format_duration(self.grace),
+                format_duration(self.interval),
                 _where(self.client),
             )
         while not runtime.stop.is_set():
@@ -513,14 +513,6 @@ def _store_of(store: IdempotencyStore | Idempotency | None) -> IdempotencyStore:
             " (App(idempotency=…)) and pass it"
         )
     return store.store if isinstance(store, Idempotency) else store
-
-
-def _span(seconds: float) -> str:
-    """``90s``, ``5m``, ``24h``, ``2d``: the largest unit that divides ``seconds``."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def _where(client: object) -> str:

@@ -23,8 +23,8 @@ from mpsflow.cli.common import (
     EXIT_STARTUP,
     any_duration,
     duration,
-    format_duration,
 )
+from mpsflow.clock import format_duration
 from mpsflow.dedup.stores import SQLiteStore
 from mpsflow.devservers.mps import MpsServer
 from mpsflow.testing import build_notification
