@@ -18,9 +18,12 @@ __all__ = [
     "directory_problem",
     "enable_wal",
     "is_busy",
+    "names_directory",
     "run_setup",
 ]
 
+_SEPARATORS: Final = tuple({os.sep, os.altsep or os.sep})
+"""What a path written as a directory ends with."""
 _BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (extended codes masked)
 
 
@@ -28,11 +31,12 @@ def connect(path: str, *, timeout: float) -> sqlite3.Connection:
     """A connection to ``path`` in autocommit mode, usable from any thread; the file's folder
     is made first if it is missing (as the file sinks make theirs).
 
-    A ``path`` that is a directory fails saying so (SQLite says only "unable to open database
+    A ``path`` that is a directory, or is written as one (``inbox/``, missing or not: SQLite
+    would make a file of that name), fails saying so (SQLite says only "unable to open database
     file"), its cause an ``IsADirectoryError`` that :func:`directory_given` finds.
     """
     if path != ":memory:":
-        if os.path.isdir(path):
+        if names_directory(path):
             where = os.path.abspath(path)
             cause = IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), where)
             raise sqlite3.OperationalError(f"{where} is a directory, not a file") from cause
@@ -44,6 +48,11 @@ def connect(path: str, *, timeout: float) -> sqlite3.Connection:
                 f"cannot make the folder {folder}: {exc.strerror or exc}"
             ) from exc
     return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+
+
+def names_directory(path: str) -> bool:
+    """Whether ``path`` is a directory, or is written as one (``inbox/``), missing or not."""
+    return path.endswith(_SEPARATORS) or os.path.isdir(path)
 
 
 def directory_given(exc: BaseException) -> str | None:

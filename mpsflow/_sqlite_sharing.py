@@ -37,6 +37,8 @@ import threading
 import time
 from typing import ClassVar, Final
 
+from mpsflow._sqlite_connections import names_directory
+
 __all__ = ["RECHECK_EVERY", "WriterSharing"]
 
 _log = logging.getLogger("mpsflow.sqlite")
@@ -63,8 +65,10 @@ class WriterSharing:
     _agreements: ClassVar[dict[str, WriterSharing]] = {}
     _registry: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, lock_path: str) -> None:
+    def __init__(self, lock_path: str, *, database_is_directory: bool = False) -> None:
         self.path = lock_path
+        self._database_is_directory = database_is_directory
+        """The database's path names a directory: opening it fails, and no lock file is made."""
         self._state = _UNKNOWN
         self._fd: int | None = None
         self._has_byte_0 = False
@@ -80,7 +84,9 @@ class WriterSharing:
         with cls._registry:
             sharing = cls._agreements.get(lock_path)
             if sharing is None:
-                sharing = cls._agreements[lock_path] = cls(lock_path)
+                sharing = cls._agreements[lock_path] = cls(
+                    lock_path, database_is_directory=names_directory(database)
+                )
             sharing._users += 1
         return sharing
 
@@ -149,7 +155,7 @@ class WriterSharing:
         because its path is a directory or its folder cannot be made: opening it fails with
         a line saying so, and a lock file would be left beside the directory.
         """
-        if os.path.isdir(self.path.removesuffix(_SUFFIX)):
+        if self._database_is_directory or os.path.isdir(self.path.removesuffix(_SUFFIX)):
             return False
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)

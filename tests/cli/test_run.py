@@ -423,17 +423,20 @@ async def test_an_unusable_dedup_store_exits_3_with_one_line(tmp_path: Path) -> 
         assert "restarting" not in err
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(("workers", "given"), [("1", "."), ("2", "."), ("1", "sub/")])
 async def test_a_folder_given_as_the_dedup_store_is_one_line_saying_so(
-    tmp_path: Path, workers: str
+    tmp_path: Path, workers: str, given: str
 ) -> None:
     """``--dedup .``: not a store that is down (start it, fix its address) but a path that is
-    not a file; the one line says that and what to give instead."""
+    not a file; the one line says that and what to give instead. ``sub/`` names a folder too,
+    missing or not (SQLite would make a file named ``sub``)."""
     write_app(tmp_path)
-    command = ("run", "cliapp:app", "--http", "127.0.0.1:0", "--dedup", ".", "--workers", workers)
-    code, out, err = await run_mpsflow(tmp_path, *command)
+    command = ("run", "cliapp:app", "--http", "127.0.0.1:0", "--dedup", given, "--workers", workers)
+    with anyio.fail_after(60):  # (it served, with a file named after the folder)
+        code, out, err = await run_mpsflow(tmp_path, *command)
     assert (code, out) == (EXIT_STARTUP, ""), err
-    folder = tmp_path.resolve()
+    folder = (tmp_path / given).resolve()
+    assert not (tmp_path / "sub").exists()
     assert err == (
         f"mpsflow run: error: the idempotency store cannot open {folder}: it is a directory,"
         f" not a file: give it a file path (--dedup PATH), e.g. {folder / 'dedup.sqlite3'}\n"

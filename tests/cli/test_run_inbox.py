@@ -313,14 +313,15 @@ async def test_an_inbox_that_cannot_be_opened_is_one_line_at_startup(tmp_path: P
     assert "its folder must be writable (it is made if missing)" in line
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(("workers", "given"), [("1", "."), ("2", "."), ("1", "sub/")])
 async def test_a_folder_given_as_the_inbox_is_one_line_saying_so(
-    tmp_path: Path, workers: str
+    tmp_path: Path, workers: str, given: str
 ) -> None:
     """``--inbox .``: the folder is writable, the path is just not a file; the one line says
-    that and what to give instead."""
+    that and what to give instead. ``--inbox sub/`` names a folder too, missing or not (SQLite
+    would make a file named ``sub``)."""
     (tmp_path / "inboxapp.py").write_text(APP)
-    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--inbox", ".")
+    command = ("run", "inboxapp:app", "--http", "127.0.0.1:0", "--inbox", given)
     async with mpsflow_process(tmp_path, ENV, *command, "--workers", workers) as (
         process,
         output,
@@ -328,7 +329,8 @@ async def test_a_folder_given_as_the_inbox_is_one_line_saying_so(
         with anyio.fail_after(30):
             assert await process.wait() == 3
     [line] = output.lines
-    folder = tmp_path.resolve()
+    folder = (tmp_path / given).resolve()
+    assert not (tmp_path / "sub").exists()
     assert line == (
         f"mpsflow run: error: the inbox cannot open {folder}: it is a directory, not a file:"
         f" give --inbox a file path, e.g. {folder / 'inbox.sqlite3'}"
