@@ -44,7 +44,7 @@ from mpsflow.cli.common import (
     require_paths,
     use_dedup_option,
 )
-from mpsflow.cli.supervisor import serve_workers
+from mpsflow.cli.supervisor import prometheus_multiprocess, serve_workers
 from mpsflow.clock import format_duration
 from mpsflow.errors import ConfigurationError, StartupError
 from mpsflow.inbox.sqlite import DEFAULT_MAX_ITEMS
@@ -522,6 +522,11 @@ def _log_level_argument(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format=_LOG_FORMAT, stream=sys.stderr)
+    with prometheus_multiprocess(args.workers):  # before the app imports prometheus-client
+        return _run_app(args)
+
+
+def _run_app(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     built = [(flag, source) for flag in SOURCE_FLAGS if (source := flag.build(args, app))]
     if not built:

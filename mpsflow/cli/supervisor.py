@@ -13,6 +13,12 @@ worker starts alone, and the others once it serves: what stops every worker from
 misspelt CMQ inbox, a store that does not answer) ends the run with that one line as with one
 worker, not with the lines of others that were starting, stopped or failed too (in whatever
 order they came).
+
+Whichever worker answers ``/metrics`` reports all of them: the default metrics through files
+each worker publishes (:mod:`mpsflow.observability.workers`), ``PrometheusMetrics`` through
+prometheus-client's multiprocess mode, which :func:`prometheus_multiprocess` turns on with a
+fresh directory before the app is imported (unless the environment names one); a worker's
+live gauges (deliveries in flight) are cleared as it ends.
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 from mpsflow.cli._heap import prepare_heap_for_serving
 from mpsflow.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STARTUP
@@ -41,7 +47,7 @@ if TYPE_CHECKING:
     from mpsflow.app import App
     from mpsflow.sources.base import Source
 
-__all__ = ["Supervisor", "exit_reason", "serve_workers"]
+__all__ = ["Supervisor", "exit_reason", "prometheus_multiprocess", "serve_workers"]
 
 _FORWARDED_STOP: Final = signal.SIGUSR1
 """The signal the supervisor stops its workers with (their apps drain on it)."""
@@ -69,10 +75,19 @@ class Supervisor:
 
     _GIVE_UP_AFTER = 5
 
-    def __init__(self, count: int, work: Callable[[], int], *, first_alone: bool = False) -> None:
+    def __init__(
+        self,
+        count: int,
+        work: Callable[[], int],
+        *,
+        first_alone: bool = False,
+        on_end: Callable[[int], None] | None = None,
+    ) -> None:
         self.count = count
         self.work = work
         self.first_alone = first_alone
+        self.on_end = on_end
+        """Called with each worker's pid once it has ended, to clear what it leaves behind."""
         self.workers: dict[int, float] = {}  # pid -> start time
         self.stopping = False
         self.interrupted = False
@@ -248,6 +263,8 @@ class Supervisor:
         started = self.workers.pop(pid, None)
         if started is None:
             return
+        if self.on_end is not None:
+            self.on_end(pid)
         slot = self._slots.pop(pid)
         served = self._received is not None and self._received[1 + slot] == 1
         code = os.waitstatus_to_exitcode(status)
@@ -293,6 +310,48 @@ class Supervisor:
             self._wake.wait(min(0.1 * 2**self._quick_deaths, 5.0))
         if not self.stopping:
             self._spawn()
+
+
+@contextlib.contextmanager
+def prometheus_multiprocess(workers: int) -> Iterator[None]:
+    """With more than one worker, put prometheus-client in multiprocess mode on a fresh
+    directory (removed at the end) for what runs inside, the app's import included, so its
+    ``PrometheusMetrics`` reports every worker's values.
+
+    Nothing changes when the environment names a directory already (the user's), or
+    prometheus-client was imported before (too late: it reads the variable once, and the
+    HTTP source then logs that each worker reports its own).
+    """
+    from mpsflow.observability.prometheus import MULTIPROCESS_VARIABLE
+
+    given = {MULTIPROCESS_VARIABLE, MULTIPROCESS_VARIABLE.lower()} & os.environ.keys()
+    if workers <= 1 or given or "prometheus_client" in sys.modules:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="mpsflow-prometheus-")
+    os.environ[MULTIPROCESS_VARIABLE] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROCESS_VARIABLE, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _clear_live_gauges(pid: int) -> None:
+    """Clear an ended worker's live prometheus-client gauges (its deliveries in flight), in
+    multiprocess mode; its counters stay, so a combined counter never goes down."""
+    prometheus = sys.modules.get("prometheus_client")
+    if prometheus is None:
+        return
+    from mpsflow.observability.prometheus import multiprocess_directory
+
+    with contextlib.suppress(ConfigurationError, OSError):  # the mode is off, or misset
+        directory = multiprocess_directory()
+        if directory is not None:
+            from prometheus_client import multiprocess
+
+            mark_process_dead: Any = multiprocess.mark_process_dead  # untyped
+            mark_process_dead(pid, directory)
 
 
 def exit_reason(code: int) -> str:
@@ -359,7 +418,7 @@ def serve_workers(
         return EXIT_FAILED if left else EXIT_OK  # the shutdown timeout left work in flight
 
     prepare_heap_for_serving()
-    supervisor = Supervisor(args.workers, work, first_alone=True)
+    supervisor = Supervisor(args.workers, work, first_alone=True, on_end=_clear_live_gauges)
     try:
         code = supervisor.run()
     finally:

@@ -6,11 +6,18 @@
 works without it). ``render_metrics`` turns either it or the default ``InMemoryMetrics`` into
 the Prometheus text format, so ``GET /metrics`` works with or without the extra. Both use the
 same metric names, so dashboards do not care which one an app runs with.
+
+Several processes (``mpsflow run --workers N``, or your own) share one view through
+prometheus-client's multiprocess mode: with ``PROMETHEUS_MULTIPROC_DIR`` naming an empty
+directory before the processes start, each keeps its values in files there and ``render``
+adds up every process's (``mpsflow run --workers`` points it at a fresh directory of its own
+when it is not set).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,9 +30,11 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_BUCKETS",
+    "MULTIPROCESS_VARIABLE",
     "PrometheusMetrics",
     "Samples",
     "format_family",
+    "multiprocess_directory",
     "render_in_memory",
     "render_metrics",
 ]
@@ -80,6 +89,9 @@ class _Family(NamedTuple):
     """Exported only once its hook reports a value: the last full reconcile pass, which a
     process that does not reconcile has none of (an unlabelled gauge would show 0, and an
     alert on its age would fire for every such process)."""
+    across_processes: str = ""
+    """A gauge's ``multiprocess_mode``: how the processes' values make one (counters and
+    histograms are added up)."""
 
 
 _FAMILIES = (
@@ -87,7 +99,7 @@ _FAMILIES = (
     _Family("delivery_duration_seconds", "histogram", ("source",)),
     _Family("handler_runs", "counter", ("key", "outcome")),
     _Family("handler_duration_seconds", "histogram", ("key",)),
-    _Family("in_flight", "gauge", ("source",)),
+    _Family("in_flight", "gauge", ("source",), across_processes="livesum"),
     _Family("dead_letters", "counter", ("kind",)),
     _Family("signature_rejections", "counter", ("reason",)),
     _Family("duplicates_skipped", "counter", ("key",)),
@@ -95,7 +107,13 @@ _FAMILIES = (
     _Family("reconcile_scans", "counter", ("outcome",)),
     _Family("reconcile_tasks", "counter", ("outcome",)),
     _Family("reconcile_api_errors", "counter", ("action",)),
-    _Family("reconcile_last_full_scan_timestamp_seconds", "gauge", (), on_report=True),
+    _Family(
+        "reconcile_last_full_scan_timestamp_seconds",
+        "gauge",
+        (),
+        on_report=True,
+        across_processes="max",
+    ),
 )
 """Every metric family, in export order: both exports take names and labels from here."""
 
@@ -106,6 +124,12 @@ class PrometheusMetrics:
     ``registry`` defaults to a fresh ``CollectorRegistry`` (not the process-global one), so
     several apps, or tests, never collide; pass ``prometheus_client.REGISTRY`` to join the
     global one. Label children are cached, so each hook costs a dict lookup and an increment.
+
+    In multiprocess mode (``multiprocess_dir``, from ``PROMETHEUS_MULTIPROC_DIR``) deliveries
+    in flight are those of live processes (a process's are cleared by
+    ``prometheus_client.multiprocess.mark_process_dead``, which ``mpsflow run --workers``
+    calls as each worker ends), the last full reconcile pass is the latest of any process,
+    and :meth:`render` shows every process's values, those of ended ones included.
     """
 
     def __init__(
@@ -122,6 +146,8 @@ class PrometheusMetrics:
                 "PrometheusMetrics needs the metrics extra (prometheus-client): "
                 "pip install 'mpsflow[metrics]'"
             ) from None
+        self.multiprocess_dir: str | None = multiprocess_directory()
+        """The directory of prometheus-client's multiprocess mode, or ``None`` without it."""
         self.registry: CollectorRegistry = (
             registry if registry is not None else prom.CollectorRegistry(auto_describe=True)
         )
@@ -133,7 +159,14 @@ class PrometheusMetrics:
             "histogram": functools.partial(prom.Histogram, buckets=tuple(buckets)),
         }
         self._make: dict[str, Callable[[], Any]] = {
-            f.name: functools.partial(make[f.kind], f.name, _HELP[f.name], f.labels, **common)
+            f.name: functools.partial(
+                make[f.kind],
+                f.name,
+                _HELP[f.name],
+                f.labels,
+                **common,
+                **({"multiprocess_mode": f.across_processes} if f.across_processes else {}),
+            )
             for f in _FAMILIES
         }
         self._families: dict[str, Any] = {
@@ -191,9 +224,48 @@ class PrometheusMetrics:
         gauge.set(self._last_full_scan)
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text format."""
-        data: bytes = self._generate(self.registry)
+        """The registry in the Prometheus text format; in multiprocess mode, every process's
+        values in the directory instead, added up."""
+        registry = self.registry
+        if self.multiprocess_dir is not None:
+            from prometheus_client import CollectorRegistry, multiprocess
+
+            registry = CollectorRegistry()
+            collect_files: Any = multiprocess.MultiProcessCollector  # untyped
+            collect_files(registry, path=self.multiprocess_dir)
+        data: bytes = self._generate(registry)
         return data
+
+
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""The environment variable that puts prometheus-client in multiprocess mode, read once, when
+it is imported."""
+
+
+def multiprocess_directory() -> str | None:
+    """The directory of prometheus-client's multiprocess mode, ``None`` when it is off.
+
+    :class:`~mpsflow.errors.ConfigurationError` when ``PROMETHEUS_MULTIPROC_DIR`` names no
+    directory, or was set after prometheus-client was imported (its values are this process's
+    alone then, and a combined view would show nothing of them).
+    """
+    from prometheus_client import values
+
+    path = os.environ.get(MULTIPROCESS_VARIABLE) or os.environ.get(MULTIPROCESS_VARIABLE.lower())
+    multiprocess = values.ValueClass is not values.MutexValue
+    if not path:
+        return None
+    if not multiprocess:
+        raise ConfigurationError(
+            f"{MULTIPROCESS_VARIABLE} was set after prometheus_client was imported: "
+            "set it in the environment the processes start with"
+        )
+    if not os.path.isdir(path):
+        raise ConfigurationError(
+            f"{MULTIPROCESS_VARIABLE}={path!r} is not a directory: "
+            "create it, empty, before the processes start"
+        )
+    return path
 
 
 # -- text format without prometheus-client ---------------------------------------------------

@@ -74,6 +74,7 @@ from mpsflow.delivery import Delivery, Settlement
 from mpsflow.errors import ConfigurationError
 from mpsflow.inbox.base import Inbox
 from mpsflow.observability.metrics import InMemoryMetrics
+from mpsflow.observability.prometheus import MULTIPROCESS_VARIABLE, PrometheusMetrics
 from mpsflow.observability.workers import WorkerMetrics
 from mpsflow.sources._http_answers import (
     SHUTTING_DOWN,
@@ -137,7 +138,10 @@ class HttpSource:
     ``/metrics`` with their combined counts: each publishes its own to that directory every
     ``metrics_interval`` seconds and when it stops, and journals them there before it answers
     a callback, so a worker killed at any moment leaves the counts of every callback it
-    answered (see :mod:`mpsflow.observability.workers`; needs the default ``InMemoryMetrics``).
+    answered (see :mod:`mpsflow.observability.workers`). That takes the default
+    ``InMemoryMetrics``; with other metrics only the source's own answers by status are
+    combined there, and ``PrometheusMetrics`` combines the rest in prometheus-client's
+    multiprocess mode.
     """
 
     def __init__(
@@ -222,6 +226,9 @@ class HttpSource:
         self.inbox_retry_after = inbox_retry_after
         self.consume_inbox = consume_inbox
         self._shared: WorkerMetrics | None = None
+        self._answers_only = InMemoryMetrics()
+        """Published with the answers by status when the app's metrics are another kind:
+        empty, as they are counted elsewhere."""
         self.sock = sock
         """The listening socket to serve on (a duplicate of it: it stays open, its owner's to
         close); None: the source listens on ``host``/``port`` when it starts."""
@@ -387,12 +394,13 @@ class HttpSource:
     def _worker_metrics(self, runtime: SourceRuntime) -> WorkerMetrics | None:
         if self.metrics_dir is None:
             return None
-        if not isinstance(runtime.metrics, InMemoryMetrics):
+        metrics = runtime.metrics
+        if isinstance(metrics, PrometheusMetrics) and metrics.multiprocess_dir is None:
             _log.warning(
-                "metrics_dir is ignored: only InMemoryMetrics are combined across workers "
-                "(for prometheus-client, use its multiprocess mode)"
+                "/metrics shows the PrometheusMetrics of the worker that answers, not of all"
+                " workers: set %s to an empty directory before the workers start",
+                MULTIPROCESS_VARIABLE,
             )
-            return None
         return WorkerMetrics(self.metrics_dir)
 
     async def _publish_metrics(self) -> None:
@@ -401,10 +409,13 @@ class HttpSource:
             await anyio.sleep(self.metrics_interval)
 
     def _in_memory_metrics(self) -> InMemoryMetrics | None:
-        """The runtime's metrics when they can be combined across workers."""
+        """What this worker publishes beside its answers by status: the runtime's metrics,
+        or nothing (``_answers_only``) when they are another kind."""
         runtime = self._runtime
         metrics = runtime.metrics if runtime is not None else None
-        return metrics if isinstance(metrics, InMemoryMetrics) else None
+        if metrics is None:
+            return None
+        return metrics if isinstance(metrics, InMemoryMetrics) else self._answers_only
 
     def _publish_once(self) -> None:
         metrics = self._in_memory_metrics()
@@ -571,8 +582,11 @@ class HttpSource:
         runtime = self._runtime
         metrics: object = runtime.metrics if runtime is not None else None
         responses: Mapping[int, int] = self.responses
-        if self._shared is not None and isinstance(metrics, InMemoryMetrics):
-            metrics, responses = self._shared.combined(metrics, responses)
+        if self._shared is not None:
+            if isinstance(metrics, InMemoryMetrics):
+                metrics, responses = self._shared.combined(metrics, responses)
+            else:  # the app's metrics combine their own way, or not at all
+                _, responses = self._shared.combined(self._answers_only, responses)
         size, _ = await inbox_state(self.inbox)
         caught_up = self._intake.caught_up_at()
         return metrics_response(metrics, responses, self._connections, size, caught_up)

@@ -5,6 +5,7 @@ second SIGINT (exit 130); deferrals logged at INFO with a summary line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -197,6 +198,100 @@ async def test_run_with_two_workers_restarts_a_crashed_one(tmp_path: Path) -> No
     for pid in set(workers) - crashed:
         with pytest.raises(ProcessLookupError):  # every worker is gone with the supervisor
             os.kill(pid, 0)
+
+
+PROMETHEUS_APP_MODULE = """
+import asyncio
+import logging
+import os
+
+from mpsflow import App, Context
+from mpsflow.observability.prometheus import PrometheusMetrics
+from mpsflow.sinks.jsonl import JsonlSink
+
+app = App(metrics=PrometheusMetrics(), dead_letters="dead.jsonl")
+app.sink("seen", JsonlSink("seen.jsonl"))
+
+
+@app.on("WorkflowTask", emits=["seen"])
+async def seen(event, ctx: Context) -> None:
+    if ctx.task_id.startswith("hold"):
+        logging.getLogger("cliapp").warning("worker %d holds %s", os.getpid(), ctx.task_id)
+        await asyncio.Event().wait()
+    await ctx.emit("seen", {"task": ctx.task_id, "pid": os.getpid()})
+"""
+HOLDS = re.compile(r"worker (\d+) holds hold-1")
+PROMETHEUS_SAMPLES = {
+    "acks": ("mpsflow_deliveries_total", (("outcome", "ack"), ("source", "http"))),
+    "answered": ("mpsflow_http_callback_responses_total", (("code", "200"),)),
+    "in_flight": ("mpsflow_in_flight", (("source", "http"),)),
+}
+
+
+async def scrape_prometheus(url: str, output: Output, scrapes: int = 4) -> dict[str, float]:
+    """``PROMETHEUS_SAMPLES`` as ``/metrics`` shows them, the same on every one of
+    ``scrapes`` scrapes, each on a new connection (so any worker may answer it)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics_url = url.removesuffix("/mps/callback") + "/metrics"
+    seen_values: list[dict[str, float]] = []
+    async with client(new_connections=True) as session:
+        for n in range(1, scrapes + 1):
+            with answered(f"GET {n} of {scrapes} of {metrics_url}", output):
+                async with session.get(metrics_url) as response:
+                    assert response.status == 200
+                    text = await response.text()
+            found = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            }
+            seen_values.append({k: found.get(key, 0.0) for k, key in PROMETHEUS_SAMPLES.items()})
+    assert all(values == seen_values[0] for values in seen_values), seen_values
+    return seen_values[0]
+
+
+async def test_prometheus_metrics_of_two_workers_are_reported_whole(tmp_path: Path) -> None:
+    """``PrometheusMetrics`` with ``--workers``: whichever worker answers ``/metrics`` reports
+    every worker's counts (prometheus-client's multiprocess mode, on a directory of the run's
+    own, removed at the end); a killed worker's counts stay, its delivery in flight goes."""
+    (tmp_path / "cliapp.py").write_text(PROMETHEUS_APP_MODULE)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**ENV, "TMPDIR": str(scratch)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    args = ("cliapp:app", "--http", "127.0.0.1:0", "--workers", "2", "--no-inbox")
+    async with mpsflow_process(tmp_path, env, "run", *args) as (process, output):
+        await output.wait_for_all(SERVING, 2)
+        url = (await output.wait_for(SERVING)).group(1)
+        batch = [note(f"a-{n}") for n in range(10)]
+        assert await post_all(url, batch, new_connections=True, output=output) == [200] * 10
+        assert await scrape_prometheus(url, output) == {
+            "acks": 10,
+            "answered": 10,
+            "in_flight": 0,
+        }
+
+        async def hold() -> None:
+            with contextlib.suppress(aiohttp.ClientError):  # its worker is killed
+                await post_all(url, [note("hold-1")])
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold)
+            holder = int((await output.wait_for(HOLDS)).group(1))
+            assert (await scrape_prometheus(url, output))["in_flight"] == 1
+            os.kill(holder, signal.SIGKILL)
+            await output.wait_for(re.compile(rf"worker {holder} exited unexpectedly"))
+        assert await scrape_prometheus(url, output) == {
+            "acks": 10,
+            "answered": 10,
+            "in_flight": 0,
+        }
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    assert "PROMETHEUS_MULTIPROC_DIR" not in output.text
+    assert list(scratch.iterdir()) == []  # the run's directories are gone with it
 
 
 async def test_sigterm_to_the_whole_process_group_drains_the_workers_once(tmp_path: Path) -> None:

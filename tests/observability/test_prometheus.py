@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -156,3 +159,103 @@ def test_without_prometheus_client_the_error_says_what_to_install(
     with pytest.raises(ConfigurationError, match=r"mpsflow\[metrics\]"):
         PrometheusMetrics()
     assert b"mpsflow_deliveries_total" in render_in_memory(InMemoryMetrics())
+
+
+# -- multiprocess mode: prometheus-client reads PROMETHEUS_MULTIPROC_DIR once, on import, so
+# each case runs in a fresh interpreter.
+
+TWO_PROCESSES = """
+import os, sys
+from prometheus_client import multiprocess
+from mpsflow.observability.prometheus import PrometheusMetrics
+
+metrics = PrometheusMetrics()
+child = os.fork()
+if child == 0:  # a worker that handled two, holds one in flight and ends (killed, say)
+    for _ in range(3):
+        metrics.delivery_started("http")
+    metrics.delivery("http", "ack", 0.01)
+    metrics.delivery("http", "ack", 0.01)
+    metrics.reconcile_full_scan(200.0)
+    os._exit(0)
+os.waitpid(child, 0)
+multiprocess.mark_process_dead(child)  # as the supervisor does when it reaps one
+for _ in range(2):
+    metrics.delivery_started("http")
+metrics.delivery("http", "ack", 0.01)
+metrics.reconcile_full_scan(100.0)
+sys.stdout.buffer.write(metrics.render())
+"""
+
+
+def run_python(
+    script: str, env: dict[str, str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the script forks")
+def test_in_multiprocess_mode_render_adds_up_every_process(tmp_path: Path) -> None:
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    done = run_python(TWO_PROCESSES, {"PROMETHEUS_MULTIPROC_DIR": str(directory)}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    found = samples(done.stdout.encode())
+    assert found["mpsflow_deliveries_total", (("outcome", "ack"), ("source", "http"))] == 3
+    assert found["mpsflow_delivery_duration_seconds_count", (("source", "http"),)] == 3
+    # the ended process's delivery in flight went with it; this one's is live
+    assert found["mpsflow_in_flight", (("source", "http"),)] == 1
+    # the latest pass of any process, an ended one's too
+    assert found["mpsflow_reconcile_last_full_scan_timestamp_seconds", ()] == 200
+
+
+def test_a_multiprocess_directory_that_is_missing_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    script = """
+from mpsflow.errors import ConfigurationError
+from mpsflow.observability.prometheus import PrometheusMetrics
+try:
+    PrometheusMetrics()
+except ConfigurationError as exc:
+    print(exc)
+"""
+    missing = tmp_path / "missing"
+    done = run_python(script, {"PROMETHEUS_MULTIPROC_DIR": str(missing)}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert str(missing) in done.stdout
+    assert "PROMETHEUS_MULTIPROC_DIR" in done.stdout
+
+
+def test_a_multiprocess_directory_set_after_the_import_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """prometheus-client read the variable on import: the values would be this process's
+    alone, and a combined render would leave them out."""
+    script = f"""
+import os
+import prometheus_client
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
+from mpsflow.errors import ConfigurationError
+from mpsflow.observability.prometheus import PrometheusMetrics
+try:
+    PrometheusMetrics()
+except ConfigurationError as exc:
+    print(exc)
+"""
+    done = run_python(script, {}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "PROMETHEUS_MULTIPROC_DIR" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing was written there
+
+
+def test_without_the_variable_multiprocess_mode_is_off() -> None:
+    assert PrometheusMetrics().multiprocess_dir is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -424,16 +425,32 @@ async def test_workers_sharing_a_metrics_dir_answer_with_the_combined_counts(
     assert total.deliveries == {("http", "ack"): 5}
 
 
-async def test_a_metrics_dir_needs_in_memory_metrics(
+async def test_with_other_metrics_a_metrics_dir_combines_the_answers_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The answers by status are the source's own, and combined across workers whatever the
+    app's metrics; ``PrometheusMetrics`` outside multiprocess mode show this worker's counts,
+    which is said once at the start."""
     from mpsflow.observability.prometheus import PrometheusMetrics
 
+    peer = WorkerMetrics(tmp_path, pid=os.getppid())  # a live process standing in for a peer
+    peer.publish(InMemoryMetrics(), {200: 3})
     app, _ = make_app(metrics=PrometheusMetrics())
-    async with serve(app, metrics_dir=tmp_path):
-        pass
-    assert "metrics_dir is ignored" in caplog.text
-    assert list(tmp_path.iterdir()) == []
+
+    @app.on("WorkflowTask")
+    async def handler(event: Any, ctx: Context) -> None:
+        return None
+
+    async with serve(app, metrics_dir=tmp_path) as source, aiohttp.ClientSession() as session:
+        async with session.post(source.url, data=seed_like("t-1")) as response:
+            assert response.status == 200
+        async with session.get(base_url(source) + "/metrics") as response:
+            lines = set((await response.text()).splitlines())
+    assert 'mpsflow_http_callback_responses_total{code="200"} 4' in lines
+    assert 'mpsflow_deliveries_total{outcome="ack",source="http"} 1.0' in lines  # its own
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "PrometheusMetrics" in warning.getMessage()
+    assert "PROMETHEUS_MULTIPROC_DIR" in warning.getMessage()
 
 
 @pytest.mark.parametrize(
