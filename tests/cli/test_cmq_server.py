@@ -511,8 +511,9 @@ async def test_a_killed_consumers_long_polls_end_so_its_successor_gets_new_messa
 async def test_cmq_server_data_that_cannot_be_a_file_is_one_line_saying_what_it_needs(
     tmp_path: Path, command: list[str]
 ) -> None:
-    """``--data .`` and a ``--data`` path under a file: exit 2 with one line that says what
-    ``--data`` takes, before it serves (not a bare OSError, nor a failed save at stop)."""
+    """``--data .`` (or ``sub/``) and a ``--data`` path under a file: exit 2 with one line
+    that says what ``--data`` takes, before it serves (not a bare OSError, nor a failed save
+    at stop, nor a file named ``sub``)."""
     env = child_env(TENCENTCLOUD_SECRETID=CMQ_SECRET_ID, TENCENTCLOUD_SECRETKEY=CMQ_SECRET_KEY)
     (tmp_path / "notes.txt").write_text("a file where --data's folder would be")
     malformed = tmp_path / "queues.json"
@@ -534,6 +535,12 @@ async def test_cmq_server_data_that_cannot_be_a_file_is_one_line_saying_what_it_
         "mpsflow cmq-server: error: --data .: it is a directory, not a file: give --data a"
         " file path (the queues are kept there as JSON), e.g. ./queues.json"
     )
+    # written as a folder, missing: not saved to as a file named "sub"
+    assert await error_line("sub/") == (
+        "mpsflow cmq-server: error: --data sub/: it is a directory, not a file: give --data a"
+        " file path (the queues are kept there as JSON), e.g. sub/queues.json"
+    )
+    assert not (tmp_path / "sub").exists()
     assert await error_line("notes.txt/queues.json") == (
         "mpsflow cmq-server: error: --data notes.txt/queues.json: cannot make its folder"
         " notes.txt (a file is in the way): give --data a file path in a folder this user can"

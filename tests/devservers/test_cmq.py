@@ -17,6 +17,7 @@ import pytest
 
 from mpsflow.clock import FakeClock
 from mpsflow.devservers.cmq import CmqServer, build_parser, main
+from mpsflow.errors import ConfigurationError
 from mpsflow.tencentcloud.cmq import (
     CmqClient,
     CmqMessageTooLargeError,
@@ -403,6 +404,27 @@ async def test_state_survives_a_restart_with_a_data_file(
     await second.save()
     saved = json.loads(data.read_bytes())
     assert [q["name"] for q in saved["queues"]] == ["slow"]
+
+
+@pytest.mark.parametrize("given", ["queues/", ".", "notes.txt/cmq.json"])
+def test_a_data_path_that_cannot_be_saved_to_fails_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """Not at the first save, in the background or at stop: a folder (``queues/`` written as
+    one, missing or not) or a path under a file is refused where the server is made."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file where the folder would be")
+    with pytest.raises(ConfigurationError) as caught:
+        CmqServer({"id": "key"}, data_path=given)
+    assert str(caught.value).startswith(f"data_path {given}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing made
+
+
+def test_a_data_path_in_a_missing_folder_gets_its_folder(tmp_path: Path) -> None:
+    data = tmp_path / "new" / "deeper" / "cmq.json"
+    CmqServer({"id": "key"}, data_path=data)
+    assert data.parent.is_dir()
+    assert not data.exists()  # written at the first save
 
 
 async def test_changes_are_saved_periodically_while_running(

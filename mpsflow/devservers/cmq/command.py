@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Final
 
 import anyio
@@ -24,6 +22,7 @@ from mpsflow.devservers.cmq.queue import (
     DEFAULT_VISIBILITY_TIMEOUT,
 )
 from mpsflow.devservers.cmq.server import CmqServer
+from mpsflow.devservers.cmq.storage import data_path_problem
 from mpsflow.errors import ConfigurationError, StartupError
 
 __all__ = ["DESCRIPTION", "add_arguments", "build_parser", "main", "run_server"]
@@ -137,12 +136,7 @@ def _queues(server: CmqServer) -> str:
 
 
 def _data_problem(path: str, exc: Exception) -> str:
-    """The one line saying why ``--data PATH`` cannot be used, and what it takes instead."""
-    if isinstance(exc, IsADirectoryError) or os.path.isdir(path):
-        return (
-            f"--data {path}: it is a directory, not a file: give --data a file path (the queues"
-            f" are kept there as JSON), e.g. {os.path.join(path, 'queues.json')}"
-        )
+    """The one line saying why ``--data PATH`` cannot be read, and what it takes instead."""
     if isinstance(exc, msgspec.DecodeError):
         return (
             f"--data {path}: not a file of queues this server saved ({exc}): give --data such"
@@ -150,24 +144,6 @@ def _data_problem(path: str, exc: Exception) -> str:
         )
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return f"--data {path}: cannot read it ({reason}): give --data a file this user can read"
-
-
-def _data_folder_problem(path: str) -> str | None:
-    """Make ``--data PATH``'s folder if missing, so a path that cannot be saved to fails at
-    start rather than at the first save; the line saying why it cannot, or None."""
-    if os.path.isdir(path):
-        return None  # said by _data_problem once the server reads it
-    folder = Path(path).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        in_the_way = isinstance(exc, FileExistsError | NotADirectoryError)
-        reason = "a file is in the way" if in_the_way else exc.strerror or str(exc)
-        return (
-            f"--data {path}: cannot make its folder {folder} ({reason}): give --data a file"
-            " path in a folder this user can write"
-        )
-    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,7 +174,7 @@ def run_server(args: argparse.Namespace) -> int:
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     auto_create = not args.queue if args.auto_create is None else args.auto_create
-    if args.data is not None and (problem := _data_folder_problem(args.data)):
+    if args.data is not None and (problem := data_path_problem(args.data, "--data")):
         print(f"mpsflow cmq-server: error: {problem}", file=sys.stderr)
         return 2
     try:

@@ -38,7 +38,8 @@ from mpsflow.devservers.cmq.queue import (
     LocalQueue,
     check_max_msg_heap_num,
 )
-from mpsflow.devservers.cmq.storage import Snapshot, write_atomically
+from mpsflow.devservers.cmq.storage import Snapshot, data_path_problem, write_atomically
+from mpsflow.errors import ConfigurationError
 from mpsflow.tencentcloud.cmq.credentials import Credential
 from mpsflow.tencentcloud.cmq.errors import (
     CODE_AUTH_FAILED,
@@ -67,7 +68,9 @@ class CmqServer:
     (CMQ's ``maxMsgHeapNum``: a send to a queue holding that many messages answers 4410) are
     the settings of the queues it creates; :meth:`create_queue` can set them per queue. With
     ``data_path`` the queues are loaded at construction, with the settings they were saved
-    with, saved by :meth:`stop` and every ``save_interval`` wall-clock seconds while running.
+    with, saved by :meth:`stop` and every ``save_interval`` wall-clock seconds while running
+    (its folder is made at construction; a path that cannot be saved to, or that names a
+    directory, is a :class:`~mpsflow.errors.ConfigurationError` there).
     ``max_clock_skew`` (seconds) rejects requests whose ``Timestamp`` is that far from the
     clock; None accepts any.
     """
@@ -115,6 +118,8 @@ class CmqServer:
         self._request_prefix = secrets.token_hex(4)
         self._request_seq = itertools.count(1)
         self._next_save: anyio.Event | None = None
+        if data_path is not None and (problem := data_path_problem(data_path, "data_path")):
+            raise ConfigurationError(problem)
         if self._data_path is not None and self._data_path.exists():
             self._load(self._data_path.read_bytes())
         for name in queues:

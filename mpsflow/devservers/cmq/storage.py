@@ -11,7 +11,9 @@ from pathlib import Path
 
 import msgspec
 
-__all__ = ["Snapshot", "StoredMessage", "StoredQueue", "write_atomically"]
+from mpsflow._sqlite_connections import names_directory
+
+__all__ = ["Snapshot", "StoredMessage", "StoredQueue", "data_path_problem", "write_atomically"]
 
 
 class StoredMessage(msgspec.Struct, rename="camel"):
@@ -52,3 +54,30 @@ def write_atomically(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)
+
+
+def data_path_problem(path: str | os.PathLike[str], option: str) -> str | None:
+    """The one line saying why ``path`` cannot be the data file (``option``: how it was given,
+    ``--data`` or ``data_path``) and what to give instead; None when it can.
+
+    Its folder is made when missing, so a path that cannot be saved to fails at the start,
+    not at the first save, and a path written as a folder (``sub/``), missing or not, is
+    refused rather than saved to as a file named ``sub``.
+    """
+    text = os.fspath(path)
+    if names_directory(text):
+        return (
+            f"{option} {text}: it is a directory, not a file: give {option} a file path (the"
+            f" queues are kept there as JSON), e.g. {os.path.join(text, 'queues.json')}"
+        )
+    folder = Path(text).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        in_the_way = isinstance(exc, FileExistsError | NotADirectoryError)
+        reason = "a file is in the way" if in_the_way else exc.strerror or str(exc)
+        return (
+            f"{option} {text}: cannot make its folder {folder} ({reason}): give {option} a file"
+            " path in a folder this user can write"
+        )
+    return None
