@@ -40,6 +40,7 @@ __all__ = [
     "cmq_inbox",
     "cmq_queue",
     "duration",
+    "json_kind",
     "load_app",
     "plain_http_address",
     "positive_float",
@@ -265,6 +266,19 @@ def signature_lifetime(text: str) -> int:
             f"expected a duration such as 600, 10m or 1h (--expires-in=-1m: already expired),"
             f" got {text!r}"
         ) from None
+
+
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, in JSON's words: ``an array``, ``a string``, …"""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:

@@ -44,6 +44,7 @@ from mpsflow.cli.common import (
     DEFAULT_DEDUP_PATH,
     EXIT_FAILED,
     EXIT_OK,
+    json_kind,
     load_app,
     positive_float,
     signature_lifetime,
@@ -65,12 +66,13 @@ from mpsflow.cli.deadletters import (
     unique_records,
     utc_time,
 )
+from mpsflow.clock import format_duration
 from mpsflow.codec import decode_any
 from mpsflow.deadletter import REPLAYED_RECORD, DeadLetter
 from mpsflow.errors import ConfigurationError, DecodeError, SinkError
-from mpsflow.events.envelope import extract_timestamp_sign, scan_timestamp_sign
+from mpsflow.events.envelope import extract_timestamp_sign
 from mpsflow.signing import sign_notification
-from mpsflow.signing.verifier import DEFAULT_SKEW, VerifyReason
+from mpsflow.signing.verifier import DEFAULT_MAX_LIFETIME, DEFAULT_SKEW, VerifyReason
 from mpsflow.sinks.jsonl import JsonlSink
 
 if TYPE_CHECKING:
@@ -258,8 +260,8 @@ def _poison_note(record: DeadLetter, body: bytes, app: App | None) -> str:
 
 
 _SIGN_KEY_HINT = "replay with --sign-key KEY, one of its keys"
-"""What a refused (or, in a dry run, expired or missing) signature calls for: a re-signed
-replay."""
+"""What a refused (or, in a dry run, expired, too far ahead or missing) signature calls for: a
+re-signed replay."""
 _CANNOT_SIGN = "--sign-key cannot sign it (not a JSON object)"
 """What a refused signature of a body ``--sign-key`` cannot sign (a URL-encoded one) says."""
 
@@ -270,12 +272,25 @@ def _resign_advice(body: bytes) -> str:
     return _CANNOT_SIGN if found is not None and found[2] == "other" else _SIGN_KEY_HINT
 
 
+_OUT_OF_TIME = {
+    VerifyReason.EXPIRED: "its signature has expired",
+    VerifyReason.TOO_FAR_AHEAD: (
+        f"its signature expires too far ahead (over {format_duration(DEFAULT_MAX_LIFETIME)}"
+        " from now)"
+    ),
+}
+"""Why an app with the default ``signature_skew`` and ``max_signature_lifetime`` refuses a
+signature for its ``Timestamp`` (see :func:`_signature_out_of_time`)."""
+
+
 def _signature_note(body: bytes) -> str:
     """A dry run's warning, with ``--to`` (an app it cannot see), that an app checking
     signatures with the default settings refuses ``body`` as it would be sent (its signature
-    has expired, or it has none), and what to do; ``""`` otherwise."""
-    if _signature_expired(body):
-        return f" (its signature has expired; if the app checks signatures, {_SIGN_KEY_HINT})"
+    has expired, expires too far ahead, or it has none), and what to do; ``""`` otherwise."""
+    out_of_time = _signature_out_of_time(body)
+    if out_of_time is not None:
+        why = _OUT_OF_TIME[out_of_time]
+        return f" ({why}; if the app checks signatures, {_resign_advice(body)})"
     unsigned = _unsigned(body)
     if unsigned is None:
         return ""
@@ -293,6 +308,9 @@ def _signature_note(body: bytes) -> str:
 _REFUSED_BECAUSE = {
     VerifyReason.MISSING: "it carries no signature",
     VerifyReason.EXPIRED: "its signature has expired",
+    VerifyReason.TOO_FAR_AHEAD: (
+        "its signature expires too far ahead (past the app's max_signature_lifetime)"
+    ),
     VerifyReason.MISMATCH: "its signature matches none of the app's keys",
 }
 
@@ -341,18 +359,26 @@ def _unsigned(body: bytes) -> Literal["json", "other"] | None:
     return carrier if timestamp in (None, "") or sign in (None, "") else None
 
 
-def _signature_expired(body: bytes) -> bool:
-    """Whether ``body`` carries a signature an app with the default ``signature_skew`` refuses
-    as expired: its ``Timestamp`` (its expiry) passed more than that skew ago."""
-    found = scan_timestamp_sign(body)
-    if found is None:
-        return False
+def _signature_out_of_time(body: bytes) -> VerifyReason | None:
+    """Why an app with the default ``signature_skew`` and ``max_signature_lifetime`` refuses
+    the signature ``body`` carries for its ``Timestamp`` (its expiry): ``EXPIRED`` when that
+    passed more than the skew ago, ``TOO_FAR_AHEAD`` when it lies further ahead than the lifetime
+    and the skew; ``None`` when neither, or when ``body`` carries no ``Timestamp`` and ``Sign``
+    (read as the signature check reads them, from any carrier: see :func:`_timestamp_sign`)."""
+    found = _timestamp_sign(body)
+    if found is None or found[1] in (None, ""):
+        return None
     expiry = found[0]
-    if isinstance(expiry, str):
-        if not expiry.isdigit():
-            return False
+    if isinstance(expiry, str) and expiry.isdigit():
         expiry = int(expiry)
-    return time.time() > expiry + DEFAULT_SKEW
+    if type(expiry) is not int:
+        return None
+    now = time.time()
+    if now > expiry + DEFAULT_SKEW:
+        return VerifyReason.EXPIRED
+    if expiry > now + DEFAULT_MAX_LIFETIME + DEFAULT_SKEW:
+        return VerifyReason.TOO_FAR_AHEAD
+    return None
 
 
 def _body_to_send(args: argparse.Namespace, record: DeadLetter) -> tuple[bytes, str]:
@@ -362,8 +388,55 @@ def _body_to_send(args: argparse.Namespace, record: DeadLetter) -> tuple[bytes, 
         return raw, ""
     signed = _resigned(raw, args.sign_key, args.expires_in)
     if signed is None:
-        return raw, " (not a JSON object: sent unsigned, as it was)"
+        return raw, _not_resigned_note(raw)
     return signed, " (re-signed)"
+
+
+def _not_resigned_note(body: bytes) -> str:
+    """Why ``--sign-key`` left ``body`` as it was (what it is instead of a JSON object), and what
+    an app makes of it as it goes: by the signature it carries, unless it is no notification (an
+    app refuses that whatever it carries)."""
+    if _timestamp_sign(body) is None:
+        then = "; signing would not help: it is no notification, which an app refuses signed or not"
+    elif _unsigned(body) is not None:
+        then = (
+            ", unsigned: an app that checks signatures refuses it unless it allows unsigned"
+            " notifications"
+        )
+    elif (out_of_time := _signature_out_of_time(body)) is not None:
+        then = (
+            f", with its own signature, which {_STALE[out_of_time]}: an app that checks"
+            " signatures refuses it"
+        )
+    else:
+        then = (
+            ", with its own signature: an app that checks signatures takes it only if one of its"
+            " keys made it, and only until it expires"
+        )
+    return f" (--sign-key cannot sign {_body_form(body)}, so it goes as it was{then})"
+
+
+_STALE = {
+    VerifyReason.EXPIRED: "has expired",
+    VerifyReason.TOO_FAR_AHEAD: "expires too far ahead",
+}
+
+
+def _body_form(body: bytes) -> str:
+    """What ``body``, not a JSON object, is: ``JSON that is an array``, ``a URL-encoded form``,
+    ``URL-encoded JSON``, ``a body that is not JSON``, … (a JSON object behind a byte-order mark,
+    which the app decodes, is not signed either)."""
+    try:
+        value = msgspec.json.decode(body.removeprefix(b"\xef\xbb\xbf"))
+    except msgspec.DecodeError:
+        if body.strip()[:3].upper() == b"%7B":
+            return "URL-encoded JSON"
+        if _timestamp_sign(body) is not None:  # a notification in a form field
+            return "a URL-encoded form"
+        return "a body that is not JSON"
+    if isinstance(value, dict):
+        return "JSON behind a byte-order mark"
+    return f"JSON that is {json_kind(value)}"
 
 
 _SUMMARY_WORDS = {

@@ -42,6 +42,7 @@ from mpsflow.cli.common import (
     bounded_int,
     cmq_endpoint,
     cmq_queue,
+    json_kind,
     plain_http_address,
     positive_float,
     positive_int,
@@ -191,22 +192,9 @@ def _signable(name: str, raw: bytes) -> dict[str, Any] | None:
     else:
         if isinstance(parsed, dict):
             return parsed
-        what = f"is JSON but not an object ({_json_kind(parsed)})"
+        what = f"is JSON but not an object ({json_kind(parsed)})"
     _log.warning("%s %s; sending it unsigned, as it is", name, what)
     return None
-
-
-def _json_kind(value: object) -> str:
-    """What a decoded JSON value is, in JSON's words: ``an array``, ``a string``, …"""
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null" if value is None else type(value).__name__
 
 
 def signed_body(item: SendItem, key: str | None, expires_in: int) -> bytes:

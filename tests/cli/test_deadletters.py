@@ -28,7 +28,7 @@ from mpsflow.cli.deadletters import read_dead_letters, redact, utc_time
 from mpsflow.clock import FakeClock
 from mpsflow.deadletter import DeadLetter, DeadLetterLimits, make_dead_letter
 from mpsflow.delivery import Delivery
-from mpsflow.signing.verifier import DEFAULT_SKEW
+from mpsflow.signing.verifier import DEFAULT_MAX_LIFETIME, DEFAULT_SKEW, VerifyReason
 from mpsflow.sinks.jsonl import JsonlSink
 from mpsflow.sinks.memory import MemorySink
 from mpsflow.testing import build_notification, media_result
@@ -880,8 +880,61 @@ async def test_replay_re_signs_when_asked(
     assert list(sent) == list(original)  # same fields in the same order
     assert binary == BODIES[-1][1]  # not JSON: sent as it was
     assert "(re-signed)" in out
-    assert "not a JSON object: sent unsigned, as it was" in out
+    assert (
+        "(--sign-key cannot sign a body that is not JSON, so it goes as it was; signing would not"
+        " help: it is no notification, which an app refuses signed or not)"
+    ) in out
     assert SAMPLE_KEY not in out + err
+
+
+async def test_a_body_sign_key_cannot_sign_is_named_with_what_an_app_makes_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--sign-key`` signs a JSON object only: each other body goes as it was, and its line
+    says what it is (a URL-encoded form, URL-encoded JSON, a JSON string, JSON of another kind,
+    not JSON) and what an app that checks signatures makes of it, by what it carries."""
+    now = int(time.time())
+    unsigned = _body("task-form").decode()
+    expired = _body("task-string", sign_key=SAMPLE_KEY, expires_at=int(START) + 600).decode()
+    ahead = _body("task-ahead", sign_key=SAMPLE_KEY, expires_at=now + 2 * int(HOUR)).decode()
+    fresh = _body("task-fresh", sign_key=SAMPLE_KEY, expires_at=now + 600).decode()
+    refused = ": an app that checks signatures refuses it"
+    cases = {
+        b"payload=" + urllib.parse.quote(unsigned).encode(): (
+            "a URL-encoded form, so it goes as it was, unsigned: an app that checks signatures"
+            " refuses it unless it allows unsigned notifications"
+        ),
+        json.dumps(expired).encode(): (
+            f"JSON that is a string, so it goes as it was, with its own signature, which has"
+            f" expired{refused}"
+        ),
+        urllib.parse.quote(ahead).encode(): (
+            "URL-encoded JSON, so it goes as it was, with its own signature, which expires too"
+            f" far ahead{refused}"
+        ),
+        b"payload=" + urllib.parse.quote(fresh).encode(): (
+            "a URL-encoded form, so it goes as it was, with its own signature: an app that checks"
+            " signatures takes it only if one of its keys made it, and only until it expires"
+        ),
+        b"[1, 2]": (
+            "JSON that is an array, so it goes as it was; signing would not help: it is no"
+            " notification, which an app refuses signed or not"
+        ),
+    }
+    records = [
+        make_dead_letter(kind="exhausted", reason="bug", body=body, now=START) for body in cases
+    ]
+    path = tmp_path / "dl.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(record) + b"\n" for record in records))
+    async with receiver() as server:
+        code, out, err = await run_in_thread(
+            capsys, "replay", str(path), "--to", server.url, "--sign-key", SAMPLE_KEY
+        )
+    assert code == 0, out + err
+    assert [body for body, _ in server.requests] == list(cases)  # each as it was
+    done = {line[:8]: line for line in out.splitlines()}
+    for record, note in zip(records, cases.values(), strict=True):
+        assert done[record.id[:8]].endswith(f"ok (--sign-key cannot sign {note})")
 
 
 async def test_a_refused_signature_says_to_replay_with_a_key(
@@ -1005,7 +1058,10 @@ def test_a_record_without_a_signature_is_flagged_as_the_app_refuses_it(
     done = lines(out)
     assert done[c[:8]].endswith("-> ack  ok (re-signed)")
     assert "-> rejected (signature missing" in done[form.id[:8]]
-    assert done[form.id[:8]].endswith("(not a JSON object: sent unsigned, as it was)")
+    assert done[form.id[:8]].endswith(
+        "(--sign-key cannot sign URL-encoded JSON, so it goes as it was, unsigned: an app that"
+        " checks signatures refuses it unless it allows unsigned notifications)"
+    )
 
 
 def test_a_dry_run_into_an_app_flags_only_what_that_app_refuses(
@@ -1117,6 +1173,56 @@ def test_a_dry_run_to_a_url_flags_as_expired_only_what_a_default_app_refuses(
     assert plan[records[1].id[:8]].endswith(
         "(its signature has expired; if the app checks signatures, replay with --sign-key KEY,"
         " one of its keys)"
+    )
+
+
+def test_a_dry_run_flags_a_signature_that_expires_too_far_ahead(
+    tmp_path: Path, keyed_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A signature whose expiry lies further ahead than an app's ``max_signature_lifetime`` is
+    refused as an expired one is: ``--to`` judges it by the default lifetime (and skew), as it
+    judges expiry, ``--app`` by the app's check, each with the advice the body allows (a
+    URL-encoded one cannot be re-signed). One within the lifetime is not flagged."""
+    now = int(time.time())
+    lifetime = int(DEFAULT_MAX_LIFETIME)
+    within = _body("task-within", sign_key=SAMPLE_KEY, expires_at=now + lifetime)
+    ahead = _body("task-ahead", sign_key=SAMPLE_KEY, expires_at=now + 2 * lifetime)
+    form = b"payload=" + urllib.parse.quote(ahead.decode()).encode()
+    default_app = App(notify_keys=[SAMPLE_KEY], dead_letters=MemorySink(), clock=FakeClock(now))
+    check = default_app.signature_verifier()
+    assert check is not None
+    assert [check.verify_payload(body).reason for body in (within, ahead)] == [
+        VerifyReason.OK,
+        VerifyReason.TOO_FAR_AHEAD,
+    ]
+    records = [
+        make_dead_letter(kind="exhausted", reason="bug", body=body, now=now)
+        for body in (within, ahead, form)
+    ]
+    path = tmp_path / "dl.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(record) + b"\n" for record in records))
+    url = "http://127.0.0.1:9/mps/callback"  # a dry run sends nothing
+    code, out, _ = run(capsys, "replay", str(path), "--to", url, "--dry-run")
+    assert code == 0
+    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert plan[records[0].id[:8]].endswith(f"would POST {len(within)} bytes to {url}")
+    too_far = (
+        "(its signature expires too far ahead (over 1h from now); if the app checks signatures,"
+    )
+    assert plan[records[1].id[:8]].endswith(
+        f"{too_far} replay with --sign-key KEY, one of its keys)"
+    )
+    assert plan[records[2].id[:8]].endswith(
+        f"{too_far} --sign-key cannot sign it (not a JSON object))"
+    )
+
+    code, out, _ = run(capsys, "replay", str(path), "--app", keyed_app, "--dry-run")
+    assert code == 0
+    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    assert plan[records[0].id[:8]].endswith(f"would process with {keyed_app}")
+    assert plan[records[1].id[:8]].endswith(
+        "(its signature expires too far ahead (past the app's max_signature_lifetime); the app"
+        " checks signatures: it will refuse this; replay with --sign-key KEY, one of its keys)"
     )
 
 
