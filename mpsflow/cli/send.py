@@ -11,7 +11,9 @@ the notifications left are counted as not sent, not each left to wait out its ow
 
 Exit codes: 0 when every notification was taken, 1 when anything failed, 2 for a wrong command
 line; stopped by Ctrl-C (SIGINT) or SIGTERM, it prints the summary of what was answered and a
-line saying the rest were not sent or not answered, and exits 130 (SIGINT) or 143 (SIGTERM).
+line counting what was answered, what failed with no answer, what was not sent and what was
+cut off waiting for an answer, and exits 130 (SIGINT) or 143 (SIGTERM); stopped before the first
+request (while the files are read), it says nothing was sent, with the same exit codes.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 from urllib.parse import urlsplit
 
 from mpsflow.cli.common import (
@@ -55,8 +59,6 @@ from mpsflow.errors import ConfigurationError
 from mpsflow.signing import sign_notification
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskStatus
-
     from mpsflow.tencentcloud.cmq.client import CmqClient
 
 __all__ = [
@@ -250,21 +252,37 @@ class _Progress:
         self.out.flush()
 
 
+Outcome = Literal["answered", "no answer", "not sent"]
+"""What a count of :class:`Tally` stands for: answers; requests that failed before any answer
+came (a refused connection, a timeout); notifications counted without being sent."""
+
+
 @dataclass(slots=True)
 class Tally:
     """What came of the notifications sent: a count per answer, and which answers are failures.
 
-    ``hints`` are lines that say what to do about a failure, each printed once.
+    ``hints`` are lines that say what to do about a failure, each printed once. ``outcomes``
+    says which counts are not answers (see :data:`Outcome`); ``sent`` counts the notifications
+    handed to a request, whether or not anything came of it yet.
     """
 
     counts: Counter[str] = field(default_factory=Counter)
     failed: set[str] = field(default_factory=set)
     hints: dict[str, None] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    sent: int = 0
 
-    def add(self, answer: str, n: int = 1, *, ok: bool = True) -> None:
+    def add(
+        self, answer: str, n: int = 1, *, ok: bool = True, outcome: Outcome = "answered"
+    ) -> None:
         self.counts[answer] += n
+        self.outcomes.setdefault(answer, outcome)
         if not ok:
             self.failed.add(answer)
+
+    def count(self, outcome: Outcome) -> int:
+        """How many notifications came to ``outcome``."""
+        return sum(n for answer, n in self.counts.items() if self.outcomes[answer] == outcome)
 
     @property
     def ok(self) -> bool:
@@ -452,7 +470,79 @@ def _target(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     return None, list(args.targets)
 
 
+class _Terminated(BaseException):
+    """SIGTERM before the sending began, raised where ``send`` is, as Ctrl-C raises
+    ``KeyboardInterrupt``."""
+
+
+class _Stops:
+    """SIGTERM to ``send``, from the moment it starts until it returns.
+
+    While the files are read it raises :class:`_Terminated` there; from the moment the event
+    loop runs it is only noted, and stops the sending when it comes while notifications are
+    sent (the requests in flight cancelled, as Ctrl-C does) or before the first one (none is
+    sent). Handled in Python throughout, so that no moment is left with the default action.
+    """
+
+    def __init__(self) -> None:
+        self.terminated = False
+        self.began = False
+        """The sending began: the summary has something to say."""
+        self._deferred = False
+        self._stop: Callable[[], object] | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.terminated = True
+        if self._stop is not None:
+            self._stop()
+        elif not self._deferred:
+            raise _Terminated
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGTERM inside the block (in the main thread only, where signals are)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    def defer(self) -> None:
+        """From now on note SIGTERM instead of raising it (the event loop is about to run)."""
+        self._deferred = True
+
+    def begin(self, stop: Callable[[], object]) -> bool:
+        """Sending begins, ``stop`` cancelling it on SIGTERM; False when SIGTERM came first."""
+        if self.terminated:
+            return False
+        self._stop = stop
+        self.began = True
+        return True
+
+    def end(self) -> None:
+        self._stop = None
+
+
 def _send(args: argparse.Namespace) -> int:
+    stops = _Stops()
+    try:
+        with stops.installed():
+            return _send_items(args, stops)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        if stops.began:  # Ctrl-C while the summary was printed
+            raise
+        return _nothing_sent(EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED)
+
+
+def _nothing_sent(code: int) -> int:
+    print("mpsflow send: interrupted before sending: nothing was sent", file=sys.stderr)
+    return code
+
+
+def _send_items(args: argparse.Namespace, stops: _Stops) -> int:
     import anyio
 
     args.url, paths = _target(args)
@@ -463,50 +553,56 @@ def _send(args: argparse.Namespace) -> int:
     started = time.monotonic()
     tally = Tally()
     send = _send_all if args.cmq is None else _queue_all
+    stops.defer()
+    interrupted = False
     try:
-        stopped = EXIT_TERMINATED if anyio.run(_until_terminated, send, args, items, tally) else 0
+        anyio.run(_until_stopped, send, args, items, tally, stops)
     except KeyboardInterrupt:
-        stopped = EXIT_INTERRUPTED
+        interrupted = True
+    if not stops.began:
+        return _nothing_sent(EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED)
     _summary(args, tally, time.monotonic() - started)
-    if not stopped:
+    if not interrupted and not stops.terminated:
         return EXIT_OK if tally.ok else EXIT_FAILED
     # What was answered so far still counts: the user must know what reached the app.
-    planned = len(items) * args.repeat
-    print(
-        f"mpsflow send: interrupted: {sum(tally.counts.values())} of {planned} answered;"
-        " the rest were not sent, or their answer never came (send them again: dedup"
-        " makes a repeat harmless)",
-        file=sys.stderr,
+    print(_interrupted_line(tally, len(items) * args.repeat), file=sys.stderr)
+    return EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED
+
+
+def _interrupted_line(tally: Tally, planned: int) -> str:
+    """What became of the ``planned`` notifications when the send was stopped: answered,
+    failed before any answer came, not sent, or sent and cut off waiting for their answer."""
+    answered = tally.count("answered")
+    unanswered = tally.count("no answer")
+    waiting = tally.sent - answered - unanswered
+    return (
+        f"mpsflow send: interrupted: {answered} of {planned} answered, {unanswered} failed with"
+        f" no answer, {planned - tally.sent} not sent, {waiting} cut off waiting for an answer;"
+        " send again what was not answered (dedup makes a repeat harmless)"
     )
-    return stopped
 
 
-async def _until_terminated(
+async def _until_stopped(
     send: Callable[[argparse.Namespace, list[SendItem], Tally], Awaitable[None]],
     args: argparse.Namespace,
     items: list[SendItem],
     tally: Tally,
-) -> bool:
+    stops: _Stops,
+) -> None:
     """``send(args, items, tally)`` until it ends or SIGTERM stops it, as Ctrl-C does (the
-    requests in flight cancelled, their answers not counted); True when SIGTERM stopped it."""
+    requests in flight cancelled, their answers not counted); not at all after a SIGTERM."""
+    import asyncio
+
     import anyio
 
-    terminated = False
-
-    async def watch(*, task_status: TaskStatus[None]) -> None:
-        nonlocal terminated
-        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
-            task_status.started()
-            async for _ in signals:
-                terminated = True
-                tg.cancel_scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        if threading.current_thread() is threading.main_thread():  # where signals are handled
-            await tg.start(watch)
-        await send(args, items, tally)
-        tg.cancel_scope.cancel()
-    return terminated
+    loop = asyncio.get_running_loop()
+    with anyio.CancelScope() as scope:
+        if not stops.begin(lambda: loop.call_soon_threadsafe(scope.cancel)):
+            return
+        try:
+            await send(args, items, tally)
+        finally:
+            stops.end()
 
 
 def _summary(args: argparse.Namespace, tally: Tally, elapsed: float) -> None:
@@ -544,6 +640,7 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem], tally: Tall
     async def post(session: aiohttp.ClientSession, item: SendItem) -> None:
         nonlocal answered, given_up
         body = signed_body(item, args.sign_key, args.expires_in)
+        tally.sent += 1
         try:
             async with session.post(
                 args.url, data=body, headers={"Content-Type": "application/json"}
@@ -554,7 +651,7 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem], tally: Tall
                     tally, args.url, response.status, answer, signed=args.sign_key is not None
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            tally.add(f"error ({type(exc).__name__})", ok=False)
+            tally.add(f"error ({type(exc).__name__})", ok=False, outcome="no answer")
             if not isinstance(exc, TimeoutError) or answered:
                 tally.hints[_connection_hint(args.url, exc)] = None
             elif not given_up:  # silence from the start: the rest would wait as long
@@ -566,7 +663,7 @@ async def _send_all(args: argparse.Namespace, items: list[SendItem], tally: Tall
             if not given_up:
                 await pacer.wait()
             if given_up:  # this one and every one left: count them at once
-                tally.add(_NOT_ANSWERING, 1 + sum(1 for _ in plan), ok=False)
+                tally.add(_NOT_ANSWERING, 1 + sum(1 for _ in plan), ok=False, outcome="not sent")
             else:
                 await post(session, item)
             progress.show(tally)
@@ -592,7 +689,9 @@ def _batches(items: Sequence[SendItem], size: int, tally: Tally) -> Iterator[lis
         try:
             item.raw.decode("utf-8")
         except UnicodeDecodeError:
-            tally.add("not sent (not UTF-8 text; a CMQ message is text)", ok=False)
+            tally.add(
+                "not sent (not UTF-8 text; a CMQ message is text)", ok=False, outcome="not sent"
+            )
             continue
         room = len(item.raw) + _SIGNATURE_ROOM
         if batch and (len(batch) == size or used + room > _CMQ_BATCH_BYTES):
@@ -631,7 +730,7 @@ async def _queue_all(args: argparse.Namespace, items: list[SendItem], tally: Tal
     async def worker() -> None:
         for batch in plan:
             if given_up:
-                tally.add(given_up[0], len(batch), ok=False)
+                tally.add(given_up[0], len(batch), ok=False, outcome="not sent")
             else:
                 await pacer.wait()
                 if reason := await _queue_batch(client, args, batch, tally):
@@ -660,6 +759,7 @@ async def _queue_batch(
     )
 
     bodies = [signed_body(item, args.sign_key, args.expires_in).decode() for item in batch]
+    tally.sent += len(batch)
     try:
         await client.batch_send(args.queue, bodies)
     except CmqServerError as exc:
@@ -676,7 +776,9 @@ async def _queue_batch(
                 "mpsflow cmq-server has the queues given with --queue)"
             ] = None
     except CmqError as exc:
-        tally.add(f"error ({_one_line(str(exc))})", len(batch), ok=False)
+        no_answer = isinstance(exc, CmqNetworkError) and exc.status is None
+        outcome: Outcome = "no answer" if no_answer else "answered"
+        tally.add(f"error ({_one_line(str(exc))})", len(batch), ok=False, outcome=outcome)
         if isinstance(exc, CmqNetworkError) and (hint := exc.reach_hint(args.cmq)):
             tally.hints[hint] = None
             return (

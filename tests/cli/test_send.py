@@ -34,6 +34,7 @@ from tests.plugins.cmq_server import (
     SilentEndpoint,
 )
 from tests.plugins.samples import LIVE_SAMPLE_PATHS, SAMPLE_KEY, SAMPLE_PATHS
+from tests.process_output import Output
 from tests.sinks.peers import serve as serve_peer
 from tests.sources.http_app import make_app, seed_like, serve
 
@@ -707,7 +708,8 @@ async def test_ctrl_c_or_sigterm_still_says_what_was_answered(
     samples_dir: Path, signum: signal.Signals, exit_code: int
 ) -> None:
     """Interrupted, ``send`` prints its summary of what was answered so far, says that the
-    rest were not sent or not answered, and exits 130 (Ctrl-C) or 143 (SIGTERM)."""
+    rest were not sent or cut off waiting for their answer, and exits 130 (Ctrl-C) or 143
+    (SIGTERM)."""
     answered = 0
     fourth, released = anyio.Event(), anyio.Event()
 
@@ -736,7 +738,10 @@ async def test_ctrl_c_or_sigterm_still_says_what_was_answered(
         released.set()  # the server's shutdown waits for its handlers
     assert code == exit_code
     assert summary(out) == {"200": 3}
-    assert "mpsflow send: interrupted: 3 of 6 answered;" in err
+    assert (
+        "mpsflow send: interrupted: 3 of 6 answered, 0 failed with no answer, 2 not sent,"
+        " 1 cut off waiting for an answer;" in err
+    )
 
 
 async def read_all(stream: anyio.abc.ByteReceiveStream | None) -> str:
@@ -746,3 +751,91 @@ async def read_all(stream: anyio.abc.ByteReceiveStream | None) -> str:
     async for chunk in stream:
         data += chunk
     return data.decode()
+
+
+@asynccontextmanager
+async def sending(*args: str) -> AsyncIterator[tuple[anyio.abc.Process, Output, Output]]:
+    """``python -m mpsflow send ARGS`` running, its stdout and stderr collected as they come;
+    killed at the end if it is still running."""
+    command = [sys.executable, "-m", "mpsflow", "send", *args]
+    async with await anyio.open_process(command, env=ENV) as process:
+        out, err = Output(), Output()
+        async with anyio.create_task_group() as tg:
+            for stream, output in ((process.stdout, out), (process.stderr, err)):
+                assert stream is not None
+                tg.start_soon(output.collect, stream)
+            try:
+                yield process, out, err
+            finally:
+                if process.returncode is None:
+                    process.kill()
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["Ctrl-C", "SIGTERM"],
+)
+async def test_stopped_after_giving_up_on_a_silent_url_counts_the_not_sent_as_not_sent(
+    silent_cmq: SilentEndpoint,
+    tmp_path: Path,
+    seed_sample: bytes,
+    signum: signal.Signals,
+    exit_code: int,
+) -> None:
+    """Given up on a URL that never answers (the rest counted as not sent) and then stopped
+    while a sender still waits for its turn, the closing line counts what was answered (none),
+    what failed with no answer (the one timeout) and what was not sent: none as answered."""
+    body = tmp_path / "seed.json"
+    body.write_bytes(seed_sample)
+    args = ("--repeat", "20", "--concurrency", "2", "--timeout", "0.5", "--rate", "0.001")
+    # the first request goes at once; the second sender waits its turn (1000 s) for the signal
+    async with sending(f"{silent_cmq.url}/mps/callback", str(body), *args) as (process, out, err):
+        await err.wait_for(re.compile(r"^19/20 done: 0 sent, 19 failed$"))
+        process.send_signal(signum)
+        with anyio.fail_after(30):
+            code = await process.wait()
+    assert code == exit_code
+    counts = summary(out.text)
+    errors = sum(n for status, n in counts.items() if status.startswith("error ("))
+    assert (errors, counts.pop("not sent (the URL did not answer)", 0)) == (1, 18), out.text
+    assert silent_cmq.connections() == 1
+    [line] = [line for line in err.lines if line.startswith("mpsflow send: interrupted:")]
+    assert line.startswith(
+        "mpsflow send: interrupted: 0 of 20 answered, 1 failed with no answer, 19 not sent,"
+        " 0 cut off waiting for an answer;"
+    ), line
+
+
+@pytest.mark.parametrize(
+    ("signum", "exit_code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["Ctrl-C", "SIGTERM"],
+)
+async def test_stopped_while_the_files_are_read_says_nothing_was_sent(
+    silent_cmq: SilentEndpoint, tmp_path: Path, signum: signal.Signals, exit_code: int
+) -> None:
+    """Stopped before the first request, here while it reads the files, ``send`` says in one
+    line that nothing was sent and exits 130 (Ctrl-C) or 143 (SIGTERM): SIGTERM does not
+    kill it outright."""
+    bodies = tmp_path / "arrays.jsonl"
+    bodies.write_text("[]\n" * 30_000)  # a warning each, signed: far more than a pipe holds
+    url = f"{silent_cmq.url}/mps/callback"
+    command = [sys.executable, "-m", "mpsflow", "send", url, str(bodies), "--sign-key", "k"]
+    async with await anyio.open_process(command, env=ENV) as process:
+        assert process.stderr is not None
+        seen = b""
+        with anyio.fail_after(30):
+            while b"sending it unsigned" not in seen:
+                seen += await process.stderr.receive()
+        # Standard error is not read again until the signal: the warnings still to come fill
+        # the pipe and hold ``send`` where it reads the files.
+        process.send_signal(signum)
+        with anyio.fail_after(30):
+            err = seen.decode() + await read_all(process.stderr)
+            code = await process.wait()
+        out = await read_all(process.stdout)
+    assert code == exit_code
+    assert out == ""
+    assert err.splitlines()[-1] == "mpsflow send: interrupted before sending: nothing was sent"
+    assert silent_cmq.connections() == 0
