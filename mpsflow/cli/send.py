@@ -252,7 +252,7 @@ class _Progress:
         self.out.flush()
 
 
-Outcome = Literal["answered", "no answer", "not sent"]
+_Outcome = Literal["answered", "no answer", "not sent"]
 """What a count of :class:`Tally` stands for: answers; requests that failed before any answer
 came (a refused connection, a timeout); notifications counted without being sent."""
 
@@ -262,25 +262,25 @@ class Tally:
     """What came of the notifications sent: a count per answer, and which answers are failures.
 
     ``hints`` are lines that say what to do about a failure, each printed once. ``outcomes``
-    says which counts are not answers (see :data:`Outcome`); ``sent`` counts the notifications
+    says which counts are not answers (see :data:`_Outcome`); ``sent`` counts the notifications
     handed to a request, whether or not anything came of it yet.
     """
 
     counts: Counter[str] = field(default_factory=Counter)
     failed: set[str] = field(default_factory=set)
     hints: dict[str, None] = field(default_factory=dict)
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    outcomes: dict[str, _Outcome] = field(default_factory=dict)
     sent: int = 0
 
     def add(
-        self, answer: str, n: int = 1, *, ok: bool = True, outcome: Outcome = "answered"
+        self, answer: str, n: int = 1, *, ok: bool = True, outcome: _Outcome = "answered"
     ) -> None:
         self.counts[answer] += n
         self.outcomes.setdefault(answer, outcome)
         if not ok:
             self.failed.add(answer)
 
-    def count(self, outcome: Outcome) -> int:
+    def count(self, outcome: _Outcome) -> int:
         """How many notifications came to ``outcome``."""
         return sum(n for answer, n in self.counts.items() if self.outcomes[answer] == outcome)
 
@@ -777,7 +777,7 @@ async def _queue_batch(
             ] = None
     except CmqError as exc:
         no_answer = isinstance(exc, CmqNetworkError) and exc.status is None
-        outcome: Outcome = "no answer" if no_answer else "answered"
+        outcome: _Outcome = "no answer" if no_answer else "answered"
         tally.add(f"error ({_one_line(str(exc))})", len(batch), ok=False, outcome=outcome)
         if isinstance(exc, CmqNetworkError) and (hint := exc.reach_hint(args.cmq)):
             tally.hints[hint] = None
