@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 from mpsflow.cli._heap import prepare_heap_for_serving
 from mpsflow.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STARTUP
 from mpsflow.errors import ConfigurationError, StartupError
+from mpsflow.observability.prometheus import MULTIPROCESS_VARIABLE, multiprocess_directory
 
 if TYPE_CHECKING:
     from mpsflow.app import App
@@ -322,8 +323,6 @@ def prometheus_multiprocess(workers: int) -> Iterator[None]:
     prometheus-client was imported before (too late: it reads the variable once, and the
     HTTP source then logs that each worker reports its own).
     """
-    from mpsflow.observability.prometheus import MULTIPROCESS_VARIABLE
-
     given = {MULTIPROCESS_VARIABLE, MULTIPROCESS_VARIABLE.lower()} & os.environ.keys()
     if workers <= 1 or given or "prometheus_client" in sys.modules:
         yield
@@ -340,11 +339,8 @@ def prometheus_multiprocess(workers: int) -> Iterator[None]:
 def _clear_live_gauges(pid: int) -> None:
     """Clear an ended worker's live prometheus-client gauges (its deliveries in flight), in
     multiprocess mode; its counters stay, so a combined counter never goes down."""
-    prometheus = sys.modules.get("prometheus_client")
-    if prometheus is None:
+    if "prometheus_client" not in sys.modules:  # the app does not use it
         return
-    from mpsflow.observability.prometheus import multiprocess_directory
-
     with contextlib.suppress(ConfigurationError, OSError):  # the mode is off, or misset
         directory = multiprocess_directory()
         if directory is not None:

@@ -887,6 +887,17 @@ async def test_replay_re_signs_when_asked(
     assert SAMPLE_KEY not in out + err
 
 
+def write_records(path: Path, records: list[DeadLetter]) -> None:
+    """A dead-letter file of ``records``, one JSON line each."""
+    path.write_bytes(b"".join(msgspec.json.encode(record) + b"\n" for record in records))
+
+
+def dry_run_plan(out: str) -> dict[str, str]:
+    """A dry run's line for each record, by the first 8 characters of its id (the lines that
+    follow one, indented, left out)."""
+    return {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+
+
 async def test_a_body_sign_key_cannot_sign_is_named_with_what_an_app_makes_of_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -925,7 +936,7 @@ async def test_a_body_sign_key_cannot_sign_is_named_with_what_an_app_makes_of_it
         make_dead_letter(kind="exhausted", reason="bug", body=body, now=START) for body in cases
     ]
     path = tmp_path / "dl.jsonl"
-    path.write_bytes(b"".join(msgspec.json.encode(record) + b"\n" for record in records))
+    write_records(path, records)
     async with receiver() as server:
         code, out, err = await run_in_thread(
             capsys, "replay", str(path), "--to", server.url, "--sign-key", SAMPLE_KEY
@@ -1089,7 +1100,7 @@ def test_a_dry_run_into_an_app_flags_only_what_that_app_refuses(
     finally:
         sys.modules.pop(name, None)
     assert code == 0
-    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    plan = dry_run_plan(out)
     assert plan[letters.ids["a"][:8]].endswith(
         "(its signature has expired; the app checks signatures: it will refuse this; replay"
         " with --sign-key KEY, one of its keys)"
@@ -1164,11 +1175,11 @@ def test_a_dry_run_to_a_url_flags_as_expired_only_what_a_default_app_refuses(
         for body in (within, past)
     ]
     path = tmp_path / "dl.jsonl"
-    path.write_bytes(b"".join(msgspec.json.encode(record) + b"\n" for record in records))
+    write_records(path, records)
     url = "http://127.0.0.1:9/mps/callback"  # a dry run sends nothing
     code, out, _ = run(capsys, "replay", str(path), "--to", url, "--dry-run")
     assert code == 0
-    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    plan = dry_run_plan(out)
     assert plan[records[0].id[:8]].endswith(f"would POST {len(within)} bytes to {url}")
     assert plan[records[1].id[:8]].endswith(
         "(its signature has expired; if the app checks signatures, replay with --sign-key KEY,"
@@ -1200,11 +1211,11 @@ def test_a_dry_run_flags_a_signature_that_expires_too_far_ahead(
         for body in (within, ahead, form)
     ]
     path = tmp_path / "dl.jsonl"
-    path.write_bytes(b"".join(msgspec.json.encode(record) + b"\n" for record in records))
+    write_records(path, records)
     url = "http://127.0.0.1:9/mps/callback"  # a dry run sends nothing
     code, out, _ = run(capsys, "replay", str(path), "--to", url, "--dry-run")
     assert code == 0
-    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    plan = dry_run_plan(out)
     assert plan[records[0].id[:8]].endswith(f"would POST {len(within)} bytes to {url}")
     too_far = (
         "(its signature expires too far ahead (over 1h from now); if the app checks signatures,"
@@ -1218,7 +1229,7 @@ def test_a_dry_run_flags_a_signature_that_expires_too_far_ahead(
 
     code, out, _ = run(capsys, "replay", str(path), "--app", keyed_app, "--dry-run")
     assert code == 0
-    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    plan = dry_run_plan(out)
     assert plan[records[0].id[:8]].endswith(f"would process with {keyed_app}")
     assert plan[records[1].id[:8]].endswith(
         "(its signature expires too far ahead (past the app's max_signature_lifetime); the app"
@@ -1252,7 +1263,7 @@ def test_a_dry_run_marks_poison_records_the_app_refuses_again(
     where = replay_app if target == "--app" else "http://127.0.0.1:9/mps/callback"
     code, out, _ = run(capsys, "replay", str(letters.path), "--dry-run", target, where)
     assert code == 0
-    plan = {line[:8]: line for line in out.splitlines() if not line.startswith(" ")}
+    plan = dry_run_plan(out)
     marked = {
         name
         for name, record_id in {**letters.ids, "large": large}.items()
