@@ -202,7 +202,6 @@ def run_python(
     )
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="the script forks")
 def test_in_multiprocess_mode_render_adds_up_every_process(tmp_path: Path) -> None:
     directory = tmp_path / "prometheus"
     directory.mkdir()
